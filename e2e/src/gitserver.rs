@@ -1,0 +1,736 @@
+//! Real git servers on loopback, and helpers that drive the `git` CLI the way a person would.
+//!
+//! - [`GitDaemon`]: `git daemon` serving bare repositories over `git://`, push enabled.
+//! - [`HttpGitServer`]: `git http-backend` as a CGI behind lighttpd, every request behind HTTP
+//!   basic auth.
+//! - [`git`], [`commit_files`], [`seed_dir`], [`ls_remote`], [`branch_head`],
+//!   [`clone_recursive`], [`log`]: set up and inspect repositories from tests.
+//!
+//! Each server owns a temp dir and a free port on 127.0.0.1, so tests in parallel never share
+//! anything. Servers run in their own process group and are stopped (and reaped) on drop, or
+//! by a watchdog when the test process dies. Set `SHOPSET_E2E_KEEP=1` to keep their temp dirs
+//! (repositories and logs) after the test; the paths are printed.
+//!
+//! These are test support: failures panic with the command's output.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Author and committer name of every commit made by these helpers.
+pub const GIT_USER_NAME: &str = "ShopSet Test";
+/// Author and committer email of every commit made by these helpers.
+pub const GIT_USER_EMAIL: &str = "test@shopset.invalid";
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server gets to finish in-flight requests (and reap their processes) on drop.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts to start a server when another process grabs the chosen port first.
+const PORT_ATTEMPTS: usize = 10;
+/// Both git daemon and lighttpd report a lost port race with strerror(EADDRINUSE).
+const ADDR_IN_USE: &str = "Address already in use";
+
+/// `git daemon` on 127.0.0.1 serving the bare repositories under its own temp dir, with
+/// `--export-all` and push (`receive-pack`) enabled, no authentication.
+pub struct GitDaemon {
+    // Declared before `dir`: fields drop in order, so the server stops before its files go.
+    process: ServerProcess,
+    port: u16,
+    repos: PathBuf,
+    dir: ServerDir,
+}
+
+impl GitDaemon {
+    /// Starts the daemon and returns once it accepts connections.
+    pub fn start() -> GitDaemon {
+        let dir = ServerDir::new("shopset-git-daemon-");
+        let repos = dir.path().join("repos");
+        fs::create_dir(&repos).expect("create git daemon repository root");
+        let log = dir.path().join("daemon.log");
+
+        // Run git-daemon itself: `git daemon` would keep a `git` parent process in between.
+        let program = git_exec_path().join("git-daemon");
+        let (process, port) = start_on_free_port("git daemon", &log, "Ready to rumble", |port| {
+            let mut cmd = Command::new(&program);
+            // --verbose makes it log "Ready to rumble" once bound, our readiness signal.
+            cmd.args([
+                "--verbose",
+                "--log-destination=stderr",
+                "--informative-errors",
+            ])
+            .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
+            .arg(format!("--base-path={}", repos.display()))
+            .args(["--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(&repos);
+            isolate_git_env(&mut cmd);
+            cmd
+        });
+        GitDaemon {
+            process,
+            port,
+            repos,
+            dir,
+        }
+    }
+
+    /// `git://127.0.0.1:<port>/<repo>.git`
+    pub fn url(&self, repo: &str) -> String {
+        check_repo_name(repo);
+        format!("git://127.0.0.1:{}/{repo}.git", self.port)
+    }
+
+    /// Creates an empty bare repository (initial branch `main`) and returns its URL.
+    pub fn create_repo(&self, repo: &str) -> String {
+        init_bare(&self.path(repo));
+        self.url(repo)
+    }
+
+    /// The bare repository on disk.
+    pub fn path(&self, repo: &str) -> PathBuf {
+        check_repo_name(repo);
+        self.repos.join(format!("{repo}.git"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Process id of the daemon (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// The temp dir holding the repositories and the daemon's log (`daemon.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Git smart HTTP: `git http-backend` as a CGI behind lighttpd on 127.0.0.1, serving the bare
+/// repositories under its own temp dir at `/git/<repo>.git`. Every request, fetch or push, needs
+/// HTTP basic auth as the one configured user; anything else gets 401.
+pub struct HttpGitServer {
+    // Declared before `dir`: fields drop in order, so the server stops before its files go.
+    process: ServerProcess,
+    port: u16,
+    user: String,
+    password: String,
+    repos: PathBuf,
+    dir: ServerDir,
+}
+
+impl HttpGitServer {
+    /// Starts lighttpd and returns once it accepts connections.
+    pub fn start(user: &str, password: &str) -> HttpGitServer {
+        // The plain user file is `user:password` lines.
+        assert!(
+            !user.is_empty() && !user.contains([':', '\n', '\r']),
+            "HTTP user {user:?} must be non-empty without ':' or newlines"
+        );
+        assert!(
+            !password.contains(['\n', '\r']),
+            "HTTP password must not contain newlines"
+        );
+
+        let dir = ServerDir::new("shopset-git-http-");
+        let repos = dir.path().join("repos");
+        let docroot = dir.path().join("www");
+        let uploads = dir.path().join("uploads");
+        for d in [&repos, &docroot, &uploads] {
+            fs::create_dir(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+        }
+        let users = dir.path().join("users");
+        fs::write(&users, format!("{user}:{password}\n")).expect("write lighttpd user file");
+        let backend = git_exec_path().join("git-http-backend");
+        assert!(
+            backend.is_file(),
+            "git-http-backend not found at {}",
+            backend.display()
+        );
+        let lighttpd = find_lighttpd();
+        let conf = dir.path().join("lighttpd.conf");
+        let log = dir.path().join("lighttpd.log");
+
+        let (process, port) = start_on_free_port("lighttpd", &log, "server started", |port| {
+            let config = lighttpd_config(LighttpdConfig {
+                port,
+                docroot: &docroot,
+                uploads: &uploads,
+                users: &users,
+                backend: &backend,
+                repos: &repos,
+            });
+            fs::write(&conf, config).expect("write lighttpd config");
+            let mut cmd = Command::new(&lighttpd);
+            cmd.arg("-D").arg("-f").arg(&conf);
+            cmd
+        });
+        HttpGitServer {
+            process,
+            port,
+            user: user.to_owned(),
+            password: password.to_owned(),
+            repos,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/git/<repo>.git`, without credentials.
+    pub fn url(&self, repo: &str) -> String {
+        check_repo_name(repo);
+        format!("http://127.0.0.1:{}/git/{repo}.git", self.port)
+    }
+
+    /// [`url`](Self::url) with the user and password embedded, for test setup with the git
+    /// helpers only; the code under test should get credentials the way users give them.
+    pub fn authed_url(&self, repo: &str) -> String {
+        check_repo_name(repo);
+        format!(
+            "http://{}:{}@127.0.0.1:{}/git/{repo}.git",
+            percent_encode(&self.user),
+            percent_encode(&self.password),
+            self.port
+        )
+    }
+
+    /// Creates an empty bare repository (initial branch `main`) and returns its URL (without
+    /// credentials).
+    pub fn create_repo(&self, repo: &str) -> String {
+        // Push needs no `http.receivepack`: every request is authenticated, so http-backend
+        // sees REMOTE_USER and enables receive-pack.
+        init_bare(&self.path(repo));
+        self.url(repo)
+    }
+
+    /// The bare repository on disk.
+    pub fn path(&self, repo: &str) -> PathBuf {
+        check_repo_name(repo);
+        self.repos.join(format!("{repo}.git"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Process id of lighttpd (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// The temp dir holding the repositories, `lighttpd.conf` and `lighttpd.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+struct LighttpdConfig<'a> {
+    port: u16,
+    docroot: &'a Path,
+    uploads: &'a Path,
+    users: &'a Path,
+    backend: &'a Path,
+    repos: &'a Path,
+}
+
+/// The setup `git help http-backend` documents for lighttpd, with auth on every request.
+fn lighttpd_config(c: LighttpdConfig<'_>) -> String {
+    let s = |p: &Path| lighttpd_string(&p.to_string_lossy());
+    format!(
+        r#"server.modules = ( "mod_alias", "mod_setenv", "mod_auth", "mod_authn_file", "mod_cgi" )
+server.bind = "127.0.0.1"
+server.port = {port}
+server.document-root = {docroot}
+server.upload-dirs = ( {uploads} )
+# No server.errorlog: errors go to stderr, which is our log file.
+
+auth.backend = "plain"
+auth.backend.plain.userfile = {users}
+auth.require = ( "/" => ( "method" => "basic", "realm" => "git", "require" => "valid-user" ) )
+
+alias.url = ( "/git" => {backend} )
+$HTTP["url"] =~ "^/git/" {{
+    cgi.assign = ( "" => "" )
+    setenv.add-environment = (
+        "GIT_PROJECT_ROOT" => {repos},
+        "GIT_HTTP_EXPORT_ALL" => "1",
+        "GIT_CONFIG_NOSYSTEM" => "1",
+        "GIT_CONFIG_GLOBAL" => "/dev/null",
+    )
+}}
+"#,
+        port = c.port,
+        docroot = s(c.docroot),
+        uploads = s(c.uploads),
+        users = s(c.users),
+        backend = s(c.backend),
+        repos = s(c.repos),
+    )
+}
+
+/// A quoted lighttpd config string.
+fn lighttpd_string(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// lighttpd from `<repo>/.tools/bin` if linked there, else the system's: it lives in sbin,
+/// which is not on every user's PATH.
+fn find_lighttpd() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::iter::once(crate::tools::tools_bin())
+        .chain(std::env::split_paths(&path))
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("lighttpd"))
+        .find(|p| p.is_file())
+        .expect("lighttpd not found on PATH or in /usr/sbin (run e2e/install-tools)")
+}
+
+fn git_exec_path() -> PathBuf {
+    let dir = TempDir::new().expect("create temp dir");
+    PathBuf::from(git(dir.path(), &["--exec-path"]))
+}
+
+/// Repository names become paths and URLs: keep them plain.
+fn check_repo_name(repo: &str) {
+    let ok = !repo.is_empty()
+        && !repo.ends_with(".git")
+        && repo.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+    assert!(
+        ok,
+        "bad repository name {repo:?} (want e.g. \"app\" or \"team/app\", no .git)"
+    );
+}
+
+fn init_bare(path: &Path) {
+    fs::create_dir_all(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    git(
+        path,
+        &["init", "--quiet", "--bare", "--initial-branch=main"],
+    );
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server processes
+
+/// A server process leading its own process group, so that stopping it also stops whatever it
+/// spawned, plus a watchdog that kills that group once its stdin closes: on drop, and also when
+/// this test process dies without dropping (killed, Ctrl-C), since the kernel then closes the
+/// pipe. The server's group is not the terminal's foreground group, so Ctrl-C never reaches it.
+struct ServerProcess {
+    child: Child,
+    watchdog: Child,
+}
+
+impl ServerProcess {
+    fn spawn(name: &str, mut command: Command) -> ServerProcess {
+        let child = command
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let pgid = child.id();
+        let watchdog = Command::new("sh")
+            .args([
+                "-c",
+                "read -r _line; kill -s KILL -- \"-$0\"",
+                &pgid.to_string(),
+            ])
+            // In the server's group: out of Ctrl-C's reach, and stopped with it.
+            .process_group(i32::try_from(pgid).expect("pid fits in i32"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let watchdog = match watchdog {
+            Ok(watchdog) => watchdog,
+            Err(e) => {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("spawn watchdog for {name}: {e}");
+            }
+        };
+        ServerProcess { child, watchdog }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        if let Ok(None) = self.child.try_wait() {
+            // Let in-flight requests finish so the server reaps its own children: orphans
+            // would be left to init, which may be slow to reap them.
+            let deadline = Instant::now() + DRAIN_TIMEOUT;
+            while !children(pid).is_empty() && Instant::now() < deadline {
+                sleep(Duration::from_millis(20));
+            }
+        }
+        // Closing its stdin makes the watchdog kill the whole group, itself included.
+        drop(self.watchdog.stdin.take());
+        let _ = self.watchdog.wait();
+        // In case the watchdog was gone already. The pid is still ours: not reaped yet.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Direct children of `pid` (Linux); none if unknown.
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A server's temp dir. With `SHOPSET_E2E_KEEP=1` (as for the control plane) it is kept after
+/// the test, for its repositories and logs, and its path is printed.
+struct ServerDir(Option<TempDir>);
+
+impl ServerDir {
+    fn new(prefix: &str) -> ServerDir {
+        let dir = TempDir::with_prefix(prefix)
+            .unwrap_or_else(|e| panic!("create temp dir {prefix}*: {e}"));
+        ServerDir(Some(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .expect("server dir is only taken on drop")
+            .path()
+    }
+}
+
+impl Drop for ServerDir {
+    fn drop(&mut self) {
+        let keep = std::env::var_os("SHOPSET_E2E_KEEP").is_some_and(|v| !v.is_empty() && v != "0");
+        if keep && let Some(dir) = self.0.take() {
+            eprintln!(
+                "SHOPSET_E2E_KEEP: git server files kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
+/// Picks a free port, starts the server from `command(port)` with stdout and stderr in `log`,
+/// and waits until the log shows `ready` and the port accepts connections. Picking a free port
+/// and binding it are not atomic, so a lost race (the server exits with EADDRINUSE) retries on
+/// another port.
+fn start_on_free_port(
+    name: &str,
+    log: &Path,
+    ready: &str,
+    mut command: impl FnMut(u16) -> Command,
+) -> (ServerProcess, u16) {
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_port();
+        let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log file handle");
+        let mut cmd = command(port);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let mut process = ServerProcess::spawn(name, cmd);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            // The probe connection shows up in git daemon's log as a dropped client.
+            if text.contains(ready) && port_accepts(port) {
+                return (process, port);
+            }
+            let exited = process.child.try_wait().expect("poll server process");
+            if let Some(status) = exited {
+                let text = fs::read_to_string(log).unwrap_or_default();
+                if text.contains(ADDR_IN_USE) {
+                    break; // lost the port race: try another port
+                }
+                panic!("{name} exited ({status}) before listening on port {port}:\n{text}");
+            }
+            if Instant::now() > deadline {
+                panic!("{name} not listening on port {port} after {START_TIMEOUT:?}:\n{text}");
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("{name}: every port tried was taken ({PORT_ATTEMPTS} attempts)");
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("local address of 127.0.0.1:0")
+        .port()
+}
+
+fn port_accepts(port: u16) -> bool {
+    let addr = (Ipv4Addr::LOCALHOST, port).into();
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The git CLI, as a person uses it
+
+/// Runs `git <args>` in `dir` with a fixed identity and no prompts, user or system config;
+/// panics with stderr on failure; returns trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    try_git(dir, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`git`], but a failure is returned as an error message (command, status, stderr)
+/// instead of a panic: for tests that expect git to be refused.
+pub fn try_git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = git_command(dir, args).output();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = output.unwrap_or_else(|e| panic!("run git {} in {}: {e}", args.join(" "), dir.display()));
+    if status.success() {
+        Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "git {} in {} failed ({status}):\n{}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&stderr)
+        ))
+    }
+}
+
+fn git_command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .args(["-c", &format!("user.name={GIT_USER_NAME}")])
+        .args(["-c", &format!("user.email={GIT_USER_EMAIL}")])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "advice.detachedHead=false",
+        ])
+        // An empty helper value clears the list: nothing may ask for or store credentials.
+        .args(["-c", "credential.helper="])
+        .args(args)
+        .stdin(Stdio::null());
+    isolate_git_env(&mut cmd);
+    cmd
+}
+
+/// Keeps the caller's git config and environment out of a git process.
+fn isolate_git_env(cmd: &mut Command) {
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    for var in [
+        "GIT_ASKPASS",
+        "SSH_ASKPASS",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_COUNT",
+    ] {
+        cmd.env_remove(var);
+    }
+}
+
+/// Clones `url`, writes `files` (path relative to the repository root, content) on `branch`,
+/// commits and pushes; returns the new commit's sha.
+///
+/// A missing branch starts from the remote's default branch, or as the first commit of an
+/// empty repository. The commit is made even when the files are unchanged, so every call
+/// yields a new sha.
+pub fn commit_files(url: &str, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+    commit_to_branch(url, branch, message, |work| {
+        for (path, content) in files {
+            let rel = Path::new(path);
+            assert!(
+                rel.is_relative() && !path.split('/').any(|p| p == ".." || p == ".git"),
+                "file path {path:?} must be relative to the repository root"
+            );
+            let dest = work.join(rel);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+            }
+            fs::write(&dest, content).unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
+        }
+    })
+}
+
+/// Copies the tree under `dir` (without any `.git`) over `branch`, commits and pushes; returns
+/// the new commit's sha. Files already on the branch and not in `dir` stay.
+pub fn seed_dir(url: &str, branch: &str, dir: &Path, message: &str) -> String {
+    assert!(
+        dir.is_dir(),
+        "seed directory {} does not exist",
+        dir.display()
+    );
+    commit_to_branch(url, branch, message, |work| copy_tree(dir, work))
+}
+
+fn commit_to_branch(url: &str, branch: &str, message: &str, write: impl FnOnce(&Path)) -> String {
+    let tmp = TempDir::with_prefix("shopset-git-work-").expect("create work tree temp dir");
+    let work = tmp.path().join("work");
+    let work_str = work.to_str().expect("temp dir path is UTF-8");
+    git(tmp.path(), &["clone", "--quiet", url, work_str]);
+
+    let remote_branch = format!("refs/remotes/origin/{branch}");
+    if try_git(&work, &["rev-parse", "--verify", "--quiet", &remote_branch]).is_ok() {
+        git(
+            &work,
+            &["checkout", "--quiet", "-B", branch, &remote_branch],
+        );
+    } else if try_git(&work, &["rev-parse", "--verify", "--quiet", "HEAD"]).is_ok() {
+        git(&work, &["checkout", "--quiet", "-b", branch]);
+    } else {
+        // Empty repository: the first commit goes straight onto `branch`.
+        git(
+            &work,
+            &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
+        );
+    }
+
+    write(&work);
+    git(&work, &["add", "--all"]);
+    git(
+        &work,
+        &["commit", "--quiet", "--allow-empty", "-m", message],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "--quiet",
+            "origin",
+            &format!("HEAD:refs/heads/{branch}"),
+        ],
+    );
+    git(&work, &["rev-parse", "HEAD"])
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let entries = fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let src = entry.path();
+        let dest = to.join(entry.file_name());
+        if src.is_dir() {
+            fs::create_dir_all(&dest).unwrap_or_else(|e| panic!("create {}: {e}", dest.display()));
+            copy_tree(&src, &dest);
+        } else {
+            fs::copy(&src, &dest)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dest.display()));
+        }
+    }
+}
+
+/// `git ls-remote <url>`: ref name (including `HEAD`) -> sha.
+pub fn ls_remote(url: &str) -> BTreeMap<String, String> {
+    let tmp = TempDir::new().expect("create temp dir");
+    parse_ls_remote(&git(tmp.path(), &["ls-remote", url]))
+}
+
+/// The sha `refs/heads/<branch>` points to on the remote, if the branch exists.
+pub fn branch_head(url: &str, branch: &str) -> Option<String> {
+    let tmp = TempDir::new().expect("create temp dir");
+    let refname = format!("refs/heads/{branch}");
+    let out = git(tmp.path(), &["ls-remote", url, &refname]);
+    parse_ls_remote(&out).remove(&refname)
+}
+
+fn parse_ls_remote(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(sha, name)| (name.to_owned(), sha.to_owned()))
+        .collect()
+}
+
+/// `git clone --recurse-submodules --branch <branch> <url> <dest>`. Submodules may use
+/// `file://` URLs (allowed explicitly; git refuses them by default).
+pub fn clone_recursive(url: &str, branch: &str, dest: &Path) {
+    let dest = std::path::absolute(dest)
+        .unwrap_or_else(|e| panic!("absolute path of {}: {e}", dest.display()));
+    let parent = dest
+        .parent()
+        .expect("clone destination has a parent directory");
+    fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+    let dest = dest.to_str().expect("clone destination is UTF-8");
+    git(
+        parent,
+        &[
+            // Passed to the submodule clones through the environment by git itself.
+            "-c",
+            "protocol.file.allow=always",
+            "clone",
+            "--quiet",
+            "--recurse-submodules",
+            "--branch",
+            branch,
+            url,
+            dest,
+        ],
+    );
+}
+
+/// Commits on `branch`, newest first: (sha, subject).
+pub fn log(url: &str, branch: &str) -> Vec<(String, String)> {
+    let tmp = TempDir::new().expect("create temp dir");
+    let bare = tmp.path().join("repo.git");
+    let bare_str = bare.to_str().expect("temp dir path is UTF-8");
+    let clone = [
+        "clone",
+        "--quiet",
+        "--bare",
+        "--single-branch",
+        "--branch",
+        branch,
+        url,
+        bare_str,
+    ];
+    git(tmp.path(), &clone);
+    git(&bare, &["log", "--format=%H%x09%s", branch])
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(sha, subject)| (sha.to_owned(), subject.to_owned()))
+        .collect()
+}
