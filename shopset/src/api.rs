@@ -1,0 +1,430 @@
+//! The custom resources of group `shopset.dev`, version `v1alpha1`.
+//!
+//! The CRDs under `deploy/crds/` are generated from these types (`shopctl crds`); a test keeps them
+//! equal. The schema carries the same rules that [`crate::validation`] checks offline, so the API
+//! server and `shopctl` refuse the same input.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every ShopSet kind.
+pub const GROUP: &str = "shopset.dev";
+/// API version of every ShopSet kind.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in manifests.
+pub const API_VERSION: &str = "shopset.dev/v1alpha1";
+
+/// DNS-1123 label: what a ShopSet name becomes (directory, Application and namespace names).
+pub const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A repository URL: a scheme we can fetch from, or scp-like `user@host:path`. Embedded passwords are
+/// refused by validation; credentials belong in the Secret named by `spec.credentials`.
+pub const URL_PATTERN: &str = r"^((https?|ssh|git|file)://[^\s@/]+([^\s]*)|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+|file:///[^\s]+)$";
+/// A relative path inside a repository, without `..` (checked by validation) or a leading `/`.
+pub const PATH_PATTERN: &str = r"^(\.|[A-Za-z0-9_][A-Za-z0-9._/-]*)$";
+/// A Go-style duration, as Flux writes intervals.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// A shop ID.
+pub const SHOP_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$";
+
+/// A tier of the rollout: one branch in the app, configuration and system repositories, and the
+/// Argo CD settings of the Applications it generates.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "shopset.dev",
+    version = "v1alpha1",
+    kind = "Tier",
+    namespaced,
+    status = "TierStatus",
+    shortname = "tr",
+    category = "shopset",
+    doc = "A rollout tier: one branch in the app, configuration and system repositories.",
+    printcolumn = r#"{"name":"Branch","type":"string","jsonPath":".status.branch"}"#,
+    printcolumn = r#"{"name":"From","type":"string","jsonPath":".spec.promotion.from"}"#,
+    printcolumn = r#"{"name":"App","type":"string","description":"App repository commit pinned on the system branch","jsonPath":".status.appCommit"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
+    validation = Rule::new("!has(oldSelf.spec.branch) || (has(self.spec.branch) && self.spec.branch == oldSelf.spec.branch)").message("spec.branch is immutable: create a new Tier for another branch").field_path(".spec.branch"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TierSpec {
+    /// Branch of this tier in the app, configuration and system repositories. Default: the Tier's
+    /// name. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 244))]
+    pub branch: Option<String>,
+    /// The human-owned application repository and the path of its Kustomize base.
+    pub app: AppSource,
+    /// The system repository that only the controller (or `shopctl sync`) writes.
+    pub system: SystemRepository,
+    /// Where this tier is promoted from. Absent for the lowest tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
+    /// Settings of the Argo CD Applications generated for this tier's ShopSets.
+    #[serde(default)]
+    pub argocd: ArgoCdSettings,
+    /// Git credentials for every repository of this tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    /// How often the app and configuration branch heads are polled, e.g. `30s`, `1m`, `1h`.
+    #[serde(default = "default_interval")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub interval: String,
+    /// What happens to the Argo CD Applications when the Tier is deleted. Branches are never
+    /// deleted: history is data.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_interval() -> String {
+    "1m".to_string()
+}
+
+/// An application repository and the path of its Kustomize base.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSource {
+    /// Repository URL (`https://`, `http://`, `ssh://`, `git://`, `file://` or `user@host:path`),
+    /// without credentials.
+    #[schemars(pattern(URL_PATTERN), length(max = 2048))]
+    pub url: String,
+    /// Path of the Kustomize base inside the repository. Default: the repository root.
+    #[serde(default = "default_path")]
+    #[schemars(pattern(PATH_PATTERN), length(max = 1024))]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    ".".to_string()
+}
+
+/// The system repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemRepository {
+    /// Repository URL, without credentials. Argo CD reads the same URL.
+    #[schemars(pattern(URL_PATTERN), length(max = 2048))]
+    pub url: String,
+}
+
+/// Where a tier is promoted from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    /// Name of the Tier this one is promoted from (in the same namespace).
+    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    pub from: String,
+}
+
+/// Settings of the generated Argo CD Applications.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgoCdSettings {
+    /// Namespace of Argo CD, where the Applications are created.
+    #[serde(default = "default_argocd_namespace")]
+    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Argo CD project of the Applications.
+    #[serde(default = "default_project")]
+    #[schemars(length(min = 1, max = 253))]
+    pub project: String,
+    /// Where the Applications deploy to.
+    #[serde(default)]
+    pub destination: Destination,
+    /// Sync policy copied into every Application. Absent: manual sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_policy: Option<SyncPolicy>,
+}
+
+impl Default for ArgoCdSettings {
+    fn default() -> Self {
+        Self {
+            namespace: default_argocd_namespace(),
+            project: default_project(),
+            destination: Destination::default(),
+            sync_policy: None,
+        }
+    }
+}
+
+fn default_argocd_namespace() -> String {
+    "argocd".to_string()
+}
+
+fn default_project() -> String {
+    "default".to_string()
+}
+
+/// An Application destination.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    /// API server URL of the target cluster.
+    #[serde(default = "default_server")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub server: String,
+    /// Default namespace for ShopSets of this tier that set no `spec.namespace`. Absent: each
+    /// ShopSet deploys into a namespace named after itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+impl Default for Destination {
+    fn default() -> Self {
+        Self { server: default_server(), namespace: None }
+    }
+}
+
+fn default_server() -> String {
+    "https://kubernetes.default.svc".to_string()
+}
+
+/// The part of Argo CD's sync policy that a Tier sets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPolicy {
+    /// Sync automatically when the system branch moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automated: Option<AutomatedSync>,
+    /// Argo CD sync options, e.g. `ServerSideApply=true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_options: Vec<String>,
+}
+
+/// Argo CD's automated sync settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutomatedSync {
+    /// Delete resources that are no longer in git.
+    #[serde(default)]
+    pub prune: bool,
+    /// Revert changes made in the cluster outside git.
+    #[serde(default)]
+    pub self_heal: bool,
+}
+
+/// Where git credentials come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    /// A Secret in the Tier's namespace with `username` and `password` (a token goes in
+    /// `password`) for HTTPS, or `identity` (an SSH private key) and optionally `known_hosts`.
+    pub secret_ref: SecretRef,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What deleting a Tier does to its Applications.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Leave the Applications in place.
+    #[default]
+    Retain,
+    /// Delete the Applications this Tier generated.
+    Delete,
+}
+
+/// Observed state of a Tier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TierStatus {
+    /// Standard conditions: `Ready`, `Rendered`, `Pushed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The branch in use (spec.branch or the Tier's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// App repository commit pinned on the system branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_commit: Option<String>,
+    /// Configuration repository commits pinned on the system branch, by Configuration name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configuration_commits: BTreeMap<String, String>,
+    /// Head of the system branch after the last successful sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_commit: Option<String>,
+    /// When the last sync succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+}
+
+/// A configuration repository: it has the same tier branches as the app repository and holds a
+/// Kustomize Component that ShopSet overlays include.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "shopset.dev",
+    version = "v1alpha1",
+    kind = "Configuration",
+    namespaced,
+    status = "ConfigurationStatus",
+    shortname = "shopconfig",
+    category = "shopset",
+    doc = "A configuration repository whose Kustomize Component ShopSet overlays include.",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.path"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationSpec {
+    /// Repository URL, without credentials (the Tier's credentials are used).
+    #[schemars(pattern(URL_PATTERN), length(max = 2048))]
+    pub url: String,
+    /// Path of the Kustomize Component inside the repository. Default: the repository root.
+    #[serde(default = "default_path")]
+    #[schemars(pattern(PATH_PATTERN), length(max = 1024))]
+    pub path: String,
+}
+
+/// Observed state of a Configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationStatus {
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One cell of the application: a copy of the app base for a set of shops, in one tier.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "shopset.dev",
+    version = "v1alpha1",
+    kind = "ShopSet",
+    namespaced,
+    status = "ShopSetStatus",
+    shortname = "ss",
+    category = "shopset",
+    doc = "One cell: the app base deployed for a set of shops in one tier.",
+    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
+    printcolumn = r#"{"name":"Configuration","type":"string","jsonPath":".spec.configuration"}"#,
+    printcolumn = r#"{"name":"Shops","type":"integer","jsonPath":".status.shopCount"}"#,
+    printcolumn = r#"{"name":"Application","type":"string","jsonPath":".status.application"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopSetSpec {
+    /// Name of the Tier this ShopSet belongs to (same namespace).
+    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    pub tier: String,
+    /// Name of the Configuration whose Component the overlay includes (same namespace).
+    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    pub configuration: String,
+    /// Shop IDs served by this cell; written into the generated ConfigMap `shopset`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), inner(pattern(SHOP_PATTERN), length(min = 1, max = 63)))]
+    pub shops: Vec<String>,
+    /// Replicas of every Deployment of the base. Absent: as the base says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    /// Image overrides, as Kustomize's `images` field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageOverride>,
+    /// Namespace the cell deploys into. Default: the Tier's destination namespace, else the
+    /// ShopSet's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+/// An image override (Kustomize `images` entry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageOverride {
+    /// Image name as written in the base.
+    #[schemars(length(min = 1, max = 512))]
+    pub name: String,
+    /// Replacement image name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_name: Option<String>,
+    /// Replacement tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_tag: Option<String>,
+    /// Replacement digest (`sha256:...`); wins over the tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// Observed state of a ShopSet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopSetStatus {
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Number of shops served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop_count: Option<i64>,
+    /// Path of the overlay on the system branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_path: Option<String>,
+    /// Name of the Argo CD Application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// Argo CD sync status of the Application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_status: Option<String>,
+    /// Argo CD health status of the Application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+    /// System repository revision the Application runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+impl Tier {
+    /// The branch of this tier: `spec.branch`, else the Tier's name.
+    pub fn branch(&self) -> String {
+        self.spec.branch.clone().unwrap_or_else(|| self.name_any())
+    }
+}
+
+impl ShopSet {
+    /// Namespace the cell deploys into.
+    pub fn destination_namespace(&self, tier: &Tier) -> String {
+        self.spec
+            .namespace
+            .clone()
+            .or_else(|| tier.spec.argocd.destination.namespace.clone())
+            .unwrap_or_else(|| self.name_any())
+    }
+}
+
+/// The CRDs of every kind, in a stable order.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    vec![Configuration::crd(), ShopSet::crd(), Tier::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream, as committed under `deploy/crds/`.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,11 @@
+//! ShopSet: tiered GitOps for many copies ("ShopSets", cells) of one application.
+//!
+//! All the logic lives here; `shopset-controller` and `shopctl` are thin shells over it, so every
+//! step the controller takes can be taken by hand with the identical result.
+
+pub mod api;
+pub mod manifests;
+pub mod render;
+pub mod validation;
+pub mod gitops;
+pub mod sync;

@@ -1,0 +1,255 @@
+//! Reading Tiers, Configurations and ShopSets from YAML files, as `kubectl apply -f` would.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kube::ResourceExt;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{API_VERSION, Configuration, GROUP, ShopSet, Tier};
+use crate::validation::{self, Invalid, Problems};
+
+/// Why manifests could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: document {index}: not valid YAML: {source}")]
+    Yaml { path: PathBuf, index: usize, source: serde_yaml::Error },
+    #[error("{path}: document {index} ({kind} {name:?}): {source}; fix: correct the field so it matches `shopctl crds`")]
+    Schema { path: PathBuf, index: usize, kind: String, name: String, source: serde_json::Error },
+    #[error("{path}: document {index}: {kind} has apiVersion {api_version:?}; fix: use apiVersion {API_VERSION}")]
+    Version { path: PathBuf, index: usize, kind: String, api_version: String },
+    #[error("{path}: no YAML files found; fix: name files or a directory holding *.yaml or *.yml manifests")]
+    Empty { path: PathBuf },
+    #[error("invalid input:\n{0}")]
+    Invalid(Problems),
+}
+
+/// Everything read from the input, keyed by namespace and name.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub tiers: BTreeMap<(String, String), Tier>,
+    pub configurations: BTreeMap<(String, String), Configuration>,
+    pub shopsets: BTreeMap<(String, String), ShopSet>,
+}
+
+/// What rendering one tier needs from the inventory.
+#[derive(Debug, Clone)]
+pub struct TierInput {
+    pub tier: Tier,
+    /// The Tier named by `spec.promotion.from`.
+    pub from: Option<Tier>,
+    /// Configurations used by the ShopSets, sorted by name.
+    pub configurations: Vec<Configuration>,
+    /// ShopSets of the tier, sorted by name.
+    pub shopsets: Vec<ShopSet>,
+}
+
+fn key<K: kube::Resource>(obj: &K) -> (String, String) {
+    (obj.namespace().unwrap_or_else(|| "default".to_string()), obj.name_any())
+}
+
+impl Inventory {
+    /// Reads files and directories (their `*.yaml`/`*.yml` files, sorted, not recursive: as `kubectl -f`).
+    pub fn load(paths: &[PathBuf]) -> Result<Self, LoadError> {
+        let mut inv = Inventory::default();
+        let mut problems = Vec::new();
+        for path in paths {
+            let files = if path.is_dir() {
+                let entries = std::fs::read_dir(path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                    .collect();
+                files.sort();
+                if files.is_empty() {
+                    return Err(LoadError::Empty { path: path.clone() });
+                }
+                files
+            } else {
+                vec![path.clone()]
+            };
+            for file in files {
+                let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read { path: file.clone(), source })?;
+                inv.add_yaml(&file, &text, &mut problems)?;
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LoadError::Invalid(Problems(problems)));
+        }
+        Ok(inv)
+    }
+
+    /// Adds every ShopSet kind found in a YAML stream; other kinds are passed over.
+    pub fn add_yaml(&mut self, path: &Path, text: &str, problems: &mut Vec<Invalid>) -> Result<(), LoadError> {
+        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = Value::deserialize(doc).map_err(|source| LoadError::Yaml { path: path.to_path_buf(), index, source })?;
+            if value.is_null() {
+                continue;
+            }
+            let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+            if api_version.split('/').next() != Some(GROUP) {
+                tracing::debug!(path = %path.display(), index, %kind, "not a shopset.dev object, passed over");
+                continue;
+            }
+            if api_version != API_VERSION {
+                return Err(LoadError::Version { path: path.to_path_buf(), index, kind, api_version });
+            }
+            let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let schema = |source| LoadError::Schema { path: path.to_path_buf(), index, kind: kind.clone(), name: name.clone(), source };
+            let duplicate = |problems: &mut Vec<Invalid>| {
+                problems.push(Invalid {
+                    resource: format!("{kind}/{name}"),
+                    field: "metadata.name".into(),
+                    value: name.clone(),
+                    problem: format!("is defined twice (again in {} document {index})", path.display()),
+                    fix: "give every object of a kind a unique name in its namespace".into(),
+                })
+            };
+            match kind.as_str() {
+                "Tier" => {
+                    let obj: Tier = serde_json::from_value(value).map_err(schema)?;
+                    if self.tiers.insert(key(&obj), obj).is_some() {
+                        duplicate(problems);
+                    }
+                }
+                "Configuration" => {
+                    let obj: Configuration = serde_json::from_value(value).map_err(schema)?;
+                    if self.configurations.insert(key(&obj), obj).is_some() {
+                        duplicate(problems);
+                    }
+                }
+                "ShopSet" => {
+                    let obj: ShopSet = serde_json::from_value(value).map_err(schema)?;
+                    if self.shopsets.insert(key(&obj), obj).is_some() {
+                        duplicate(problems);
+                    }
+                }
+                _ => {
+                    problems.push(Invalid {
+                        resource: format!("{kind}/{name}"),
+                        field: "kind".into(),
+                        value: kind.clone(),
+                        problem: "is not a kind of shopset.dev".into(),
+                        fix: "use Tier, Configuration or ShopSet".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every object and every reference between them.
+    pub fn check(&self) -> Result<(), Problems> {
+        let mut out = Vec::new();
+        for tier in self.tiers.values() {
+            validation::check_tier(tier, &mut out);
+            if let Some(promotion) = &tier.spec.promotion {
+                let ns = key(tier).0;
+                if !self.tiers.contains_key(&(ns.clone(), promotion.from.clone())) {
+                    out.push(Invalid {
+                        resource: format!("Tier/{}", tier.name_any()),
+                        field: "spec.promotion.from".into(),
+                        value: promotion.from.clone(),
+                        problem: format!("names a Tier that does not exist in namespace {ns}"),
+                        fix: "create that Tier too (or pass its file), or correct the name".into(),
+                    });
+                }
+            }
+        }
+        for cfg in self.configurations.values() {
+            validation::check_configuration(cfg, &mut out);
+        }
+        let mut namespaces: BTreeMap<(String, String, String), String> = BTreeMap::new();
+        for ((ns, name), ss) in &self.shopsets {
+            validation::check_shopset(ss, &mut out);
+            let tier = self.tiers.get(&(ns.clone(), ss.spec.tier.clone()));
+            if tier.is_none() {
+                out.push(Invalid {
+                    resource: format!("ShopSet/{name}"),
+                    field: "spec.tier".into(),
+                    value: ss.spec.tier.clone(),
+                    problem: format!("names a Tier that does not exist in namespace {ns}"),
+                    fix: "create the Tier first (or pass its file), or correct the name".into(),
+                });
+            }
+            if !self.configurations.contains_key(&(ns.clone(), ss.spec.configuration.clone())) {
+                out.push(Invalid {
+                    resource: format!("ShopSet/{name}"),
+                    field: "spec.configuration".into(),
+                    value: ss.spec.configuration.clone(),
+                    problem: format!("names a Configuration that does not exist in namespace {ns}"),
+                    fix: "create the Configuration first (or pass its file), or correct the name".into(),
+                });
+            }
+            if let Some(tier) = tier {
+                let dest = ss.destination_namespace(tier);
+                let slot = (ns.clone(), ss.spec.tier.clone(), dest.clone());
+                if let Some(other) = namespaces.insert(slot, name.clone()) {
+                    out.push(Invalid {
+                        resource: format!("ShopSet/{name}"),
+                        field: "spec.namespace".into(),
+                        value: dest,
+                        problem: format!("ShopSet {other} of the same tier deploys into this namespace too"),
+                        fix: "give each ShopSet of a tier its own namespace".into(),
+                    });
+                }
+            }
+        }
+        if out.is_empty() { Ok(()) } else { Err(Problems(out)) }
+    }
+
+    /// Names of the Tiers, in order.
+    pub fn tier_names(&self) -> Vec<String> {
+        self.tiers.keys().map(|(_, name)| name.clone()).collect()
+    }
+
+    /// Finds a Tier by name (in any namespace; an error if the name is ambiguous or unknown).
+    pub fn find_tier(&self, name: &str) -> Result<&Tier, Problems> {
+        let found: Vec<&Tier> = self.tiers.iter().filter(|((_, n), _)| n == name).map(|(_, t)| t).collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => Err(Problems(vec![Invalid {
+                resource: format!("Tier/{name}"),
+                field: "metadata.name".into(),
+                value: name.into(),
+                problem: "no Tier of this name is in the input".into(),
+                fix: format!("pass the file that defines it; the input has: {}", self.tier_names().join(", ")),
+            }])),
+            _ => Err(Problems(vec![Invalid {
+                resource: format!("Tier/{name}"),
+                field: "metadata.namespace".into(),
+                value: name.into(),
+                problem: "Tiers of this name exist in several namespaces".into(),
+                fix: "pass the files of one namespace only".into(),
+            }])),
+        }
+    }
+
+    /// Everything one tier's render needs. Call [`Inventory::check`] first.
+    pub fn tier_input(&self, name: &str) -> Result<TierInput, Problems> {
+        let tier = self.find_tier(name)?.clone();
+        let ns = key(&tier).0;
+        let from = tier
+            .spec
+            .promotion
+            .as_ref()
+            .and_then(|p| self.tiers.get(&(ns.clone(), p.from.clone())).cloned());
+        let shopsets: Vec<ShopSet> = self
+            .shopsets
+            .iter()
+            .filter(|((n, _), ss)| *n == ns && ss.spec.tier == name)
+            .map(|(_, ss)| ss.clone())
+            .collect();
+        let mut configurations: BTreeMap<String, Configuration> = BTreeMap::new();
+        for ss in &shopsets {
+            if let Some(cfg) = self.configurations.get(&(ns.clone(), ss.spec.configuration.clone())) {
+                configurations.insert(cfg.name_any(), cfg.clone());
+            }
+        }
+        Ok(TierInput { tier, from, configurations: configurations.into_values().collect(), shopsets })
+    }
+}

@@ -1,0 +1,271 @@
+//! Rendering: (Tier, Configurations, ShopSets, pinned commits) -> the system branch's file tree.
+//!
+//! A pure function: no clock, no environment, no I/O once the templates are loaded. Same input,
+//! byte-identical output, which is what makes the by-hand path and the controller agree.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kube::ResourceExt;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
+use serde::Serialize;
+
+use crate::api::{Configuration, ShopSet, Tier};
+
+/// Templates compiled into the binaries; a directory given with `--templates` overrides them file by file.
+pub const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
+    ("kustomization.yaml", include_str!("../../templates/kustomization.yaml")),
+    ("namespace.yaml", include_str!("../../templates/namespace.yaml")),
+    ("replicas.yaml", include_str!("../../templates/replicas.yaml")),
+    ("application.yaml", include_str!("../../templates/application.yaml")),
+    ("README.md", include_str!("../../templates/README.md")),
+];
+
+/// One entry of the rendered tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A regular file.
+    File(Vec<u8>),
+    /// A submodule pinned at a commit (tree mode 160000); hex object id.
+    Gitlink(String),
+}
+
+/// A rendered tree: repository-relative paths (with `/`) to entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tree {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+impl Tree {
+    /// Writes the files to `dir` (gitlinks become empty directories, as in a clone without
+    /// submodules) and returns the number of files written.
+    pub fn write_to(&self, dir: &Path) -> std::io::Result<usize> {
+        let mut files = 0;
+        for (path, entry) in &self.entries {
+            let target = dir.join(path);
+            match entry {
+                Entry::File(bytes) => {
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::write(&target, bytes)?;
+                    files += 1;
+                }
+                Entry::Gitlink(_) => std::fs::create_dir_all(&target)?,
+            }
+        }
+        Ok(files)
+    }
+
+    /// The gitlinks: path -> commit.
+    pub fn gitlinks(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().filter_map(|(p, e)| match e {
+            Entry::Gitlink(oid) => Some((p.as_str(), oid.as_str())),
+            Entry::File(_) => None,
+        })
+    }
+}
+
+/// The commits a render pins.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Pins {
+    /// Head of the app repository's tier branch.
+    pub app: String,
+    /// Head of each configuration repository's tier branch, by Configuration name.
+    pub configurations: BTreeMap<String, String>,
+}
+
+/// Everything a render reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderInput<'a> {
+    pub tier: &'a Tier,
+    pub configurations: &'a [Configuration],
+    pub shopsets: &'a [ShopSet],
+    pub pins: &'a Pins,
+}
+
+/// Why a render failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template {name}: {source}; fix: correct the template (variables are listed in templates/README of the project)")]
+    Template { name: String, source: minijinja::Error },
+    #[error("template {name} produced invalid YAML for {what}: {source}; fix: correct the template")]
+    Yaml { name: String, what: String, source: serde_yaml::Error },
+    #[error("cannot read template directory {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("ShopSet/{shopset}: spec.configuration: {configuration:?} has no pinned commit; fix: sync the Configuration's branch first")]
+    MissingPin { shopset: String, configuration: String },
+    #[error("ShopSet/{shopset}: spec.configuration: Configuration {configuration:?} is not part of the input; fix: pass the Configuration too")]
+    MissingConfiguration { shopset: String, configuration: String },
+    #[error("pinned commit {value:?} of {what} is not a full hex object id")]
+    BadPin { what: String, value: String },
+}
+
+/// Renders trees from templates.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// The templates compiled into the binary.
+    pub fn embedded() -> Result<Self, RenderError> {
+        Self::with_overrides(None)
+    }
+
+    /// Embedded templates, each replaced by a file of the same name in `dir` where there is one.
+    pub fn with_overrides(dir: Option<&Path>) -> Result<Self, RenderError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Every value printed into YAML is written as a JSON scalar (a quoted YAML string), so no
+        // input can add keys, items or documents.
+        env.set_auto_escape_callback(|name| if name.ends_with(".yaml") { AutoEscape::Json } else { AutoEscape::None });
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .map_err(|source| RenderError::Template { name: "<syntax>".into(), source })?;
+        env.set_syntax(syntax);
+        for (name, embedded) in EMBEDDED_TEMPLATES {
+            let source = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|source| RenderError::Read { path: path.display().to_string(), source })?,
+                None => (*embedded).to_string(),
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|source| RenderError::Template { name: (*name).into(), source })?;
+        }
+        Ok(Self { env })
+    }
+
+    fn yaml(&self, name: &str, what: &str, ctx: minijinja::Value) -> Result<Vec<u8>, RenderError> {
+        let text = self.text(name, ctx)?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                .map_err(|source| RenderError::Yaml { name: name.into(), what: what.into(), source })?;
+        }
+        Ok(text.into_bytes())
+    }
+
+    fn text(&self, name: &str, ctx: minijinja::Value) -> Result<String, RenderError> {
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|source| RenderError::Template { name: name.into(), source })?;
+        template.render(ctx).map_err(|source| RenderError::Template { name: name.into(), source })
+    }
+
+    /// Renders the system branch of one tier.
+    pub fn render(&self, input: RenderInput<'_>) -> Result<Tree, RenderError> {
+        let RenderInput { tier, configurations, shopsets, pins } = input;
+        let branch = tier.branch();
+        let tier_name = tier.name_any();
+        check_oid("the app repository", &pins.app)?;
+        let mut tree = Tree::default();
+        let mut gitmodules = String::new();
+        tree.entries.insert("base".into(), Entry::Gitlink(pins.app.clone()));
+        gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch));
+
+        let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
+        shopsets.sort_by_key(|s| s.name_any());
+        let cfg_by_name: BTreeMap<String, &Configuration> =
+            configurations.iter().map(|c| (c.name_any(), c)).collect();
+        let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
+        let mut readme_cfgs = Vec::new();
+        for name in &used {
+            let cfg = cfg_by_name.get(*name).ok_or_else(|| RenderError::MissingConfiguration {
+                shopset: shopsets.iter().find(|s| s.spec.configuration == *name).map(|s| s.name_any()).unwrap_or_default(),
+                configuration: (*name).to_string(),
+            })?;
+            let commit = pins.configurations.get(*name).ok_or_else(|| RenderError::MissingPin {
+                shopset: shopsets.iter().find(|s| s.spec.configuration == *name).map(|s| s.name_any()).unwrap_or_default(),
+                configuration: (*name).to_string(),
+            })?;
+            check_oid(&format!("Configuration {name}"), commit)?;
+            let path = format!("config/{name}");
+            gitmodules.push_str(&submodule_section(&path, &cfg.spec.url, &branch));
+            tree.entries.insert(path, Entry::Gitlink(commit.clone()));
+            readme_cfgs.push(context! { name => *name, url => cfg.spec.url.as_str(), commit => commit.as_str() });
+        }
+        tree.entries.insert(".gitmodules".into(), Entry::File(gitmodules.into_bytes()));
+
+        let mut readme_shopsets = Vec::new();
+        for ss in &shopsets {
+            let name = ss.name_any();
+            let namespace = ss.destination_namespace(tier);
+            let dir = format!("shopsets/{name}");
+            let cfg = cfg_by_name[ss.spec.configuration.as_str()];
+            let literals = vec![
+                format!("SHOPSET_NAME={name}"),
+                format!("SHOPSET_TIER={tier_name}"),
+                format!("SHOP_COUNT={}", ss.spec.shops.len()),
+                format!("SHOP_IDS={}", ss.spec.shops.join(",")),
+            ];
+            let ctx = context! {
+                shopset => name.as_str(),
+                tier => tier_name.as_str(),
+                namespace => namespace.as_str(),
+                base => repo_path("../../base", &tier.spec.app.path),
+                component => repo_path(&format!("../../config/{}", ss.spec.configuration), &cfg.spec.path),
+                literals => literals,
+                images => minijinja::value::Serde(&ss.spec.images),
+                replicas => ss.spec.replicas,
+            };
+            let what = format!("ShopSet {name}");
+            tree.entries.insert(format!("{dir}/kustomization.yaml"), Entry::File(self.yaml("kustomization.yaml", &what, ctx.clone())?));
+            tree.entries.insert(format!("{dir}/namespace.yaml"), Entry::File(self.yaml("namespace.yaml", &what, ctx.clone())?));
+            if ss.spec.replicas.is_some() {
+                tree.entries.insert(format!("{dir}/replicas.yaml"), Entry::File(self.yaml("replicas.yaml", &what, ctx)?));
+            }
+            let argocd = &tier.spec.argocd;
+            let app_ctx = context! {
+                name => name.as_str(),
+                shopset => name.as_str(),
+                tier => tier_name.as_str(),
+                argocd_namespace => argocd.namespace.as_str(),
+                project => argocd.project.as_str(),
+                repo_url => tier.spec.system.url.as_str(),
+                branch => branch.as_str(),
+                path => dir.as_str(),
+                server => argocd.destination.server.as_str(),
+                namespace => namespace.as_str(),
+                sync_policy => minijinja::value::Serde(&argocd.sync_policy),
+            };
+            tree.entries.insert(format!("applications/{name}.yaml"), Entry::File(self.yaml("application.yaml", &what, app_ctx)?));
+            readme_shopsets.push(context! { name => name.as_str(), namespace => namespace.as_str(), shops => ss.spec.shops.len() });
+        }
+
+        let readme = self.text(
+            "README.md",
+            context! {
+                tier => tier_name.as_str(),
+                branch => branch.as_str(),
+                app_url => tier.spec.app.url.as_str(),
+                app_commit => pins.app.as_str(),
+                system_url => tier.spec.system.url.as_str(),
+                configurations => readme_cfgs,
+                shopsets => readme_shopsets,
+            },
+        )?;
+        tree.entries.insert("README.md".into(), Entry::File(readme.into_bytes()));
+        Ok(tree)
+    }
+}
+
+/// `prefix/path`, without a trailing `/.`.
+fn repo_path(prefix: &str, path: &str) -> String {
+    let path = path.trim_end_matches('/');
+    if path == "." || path.is_empty() { prefix.to_string() } else { format!("{prefix}/{path}") }
+}
+
+/// A `.gitmodules` section as `git submodule add -b` writes it. Values are validated upstream
+/// (no quotes, backslashes or newlines), so plain text is safe here.
+fn submodule_section(path: &str, url: &str, branch: &str) -> String {
+    format!("[submodule \"{path}\"]\n\tpath = {path}\n\turl = {url}\n\tbranch = {branch}\n")
+}
+
+fn check_oid(what: &str, value: &str) -> Result<(), RenderError> {
+    let ok = (value.len() == 40 || value.len() == 64) && value.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    if ok { Ok(()) } else { Err(RenderError::BadPin { what: what.into(), value: value.into() }) }
+}
+

@@ -1,0 +1,530 @@
+//! One tier's sync: resolve branch heads (creating missing tier branches), render, commit when the
+//! tree changed, push under a lease, and on a lost lease rebuild on the new head and try again.
+//!
+//! `shopctl sync` and the controller both call [`sync_tier`]; nothing here knows which one it is.
+
+use std::collections::BTreeMap;
+
+use git2::Oid;
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::gitops::{Auth, GitCache, GitError, RefUpdate, Remote, diff_trees};
+use crate::manifests::TierInput;
+use crate::render::{Pins, RenderError, RenderInput, Renderer, Tree};
+
+/// Who commits to the system repository.
+pub const AUTHOR_NAME: &str = "ShopSet";
+pub const AUTHOR_EMAIL: &str = "shopset@shopset.dev";
+
+/// How a sync behaves.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Resolve and render, print the difference, write nothing anywhere.
+    pub dry_run: bool,
+    /// Pushes tried before giving up when other writers keep moving the branch.
+    pub max_attempts: u32,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self { dry_run: false, max_attempts: 5 }
+    }
+}
+
+/// Why a sync failed. Nothing was pushed to the system repository when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("Tier/{tier}: {field}: {detail}; fix: {fix}")]
+    BranchMissing { tier: String, field: String, detail: String, fix: String },
+    #[error("Tier/{tier}: {field}: {detail}; fix: {fix}")]
+    PathMissing { tier: String, field: String, detail: String, fix: String },
+    #[error("Tier/{tier}: {field}: {source}")]
+    Git { tier: String, field: String, source: GitError },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("Tier/{tier}: branch {branch} of {url} kept moving: gave up after {attempts} attempts; fix: stop the other writer (only ShopSet writes the system repository) and sync again")]
+    Contention { tier: String, branch: String, url: String, attempts: u32 },
+}
+
+impl SyncError {
+    /// A short machine-readable reason, used for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SyncError::BranchMissing { .. } => "BranchMissing",
+            SyncError::PathMissing { .. } => "InvalidSpec",
+            SyncError::Git { source: GitError::Auth { .. }, .. } => "AuthenticationFailed",
+            SyncError::Git { source: GitError::Rejected { .. }, .. } => "PushRejected",
+            SyncError::Git { source: GitError::LeaseBroken { .. }, .. } | SyncError::Contention { .. } => "PushConflict",
+            SyncError::Git { .. } => "GitUnavailable",
+            SyncError::Render(_) => "RenderFailed",
+        }
+    }
+}
+
+/// Where a tier branch came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BranchStatus {
+    /// `app`, `config/<name>` or `system`.
+    pub repository: String,
+    pub url: String,
+    pub branch: String,
+    /// Head after the sync (None for a system branch that is yet to be written in a dry run).
+    pub head: Option<String>,
+    /// Set when the branch was missing: what it was (or, in a dry run, would be) created from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_from: Option<String>,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncReport {
+    pub tier: String,
+    pub branch: String,
+    pub dry_run: bool,
+    pub branches: Vec<BranchStatus>,
+    pub pins: Pins,
+    /// System branch head before the sync.
+    pub previous: Option<String>,
+    /// System branch head after the sync (in a dry run: unchanged).
+    pub head: Option<String>,
+    /// The commit written, when the tree changed.
+    pub commit: Option<String>,
+    /// Its message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Pushes tried.
+    pub attempts: u32,
+    /// ShopSets added, removed and changed.
+    pub shopsets: ShopSetChanges,
+    /// Unified diff of the system tree (dry run only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// ShopSets whose overlays changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShopSetChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl ShopSetChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// A tier branch to resolve in one repository.
+struct Plan {
+    label: String,
+    field: String,
+    remote: Remote,
+    head: Oid,
+    /// `Some(source)` when the branch must be created from `source`.
+    create_from: Option<String>,
+}
+
+fn git_err(tier: &str, field: &str) -> impl Fn(GitError) -> SyncError + use<> {
+    let (tier, field) = (tier.to_string(), field.to_string());
+    move |source| SyncError::Git { tier: tier.clone(), field: field.clone(), source }
+}
+
+/// Resolves the head of a human-owned tier branch (app or configuration), planning its creation
+/// from the promotion source or the default branch when it is missing.
+fn plan_branch(
+    cache: &GitCache,
+    auth: &Auth,
+    tier: &str,
+    field: &str,
+    label: &str,
+    url: &str,
+    branch: &str,
+    from_branch: Option<&str>,
+) -> Result<Plan, SyncError> {
+    let remote = cache.open(url, auth).map_err(git_err(tier, field))?;
+    let heads = remote.heads().map_err(git_err(tier, field))?;
+    if let Some(head) = heads.branches.get(branch) {
+        remote.fetch(&[branch]).map_err(git_err(tier, field))?;
+        return Ok(Plan { label: label.into(), field: field.into(), remote, head: *head, create_from: None });
+    }
+    let source = match from_branch {
+        Some(from) => heads.branches.get(from).map(|h| (from.to_string(), *h)).ok_or_else(|| SyncError::BranchMissing {
+            tier: tier.into(),
+            field: "spec.promotion.from".into(),
+            detail: format!("the {label} repository {url} has neither branch {branch:?} nor the branch {from:?} of the tier it is promoted from"),
+            fix: format!("sync and promote tier {from:?} first, or push branch {branch:?} to {url}"),
+        })?,
+        None => heads
+            .default_branch
+            .as_ref()
+            .and_then(|d| heads.branches.get(d).map(|h| (d.clone(), *h)))
+            .ok_or_else(|| SyncError::BranchMissing {
+                tier: tier.into(),
+                field: field.into(),
+                detail: format!("the {label} repository {url} has no branch {branch:?}, no spec.promotion.from, and no default branch to create it from"),
+                fix: format!("push the first commit to branch {branch:?} of {url}"),
+            })?,
+    };
+    remote.fetch(&[source.0.as_str()]).map_err(git_err(tier, field))?;
+    let why = if from_branch.is_some() { "promotion.from" } else { "default branch" };
+    Ok(Plan {
+        label: label.into(),
+        field: field.into(),
+        remote,
+        head: source.1,
+        create_from: Some(format!("{} ({why})", source.0)),
+    })
+}
+
+/// Creates a planned branch; if someone created it meanwhile, takes theirs.
+fn create_branch(plan: &mut Plan, tier: &str, branch: &str) -> Result<(), SyncError> {
+    let update = RefUpdate { branch: branch.into(), expected: None, new: plan.head, force: false };
+    match plan.remote.push(&[update]) {
+        Ok(()) => Ok(()),
+        Err(GitError::LeaseBroken { .. }) => {
+            let heads = plan.remote.heads().map_err(git_err(tier, &plan.field))?;
+            if let Some(head) = heads.branches.get(branch) {
+                plan.remote.fetch(&[branch]).map_err(git_err(tier, &plan.field))?;
+                plan.head = *head;
+                plan.create_from = None;
+            }
+            Ok(())
+        }
+        Err(e) => Err(git_err(tier, &plan.field)(e)),
+    }
+}
+
+/// Syncs one tier. With `opts.dry_run`, nothing is created, committed or pushed.
+pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Renderer, opts: &SyncOptions) -> Result<SyncReport, SyncError> {
+    let tier = &input.tier;
+    let tier_name = tier.name_any();
+    let branch = tier.branch();
+    let from_branch = input.from.as_ref().map(|t| t.branch());
+    let from_branch = from_branch.as_deref();
+    let _span = tracing::info_span!("sync", tier = %tier_name, branch = %branch).entered();
+
+    // 1. Resolve every pinned branch; nothing is written yet.
+    let mut app = plan_branch(cache, auth, &tier_name, "spec.app.url", "app", &tier.spec.app.url, &branch, from_branch)?;
+    check_path(&app, &tier_name, "spec.app.path", &tier.spec.app.path, "Kustomize base")?;
+    let mut configs = Vec::new();
+    for cfg in &input.configurations {
+        let name = cfg.name_any();
+        let field = format!("Configuration/{name} spec.url");
+        let plan = plan_branch(cache, auth, &tier_name, &field, &format!("config/{name}"), &cfg.spec.url, &branch, from_branch)?;
+        check_path(&plan, &tier_name, &format!("Configuration/{name} spec.path"), &cfg.spec.path, "Kustomize Component")?;
+        configs.push((name, plan));
+    }
+    let pins = Pins {
+        app: app.head.to_string(),
+        configurations: configs.iter().map(|(n, p)| (n.clone(), p.head.to_string())).collect(),
+    };
+
+    // 2. Render: a template or input error stops here, before any repository changes.
+    let tree = renderer.render(RenderInput { tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })?;
+
+    // 3. The system branch, and what it would be created from.
+    let system = cache.open(&tier.spec.system.url, auth).map_err(git_err(&tier_name, "spec.system.url"))?;
+    let heads = system.heads().map_err(git_err(&tier_name, "spec.system.url"))?;
+    let (mut parent, system_from) = system_parent(&system, &heads, &branch, from_branch).map_err(git_err(&tier_name, "spec.system.url"))?;
+    let previous = heads.branches.get(&branch).copied();
+
+    let mut branches = vec![branch_status(&app, &branch)];
+    branches.extend(configs.iter().map(|(_, p)| branch_status(p, &branch)));
+
+    if opts.dry_run {
+        let old = match parent {
+            Some(p) => system.read_tree(system.tree_of(p).map_err(git_err(&tier_name, "spec.system.url"))?).map_err(git_err(&tier_name, "spec.system.url"))?,
+            None => Tree::default(),
+        };
+        let changes = shopset_changes(&old, &tree);
+        branches.push(BranchStatus {
+            repository: "system".into(),
+            url: tier.spec.system.url.clone(),
+            branch: branch.clone(),
+            head: previous.map(|o| o.to_string()),
+            created_from: system_from.clone(),
+        });
+        let diff = diff_trees(&old, &tree);
+        let message = (!diff.is_empty()).then(|| commit_message(&tier_name, &old, &tree, &changes, &app, &configs));
+        return Ok(SyncReport {
+            tier: tier_name,
+            branch,
+            dry_run: true,
+            branches,
+            pins,
+            previous: previous.map(|o| o.to_string()),
+            head: previous.map(|o| o.to_string()),
+            commit: None,
+            message,
+            attempts: 0,
+            shopsets: changes,
+            diff: Some(diff),
+        });
+    }
+
+    // 4. Create missing human-owned branches (at the commits already pinned).
+    if app.create_from.is_some() {
+        create_branch(&mut app, &tier_name, &branch)?;
+    }
+    for (_, plan) in configs.iter_mut() {
+        if plan.create_from.is_some() {
+            create_branch(plan, &tier_name, &branch)?;
+        }
+    }
+    // Re-read: a branch someone else created meanwhile is reported as existing.
+    branches = std::iter::once(branch_status(&app, &branch))
+        .chain(configs.iter().map(|(_, p)| branch_status(p, &branch)))
+        .collect();
+
+    // 5. Commit when the tree changed; push under the lease; on a lost lease, rebuild on the new head.
+    let author = git2::Signature::now(AUTHOR_NAME, AUTHOR_EMAIL)
+        .map_err(|e| git_err(&tier_name, "spec.system.url")(GitError::Other { url: tier.spec.system.url.clone(), detail: e.message().to_string() }))?;
+    let new_tree = system.write_tree(&tree).map_err(git_err(&tier_name, "spec.system.url"))?;
+    let mut expected = previous;
+    let mut attempts = 0;
+    loop {
+        let old_tree_id = parent.map(|p| system.tree_of(p)).transpose().map_err(git_err(&tier_name, "spec.system.url"))?;
+        if old_tree_id == Some(new_tree) && expected.is_some() {
+            tracing::info!(head = %expected.map(|o| o.to_string()).unwrap_or_default(), "system branch already up to date");
+            branches.push(system_status(tier, &branch, expected, None));
+            return Ok(SyncReport {
+                tier: tier_name,
+                branch,
+                dry_run: false,
+                branches,
+                pins,
+                previous: previous.map(|o| o.to_string()),
+                head: expected.map(|o| o.to_string()),
+                commit: None,
+                message: None,
+                attempts,
+                shopsets: ShopSetChanges::default(),
+                diff: None,
+            });
+        }
+        let old = match old_tree_id {
+            Some(t) => system.read_tree(t).map_err(git_err(&tier_name, "spec.system.url"))?,
+            None => Tree::default(),
+        };
+        let changes = shopset_changes(&old, &tree);
+        // A new branch whose source already has this exact tree needs no commit of its own.
+        let commit = if old_tree_id == Some(new_tree) {
+            parent.expect("old tree id implies a parent") // invariant: old_tree_id is Some only with a parent
+        } else {
+            let message = commit_message(&tier_name, &old, &tree, &changes, &app, &configs);
+            system.commit(new_tree, parent, &message, &author).map_err(git_err(&tier_name, "spec.system.url"))?
+        };
+        attempts += 1;
+        let update = RefUpdate { branch: branch.clone(), expected, new: commit, force: false };
+        match system.push(&[update]) {
+            Ok(()) => {
+                let message = (Some(commit) != parent).then(|| {
+                    system.repo().find_commit(commit).ok().and_then(|c| c.message().ok().map(str::to_string)).unwrap_or_default()
+                });
+                tracing::info!(commit = %commit, attempts, "pushed system branch");
+                branches.push(system_status(tier, &branch, Some(commit), if expected.is_none() { system_from.clone() } else { None }));
+                return Ok(SyncReport {
+                    tier: tier_name,
+                    branch,
+                    dry_run: false,
+                    branches,
+                    pins,
+                    previous: previous.map(|o| o.to_string()),
+                    head: Some(commit.to_string()),
+                    commit: message.as_ref().map(|_| commit.to_string()),
+                    message,
+                    attempts,
+                    shopsets: changes,
+                    diff: None,
+                });
+            }
+            Err(GitError::LeaseBroken { .. }) if attempts < opts.max_attempts => {
+                tracing::warn!(attempt = attempts, "system branch moved under us; fetching and rebuilding on the new head");
+                let heads = system.heads().map_err(git_err(&tier_name, "spec.system.url"))?;
+                expected = heads.branches.get(&branch).copied();
+                if expected.is_some() {
+                    system.fetch(&[branch.as_str()]).map_err(git_err(&tier_name, "spec.system.url"))?;
+                    parent = expected;
+                }
+            }
+            Err(GitError::LeaseBroken { .. }) => {
+                return Err(SyncError::Contention { tier: tier_name, branch, url: tier.spec.system.url.clone(), attempts });
+            }
+            Err(e) => return Err(git_err(&tier_name, "spec.system.url")(e)),
+        }
+    }
+}
+
+fn check_path(plan: &Plan, tier: &str, field: &str, path: &str, what: &str) -> Result<(), SyncError> {
+    let kustomization = if path == "." { "kustomization.yaml".to_string() } else { format!("{}/kustomization.yaml", path.trim_end_matches('/')) };
+    let found = plan.remote.has_path(plan.head, &kustomization).map_err(git_err(tier, field))?
+        || plan.remote.has_path(plan.head, &kustomization.replace(".yaml", ".yml")).map_err(git_err(tier, field))?;
+    if found {
+        return Ok(());
+    }
+    Err(SyncError::PathMissing {
+        tier: tier.into(),
+        field: field.into(),
+        detail: format!("{path:?} holds no kustomization.yaml in {} commit {} of {}", plan.label, short(&plan.head.to_string()), plan.remote.url()),
+        fix: format!("point {field} at the directory of the {what}, or add it to the repository"),
+    })
+}
+
+fn system_parent(system: &Remote, heads: &crate::gitops::RemoteHeads, branch: &str, from_branch: Option<&str>) -> Result<(Option<Oid>, Option<String>), GitError> {
+    if heads.branches.contains_key(branch) {
+        system.fetch(&[branch])?;
+        return Ok((heads.branches.get(branch).copied(), None));
+    }
+    let source = from_branch
+        .filter(|f| heads.branches.contains_key(*f))
+        .map(|f| (f.to_string(), "promotion.from"))
+        .or_else(|| heads.default_branch.clone().map(|d| (d, "default branch")));
+    match source {
+        Some((src, why)) => {
+            system.fetch(&[src.as_str()])?;
+            Ok((heads.branches.get(&src).copied(), Some(format!("{src} ({why})"))))
+        }
+        None => Ok((None, Some("nothing: new root commit (empty repository)".into()))),
+    }
+}
+
+fn branch_status(plan: &Plan, branch: &str) -> BranchStatus {
+    BranchStatus {
+        repository: plan.label.clone(),
+        url: plan.remote.url().to_string(),
+        branch: branch.to_string(),
+        head: Some(plan.head.to_string()),
+        created_from: plan.create_from.clone(),
+    }
+}
+
+fn system_status(tier: &crate::api::Tier, branch: &str, head: Option<Oid>, created_from: Option<String>) -> BranchStatus {
+    BranchStatus {
+        repository: "system".into(),
+        url: tier.spec.system.url.clone(),
+        branch: branch.into(),
+        head: head.map(|o| o.to_string()),
+        created_from,
+    }
+}
+
+/// ShopSets added, removed and changed between two trees, from their overlay and Application files.
+pub fn shopset_changes(old: &Tree, new: &Tree) -> ShopSetChanges {
+    let collect = |t: &Tree| -> BTreeMap<String, Vec<(String, crate::render::Entry)>> {
+        let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for (path, entry) in &t.entries {
+            let name = path
+                .strip_prefix("shopsets/")
+                .and_then(|r| r.split_once('/').map(|(n, _)| n.to_string()))
+                .or_else(|| path.strip_prefix("applications/").and_then(|r| r.strip_suffix(".yaml")).map(str::to_string));
+            if let Some(name) = name {
+                m.entry(name).or_default().push((path.clone(), entry.clone()));
+            }
+        }
+        m
+    };
+    let (a, b) = (collect(old), collect(new));
+    let mut changes = ShopSetChanges::default();
+    for (name, files) in &b {
+        match a.get(name) {
+            None => changes.added.push(name.clone()),
+            Some(old_files) if old_files != files => changes.changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    changes.removed = a.keys().filter(|n| !b.contains_key(*n)).cloned().collect();
+    changes
+}
+
+fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(7)]
+}
+
+fn gitlink(tree: &Tree, path: &str) -> Option<String> {
+    match tree.entries.get(path) {
+        Some(crate::render::Entry::Gitlink(oid)) => Some(oid.clone()),
+        _ => None,
+    }
+}
+
+/// "app: abc1234 -> def5678 (3 commits)" for one pinned repository.
+fn pin_change(label: &str, old: Option<String>, new: &str, plan: &Plan) -> Option<String> {
+    match old {
+        Some(old) if old == new => None,
+        Some(old) => {
+            let count = match (Oid::from_str(&old), Oid::from_str(new)) {
+                (Ok(o), Ok(n)) => plan.remote.count_commits(o, n),
+                _ => None,
+            };
+            let count = match count {
+                Some(1) => " (1 commit)".to_string(),
+                Some(n) if plan.remote.count_commits(Oid::from_str(new).ok()?, Oid::from_str(&old).ok()?) == Some(0) => format!(" ({n} commits)"),
+                Some(n) => format!(" ({n} commits, moved back or rewritten)"),
+                None => " (old commit no longer in the repository)".to_string(),
+            };
+            Some(format!("{label}: {} -> {}{count}", short(&old), short(new)))
+        }
+        None => Some(format!("{label}: pinned at {}", short(new))),
+    }
+}
+
+/// A message a person can read: what moved, which ShopSets changed, and files restored.
+fn commit_message(tier: &str, old: &Tree, new: &Tree, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
+    let mut lines = Vec::new();
+    if let Some(line) = pin_change("app", gitlink(old, "base"), &app.head.to_string(), app) {
+        lines.push(line);
+    }
+    for (name, plan) in configs {
+        let path = format!("config/{name}");
+        if let Some(line) = pin_change(&path, gitlink(old, &path), &plan.head.to_string(), plan) {
+            lines.push(line);
+        }
+    }
+    let old_configs: Vec<&String> = old.entries.keys().filter(|p| p.starts_with("config/") && !new.entries.contains_key(*p)).collect();
+    for path in old_configs {
+        lines.push(format!("{path}: no longer used"));
+    }
+    let list = |v: &[String]| v.join(", ");
+    if !changes.added.is_empty() {
+        lines.push(format!("shopsets added: {}", list(&changes.added)));
+    }
+    if !changes.removed.is_empty() {
+        lines.push(format!("shopsets removed: {}", list(&changes.removed)));
+    }
+    if !changes.changed.is_empty() {
+        lines.push(format!("shopsets changed: {}", list(&changes.changed)));
+    }
+    // Whatever else differs was changed outside ShopSet (by hand) or by a template change.
+    let other: Vec<&String> = old
+        .entries
+        .keys()
+        .chain(new.entries.keys())
+        .filter(|p| !p.starts_with("shopsets/") && !p.starts_with("applications/") && *p != "base" && !p.starts_with("config/"))
+        .filter(|p| old.entries.get(*p) != new.entries.get(*p))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !other.is_empty() && !old.entries.is_empty() {
+        lines.push(format!("files rewritten: {}", other.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    let subject = if old.entries.is_empty() {
+        format!("{tier}: first render (app {}, {} shopsets)", short(&app.head.to_string()), new.entries.keys().filter(|p| p.starts_with("applications/")).count())
+    } else {
+        let mut parts: Vec<String> = lines.iter().take(2).cloned().collect();
+        if lines.len() > 2 {
+            parts.push(format!("and {} more", lines.len() - 2));
+        }
+        format!("{tier}: {}", if parts.is_empty() { "render".to_string() } else { parts.join("; ") })
+    };
+    let mut message = subject;
+    if !lines.is_empty() {
+        message.push_str("\n\n");
+        message.push_str(&lines.join("\n"));
+    }
+    message.push_str(&format!("\n\nGenerated-by: shopset (reproduce with `shopctl sync --tier {tier}`)\n"));
+    message
+}
