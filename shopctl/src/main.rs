@@ -1,1 +1,424 @@
-fn main() {}
+//! `shopctl`: every step of shopset-controller, by hand.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand, ValueEnum};
+use shopset::gitops::{Auth, GitCache};
+use shopset::manifests::{Inventory, LoadError};
+use shopset::render::{Pins, Renderer};
+use shopset::sync::{SyncError, SyncOptions, SyncReport, resolve_pins, sync_tier};
+
+/// Exit status for invalid input (bad manifests, flags or templates).
+const EXIT_INVALID: u8 = 2;
+/// Exit status for a failure while talking to git.
+const EXIT_FAILED: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shopctl",
+    version,
+    about = "Roll one application out tier by tier with GitOps: every step of shopset-controller, by hand",
+    long_about = "Roll one application out tier by tier with GitOps.\n\n\
+        shopctl does by hand exactly what shopset-controller does: it reads Tier, Configuration and\n\
+        ShopSet manifests, pins the heads of the app and configuration branches of a tier, renders\n\
+        Kustomize overlays and Argo CD Applications, and commits them to the tier's branch of the\n\
+        system repository, pushing with a lease so no other writer's commit is ever lost.",
+    after_help = "Exit status: 0 success, 1 git or I/O failure, 2 invalid input.\n\
+        Credentials: --credentials FILE (a Kubernetes Secret with username/password or identity),\n\
+        or SHOPSET_GIT_USERNAME with SHOPSET_GIT_PASSWORD (or SHOPSET_GIT_TOKEN), or SHOPSET_GIT_SSH_KEY_FILE."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+    /// Where fetched repositories are cached.
+    #[arg(long, global = true, env = "SHOPSET_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// A Kubernetes Secret manifest holding git credentials (the one the Tier names).
+    #[arg(long, global = true, env = "SHOPSET_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// A directory whose templates replace the embedded ones, file by file.
+    #[arg(long, global = true, env = "SHOPSET_TEMPLATES")]
+    templates: Option<PathBuf>,
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    color: Color,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Render the system tree of tiers into a directory (no cluster; git is only asked for branch heads).
+    Render {
+        /// Manifest files or directories (their *.yaml files), as `kubectl apply -f`.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Render only this tier (default: every tier, each into OUT/<tier>).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Pin commits instead of asking git: `app=<sha>` or `<configuration>=<sha>`. With --offline,
+        /// anything not pinned renders as 0000000.
+        #[arg(long = "pin", value_name = "NAME=SHA")]
+        pins: Vec<String>,
+        /// Do not contact any repository.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Sync tiers: create missing tier branches, pin heads, render, commit when changed, push with a lease.
+    Sync {
+        /// Manifest files or directories (their *.yaml files), as `kubectl apply -f`.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Sync only this tier (default: every tier, lowest first).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Print the difference and what would be created; write nothing to any repository.
+        #[arg(long)]
+        dry_run: bool,
+        /// Pushes to try when another writer keeps moving the system branch.
+        #[arg(long, default_value_t = 5)]
+        max_attempts: u32,
+    },
+    /// Print the CustomResourceDefinitions (as committed under deploy/crds/).
+    Crds,
+    /// Create local example repositories in DIR, sync tier-0 and show the result (no cluster needed).
+    Quickstart {
+        /// Where to create the repositories and manifests.
+        #[arg(default_value = "shopset-quickstart")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+    fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    fn diff_line(&self, line: &str) -> String {
+        match line.chars().next() {
+            Some('+') if !line.starts_with("+++") => self.paint("32", line),
+            Some('-') if !line.starts_with("---") => self.paint("31", line),
+            Some('@') => self.paint("36", line),
+            _ => line.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let style = Style {
+        on: match cli.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        },
+    };
+    match run(&cli, &style) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let invalid = err.chain().any(|e| {
+                e.downcast_ref::<LoadError>().is_some()
+                    || e.downcast_ref::<shopset::validation::Problems>().is_some()
+                    || matches!(e.downcast_ref::<SyncError>(), Some(SyncError::Render(_) | SyncError::PathMissing { .. } | SyncError::BranchMissing { .. }))
+                    || e.downcast_ref::<shopset::render::RenderError>().is_some()
+            });
+            eprintln!("error: {err:#}");
+            ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_FAILED })
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn run(cli: &Cli, style: &Style) -> Result<()> {
+    match &cli.command {
+        Command::Crds => {
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&shopset::api::crds())?),
+                _ => print!("{}", shopset::api::crds_yaml()?),
+            }
+            Ok(())
+        }
+        Command::Render { files, tier, out, pins, offline } => render(cli, files, tier.as_deref(), out, pins, *offline),
+        Command::Sync { files, tier, dry_run, max_attempts } => {
+            let inventory = load(files)?;
+            let opts = SyncOptions { dry_run: *dry_run, max_attempts: *max_attempts };
+            let (cache, auth, renderer) = (cache(cli)?, auth(cli)?, renderer(cli)?);
+            let mut reports = Vec::new();
+            for name in tier_order(&inventory, tier.as_deref())? {
+                let input = inventory.tier_input(&name)?;
+                if cli.output == Output::Text && std::io::stderr().is_terminal() {
+                    eprintln!("syncing {name}...");
+                }
+                let report = sync_tier(&cache, &auth, &input, &renderer, &opts)?;
+                if cli.output == Output::Text {
+                    print_report(&report, style);
+                }
+                reports.push(report);
+            }
+            print_structured(cli.output, &reports)
+        }
+        Command::Quickstart { dir } => quickstart(cli, dir, style),
+    }
+}
+
+fn load(files: &[PathBuf]) -> Result<Inventory> {
+    let inventory = Inventory::load(files)?;
+    inventory.check().map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+    Ok(inventory)
+}
+
+/// Tiers in promotion order (a tier after the one it is promoted from), or the one asked for.
+fn tier_order(inventory: &Inventory, only: Option<&str>) -> Result<Vec<String>> {
+    if let Some(name) = only {
+        inventory.find_tier(name)?;
+        return Ok(vec![name.to_string()]);
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut rest: Vec<&shopset::api::Tier> = inventory.tiers.values().collect();
+    while !rest.is_empty() {
+        let before = rest.len();
+        rest.retain(|t| {
+            let ready = t.spec.promotion.as_ref().is_none_or(|p| order.contains(&p.from));
+            if ready {
+                order.push(kube_name(t));
+            }
+            !ready
+        });
+        if rest.len() == before {
+            return Err(anyhow!("Tier/{}: spec.promotion.from: the tiers' promotion chain has a cycle; fix: make the lowest tier have no spec.promotion", kube_name(rest[0])));
+        }
+    }
+    Ok(order)
+}
+
+fn kube_name(t: &shopset::api::Tier) -> String {
+    t.metadata.name.clone().unwrap_or_default()
+}
+
+fn cache(cli: &Cli) -> Result<GitCache> {
+    let dir = match &cli.cache_dir {
+        Some(d) => d.clone(),
+        None => {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .ok_or_else(|| anyhow!("neither --cache-dir, XDG_CACHE_HOME nor HOME is set; fix: pass --cache-dir"))?;
+            base.join("shopset").join("git")
+        }
+    };
+    Ok(GitCache::new(dir))
+}
+
+fn renderer(cli: &Cli) -> Result<Renderer> {
+    Ok(Renderer::with_overrides(cli.templates.as_deref())?)
+}
+
+/// Credentials from --credentials (a Secret manifest) or the SHOPSET_GIT_* environment.
+fn auth(cli: &Cli) -> Result<Auth> {
+    if let Some(path) = &cli.credentials {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read credentials file {}", path.display()))?;
+        let secret: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(&text)
+            .map_err(|e| anyhow!("credentials file {}: not a Secret manifest ({}); fix: write a v1 Secret with data or stringData", path.display(), e.location().map(|l| format!("line {}", l.line())).unwrap_or_default()))?;
+        return Auth::from_secret(&secret)
+            .map_err(|why| anyhow!("credentials file {}: {why}; fix: set username and password (or a token as password), or identity for SSH", path.display()));
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let ssh_key = match var("SHOPSET_GIT_SSH_KEY_FILE") {
+        Some(file) => Some(std::fs::read_to_string(&file).with_context(|| format!("cannot read SHOPSET_GIT_SSH_KEY_FILE {file}"))?),
+        None => None,
+    };
+    Ok(Auth {
+        username: var("SHOPSET_GIT_USERNAME"),
+        password: var("SHOPSET_GIT_PASSWORD").or_else(|| var("SHOPSET_GIT_TOKEN")),
+        ssh_key,
+        ssh_passphrase: var("SHOPSET_GIT_SSH_PASSPHRASE"),
+    })
+}
+
+fn parse_pins(pins: &[String]) -> Result<Vec<(String, String)>> {
+    pins.iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("--pin {p:?}: expected NAME=SHA, e.g. app=0123abc...; fix: write app=<sha> or <configuration>=<sha>"))
+        })
+        .collect()
+}
+
+fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[String], offline: bool) -> Result<()> {
+    let inventory = load(files)?;
+    let renderer = renderer(cli)?;
+    let given = parse_pins(pins)?;
+    let names = tier_order(&inventory, tier)?;
+    let mut written = Vec::new();
+    for name in &names {
+        let input = inventory.tier_input(name)?;
+        let mut resolved = if offline {
+            Pins {
+                app: "0".repeat(40),
+                configurations: input.configurations.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40))).collect(),
+            }
+        } else {
+            resolve_pins(&cache(cli)?, &auth(cli)?, &input)?
+        };
+        for (k, v) in &given {
+            if k == "app" {
+                resolved.app = v.clone();
+            } else if let Some(slot) = resolved.configurations.get_mut(k) {
+                *slot = v.clone();
+            } else {
+                return Err(anyhow!("--pin {k}={v}: {k:?} is neither `app` nor a Configuration used by Tier {name}; fix: use one of: app, {}", resolved.configurations.keys().cloned().collect::<Vec<_>>().join(", ")));
+            }
+        }
+        let tree = renderer.render(shopset::render::RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &resolved })?;
+        let dir = if tier.is_some() { out.to_path_buf() } else { out.join(name) };
+        // Render into a fresh sibling first, so a failure never leaves half a tree at `dir`.
+        let staging = dir.with_extension("shopset-tmp");
+        let _ = std::fs::remove_dir_all(&staging);
+        let files = tree.write_to(&staging).with_context(|| format!("cannot write {}", staging.display()))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        }
+        std::fs::rename(&staging, &dir).with_context(|| format!("cannot move the render to {}", dir.display()))?;
+        written.push(serde_json::json!({"tier": name, "dir": dir, "files": files, "pins": resolved}));
+        if cli.output == Output::Text {
+            println!("{name}: {files} files written to {} (app {})", dir.display(), &resolved.app[..7.min(resolved.app.len())]);
+        }
+    }
+    print_structured(cli.output, &written)
+}
+
+fn print_structured<T: serde::Serialize>(output: Output, value: &T) -> Result<()> {
+    match output {
+        Output::Text => {}
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+    }
+    Ok(())
+}
+
+fn print_report(r: &SyncReport, s: &Style) {
+    let short = |o: &Option<String>| o.as_deref().map(|x| &x[..7.min(x.len())]).unwrap_or("-").to_string();
+    println!("{} {} (branch {})", s.bold("Tier"), s.bold(&r.tier), r.branch);
+    for b in &r.branches {
+        match &b.created_from {
+            Some(from) => println!(
+                "  {:<20} {} {} at {}",
+                b.repository,
+                s.yellow(if r.dry_run { "would create branch from" } else { "created branch from" }),
+                from,
+                short(&b.head)
+            ),
+            None => println!("  {:<20} {} {}", b.repository, b.branch, short(&b.head)),
+        }
+    }
+    if let Some(diff) = &r.diff {
+        if diff.is_empty() {
+            println!("  no change: the system branch is up to date");
+        } else {
+            println!("  would commit:\n{}", indent(r.message.as_deref().unwrap_or_default()));
+            for line in diff.lines() {
+                println!("{}", s.diff_line(line));
+            }
+        }
+        return;
+    }
+    match &r.commit {
+        Some(commit) => {
+            println!("  {} {} ({} push attempt{})", s.green("committed"), &commit[..7], r.attempts, if r.attempts == 1 { "" } else { "s" });
+            println!("{}", indent(r.message.as_deref().unwrap_or_default()));
+        }
+        None => println!("  no change: system branch already at {}", short(&r.head)),
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.trim_end().lines().map(|l| if l.is_empty() { String::new() } else { format!("    {l}") }).collect::<Vec<_>>().join("\n")
+}
+
+fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
+    let setup = shopset::quickstart::create(dir)?;
+    println!("{} local repositories in {}", style.bold("Created"), setup.repos.display());
+    println!("  app:    {}\n  config: {}\n  system: {}", setup.app_url, setup.config_url, setup.system_url);
+    println!("  manifests: {}\n", setup.manifests.display());
+    let inventory = load(&[setup.manifests.clone()])?;
+    let cache = GitCache::new(dir.join("cache"));
+    let input = inventory.tier_input("tier-0")?;
+    let report = sync_tier(&cache, &Auth::default(), &input, &renderer(cli)?, &SyncOptions::default())?;
+    println!("$ shopctl sync -f {} --tier tier-0", setup.manifests.display());
+    print_report(&report, style);
+
+    println!("\n$ git log --stat tier-0   (system repository)");
+    let log = std::process::Command::new("git")
+        .args(["--git-dir", &setup.repos.join("system.git").display().to_string(), "log", "--stat", "--format=%C(auto)%h %s", "tier-0"])
+        .output();
+    match log {
+        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+        _ => println!("(git not found on PATH: skipped)"),
+    }
+
+    let checkout = dir.join("system");
+    let clone = std::process::Command::new("git")
+        .args(["-c", "protocol.file.allow=always", "clone", "-q", "--recurse-submodules", "--branch", "tier-0", &setup.system_url])
+        .arg(&checkout)
+        .output();
+    if !matches!(&clone, Ok(o) if o.status.success()) {
+        println!("(git clone --recurse-submodules failed: skipped the overlay build)");
+        return Ok(());
+    }
+    let overlay = checkout.join("shopsets").join("canary-eu");
+    println!("\n$ kubectl kustomize {}", overlay.display());
+    match std::process::Command::new("kubectl").arg("kustomize").arg(&overlay).output() {
+        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => println!("kubectl kustomize failed:\n{}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => println!("(kubectl not found on PATH: run `e2e/install-tools` and `source .tools/env`)"),
+    }
+    println!("\nNext: `shopctl sync -f {} --tier tier-1`, or edit {}/shopsets.yaml and sync again.", setup.manifests.display(), setup.manifests.display());
+    Ok(())
+}

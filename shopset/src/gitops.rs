@@ -480,3 +480,33 @@ pub fn diff_trees(old: &Tree, new: &Tree) -> String {
     }
     out
 }
+
+impl Auth {
+    /// Credentials from a Secret (`data` and `stringData` merged, as the API server does).
+    pub fn from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<Self, String> {
+        let mut data: BTreeMap<String, Vec<u8>> =
+            secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        data.extend(secret.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
+        Self::from_secret_data(&data)
+    }
+
+    /// Credentials from the data of a Kubernetes Secret, with Flux's keys: `username`, `password`
+    /// (a token goes here), `identity` (SSH private key), `identity.passphrase`.
+    pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, String> {
+        let text = |key: &str| -> Result<Option<String>, String> {
+            data.get(key)
+                .map(|v| String::from_utf8(v.clone()).map_err(|_| format!("key {key:?} is not UTF-8 text")))
+                .transpose()
+        };
+        let auth = Auth {
+            username: text("username")?,
+            password: text("password")?,
+            ssh_key: text("identity")?,
+            ssh_passphrase: text("identity.passphrase")?,
+        };
+        if auth.password.is_none() && auth.ssh_key.is_none() {
+            return Err("it has neither `password` nor `identity`".into());
+        }
+        Ok(auth)
+    }
+}

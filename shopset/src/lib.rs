@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod manifests;
+pub mod quickstart;
 pub mod render;
 pub mod validation;
 pub mod gitops;

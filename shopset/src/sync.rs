@@ -249,7 +249,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
             created_from: system_from.clone(),
         });
         let diff = diff_trees(&old, &tree);
-        let message = (!diff.is_empty()).then(|| commit_message(&tier_name, &old, &tree, &changes, &app, &configs));
+        let message = (!diff.is_empty()).then(|| commit_message(&tier_name, previous.is_none(), &old, &tree, &changes, &app, &configs));
         return Ok(SyncReport {
             tier: tier_name,
             branch,
@@ -315,7 +315,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
         let commit = if old_tree_id == Some(new_tree) {
             parent.expect("old tree id implies a parent") // invariant: old_tree_id is Some only with a parent
         } else {
-            let message = commit_message(&tier_name, &old, &tree, &changes, &app, &configs);
+            let message = commit_message(&tier_name, previous.is_none(), &old, &tree, &changes, &app, &configs);
             system.commit(new_tree, parent, &message, &author).map_err(git_err(&tier_name, "spec.system.url"))?
         };
         attempts += 1;
@@ -473,7 +473,7 @@ fn pin_change(label: &str, old: Option<String>, new: &str, plan: &Plan) -> Optio
 }
 
 /// A message a person can read: what moved, which ShopSets changed, and files restored.
-fn commit_message(tier: &str, old: &Tree, new: &Tree, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
+fn commit_message(tier: &str, new_branch: bool, old: &Tree, new: &Tree, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
     let mut lines = Vec::new();
     if let Some(line) = pin_change("app", gitlink(old, "base"), &app.head.to_string(), app) {
         lines.push(line);
@@ -511,7 +511,7 @@ fn commit_message(tier: &str, old: &Tree, new: &Tree, changes: &ShopSetChanges, 
     if !other.is_empty() && !old.entries.is_empty() {
         lines.push(format!("files rewritten: {}", other.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
     }
-    let subject = if old.entries.is_empty() {
+    let subject = if old.entries.is_empty() || new_branch {
         format!("{tier}: first render (app {}, {} shopsets)", short(&app.head.to_string()), new.entries.keys().filter(|p| p.starts_with("applications/")).count())
     } else {
         let mut parts: Vec<String> = lines.iter().take(2).cloned().collect();
@@ -527,4 +527,35 @@ fn commit_message(tier: &str, old: &Tree, new: &Tree, changes: &ShopSetChanges, 
     }
     message.push_str(&format!("\n\nGenerated-by: shopset (reproduce with `shopctl sync --tier {tier}`)\n"));
     message
+}
+
+/// The commits a sync would pin right now, read with one ls-remote per repository and nothing
+/// written (missing branches resolve to what they would be created from).
+pub fn resolve_pins(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<Pins, SyncError> {
+    let tier = &input.tier;
+    let tier_name = tier.name_any();
+    let branch = tier.branch();
+    let from = input.from.as_ref().map(|t| t.branch());
+    let head = |field: &str, url: &str| -> Result<String, SyncError> {
+        let remote = cache.open(url, auth).map_err(git_err(&tier_name, field))?;
+        let heads = remote.heads().map_err(git_err(&tier_name, field))?;
+        let candidates = [Some(branch.clone()), from.clone(), heads.default_branch.clone()];
+        candidates
+            .iter()
+            .flatten()
+            .find_map(|b| heads.branches.get(b))
+            .map(|o| o.to_string())
+            .ok_or_else(|| SyncError::BranchMissing {
+                tier: tier_name.clone(),
+                field: field.into(),
+                detail: format!("{url} has no branch {branch:?} and nothing to create it from"),
+                fix: format!("push the first commit to branch {branch:?} of {url}"),
+            })
+    };
+    let app = head("spec.app.url", &tier.spec.app.url)?;
+    let mut configurations = BTreeMap::new();
+    for cfg in &input.configurations {
+        configurations.insert(cfg.name_any(), head(&format!("Configuration/{} spec.url", cfg.name_any()), &cfg.spec.url)?);
+    }
+    Ok(Pins { app, configurations })
 }
