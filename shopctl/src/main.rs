@@ -187,7 +187,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Render { files, tier, out, pins, offline } => render(cli, files, tier.as_deref(), out, pins, *offline),
         Command::Sync { files, tier, dry_run, max_attempts } => {
             let inventory = load(files)?;
-            let opts = SyncOptions { dry_run: *dry_run, max_attempts: *max_attempts };
+            let opts = SyncOptions { dry_run: *dry_run, max_attempts: *max_attempts, ..SyncOptions::default() };
             let (cache, auth, renderer) = (cache(cli)?, auth(cli)?, renderer(cli)?);
             let mut reports = Vec::new();
             for name in tier_order(&inventory, tier.as_deref())? {

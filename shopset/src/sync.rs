@@ -17,18 +17,33 @@ use crate::render::{Pins, RenderError, RenderInput, Renderer, Tree};
 pub const AUTHOR_NAME: &str = "ShopSet";
 pub const AUTHOR_EMAIL: &str = "shopset@shopset.dev";
 
+/// Called before each push of the system branch with the attempt number (from 1).
+pub type PushHook = std::sync::Arc<dyn Fn(u32) + Send + Sync>;
+
 /// How a sync behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SyncOptions {
     /// Resolve and render, print the difference, write nothing anywhere.
     pub dry_run: bool,
     /// Pushes tried before giving up when other writers keep moving the branch.
     pub max_attempts: u32,
+    /// A seam for tests and fault injection: runs just before each system push.
+    pub before_push: Option<PushHook>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        Self { dry_run: false, max_attempts: 5 }
+        Self { dry_run: false, max_attempts: 5, before_push: None }
+    }
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("dry_run", &self.dry_run)
+            .field("max_attempts", &self.max_attempts)
+            .field("before_push", &self.before_push.is_some())
+            .finish()
     }
 }
 
@@ -319,6 +334,9 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
             system.commit(new_tree, parent, &message, &author).map_err(git_err(&tier_name, "spec.system.url"))?
         };
         attempts += 1;
+        if let Some(hook) = &opts.before_push {
+            hook(attempts);
+        }
         let update = RefUpdate { branch: branch.clone(), expected, new: commit, force: false };
         match system.push(&[update]) {
             Ok(()) => {
