@@ -90,7 +90,11 @@ enum Command {
         max_attempts: u32,
     },
     /// Print the CustomResourceDefinitions (as committed under deploy/crds/).
-    Crds,
+    Crds {
+        /// Write one file per CRD and a kustomization.yaml into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+    },
     /// Create local example repositories in DIR, sync tier-0 and show the result (no cluster needed).
     Quickstart {
         /// Where to create the repositories and manifests.
@@ -177,7 +181,17 @@ fn init_tracing(verbose: u8) {
 
 fn run(cli: &Cli, style: &Style) -> Result<()> {
     match &cli.command {
-        Command::Crds => {
+        Command::Crds { write: Some(dir) } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            for (name, yaml) in shopset::api::crd_files()? {
+                std::fs::write(dir.join(&name), yaml).with_context(|| format!("cannot write {name}"))?;
+                if cli.output == Output::Text {
+                    println!("wrote {}", dir.join(&name).display());
+                }
+            }
+            Ok(())
+        }
+        Command::Crds { write: None } => {
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&shopset::api::crds())?),
                 _ => print!("{}", shopset::api::crds_yaml()?),

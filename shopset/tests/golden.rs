@@ -1,0 +1,130 @@
+//! Golden tests: the examples render to the committed trees under tests/golden/, byte for byte.
+//! After an intended change: `UPDATE_GOLDEN=1 cargo test -p shopset --test golden`, then review the diff.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shopset::manifests::Inventory;
+use shopset::render::{Entry, Pins, RenderInput, Renderer, Tree};
+
+const APP: &str = "1111111111111111111111111111111111111111";
+const CONFIG: &str = "2222222222222222222222222222222222222222";
+
+fn examples() -> Inventory {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let inv = Inventory::load(&[dir]).expect("examples load");
+    inv.check().expect("examples are valid");
+    inv
+}
+
+fn render(inv: &Inventory, tier: &str) -> Tree {
+    let input = inv.tier_input(tier).unwrap();
+    let pins = Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    Renderer::embedded()
+        .unwrap()
+        .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })
+        .unwrap()
+}
+
+fn golden_dir(tier: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(tier)
+}
+
+fn files_under(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let entry = entry.unwrap();
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        if entry.path().is_dir() {
+            files_under(&entry.path(), &format!("{name}/"), out);
+        } else {
+            out.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+}
+
+/// The tree as golden files: regular files as themselves, gitlinks as `<path>.gitlink` holding the commit.
+fn as_files(tree: &Tree) -> BTreeMap<String, Vec<u8>> {
+    tree.entries
+        .iter()
+        .map(|(path, entry)| match entry {
+            Entry::File(bytes) => (path.clone(), bytes.clone()),
+            Entry::Gitlink(oid) => (format!("{path}.gitlink"), format!("{oid}\n").into_bytes()),
+        })
+        .collect()
+}
+
+fn check(tier: &str) {
+    let rendered = as_files(&render(&examples(), tier));
+    let dir = golden_dir(tier);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, bytes) in &rendered {
+            let target = dir.join(path);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(target, bytes).unwrap();
+        }
+    }
+    let mut golden = BTreeMap::new();
+    files_under(&dir, "", &mut golden);
+    assert_eq!(rendered.keys().collect::<Vec<_>>(), golden.keys().collect::<Vec<_>>(), "the set of rendered files changed");
+    for (path, bytes) in &rendered {
+        assert!(
+            golden[path] == *bytes,
+            "{tier}/{path} differs from the golden file:\n--- golden\n{}\n--- rendered\n{}",
+            String::from_utf8_lossy(&golden[path]),
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+#[test]
+fn tier_0_matches_golden_tree() {
+    check("tier-0");
+}
+
+#[test]
+fn tier_1_matches_golden_tree() {
+    check("tier-1");
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let inv = examples();
+    for tier in ["tier-0", "tier-1"] {
+        let a = render(&inv, tier);
+        let b = render(&examples(), tier);
+        assert_eq!(a, b, "two renders of {tier} differ");
+    }
+}
+
+#[test]
+fn gitlinks_pin_the_given_commits() {
+    let tree = render(&examples(), "tier-1");
+    let links: BTreeMap<&str, &str> = tree.gitlinks().collect();
+    assert_eq!(links, BTreeMap::from([("base", APP), ("config/shop-config", CONFIG)]));
+    let gitmodules = match &tree.entries[".gitmodules"] {
+        Entry::File(b) => String::from_utf8(b.clone()).unwrap(),
+        Entry::Gitlink(_) => panic!(".gitmodules is a file"),
+    };
+    assert!(gitmodules.contains("[submodule \"base\"]\n\tpath = base\n\turl = https://git.example.com/acme/shop-app.git\n\tbranch = tier-1\n"));
+}
+
+#[test]
+fn overlays_use_only_current_kustomize_fields() {
+    let tree = render(&examples(), "tier-1");
+    for (path, entry) in &tree.entries {
+        if !path.ends_with("kustomization.yaml") {
+            continue;
+        }
+        let Entry::File(bytes) = entry else { continue };
+        let doc: serde_json::Value = serde_yaml_from(bytes);
+        let allowed = ["apiVersion", "kind", "namespace", "resources", "components", "labels", "configMapGenerator", "images", "patches"];
+        for key in doc.as_object().unwrap().keys() {
+            assert!(allowed.contains(&key.as_str()), "{path} uses {key}, not a current kustomize v5 field we allow");
+        }
+    }
+}
+
+fn serde_yaml_from(bytes: &[u8]) -> serde_json::Value {
+    serde_yaml::from_slice(bytes).expect("rendered YAML parses")
+}
