@@ -1,0 +1,51 @@
+//! Where the external tools live: `<repo>/.tools/bin`, filled by `e2e/install-tools`.
+//!
+//! Tests always run these by absolute path (or with [`path_env`] for child processes),
+//! never whatever `kubectl` or `kustomize` happens to be on the machine's PATH.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate lives in a folder of the repository")
+        .to_path_buf()
+}
+
+/// `<repo>/.tools/bin`, where `e2e/install-tools` links every tool.
+pub fn tools_bin() -> PathBuf {
+    repo_root().join(".tools").join("bin")
+}
+
+/// The tool `name` in `<repo>/.tools/bin`.
+///
+/// # Panics
+/// If it is not there (or its link is dangling): run `e2e/install-tools` first.
+pub fn tool(name: &str) -> PathBuf {
+    let path = tools_bin().join(name);
+    if !path.exists() {
+        panic!("{} is missing: run e2e/install-tools first", path.display());
+    }
+    path
+}
+
+/// The project's `kubectl` (v1.34, with kustomize v5 built in).
+pub fn kubectl() -> PathBuf {
+    tool("kubectl")
+}
+
+/// The project's standalone `kustomize` v5.
+pub fn kustomize() -> PathBuf {
+    tool("kustomize")
+}
+
+/// A `PATH` value with `<repo>/.tools/bin` first, for child processes.
+pub fn path_env() -> OsString {
+    let mut dirs = vec![tools_bin()];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).expect("PATH entries contain no separator")
+}
