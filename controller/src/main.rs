@@ -1,1 +1,252 @@
-fn main() {}
+//! `shopset-controller`: the thin process around `shopset::reconcile` — flags, logging, leader
+//! election, and the HTTP endpoints (health, metrics, GitHub webhook).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use clap::{Parser, ValueEnum};
+use futures::channel::mpsc;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::ObjectRef;
+use shopset::api::{Configuration, Tier};
+use shopset::gitops::GitCache;
+use shopset::lease::LeaseLock;
+use shopset::metrics::Metrics;
+use shopset::reconcile::{Context, tiers_for_push};
+use shopset::render::Renderer;
+use shopset::webhook;
+
+#[derive(Parser, Debug)]
+#[command(name = "shopset-controller", version, about = "Keeps every Tier's system branch and Argo CD Applications converged")]
+struct Args {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SHOPSET_NAMESPACE")]
+    namespace: Option<String>,
+    /// Where fetched repositories are cached.
+    #[arg(long, env = "SHOPSET_CACHE_DIR", default_value = "/var/cache/shopset")]
+    cache_dir: PathBuf,
+    /// A directory whose templates replace the embedded ones.
+    #[arg(long, env = "SHOPSET_TEMPLATES")]
+    templates: Option<PathBuf>,
+    /// Address of the HTTP endpoints: /healthz, /readyz, /metrics, POST /hooks/github.
+    #[arg(long, env = "SHOPSET_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// File holding the GitHub webhook secret (HMAC-SHA256). Without one, webhooks are refused.
+    #[arg(long, env = "SHOPSET_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// Tiers reconciled at once (one tier is never reconciled twice at once).
+    #[arg(long, default_value_t = 4)]
+    concurrency: u16,
+    /// Take part in leader election; only the holder of the Lease reconciles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the watched namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "shopset-controller")]
+    lease_name: String,
+    /// How long a Lease lasts without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the Lease (default: POD_NAME or host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SHOPSET_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    shopset::validation::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 15s or 1m"))
+}
+
+#[derive(Clone)]
+struct Http {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    secret: Option<Arc<Vec<u8>>>,
+    client: kube::Client,
+    namespace: Option<String>,
+    triggers: mpsc::UnboundedSender<ObjectRef<Tier>>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let client = kube::Client::try_default().await.context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    let renderer = Renderer::with_overrides(args.templates.as_deref()).context("templates")?;
+    let secret = match &args.webhook_secret_file {
+        Some(path) => Some(Arc::new(
+            std::fs::read(path).with_context(|| format!("cannot read webhook secret file {}", path.display()))?.trim_ascii().to_vec(),
+        )),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::unbounded();
+    let http = Http { metrics: metrics.clone(), ready: ready.clone(), secret, client: client.clone(), namespace: args.namespace.clone(), triggers: tx };
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /hooks/github");
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/hooks/github", post(github_hook))
+        .layer(DefaultBodyLimit::max(webhook::MAX_BODY))
+        .with_state(http);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let lease = if args.leader_elect {
+        let ns = args.lease_namespace.clone().or_else(|| args.namespace.clone()).unwrap_or_else(|| "default".into());
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "shopset".into()), std::process::id())
+        });
+        let lock = Arc::new(LeaseLock::new(Api::<Lease>::namespaced(client.clone(), &ns), &args.lease_name, identity, args.lease_duration));
+        wait_for_leadership(&lock).await;
+        tokio::spawn(keep_leadership(lock.clone(), stop_tx.clone()));
+        Some(lock)
+    } else {
+        None
+    };
+    {
+        let ctrl_c_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+            let _ = ctrl_c_tx.send(true);
+        });
+        let stop_tx = stop_tx.clone();
+        #[cfg(unix)]
+        tokio::spawn(async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+                tracing::info!("SIGTERM: shutting down");
+                let _ = stop_tx.send(true);
+            }
+        });
+    }
+    ready.store(true, Ordering::SeqCst);
+    let ctx = Arc::new(Context::new(client, GitCache::new(&args.cache_dir), renderer, metrics));
+    shopset::reconcile::run(ctx, args.namespace, rx, args.concurrency, shutdown).await;
+    if let Some(lock) = lease {
+        let _ = lock.release().await;
+    }
+    Ok(())
+}
+
+async fn wait_for_leadership(lock: &LeaseLock) {
+    loop {
+        match lock.try_acquire_or_renew().await {
+            Ok(true) => {
+                tracing::info!(identity = lock.identity(), "became leader");
+                return;
+            }
+            Ok(false) => tracing::debug!("another replica leads; waiting"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the Lease"),
+        }
+        tokio::time::sleep(lock.duration() / 3).await;
+    }
+}
+
+/// Renews the Lease; when it cannot be held, stops the controller (a restart waits as a follower).
+async fn keep_leadership(lock: Arc<LeaseLock>, stop: tokio::sync::watch::Sender<bool>) {
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(lock.duration() / 3).await;
+        match lock.try_acquire_or_renew().await {
+            Ok(true) => last_ok = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::error!("lost the Lease to another replica; stopping");
+                let _ = stop.send(true);
+                return;
+            }
+            Err(e) if last_ok.elapsed() < lock.duration() => tracing::warn!(error = %e, "cannot renew the Lease; retrying"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not renew the Lease within its duration; stopping");
+                let _ = stop.send(true);
+                return;
+            }
+        }
+    }
+}
+
+async fn readyz(State(http): State<Http>) -> (StatusCode, &'static str) {
+    if http.ready.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+}
+
+async fn metrics_text(State(http): State<Http>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], http.metrics.encode())
+}
+
+async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let Some(secret) = &http.secret else {
+        http.metrics.webhooks_refused.inc();
+        return (StatusCode::UNAUTHORIZED, "webhooks are disabled: no secret configured\n".into());
+    };
+    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    if let Err(e) = webhook::verify_signature(secret, &body, signature) {
+        http.metrics.webhooks_refused.inc();
+        tracing::warn!(error = %e, "webhook refused");
+        return (StatusCode::UNAUTHORIZED, format!("{e}\n"));
+    }
+    match headers.get("x-github-event").and_then(|v| v.to_str().ok()) {
+        Some("ping") => return (StatusCode::OK, "pong\n".into()),
+        Some("push") | None => {}
+        Some(other) => return (StatusCode::ACCEPTED, format!("ignored event {other}\n")),
+    }
+    let push = match webhook::parse_push(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            http.metrics.webhooks_refused.inc();
+            return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+    };
+    http.metrics.webhooks.inc();
+    let (tiers, configurations) = match &http.namespace {
+        Some(ns) => (Api::<Tier>::namespaced(http.client.clone(), ns), Api::<Configuration>::namespaced(http.client.clone(), ns)),
+        None => (Api::all(http.client.clone()), Api::all(http.client.clone())),
+    };
+    let (tiers, configurations) = match (tiers.list(&ListParams::default()).await, configurations.list(&ListParams::default()).await) {
+        (Ok(t), Ok(c)) => (t.items.into_iter().map(Arc::new).collect::<Vec<_>>(), c.items),
+        (Err(e), _) | (_, Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list tiers: {e}\n")),
+    };
+    let matched = tiers_for_push(&push, &tiers, &configurations);
+    tracing::info!(branch = %push.branch, tiers = matched.len(), "webhook push");
+    let names: Vec<String> = matched.iter().map(|r| r.name.clone()).collect();
+    for r in matched {
+        let _ = http.triggers.unbounded_send(r);
+    }
+    (StatusCode::ACCEPTED, format!("reconciling: {}\n", names.join(", ")))
+}

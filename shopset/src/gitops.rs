@@ -246,7 +246,13 @@ impl Remote {
         }
         let broken: RefCell<Option<GitError>> = RefCell::new(None);
         let rejected: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());
+        // What the server prints while refusing (a hook's "remote:" lines): the reason people need.
+        let remote_said: RefCell<Vec<u8>> = RefCell::new(Vec::new());
         let mut cb = self.callbacks();
+        cb.sideband_progress(|data| {
+            remote_said.borrow_mut().extend_from_slice(data);
+            true
+        });
         cb.push_negotiation(|proposed| {
             for p in proposed {
                 let Some(branch) = p.dst_refname().ok().and_then(|r| r.strip_prefix("refs/heads/")) else { continue };
@@ -294,6 +300,8 @@ impl Remote {
                     found: format!("another commit ({reason})"),
                 });
             }
+            let said = String::from_utf8_lossy(&remote_said.borrow()).split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+            let reason = if said.is_empty() { reason } else { format!("{reason} (the server said: {said})") };
             return Err(GitError::Rejected { url: self.url.clone(), branch, reason });
         }
         match result {

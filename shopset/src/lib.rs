@@ -4,9 +4,14 @@
 //! step the controller takes can be taken by hand with the identical result.
 
 pub mod api;
+pub mod argocd;
 pub mod manifests;
+pub mod metrics;
 pub mod quickstart;
+pub mod reconcile;
 pub mod render;
 pub mod validation;
 pub mod gitops;
+pub mod lease;
 pub mod sync;
+pub mod webhook;

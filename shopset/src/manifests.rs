@@ -13,14 +13,15 @@ use crate::validation::{self, Invalid, Problems};
 /// Why manifests could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: document {index}: not valid YAML: {source}")]
-    Yaml { path: PathBuf, index: usize, source: serde_yaml::Error },
-    #[error("{path}: document {index} ({kind} {name:?}): {source}; fix: correct the field so it matches `shopctl crds`")]
-    Schema { path: PathBuf, index: usize, kind: String, name: String, source: serde_json::Error },
-    #[error("{path}: document {index}: {kind} has apiVersion {api_version:?}; fix: use apiVersion {API_VERSION}")]
-    Version { path: PathBuf, index: usize, kind: String, api_version: String },
+    // The causes are part of each message and deliberately not `source()`: `{:#}` would print them twice.
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: document {index}: not valid YAML: {error}; fix: correct the YAML syntax there (indentation, quotes, brackets)")]
+    Yaml { path: PathBuf, index: usize, error: serde_yaml::Error },
+    #[error("{path}: document {index}: {kind}/{name}: {field}: {problem}; fix: {fix}")]
+    Schema { path: PathBuf, index: usize, kind: String, name: String, field: String, problem: String, fix: String },
+    #[error("{path}: document {index}: {kind}/{name}: apiVersion: {api_version:?} is not a version ShopSet serves; fix: use apiVersion {API_VERSION}")]
+    Version { path: PathBuf, index: usize, kind: String, name: String, api_version: String },
     #[error("{path}: no YAML files found; fix: name files or a directory holding *.yaml or *.yml manifests")]
     Empty { path: PathBuf },
     #[error("invalid input:\n{0}")]
@@ -58,7 +59,7 @@ impl Inventory {
         let mut problems = Vec::new();
         for path in paths {
             let files = if path.is_dir() {
-                let entries = std::fs::read_dir(path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+                let entries = std::fs::read_dir(path).map_err(|error| LoadError::Read { path: path.clone(), error })?;
                 let mut files: Vec<PathBuf> = entries
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
@@ -72,7 +73,7 @@ impl Inventory {
                 vec![path.clone()]
             };
             for file in files {
-                let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read { path: file.clone(), source })?;
+                let text = std::fs::read_to_string(&file).map_err(|error| LoadError::Read { path: file.clone(), error })?;
                 inv.add_yaml(&file, &text, &mut problems)?;
             }
         }
@@ -85,7 +86,7 @@ impl Inventory {
     /// Adds every ShopSet kind found in a YAML stream; other kinds are passed over.
     pub fn add_yaml(&mut self, path: &Path, text: &str, problems: &mut Vec<Invalid>) -> Result<(), LoadError> {
         for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = Value::deserialize(doc).map_err(|source| LoadError::Yaml { path: path.to_path_buf(), index, source })?;
+            let value = Value::deserialize(doc).map_err(|error| LoadError::Yaml { path: path.to_path_buf(), index, error })?;
             if value.is_null() {
                 continue;
             }
@@ -95,11 +96,16 @@ impl Inventory {
                 tracing::debug!(path = %path.display(), index, %kind, "not a shopset.dev object, passed over");
                 continue;
             }
-            if api_version != API_VERSION {
-                return Err(LoadError::Version { path: path.to_path_buf(), index, kind, api_version });
-            }
             let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let schema = |source| LoadError::Schema { path: path.to_path_buf(), index, kind: kind.clone(), name: name.clone(), source };
+            if api_version != API_VERSION {
+                return Err(LoadError::Version { path: path.to_path_buf(), index, kind, name, api_version });
+            }
+            let schema = |error: serde_json::Error| {
+                let (field, problem, fix) = schema_violation(&kind, &value).unwrap_or_else(|| {
+                    ("spec".into(), error.to_string(), "correct the object so it matches the schema `shopctl crds` prints".into())
+                });
+                LoadError::Schema { path: path.to_path_buf(), index, kind: kind.clone(), name: name.clone(), field, problem, fix }
+            };
             let duplicate = |problems: &mut Vec<Invalid>| {
                 problems.push(Invalid {
                     resource: format!("{kind}/{name}"),
@@ -111,19 +117,19 @@ impl Inventory {
             };
             match kind.as_str() {
                 "Tier" => {
-                    let obj: Tier = serde_json::from_value(value).map_err(schema)?;
+                    let obj: Tier = serde_json::from_value(value.clone()).map_err(schema)?;
                     if self.tiers.insert(key(&obj), obj).is_some() {
                         duplicate(problems);
                     }
                 }
                 "Configuration" => {
-                    let obj: Configuration = serde_json::from_value(value).map_err(schema)?;
+                    let obj: Configuration = serde_json::from_value(value.clone()).map_err(schema)?;
                     if self.configurations.insert(key(&obj), obj).is_some() {
                         duplicate(problems);
                     }
                 }
                 "ShopSet" => {
-                    let obj: ShopSet = serde_json::from_value(value).map_err(schema)?;
+                    let obj: ShopSet = serde_json::from_value(value.clone()).map_err(schema)?;
                     if self.shopsets.insert(key(&obj), obj).is_some() {
                         duplicate(problems);
                     }
@@ -251,5 +257,54 @@ impl Inventory {
             }
         }
         Ok(TierInput { tier, from, configurations: configurations.into_values().collect(), shopsets })
+    }
+}
+
+/// Where `value` first breaks the structural schema of the CRD of `kind`, in the API server's words:
+/// (field path, problem, fix). Asked only after deserializing failed, to name the field.
+fn schema_violation(kind: &str, value: &Value) -> Option<(String, String, String)> {
+    let crd = crate::api::crds().into_iter().find(|c| c.spec.names.kind == kind)?;
+    let schema = crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+    schema_walk(&serde_json::to_value(schema).ok()?, value, "")
+}
+
+fn schema_walk(schema: &Value, value: &Value, path: &str) -> Option<(String, String, String)> {
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    let got = match value {
+        Value::Null => return None, // an absent optional field; absent required ones are found by the parent
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    if let Some(want) = schema.get("type").and_then(Value::as_str) {
+        if want != got && !(want == "number" && got == "integer") {
+            return Some((path.into(), format!("Invalid value: {value}: must be of type {want}, not {got}"), format!("give {path} a value of type {want} (see `shopctl crds`)")));
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+            return Some((path.into(), format!("Unsupported value: {value}"), format!("use one of {}", list.join(", "))));
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                if map.get(required).is_none_or(Value::is_null) {
+                    let field = join(required);
+                    return Some((field.clone(), "Required value".into(), format!("set {field} (see `shopctl crds`)")));
+                }
+            }
+            let properties = schema.get("properties")?;
+            map.iter().find_map(|(key, v)| schema_walk(properties.get(key)?, v, &join(key)))
+        }
+        Value::Array(items) => {
+            let item = schema.get("items")?;
+            items.iter().enumerate().find_map(|(i, v)| schema_walk(item, v, &format!("{path}[{i}]")))
+        }
+        _ => None,
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kube::ResourceExt;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, context};
 use serde::Serialize;
 
 use crate::api::{Configuration, ShopSet, Tier};
@@ -85,14 +85,20 @@ pub struct RenderInput<'a> {
 }
 
 /// Why a render failed.
+// The causes are part of each message and deliberately not `source()`: `{:#}` would print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("template {name}: {source}; fix: correct the template (variables are listed in templates/README of the project)")]
-    Template { name: String, source: minijinja::Error },
-    #[error("template {name} produced invalid YAML for {what}: {source}; fix: correct the template")]
-    Yaml { name: String, what: String, source: serde_yaml::Error },
-    #[error("cannot read template directory {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    /// `origin` says where an overriding template came from; `what` which object was rendered.
+    #[error("template {name}{origin}{what}: {error}; fix: {fix}")]
+    Template { name: String, origin: String, what: String, error: minijinja::Error, fix: String },
+    #[error("template {name}{origin} produced invalid YAML for {what}: {error}; fix: correct the template")]
+    Yaml { name: String, origin: String, what: String, error: serde_yaml::Error },
+    #[error("cannot read template {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{resource}: metadata.name: {value:?} cannot name a directory of the system branch; fix: use a DNS-1123 label")]
+    BadName { resource: String, value: String },
+    #[error("{what}: {value:?} cannot be written to .gitmodules (git config cannot hold a NUL, carriage return, or a line break in a section name); fix: correct the value")]
+    BadGitmodules { what: String, value: String },
     #[error("ShopSet/{shopset}: spec.configuration: {configuration:?} has no pinned commit; fix: sync the Configuration's branch first")]
     MissingPin { shopset: String, configuration: String },
     #[error("ShopSet/{shopset}: spec.configuration: Configuration {configuration:?} is not part of the input; fix: pass the Configuration too")]
@@ -104,6 +110,8 @@ pub enum RenderError {
 /// Renders trees from templates.
 pub struct Renderer {
     env: Environment<'static>,
+    /// Templates read from an override directory: name -> file.
+    overrides: BTreeMap<String, String>,
 }
 
 impl Renderer {
@@ -119,40 +127,60 @@ impl Renderer {
         // Every value printed into YAML is written as a JSON scalar (a quoted YAML string), so no
         // input can add keys, items or documents.
         env.set_auto_escape_callback(|name| if name.ends_with(".yaml") { AutoEscape::Json } else { AutoEscape::None });
+        env.set_formatter(yaml_safe_formatter);
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
             .keep_trailing_newline(true)
             .build()
-            .map_err(|source| RenderError::Template { name: "<syntax>".into(), source })?;
+            .map_err(|error| RenderError::Template { name: "<syntax>".into(), origin: String::new(), what: String::new(), error, fix: "report this bug".into() })?;
         env.set_syntax(syntax);
+        let mut overrides = BTreeMap::new();
         for (name, embedded) in EMBEDDED_TEMPLATES {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|source| RenderError::Read { path: path.display().to_string(), source })?,
+                Some(path) => {
+                    overrides.insert(name.to_string(), path.display().to_string());
+                    std::fs::read_to_string(&path).map_err(|error| RenderError::Read { path: path.display().to_string(), error })?
+                }
                 None => (*embedded).to_string(),
             };
-            env.add_template_owned(*name, source)
-                .map_err(|source| RenderError::Template { name: (*name).into(), source })?;
+            env.add_template_owned(*name, source).map_err(|error| RenderError::Template {
+                name: (*name).into(),
+                origin: origin(&overrides, name),
+                what: String::new(),
+                error,
+                fix: "correct the template's syntax (Jinja2, as minijinja reads it)".into(),
+            })?;
         }
-        Ok(Self { env })
+        Ok(Self { env, overrides })
     }
 
     fn yaml(&self, name: &str, what: &str, ctx: minijinja::Value) -> Result<Vec<u8>, RenderError> {
-        let text = self.text(name, ctx)?;
+        let text = self.text(name, what, ctx)?;
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .map_err(|source| RenderError::Yaml { name: name.into(), what: what.into(), source })?;
+            <serde_yaml::Value as serde::Deserialize>::deserialize(doc).map_err(|error| RenderError::Yaml {
+                name: name.into(),
+                origin: origin(&self.overrides, name),
+                what: what.into(),
+                error,
+            })?;
         }
         Ok(text.into_bytes())
     }
 
-    fn text(&self, name: &str, ctx: minijinja::Value) -> Result<String, RenderError> {
-        let template = self
-            .env
-            .get_template(name)
-            .map_err(|source| RenderError::Template { name: name.into(), source })?;
-        template.render(ctx).map_err(|source| RenderError::Template { name: name.into(), source })
+    fn text(&self, name: &str, what: &str, ctx: minijinja::Value) -> Result<String, RenderError> {
+        let fail = |error: minijinja::Error| {
+            let variables: Vec<String> = ctx.try_iter().map(|keys| keys.map(|k| k.to_string()).collect()).unwrap_or_default();
+            RenderError::Template {
+                name: name.into(),
+                origin: origin(&self.overrides, name),
+                what: if what.is_empty() { String::new() } else { format!(" (rendering {what})") },
+                error,
+                fix: format!("correct the template; its variables are: {}", variables.join(", ")),
+            }
+        };
+        let template = self.env.get_template(name).map_err(&fail)?;
+        template.render(&ctx).map_err(&fail)
     }
 
     /// Renders the system branch of one tier.
@@ -164,7 +192,7 @@ impl Renderer {
         let mut tree = Tree::default();
         let mut gitmodules = String::new();
         tree.entries.insert("base".into(), Entry::Gitlink(pins.app.clone()));
-        gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch));
+        gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch)?);
 
         let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
         shopsets.sort_by_key(|s| s.name_any());
@@ -182,8 +210,9 @@ impl Renderer {
                 configuration: (*name).to_string(),
             })?;
             check_oid(&format!("Configuration {name}"), commit)?;
+            check_dir_name(&format!("Configuration/{name}"), name)?;
             let path = format!("config/{name}");
-            gitmodules.push_str(&submodule_section(&path, &cfg.spec.url, &branch));
+            gitmodules.push_str(&submodule_section(&path, &cfg.spec.url, &branch)?);
             tree.entries.insert(path, Entry::Gitlink(commit.clone()));
             readme_cfgs.push(context! { name => *name, url => cfg.spec.url.as_str(), commit => commit.as_str() });
         }
@@ -192,6 +221,7 @@ impl Renderer {
         let mut readme_shopsets = Vec::new();
         for ss in &shopsets {
             let name = ss.name_any();
+            check_dir_name(&format!("ShopSet/{name}"), &name)?;
             let namespace = ss.destination_namespace(tier);
             let dir = format!("shopsets/{name}");
             let cfg = cfg_by_name[ss.spec.configuration.as_str()];
@@ -237,6 +267,7 @@ impl Renderer {
 
         let readme = self.text(
             "README.md",
+            "",
             context! {
                 tier => tier_name.as_str(),
                 branch => branch.as_str(),
@@ -258,10 +289,80 @@ fn repo_path(prefix: &str, path: &str) -> String {
     if path == "." || path.is_empty() { prefix.to_string() } else { format!("{prefix}/{path}") }
 }
 
-/// A `.gitmodules` section as `git submodule add -b` writes it. Values are validated upstream
-/// (no quotes, backslashes or newlines), so plain text is safe here.
-fn submodule_section(path: &str, url: &str, branch: &str) -> String {
-    format!("[submodule \"{path}\"]\n\tpath = {path}\n\turl = {url}\n\tbranch = {branch}\n")
+/// A `.gitmodules` section as `git submodule add -b` writes it, quoted as git quotes config values,
+/// so a value can never end early or add keys even if validation upstream let it through.
+fn submodule_section(path: &str, url: &str, branch: &str) -> Result<String, RenderError> {
+    for (what, value) in [("submodule path", path), ("repository URL", url), ("branch", branch)] {
+        // git config has no escape for NUL or CR; a section name cannot hold a line break at all.
+        if value.contains(['\0', '\r']) || (what == "submodule path" && value.contains('\n')) {
+            return Err(RenderError::BadGitmodules { what: what.into(), value: value.into() });
+        }
+    }
+    let section = path.replace('\\', "\\\\").replace('"', "\\\"");
+    Ok(format!(
+        "[submodule \"{section}\"]\n\tpath = {}\n\turl = {}\n\tbranch = {}\n",
+        git_config_value(path),
+        git_config_value(url),
+        git_config_value(branch)
+    ))
+}
+
+/// A git config value as `git config` writes it: quoted when it has a leading or trailing space,
+/// `;` or `#`; `"`, `\\`, newline and tab escaped.
+fn git_config_value(value: &str) -> String {
+    let quote = value.starts_with(' ') || value.ends_with(' ') || value.contains([';', '#']);
+    let mut out = String::with_capacity(value.len() + 2);
+    if quote {
+        out.push('"');
+    }
+    for c in value.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    if quote {
+        out.push('"');
+    }
+    out
+}
+
+/// A ShopSet or Configuration name becomes one directory name on the system branch.
+fn check_dir_name(resource: &str, name: &str) -> Result<(), RenderError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(RenderError::BadName { resource: resource.into(), value: name.into() });
+    }
+    Ok(())
+}
+
+fn origin(overrides: &BTreeMap<String, String>, name: &str) -> String {
+    overrides.get(name).map(|path| format!(" (from {path})")).unwrap_or_default()
+}
+
+/// The default formatter, except that in YAML templates (JSON auto-escaping) characters that YAML
+/// reads as line breaks (U+0085, U+2028, U+2029) or refuses (DEL, C1 controls, U+FEFF, U+FFFE,
+/// U+FFFF) are escaped too: JSON leaves them raw, and a raw line break ends a comment or folds a
+/// quoted string, which would let a value add keys.
+fn yaml_safe_formatter(out: &mut minijinja::Output<'_>, state: &mut minijinja::State<'_, '_>, value: &minijinja::Value) -> Result<(), minijinja::Error> {
+    if !matches!(state.auto_escape(), AutoEscape::Json) || value.is_safe() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let json = serde_json::to_string(value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, format!("cannot write the value as JSON: {e}")))?;
+    let mut escaped = String::with_capacity(json.len());
+    for c in json.chars() {
+        if matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') {
+            escaped.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            escaped.push(c);
+        }
+    }
+    out.write_str(&escaped).map_err(minijinja::Error::from)
 }
 
 fn check_oid(what: &str, value: &str) -> Result<(), RenderError> {

@@ -54,8 +54,9 @@ pub enum SyncError {
     BranchMissing { tier: String, field: String, detail: String, fix: String },
     #[error("Tier/{tier}: {field}: {detail}; fix: {fix}")]
     PathMissing { tier: String, field: String, detail: String, fix: String },
-    #[error("Tier/{tier}: {field}: {source}")]
-    Git { tier: String, field: String, source: GitError },
+    // `error` is part of the message and deliberately not `source()`: `{:#}` would print it twice.
+    #[error("Tier/{tier}: {field}: {error}")]
+    Git { tier: String, field: String, error: GitError },
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error("Tier/{tier}: branch {branch} of {url} kept moving: gave up after {attempts} attempts; fix: stop the other writer (only ShopSet writes the system repository) and sync again")]
@@ -68,9 +69,9 @@ impl SyncError {
         match self {
             SyncError::BranchMissing { .. } => "BranchMissing",
             SyncError::PathMissing { .. } => "InvalidSpec",
-            SyncError::Git { source: GitError::Auth { .. }, .. } => "AuthenticationFailed",
-            SyncError::Git { source: GitError::Rejected { .. }, .. } => "PushRejected",
-            SyncError::Git { source: GitError::LeaseBroken { .. }, .. } | SyncError::Contention { .. } => "PushConflict",
+            SyncError::Git { error: GitError::Auth { .. }, .. } => "AuthenticationFailed",
+            SyncError::Git { error: GitError::Rejected { .. }, .. } => "PushRejected",
+            SyncError::Git { error: GitError::LeaseBroken { .. }, .. } | SyncError::Contention { .. } => "PushConflict",
             SyncError::Git { .. } => "GitUnavailable",
             SyncError::Render(_) => "RenderFailed",
         }
@@ -117,6 +118,9 @@ pub struct SyncReport {
     /// Unified diff of the system tree (dry run only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The rendered tree (the controller applies its Applications).
+    #[serde(skip)]
+    pub tree: Tree,
 }
 
 /// ShopSets whose overlays changed.
@@ -145,7 +149,7 @@ struct Plan {
 
 fn git_err(tier: &str, field: &str) -> impl Fn(GitError) -> SyncError + use<> {
     let (tier, field) = (tier.to_string(), field.to_string());
-    move |source| SyncError::Git { tier: tier.clone(), field: field.clone(), source }
+    move |error| SyncError::Git { tier: tier.clone(), field: field.clone(), error }
 }
 
 /// Resolves the head of a human-owned tier branch (app or configuration), planning its creation
@@ -264,7 +268,8 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
             created_from: system_from.clone(),
         });
         let diff = diff_trees(&old, &tree);
-        let message = (!diff.is_empty()).then(|| commit_message(&tier_name, previous.is_none(), &old, &tree, &changes, &app, &configs));
+        let ours = last_own_tree(&system, parent);
+        let message = (!diff.is_empty()).then(|| commit_message(&tier_name, previous.is_none(), &old, &tree, ours.as_ref(), &changes, &app, &configs));
         return Ok(SyncReport {
             tier: tier_name,
             branch,
@@ -278,6 +283,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
             attempts: 0,
             shopsets: changes,
             diff: Some(diff),
+            tree,
         });
     }
 
@@ -319,6 +325,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
                 attempts,
                 shopsets: ShopSetChanges::default(),
                 diff: None,
+                tree,
             });
         }
         let old = match old_tree_id {
@@ -330,7 +337,8 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
         let commit = if old_tree_id == Some(new_tree) {
             parent.expect("old tree id implies a parent") // invariant: old_tree_id is Some only with a parent
         } else {
-            let message = commit_message(&tier_name, previous.is_none(), &old, &tree, &changes, &app, &configs);
+            let ours = last_own_tree(&system, parent);
+            let message = commit_message(&tier_name, previous.is_none(), &old, &tree, ours.as_ref(), &changes, &app, &configs);
             system.commit(new_tree, parent, &message, &author).map_err(git_err(&tier_name, "spec.system.url"))?
         };
         attempts += 1;
@@ -358,6 +366,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
                     attempts,
                     shopsets: changes,
                     diff: None,
+                    tree,
                 });
             }
             Err(GitError::LeaseBroken { .. }) if attempts < opts.max_attempts => {
@@ -458,6 +467,15 @@ pub fn shopset_changes(old: &Tree, new: &Tree) -> ShopSetChanges {
     changes
 }
 
+/// The tree of the newest commit ShopSet wrote on the first-parent line of `head`, if any.
+fn last_own_tree(system: &Remote, head: Option<Oid>) -> Option<Tree> {
+    let mut commit = system.repo().find_commit(head?).ok()?;
+    while commit.author().email().ok() != Some(AUTHOR_EMAIL) {
+        commit = commit.parent(0).ok()?;
+    }
+    system.read_tree(commit.tree_id()).ok()
+}
+
 fn short(oid: &str) -> &str {
     &oid[..oid.len().min(7)]
 }
@@ -491,7 +509,10 @@ fn pin_change(label: &str, old: Option<String>, new: &str, plan: &Plan) -> Optio
 }
 
 /// A message a person can read: what moved, which ShopSets changed, and files restored.
-fn commit_message(tier: &str, new_branch: bool, old: &Tree, new: &Tree, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
+/// `ours` is the tree of ShopSet's own last commit on the branch: only files that differ from it
+/// were changed by someone else ("files rewritten"); the rest changed with the render (README.md).
+#[allow(clippy::too_many_arguments)]
+fn commit_message(tier: &str, new_branch: bool, old: &Tree, new: &Tree, ours: Option<&Tree>, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
     let mut lines = Vec::new();
     if let Some(line) = pin_change("app", gitlink(old, "base"), &app.head.to_string(), app) {
         lines.push(line);
@@ -523,6 +544,7 @@ fn commit_message(tier: &str, new_branch: bool, old: &Tree, new: &Tree, changes:
         .chain(new.entries.keys())
         .filter(|p| !p.starts_with("shopsets/") && !p.starts_with("applications/") && *p != "base" && !p.starts_with("config/"))
         .filter(|p| old.entries.get(*p) != new.entries.get(*p))
+        .filter(|p| ours.is_none_or(|t| t.entries.get(*p) != old.entries.get(*p)))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -576,4 +598,26 @@ pub fn resolve_pins(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<
         configurations.insert(cfg.name_any(), head(&format!("Configuration/{} spec.url", cfg.name_any()), &cfg.spec.url)?);
     }
     Ok(Pins { app, configurations })
+}
+
+/// The heads of every repository a tier reads or writes, keyed by `url#branch`: one ls-remote per
+/// repository. Equal heads and equal input mean a sync would change nothing.
+pub fn current_heads(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<BTreeMap<String, Option<String>>, SyncError> {
+    let tier = &input.tier;
+    let tier_name = tier.name_any();
+    let branch = tier.branch();
+    let mut repos = vec![("spec.app.url".to_string(), tier.spec.app.url.clone()), ("spec.system.url".to_string(), tier.spec.system.url.clone())];
+    repos.extend(input.configurations.iter().map(|c| (format!("Configuration/{} spec.url", c.name_any()), c.spec.url.clone())));
+    let mut out = BTreeMap::new();
+    for (field, url) in repos {
+        let remote = cache.open(&url, auth).map_err(git_err(&tier_name, &field))?;
+        let heads = remote.heads().map_err(git_err(&tier_name, &field))?;
+        out.insert(format!("{url}#{branch}"), heads.branches.get(&branch).map(|o| o.to_string()));
+    }
+    Ok(out)
+}
+
+/// The heads a successful sync leaves, in the form of [`current_heads`].
+pub fn heads_after(report: &SyncReport) -> BTreeMap<String, Option<String>> {
+    report.branches.iter().map(|b| (format!("{}#{}", b.url, b.branch), b.head.clone())).collect()
 }

@@ -85,7 +85,7 @@ impl Checker<'_> {
         if let Some(problem) = url_problem(value) {
             self.fail(
                 field,
-                value,
+                &redact_url(value),
                 problem,
                 "write the repository URL as https://host/path, ssh://user@host/path, git://host/path, file:///path or user@host:path, with credentials in the Secret named by spec.credentials",
             );
@@ -159,6 +159,23 @@ pub fn url_problem(value: &str) -> Option<String> {
             }
         }
         _ => Some("has no scheme: write https://host/path, or user@host:path for SSH".into()),
+    }
+}
+
+/// `value` with the password of embedded credentials (`https://user:password@host/...`) replaced
+/// by `<redacted>`, so a refused URL can be shown without leaking it.
+pub fn redact_url(value: &str) -> String {
+    let (scheme, rest) = match value.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), value),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or_default();
+            format!("{scheme}{user}:<redacted>{}", &rest[userinfo.len()..])
+        }
+        _ => value.to_string(),
     }
 }
 

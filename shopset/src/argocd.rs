@@ -1,0 +1,102 @@
+//! Argo CD Applications: the rendered `applications/*.yaml` applied to the cluster with server-side
+//! apply, and the ones of ShopSets that are gone removed. `kubectl apply --server-side
+//! --field-manager=shopset-controller -f applications/` does the same by hand.
+
+use std::collections::BTreeSet;
+
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+
+use crate::render::{Entry, Tree};
+
+/// Field manager of everything the controller applies.
+pub const FIELD_MANAGER: &str = "shopset-controller";
+/// Label on every generated Application.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "shopset-controller");
+pub const TIER_LABEL: &str = "shopset.dev/tier";
+pub const SHOPSET_LABEL: &str = "shopset.dev/shopset";
+
+/// `argoproj.io/v1alpha1` Application.
+pub fn application_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArgoError {
+    #[error("rendered {path} is not an Application manifest: {detail}")]
+    Manifest { path: String, detail: String },
+    #[error("cannot {action} Application {namespace}/{name}: {source}")]
+    Api { action: &'static str, namespace: String, name: String, source: kube::Error },
+    #[error("cannot list Applications in {namespace}: {source}")]
+    List { namespace: String, source: kube::Error },
+}
+
+/// The Applications of a rendered tree, parsed.
+pub fn applications(tree: &Tree) -> Result<Vec<DynamicObject>, ArgoError> {
+    let mut apps = Vec::new();
+    for (path, entry) in &tree.entries {
+        let (true, Entry::File(bytes)) = (path.starts_with("applications/") && path.ends_with(".yaml"), entry) else { continue };
+        let obj: DynamicObject = serde_yaml::from_slice(bytes).map_err(|e| ArgoError::Manifest { path: path.clone(), detail: e.to_string() })?;
+        if obj.metadata.name.is_none() || obj.metadata.namespace.is_none() {
+            return Err(ArgoError::Manifest { path: path.clone(), detail: "metadata.name and metadata.namespace are required".into() });
+        }
+        apps.push(obj);
+    }
+    Ok(apps)
+}
+
+/// What [`apply`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+/// Applies `apps` and deletes the Applications of `tier` (found by label) that are not among them.
+/// Fails closed: when listing fails, nothing is deleted.
+pub async fn apply(client: &kube::Client, tier: &str, apps: &[DynamicObject], argocd_namespace: &str) -> Result<Applied, ArgoError> {
+    let ar = application_resource();
+    let mut out = Applied::default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut keep = BTreeSet::new();
+    for app in apps {
+        let (ns, name) = (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        api.patch(&name, &params, &Patch::Apply(app))
+            .await
+            .map_err(|source| ArgoError::Api { action: "apply", namespace: ns.clone(), name: name.clone(), source })?;
+        keep.insert((ns.clone(), name.clone()));
+        out.applied.push(format!("{ns}/{name}"));
+    }
+    out.deleted = prune(client, tier, argocd_namespace, &keep).await?;
+    Ok(out)
+}
+
+/// Deletes the Applications of `tier` in `namespace` that are not in `keep`.
+pub async fn prune(client: &kube::Client, tier: &str, namespace: &str, keep: &BTreeSet<(String, String)>) -> Result<Vec<String>, ArgoError> {
+    let ar = application_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let selector = format!("{}={},{}={}", MANAGED_BY.0, MANAGED_BY.1, TIER_LABEL, tier);
+    let existing = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| ArgoError::List { namespace: namespace.into(), source })?;
+    let mut deleted = Vec::new();
+    for item in existing.items {
+        let name = item.metadata.name.unwrap_or_default();
+        if keep.contains(&(namespace.to_string(), name.clone())) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => deleted.push(format!("{namespace}/{name}")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => return Err(ArgoError::Api { action: "delete", namespace: namespace.into(), name, source }),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes every Application of `tier` (deletionPolicy: Delete).
+pub async fn delete_all(client: &kube::Client, tier: &str, namespace: &str) -> Result<Vec<String>, ArgoError> {
+    prune(client, tier, namespace, &BTreeSet::new()).await
+}

@@ -1,0 +1,90 @@
+//! Prometheus metrics of the controller.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub namespace: String,
+    pub tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub tier: String,
+    pub reason: String,
+}
+
+/// Every metric, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<TierLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Family<TierLabels, Histogram>,
+    pub pushes: Family<TierLabels, Counter>,
+    pub last_sync: Family<TierLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub last_sync_age: Family<TierLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub webhooks: Counter,
+    pub webhooks_refused: Counter,
+    last: Mutex<HashMap<TierLabels, SystemTime>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("shopset");
+        let reconciles = Family::<TierLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<TierLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 14)));
+        let pushes = Family::<TierLabels, Counter>::default();
+        let last_sync = Family::default();
+        let last_sync_age = Family::default();
+        let webhooks = Counter::default();
+        let webhooks_refused = Counter::default();
+        registry.register("reconciles", "Reconciles of a Tier", reconciles.clone());
+        registry.register("reconcile_errors", "Failed reconciles, by reason", errors.clone());
+        registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
+        registry.register("pushes", "Commits pushed to a system branch", pushes.clone());
+        registry.register("last_sync_timestamp_seconds", "When a Tier last synced successfully (Unix time)", last_sync.clone());
+        registry.register("last_sync_age_seconds", "Seconds since a Tier last synced successfully", last_sync_age.clone());
+        registry.register("webhook_deliveries", "Webhook deliveries accepted", webhooks.clone());
+        registry.register("webhook_refused", "Webhook deliveries refused (bad signature or body)", webhooks_refused.clone());
+        Self { registry, reconciles, errors, duration, pushes, last_sync, last_sync_age, webhooks, webhooks_refused, last: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, labels: &TierLabels, took: Duration) {
+        self.reconciles.get_or_create(labels).inc();
+        self.duration.get_or_create(labels).observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, tier: &str, reason: &str) {
+        self.errors.get_or_create(&ErrorLabels { tier: tier.into(), reason: reason.into() }).inc();
+    }
+
+    pub fn synced(&self, labels: &TierLabels) {
+        let now = SystemTime::now();
+        self.last_sync.get_or_create(labels).set(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(labels.clone(), now);
+    }
+
+    /// The text exposition, with ages brought up to date.
+    pub fn encode(&self) -> String {
+        let now = SystemTime::now();
+        for (labels, at) in self.last.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            self.last_sync_age.get_or_create(labels).set(now.duration_since(*at).unwrap_or_default().as_secs_f64());
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding into a String");
+        out
+    }
+}

@@ -1,0 +1,416 @@
+//! The controller's reconcile loop: a Tier is the unit of work. Each reconcile runs the same
+//! [`crate::sync::sync_tier`] as `shopctl sync`, applies the Applications, and writes status with
+//! server-side apply. Small functions, an error policy with capped backoff, Events.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::{Configuration, DeletionPolicy, ShopSet, Tier};
+use crate::argocd;
+use crate::gitops::{Auth, GitCache};
+use crate::manifests::{Inventory, TierInput};
+use crate::metrics::{Metrics, TierLabels};
+use crate::render::Renderer;
+use crate::sync::{SyncError, SyncOptions, SyncReport, current_heads, heads_after, sync_tier};
+
+/// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
+pub const FINALIZER: &str = "shopset.dev/cleanup";
+
+/// Why a reconcile failed; each maps to a condition reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("Secret {name} named by spec.credentials.secretRef: {detail}")]
+    Credentials { name: String, detail: String },
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Argo(#[from] argocd::ArgoError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "InvalidSpec",
+            Error::Credentials { .. } => "CredentialsMissing",
+            Error::Sync(e) => e.reason(),
+            Error::Argo(_) => "ApplicationsFailed",
+            Error::Kube(_) | Error::Finalizer(_) => "KubernetesUnavailable",
+        }
+    }
+}
+
+/// What the last successful sync of a tier saw; equal input and heads mean nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LastSync {
+    input: u64,
+    heads: BTreeMap<String, Option<String>>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: kube::Client,
+    pub cache: Arc<GitCache>,
+    pub renderer: Arc<Renderer>,
+    pub metrics: Arc<Metrics>,
+    pub reporter: Reporter,
+    last: Mutex<HashMap<ObjectRef<Tier>, LastSync>>,
+    failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, cache: GitCache, renderer: Renderer, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            cache: Arc::new(cache),
+            renderer: Arc::new(renderer),
+            metrics,
+            reporter: Reporter { controller: argocd::FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
+            last: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves. `triggers` carries webhook-driven reconciles.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    triggers: impl futures::Stream<Item = ObjectRef<Tier>> + Send + 'static,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (tiers, shopsets, configurations): (Api<Tier>, Api<ShopSet>, Api<Configuration>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let controller = Controller::new(tiers, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .watches(shopsets, watcher::Config::default(), |ss: ShopSet| {
+            Some(ObjectRef::new(&ss.spec.tier).within(&ss.namespace().unwrap_or_default()))
+        })
+        .watches(configurations, watcher::Config::default(), move |cfg: Configuration| {
+            // Any Tier of the namespace may use it; an unaffected Tier's reconcile is a cheap no-op.
+            let ns = cfg.namespace().unwrap_or_default();
+            store
+                .state()
+                .into_iter()
+                .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(triggers)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(tier = %obj.name, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(err, obj)) => {
+                    tracing::warn!(tier = %obj.name, reason = err.reason(), error = %err, "reconcile failed")
+                }
+                Err(err) => tracing::warn!(error = %err, "controller"),
+            }
+        })
+        .await;
+}
+
+/// Reconciles one Tier (through the finalizer, so deletion runs its policy).
+pub async fn reconcile(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = tier.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<Tier> = Api::namespaced(ctx.client.clone(), &ns);
+    let started = Instant::now();
+    let labels = TierLabels { namespace: ns.clone(), tier: tier.name_any() };
+    let result = finalizer(&api, FINALIZER, tier, |event| async {
+        match event {
+            finalizer::Event::Apply(tier) => apply(tier, ctx.clone()).await,
+            finalizer::Event::Cleanup(tier) => cleanup(tier, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciled(&labels, started.elapsed());
+    result
+}
+
+/// Backoff on failure: 5 s doubling to 5 minutes.
+pub fn error_policy(tier: Arc<Tier>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(&tier.name_any(), err.reason());
+    let key = ObjectRef::from_obj(&*tier);
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let n = failures.entry(key).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6))).min(Duration::from_secs(300));
+    Action::requeue(delay)
+}
+
+fn interval(tier: &Tier) -> Duration {
+    crate::validation::parse_duration(&tier.spec.interval).unwrap_or(Duration::from_secs(60))
+}
+
+/// The inventory of the Tier's namespace, and this tier's problems if any.
+async fn load(tier: &Tier, client: &kube::Client) -> Result<(Inventory, Vec<String>), Error> {
+    let ns = tier.namespace().unwrap_or_else(|| "default".into());
+    let lp = ListParams::default();
+    let tiers = Api::<Tier>::namespaced(client.clone(), &ns).list(&lp).await?;
+    let shopsets = Api::<ShopSet>::namespaced(client.clone(), &ns).list(&lp).await?;
+    let configurations = Api::<Configuration>::namespaced(client.clone(), &ns).list(&lp).await?;
+    let mut inventory = Inventory::default();
+    let key = |m: &kube::api::ObjectMeta| (m.namespace.clone().unwrap_or_else(|| ns.clone()), m.name.clone().unwrap_or_default());
+    for t in tiers.items {
+        inventory.tiers.insert(key(&t.metadata), t);
+    }
+    for s in shopsets.items {
+        inventory.shopsets.insert(key(&s.metadata), s);
+    }
+    for c in configurations.items {
+        inventory.configurations.insert(key(&c.metadata), c);
+    }
+    let name = tier.name_any();
+    let mine: BTreeSet<String> = std::iter::once(format!("Tier/{name}"))
+        .chain(inventory.shopsets.values().filter(|s| s.spec.tier == name).map(|s| format!("ShopSet/{}", s.name_any())))
+        .chain(inventory.shopsets.values().filter(|s| s.spec.tier == name).map(|s| format!("Configuration/{}", s.spec.configuration)))
+        .collect();
+    let problems = match inventory.check() {
+        Ok(()) => Vec::new(),
+        Err(p) => p.0.into_iter().filter(|i| mine.contains(&i.resource)).map(|i| i.to_string()).collect(),
+    };
+    Ok((inventory, problems))
+}
+
+async fn credentials(tier: &Tier, client: &kube::Client) -> Result<Auth, Error> {
+    let Some(creds) = &tier.spec.credentials else { return Ok(Auth::default()) };
+    let ns = tier.namespace().unwrap_or_else(|| "default".into());
+    let name = creds.secret_ref.name.clone();
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| Error::Credentials { name: name.clone(), detail: format!("not found in namespace {ns}") })?;
+    Auth::from_secret(&secret).map_err(|detail| Error::Credentials { name, detail })
+}
+
+/// A stable hash of everything the render reads besides the pinned commits.
+fn fingerprint(input: &TierInput) -> u64 {
+    let value = json!({
+        "tier": input.tier.spec,
+        "name": input.tier.name_any(),
+        "from": input.from.as_ref().map(|t| t.branch()),
+        "shopsets": input.shopsets.iter().map(|s| (s.name_any(), &s.spec)).collect::<Vec<_>>(),
+        "configurations": input.configurations.iter().map(|c| (c.name_any(), &c.spec)).collect::<Vec<_>>(),
+    });
+    value.to_string().bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*tier);
+    let result = sync_and_apply(&tier, &ctx).await;
+    match &result {
+        Ok(_) => {
+            ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        }
+        Err(err) => {
+            // Status and an Event say why; the error policy requeues with backoff.
+            let _ = write_failure(&tier, &ctx, err).await;
+        }
+    }
+    result.map(|_| Action::requeue(interval(&tier)))
+}
+
+async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
+    let key = ObjectRef::from_obj(tier);
+    let (inventory, problems) = load(tier, &ctx.client).await?;
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems.join("; ")));
+    }
+    let input = inventory.tier_input(&tier.name_any()).map_err(|p| Error::Invalid(p.to_string()))?;
+    let auth = credentials(tier, &ctx.client).await?;
+    let print = fingerprint(&input);
+
+    // Poll fast path: one ls-remote per repository, and nothing else when nothing moved.
+    let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    if let Some(last) = &last {
+        if last.input == print {
+            let (cache, auth2, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
+            let heads = tokio::task::spawn_blocking(move || current_heads(&cache, &auth2, &input2))
+                .await
+                .map_err(|e| Error::Finalizer(format!("sync task: {e}")))??;
+            if heads == last.heads {
+                tracing::debug!(tier = %tier.name_any(), "nothing moved");
+                return Ok(());
+            }
+        }
+    }
+
+    let (cache, renderer, input2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone());
+    let report = tokio::task::spawn_blocking(move || sync_tier(&cache, &auth, &input2, &renderer, &SyncOptions::default()))
+        .await
+        .map_err(|e| Error::Finalizer(format!("sync task: {e}")))??;
+    let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
+    if report.commit.is_some() {
+        ctx.metrics.pushes.get_or_create(&labels).inc();
+    }
+
+    let apps = argocd::applications(&report.tree)?;
+    let applied = argocd::apply(&ctx.client, &tier.name_any(), &apps, &tier.spec.argocd.namespace).await?;
+    write_success(tier, ctx, &input, &report, &applied).await?;
+    ctx.metrics.synced(&labels);
+    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, LastSync { input: print, heads: heads_after(&report) });
+    Ok(())
+}
+
+async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Branches are never deleted: history is data.
+    if tier.spec.deletion_policy == DeletionPolicy::Delete {
+        let deleted = argocd::delete_all(&ctx.client, &tier.name_any(), &tier.spec.argocd.namespace).await?;
+        tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Applications (deletionPolicy: Delete)");
+    }
+    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
+    Ok(Action::await_change())
+}
+
+fn condition(old: &[Condition], type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    // The transition time moves only when the status does.
+    let since = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::now()));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.chars().take(32 * 1024).collect(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+async fn patch_tier_status(tier: &Tier, ctx: &Context, status: serde_json::Value) -> Result<(), Error> {
+    let api: Api<Tier> = Api::namespaced(ctx.client.clone(), &tier.namespace().unwrap_or_default());
+    let patch = json!({ "apiVersion": crate::api::API_VERSION, "kind": "Tier", "status": status });
+    api.patch_status(&tier.name_any(), &PatchParams::apply(argocd::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &SyncReport, applied: &argocd::Applied) -> Result<(), Error> {
+    let old = tier.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let generation = tier.metadata.generation;
+    let head = report.head.clone().unwrap_or_default();
+    let pushed_msg = match &report.commit {
+        Some(c) => format!("pushed {} to {}", &c[..7.min(c.len())], report.branch),
+        None => format!("{} already at {}", report.branch, &head[..7.min(head.len())]),
+    };
+    let conditions = vec![
+        condition(&old, "Ready", true, "Synced", &format!("system branch {} at {}; {} Applications", report.branch, &head[..7.min(head.len())], applied.applied.len()), generation),
+        condition(&old, "Rendered", true, "Rendered", &format!("{} ShopSets rendered", input.shopsets.len()), generation),
+        condition(&old, "Pushed", true, if report.commit.is_some() { "Pushed" } else { "UpToDate" }, &pushed_msg, generation),
+    ];
+    patch_tier_status(
+        tier,
+        ctx,
+        json!({
+            "conditions": conditions,
+            "observedGeneration": generation,
+            "branch": report.branch,
+            "appCommit": report.pins.app,
+            "configurationCommits": report.pins.configurations,
+            "systemCommit": report.head,
+            "lastSyncTime": Time(Timestamp::now()),
+        }),
+    )
+    .await?;
+    for ss in &input.shopsets {
+        let api: Api<ShopSet> = Api::namespaced(ctx.client.clone(), &ss.namespace().unwrap_or_default());
+        let old = ss.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        let name = ss.name_any();
+        let patch = json!({
+            "apiVersion": crate::api::API_VERSION, "kind": "ShopSet",
+            "status": {
+                "conditions": [condition(&old, "Ready", true, "Rendered", &format!("rendered at shopsets/{name} on {} {}", report.branch, &head[..7.min(head.len())]), ss.metadata.generation)],
+                "observedGeneration": ss.metadata.generation,
+                "shopCount": ss.spec.shops.len(),
+                "renderedPath": format!("shopsets/{name}"),
+                "application": format!("{}/{name}", tier.spec.argocd.namespace),
+            }
+        });
+        api.patch_status(&name, &PatchParams::apply(argocd::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let reference = tier.object_ref(&());
+    for b in report.branches.iter().filter(|b| b.created_from.is_some()) {
+        let note = format!("created branch {} in the {} repository from {}", b.branch, b.repository, b.created_from.clone().unwrap_or_default());
+        let _ = recorder.publish(&Event { type_: EventType::Normal, reason: "BranchCreated".into(), note: Some(note), action: "Sync".into(), secondary: None }, &reference).await;
+    }
+    if let Some(message) = &report.message {
+        let note: String = message.lines().filter(|l| !l.is_empty()).take(6).collect::<Vec<_>>().join("; ");
+        let _ = recorder.publish(&Event { type_: EventType::Normal, reason: "Pushed".into(), note: Some(note.chars().take(1000).collect()), action: "Push".into(), secondary: None }, &reference).await;
+    }
+    if !applied.deleted.is_empty() {
+        let note = format!("deleted Applications of removed ShopSets: {}", applied.deleted.join(", "));
+        let _ = recorder.publish(&Event { type_: EventType::Normal, reason: "ApplicationsDeleted".into(), note: Some(note), action: "Prune".into(), secondary: None }, &reference).await;
+    }
+    Ok(())
+}
+
+async fn write_failure(tier: &Tier, ctx: &Context, err: &Error) -> Result<(), Error> {
+    let old = tier.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let generation = tier.metadata.generation;
+    let reason = err.reason();
+    let message = err.to_string();
+    let mut conditions = vec![condition(&old, "Ready", false, reason, &message, generation)];
+    match err {
+        Error::Invalid(_) => conditions.push(condition(&old, "Rendered", false, reason, &message, generation)),
+        Error::Sync(SyncError::Render(_)) => conditions.push(condition(&old, "Rendered", false, reason, &message, generation)),
+        Error::Sync(_) => conditions.push(condition(&old, "Pushed", false, reason, &message, generation)),
+        _ => {}
+    }
+    patch_tier_status(tier, ctx, json!({ "conditions": conditions, "observedGeneration": generation })).await?;
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let _ = recorder
+        .publish(&Event { type_: EventType::Warning, reason: reason.into(), note: Some(message.chars().take(1000).collect()), action: "Sync".into(), secondary: None }, &tier.object_ref(&()))
+        .await;
+    Ok(())
+}
+
+/// The Tiers of `tiers` that a push to `branch` of one of `urls` concerns: their app repository,
+/// or a Configuration of their namespace.
+pub fn tiers_for_push(push: &crate::webhook::Push, tiers: &[Arc<Tier>], configurations: &[Configuration]) -> Vec<ObjectRef<Tier>> {
+    tiers
+        .iter()
+        .filter(|t| {
+            let branch = t.branch();
+            crate::webhook::matches(push, &t.spec.app.url, &branch)
+                || configurations
+                    .iter()
+                    .filter(|c| c.namespace() == t.namespace())
+                    .any(|c| crate::webhook::matches(push, &c.spec.url, &branch))
+        })
+        .map(|t| ObjectRef::from_obj(&**t))
+        .collect()
+}
