@@ -1,0 +1,332 @@
+//! Promotion and rollback: moving a tier's branches in the human-owned app and configuration
+//! repositories, always under a lease. The controller then follows the moved branch.
+
+use std::collections::BTreeSet;
+
+use git2::Oid;
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::api::{Configuration, Tier};
+use crate::gitops::{Auth, GitCache, GitError, RefUpdate, Remote};
+
+/// Which repositories a promotion moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Only {
+    #[default]
+    All,
+    App,
+    Config,
+}
+
+/// One commit, as a person reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitInfo {
+    pub id: String,
+    pub author: String,
+    pub subject: String,
+}
+
+impl std::fmt::Display for CommitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({})", &self.id[..7.min(self.id.len())], self.subject, self.author)
+    }
+}
+
+/// How a repository's target branch relates to the source branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Move {
+    /// Already at the source commit.
+    UpToDate,
+    /// The target branch does not exist yet.
+    Create,
+    /// The target is behind: a fast-forward.
+    FastForward,
+    /// Both sides have commits the other lacks (a hotfix on the target).
+    Diverged { only_on_target: Vec<CommitInfo> },
+}
+
+/// The planned move of one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoMove {
+    /// `app` or `config/<name>`.
+    pub repository: String,
+    pub url: String,
+    pub from_branch: String,
+    pub to_branch: String,
+    pub from_head: String,
+    pub to_head: Option<String>,
+    #[serde(flatten)]
+    pub kind: Move,
+    /// Commits the target gains, newest first.
+    pub commits: Vec<CommitInfo>,
+    /// Files changed between the two heads (for the app, under its base path).
+    pub files: Vec<String>,
+}
+
+/// What a promotion would do (or did).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub from: String,
+    pub to: String,
+    pub repositories: Vec<RepoMove>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("{repository} ({url}): {source}")]
+    Git { repository: String, url: String, source: GitError },
+    #[error("{repository} ({url}) has no branch {branch:?} to promote from; fix: sync tier {tier:?} first (`shopctl sync --tier {tier}`), or push that branch")]
+    SourceMissing { repository: String, url: String, branch: String, tier: String },
+    #[error(
+        "{repository} ({url}): branch {to:?} has diverged from {from:?}: it has {n} commit(s) that {from:?} lacks:\n{list}\n\
+         Ways out: merge {to:?} into {from:?} (git fetch origin && git checkout {from} && git merge origin/{to} && git push origin {from}), let it reach tier {from_tier:?} and promote again; \
+         or pass --force to move {to:?} to {from:?} anyway (those commits leave {to:?}; the push still uses a lease)"
+    )]
+    Diverged { repository: String, url: String, from: String, to: String, from_tier: String, n: usize, list: String },
+    #[error("Tier/{to}: spec.promotion.from is {actual:?}, not {from:?}; fix: promote {actual} -> {to}, or pass --any-order to promote across tiers")]
+    WrongOrder { from: String, to: String, actual: String },
+    #[error("{repository} ({url}): {commit} is not in the history of branch {branch:?}; fix: name a commit of that branch (`git log {branch}`)")]
+    NotInHistory { repository: String, url: String, branch: String, commit: String },
+    #[error("{repository} ({url}): cannot resolve {what:?}: {detail}")]
+    BadRevision { repository: String, url: String, what: String, detail: String },
+}
+
+fn git_err(repository: &str, url: &str) -> impl Fn(GitError) -> PromoteError + use<> {
+    let (repository, url) = (repository.to_string(), url.to_string());
+    move |source| PromoteError::Git { repository: repository.clone(), url: url.clone(), source }
+}
+
+fn commit_info(repo: &git2::Repository, id: Oid) -> Option<CommitInfo> {
+    let c = repo.find_commit(id).ok()?;
+    Some(CommitInfo {
+        id: id.to_string(),
+        author: c.author().name().unwrap_or_default().to_string(),
+        subject: c.summary().ok().flatten().unwrap_or_default().to_string(),
+    })
+}
+
+/// Commits reachable from `tip` but not from `hide`, newest first (at most 200).
+pub fn commits_between(repo: &git2::Repository, hide: Option<Oid>, tip: Oid) -> Vec<CommitInfo> {
+    let Ok(mut walk) = repo.revwalk() else { return Vec::new() };
+    if walk.push(tip).is_err() {
+        return Vec::new();
+    }
+    if let Some(h) = hide {
+        let _ = walk.hide(h);
+    }
+    walk.filter_map(Result::ok).take(200).filter_map(|id| commit_info(repo, id)).collect()
+}
+
+fn changed_files(repo: &git2::Repository, a: Option<Oid>, b: Oid, under: &str) -> Vec<String> {
+    let tree = |id: Oid| repo.find_commit(id).and_then(|c| c.tree()).ok();
+    let (Some(new), old) = (tree(b), a.and_then(tree)) else { return Vec::new() };
+    let Ok(diff) = repo.diff_tree_to_tree(old.as_ref(), Some(&new), None) else { return Vec::new() };
+    let prefix = if under == "." { String::new() } else { format!("{}/", under.trim_end_matches('/')) };
+    let mut files = BTreeSet::new();
+    for d in diff.deltas() {
+        for f in [d.old_file().path(), d.new_file().path()].into_iter().flatten() {
+            let p = f.to_string_lossy().to_string();
+            if p.starts_with(&prefix) {
+                files.insert(p);
+            }
+        }
+    }
+    files.into_iter().collect()
+}
+
+/// The repositories of a promotion: the app repository and the configuration repositories.
+pub fn repositories(to: &Tier, configurations: &[Configuration], only: Only) -> Vec<(String, String, String)> {
+    let mut repos = Vec::new();
+    if only != Only::Config {
+        repos.push(("app".to_string(), to.spec.app.url.clone(), to.spec.app.path.clone()));
+    }
+    if only != Only::App {
+        for c in configurations {
+            repos.push((format!("config/{}", c.name_any()), c.spec.url.clone(), c.spec.path.clone()));
+        }
+    }
+    repos
+}
+
+fn plan_repo(cache: &GitCache, auth: &Auth, from: &Tier, to: &Tier, label: &str, url: &str, path: &str) -> Result<(Remote, RepoMove), PromoteError> {
+    let err = git_err(label, url);
+    let (from_branch, to_branch) = (from.branch(), to.branch());
+    let remote = cache.open(url, auth).map_err(&err)?;
+    let heads = remote.heads().map_err(&err)?;
+    let from_head = *heads.branches.get(&from_branch).ok_or_else(|| PromoteError::SourceMissing {
+        repository: label.into(),
+        url: url.into(),
+        branch: from_branch.clone(),
+        tier: from.name_any(),
+    })?;
+    let to_head = heads.branches.get(&to_branch).copied();
+    let mut fetch = vec![from_branch.as_str()];
+    if to_head.is_some() {
+        fetch.push(to_branch.as_str());
+    }
+    remote.fetch(&fetch).map_err(&err)?;
+    let repo = remote.repo();
+    let kind = match to_head {
+        None => Move::Create,
+        Some(t) if t == from_head => Move::UpToDate,
+        Some(t) if repo.graph_descendant_of(from_head, t).unwrap_or(false) => Move::FastForward,
+        Some(t) => Move::Diverged { only_on_target: commits_between(repo, Some(from_head), t) },
+    };
+    let commits = if kind == Move::UpToDate { Vec::new() } else { commits_between(repo, to_head, from_head) };
+    let files = changed_files(repo, to_head, from_head, path);
+    let mv = RepoMove {
+        repository: label.into(),
+        url: url.into(),
+        from_branch,
+        to_branch,
+        from_head: from_head.to_string(),
+        to_head: to_head.map(|o| o.to_string()),
+        kind,
+        commits,
+        files,
+    };
+    Ok((remote, mv))
+}
+
+/// Plans `from -> to` for every repository; reads only (ls-remote and fetch into the cache).
+pub fn plan(cache: &GitCache, auth: &Auth, from: &Tier, to: &Tier, configurations: &[Configuration], only: Only) -> Result<Plan, PromoteError> {
+    let mut moves = Vec::new();
+    for (label, url, path) in repositories(to, configurations, only) {
+        moves.push(plan_repo(cache, auth, from, to, &label, &url, &path)?.1);
+    }
+    Ok(Plan { from: from.name_any(), to: to.name_any(), repositories: moves })
+}
+
+/// Checks that `to` is promoted from `from`.
+pub fn check_order(from: &Tier, to: &Tier) -> Result<(), PromoteError> {
+    match &to.spec.promotion {
+        Some(p) if p.from == from.name_any() => Ok(()),
+        Some(p) => Err(PromoteError::WrongOrder { from: from.name_any(), to: to.name_any(), actual: p.from.clone() }),
+        None => Err(PromoteError::WrongOrder { from: from.name_any(), to: to.name_any(), actual: "(none: it is the lowest tier)".into() }),
+    }
+}
+
+/// Pushes the planned moves: fast-forwards and creations; a diverged branch only with `force`.
+/// Every push carries the lease of the head the plan saw, so a branch moved since is never lost.
+/// All repositories are checked before any is pushed.
+pub fn execute(cache: &GitCache, auth: &Auth, plan: &Plan, from_tier: &str, force: bool) -> Result<Vec<RepoMove>, PromoteError> {
+    for mv in &plan.repositories {
+        if let (Move::Diverged { only_on_target }, false) = (&mv.kind, force) {
+            return Err(PromoteError::Diverged {
+                repository: mv.repository.clone(),
+                url: mv.url.clone(),
+                from: mv.from_branch.clone(),
+                to: mv.to_branch.clone(),
+                from_tier: from_tier.into(),
+                n: only_on_target.len(),
+                list: only_on_target.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"),
+            });
+        }
+    }
+    let mut moved = Vec::new();
+    for mv in &plan.repositories {
+        if mv.kind == Move::UpToDate {
+            continue;
+        }
+        let err = git_err(&mv.repository, &mv.url);
+        let remote = cache.open(&mv.url, auth).map_err(&err)?;
+        let parse = |s: &str| Oid::from_str(s).map_err(|e| PromoteError::BadRevision { repository: mv.repository.clone(), url: mv.url.clone(), what: s.into(), detail: e.message().to_string() });
+        let update = RefUpdate {
+            branch: mv.to_branch.clone(),
+            expected: mv.to_head.as_deref().map(parse).transpose()?,
+            new: parse(&mv.from_head)?,
+            force: matches!(mv.kind, Move::Diverged { .. }),
+        };
+        remote.push(&[update]).map_err(&err)?;
+        tracing::info!(repository = %mv.repository, branch = %mv.to_branch, head = %mv.from_head, "promoted");
+        moved.push(mv.clone());
+    }
+    Ok(moved)
+}
+
+/// Where a rollback moves the tier's app branch.
+#[derive(Debug, Clone)]
+pub enum RollbackTarget {
+    /// A commit (full or abbreviated id) of the branch's history.
+    Commit(String),
+    /// N first-parent steps back from the head.
+    Steps(usize),
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    pub repository: String,
+    pub url: String,
+    pub branch: String,
+    pub previous: String,
+    pub head: String,
+    /// Commits that left the branch (reset) or were reverted (`--revert`), newest first.
+    pub undone: Vec<CommitInfo>,
+    pub reverted: bool,
+}
+
+/// Moves the tier's app branch back to `target` (a lease-guarded non-fast-forward), or with
+/// `revert` adds one commit on top whose tree is the target's (history kept).
+pub fn rollback(cache: &GitCache, auth: &Auth, tier: &Tier, target: &RollbackTarget, revert: bool, dry_run: bool) -> Result<Rollback, PromoteError> {
+    let (label, url, branch) = ("app", tier.spec.app.url.as_str(), tier.branch());
+    let err = git_err(label, url);
+    let remote = cache.open(url, auth).map_err(&err)?;
+    let heads = remote.heads().map_err(&err)?;
+    let head = *heads.branches.get(&branch).ok_or_else(|| PromoteError::SourceMissing {
+        repository: label.into(),
+        url: url.into(),
+        branch: branch.clone(),
+        tier: tier.name_any(),
+    })?;
+    remote.fetch(&[branch.as_str()]).map_err(&err)?;
+    let repo = remote.repo();
+    let bad = |what: &str, detail: String| PromoteError::BadRevision { repository: label.into(), url: url.into(), what: what.into(), detail };
+    let target_id = match target {
+        RollbackTarget::Commit(rev) => {
+            let obj = repo.revparse_single(rev).map_err(|e| bad(rev, e.message().to_string()))?;
+            let id = obj.peel_to_commit().map_err(|e| bad(rev, e.message().to_string()))?.id();
+            if id != head && !repo.graph_descendant_of(head, id).unwrap_or(false) {
+                return Err(PromoteError::NotInHistory { repository: label.into(), url: url.into(), branch, commit: rev.clone() });
+            }
+            id
+        }
+        RollbackTarget::Steps(n) => {
+            let mut c = repo.find_commit(head).map_err(|e| bad("HEAD", e.message().to_string()))?;
+            for i in 0..*n {
+                c = c.parent(0).map_err(|_| bad(&format!("{n} steps"), format!("the branch has only {i} commits before its head")))?;
+            }
+            c.id()
+        }
+    };
+    let undone = commits_between(repo, Some(target_id), head);
+    let new_head = if target_id == head || dry_run {
+        target_id
+    } else if revert {
+        let target_tree = repo.find_commit(target_id).and_then(|c| c.tree()).map_err(|e| bad("target", e.message().to_string()))?;
+        let parent = repo.find_commit(head).map_err(|e| bad("HEAD", e.message().to_string()))?;
+        let who = git2::Signature::now(crate::sync::AUTHOR_NAME, crate::sync::AUTHOR_EMAIL).map_err(|e| bad("signature", e.message().to_string()))?;
+        let subjects: Vec<String> = undone.iter().map(|c| format!("  {c}")).collect();
+        let message = format!(
+            "Revert {branch} to {}\n\nReverts {} commit(s):\n{}\n\nGenerated-by: shopctl rollback --revert\n",
+            &target_id.to_string()[..7],
+            undone.len(),
+            subjects.join("\n")
+        );
+        repo.commit(None, &who, &who, &message, &target_tree, &[&parent]).map_err(|e| bad("commit", e.message().to_string()))?
+    } else {
+        target_id
+    };
+    if !dry_run && new_head != head {
+        remote
+            .push(&[RefUpdate { branch: branch.clone(), expected: Some(head), new: new_head, force: !revert }])
+            .map_err(&err)?;
+    }
+    Ok(Rollback { repository: label.into(), url: url.into(), branch, previous: head.to_string(), head: new_head.to_string(), undone, reverted: revert })
+}
