@@ -4,6 +4,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod promote;
+mod status;
+
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use shopset::gitops::{Auth, GitCache};
@@ -13,6 +16,8 @@ use shopset::sync::{SyncError, SyncOptions, SyncReport, resolve_pins, sync_tier}
 
 /// Exit status for invalid input (bad manifests, flags or templates).
 const EXIT_INVALID: u8 = 2;
+/// Exit status when a safety check refuses (a diverged branch, the promotion gate, doctor's findings).
+const EXIT_REFUSED: u8 = 3;
 /// Exit status for a failure while talking to git.
 const EXIT_FAILED: u8 = 1;
 
@@ -26,16 +31,16 @@ const EXIT_FAILED: u8 = 1;
         ShopSet manifests, pins the heads of the app and configuration branches of a tier, renders\n\
         Kustomize overlays and Argo CD Applications, and commits them to the tier's branch of the\n\
         system repository, pushing with a lease so no other writer's commit is ever lost.",
-    after_help = "Exit status: 0 success, 1 git or I/O failure, 2 invalid input.\n\
+    after_help = "Exit status: 0 success, 1 git, cluster or I/O failure, 2 invalid input, 3 refused by a safety check.\n\
         Credentials: --credentials FILE (a Kubernetes Secret with username/password or identity),\n\
         or SHOPSET_GIT_USERNAME with SHOPSET_GIT_PASSWORD (or SHOPSET_GIT_TOKEN), or SHOPSET_GIT_SSH_KEY_FILE."
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text, global = true)]
-    output: Output,
+    pub(crate) output: Output,
     /// Where fetched repositories are cached.
     #[arg(long, global = true, env = "SHOPSET_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -95,6 +100,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
     },
+    /// Move tier TO's app and configuration branches to tier FROM's heads (fast-forward under a lease), or open pull requests.
+    Promote(promote::PromoteArgs),
+    /// Move a tier's app branch back (under a lease), or revert to an earlier commit with a new commit.
+    Rollback(promote::RollbackArgs),
+    /// One view of a tier across git, the controller and Argo CD.
+    Status(status::StatusArgs),
     /// Create local example repositories in DIR, sync tier-0 and show the result (no cluster needed).
     Quickstart {
         /// Where to create the repositories and manifests.
@@ -104,7 +115,7 @@ enum Command {
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
-enum Output {
+pub(crate) enum Output {
     Text,
     Json,
     Yaml,
@@ -117,24 +128,24 @@ enum Color {
     Never,
 }
 
-struct Style {
-    on: bool,
+pub(crate) struct Style {
+    pub(crate) on: bool,
 }
 
 impl Style {
-    fn paint(&self, code: &str, text: &str) -> String {
+    pub(crate) fn paint(&self, code: &str, text: &str) -> String {
         if self.on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
     }
-    fn bold(&self, t: &str) -> String {
+    pub(crate) fn bold(&self, t: &str) -> String {
         self.paint("1", t)
     }
-    fn green(&self, t: &str) -> String {
+    pub(crate) fn green(&self, t: &str) -> String {
         self.paint("32", t)
     }
-    fn yellow(&self, t: &str) -> String {
+    pub(crate) fn yellow(&self, t: &str) -> String {
         self.paint("33", t)
     }
-    fn diff_line(&self, line: &str) -> String {
+    pub(crate) fn diff_line(&self, line: &str) -> String {
         match line.chars().next() {
             Some('+') if !line.starts_with("+++") => self.paint("32", line),
             Some('-') if !line.starts_with("---") => self.paint("31", line),
@@ -162,9 +173,17 @@ fn main() -> ExitCode {
                     || e.downcast_ref::<shopset::validation::Problems>().is_some()
                     || matches!(e.downcast_ref::<SyncError>(), Some(SyncError::Render(_) | SyncError::PathMissing { .. } | SyncError::BranchMissing { .. }))
                     || e.downcast_ref::<shopset::render::RenderError>().is_some()
+                    || matches!(
+                        e.downcast_ref::<shopset::promote::PromoteError>(),
+                        Some(shopset::promote::PromoteError::WrongOrder { .. } | shopset::promote::PromoteError::NotInHistory { .. } | shopset::promote::PromoteError::BadRevision { .. } | shopset::promote::PromoteError::SourceMissing { .. })
+                    )
+            });
+            let refused = err.chain().any(|e| {
+                e.downcast_ref::<promote::Refused>().is_some()
+                    || matches!(e.downcast_ref::<shopset::promote::PromoteError>(), Some(shopset::promote::PromoteError::Diverged { .. }))
             });
             eprintln!("error: {err:#}");
-            ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_FAILED })
+            ExitCode::from(if refused { EXIT_REFUSED } else if invalid { EXIT_INVALID } else { EXIT_FAILED })
         }
     }
 }
@@ -218,17 +237,20 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
             print_structured(cli.output, &reports)
         }
         Command::Quickstart { dir } => quickstart(cli, dir, style),
+        Command::Promote(args) => promote::promote(cli, style, args),
+        Command::Rollback(args) => promote::rollback(cli, style, args),
+        Command::Status(args) => status::status(cli, style, args),
     }
 }
 
-fn load(files: &[PathBuf]) -> Result<Inventory> {
+pub(crate) fn load(files: &[PathBuf]) -> Result<Inventory> {
     let inventory = Inventory::load(files)?;
     inventory.check().map_err(|p| anyhow!(LoadError::Invalid(p)))?;
     Ok(inventory)
 }
 
 /// Tiers in promotion order (a tier after the one it is promoted from), or the one asked for.
-fn tier_order(inventory: &Inventory, only: Option<&str>) -> Result<Vec<String>> {
+pub(crate) fn tier_order(inventory: &Inventory, only: Option<&str>) -> Result<Vec<String>> {
     if let Some(name) = only {
         inventory.find_tier(name)?;
         return Ok(vec![name.to_string()]);
@@ -251,11 +273,11 @@ fn tier_order(inventory: &Inventory, only: Option<&str>) -> Result<Vec<String>> 
     Ok(order)
 }
 
-fn kube_name(t: &shopset::api::Tier) -> String {
+pub(crate) fn kube_name(t: &shopset::api::Tier) -> String {
     t.metadata.name.clone().unwrap_or_default()
 }
 
-fn cache(cli: &Cli) -> Result<GitCache> {
+pub(crate) fn cache(cli: &Cli) -> Result<GitCache> {
     let dir = match &cli.cache_dir {
         Some(d) => d.clone(),
         None => {
@@ -269,12 +291,12 @@ fn cache(cli: &Cli) -> Result<GitCache> {
     Ok(GitCache::new(dir))
 }
 
-fn renderer(cli: &Cli) -> Result<Renderer> {
+pub(crate) fn renderer(cli: &Cli) -> Result<Renderer> {
     Ok(Renderer::with_overrides(cli.templates.as_deref())?)
 }
 
 /// Credentials from --credentials (a Secret manifest) or the SHOPSET_GIT_* environment.
-fn auth(cli: &Cli) -> Result<Auth> {
+pub(crate) fn auth(cli: &Cli) -> Result<Auth> {
     if let Some(path) = &cli.credentials {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read credentials file {}", path.display()))?;
         let secret: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(&text)
@@ -348,7 +370,7 @@ fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[
     print_structured(cli.output, &written)
 }
 
-fn print_structured<T: serde::Serialize>(output: Output, value: &T) -> Result<()> {
+pub(crate) fn print_structured<T: serde::Serialize>(output: Output, value: &T) -> Result<()> {
     match output {
         Output::Text => {}
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
@@ -392,7 +414,7 @@ fn print_report(r: &SyncReport, s: &Style) {
     }
 }
 
-fn indent(text: &str) -> String {
+pub(crate) fn indent(text: &str) -> String {
     text.trim_end().lines().map(|l| if l.is_empty() { String::new() } else { format!("    {l}") }).collect::<Vec<_>>().join("\n")
 }
 

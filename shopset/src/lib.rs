@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod render;
 pub mod validation;
 pub mod github;
+pub mod inspect;
 pub mod gitops;
 pub mod lease;
 pub mod sync;

@@ -1,0 +1,257 @@
+//! `shopctl promote` and `shopctl rollback`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use clap::ValueEnum;
+use kube::ResourceExt;
+use shopset::api::{Configuration, Tier};
+use shopset::github::GitHub;
+use shopset::inspect::{application_states, gate_problems, git_state};
+use shopset::promote::{Move, Only, Plan, RollbackTarget, check_order, execute, plan};
+
+use crate::{Cli, Output, Style, auth, cache, indent, load, print_structured};
+
+/// A safety check said no.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OnlyArg {
+    App,
+    Config,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PromoteArgs {
+    /// The tier promoted from (its branches are the source).
+    from: String,
+    /// The tier promoted to (its branches move).
+    to: String,
+    /// Manifest files or directories holding the Tiers, Configurations and ShopSets.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Show what would move (commits, files) and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Move only the app repository, or only the configuration repositories.
+    #[arg(long, value_enum)]
+    only: Option<OnlyArg>,
+    /// A note on why; goes into the pull request (git keeps no message on a fast-forward).
+    #[arg(long, short = 'm')]
+    message: Option<String>,
+    /// Open GitHub pull requests FROM -> TO instead of pushing.
+    #[arg(long)]
+    pr: bool,
+    /// GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_url: String,
+    /// File holding the GitHub token (default: the GITHUB_TOKEN environment variable).
+    #[arg(long)]
+    github_token_file: Option<PathBuf>,
+    /// Move a diverged TO branch anyway (the push still carries a lease).
+    #[arg(long)]
+    force: bool,
+    /// Promote even when FROM's Applications are not all Synced and Healthy at its pinned commit.
+    #[arg(long)]
+    skip_checks: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RollbackArgs {
+    /// The tier whose app branch moves back.
+    tier: String,
+    /// Manifest files or directories holding the Tier.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// A commit of the branch's history to return to.
+    #[arg(long, conflicts_with = "steps", required_unless_present = "steps")]
+    to: Option<String>,
+    /// Go back N commits (first parents).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Add a commit that restores the older tree instead of moving the branch back.
+    #[arg(long)]
+    revert: bool,
+    /// Show what would move and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn tier<'a>(inv: &'a shopset::manifests::Inventory, name: &str) -> Result<&'a Tier> {
+    Ok(inv.find_tier(name)?)
+}
+
+/// Configurations used by the ShopSets of either tier.
+fn configurations(inv: &shopset::manifests::Inventory, tiers: &[&str]) -> Result<Vec<Configuration>> {
+    let mut out: BTreeMap<String, Configuration> = BTreeMap::new();
+    for t in tiers {
+        for c in inv.tier_input(t)?.configurations {
+            out.insert(c.name_any(), c);
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// The promotion gate: FROM's Applications Synced and Healthy at the system commit pinning FROM's head.
+fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str) -> Result<Vec<String>> {
+    let input = inv.tier_input(from)?;
+    let git = git_state(&cache(cli)?, &auth(cli)?, &input)?;
+    let apps = runtime()?.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| anyhow!("cannot reach the cluster to check tier {from}'s Applications ({e}); fix: set KUBECONFIG, or pass --skip-checks"))?;
+        application_states(&client, &input.tier, &input.shopsets)
+            .await
+            .map_err(|e| anyhow!("cannot read tier {from}'s Applications ({e}); fix: check KUBECONFIG and RBAC, or pass --skip-checks"))
+    })?;
+    Ok(gate_problems(&git, &apps))
+}
+
+pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
+    let inv = load(&args.files)?;
+    let (from, to) = (tier(&inv, &args.from)?, tier(&inv, &args.to)?);
+    check_order(from, to)?;
+    let only = match args.only {
+        None => Only::All,
+        Some(OnlyArg::App) => Only::App,
+        Some(OnlyArg::Config) => Only::Config,
+    };
+    let cfgs = configurations(&inv, &[&args.from, &args.to])?;
+    let (cache, auth) = (cache(cli)?, auth(cli)?);
+    let plan = plan(&cache, &auth, from, to, &cfgs, only)?;
+
+    let problems = match (args.skip_checks, args.dry_run) {
+        (true, _) => Vec::new(),
+        (false, false) => gate(cli, &inv, &args.from)?,
+        // A preview still says what the gate would find, but a gate it cannot read does not stop it.
+        (false, true) => gate(cli, &inv, &args.from).unwrap_or_else(|e| vec![format!("not checked: {e:#}")]),
+    };
+    if cli.output == Output::Text {
+        print_plan(&plan, style, args.dry_run || args.pr);
+        if args.skip_checks {
+            println!("{}", style.yellow(&format!("checks skipped (--skip-checks): tier {}'s Applications were not verified", args.from)));
+        }
+    }
+    if !problems.is_empty() {
+        let list = problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n");
+        let msg = format!("tier {} is not verified, so it is not promoted:\n{list}\nfix: wait for Argo CD to sync and the Applications to be Healthy (`shopctl status {}`), or pass --skip-checks", args.from, args.from);
+        if args.dry_run {
+            println!("{}", style.yellow(&msg));
+        } else {
+            return Err(Refused(msg).into());
+        }
+    }
+    if args.dry_run {
+        return print_structured(cli.output, &plan);
+    }
+    if args.pr {
+        return open_prs(cli, style, args, &inv, &plan);
+    }
+    let moved = execute(&cache, &auth, &plan, &args.from, args.force)?;
+    if cli.output == Output::Text {
+        for mv in &moved {
+            println!("{} {} {} -> {}", style.green("moved"), mv.repository, mv.to_branch, &mv.from_head[..7]);
+        }
+        if moved.is_empty() {
+            println!("nothing to promote: {} is already at {}", args.to, args.from);
+        } else {
+            println!("next: the controller syncs tier {} (at once on a webhook, else within its interval); by hand: shopctl sync -f ... --tier {}", args.to, args.to);
+        }
+        if let Some(m) = &args.message {
+            println!("note: {m:?} is not stored in git (a fast-forward has no commit of its own); use --pr to keep it in the pull request");
+        }
+    }
+    print_structured(cli.output, &moved)
+}
+
+fn print_plan(plan: &Plan, style: &Style, preview: bool) {
+    println!("{} {} -> {}", style.bold("Promote"), plan.from, plan.to);
+    for mv in &plan.repositories {
+        let what = match &mv.kind {
+            Move::UpToDate => "up to date".to_string(),
+            Move::Create => format!("create {} at {}", mv.to_branch, &mv.from_head[..7]),
+            Move::FastForward => format!(
+                "fast-forward {} {} -> {} ({} commit{})",
+                mv.to_branch,
+                &mv.to_head.as_deref().unwrap_or_default()[..7],
+                &mv.from_head[..7],
+                mv.commits.len(),
+                if mv.commits.len() == 1 { "" } else { "s" }
+            ),
+            Move::Diverged { only_on_target } => style.yellow(&format!("DIVERGED: {} has {} commit(s) {} lacks", mv.to_branch, only_on_target.len(), mv.from_branch)),
+        };
+        println!("  {:<20} {what}", mv.repository);
+        if preview {
+            for c in mv.commits.iter().take(20) {
+                println!("      {c}");
+            }
+            if !mv.files.is_empty() {
+                println!("      files: {}", mv.files.join(", "));
+            }
+        }
+    }
+}
+
+fn open_prs(cli: &Cli, style: &Style, args: &PromoteArgs, inv: &shopset::manifests::Inventory, plan: &Plan) -> Result<()> {
+    let token = match &args.github_token_file {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read --github-token-file {}", f.display()))?.trim().to_string(),
+        None => std::env::var("GITHUB_TOKEN").map_err(|_| anyhow!("--pr needs a GitHub token; fix: set GITHUB_TOKEN or pass --github-token-file"))?,
+    };
+    let gh = GitHub { base_url: args.github_url.clone(), token };
+    let shopsets: Vec<String> = inv.tier_input(&args.to)?.shopsets.iter().map(|s| s.name_any()).collect();
+    let rt = runtime()?;
+    let mut prs = Vec::new();
+    for mv in plan.repositories.iter().filter(|m| m.kind != Move::UpToDate) {
+        let title = format!("Promote {} to {}{}", plan.from, plan.to, args.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
+        let mut body = format!("Promotes `{}` into `{}` ({}).\n\n", mv.from_branch, mv.to_branch, mv.repository);
+        if let Some(m) = &args.message {
+            body.push_str(&format!("{m}\n\n"));
+        }
+        body.push_str("### Commits\n\n");
+        for c in &mv.commits {
+            body.push_str(&format!("- {c}\n"));
+        }
+        body.push_str(&format!("\n### ShopSets that will change\n\n{}\n\nOpened by `shopctl promote --pr`; once merged, shopset-controller syncs tier `{}`.\n",
+            shopsets.iter().map(|s| format!("- `{s}`")).collect::<Vec<_>>().join("\n"), plan.to));
+        let pr = rt.block_on(gh.open_pull_request(&mv.url, &mv.from_branch, &mv.to_branch, &title, &body))?;
+        if cli.output == Output::Text {
+            let state = if pr.already_existed { "already open" } else { "opened" };
+            println!("{} pull request {} #{}: {}", style.green(state), pr.repository, pr.number, pr.url);
+        }
+        prs.push(pr);
+    }
+    print_structured(cli.output, &prs)
+}
+
+pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
+    let inv = load(&args.files)?;
+    let t = tier(&inv, &args.tier)?;
+    let target = match (&args.to, args.steps) {
+        (Some(c), _) => RollbackTarget::Commit(c.clone()),
+        (None, Some(n)) => RollbackTarget::Steps(n),
+        (None, None) => return Err(anyhow!("name a target: --to <commit> or --steps N")),
+    };
+    let done = shopset::promote::rollback(&cache(cli)?, &auth(cli)?, t, &target, args.revert, args.dry_run)?;
+    if cli.output == Output::Text {
+        let verb = match (args.dry_run, args.revert) {
+            (true, _) => "would move",
+            (false, true) => "reverted",
+            (false, false) => "moved back",
+        };
+        println!("{} {} {} {} -> {}", style.bold(verb), done.repository, done.branch, &done.previous[..7], &done.head[..7]);
+        if !done.undone.is_empty() {
+            println!("  undone:\n{}", indent(&done.undone.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n")));
+        }
+        if !args.dry_run {
+            println!("next: the controller pins {} on the system branch {} (by hand: shopctl sync -f ... --tier {})", &done.head[..7], done.branch, args.tier);
+        }
+    }
+    print_structured(cli.output, &done)
+}

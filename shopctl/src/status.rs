@@ -1,0 +1,135 @@
+//! `shopctl status`: one view of each tier across git, the controller and Argo CD.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use kube::ResourceExt;
+use kube::api::Api;
+use serde::Serialize;
+use shopset::api::Tier;
+use shopset::inspect::{AppState, GitState, application_states, git_state};
+
+use crate::{Cli, Output, Style, auth, cache, load, print_structured, tier_order};
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Only this tier (default: every tier).
+    tier: Option<String>,
+    /// Manifest files or directories holding the Tiers, Configurations and ShopSets.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// The status of one tier; what could not be read is said in `unavailable`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierView {
+    pub tier: String,
+    pub promoted_from: Option<String>,
+    pub git: Option<GitState>,
+    pub conditions: Vec<ConditionView>,
+    pub applications: Vec<AppState>,
+    pub unavailable: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConditionView {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
+    let inv = load(&args.files)?;
+    let (cache, auth) = (cache(cli)?, auth(cli)?);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = rt.block_on(kube::Client::try_default());
+    let mut views = Vec::new();
+    for name in tier_order(&inv, args.tier.as_deref())? {
+        let input = inv.tier_input(&name)?;
+        let mut view = TierView {
+            tier: name.clone(),
+            promoted_from: input.tier.spec.promotion.as_ref().map(|p| p.from.clone()),
+            git: None,
+            conditions: Vec::new(),
+            applications: Vec::new(),
+            unavailable: Vec::new(),
+        };
+        match git_state(&cache, &auth, &input) {
+            Ok(g) => view.git = Some(g),
+            Err(e) => view.unavailable.push(format!("git: {e}")),
+        }
+        match &client {
+            Err(e) => view.unavailable.push(format!("cluster: {e} (set KUBECONFIG to see the controller's conditions and the Applications)")),
+            Ok(client) => {
+                let ns = input.tier.namespace().unwrap_or_else(|| "default".into());
+                match rt.block_on(Api::<Tier>::namespaced(client.clone(), &ns).get_opt(&name)) {
+                    Ok(Some(t)) => {
+                        view.conditions = t
+                            .status
+                            .map(|s| s.conditions)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|c| ConditionView { type_: c.type_, status: c.status, reason: c.reason, message: c.message })
+                            .collect()
+                    }
+                    Ok(None) => view.unavailable.push(format!("cluster: Tier {ns}/{name} is not applied")),
+                    Err(e) => view.unavailable.push(format!("cluster: cannot read Tier {ns}/{name}: {e}")),
+                }
+                match rt.block_on(application_states(client, &input.tier, &input.shopsets)) {
+                    Ok(apps) => view.applications = apps,
+                    Err(e) => view.unavailable.push(format!("cluster: cannot read Applications: {e}")),
+                }
+            }
+        }
+        views.push(view);
+    }
+    if cli.output == Output::Text {
+        for v in &views {
+            print_view(v, style);
+        }
+    }
+    print_structured(cli.output, &views)
+}
+
+fn short(s: Option<&String>) -> String {
+    s.map(|s| s[..7.min(s.len())].to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn print_view(v: &TierView, style: &Style) {
+    let from = v.promoted_from.as_deref().map(|f| format!(" (promoted from {f})")).unwrap_or_default();
+    println!("{}{from}", style.bold(&format!("Tier {}", v.tier)));
+    if let Some(g) = &v.git {
+        println!("  app            {} {}", g.branch, short(g.app_head.as_ref()));
+        for (name, head) in &g.configuration_heads {
+            println!("  config/{name:<7} {} {}", g.branch, short(head.as_ref()));
+        }
+        println!("  system         {} {}", g.branch, short(g.system_head.as_ref()));
+        for (path, oid) in &g.pinned {
+            let stale = match path.as_str() {
+                "base" if g.app_head.as_ref() != Some(oid) => style.yellow(" (app branch has moved on: controller lagging)"),
+                _ => String::new(),
+            };
+            println!("    pins {path:<18} {}{stale}", &oid[..7]);
+        }
+        if let (Some(behind), Some(ahead)) = (g.behind, g.ahead) {
+            println!("  behind {}: {behind} commit(s); ahead: {ahead}", v.promoted_from.as_deref().unwrap_or("-"));
+        }
+    }
+    for c in &v.conditions {
+        let status = if c.status == "True" { style.green(&c.status) } else { style.yellow(&c.status) };
+        println!("  {:<9} {status:<5} {} {}", c.type_, c.reason, c.message);
+    }
+    if !v.applications.is_empty() {
+        println!("  {:<20} {:<10} {:<12} REVISION", "APPLICATION", "SYNC", "HEALTH");
+        for a in &v.applications {
+            let exists = if a.exists { a.sync.clone().unwrap_or_else(|| "Unknown".into()) } else { "Missing".into() };
+            println!("  {:<20} {:<10} {:<12} {}", a.application, exists, a.health.clone().unwrap_or_else(|| "-".into()), short(a.revision.as_ref()));
+        }
+    }
+    for u in &v.unavailable {
+        println!("  {} {u}", style.yellow("not read:"));
+    }
+}
