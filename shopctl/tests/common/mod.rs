@@ -1,0 +1,213 @@
+//! Shared setup for the `shopctl` integration tests: the example app and configuration seeded
+//! into repositories on a real git server, the example manifests pointing at them, and a way to
+//! run the `shopctl` binary the way a person does.
+//!
+//! Every test gets its own server, repositories, manifests and cache, so tests run in parallel.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use shopset_e2e::gitserver::{GitDaemon, HttpGitServer, git, seed_dir};
+use shopset_e2e::tools::repo_root;
+use tempfile::TempDir;
+
+/// The example manifest files, in the order `shopctl` reads a directory.
+pub const MANIFEST_FILES: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
+
+/// Where the repositories of a fixture are served.
+pub enum Server {
+    Daemon(GitDaemon),
+    Http(HttpGitServer),
+}
+
+/// The three example repositories on a server, the manifests that name them, and a work dir
+/// (cache, clones, credentials files) of the test's own.
+pub struct Fixture {
+    pub server: Server,
+    pub app: String,
+    pub config: String,
+    pub system: String,
+    pub work: TempDir,
+}
+
+impl Fixture {
+    /// A `git daemon` with `app` and `config` seeded from `examples/` on `main`, and an empty
+    /// `system` repository.
+    pub fn daemon() -> Fixture {
+        let daemon = GitDaemon::start();
+        let (app, config, system) = (daemon.create_repo("app"), daemon.create_repo("config"), daemon.create_repo("system"));
+        seed_examples(&app, &config);
+        Fixture::new(Server::Daemon(daemon), app, config, system)
+    }
+
+    /// The same over smart HTTP behind basic auth; URLs in the manifests carry no credentials.
+    pub fn http(user: &str, password: &str) -> Fixture {
+        let http = HttpGitServer::start(user, password);
+        let (app, config, system) = (http.create_repo("app"), http.create_repo("config"), http.create_repo("system"));
+        seed_examples(&http.authed_url("app"), &http.authed_url("config"));
+        Fixture::new(Server::Http(http), app, config, system)
+    }
+
+    fn new(server: Server, app: String, config: String, system: String) -> Fixture {
+        let work = TempDir::with_prefix("shopctl-test-").expect("create test work dir");
+        let fixture = Fixture { server, app, config, system, work };
+        std::fs::create_dir(fixture.manifests()).expect("create manifests dir");
+        for name in MANIFEST_FILES {
+            fixture.write_manifest(name, &example_manifest(name));
+        }
+        fixture
+    }
+
+    /// The manifests directory (`shopctl -f <this>`).
+    pub fn manifests(&self) -> PathBuf {
+        self.work.path().join("manifests")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.work.path().join("cache")
+    }
+
+    /// Writes one manifest file, with the example URLs replaced by this fixture's.
+    pub fn write_manifest(&self, name: &str, text: &str) {
+        let text = shopset::quickstart::EXAMPLE_URLS.iter().fold(text.to_string(), |acc, (example, local)| {
+            let url = match *local {
+                "app.git" => &self.app,
+                "config.git" => &self.config,
+                "system.git" => &self.system,
+                other => panic!("unknown example repository {other}"),
+            };
+            acc.replace(example, url)
+        });
+        std::fs::write(self.manifests().join(name), text).expect("write manifest");
+    }
+
+    /// The bare repository `name` on disk.
+    pub fn repo_path(&self, name: &str) -> PathBuf {
+        match &self.server {
+            Server::Daemon(d) => d.path(name),
+            Server::Http(h) => h.path(name),
+        }
+    }
+
+    /// A URL the git helpers can read `name` with (credentials embedded over HTTP).
+    pub fn read_url(&self, name: &str) -> String {
+        match &self.server {
+            Server::Daemon(d) => d.url(name),
+            Server::Http(h) => h.authed_url(name),
+        }
+    }
+
+    /// `git <args>` inside the bare system repository on the server.
+    pub fn system_git(&self, args: &[&str]) -> String {
+        git(&self.repo_path("system"), args)
+    }
+
+    /// `shopctl --cache-dir <cache> --color never <args>`.
+    pub fn shopctl(&self, args: &[&str]) -> Run {
+        self.shopctl_env(args, &[])
+    }
+
+    /// Like [`shopctl`](Self::shopctl), with extra environment variables.
+    pub fn shopctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopctl"));
+        cmd.arg("--cache-dir").arg(self.cache()).args(["--color", "never"]).args(args);
+        // Nothing from the caller's environment or git configuration may leak in.
+        for var in [
+            "SHOPSET_CACHE_DIR",
+            "SHOPSET_CREDENTIALS",
+            "SHOPSET_TEMPLATES",
+            "SHOPSET_GIT_USERNAME",
+            "SHOPSET_GIT_PASSWORD",
+            "SHOPSET_GIT_TOKEN",
+            "SHOPSET_GIT_SSH_KEY_FILE",
+            "SHOPSET_GIT_SSH_PASSPHRASE",
+            "RUST_LOG",
+            "NO_COLOR",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.work.path()).env("XDG_CONFIG_HOME", self.work.path()).env("GIT_CONFIG_NOSYSTEM", "1");
+        cmd.envs(env.iter().copied());
+        cmd.stdin(Stdio::null());
+        let out = cmd.output().expect("run shopctl");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// `shopctl sync -f <manifests> <extra>`, which must succeed.
+    pub fn sync_ok(&self, extra: &[&str]) -> Run {
+        let manifests = self.manifests();
+        let mut args = vec!["sync", "-f", manifests.to_str().expect("UTF-8 path")];
+        args.extend_from_slice(extra);
+        self.shopctl(&args).success()
+    }
+}
+
+/// Seeds `examples/app` and `examples/config` onto `main`.
+pub fn seed_examples(app_url: &str, config_url: &str) {
+    let examples = repo_root().join("examples");
+    seed_dir(app_url, "main", &examples.join("app"), "Shop application base");
+    seed_dir(config_url, "main", &examples.join("config"), "Shared shop configuration");
+}
+
+/// The text of `examples/<name>`.
+pub fn example_manifest(name: &str) -> String {
+    let path = repo_root().join("examples").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A finished `shopctl` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub args: Vec<String>,
+}
+
+impl Run {
+    pub fn success(self) -> Run {
+        assert_eq!(self.code, Some(0), "shopctl {:?} failed:\n{self}", self.args);
+        self
+    }
+
+    pub fn failure(self, code: i32) -> Run {
+        assert_eq!(self.code, Some(code), "shopctl {:?}: expected exit {code}:\n{self}", self.args);
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// The first 7 characters of a sha.
+pub fn short(sha: &str) -> &str {
+    &sha[..7]
+}
+
+/// The line of `text` that starts (after indentation) with `prefix`, trimmed.
+pub fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
+/// The part of a text report about one tier (from its `Tier <name>` line to the next).
+pub fn tier_section<'a>(stdout: &'a str, tier: &str) -> &'a str {
+    let start = stdout.find(&format!("Tier {tier} ")).unwrap_or_else(|| panic!("no Tier {tier} in:\n{stdout}"));
+    let rest = &stdout[start..];
+    match rest[1..].find("\nTier ") {
+        Some(end) => &rest[..end + 1],
+        None => rest,
+    }
+}

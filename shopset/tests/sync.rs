@@ -1,0 +1,247 @@
+//! `sync_tier` against a real `git daemon`, with a second writer pushing to the system branch by
+//! hand (through the `before_push` seam) while a sync is under way. Every check reads the server's
+//! repository with the git CLI, never through ShopSet's own git engine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use shopset::gitops::{Auth, GitCache};
+use shopset::manifests::{Inventory, TierInput};
+use shopset::render::{Entry, Pins, RenderInput, Renderer, Tree};
+use shopset::sync::{PushHook, SyncError, SyncOptions, SyncReport, sync_tier};
+use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git, seed_dir, try_git};
+use shopset_e2e::tools::repo_root;
+use tempfile::TempDir;
+
+/// The example app and configuration seeded on `main` of a `git daemon`, an empty system
+/// repository, and the example manifests pointing at them.
+struct Fixture {
+    daemon: GitDaemon,
+    app: String,
+    system: String,
+    work: TempDir,
+    input: TierInput,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let daemon = GitDaemon::start();
+        let (app, config, system) = (daemon.create_repo("app"), daemon.create_repo("config"), daemon.create_repo("system"));
+        let examples = repo_root().join("examples");
+        seed_dir(&app, "main", &examples.join("app"), "Shop application base");
+        seed_dir(&config, "main", &examples.join("config"), "Shared shop configuration");
+
+        let work = TempDir::with_prefix("shopset-sync-test-").expect("create work dir");
+        let manifests = work.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        for name in ["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"] {
+            let text = std::fs::read_to_string(examples.join(name)).unwrap();
+            let text = shopset::quickstart::EXAMPLE_URLS.iter().fold(text, |acc, (example, local)| {
+                let url = match *local {
+                    "app.git" => &app,
+                    "config.git" => &config,
+                    "system.git" => &system,
+                    other => panic!("unknown example repository {other}"),
+                };
+                acc.replace(example, url)
+            });
+            std::fs::write(manifests.join(name), text).unwrap();
+        }
+        let inventory = Inventory::load(&[manifests]).expect("example manifests load");
+        inventory.check().expect("example manifests are valid");
+        let input = inventory.tier_input("tier-0").expect("tier-0");
+        Fixture { daemon, app, system, work, input }
+    }
+
+    #[allow(clippy::result_large_err)] // the library's error type, as the library returns it
+    fn sync(&self, opts: &SyncOptions) -> Result<SyncReport, SyncError> {
+        let cache = GitCache::new(self.work.path().join("cache"));
+        sync_tier(&cache, &Auth::default(), &self.input, &Renderer::embedded().unwrap(), opts)
+    }
+
+    fn render(&self, pins: &Pins) -> Tree {
+        let input = &self.input;
+        Renderer::embedded()
+            .unwrap()
+            .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins })
+            .expect("render")
+    }
+
+    fn system_path(&self) -> PathBuf {
+        self.daemon.path("system")
+    }
+
+    fn system_head(&self) -> String {
+        branch_head(&self.system, "tier-0").expect("system branch tier-0")
+    }
+
+    fn is_ancestor(&self, ancestor: &str, of: &str) -> bool {
+        try_git(&self.system_path(), &["merge-base", "--is-ancestor", ancestor, of]).is_ok()
+    }
+
+    fn message(&self, rev: &str) -> String {
+        git(&self.system_path(), &["log", "-1", "--format=%B", rev])
+    }
+
+    /// The tree of `rev` in the system repository, read with the git CLI.
+    fn tree(&self, rev: &str) -> Tree {
+        let repo = self.system_path();
+        let mut entries = BTreeMap::new();
+        for line in git(&repo, &["ls-tree", "-r", rev]).lines() {
+            let (meta, path) = line.split_once('\t').unwrap();
+            let meta: Vec<&str> = meta.split(' ').collect();
+            let entry = match meta[0] {
+                "160000" => Entry::Gitlink(meta[2].to_string()),
+                "100644" => Entry::File(blob(&repo, meta[2])),
+                other => panic!("unexpected mode {other} for {path}"),
+            };
+            entries.insert(path.to_string(), entry);
+        }
+        Tree { entries }
+    }
+}
+
+/// The exact bytes of a blob (the `git` helper trims output).
+fn blob(repo: &Path, sha: &str) -> Vec<u8> {
+    let out = Command::new("git").current_dir(repo).args(["cat-file", "blob", sha]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..7]
+}
+
+/// A hook that runs `push` (a person pushing to the system branch by hand) before the attempts
+/// for which `when` holds, and records the commits they pushed.
+fn second_writer(when: impl Fn(u32) -> bool + Send + Sync + 'static, push: impl Fn(u32) -> String + Send + Sync + 'static) -> (PushHook, Arc<Mutex<Vec<String>>>) {
+    let pushed = Arc::new(Mutex::new(Vec::new()));
+    let record = pushed.clone();
+    let hook: PushHook = Arc::new(move |attempt| {
+        if when(attempt) {
+            let sha = push(attempt);
+            record.lock().unwrap().push(sha);
+        }
+    });
+    (hook, pushed)
+}
+
+#[test]
+fn commit_added_by_hand_during_a_sync_is_kept_and_the_sync_retries_on_top() {
+    let f = Fixture::start();
+    f.sync(&SyncOptions::default()).expect("first sync");
+    let old_app = branch_head(&f.app, "tier-0").unwrap();
+    let new_app = commit_files(&f.app, "tier-0", &[("base/NOTES.md", "change\n")], "app change");
+
+    let system = f.system.clone();
+    let (hook, pushed) = second_writer(
+        |attempt| attempt == 1,
+        move |_| commit_files(&system, "tier-0", &[("NOTES.md", "on call this week: ana\n")], "notes, by hand"),
+    );
+    let report = f.sync(&SyncOptions { before_push: Some(hook), ..SyncOptions::default() }).expect("sync succeeds on attempt 2");
+
+    let theirs = pushed.lock().unwrap()[0].clone();
+    let head = f.system_head();
+    assert_eq!(report.attempts, 2);
+    assert_eq!(report.commit.as_deref(), Some(head.as_str()));
+    assert!(f.is_ancestor(&theirs, &head), "the person's commit {theirs} was dropped from tier-0 ({head})");
+    assert_eq!(git(&f.system_path(), &["rev-parse", &format!("{head}^")]), theirs, "rebuilt directly on the person's commit");
+    // The branch is the render again (the extra file goes), and the message says what moved.
+    assert_eq!(f.tree(&head), f.render(&report.pins));
+    let message = f.message(&head);
+    assert!(message.lines().any(|l| l == format!("app: {} -> {} (1 commit)", short(&old_app), short(&new_app))), "{message}");
+    assert!(message.lines().any(|l| l == "files rewritten: NOTES.md"), "{message}");
+}
+
+#[test]
+fn generated_file_edited_by_hand_during_a_sync_is_restored_and_named() {
+    let f = Fixture::start();
+    f.sync(&SyncOptions::default()).expect("first sync");
+    commit_files(&f.app, "tier-0", &[("base/NOTES.md", "change\n")], "app change");
+
+    let (system, repo) = (f.system.clone(), f.system_path());
+    let (hook, pushed) = second_writer(
+        |attempt| attempt == 1,
+        move |_| {
+            let readme = git(&repo, &["show", "tier-0:README.md"]);
+            commit_files(&system, "tier-0", &[("README.md", &format!("{readme}\n\nHand-edited: do not trust the table above.\n"))], "README, by hand")
+        },
+    );
+    let report = f.sync(&SyncOptions { before_push: Some(hook), ..SyncOptions::default() }).expect("sync succeeds on attempt 2");
+
+    let theirs = pushed.lock().unwrap()[0].clone();
+    let head = f.system_head();
+    assert_eq!(report.attempts, 2);
+    assert!(f.is_ancestor(&theirs, &head), "the person's commit {theirs} was dropped from tier-0 ({head})");
+    assert!(git(&f.system_path(), &["show", &format!("{theirs}:README.md")]).contains("Hand-edited"));
+    let expected = f.render(&report.pins);
+    assert_eq!(f.tree(&head), expected);
+    assert_eq!(Entry::File(blob(&f.system_path(), &format!("{head}:README.md"))), expected.entries["README.md"]);
+    let message = f.message(&head);
+    assert!(message.lines().any(|l| l == "files rewritten: README.md"), "{message}");
+}
+
+#[test]
+fn generated_file_edited_by_hand_between_syncs_is_restored_and_named() {
+    let f = Fixture::start();
+    let first = f.sync(&SyncOptions::default()).expect("first sync");
+    let readme = git(&f.system_path(), &["show", "tier-0:README.md"]);
+    let theirs = commit_files(&f.system, "tier-0", &[("README.md", &format!("{readme}\nHand-edited.\n"))], "README, by hand");
+
+    let report = f.sync(&SyncOptions::default()).expect("sync");
+
+    let head = f.system_head();
+    assert_eq!(report.commit.as_deref(), Some(head.as_str()), "a hand edit of a generated file must be undone");
+    assert_eq!(git(&f.system_path(), &["rev-parse", &format!("{head}^")]), theirs);
+    assert_eq!(f.tree(&head), f.render(&first.pins));
+    let message = f.message(&head);
+    assert!(message.lines().any(|l| l == "files rewritten: README.md"), "{message}");
+}
+
+#[test]
+fn ordinary_render_change_does_not_claim_files_were_rewritten() {
+    let f = Fixture::start();
+    f.sync(&SyncOptions::default()).expect("first sync");
+    // A new app commit changes the README's table of pinned commits, as every bump does.
+    commit_files(&f.app, "tier-0", &[("base/NOTES.md", "change\n")], "app change");
+
+    let report = f.sync(&SyncOptions::default()).expect("sync");
+
+    let message = report.message.expect("a commit");
+    assert!(!message.contains("files rewritten"), "nobody edited anything by hand:\n{message}");
+}
+
+#[test]
+fn writer_pushing_before_every_attempt_makes_the_sync_give_up_without_forcing() {
+    let f = Fixture::start();
+    f.sync(&SyncOptions::default()).expect("first sync");
+    commit_files(&f.app, "tier-0", &[("base/NOTES.md", "change\n")], "app change");
+
+    let system = f.system.clone();
+    let (hook, pushed) = second_writer(
+        |_| true,
+        move |attempt| commit_files(&system, "tier-0", &[("NOTES.md", &format!("attempt {attempt}\n"))], "notes, by hand"),
+    );
+    let err = f.sync(&SyncOptions { before_push: Some(hook), max_attempts: 3, ..SyncOptions::default() }).expect_err("must give up");
+
+    match &err {
+        SyncError::Contention { tier, branch, url, attempts } => {
+            assert_eq!((tier.as_str(), branch.as_str(), url.as_str(), *attempts), ("tier-0", "tier-0", f.system.as_str(), 3));
+        }
+        other => panic!("expected Contention, got {other:?}"),
+    }
+    assert_eq!(err.reason(), "PushConflict");
+    let text = err.to_string();
+    assert!(text.contains("tier-0") && text.contains(&f.system) && text.contains("3 attempts"), "{text}");
+    // Nothing forced: the other writer's commits are all there, theirs is the head.
+    let pushed = pushed.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 3, "one push by the other writer per attempt");
+    let head = f.system_head();
+    assert_eq!(&head, pushed.last().unwrap());
+    for sha in &pushed {
+        assert!(f.is_ancestor(sha, &head), "{sha} was lost");
+    }
+    assert_eq!(git(&f.system_path(), &["show", "tier-0:NOTES.md"]), "attempt 3");
+}
