@@ -190,6 +190,10 @@ pub fn path_problem(value: &str) -> Option<String> {
     if value.split('/').any(|part| part == "..") {
         return Some("must not contain '..'".into());
     }
+    // As the CRD's pattern: `.` alone, or starting with a letter, digit or '_'.
+    if value != "." && !value.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        return Some("must be `.` or start with a letter, digit or '_' (write `base`, not `./base`)".into());
+    }
     if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')) {
         return Some("may contain only letters, digits, '.', '_', '-' and '/'".into());
     }
@@ -204,7 +208,8 @@ pub fn branch_problem(value: &str) -> Option<String> {
     if value.len() > 244 {
         return Some("is longer than 244 characters".into());
     }
-    if !git2::Reference::is_valid_name(&format!("refs/heads/{value}")) || value.starts_with('-') {
+    // git2 checks the ref name; `git check-ref-format --branch` also refuses a leading '-' and HEAD.
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{value}")) || value.starts_with('-') || value == "HEAD" {
         return Some("is not a valid git branch name (see `git check-ref-format --branch`)".into());
     }
     None
@@ -228,6 +233,11 @@ pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
     }
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        // As the CRD's pattern: digits, optionally `.` and more digits (not `.5` or `1.`).
+        let (whole, fraction) = rest[..num_len].split_once('.').unwrap_or((&rest[..num_len], "0"));
+        if whole.is_empty() || fraction.is_empty() || fraction.contains('.') {
+            return None;
+        }
         let number: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
         let (unit, seconds) = if rest.starts_with("ms") {
@@ -244,7 +254,8 @@ pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
         rest = &rest[unit.len()..];
         total += number * seconds;
     }
-    Some(std::time::Duration::from_secs_f64(total))
+    // try_: a huge value (`99999999999999999999h`) is not a duration rather than a panic.
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 fn resource<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
