@@ -216,6 +216,20 @@ impl Remote {
         Ok(heads)
     }
 
+    /// Fetches `branch` unless the cache already holds `head` (the remote's value from
+    /// [`Remote::heads`]): a sync with nothing new costs the ls-remote alone.
+    pub fn ensure(&self, branch: &str, head: Oid) -> Result<(), GitError> {
+        if self.repo.find_commit(head).is_ok() {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            return self
+                .repo
+                .reference(&format!("refs/remotes/origin/{branch}"), head, true, "shopset: known head")
+                .map(|_| ())
+                .map_err(|e| GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() });
+        }
+        self.fetch(&[branch])
+    }
+
     /// Fetches branches into `refs/remotes/origin/*` of the cache.
     pub fn fetch(&self, branches: &[&str]) -> Result<(), GitError> {
         if branches.is_empty() {

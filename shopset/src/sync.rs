@@ -167,7 +167,7 @@ fn plan_branch(
     let remote = cache.open(url, auth).map_err(git_err(tier, field))?;
     let heads = remote.heads().map_err(git_err(tier, field))?;
     if let Some(head) = heads.branches.get(branch) {
-        remote.fetch(&[branch]).map_err(git_err(tier, field))?;
+        remote.ensure(branch, *head).map_err(git_err(tier, field))?;
         return Ok(Plan { label: label.into(), field: field.into(), remote, head: *head, create_from: None });
     }
     let source = match from_branch {
@@ -188,7 +188,7 @@ fn plan_branch(
                 fix: format!("push the first commit to branch {branch:?} of {url}"),
             })?,
     };
-    remote.fetch(&[source.0.as_str()]).map_err(git_err(tier, field))?;
+    remote.ensure(&source.0, source.1).map_err(git_err(tier, field))?;
     let why = if from_branch.is_some() { "promotion.from" } else { "default branch" };
     Ok(Plan {
         label: label.into(),
@@ -402,9 +402,9 @@ fn check_path(plan: &Plan, tier: &str, field: &str, path: &str, what: &str) -> R
 }
 
 fn system_parent(system: &Remote, heads: &crate::gitops::RemoteHeads, branch: &str, from_branch: Option<&str>) -> Result<(Option<Oid>, Option<String>), GitError> {
-    if heads.branches.contains_key(branch) {
-        system.fetch(&[branch])?;
-        return Ok((heads.branches.get(branch).copied(), None));
+    if let Some(head) = heads.branches.get(branch) {
+        system.ensure(branch, *head)?;
+        return Ok((Some(*head), None));
     }
     let source = from_branch
         .filter(|f| heads.branches.contains_key(*f))
@@ -412,8 +412,11 @@ fn system_parent(system: &Remote, heads: &crate::gitops::RemoteHeads, branch: &s
         .or_else(|| heads.default_branch.clone().map(|d| (d, "default branch")));
     match source {
         Some((src, why)) => {
-            system.fetch(&[src.as_str()])?;
-            Ok((heads.branches.get(&src).copied(), Some(format!("{src} ({why})"))))
+            let head = heads.branches.get(&src).copied();
+            if let Some(h) = head {
+                system.ensure(&src, h)?;
+            }
+            Ok((head, Some(format!("{src} ({why})"))))
         }
         None => Ok((None, Some("nothing: new root commit (empty repository)".into()))),
     }

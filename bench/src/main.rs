@@ -1,0 +1,265 @@
+//! The benchmark harness: `cargo run --release -p shopset-bench` (see README, "Benchmarks").
+//!
+//! Every scenario runs over a real git daemon on loopback; the cluster scenarios start a real
+//! control plane and the controller as a process. Results are printed as a table and written,
+//! raw, to `bench/results/latest.txt`. This is a benchmark, not a test: nothing here asserts.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use shopset::api::{Configuration, ConfigurationSpec, ShopSet, ShopSetSpec, Tier};
+use shopset::gitops::{Auth, GitCache};
+use shopset::manifests::TierInput;
+use shopset::render::{Entry, RenderInput, Renderer};
+use shopset::sync::{SyncOptions, sync_tier};
+use shopset_e2e::gitserver::{GitDaemon, commit_files, git, seed_dir};
+
+mod cluster;
+
+/// One measured scenario.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub samples: Vec<Duration>,
+    pub baseline: Option<Vec<Duration>>,
+    pub note: String,
+}
+
+pub fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s.get(s.len() / 2).copied().unwrap_or_default()
+}
+
+pub fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    let i = ((s.len() as f64 - 1.0) * p).round() as usize;
+    s.get(i).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+impl Row {
+    fn render(&self) -> String {
+        let (min, max) = (self.samples.iter().min().copied().unwrap_or_default(), self.samples.iter().max().copied().unwrap_or_default());
+        let ratio = self
+            .baseline
+            .as_ref()
+            .map(|b| format!("{:.1}x faster", median(b).as_secs_f64() / median(&self.samples).as_secs_f64().max(1e-9)))
+            .unwrap_or_else(|| "-".into());
+        let base = self.baseline.as_ref().map(|b| ms(median(b))).unwrap_or_else(|| "-".into());
+        format!("| {} | {} | {} – {} | {} | {} | {} |", self.scenario, ms(median(&self.samples)), ms(min), ms(max), base, ratio, self.note)
+    }
+}
+
+/// Manifests of one tier with `n` ShopSets (5 shops, replicas and an image override each).
+pub fn tier_input(tier_name: &str, n: usize, app: &str, config: &str, system: &str) -> TierInput {
+    let tier: Tier = serde_json::from_value(serde_json::json!({
+        "apiVersion": "shopset.dev/v1alpha1", "kind": "Tier",
+        "metadata": {"name": tier_name, "namespace": "default"},
+        "spec": {"app": {"url": app, "path": "base"}, "system": {"url": system},
+                 "argocd": {"syncPolicy": {"automated": {"prune": true, "selfHeal": true}}}}
+    }))
+    .expect("tier manifest");
+    let cfg = Configuration::new("shop-config", ConfigurationSpec { url: config.into(), path: "component".into() });
+    let shopsets = (0..n).map(|i| shopset(tier_name, i, 0)).collect();
+    TierInput { tier, from: None, configurations: vec![cfg], shopsets }
+}
+
+/// ShopSet `i` of a tier; `generation` changes its shops.
+pub fn shopset(tier: &str, i: usize, generation: usize) -> ShopSet {
+    let mut ss = ShopSet::new(
+        &format!("{tier}-cell-{i:04}"),
+        ShopSetSpec {
+            tier: tier.into(),
+            configuration: "shop-config".into(),
+            shops: (0..5).map(|s| format!("shop-{i:04}-{s}-g{generation}")).collect(),
+            replicas: Some(2),
+            images: vec![serde_json::from_value(serde_json::json!({"name": "ghcr.io/acme/checkout", "newTag": "1.1.0"})).expect("image")],
+            namespace: None,
+        },
+    );
+    ss.metadata.namespace = Some("default".into());
+    ss
+}
+
+struct Repos {
+    daemon: GitDaemon,
+    app: String,
+    config: String,
+}
+
+fn repos() -> Repos {
+    let daemon = GitDaemon::start();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let app = daemon.create_repo("app");
+    seed_dir(&app, "tier-0", &examples.join("app"), "app base");
+    let config = daemon.create_repo("config");
+    seed_dir(&config, "tier-0", &examples.join("config"), "config component");
+    Repos { daemon, app, config }
+}
+
+fn sync(cache: &GitCache, input: &TierInput, renderer: &Renderer) -> Duration {
+    let t = Instant::now();
+    let report = sync_tier(cache, &Auth::default(), input, renderer, &SyncOptions::default()).expect("sync");
+    let took = t.elapsed();
+    std::hint::black_box(report);
+    took
+}
+
+/// The by-hand baseline: the shell script a team would write, doing the same change.
+fn baseline(script: &Path, url: &str, files: &Path, links: &[(String, String)], create: bool) -> Duration {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script).arg(url).arg(files).arg(if create { "create" } else { "update" });
+    for (path, oid) in links {
+        cmd.arg(format!("{path}={oid}"));
+    }
+    let t = Instant::now();
+    let out = cmd.output().expect("run baseline");
+    let took = t.elapsed();
+    assert!(out.status.success(), "baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+    took
+}
+
+/// Writes the rendered tree's files (the baseline gets the rendering for free) and returns its gitlinks.
+fn materialize(input: &TierInput, renderer: &Renderer, pins: &shopset::render::Pins, dir: &Path) -> Vec<(String, String)> {
+    let tree = renderer
+        .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins })
+        .expect("render");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("dir");
+    for (path, entry) in &tree.entries {
+        if let Entry::File(bytes) = entry {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+            std::fs::write(p, bytes).expect("write");
+        }
+    }
+    tree.gitlinks().map(|(p, o)| (p.to_string(), o.to_string())).collect()
+}
+
+fn full(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path) {
+    let r = repos();
+    let renderer = Renderer::embedded().expect("templates");
+    let cache = GitCache::new(scratch.join(format!("cache-full-{n}")));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline.sh");
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..iterations {
+        let system = r.daemon.create_repo(&format!("system-{n}-{i}"));
+        let input = tier_input("tier-0", n, &r.app, &r.config, &system);
+        ours.push(sync(&cache, &input, &renderer));
+        // The same first commit by hand, into a fresh repository.
+        let by_hand = r.daemon.create_repo(&format!("hand-{n}-{i}"));
+        let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+        let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
+        theirs.push(baseline(&script, &by_hand, &scratch.join("files"), &links, true));
+    }
+    rows.push(Row { scenario: format!("full render + commit + push, {n} ShopSets"), samples: ours, baseline: Some(theirs), note: format!("{iterations} runs") });
+}
+
+fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path) {
+    let r = repos();
+    let renderer = Renderer::embedded().expect("templates");
+    let cache = GitCache::new(scratch.join(format!("cache-inc-{n}")));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("baseline.sh");
+    let system = r.daemon.create_repo(&format!("inc-system-{n}"));
+    let hand = r.daemon.create_repo(&format!("inc-hand-{n}"));
+    let mut input = tier_input("tier-0", n, &r.app, &r.config, &system);
+    sync(&cache, &input, &renderer);
+    let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+    let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
+    baseline(&script, &hand, &scratch.join("files"), &links, true);
+
+    let (mut one, mut one_hand, mut bump, mut bump_hand, mut idle) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..iterations {
+        input.shopsets[n / 2] = shopset("tier-0", n / 2, i + 1);
+        one.push(sync(&cache, &input, &renderer));
+        let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+        let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
+        one_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
+
+        commit_files(&r.app, "tier-0", &[("base/CHANGES.md", &format!("change {i}\n"))], &format!("change {i}"));
+        bump.push(sync(&cache, &input, &renderer));
+        let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+        let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
+        bump_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
+
+        idle.push(sync(&cache, &input, &renderer));
+    }
+    rows.push(Row { scenario: format!("one ShopSet changed among {n}"), samples: one, baseline: Some(one_hand), note: format!("{iterations} runs") });
+    rows.push(Row { scenario: format!("app submodule bump, {n} ShopSets"), samples: bump, baseline: Some(bump_hand), note: format!("{iterations} runs") });
+    rows.push(Row { scenario: format!("nothing changed, {n} ShopSets"), samples: idle, baseline: None, note: "no commit".into() });
+    drop(r);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let skip_cluster = args.iter().any(|a| a == "--no-cluster");
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let mut rows = Vec::new();
+    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 100, 1000] };
+    for &n in sizes {
+        let iterations = if n >= 1000 { 5 } else { 9 };
+        eprintln!("bench: full, {n} ShopSets");
+        full(n, iterations, &mut rows, scratch.path());
+        eprintln!("bench: incremental, {n} ShopSets");
+        incremental(n, iterations, &mut rows, scratch.path());
+    }
+    let mut notes = Vec::new();
+    if !skip_cluster {
+        eprintln!("bench: latency and controller memory (control plane + controller)");
+        match cluster::run(quick, scratch.path()) {
+            Ok((mut more, extra)) => {
+                rows.append(&mut more);
+                notes.extend(extra);
+            }
+            Err(e) => notes.push(format!("cluster scenarios failed: {e}")),
+        }
+    }
+    let machine = machine();
+    let mut out = String::new();
+    out.push_str(&format!("machine: {machine}\n\n"));
+    out.push_str("| scenario | median | min – max | by hand (median) | ratio | note |\n|---|---|---|---|---|---|\n");
+    for row in &rows {
+        out.push_str(&row.render());
+        out.push('\n');
+    }
+    for n in &notes {
+        out.push_str(&format!("\n{n}"));
+    }
+    out.push('\n');
+    out.push_str("\nraw samples (ms):\n");
+    for row in &rows {
+        let list = |v: &[Duration]| v.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(" ");
+        out.push_str(&format!("{}: {}", row.scenario, list(&row.samples)));
+        if let Some(b) = &row.baseline {
+            out.push_str(&format!(" | by hand: {}", list(b)));
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    std::fs::create_dir_all(&results).expect("results dir");
+    std::fs::write(results.join("latest.txt"), &out).expect("write results");
+    eprintln!("bench: written to {}", results.join("latest.txt").display());
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024))
+        .unwrap_or(0);
+    format!("{cpus} cores ({model}), {mem} GiB, git {}", git(Path::new("."), &["--version"]).trim_start_matches("git version "))
+}
+
