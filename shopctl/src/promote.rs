@@ -143,7 +143,12 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
         let list = problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n");
         let msg = format!("tier {} is not verified, so it is not promoted:\n{list}\nfix: wait for Argo CD to sync and the Applications to be Healthy (`shopctl status {}`), or pass --skip-checks", args.from, args.from);
         if args.dry_run {
-            println!("{}", style.yellow(&msg));
+            // On stderr under -o json/yaml, so the plan on stdout stays parseable.
+            if cli.output == Output::Text {
+                println!("{}", style.yellow(&msg));
+            } else {
+                eprintln!("{msg}");
+            }
         } else {
             return Err(Refused(msg).into());
         }

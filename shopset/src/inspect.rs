@@ -128,6 +128,17 @@ pub fn gate_problems(git: &GitState, apps: &[AppState]) -> Vec<String> {
             short(git.app_head.as_ref())
         ));
     }
+    for (name, head) in &git.configuration_heads {
+        let pinned = git.pinned.get(&format!("config/{name}"));
+        if pinned != head.as_ref() {
+            problems.push(format!(
+                "the system branch {} pins configuration {name} at {} but its branch is at {}: the controller has not caught up yet",
+                git.branch,
+                short(pinned),
+                short(head.as_ref())
+            ));
+        }
+    }
     for app in apps {
         if !app.exists {
             problems.push(format!("ShopSet {}: Application {} does not exist", app.shopset, app.application));

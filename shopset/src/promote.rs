@@ -88,8 +88,8 @@ pub enum PromoteError {
          or pass --force to move {to:?} to {from:?} anyway (those commits leave {to:?}; the push still uses a lease)"
     )]
     Diverged { repository: String, url: String, from: String, to: String, from_tier: String, n: usize, list: String },
-    #[error("Tier/{to}: spec.promotion.from is {actual:?}, not {from:?}; fix: promote {actual} -> {to}, or pass --any-order to promote across tiers")]
-    WrongOrder { from: String, to: String, actual: String },
+    #[error("Tier/{to}: spec.promotion.from is {actual}, not {from:?}; fix: {fix}")]
+    WrongOrder { from: String, to: String, actual: String, fix: String },
     #[error("{repository} ({url}): {commit} is not in the history of branch {branch:?}; fix: name a commit of that branch (`git log {branch}`)")]
     NotInHistory { repository: String, url: String, branch: String, commit: String },
     #[error("{repository} ({url}): cannot resolve {what:?}: {detail}")]
@@ -206,8 +206,24 @@ pub fn plan(cache: &GitCache, auth: &Auth, from: &Tier, to: &Tier, configuration
 pub fn check_order(from: &Tier, to: &Tier) -> Result<(), PromoteError> {
     match &to.spec.promotion {
         Some(p) if p.from == from.name_any() => Ok(()),
-        Some(p) => Err(PromoteError::WrongOrder { from: from.name_any(), to: to.name_any(), actual: p.from.clone() }),
-        None => Err(PromoteError::WrongOrder { from: from.name_any(), to: to.name_any(), actual: "(none: it is the lowest tier)".into() }),
+        Some(p) => Err(PromoteError::WrongOrder {
+            from: from.name_any(),
+            to: to.name_any(),
+            actual: format!("{:?}", p.from),
+            fix: format!("promote {} -> {} (`shopctl promote {} {}`)", p.from, to.name_any(), p.from, to.name_any()),
+        }),
+        None => Err(PromoteError::WrongOrder {
+            from: from.name_any(),
+            to: to.name_any(),
+            actual: "unset (it is the lowest tier: nothing is promoted into it)".into(),
+            fix: format!(
+                "promote {} into the tier whose spec.promotion.from is {:?}; to undo a change on {}, use `shopctl rollback {}`",
+                from.name_any(),
+                from.name_any(),
+                to.name_any(),
+                to.name_any()
+            ),
+        }),
     }
 }
 

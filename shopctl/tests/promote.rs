@@ -1,0 +1,693 @@
+//! `shopctl promote`, `rollback` and `status` against real git servers (`git daemon`), a real
+//! control plane (kube-apiserver with Argo CD's Application CRD) for the promotion gate, and a
+//! stand-in for GitHub's REST API for `--pr`.
+//!
+//! Every test gets its own git server, repositories (the examples seeded onto `main`),
+//! manifests pointing at them, and cache; at most one control plane is started.
+
+mod github_api;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use github_api::{FakeGitHub, html_url};
+use serde_json::{Value, json};
+use shopset::github::{GitHub, GitHubError, PullRequest};
+use shopset::gitops::{Auth, GitCache, GitError};
+use shopset::manifests::Inventory;
+use shopset::promote::{Move, Only, PromoteError, execute, plan};
+use shopset_e2e::controlplane::ControlPlane;
+use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git, log, seed_dir};
+use shopset_e2e::tools::repo_root;
+use tempfile::TempDir;
+
+const MANIFESTS: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
+/// Author of the commits the git helpers make.
+const AUTHOR: &str = shopset_e2e::gitserver::GIT_USER_NAME;
+
+// ---------------------------------------------------------------------------------------------
+// Fixture
+
+/// The example app and configuration seeded on a `git daemon`, an empty system repository, the
+/// example manifests pointing at them, and a work dir (cache, HOME) of the test's own.
+struct Fx {
+    daemon: GitDaemon,
+    app: String,
+    config: String,
+    system: String,
+    /// The seed commit of the app repository (`main`, where both tiers start).
+    app_seed: String,
+    work: TempDir,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        Fx::named("app", "config", "system")
+    }
+
+    /// Repositories named like GitHub's `owner/repo` give `git://127.0.0.1:<port>/owner/repo.git`,
+    /// which `--pr` reads as `owner/repo`.
+    fn named(app: &str, config: &str, system: &str) -> Fx {
+        let daemon = GitDaemon::start();
+        let (app, config, system) = (daemon.create_repo(app), daemon.create_repo(config), daemon.create_repo(system));
+        let examples = repo_root().join("examples");
+        let app_seed = seed_dir(&app, "main", &examples.join("app"), "Shop application base");
+        seed_dir(&config, "main", &examples.join("config"), "Shared shop configuration");
+        let work = TempDir::with_prefix("shopctl-promote-").expect("create work dir");
+        let fx = Fx { daemon, app, config, system, app_seed, work };
+        std::fs::create_dir(fx.manifests()).expect("create manifests dir");
+        for name in MANIFESTS {
+            let text = std::fs::read_to_string(examples.join(name)).expect("read example manifest");
+            let text = shopset::quickstart::EXAMPLE_URLS.iter().fold(text, |acc, (example, local)| {
+                let url = match *local {
+                    "app.git" => &fx.app,
+                    "config.git" => &fx.config,
+                    "system.git" => &fx.system,
+                    other => panic!("unknown example repository {other}"),
+                };
+                acc.replace(example, url)
+            });
+            std::fs::write(fx.manifests().join(name), text).expect("write manifest");
+        }
+        fx
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.work.path().join("manifests")
+    }
+
+    fn m(&self) -> String {
+        self.manifests().to_str().expect("UTF-8 path").to_string()
+    }
+
+    /// `shopctl --cache-dir <cache> --color never <args>`, with no cluster (KUBECONFIG names a
+    /// file that does not exist) and nothing from the caller's environment.
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopctl"));
+        cmd.arg("--cache-dir").arg(self.work.path().join("cache")).args(["--color", "never"]).args(args);
+        for var in [
+            "SHOPSET_CACHE_DIR",
+            "SHOPSET_CREDENTIALS",
+            "SHOPSET_TEMPLATES",
+            "SHOPSET_GIT_USERNAME",
+            "SHOPSET_GIT_PASSWORD",
+            "SHOPSET_GIT_TOKEN",
+            "SHOPSET_GIT_SSH_KEY_FILE",
+            "SHOPSET_GIT_SSH_PASSPHRASE",
+            "GITHUB_TOKEN",
+            "GITHUB_API_URL",
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+            "RUST_LOG",
+            "NO_COLOR",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.work.path())
+            .env("XDG_CONFIG_HOME", self.work.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("KUBECONFIG", self.work.path().join("no-such-kubeconfig"));
+        cmd.envs(env.iter().copied()).stdin(Stdio::null());
+        let out = cmd.output().expect("run shopctl");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.join(" "),
+        }
+    }
+
+    /// `shopctl sync` of every tier (or the one named), which must succeed.
+    fn sync(&self, tier: Option<&str>) {
+        let m = self.m();
+        let mut args = vec!["sync", "-f", m.as_str()];
+        if let Some(t) = tier {
+            args.extend(["--tier", t]);
+        }
+        self.run(&args).success();
+    }
+
+    /// `shopctl promote tier-0 tier-1 -f <manifests> <extra>`.
+    fn promote(&self, extra: &[&str]) -> Run {
+        self.promote_env(extra, &[])
+    }
+
+    fn promote_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        let m = self.m();
+        let mut args = vec!["promote", "tier-0", "tier-1", "-f", m.as_str()];
+        args.extend_from_slice(extra);
+        self.run_env(&args, env)
+    }
+
+    /// `git <args>` in the bare system repository on the server.
+    fn system_git(&self, args: &[&str]) -> String {
+        git(&self.daemon.path(repo_name(&self.system)), args)
+    }
+
+    /// `git <args>` in the bare app repository on the server.
+    fn app_git(&self, args: &[&str]) -> String {
+        git(&self.daemon.path(repo_name(&self.app)), args)
+    }
+
+    /// The app commit the system branch of `tier` pins (its `base` gitlink).
+    fn pinned_app(&self, tier: &str) -> String {
+        let entry = self.system_git(&["ls-tree", tier, "base"]);
+        // `160000 commit <sha>\tbase`
+        entry.split_whitespace().nth(2).unwrap_or_else(|| panic!("no base gitlink on {tier}: {entry:?}")).to_string()
+    }
+}
+
+/// `app` of `git://127.0.0.1:<port>/app.git`.
+fn repo_name(url: &str) -> &str {
+    let path = url.splitn(4, '/').nth(3).expect("git:// URL");
+    path.strip_suffix(".git").expect("URL ends in .git")
+}
+
+fn head(url: &str, branch: &str) -> String {
+    branch_head(url, branch).unwrap_or_else(|| panic!("{url} has no branch {branch}"))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..7]
+}
+
+/// The example checkout Deployment with another image tag.
+fn checkout(tag: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("examples/app/base/checkout.yaml")).expect("read checkout.yaml");
+    assert!(text.contains("checkout:1.0.0"));
+    text.replace("checkout:1.0.0", &format!("checkout:{tag}"))
+}
+
+/// The example configuration Component with another log level.
+fn component(level: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("examples/config/component/kustomization.yaml")).expect("read component");
+    assert!(text.contains("LOG_LEVEL=info"));
+    text.replace("LOG_LEVEL=info", &format!("LOG_LEVEL={level}"))
+}
+
+/// A finished `shopctl` run.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    args: String,
+}
+
+impl Run {
+    fn success(self) -> Run {
+        assert_eq!(self.code, Some(0), "shopctl {} failed:\n{self}", self.args);
+        self
+    }
+
+    fn failure(self, code: i32) -> Run {
+        assert_eq!(self.code, Some(code), "shopctl {}: expected exit {code}:\n{self}", self.args);
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("shopctl {}: stdout is not JSON ({e}):\n{self}", self.args))
+    }
+
+    fn has(&self, text: &str) -> &Run {
+        assert!(self.stdout.contains(text), "shopctl {}: stdout lacks {text:?}:\n{self}", self.args);
+        self
+    }
+
+    fn has_err(&self, text: &str) -> &Run {
+        assert!(self.stderr.contains(text), "shopctl {}: stderr lacks {text:?}:\n{self}", self.args);
+        self
+    }
+
+    fn lacks(&self, text: &str) -> &Run {
+        assert!(!self.stdout.contains(text) && !self.stderr.contains(text), "shopctl {}: output has {text:?}:\n{self}", self.args);
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Fast-forward
+
+#[test]
+fn promote_fast_forwards_tier_1_and_dry_run_only_and_json_say_what_moves() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let t1 = head(&fx.app, "tier-1");
+    assert_eq!(t1, fx.app_seed);
+    let cfg_t1 = head(&fx.config, "tier-1");
+    // A change under the base path and one outside it: only the first is the app's change.
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0")), ("docs/notes.md", "release notes\n")], "Checkout 1.1.0");
+
+    // --dry-run: the commit (author, subject) and the changed file; nothing moves.
+    let dry = fx.promote(&["--skip-checks", "--dry-run"]).success();
+    dry.has("Promote tier-0 -> tier-1")
+        .has(&format!("fast-forward tier-1 {} -> {} (1 commit)", short(&t1), short(&c1)))
+        .has(&format!("{} Checkout 1.1.0 ({AUTHOR})", short(&c1)))
+        .has("checks skipped (--skip-checks)");
+    let files: Vec<&str> = dry.stdout.lines().map(str::trim).filter(|l| l.starts_with("files:")).collect();
+    assert_eq!(files, ["files: base/checkout.yaml"], "{dry}");
+    let cfg_line = dry.stdout.lines().find(|l| l.trim_start().starts_with("config/shop-config")).expect("config line");
+    assert!(cfg_line.ends_with("up to date"), "{dry}");
+    assert_eq!(head(&fx.app, "tier-1"), t1, "a dry run moves nothing");
+
+    // -o json parses and says the same.
+    let plan = fx.promote(&["--skip-checks", "--dry-run", "-o", "json"]).success().json();
+    assert_eq!((plan["from"].as_str(), plan["to"].as_str()), (Some("tier-0"), Some("tier-1")));
+    let repos = plan["repositories"].as_array().expect("repositories");
+    assert_eq!(repos.len(), 2, "{plan:#}");
+    let app = &repos[0];
+    assert_eq!(app["repository"], "app");
+    assert_eq!(app["kind"], "fastForward");
+    assert_eq!(app["fromBranch"], "tier-0");
+    assert_eq!(app["toBranch"], "tier-1");
+    assert_eq!(app["fromHead"], c1.as_str());
+    assert_eq!(app["toHead"], t1.as_str());
+    assert_eq!(app["commits"], json!([{"id": c1, "author": AUTHOR, "subject": "Checkout 1.1.0"}]));
+    assert_eq!(app["files"], json!(["base/checkout.yaml"]));
+    assert_eq!(repos[1]["repository"], "config/shop-config");
+    assert_eq!(repos[1]["kind"], "upToDate");
+    assert_eq!(repos[1]["commits"], json!([]));
+    assert_eq!(head(&fx.app, "tier-1"), t1);
+
+    // --only config moves only the configuration repository.
+    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let moved = fx.promote(&["--skip-checks", "--only", "config", "-o", "json"]).success().json();
+    let moved = moved.as_array().expect("moved repositories");
+    assert_eq!(moved.len(), 1, "{moved:#?}");
+    assert_eq!(moved[0]["repository"], "config/shop-config");
+    assert_eq!(moved[0]["fromHead"], k1.as_str());
+    assert_eq!(moved[0]["toHead"], cfg_t1.as_str());
+    assert_eq!(head(&fx.config, "tier-1"), k1);
+    assert_eq!(head(&fx.app, "tier-1"), t1, "--only config leaves the app alone");
+
+    // The real thing: the app fast-forwards; the configuration, now up to date, is left alone.
+    let run = fx.promote(&["--skip-checks"]).success();
+    run.has(&format!("moved app tier-1 -> {}", short(&c1))).has("checks skipped (--skip-checks)").lacks("moved config/shop-config");
+    assert_eq!(head(&fx.app, "tier-1"), c1);
+    assert_eq!(head(&fx.app, "tier-0"), c1);
+    assert_eq!(head(&fx.config, "tier-1"), k1);
+
+    fx.promote(&["--skip-checks"]).success().has("nothing to promote");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Diverged
+
+#[test]
+fn diverged_tier_1_is_refused_then_forced_and_the_force_push_keeps_its_lease() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    // The configuration could fast-forward: it must not move while the app is refused.
+    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let cfg_t1 = head(&fx.config, "tier-1");
+    let hotfix = commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.0.1"))], "Hotfix: checkout 1.0.1");
+
+    let refused = fx.promote(&["--skip-checks"]).failure(3);
+    refused
+        .has("DIVERGED: tier-1 has 1 commit(s) tier-0 lacks")
+        .has_err("diverged")
+        .has_err(&format!("{} Hotfix: checkout 1.0.1 ({AUTHOR})", short(&hotfix)))
+        .has_err("git merge origin/tier-1")
+        .has_err("--force");
+    assert_eq!(head(&fx.app, "tier-1"), hotfix, "nothing moved");
+    assert_eq!(head(&fx.config, "tier-1"), cfg_t1, "nothing moved, not even what could fast-forward");
+
+    // --force moves tier-1 to tier-0; the hotfix leaves tier-1.
+    fx.promote(&["--skip-checks", "--force"]).success().has(&format!("moved app tier-1 -> {}", short(&c1)));
+    assert_eq!(head(&fx.app, "tier-1"), c1);
+    assert_eq!(head(&fx.config, "tier-1"), k1);
+    assert!(log(&fx.app, "tier-1").iter().all(|(sha, _)| *sha != hotfix));
+
+    // The forced push carries a lease: a commit pushed between plan and execute is kept.
+    let hotfix2 = commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.1.1"))], "Hotfix: checkout 1.1.1");
+    let inv = Inventory::load(&[fx.manifests()]).expect("load manifests");
+    let (from, to) = (inv.find_tier("tier-0").expect("tier-0"), inv.find_tier("tier-1").expect("tier-1"));
+    let cfgs = inv.tier_input("tier-1").expect("tier-1 input").configurations;
+    let cache = GitCache::new(fx.work.path().join("library-cache"));
+    let auth = Auth::default();
+    let planned = plan(&cache, &auth, from, to, &cfgs, Only::All).expect("plan");
+    assert!(matches!(&planned.repositories[0].kind, Move::Diverged { only_on_target } if only_on_target.len() == 1 && only_on_target[0].id == hotfix2), "{planned:#?}");
+    assert_eq!(planned.repositories[1].kind, Move::UpToDate);
+    // Without force, execute refuses before pushing anything.
+    let err = execute(&cache, &auth, &planned, "tier-0", false).unwrap_err();
+    assert!(matches!(err, PromoteError::Diverged { n: 1, .. }), "{err}");
+    assert_eq!(head(&fx.app, "tier-1"), hotfix2);
+
+    let concurrent = commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.1.2"))], "Hotfix: checkout 1.1.2 (someone else)");
+    let err = execute(&cache, &auth, &planned, "tier-0", true).unwrap_err();
+    assert!(
+        matches!(&err, PromoteError::Git { repository, source: GitError::LeaseBroken { branch, .. }, .. } if repository == "app" && branch == "tier-1"),
+        "expected a broken lease, got: {err}"
+    );
+    assert!(err.to_string().contains("moved while we worked"), "{err}");
+    assert_eq!(head(&fx.app, "tier-1"), concurrent, "the concurrent commit is kept");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Order
+
+#[test]
+fn promoting_against_the_promotion_chain_is_refused_as_invalid_input() {
+    let fx = Fx::new();
+    let m = fx.m();
+    let run = fx.run(&["promote", "tier-1", "tier-0", "-f", &m, "--skip-checks"]).failure(2);
+    run.has_err("Tier/tier-0").has_err("spec.promotion.from").has_err("shopctl rollback tier-0").lacks("--any-order");
+    // Nothing was read or written: the repositories still have only `main`.
+    assert_eq!(branch_head(&fx.app, "tier-0"), None);
+
+    // Skipping a tier names the right source.
+    let tier2 = std::fs::read_to_string(fx.manifests().join("tier-1.yaml")).unwrap().replace("name: tier-1", "name: tier-2").replace("from: tier-0", "from: tier-1");
+    std::fs::write(fx.manifests().join("tier-2.yaml"), tier2).unwrap();
+    fx.run(&["promote", "tier-0", "tier-2", "-f", &m, "--skip-checks"])
+        .failure(2)
+        .has_err("Tier/tier-2: spec.promotion.from is \"tier-1\", not \"tier-0\"")
+        .has_err("shopctl promote tier-1 tier-2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4 and 7. The gate and `status` against a real control plane
+
+#[test]
+fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_plane() {
+    let starting = std::thread::spawn(ControlPlane::start);
+    let fx = Fx::new();
+    fx.sync(None);
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    fx.sync(Some("tier-0"));
+    assert_eq!(fx.pinned_app("tier-0"), c1);
+    let system1 = head(&fx.system, "tier-0");
+    let system0 = fx.system_git(&["rev-parse", "tier-0^"]);
+    let t1 = head(&fx.app, "tier-1");
+
+    let cp = match starting.join() {
+        Ok(cp) => cp,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let kubeconfig = cp.kubeconfig().to_str().expect("UTF-8 path").to_string();
+    let kube = [("KUBECONFIG", kubeconfig.as_str())];
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    // Argo CD's CRD may or may not serve status as a subresource.
+    let subresources = cp.kubectl_ok(["get", "crd", "applications.argoproj.io", "-o", "jsonpath={.spec.versions[?(@.name==\"v1alpha1\")].subresources}"]);
+    let status_subresource = subresources.contains("status");
+    let apply = |app: &str| {
+        let yaml = fx.system_git(&["show", &format!("tier-0:applications/{app}.yaml")]);
+        cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &yaml);
+    };
+    let set = |app: &str, sync: &str, health: &str, revision: &str| {
+        let patch = json!({"status": {"sync": {"status": sync, "revision": revision}, "health": {"status": health}}}).to_string();
+        let mut args = vec!["patch", "applications.argoproj.io", app, "-n", "argocd", "--type=merge", "-p", patch.as_str()];
+        if status_subresource {
+            args.push("--subresource=status");
+        }
+        cp.kubectl_ok(args);
+    };
+    for app in ["canary-eu", "canary-us"] {
+        apply(app);
+        set(app, "Synced", "Healthy", &system1);
+    }
+    let refused = |why: &[&str]| {
+        let run = fx.promote_env(&[], &kube).failure(3);
+        run.has_err("tier tier-0 is not verified").has_err("--skip-checks");
+        for w in why {
+            run.has_err(w);
+        }
+        assert_eq!(head(&fx.app, "tier-1"), t1, "a refused promotion moves nothing");
+        run
+    };
+
+    set("canary-eu", "OutOfSync", "Healthy", &system1);
+    refused(&["ShopSet canary-eu", "sync is OutOfSync"]).lacks("ShopSet canary-us");
+    set("canary-eu", "Synced", "Degraded", &system1);
+    refused(&["ShopSet canary-eu", "health is Degraded"]).lacks("ShopSet canary-us");
+    set("canary-eu", "Synced", "Healthy", &system0);
+    refused(&["ShopSet canary-eu", &format!("it runs revision {} instead of {}", short(&system0), short(&system1))]);
+    set("canary-eu", "Synced", "Healthy", &system1);
+    cp.kubectl_ok(["delete", "applications.argoproj.io", "canary-us", "-n", "argocd"]);
+    refused(&["ShopSet canary-us", "Application canary-us does not exist"]).lacks("ShopSet canary-eu");
+    apply("canary-us");
+    set("canary-us", "Synced", "Healthy", &system1);
+
+    // The configuration branch moved past what the system branch pins: not caught up.
+    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    refused(&["pins configuration shop-config", "not caught up"]).lacks("ShopSet ");
+    assert_eq!(head(&fx.config, "tier-1"), head(&fx.config, "main"));
+
+    // Caught up, every Application Synced and Healthy at the system head: promoted, no --skip-checks.
+    fx.sync(Some("tier-0"));
+    let system2 = head(&fx.system, "tier-0");
+    for app in ["canary-eu", "canary-us"] {
+        set(app, "Synced", "Healthy", &system2);
+    }
+    let dry = fx.promote_env(&["--dry-run"], &kube).success();
+    dry.lacks("not verified").lacks("checks skipped");
+    let ok = fx.promote_env(&[], &kube).success();
+    ok.has(&format!("moved app tier-1 -> {}", short(&c1))).has(&format!("moved config/shop-config tier-1 -> {}", short(&k1))).lacks("checks skipped");
+    assert_eq!(head(&fx.app, "tier-1"), c1);
+    assert_eq!(head(&fx.config, "tier-1"), k1);
+
+    // The app branch moved past the pin: not caught up, although every Application is fine.
+    let c2 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.2.0"))], "Checkout 1.2.0");
+    let run = fx.promote_env(&[], &kube).failure(3);
+    run.has_err(&format!("pins app {} but the app branch is at {}", short(&c1), short(&c2))).has_err("not caught up").lacks("ShopSet ");
+    assert_eq!(head(&fx.app, "tier-1"), c1);
+    // A dry run reports the problem but still previews; under -o json stdout stays JSON.
+    let dry = fx.promote_env(&["--dry-run", "-o", "json"], &kube).success();
+    assert_eq!(dry.json()["repositories"][0]["fromHead"], c2.as_str());
+    dry.has_err("not caught up");
+    let gate_off = fx.promote_env(&["--dry-run"], &[]).success();
+    gate_off.has("not checked: cannot reach the cluster");
+
+    // status with a cluster: the Tier's conditions and the Applications.
+    let tier0 = std::fs::read_to_string(fx.manifests().join("tier-0.yaml")).unwrap();
+    cp.kubectl_with_stdin_ok(["apply", "-n", "default", "-f", "-"], &tier0);
+    let conditions = json!({"status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "Synced", "message": format!("system branch tier-0 at {}", short(&system2)), "lastTransitionTime": "2025-01-01T00:00:00Z"},
+        {"type": "Pushed", "status": "False", "reason": "LeaseBroken", "message": "another writer moved the branch", "lastTransitionTime": "2025-01-01T00:00:00Z"},
+    ]}})
+    .to_string();
+    cp.kubectl_ok(["patch", "tiers.shopset.dev", "tier-0", "-n", "default", "--subresource=status", "--type=merge", "-p", &conditions]);
+    let m = fx.m();
+    let status = fx.run_env(&["status", "tier-0", "-f", &m, "-o", "json"], &kube).success().json();
+    let view = &status[0];
+    assert_eq!(view["tier"], "tier-0");
+    assert_eq!(view["unavailable"], json!([]), "{status:#}");
+    assert_eq!(view["conditions"][0], json!({"type": "Ready", "status": "True", "reason": "Synced", "message": format!("system branch tier-0 at {}", short(&system2))}));
+    assert_eq!(view["conditions"][1]["reason"], "LeaseBroken");
+    let apps = view["applications"].as_array().expect("applications");
+    assert_eq!(apps.len(), 2, "{status:#}");
+    for (app, name) in apps.iter().zip(["canary-eu", "canary-us"]) {
+        assert_eq!(app["shopset"], name);
+        assert_eq!(app["exists"], true);
+        assert_eq!(app["sync"], "Synced");
+        assert_eq!(app["health"], "Healthy");
+        assert_eq!(app["revision"], system2.as_str());
+        assert_eq!(app["targetRevision"], "tier-0");
+    }
+    assert_eq!(view["git"]["appHead"], c2.as_str());
+    assert_eq!(view["git"]["pinned"]["base"], c1.as_str());
+    let text = fx.run_env(&["status", "tier-0", "-f", &m], &kube).success();
+    text.has("Ready").has("LeaseBroken").has("canary-eu").has("Synced").has("Healthy").has("controller lagging").lacks("not read:");
+    // tier-1 is not applied: said, not failed.
+    let status = fx.run_env(&["status", "tier-1", "-f", &m, "-o", "json"], &kube).success().json();
+    let unavailable = status[0]["unavailable"].as_array().expect("unavailable").iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    assert!(unavailable.contains("Tier default/tier-1 is not applied"), "{status:#}");
+    assert!(status[0]["applications"].as_array().unwrap().iter().all(|a| a["exists"] == false), "{status:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Pull requests
+
+const TOKEN: &str = "ghp_test0123456789SECRETtokenVALUE";
+
+#[test]
+fn pull_requests_are_opened_through_the_github_api() {
+    let gh = FakeGitHub::start(TOKEN);
+
+    // The library: 201, then 422 "already exists" (found by listing), then 401.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let lib = GitHub { base_url: gh.url().to_string(), token: TOKEN.to_string() };
+    let url = "https://github.com/acme/storefront.git";
+    let pr = rt.block_on(lib.open_pull_request(url, "tier-0", "tier-1", "Promote tier-0 to tier-1", "body")).expect("open a pull request");
+    assert_eq!(pr, PullRequest { repository: "acme/storefront".into(), number: 41, url: html_url("acme", "storefront", 41), already_existed: false });
+    let again = rt.block_on(lib.open_pull_request("git@github.com:acme/storefront.git", "tier-0", "tier-1", "Promote again", "body")).expect("find the open pull request");
+    assert_eq!(again, PullRequest { already_existed: true, ..pr.clone() });
+    let requests = gh.requests();
+    let list = requests.last().expect("a request");
+    assert_eq!((list.method.as_str(), list.path.as_str()), ("GET", "/repos/acme/storefront/pulls"));
+    assert_eq!(list.query.get("head").map(String::as_str), Some("acme:tier-0"));
+    assert_eq!(list.query.get("base").map(String::as_str), Some("tier-1"));
+    assert_eq!(list.query.get("state").map(String::as_str), Some("open"));
+    let wrong = GitHub { base_url: gh.url().to_string(), token: "wrong-token-value".into() };
+    let err = rt.block_on(wrong.open_pull_request(url, "tier-0", "tier-1", "t", "b")).unwrap_err();
+    assert!(matches!(&err, GitHubError::Unauthorized { status: 401, repository } if repository == "acme/storefront"), "{err:?}");
+    assert!(!err.to_string().contains("wrong-token-value") && !format!("{err:?}").contains("wrong-token-value"), "{err}");
+    assert!(!format!("{lib:?}").contains(TOKEN));
+    let not_github = rt.block_on(lib.open_pull_request("https://github.com/acme", "tier-0", "tier-1", "t", "b")).unwrap_err();
+    assert!(matches!(not_github, GitHubError::NotGitHub { .. }), "{not_github}");
+    let unreachable = GitHub { base_url: "http://127.0.0.1:1".into(), token: TOKEN.into() };
+    let err = rt.block_on(unreachable.open_pull_request(url, "tier-0", "tier-1", "t", "b")).unwrap_err();
+    assert!(matches!(err, GitHubError::Unreachable { .. }), "{err}");
+    assert!(!err.to_string().contains(TOKEN));
+
+    // The CLI: repositories named like GitHub's, served by git daemon.
+    let fx = Fx::named("acme/shop-app", "acme/shop-config", "acme/shop-system");
+    fx.sync(None);
+    let t1 = head(&fx.app, "tier-1");
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let before = gh.requests().len();
+    let run = fx.promote_env(&["--skip-checks", "--pr", "--github-url", gh.url(), "-m", "checkout for everyone", "-vv"], &[("GITHUB_TOKEN", TOKEN)]).success();
+    let number = 42;
+    run.has(&format!("opened pull request acme/shop-app #{number}: {}", html_url("acme", "shop-app", number)))
+        .has(&format!("{} Checkout 1.1.0 ({AUTHOR})", short(&c1)))
+        .lacks(TOKEN);
+    assert_eq!(head(&fx.app, "tier-1"), t1, "--pr pushes nothing");
+    let requests: Vec<_> = gh.requests().into_iter().skip(before).collect();
+    assert_eq!(requests.len(), 1, "one pull request, for the app only (the configuration is up to date): {requests:#?}");
+    let req = &requests[0];
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/repos/acme/shop-app/pulls"));
+    assert_eq!(req.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(req.body["title"], "Promote tier-0 to tier-1: checkout for everyone");
+    assert_eq!(req.body["head"], "tier-0");
+    assert_eq!(req.body["base"], "tier-1");
+    let body = req.body["body"].as_str().expect("a body");
+    let commit_line = format!("- {} Checkout 1.1.0 ({AUTHOR})", short(&c1));
+    for want in [commit_line.as_str(), "checkout for everyone", "- `eu-west`", "- `us-east`", "`tier-0` into `tier-1`"] {
+        assert!(body.contains(want), "the body lacks {want:?}:\n{body}");
+    }
+
+    // Again, with the token from a file: the open pull request is found, not duplicated.
+    let token_file = fx.work.path().join("github-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let token_file = token_file.to_str().unwrap();
+    let run = fx.promote(&["--skip-checks", "--pr", "--github-url", gh.url(), "--github-token-file", token_file, "-o", "json"]).success();
+    run.lacks(TOKEN);
+    assert_eq!(run.json(), json!([{"repository": "acme/shop-app", "number": number, "url": html_url("acme", "shop-app", number), "alreadyExisted": true}]));
+    assert_eq!(gh.pulls().len(), 2, "no duplicate pull request");
+
+    // GITHUB_API_URL works as --github-url; a refused token fails (exit 1) without printing it.
+    let run = fx.promote_env(&["--skip-checks", "--pr"], &[("GITHUB_TOKEN", "wrong-token-value"), ("GITHUB_API_URL", gh.url())]).failure(1);
+    run.has_err("refused the token").has_err("acme/shop-app").lacks("wrong-token-value");
+    // No token at all: said, before any request.
+    let before = gh.requests().len();
+    fx.promote(&["--skip-checks", "--pr", "--github-url", gh.url()]).failure(1).has_err("GITHUB_TOKEN");
+    assert_eq!(gh.requests().len(), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Rollback
+
+#[test]
+fn rollback_moves_the_branch_back_or_reverts_and_sync_pins_the_older_commit() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let c0 = fx.app_seed.clone();
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let c2 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.2.0"))], "Checkout 1.2.0");
+    fx.sync(Some("tier-0"));
+    assert_eq!(fx.pinned_app("tier-0"), c2);
+    let m = fx.m();
+
+    // --dry-run says what would go and moves nothing.
+    fx.run(&["rollback", "tier-0", "-f", &m, "--steps", "1", "--dry-run"]).success().has(&format!("would move app tier-0 {} -> {}", short(&c2), short(&c1)));
+    assert_eq!(head(&fx.app, "tier-0"), c2);
+
+    // --steps 1: back one commit; the output names what was undone.
+    let run = fx.run(&["rollback", "tier-0", "-f", &m, "--steps", "1"]).success();
+    run.has(&format!("moved back app tier-0 {} -> {}", short(&c2), short(&c1))).has("undone:").has(&format!("{} Checkout 1.2.0 ({AUTHOR})", short(&c2)));
+    assert!(!run.stdout.contains("Checkout 1.1.0"), "{run}");
+    assert_eq!(head(&fx.app, "tier-0"), c1);
+
+    // sync pins the older commit.
+    fx.sync(Some("tier-0"));
+    assert_eq!(fx.pinned_app("tier-0"), c1);
+
+    // A commit that is not in the branch's history (any more), or not at all: refused, named.
+    fx.run(&["rollback", "tier-0", "-f", &m, "--to", &c2]).failure(2).has_err(&c2).has_err("not in the history of branch \"tier-0\"");
+    let nowhere = "0123456789abcdef0123456789abcdef01234567";
+    fx.run(&["rollback", "tier-0", "-f", &m, "--to", nowhere]).failure(2).has_err(nowhere);
+    fx.run(&["rollback", "tier-0", "-f", &m, "--steps", "5"]).failure(2).has_err("5 steps");
+    assert_eq!(head(&fx.app, "tier-0"), c1);
+
+    // --revert: one new commit on top whose tree is the target's; history kept.
+    let run = fx.run(&["rollback", "tier-0", "-f", &m, "--to", short(&c0), "--revert", "-o", "json"]).success();
+    let done = run.json();
+    let reverted = head(&fx.app, "tier-0");
+    assert_eq!(done["head"], reverted.as_str());
+    assert_eq!(done["previous"], c1.as_str());
+    assert_eq!(done["reverted"], true);
+    assert_eq!(done["undone"][0]["id"], c1.as_str());
+    assert_eq!(fx.app_git(&["rev-parse", &format!("{reverted}^")]), c1, "the revert commit sits on top of the old head");
+    assert_eq!(fx.app_git(&["rev-parse", &format!("{reverted}^{{tree}}")]), fx.app_git(&["rev-parse", &format!("{c0}^{{tree}}")]));
+    let history: Vec<String> = log(&fx.app, "tier-0").into_iter().map(|(sha, _)| sha).collect();
+    assert_eq!(history, [reverted.clone(), c1.clone(), c0.clone()]);
+    let subject = &log(&fx.app, "tier-0")[0].1;
+    assert!(subject.starts_with("Revert tier-0 to"), "{subject}");
+    fx.sync(Some("tier-0"));
+    assert_eq!(fx.pinned_app("tier-0"), reverted);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Status without a cluster
+
+#[test]
+fn status_without_a_cluster_reports_git_and_says_what_it_could_not_read() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let c0 = fx.app_seed.clone();
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let m = fx.m();
+
+    let status = fx.run(&["status", "-f", &m, "-o", "json"]).success().json();
+    let views = status.as_array().expect("one view per tier");
+    assert_eq!(views.iter().map(|v| v["tier"].as_str().unwrap()).collect::<Vec<_>>(), ["tier-0", "tier-1"]);
+    let (t0, t1) = (&views[0], &views[1]);
+    assert_eq!(t0["promotedFrom"], Value::Null);
+    assert_eq!(t1["promotedFrom"], "tier-0");
+    let g0 = &t0["git"];
+    assert_eq!(g0["branch"], "tier-0");
+    assert_eq!(g0["appHead"], c1.as_str());
+    assert_eq!(g0["systemHead"], head(&fx.system, "tier-0").as_str());
+    assert_eq!(g0["pinned"]["base"], c0.as_str());
+    assert_eq!(g0["pinned"]["config/shop-config"], head(&fx.config, "tier-0").as_str());
+    assert_eq!(g0["configurationHeads"]["shop-config"], head(&fx.config, "tier-0").as_str());
+    assert_eq!(g0["pinnedAppReachable"], true);
+    assert_eq!(g0["behind"], Value::Null);
+    let g1 = &t1["git"];
+    assert_eq!(g1["appHead"], c0.as_str());
+    assert_eq!(g1["systemHead"], head(&fx.system, "tier-1").as_str());
+    assert_eq!(g1["pinned"]["base"], c0.as_str());
+    assert_eq!(g1["behind"], 1);
+    assert_eq!(g1["ahead"], 0);
+    for v in views {
+        let unavailable = v["unavailable"].as_array().expect("unavailable");
+        assert!(!unavailable.is_empty() && unavailable.iter().all(|u| u.as_str().unwrap().starts_with("cluster:")), "{v:#}");
+        assert_eq!(v["conditions"], json!([]));
+        assert_eq!(v["applications"], json!([]));
+    }
+
+    let text = fx.run(&["status", "-f", &m]).success();
+    text.has("Tier tier-0")
+        .has("Tier tier-1 (promoted from tier-0)")
+        .has(&format!("app            tier-0 {}", short(&c1)))
+        .has("app branch has moved on: controller lagging")
+        .has("behind tier-0: 1 commit(s); ahead: 0")
+        .has("not read:");
+
+    // An unreachable repository is said too, and the other tiers still show.
+    let broken = std::fs::read_to_string(fx.manifests().join("tier-1.yaml")).unwrap().replace(&fx.app, &fx.daemon.url("missing"));
+    std::fs::write(fx.manifests().join("tier-1.yaml"), broken).unwrap();
+    let status = fx.run(&["status", "-f", &m, "-o", "json"]).success().json();
+    assert_eq!(status[0]["git"]["appHead"], c1.as_str());
+    assert_eq!(status[1]["git"], Value::Null);
+    assert!(status[1]["unavailable"].as_array().unwrap().iter().any(|u| u.as_str().unwrap().starts_with("git:")), "{status:#}");
+}
