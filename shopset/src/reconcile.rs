@@ -267,7 +267,8 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     }
 
     let (cache, renderer, input2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone());
-    let report = tokio::task::spawn_blocking(move || sync_tier(&cache, &auth, &input2, &renderer, &SyncOptions::default()))
+    let opts = SyncOptions { before_push: fault_hook(), ..SyncOptions::default() };
+    let report = tokio::task::spawn_blocking(move || sync_tier(&cache, &auth, &input2, &renderer, &opts))
         .await
         .map_err(|e| Error::Finalizer(format!("sync task: {e}")))??;
     let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
@@ -275,12 +276,28 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         ctx.metrics.pushes.get_or_create(&labels).inc();
     }
 
+    fault("after-push");
     let apps = argocd::applications(&report.tree)?;
     let applied = argocd::apply(&ctx.client, &tier.name_any(), &apps, &tier.spec.argocd.namespace).await?;
+    fault("before-status");
     write_success(tier, ctx, &input, &report, &applied).await?;
     ctx.metrics.synced(&labels);
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, LastSync { input: print, heads: heads_after(&report) });
     Ok(())
+}
+
+/// Fault injection for the crash tests: `SHOPSET_FAULT=<point>` makes the process abort (as a
+/// SIGKILL would stop it) at that point of a sync: `before-push` (commit written, not pushed),
+/// `after-push` (pushed, Applications not applied), `before-status` (applied, status not written).
+fn fault(point: &str) {
+    if std::env::var("SHOPSET_FAULT").is_ok_and(|f| f == point) {
+        tracing::error!(point, "SHOPSET_FAULT: aborting");
+        std::process::abort();
+    }
+}
+
+fn fault_hook() -> Option<crate::sync::PushHook> {
+    std::env::var("SHOPSET_FAULT").is_ok_and(|f| f == "before-push").then(|| Arc::new(|_| fault("before-push")) as crate::sync::PushHook)
 }
 
 async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
