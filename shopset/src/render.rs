@@ -241,7 +241,7 @@ impl Renderer {
                 images => minijinja::value::Serde(&ss.spec.images),
                 replicas => ss.spec.replicas,
             };
-            let what = format!("ShopSet {name}");
+            let what = format!("ShopSet/{name}");
             tree.entries.insert(format!("{dir}/kustomization.yaml"), Entry::File(self.yaml("kustomization.yaml", &what, ctx.clone())?));
             tree.entries.insert(format!("{dir}/namespace.yaml"), Entry::File(self.yaml("namespace.yaml", &what, ctx.clone())?));
             if ss.spec.replicas.is_some() {
