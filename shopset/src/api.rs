@@ -25,6 +25,8 @@ pub const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 pub const URL_PATTERN: &str = r"^((https?|ssh|git|file)://[^\s@/]+([^\s]*)|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+|file:///[^\s]+)$";
 /// A relative path inside a repository, without `..` (checked by validation) or a leading `/`.
 pub const PATH_PATTERN: &str = r"^(\.|[A-Za-z0-9_][A-Za-z0-9._/-]*)$";
+/// The characters of a git branch name; `..`, `//`, `/.`, `@{` and `.lock` are refused by a CEL rule.
+pub const BRANCH_PATTERN: &str = r"^[A-Za-z0-9_]([A-Za-z0-9._/+-]*[A-Za-z0-9_+-])?$";
 /// A Go-style duration, as Flux writes intervals.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// A shop ID.
@@ -49,13 +51,14 @@ pub const SHOP_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
     validation = Rule::new("!has(oldSelf.spec.branch) || (has(self.spec.branch) && self.spec.branch == oldSelf.spec.branch)").message("spec.branch is immutable: create a new Tier for another branch").field_path(".spec.branch"),
+    validation = Rule::new("!has(self.spec.branch) || !(self.spec.branch.contains('..') || self.spec.branch.contains('//') || self.spec.branch.contains('/.') || self.spec.branch.contains('@{') || self.spec.branch.endsWith('.lock'))").message("spec.branch is not a valid git branch name (see `git check-ref-format --branch`)").field_path(".spec.branch"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TierSpec {
     /// Branch of this tier in the app, configuration and system repositories. Default: the Tier's
     /// name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 244))]
+    #[schemars(pattern(BRANCH_PATTERN), length(min = 1, max = 244))]
     pub branch: Option<String>,
     /// The human-owned application repository and the path of its Kustomize base.
     pub app: AppSource,
