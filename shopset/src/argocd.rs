@@ -25,10 +25,10 @@ pub fn application_resource() -> ApiResource {
 pub enum ArgoError {
     #[error("rendered {path} is not an Application manifest: {detail}")]
     Manifest { path: String, detail: String },
-    #[error("cannot {action} Application {namespace}/{name}: {source}")]
-    Api { action: &'static str, namespace: String, name: String, source: kube::Error },
-    #[error("cannot list Applications in {namespace}: {source}")]
-    List { namespace: String, source: kube::Error },
+    #[error("cannot {action} Application {namespace}/{name}: {error}")]
+    Api { action: &'static str, namespace: String, name: String, error: kube::Error },
+    #[error("cannot list Applications in {namespace}: {error}")]
+    List { namespace: String, error: kube::Error },
 }
 
 /// The Applications of a rendered tree, parsed.
@@ -64,7 +64,7 @@ pub async fn apply(client: &kube::Client, tier: &str, apps: &[DynamicObject], ar
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
         api.patch(&name, &params, &Patch::Apply(app))
             .await
-            .map_err(|source| ArgoError::Api { action: "apply", namespace: ns.clone(), name: name.clone(), source })?;
+            .map_err(|error| ArgoError::Api { action: "apply", namespace: ns.clone(), name: name.clone(), error })?;
         keep.insert((ns.clone(), name.clone()));
         out.applied.push(format!("{ns}/{name}"));
     }
@@ -80,7 +80,7 @@ pub async fn prune(client: &kube::Client, tier: &str, namespace: &str, keep: &BT
     let existing = api
         .list_metadata(&ListParams::default().labels(&selector))
         .await
-        .map_err(|source| ArgoError::List { namespace: namespace.into(), source })?;
+        .map_err(|error| ArgoError::List { namespace: namespace.into(), error })?;
     let mut deleted = Vec::new();
     for item in existing.items {
         let name = item.metadata.name.unwrap_or_default();
@@ -90,7 +90,7 @@ pub async fn prune(client: &kube::Client, tier: &str, namespace: &str, keep: &BT
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => deleted.push(format!("{namespace}/{name}")),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => return Err(ArgoError::Api { action: "delete", namespace: namespace.into(), name, source }),
+            Err(error) => return Err(ArgoError::Api { action: "delete", namespace: namespace.into(), name, error }),
         }
     }
     Ok(deleted)

@@ -218,7 +218,7 @@ pub fn branch_problem(value: &str) -> Option<String> {
 /// Why `value` is not a duration like `30s`, `1m` or `1h30m`, if it is not.
 pub fn duration_problem(value: &str) -> Option<String> {
     match parse_duration(value) {
-        Some(d) if d.is_zero() => Some("must be longer than zero".into()),
+        Some(d) if d < std::time::Duration::from_secs(1) => Some("must be at least 1s (a faster poll only loads the git server; use the webhook for speed)".into()),
         Some(_) => None,
         None => Some("is not a duration like `30s`, `1m` or `1h30m`".into()),
     }

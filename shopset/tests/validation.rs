@@ -184,7 +184,7 @@ fn durations() {
         ("1h", 3600.0),
         ("1h30m", 5400.0),
         ("1m30s", 90.0),
-        ("500ms", 0.5),
+        ("1500ms", 1.5),
         ("1.5m", 90.0),
         ("2h0m0s", 7200.0),
     ] {
@@ -193,8 +193,9 @@ fn durations() {
     }
     for (bad, why) in [
         ("1d", "not a duration"),
-        ("0s", "longer than zero"),
-        ("0h0m", "longer than zero"),
+        ("0s", "at least 1s"),
+        ("0h0m", "at least 1s"),
+        ("500ms", "at least 1s"),
         ("", "not a duration"),
         ("s", "not a duration"),
         ("30", "not a duration"),
