@@ -49,3 +49,27 @@ pub fn path_env() -> OsString {
     }
     std::env::join_paths(dirs).expect("PATH entries contain no separator")
 }
+
+/// A binary of this workspace (e.g. `shopset-controller`, `shopctl`), as `cargo build --workspace`
+/// leaves it: in `$CARGO_TARGET_DIR/debug/` when that is set (relative to the repository root if
+/// relative), else `<repo>/target/debug/`.
+///
+/// Tests of one package cannot ask cargo to build another package's binaries, so they run what is
+/// there: build first.
+///
+/// # Panics
+/// If the binary is missing: run `cargo build --workspace` first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => repo_root().join(dir),
+        _ => repo_root().join("target"),
+    };
+    let path = target.join("debug").join(name);
+    if !path.is_file() {
+        panic!(
+            "{} is missing: run `cargo build --workspace` first",
+            path.display()
+        );
+    }
+    path
+}
