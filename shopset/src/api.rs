@@ -42,7 +42,7 @@ pub const SHOP_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$";
     namespaced,
     status = "TierStatus",
     shortname = "tr",
-    category = "shopset",
+    category = "shop",
     doc = "A rollout tier: one branch in the app, configuration and system repositories.",
     printcolumn = r#"{"name":"Branch","type":"string","jsonPath":".status.branch"}"#,
     printcolumn = r#"{"name":"From","type":"string","jsonPath":".spec.promotion.from"}"#,
@@ -52,6 +52,7 @@ pub const SHOP_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$";
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
     validation = Rule::new("!has(oldSelf.spec.branch) || (has(self.spec.branch) && self.spec.branch == oldSelf.spec.branch)").message("spec.branch is immutable: create a new Tier for another branch").field_path(".spec.branch"),
     validation = Rule::new("!has(self.spec.branch) || !(self.spec.branch.contains('..') || self.spec.branch.contains('//') || self.spec.branch.contains('/.') || self.spec.branch.contains('@{') || self.spec.branch.endsWith('.lock'))").message("spec.branch is not a valid git branch name (see `git check-ref-format --branch`)").field_path(".spec.branch"),
+    validation = Rule::new("!has(self.spec.interval) || !self.spec.interval.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') || duration(self.spec.interval) >= duration('1s')").message("spec.interval must be at least 1s (a faster poll only loads the git server; use the webhook for speed)").field_path(".spec.interval"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TierSpec {
@@ -276,7 +277,7 @@ pub struct TierStatus {
     namespaced,
     status = "ConfigurationStatus",
     shortname = "shopconfig",
-    category = "shopset",
+    category = "shop",
     doc = "A configuration repository whose Kustomize Component ShopSet overlays include.",
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.path"}"#,
@@ -315,7 +316,7 @@ pub struct ConfigurationStatus {
     namespaced,
     status = "ShopSetStatus",
     shortname = "ss",
-    category = "shopset",
+    category = "shop",
     doc = "One cell: the app base deployed for a set of shops in one tier.",
     printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
     printcolumn = r#"{"name":"Configuration","type":"string","jsonPath":".spec.configuration"}"#,

@@ -104,18 +104,25 @@ impl GitCache {
     pub fn open(&self, url: &str, auth: &Auth) -> Result<Remote, GitError> {
         let path = self.root.join(cache_name(url));
         let cache_err = |e: git2::Error| GitError::Cache { path: path.clone(), detail: e.message().to_string() };
-        let repo = match Repository::open_bare(&path) {
-            Ok(repo) => repo,
-            Err(_) => {
-                std::fs::create_dir_all(&self.root)
-                    .map_err(|e| GitError::Cache { path: self.root.clone(), detail: e.to_string() })?;
-                Repository::init_bare(&path).map_err(cache_err)?
-            }
-        };
         let lock = {
             // A poisoned map only means another thread panicked while inserting; the map is intact.
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(url.to_string()).or_default().clone()
+        };
+        let repo = match Repository::open_bare(&path) {
+            Ok(repo) => repo,
+            Err(_) => {
+                // Two tiers sharing a repository may open it at once: create it under its lock.
+                let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                match Repository::open_bare(&path) {
+                    Ok(repo) => repo,
+                    Err(_) => {
+                        std::fs::create_dir_all(&self.root)
+                            .map_err(|e| GitError::Cache { path: self.root.clone(), detail: e.to_string() })?;
+                        Repository::init_bare(&path).map_err(cache_err)?
+                    }
+                }
+            }
         };
         Ok(Remote { repo, url: url.to_string(), auth: auth.clone(), lock })
     }

@@ -67,7 +67,11 @@ impl LeaseLock {
                     if !expired {
                         return Ok(false);
                     }
-                    tracing::info!(previous = %holder, "taking over the expired lease");
+                    if holder.is_empty() {
+                        tracing::info!("acquiring the released lease");
+                    } else {
+                        tracing::info!(previous = %holder, "taking over the expired lease");
+                    }
                     spec(transitions + 1, None)
                 };
                 lease.spec = Some(new_spec);

@@ -15,7 +15,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::utils::{Predicate, PredicateConfig, predicates};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -105,11 +106,23 @@ pub async fn run(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
-    let controller = Controller::new(tiers, watcher::Config::default());
+    // Status writes (ours) change neither generation nor finalizers: they trigger no reconcile.
+    let changed = predicates::generation.combine(predicates::finalizers);
+    let (reader, writer) = reflector::store();
+    let tier_events = watcher::watcher(tiers, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changed, PredicateConfig::default());
+    let shopset_events = watcher::watcher(shopsets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    let controller = Controller::for_stream(tier_events, reader);
     let store = controller.store();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .watches(shopsets, watcher::Config::default(), |ss: ShopSet| {
+        .watches_stream(shopset_events, |ss: ShopSet| {
             Some(ObjectRef::new(&ss.spec.tier).within(&ss.namespace().unwrap_or_default()))
         })
         .watches(configurations, watcher::Config::default(), move |cfg: Configuration| {
@@ -276,10 +289,16 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         ctx.metrics.pushes.get_or_create(&labels).inc();
     }
 
-    fault("after-push");
+    // The fault points are those of a sync that pushed a change; a no-op sync passes them.
+    let pushed = report.commit.is_some();
+    if pushed {
+        fault("after-push");
+    }
     let apps = argocd::applications(&report.tree)?;
     let applied = argocd::apply(&ctx.client, &tier.name_any(), &apps, &tier.spec.argocd.namespace).await?;
-    fault("before-status");
+    if pushed {
+        fault("before-status");
+    }
     write_success(tier, ctx, &input, &report, &applied).await?;
     ctx.metrics.synced(&labels);
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, LastSync { input: print, heads: heads_after(&report) });
@@ -287,7 +306,7 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
 }
 
 /// Fault injection for the crash tests: `SHOPSET_FAULT=<point>` makes the process abort (as a
-/// SIGKILL would stop it) at that point of a sync: `before-push` (commit written, not pushed),
+/// SIGKILL would stop it) at that point of a sync that pushes a change: `before-push` (commit written, not pushed),
 /// `after-push` (pushed, Applications not applied), `before-status` (applied, status not written).
 fn fault(point: &str) {
     if std::env::var("SHOPSET_FAULT").is_ok_and(|f| f == point) {
@@ -387,6 +406,18 @@ async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &S
     if let Some(message) = &report.message {
         let note: String = message.lines().filter(|l| !l.is_empty()).take(6).collect::<Vec<_>>().join("; ");
         let _ = recorder.publish(&Event { type_: EventType::Normal, reason: "Pushed".into(), note: Some(note.chars().take(1000).collect()), action: "Push".into(), secondary: None }, &reference).await;
+        // Someone changed generated files on the system branch: say which were put back.
+        if let Some(files) = message.lines().find_map(|l| l.strip_prefix("files rewritten: ")) {
+            let commit = report.commit.as_deref().unwrap_or_default();
+            let note = format!(
+                "restored files changed outside ShopSet on branch {}: {files} (commit {}; the hand-made commit stays in history)",
+                report.branch,
+                &commit[..7.min(commit.len())]
+            );
+            let _ = recorder
+                .publish(&Event { type_: EventType::Warning, reason: "GeneratedFilesRestored".into(), note: Some(note.chars().take(1000).collect()), action: "Restore".into(), secondary: None }, &reference)
+                .await;
+        }
     }
     if !applied.deleted.is_empty() {
         let note = format!("deleted Applications of removed ShopSets: {}", applied.deleted.join(", "));
