@@ -154,42 +154,52 @@ fn git_err(tier: &str, field: &str) -> impl Fn(GitError) -> SyncError + use<> {
 
 /// Resolves the head of a human-owned tier branch (app or configuration), planning its creation
 /// from the promotion source or the default branch when it is missing.
-fn plan_branch(
-    cache: &GitCache,
-    auth: &Auth,
-    tier: &str,
-    field: &str,
-    label: &str,
-    url: &str,
-    branch: &str,
-    from_branch: Option<&str>,
-) -> Result<Plan, SyncError> {
+/// A human-owned tier branch to resolve.
+struct Want<'a> {
+    tier: &'a str,
+    field: &'a str,
+    label: &'a str,
+    url: &'a str,
+    branch: &'a str,
+    from_branch: Option<&'a str>,
+    /// In a dry run, a promotion source that is itself yet to be created resolves to the default
+    /// branch it would be created from.
+    dry_run: bool,
+}
+
+fn plan_branch(cache: &GitCache, auth: &Auth, w: Want<'_>) -> Result<Plan, SyncError> {
+    let Want { tier, field, label, url, branch, from_branch, dry_run } = w;
     let remote = cache.open(url, auth).map_err(git_err(tier, field))?;
     let heads = remote.heads().map_err(git_err(tier, field))?;
     if let Some(head) = heads.branches.get(branch) {
         remote.ensure(branch, *head).map_err(git_err(tier, field))?;
         return Ok(Plan { label: label.into(), field: field.into(), remote, head: *head, create_from: None });
     }
-    let source = match from_branch {
-        Some(from) => heads.branches.get(from).map(|h| (from.to_string(), *h)).ok_or_else(|| SyncError::BranchMissing {
-            tier: tier.into(),
-            field: "spec.promotion.from".into(),
-            detail: format!("the {label} repository {url} has neither branch {branch:?} nor the branch {from:?} of the tier it is promoted from"),
-            fix: format!("sync and promote tier {from:?} first, or push branch {branch:?} to {url}"),
-        })?,
-        None => heads
-            .default_branch
-            .as_ref()
-            .and_then(|d| heads.branches.get(d).map(|h| (d.clone(), *h)))
-            .ok_or_else(|| SyncError::BranchMissing {
+    let default = heads.default_branch.as_ref().and_then(|d| heads.branches.get(d).map(|h| (d.clone(), *h)));
+    let (source, why) = match from_branch {
+        Some(from) => match (heads.branches.get(from), &default) {
+            (Some(h), _) => ((from.to_string(), *h), "promotion.from".to_string()),
+            (None, Some(d)) if dry_run => (d.clone(), format!("default branch, as {from} would be created first")),
+            _ => {
+                return Err(SyncError::BranchMissing {
+                    tier: tier.into(),
+                    field: "spec.promotion.from".into(),
+                    detail: format!("the {label} repository {url} has neither branch {branch:?} nor the branch {from:?} of the tier it is promoted from"),
+                    fix: format!("sync and promote tier {from:?} first, or push branch {branch:?} to {url}"),
+                });
+            }
+        },
+        None => (
+            default.ok_or_else(|| SyncError::BranchMissing {
                 tier: tier.into(),
                 field: field.into(),
                 detail: format!("the {label} repository {url} has no branch {branch:?}, no spec.promotion.from, and no default branch to create it from"),
                 fix: format!("push the first commit to branch {branch:?} of {url}"),
             })?,
+            "default branch".to_string(),
+        ),
     };
     remote.ensure(&source.0, source.1).map_err(git_err(tier, field))?;
-    let why = if from_branch.is_some() { "promotion.from" } else { "default branch" };
     Ok(Plan {
         label: label.into(),
         field: field.into(),
@@ -227,13 +237,22 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     let _span = tracing::info_span!("sync", tier = %tier_name, branch = %branch).entered();
 
     // 1. Resolve every pinned branch; nothing is written yet.
-    let mut app = plan_branch(cache, auth, &tier_name, "spec.app.url", "app", &tier.spec.app.url, &branch, from_branch)?;
+    let mut app = plan_branch(
+        cache,
+        auth,
+        Want { tier: &tier_name, field: "spec.app.url", label: "app", url: &tier.spec.app.url, branch: &branch, from_branch, dry_run: opts.dry_run },
+    )?;
     check_path(&app, &tier_name, "spec.app.path", &tier.spec.app.path, "Kustomize base")?;
     let mut configs = Vec::new();
     for cfg in &input.configurations {
         let name = cfg.name_any();
         let field = format!("Configuration/{name} spec.url");
-        let plan = plan_branch(cache, auth, &tier_name, &field, &format!("config/{name}"), &cfg.spec.url, &branch, from_branch)?;
+        let label = format!("config/{name}");
+        let plan = plan_branch(
+            cache,
+            auth,
+            Want { tier: &tier_name, field: &field, label: &label, url: &cfg.spec.url, branch: &branch, from_branch, dry_run: opts.dry_run },
+        )?;
         check_path(&plan, &tier_name, &format!("Configuration/{name} spec.path"), &cfg.spec.path, "Kustomize Component")?;
         configs.push((name, plan));
     }
@@ -537,17 +556,28 @@ fn commit_message(tier: &str, new_branch: bool, old: &Tree, new: &Tree, ours: Op
     if !changes.removed.is_empty() {
         lines.push(format!("shopsets removed: {}", list(&changes.removed)));
     }
-    if !changes.changed.is_empty() {
-        lines.push(format!("shopsets changed: {}", list(&changes.changed)));
+    // A ShopSet whose files differ only because someone edited them is restored, not changed.
+    let shopset_files = |t: &Tree, name: &str| -> Vec<(String, crate::render::Entry)> {
+        let (dir, app) = (format!("shopsets/{name}/"), format!("applications/{name}.yaml"));
+        t.entries.iter().filter(|(p, _)| p.starts_with(&dir) || **p == app).map(|(p, e)| (p.clone(), e.clone())).collect()
+    };
+    let changed: Vec<String> = changes.changed.iter().filter(|n| ours.is_none_or(|t| shopset_files(t, n) != shopset_files(new, n))).cloned().collect();
+    if !changed.is_empty() {
+        lines.push(format!("shopsets changed: {}", list(&changed)));
     }
-    // Whatever else differs was changed outside ShopSet (by hand) or by a template change.
+    // Whatever else differs was changed outside ShopSet (by hand) or by a template change; a
+    // ShopSet's generated files count when they differ from what ShopSet last wrote.
+    let generated = |p: &str| p.starts_with("shopsets/") || p.starts_with("applications/");
     let other: Vec<&String> = old
         .entries
         .keys()
         .chain(new.entries.keys())
-        .filter(|p| !p.starts_with("shopsets/") && !p.starts_with("applications/") && *p != "base" && !p.starts_with("config/"))
+        .filter(|p| *p != "base" && !p.starts_with("config/"))
         .filter(|p| old.entries.get(*p) != new.entries.get(*p))
-        .filter(|p| ours.is_none_or(|t| t.entries.get(*p) != old.entries.get(*p)))
+        .filter(|p| match ours {
+            Some(t) => t.entries.get(*p) != old.entries.get(*p),
+            None => !generated(p),
+        })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
