@@ -96,12 +96,7 @@ async fn main() -> Result<()> {
     }
     let client = kube::Client::try_default().await.context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config)")?;
     let renderer = Renderer::with_overrides(args.templates.as_deref()).context("templates")?;
-    let secret = match &args.webhook_secret_file {
-        Some(path) => Some(Arc::new(
-            std::fs::read(path).with_context(|| format!("cannot read webhook secret file {}", path.display()))?.trim_ascii().to_vec(),
-        )),
-        None => None,
-    };
+    let secret = webhook_secret(args.webhook_secret_file.as_deref());
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::unbounded();
@@ -166,12 +161,35 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The webhook secret; without a readable, non-empty one, webhooks are refused (401) and the
+/// controller relies on polling. The Secret volume is optional, so a missing file is no error.
+fn webhook_secret(path: Option<&std::path::Path>) -> Option<Arc<Vec<u8>>> {
+    let path = path?;
+    match std::fs::read(path) {
+        Ok(bytes) if !bytes.trim_ascii().is_empty() => Some(Arc::new(bytes.trim_ascii().to_vec())),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "webhook secret file is empty: webhooks are refused, polling only");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the webhook secret file: webhooks are refused, polling only");
+            None
+        }
+    }
+}
+
 async fn wait_for_leadership(lock: &LeaseLock) {
+    let mut said = false;
     loop {
         match lock.try_acquire_or_renew().await {
             Ok(true) => {
                 tracing::info!(identity = lock.identity(), "became leader");
                 return;
+            }
+            // Said once at info: a standby replica should not look idle for no reason.
+            Ok(false) if !said => {
+                tracing::info!(identity = lock.identity(), "another replica holds the Lease; waiting to take over");
+                said = true;
             }
             Ok(false) => tracing::debug!("another replica leads; waiting"),
             Err(e) => tracing::warn!(error = %e, "cannot read the Lease"),

@@ -114,10 +114,9 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changed, PredicateConfig::default());
-    let shopset_events = watcher::watcher(shopsets, watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(predicates::generation, PredicateConfig::default());
+    // Not filtered: a deleted ShopSet must trigger its Tier. Our own status writes do too, and
+    // end in the cheap "nothing moved" path.
+    let shopset_events = watcher::watcher(shopsets, watcher::Config::default()).default_backoff().touched_objects();
     let controller = Controller::for_stream(tier_events, reader);
     let store = controller.store();
     controller
@@ -220,10 +219,17 @@ async fn credentials(tier: &Tier, client: &kube::Client) -> Result<Auth, Error> 
     let Some(creds) = &tier.spec.credentials else { return Ok(Auth::default()) };
     let ns = tier.namespace().unwrap_or_else(|| "default".into());
     let name = creds.secret_ref.name.clone();
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get_opt(&name)
-        .await?
-        .ok_or_else(|| Error::Credentials { name: name.clone(), detail: format!("not found in namespace {ns}") })?;
+    let secret = match Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Err(Error::Credentials { name, detail: format!("not found in namespace {ns}") }),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(Error::Credentials {
+                name,
+                detail: format!("the controller may not read Secrets in namespace {ns}; fix: kubectl apply -n {ns} -f deploy/tenant/credentials-rolebinding.yaml"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Auth::from_secret(&secret).map_err(|detail| Error::Credentials { name, detail })
 }
 
