@@ -4,6 +4,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod apply;
+mod diff;
+mod doctor;
 mod promote;
 mod status;
 
@@ -106,6 +109,12 @@ enum Command {
     Rollback(promote::RollbackArgs),
     /// One view of a tier across git, the controller and Argo CD.
     Status(status::StatusArgs),
+    /// What promoting FROM to TO would bring: the commits, and the diff of every built overlay of TO.
+    Diff(diff::DiffArgs),
+    /// Apply a tier's overlays from its system branch with kubectl (the manual path when Argo CD is down).
+    Apply(apply::ApplyArgs),
+    /// Find what is wrong with tiers: Problem, Why and the commands that Fix it (exit 3 when something is).
+    Doctor(doctor::DoctorArgs),
     /// Create local example repositories in DIR, sync tier-0 and show the result (no cluster needed).
     Quickstart {
         /// Where to create the repositories and manifests.
@@ -240,6 +249,9 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Promote(args) => promote::promote(cli, style, args),
         Command::Rollback(args) => promote::rollback(cli, style, args),
         Command::Status(args) => status::status(cli, style, args),
+        Command::Diff(args) => diff::diff(cli, style, args),
+        Command::Apply(args) => apply::apply(cli, style, args),
+        Command::Doctor(args) => doctor::doctor(cli, style, args),
     }
 }
 

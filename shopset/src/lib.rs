@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod argocd;
+pub mod doctor;
 pub mod manifests;
 pub mod metrics;
 pub mod promote;

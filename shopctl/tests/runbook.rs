@@ -1,0 +1,328 @@
+//! docs/runbook.md, followed literally: every `sh` block marked `<!-- runbook: NAME -->` is taken
+//! from the document as it is and run with `sh -eu` in a fresh directory, with the runbook's
+//! variables (`$TIER`, `$APP_URL`, ...) set to a real git daemon's repositories. The system branch
+//! the blocks push is then compared by tree hash with what ShopSet writes: the library's render
+//! written through its git engine, and `shopctl sync` itself (which must find nothing to commit,
+//! or, into a fresh branch, write the same tree). The document cannot drift from the product
+//! without this test failing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::Fixture;
+use shopset::gitops::{Auth, GitCache};
+use shopset::manifests::Inventory;
+use shopset::render::{Pins, RenderInput, Renderer};
+use shopset_e2e::controlplane::ControlPlane;
+use shopset_e2e::gitserver::{branch_head, commit_files};
+use shopset_e2e::tools::{repo_root, tools_bin};
+
+/// Every block of the runbook, and the tests below run each of them.
+const BLOCKS: &[&str] = &["apply-applications", "argocd-down", "bump", "create-branches", "first-render", "promote", "rerender", "rollback", "verify"];
+
+/// The marked `sh` blocks of docs/runbook.md: name -> script.
+fn runbook() -> BTreeMap<String, String> {
+    let path = repo_root().join("docs").join("runbook.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut blocks = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line.trim().strip_prefix("<!-- runbook: ").and_then(|r| r.strip_suffix(" -->")) else { continue };
+        assert_eq!(lines.next().map(str::trim), Some("```sh"), "runbook block {name}: the marker must be followed by a ```sh fence");
+        let mut body = String::new();
+        for l in lines.by_ref() {
+            if l.starts_with("```") {
+                break;
+            }
+            body.push_str(l);
+            body.push('\n');
+        }
+        assert!(blocks.insert(name.to_string(), body).is_none(), "runbook block {name} is defined twice");
+    }
+    blocks
+}
+
+/// Runs runbook blocks as a person would: a shell, an empty directory, the variables set, git's
+/// identity in a config file of its own, `shopctl`, `kustomize` and `kubectl` on PATH.
+struct Hand<'a> {
+    f: &'a Fixture,
+    blocks: BTreeMap<String, String>,
+    home: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    runs: std::cell::Cell<usize>,
+}
+
+impl<'a> Hand<'a> {
+    fn new(f: &'a Fixture) -> Self {
+        let home = f.work.path().join("hand-home");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join(".gitconfig"),
+            "[user]\n\tname = Runbook Reader\n\temail = oncall@shopset.invalid\n[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n[credential]\n\thelper =\n",
+        )
+        .unwrap();
+        Hand { f, blocks: runbook(), home, kubeconfig: None, runs: std::cell::Cell::new(0) }
+    }
+
+    fn command(&self, block: &str, vars: &[(&str, &str)]) -> Command {
+        let script = self.blocks.get(block).unwrap_or_else(|| panic!("docs/runbook.md has no block {block}"));
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let dir = self.f.work.path().join(format!("hand-{n}-{block}"));
+        std::fs::create_dir(&dir).unwrap();
+        let shopctl_dir = Path::new(env!("CARGO_BIN_EXE_shopctl")).parent().unwrap().to_path_buf();
+        let path = std::env::join_paths([shopctl_dir, tools_bin()].into_iter().chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-eu").arg("-c").arg(script).current_dir(&dir).env_clear().stdin(Stdio::null());
+        cmd.env("PATH", path)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_GLOBAL", self.home.join(".gitconfig"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("SHOPSET_CACHE_DIR", self.f.work.path().join("hand-cache"))
+            .env("MANIFESTS", self.f.manifests())
+            .env("APP_URL", &self.f.app)
+            .env("CONFIG", "shop-config")
+            .env("CONFIG_URL", &self.f.config)
+            .env("SYSTEM_URL", &self.f.system)
+            .env("ARGOCD_NAMESPACE", "argocd");
+        match &self.kubeconfig {
+            Some(k) => cmd.env("KUBECONFIG", k),
+            None => cmd.env("KUBECONFIG", self.home.join("no-cluster")),
+        };
+        cmd.envs(vars.iter().copied());
+        cmd
+    }
+
+    /// Runs a block that must succeed; returns what it printed (stdout and stderr).
+    fn run(&self, block: &str, vars: &[(&str, &str)]) -> String {
+        let out = self.command(block, vars).output().expect("run sh");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "runbook block {block} with {vars:?} failed ({}):\n{text}\n--- the block:\n{}", out.status, self.blocks[block]);
+        text
+    }
+
+    /// Runs a block that must fail; returns what it printed.
+    fn run_fails(&self, block: &str, vars: &[(&str, &str)]) -> String {
+        let out = self.command(block, vars).output().expect("run sh");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "runbook block {block} with {vars:?} should have failed:\n{text}");
+        text
+    }
+}
+
+/// `git rev-parse <branch>^{tree}` in the system repository on the server.
+fn tree(f: &Fixture, branch: &str) -> String {
+    f.system_git(&["rev-parse", &format!("{branch}^{{tree}}")])
+}
+
+/// The tree ShopSet writes for `tier` at the current heads of its app and configuration branches:
+/// the library's render, written as git objects by its git engine (nothing is pushed).
+fn shopset_tree(f: &Fixture, tier: &str) -> String {
+    let inventory = Inventory::load(&[f.manifests()]).expect("manifests load");
+    let input = inventory.tier_input(tier).expect("tier input");
+    let pins = Pins {
+        app: branch_head(&f.app, tier).expect("app tier branch"),
+        configurations: [("shop-config".to_string(), branch_head(&f.config, tier).expect("config tier branch"))].into(),
+    };
+    let rendered = Renderer::embedded()
+        .unwrap()
+        .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })
+        .expect("render");
+    let scratch = f.work.path().join("scratch-cache");
+    let remote = GitCache::new(&scratch).open(&f.system, &Auth::default()).expect("open scratch cache");
+    remote.write_tree(&rendered).expect("write tree").to_string()
+}
+
+/// Asserts the system branch of `tier` holds exactly the tree ShopSet would write; on a mismatch
+/// the message has `shopctl sync --dry-run`'s diff.
+fn assert_tree_is_shopsets(f: &Fixture, tier: &str, step: &str) {
+    let (ours, theirs) = (tree(f, tier), shopset_tree(f, tier));
+    if ours != theirs {
+        let manifests = f.manifests();
+        let run = f.shopctl(&["sync", "-f", manifests.to_str().unwrap(), "--tier", tier, "--dry-run"]);
+        panic!("{step}: the by-hand tree {ours} of {tier} differs from ShopSet's {theirs}:\n{run}");
+    }
+}
+
+/// `shopctl sync` of `tier` commits nothing: the by-hand branch is what the controller writes.
+fn assert_sync_is_a_no_op(f: &Fixture, tier: &str) {
+    let before = branch_head(&f.system, tier);
+    let run = f.sync_ok(&["--tier", tier]);
+    assert!(run.stdout.contains("no change: system branch already at"), "{run}");
+    assert_eq!(branch_head(&f.system, tier), before, "sync moved {tier}:\n{run}");
+}
+
+fn example(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join("examples").join(path)).unwrap()
+}
+
+#[test]
+fn every_block_of_the_runbook_is_run_by_these_tests() {
+    let names: Vec<String> = runbook().into_keys().collect();
+    assert_eq!(names, BLOCKS, "docs/runbook.md's blocks and the ones these tests run differ: add a test for a new block");
+}
+
+#[test]
+fn first_render_and_bump_by_hand_write_the_tree_shopctl_sync_writes() {
+    let f = Fixture::daemon();
+    let hand = Hand::new(&f);
+
+    // 1. Tier branches from the default branch, 2. the first render.
+    hand.run("create-branches", &[("TIER", "tier-0"), ("FROM", "main")]);
+    assert_eq!(branch_head(&f.app, "tier-0"), branch_head(&f.app, "main"));
+    assert_eq!(branch_head(&f.config, "tier-0"), branch_head(&f.config, "main"));
+    hand.run("first-render", &[("TIER", "tier-0")]);
+    assert_tree_is_shopsets(&f, "tier-0", "first render");
+    let by_hand = tree(&f, "tier-0");
+
+    // shopctl sync into a fresh tier-0 branch of the same repository (the by-hand one moved
+    // aside: the URL is part of the tree) writes the very same tree.
+    f.system_git(&["update-ref", "refs/heads/by-hand/tier-0", "tier-0"]);
+    f.system_git(&["update-ref", "-d", "refs/heads/tier-0"]);
+    let run = f.sync_ok(&["--tier", "tier-0"]);
+    assert!(run.stdout.contains("committed"), "{run}");
+    assert_eq!(tree(&f, "tier-0"), by_hand, "shopctl sync wrote another tree than the runbook:\n{run}");
+
+    // 3. A merge into the app and the configuration tier branches, pinned by hand.
+    let checkout = example("app/base/checkout.yaml").replace("checkout:1.0.0", "checkout:1.2.0");
+    let app_head = commit_files(&f.read_url("app"), "tier-0", &[("base/checkout.yaml", &checkout)], "Bump checkout to 1.2.0");
+    let component = example("config/component/kustomization.yaml").replace("LOG_LEVEL=info", "LOG_LEVEL=debug");
+    let config_head = commit_files(&f.read_url("config"), "tier-0", &[("component/kustomization.yaml", &component)], "Debug logging");
+    hand.run("bump", &[("TIER", "tier-0")]);
+    assert_eq!(f.system_git(&["rev-parse", "tier-0:base"]), app_head);
+    assert_eq!(f.system_git(&["rev-parse", "tier-0:config/shop-config"]), config_head);
+    assert_tree_is_shopsets(&f, "tier-0", "bump");
+
+    // 9. The runbook's own check, then the controller's step: nothing left to do.
+    let verify = hand.run("verify", &[("TIER", "tier-0")]);
+    assert!(verify.contains("no change: the system branch is up to date"), "{verify}");
+    assert_sync_is_a_no_op(&f, "tier-0");
+
+    // A bump with nothing new is a no-op too (no empty commit).
+    let head = branch_head(&f.system, "tier-0");
+    hand.run("bump", &[("TIER", "tier-0")]);
+    assert_eq!(branch_head(&f.system, "tier-0"), head);
+}
+
+#[test]
+fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand() {
+    let f = Fixture::daemon();
+    let hand = Hand::new(&f);
+    let manifests = f.manifests();
+    let manifests = manifests.to_str().unwrap();
+
+    // Both tiers set up by hand: tier-1's branches start at tier-0's (its promotion source).
+    hand.run("create-branches", &[("TIER", "tier-0"), ("FROM", "main")]);
+    hand.run("first-render", &[("TIER", "tier-0")]);
+    hand.run("create-branches", &[("TIER", "tier-1"), ("FROM", "tier-0")]);
+    hand.run("first-render", &[("TIER", "tier-1")]);
+    assert_tree_is_shopsets(&f, "tier-0", "first render of tier-0");
+    assert_tree_is_shopsets(&f, "tier-1", "first render of tier-1");
+    let v1 = branch_head(&f.app, "tier-1").unwrap();
+
+    // A change lands on tier-0 and is pinned by hand.
+    let checkout = example("app/base/checkout.yaml").replace("checkout:1.0.0", "checkout:1.2.0");
+    let v2 = commit_files(&f.read_url("app"), "tier-0", &[("base/checkout.yaml", &checkout)], "Bump checkout to 1.2.0");
+    hand.run("bump", &[("TIER", "tier-0")]);
+    assert_tree_is_shopsets(&f, "tier-0", "bump of tier-0");
+
+    // `shopctl diff` previews the promotion without moving anything.
+    let preview = f.shopctl_env(&["diff", "tier-0", "tier-1", "-f", manifests], &[("PATH", &path_with_tools())]).success();
+    assert!(preview.stdout.contains("+        image: ghcr.io/acme/checkout:1.2.0"), "{preview}");
+    assert_eq!(branch_head(&f.app, "tier-1").as_deref(), Some(v1.as_str()));
+
+    // 7. Promote by plain git push, 3. pin it by hand.
+    hand.run("promote", &[("TIER", "tier-1"), ("FROM", "tier-0")]);
+    assert_eq!(branch_head(&f.app, "tier-1").as_deref(), Some(v2.as_str()));
+    assert_eq!(branch_head(&f.config, "tier-1"), branch_head(&f.config, "tier-0"));
+    hand.run("bump", &[("TIER", "tier-1")]);
+    assert_eq!(f.system_git(&["rev-parse", "tier-1:base"]), v2);
+    assert_tree_is_shopsets(&f, "tier-1", "bump after promotion");
+    // The controller, started again, has nothing to do on either tier.
+    assert_sync_is_a_no_op(&f, "tier-0");
+    assert_sync_is_a_no_op(&f, "tier-1");
+
+    // 8. Roll tier-1 back to v1 under a lease, pin it by hand.
+    hand.run("rollback", &[("TIER", "tier-1"), ("GOOD", &v1)]);
+    assert_eq!(branch_head(&f.app, "tier-1").as_deref(), Some(v1.as_str()));
+    hand.run("bump", &[("TIER", "tier-1")]);
+    assert_eq!(f.system_git(&["rev-parse", "tier-1:base"]), v1);
+    assert_tree_is_shopsets(&f, "tier-1", "bump after rollback");
+    assert_sync_is_a_no_op(&f, "tier-1");
+
+    // 4. A manifest change (replicas, a new ShopSet, one removed), re-rendered by hand.
+    let shopsets = example("shopsets.yaml").replace("replicas: 3", "replicas: 5");
+    let (keep, _us_east) = shopsets.split_at(shopsets.find("---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: us-east").expect("us-east in the example"));
+    let changed = format!(
+        "{keep}---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: ap-south\nspec:\n  tier: tier-1\n  configuration: shop-config\n  shops: [shop-2001]\n  images:\n  - name: ghcr.io/acme/storefront\n    newTag: 1.0.1\n"
+    );
+    f.write_manifest("shopsets.yaml", &changed);
+    hand.run("rerender", &[("TIER", "tier-1")]);
+    let files = f.system_git(&["ls-tree", "-r", "--name-only", "tier-1"]);
+    assert!(files.contains("applications/ap-south.yaml") && !files.contains("us-east"), "{files}");
+    assert_tree_is_shopsets(&f, "tier-1", "re-render");
+    assert_sync_is_a_no_op(&f, "tier-1");
+
+    // A hotfix on tier-1: the plain promotion push is refused (a fast-forward or nothing).
+    commit_files(&f.read_url("app"), "tier-1", &[("HOTFIX.md", "hotfix\n")], "Hotfix on tier-1");
+    let refused = hand.run_fails("promote", &[("TIER", "tier-1"), ("FROM", "tier-0")]);
+    assert!(refused.contains("rejected"), "{refused}");
+    let doctor = f.shopctl_env(&["doctor", "tier-1", "-f", manifests], &[("KUBECONFIG", "/nonexistent")]).failure(3);
+    assert!(doctor.stdout.contains("the app branch tier-1 has 1 commit(s) that tier-0 lacks"), "{doctor}");
+}
+
+fn path_with_tools() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(tools_bin()).chain(std::env::split_paths(&path));
+    std::env::join_paths(dirs).unwrap().into_string().unwrap()
+}
+
+/// The kubectl blocks against a real API server: the Applications as the controller applies them
+/// (and prunes), and the overlays as Argo CD applies them.
+#[test]
+fn kubectl_blocks_apply_what_the_controller_and_argo_cd_apply() {
+    let cp = ControlPlane::start();
+    let f = Fixture::daemon();
+    let mut hand = Hand::new(&f);
+    hand.kubeconfig = Some(cp.kubeconfig().to_path_buf());
+    hand.run("create-branches", &[("TIER", "tier-0"), ("FROM", "main")]);
+    hand.run("first-render", &[("TIER", "tier-0")]);
+
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    // An Application of a ShopSet that is gone, and one of another tier: only the first goes.
+    let stale = |name: &str, tier: &str| {
+        format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: {name}\n  namespace: argocd\n  labels:\n    app.kubernetes.io/managed-by: shopset-controller\n    shopset.dev/tier: {tier}\nspec:\n  project: default\n  source:\n    repoURL: {}\n    targetRevision: {tier}\n    path: shopsets/{name}\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: {name}\n",
+            f.system
+        )
+    };
+    cp.kubectl_with_stdin_ok(["apply", "--server-side", "-f", "-"], &format!("{}---\n{}", stale("gone", "tier-0"), stale("other", "tier-1")));
+
+    hand.run("apply-applications", &[("TIER", "tier-0")]);
+    let apps = cp.kubectl_ok(["-n", "argocd", "get", "applications", "-o", "name"]);
+    let apps: Vec<&str> = apps.lines().collect();
+    assert_eq!(apps, ["application.argoproj.io/canary-eu", "application.argoproj.io/canary-us", "application.argoproj.io/other"]);
+    let managers = cp.kubectl_ok(["-n", "argocd", "get", "application", "canary-eu", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    assert_eq!(managers.trim(), "shopset-controller");
+    let revision = cp.kubectl_ok(["-n", "argocd", "get", "application", "canary-eu", "-o", "jsonpath={.spec.source.targetRevision} {.spec.source.path}"]);
+    assert_eq!(revision, "tier-0 shopsets/canary-eu");
+
+    hand.run("argocd-down", &[("TIER", "tier-0")]);
+    for (ns, image) in [("canary-eu", "ghcr.io/acme/checkout:1.0.0"), ("canary-us", "ghcr.io/acme/checkout:1.1.0-rc.1")] {
+        let deploys = cp.kubectl_ok(["-n", ns, "get", "deployments", "-o", "name"]);
+        assert_eq!(deploys.lines().collect::<Vec<_>>(), ["deployment.apps/checkout", "deployment.apps/storefront"], "{ns}");
+        let services = cp.kubectl_ok(["-n", ns, "get", "services", "-o", "name"]);
+        assert_eq!(services.lines().collect::<Vec<_>>(), ["service/checkout", "service/storefront"], "{ns}");
+        let got = cp.kubectl_ok(["-n", ns, "get", "deployment", "checkout", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+        assert_eq!(got, image);
+        let managers = cp.kubectl_ok(["-n", ns, "get", "deployment", "checkout", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+        assert!(managers.split_whitespace().any(|m| m == "shopset-manual"), "{managers}");
+    }
+    // The ShopSet's identity reached the workloads.
+    let env = cp.kubectl_ok(["-n", "canary-eu", "get", "configmaps", "-l", "shopset.dev/shopset=canary-eu", "-o", "jsonpath={.items[*].data.SHOP_IDS}"]);
+    assert!(env.contains("shop-0001,shop-0002"), "{env}");
+}

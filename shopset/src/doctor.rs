@@ -1,0 +1,648 @@
+//! `shopctl doctor`: analyzers, each checking one failure mode of a tier and saying what is wrong
+//! (Problem), why it matters or happens (Why), and the exact commands that fix it (Fix).
+//!
+//! The analyzers are pure functions over facts read elsewhere: [`GitFacts`] (branch heads and
+//! pins, read by [`git_facts`]), the Tier and its Applications as the cluster shows them
+//! ([`ClusterFacts`], read by [`cluster_facts`]), and the controller's metrics. What could not be
+//! read is reported as "not checked", never guessed.
+
+use std::collections::BTreeMap;
+
+use git2::Oid;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use serde::Serialize;
+
+use crate::api::Tier;
+use crate::gitops::{Auth, GitCache, GitError, Remote};
+use crate::inspect::{AppState, GitState, application_states, git_state};
+use crate::manifests::TierInput;
+
+/// The controller's namespace and Deployment as `kubectl apply -k deploy/` installs them.
+pub const CONTROLLER_NAMESPACE: &str = "shopset-system";
+pub const CONTROLLER_DEPLOYMENT: &str = "shopset-controller";
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// The analyzer that found it (see [`CHECKS`]).
+    pub check: String,
+    /// The tier it concerns; None for the controller as a whole.
+    pub tier: Option<String>,
+    pub problem: String,
+    pub why: String,
+    /// Shell lines: commands to run, or `# ` comments between them.
+    pub fix: Vec<String>,
+}
+
+/// Every analyzer, by the name findings carry, with what it checks.
+pub const CHECKS: &[(&str, &str)] = &[
+    ("git", "the repositories can be read"),
+    ("branch-missing", "the tier branch exists in the app, configuration and system repositories"),
+    ("stale-pin", "the system branch pins the heads of the tier's app and configuration branches"),
+    ("pin-unreachable", "every pinned commit is still on a branch of its repository"),
+    ("hotfix-not-merged", "the tier has no commits the tier it is promoted from lacks"),
+    ("tier-not-ready", "the Tier is applied and its Ready condition is True"),
+    ("credentials", "the Secret the Tier names exists"),
+    ("application", "each ShopSet's Application exists, is Synced and Healthy at the system branch's head"),
+    ("webhook", "the controller has received webhook deliveries and refused none"),
+];
+
+/// What `doctor` found for one tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierReport {
+    pub tier: String,
+    pub findings: Vec<Finding>,
+    /// Analyzers that ran.
+    pub checked: Vec<String>,
+    /// What could not be checked, and why.
+    pub not_checked: Vec<String>,
+}
+
+/// The git side of a tier, as the analyzers need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitFacts {
+    pub state: GitState,
+    /// Commit time (Unix seconds) of the head of the tier's app branch.
+    pub app_head_time: Option<i64>,
+    /// Commit time of the head of each configuration branch.
+    pub configuration_head_times: BTreeMap<String, i64>,
+    /// Commits on the tier branch after the pinned commit, by pinned path (`base`, `config/<name>`).
+    pub unpinned_commits: BTreeMap<String, usize>,
+    /// Pinned commits no branch of their repository contains any more: path -> commit.
+    pub unreachable: BTreeMap<String, String>,
+    /// Commits on each configuration's tier branch that the promotion source's branch lacks.
+    pub configuration_ahead: BTreeMap<String, usize>,
+}
+
+/// The cluster side of a tier.
+#[derive(Debug, Clone)]
+pub struct ClusterFacts {
+    /// The Tier as applied (None: not applied).
+    pub tier: Result<Option<Tier>, String>,
+    pub applications: Result<Vec<AppState>, String>,
+    /// Whether the credentials Secret exists; None when the Tier names none.
+    pub secret: Option<Result<bool, String>>,
+}
+
+/// How fix commands are written.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The manifest paths as the user gave them, joined with ` -f ` (written after `-f`).
+    pub manifests: String,
+    /// Now, in Unix seconds (the caller's clock: analyzers read none).
+    pub now: i64,
+}
+
+/// The namespace the Tier lives in (manifests without one mean `default`).
+pub fn tier_namespace(tier: &Tier) -> String {
+    tier.namespace().unwrap_or_else(|| "default".into())
+}
+
+fn short(s: &str) -> &str {
+    &s[..7.min(s.len())]
+}
+
+/// `3h 12m`, `45s`.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn finding(check: &str, tier: &str, problem: String, why: String, fix: Vec<String>) -> Finding {
+    Finding { check: check.into(), tier: Some(tier.into()), problem, why, fix }
+}
+
+/// Runs every analyzer of one tier over the facts; a fact that could not be read turns its
+/// analyzers into "not checked" notes (and an unreadable repository is itself a finding).
+pub fn diagnose_tier(input: &TierInput, git: &Result<GitFacts, String>, cluster: &Result<ClusterFacts, String>, ctx: &Context) -> TierReport {
+    let name = input.tier.name_any();
+    let mut report = TierReport { tier: name.clone(), ..TierReport::default() };
+    let ran = |report: &mut TierReport, check: &str, found: Vec<Finding>| {
+        report.checked.push(check.to_string());
+        report.findings.extend(found);
+    };
+    match git {
+        Ok(g) => {
+            ran(&mut report, "git", Vec::new());
+            ran(&mut report, "branch-missing", missing_branches(input, g, ctx));
+            ran(&mut report, "stale-pin", stale_pins(input, g, ctx));
+            ran(&mut report, "pin-unreachable", unreachable_pins(input, g, ctx));
+            ran(&mut report, "hotfix-not-merged", hotfix_not_merged(input, g, ctx));
+        }
+        Err(e) => {
+            ran(&mut report, "git", vec![git_unreadable(input, e, ctx)]);
+            report.not_checked.push(format!("branch-missing, stale-pin, pin-unreachable, hotfix-not-merged: the repositories could not be read ({e})"));
+        }
+    }
+    match cluster {
+        Err(e) => report.not_checked.push(format!("tier-not-ready, credentials, application: no cluster ({e}); set KUBECONFIG to check them")),
+        Ok(c) => {
+            match &c.tier {
+                Ok(t) => ran(&mut report, "tier-not-ready", tier_not_ready(input, t.as_ref(), ctx)),
+                Err(e) => report.not_checked.push(format!("tier-not-ready: cannot read Tier {}/{name}: {e}", tier_namespace(&input.tier))),
+            }
+            match &c.secret {
+                None => {}
+                Some(Ok(exists)) => ran(&mut report, "credentials", credentials_missing(input, *exists)),
+                Some(Err(e)) => report.not_checked.push(format!("credentials: cannot read the Secret: {e}")),
+            }
+            match (&c.applications, git) {
+                (Ok(apps), Ok(g)) => ran(&mut report, "application", applications(input, &g.state, apps, ctx)),
+                (Ok(apps), Err(_)) => ran(&mut report, "application", applications(input, &GitState::default(), apps, ctx)),
+                (Err(e), _) => report.not_checked.push(format!("application: cannot read the Applications: {e}")),
+            }
+        }
+    }
+    report
+}
+
+fn git_unreadable(input: &TierInput, error: &str, ctx: &Context) -> Finding {
+    let t = &input.tier;
+    finding(
+        "git",
+        &t.name_any(),
+        format!("cannot read the repositories of tier {}: {error}", t.name_any()),
+        "the controller reads the same repositories: while they cannot be read, nothing is pinned or pushed (the Tier's Ready condition says GitUnavailable or AuthenticationFailed)".into(),
+        vec![
+            "# check the URL, the server and the credentials by hand:".into(),
+            format!("git ls-remote {}", t.spec.app.url),
+            format!("git ls-remote {}", t.spec.system.url),
+            format!("shopctl status {} -f {}", t.name_any(), ctx.manifests),
+        ],
+    )
+}
+
+/// A tier branch missing in the app, a configuration or the system repository.
+pub fn missing_branches(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+    let t = &input.tier;
+    let (tier, branch) = (t.name_any(), t.branch());
+    let source = input.from.as_ref().map(|f| f.branch());
+    let mut out = Vec::new();
+    let mut repos: Vec<(String, String, bool)> = vec![("app".into(), t.spec.app.url.clone(), git.state.app_head.is_some())];
+    for c in &input.configurations {
+        let present = git.state.configuration_heads.get(&c.name_any()).is_some_and(Option::is_some);
+        repos.push((format!("configuration {}", c.name_any()), c.spec.url.clone(), present));
+    }
+    for (what, url, present) in repos {
+        if present {
+            continue;
+        }
+        let from = source.clone().unwrap_or_else(|| "main".into());
+        let from_what = match &source {
+            Some(s) => format!("branch {s} of the tier it is promoted from"),
+            None => "the default branch".into(),
+        };
+        out.push(finding(
+            "branch-missing",
+            &tier,
+            format!("the {what} repository {url} has no branch {branch}"),
+            format!(
+                "tier {tier} deploys what branch {branch} holds; the controller creates it from {from_what} on its next successful sync, \
+                 and until then nothing of this tier is pinned (the Tier is not Ready with BranchMissing if {from_what} is missing too)"
+            ),
+            vec![
+                format!("shopctl sync -f {} --tier {tier}", ctx.manifests),
+                format!("# or by hand (`{from}` is {from_what}):"),
+                format!("git clone --quiet --no-checkout {url} repo && git -C repo push --force-with-lease={branch}: origin refs/remotes/origin/{from}:refs/heads/{branch}"),
+            ],
+        ));
+    }
+    if git.state.system_head.is_none() {
+        out.push(finding(
+            "branch-missing",
+            &tier,
+            format!("the system repository {} has no branch {branch}", t.spec.system.url),
+            format!("Argo CD deploys tier {tier}'s Applications from branch {branch} of the system repository: the tier was never synced, so nothing of it can deploy"),
+            vec![
+                format!("shopctl sync -f {} --tier {tier}", ctx.manifests),
+                "# or by hand: docs/runbook.md, \"First render of a tier branch\"".into(),
+            ],
+        ));
+    }
+    out
+}
+
+/// The system branch pins an app or configuration commit other than the tier branch's head.
+pub fn stale_pins(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+    let t = &input.tier;
+    let (tier, branch) = (t.name_any(), t.branch());
+    if git.state.system_head.is_none() {
+        return Vec::new();
+    }
+    let mut pairs: Vec<(String, String, Option<String>, Option<i64>)> =
+        vec![("base".into(), "app".into(), git.state.app_head.clone(), git.app_head_time)];
+    for c in &input.configurations {
+        let name = c.name_any();
+        pairs.push((
+            format!("config/{name}"),
+            format!("configuration {name}"),
+            git.state.configuration_heads.get(&name).cloned().flatten(),
+            git.configuration_head_times.get(&name).copied(),
+        ));
+    }
+    let interval = &t.spec.interval;
+    let mut out = Vec::new();
+    for (path, what, head, time) in pairs {
+        let (Some(head), Some(pinned)) = (head, git.state.pinned.get(&path)) else { continue };
+        if &head == pinned {
+            continue;
+        }
+        let count = match git.unpinned_commits.get(&path) {
+            Some(0) => " (the branch moved back or was rewritten)".to_string(),
+            Some(1) => " (1 commit not deployed)".to_string(),
+            Some(n) => format!(" ({n} commits not deployed)"),
+            None => String::new(),
+        };
+        let age = match time {
+            Some(time) => format!("the {what} head was committed {} ago", human_duration(ctx.now - time)),
+            None => format!("the {what} head moved"),
+        };
+        out.push(finding(
+            "stale-pin",
+            &tier,
+            format!("the system branch {branch} pins {what} {}, but the {what} branch {branch} is at {}{count}", short(pinned), short(&head)),
+            format!(
+                "{age}; the controller pins a new head within the Tier's interval ({interval}) or at once on a webhook, \
+                 so it is lagging, stopped, or failing on this tier (its Ready condition says why)"
+            ),
+            vec![
+                format!("kubectl -n {} get tier {tier} -o wide", tier_namespace(t)),
+                format!("kubectl -n {CONTROLLER_NAMESPACE} logs deploy/{CONTROLLER_DEPLOYMENT} --tail=50"),
+                "# do the controller's step by hand (the same commit it would write):".into(),
+                format!("shopctl sync -f {} --tier {tier}", ctx.manifests),
+            ],
+        ));
+    }
+    out
+}
+
+/// A pinned commit that no branch of its repository contains (force-pushed away).
+pub fn unreachable_pins(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+    let t = &input.tier;
+    let (tier, branch) = (t.name_any(), t.branch());
+    let mut out = Vec::new();
+    for (path, commit) in &git.unreachable {
+        let (what, url) = if path == "base" {
+            ("app".to_string(), t.spec.app.url.clone())
+        } else {
+            let name = path.trim_start_matches("config/");
+            let url = input.configurations.iter().find(|c| c.name_any() == name).map(|c| c.spec.url.clone()).unwrap_or_default();
+            (format!("configuration {name}"), url)
+        };
+        out.push(finding(
+            "pin-unreachable",
+            &tier,
+            format!("the system branch {branch} pins {what} commit {}, which no branch of {url} contains any more", short(commit)),
+            format!(
+                "someone rewrote branch {branch} (a force push): git clone --recurse-submodules, and so Argo CD, cannot fetch a commit no branch reaches, \
+                 so the overlays of tier {tier} no longer build"
+            ),
+            vec![
+                "# pin the branch's current head again (the controller does so on its next sync):".into(),
+                format!("shopctl sync -f {} --tier {tier}", ctx.manifests),
+                format!("# or, if the rewrite was a mistake, put {} back from a clone that still has it:", short(commit)),
+                format!("git push --force-with-lease={branch}:$(git ls-remote {url} refs/heads/{branch} | cut -f1) {url} {commit}:refs/heads/{branch}"),
+            ],
+        ));
+    }
+    out
+}
+
+/// The tier has commits the tier it is promoted from lacks (a hotfix not merged back).
+pub fn hotfix_not_merged(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+    let Some(from) = &input.from else { return Vec::new() };
+    let t = &input.tier;
+    let (tier, branch, from_tier, from_branch) = (t.name_any(), t.branch(), from.name_any(), from.branch());
+    let mut repos: Vec<(String, String, usize)> = Vec::new();
+    if let Some(n) = git.state.ahead.filter(|n| *n > 0) {
+        repos.push(("app".into(), t.spec.app.url.clone(), n));
+    }
+    for c in &input.configurations {
+        if let Some(n) = git.configuration_ahead.get(&c.name_any()).filter(|n| **n > 0) {
+            repos.push((format!("configuration {}", c.name_any()), c.spec.url.clone(), *n));
+        }
+    }
+    repos
+        .into_iter()
+        .map(|(what, url, n)| {
+            finding(
+                "hotfix-not-merged",
+                &tier,
+                format!("the {what} branch {branch} has {n} commit(s) that {from_branch} lacks (a hotfix not merged back)"),
+                format!(
+                    "the next promotion {from_tier} -> {tier} is refused as diverged, and forcing it would take the hotfix out of {tier}: \
+                     it has to reach {from_branch} first"
+                ),
+                vec![
+                    format!("git clone --quiet {url} repo && cd repo"),
+                    format!("git checkout {from_branch} && git merge origin/{branch} && git push origin {from_branch}"),
+                    format!("# then let it reach tier {from_tier} and promote: shopctl promote {from_tier} {tier} -f {}", ctx.manifests),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// The Tier is not applied, or its Ready condition is not True.
+pub fn tier_not_ready(input: &TierInput, applied: Option<&Tier>, ctx: &Context) -> Vec<Finding> {
+    let t = &input.tier;
+    let (tier, ns) = (t.name_any(), tier_namespace(t));
+    let Some(applied) = applied else {
+        return vec![finding(
+            "tier-not-ready",
+            &tier,
+            format!("Tier {ns}/{tier} is not applied to the cluster"),
+            "the controller only manages Tiers it can see: nothing syncs this tier unless someone runs `shopctl sync`".into(),
+            vec![format!("kubectl apply --server-side -f {}", ctx.manifests)],
+        )];
+    };
+    let conditions = applied.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let describe = format!("kubectl -n {ns} describe tier {tier}");
+    let logs = format!("kubectl -n {CONTROLLER_NAMESPACE} logs deploy/{CONTROLLER_DEPLOYMENT} --tail=50");
+    let Some(ready) = conditions.iter().find(|c| c.type_ == "Ready") else {
+        return vec![finding(
+            "tier-not-ready",
+            &tier,
+            format!("Tier {ns}/{tier} has no Ready condition"),
+            "the controller has not reconciled it yet: it is not running, not leader, or cannot read Tiers in this namespace".into(),
+            vec![format!("kubectl -n {CONTROLLER_NAMESPACE} get deploy,pods"), logs, "# meanwhile, do its step by hand:".into(), format!("shopctl sync -f {} --tier {tier}", ctx.manifests)],
+        )];
+    };
+    if ready.status == "True" {
+        return Vec::new();
+    }
+    let stale = match (applied.metadata.generation, applied.status.as_ref().and_then(|s| s.observed_generation)) {
+        (Some(g), Some(o)) if o < g => format!(" (the status describes generation {o}; the Tier is at {g})"),
+        _ => String::new(),
+    };
+    let sync = format!("shopctl sync -f {} --tier {tier}", ctx.manifests);
+    let (why, mut fix): (&str, Vec<String>) = match ready.reason.as_str() {
+        "GitUnavailable" => ("a repository cannot be reached: nothing is pinned or pushed until it can", vec![format!("git ls-remote {}", t.spec.app.url), format!("git ls-remote {}", t.spec.system.url)]),
+        "AuthenticationFailed" => ("the git server refused the credentials of the Secret the Tier names", vec![format!("kubectl -n {ns} get secret {} -o jsonpath='{{.data}}'", t.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str()).unwrap_or("<secret>")), "# update username/password (a token goes in password), then wait for the next poll".into()]),
+        "CredentialsMissing" => ("the Secret the Tier names is missing or holds neither password nor identity", vec![format!("kubectl -n {ns} get secret {}", t.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str()).unwrap_or("<secret>"))]),
+        "PushConflict" => ("another writer keeps moving the system branch; only ShopSet should write it", vec![format!("git log --format='%h %an %s' -5 {} ", t.branch()), "# (in a clone of the system repository) stop the other writer, then:".into(), sync.clone()]),
+        "PushRejected" => ("the system repository refuses the push (branch protection or a hook)", vec!["# allow ShopSet's credentials to push to the tier branch, then:".into(), sync.clone()]),
+        "BranchMissing" => ("a tier branch is missing and there is nothing to create it from", vec![format!("shopctl sync -f {} --tier {tier} --dry-run", ctx.manifests)]),
+        "InvalidSpec" | "RenderFailed" => ("the Tier, its ShopSets or Configurations are invalid, or a template fails", vec![format!("shopctl render -f {} --tier {tier} --offline --out /tmp/{tier}", ctx.manifests)]),
+        "ApplicationsFailed" => ("the Applications could not be applied (Argo CD's CRD missing, RBAC, or the namespace)", vec![format!("kubectl -n {} get applications", t.spec.argocd.namespace)]),
+        _ => ("the controller's last reconcile of this tier failed", vec![]),
+    };
+    fix.insert(0, describe);
+    fix.push(logs);
+    vec![finding(
+        "tier-not-ready",
+        &tier,
+        format!("Tier {ns}/{tier} is not Ready: {}: {}{stale}", ready.reason, ready.message),
+        why.to_string(),
+        fix,
+    )]
+}
+
+/// The credentials Secret the Tier names does not exist.
+pub fn credentials_missing(input: &TierInput, exists: bool) -> Vec<Finding> {
+    let t = &input.tier;
+    let (Some(creds), false) = (&t.spec.credentials, exists) else { return Vec::new() };
+    let (ns, name) = (tier_namespace(t), &creds.secret_ref.name);
+    vec![finding(
+        "credentials",
+        &t.name_any(),
+        format!("Secret {ns}/{name}, named by Tier {}'s spec.credentials.secretRef, does not exist", t.name_any()),
+        "the controller cannot authenticate to git without it: every sync of the tier fails (Ready False, CredentialsMissing)".into(),
+        vec![
+            format!("kubectl -n {ns} create secret generic {name} --from-literal=username=<user> --from-literal=password=<token>"),
+            format!("# for SSH: kubectl -n {ns} create secret generic {name} --from-file=identity=<private key file>"),
+        ],
+    )]
+}
+
+/// Each ShopSet's Application: missing, OutOfSync, not Healthy, or at another revision.
+pub fn applications(input: &TierInput, git: &GitState, apps: &[AppState], ctx: &Context) -> Vec<Finding> {
+    let t = &input.tier;
+    let (tier, branch, argo_ns) = (t.name_any(), t.branch(), t.spec.argocd.namespace.clone());
+    let mut out = Vec::new();
+    let clone = format!("git clone --quiet --recurse-submodules --branch {branch} {} system && cd system", t.spec.system.url);
+    for app in apps {
+        let (ss, name) = (&app.shopset, &app.application);
+        if !app.exists {
+            out.push(finding(
+                "application",
+                &tier,
+                format!("ShopSet {ss}: Application {argo_ns}/{name} does not exist"),
+                "Argo CD deploys nothing for this ShopSet; the controller applies the Applications after each sync, so it has not run (or failed) since the ShopSet was added".into(),
+                vec![clone.clone(), format!("kubectl apply --server-side --field-manager=shopset-controller -f applications/{name}.yaml")],
+            ));
+            continue;
+        }
+        if app.target_revision.as_deref().is_some_and(|r| r != branch) {
+            out.push(finding(
+                "application",
+                &tier,
+                format!("ShopSet {ss}: Application {argo_ns}/{name} points at revision {}, not the tier branch {branch}", app.target_revision.as_deref().unwrap_or_default()),
+                "someone edited the Application: it deploys another branch or commit than the one ShopSet pins, until the controller applies it again".into(),
+                vec![clone.clone(), format!("kubectl apply --server-side --force-conflicts --field-manager=shopset-controller -f applications/{name}.yaml")],
+            ));
+        }
+        let sync = app.sync.as_deref().unwrap_or("Unknown");
+        if sync != "Synced" {
+            out.push(finding(
+                "application",
+                &tier,
+                format!("ShopSet {ss}: Application {argo_ns}/{name} is {sync}"),
+                "the cluster does not run what the system branch holds: Argo CD has not synced yet, auto-sync is off, or the sync failed".into(),
+                vec![
+                    format!("kubectl -n {argo_ns} get application {name} -o jsonpath='{{.status.conditions}}'"),
+                    format!("argocd app sync {name}"),
+                    "# when Argo CD itself is down, apply the overlay by hand:".into(),
+                    format!("shopctl apply {tier} -f {} --shopset {ss}", ctx.manifests),
+                ],
+            ));
+        }
+        let health = app.health.as_deref().unwrap_or("Unknown");
+        // Progressing is a rollout under way; anything else but Healthy is a failure.
+        if health != "Healthy" && health != "Progressing" {
+            out.push(finding(
+                "application",
+                &tier,
+                format!("ShopSet {ss}: Application {argo_ns}/{name} is {health}"),
+                "workloads of the ShopSet are failing (crash loops, failed rollouts, unready pods); a promotion from this tier is refused until it is Healthy".into(),
+                vec![
+                    format!("kubectl -n {} get deploy,pods", input.shopsets.iter().find(|s| &s.name_any() == ss).map(|s| s.destination_namespace(t)).unwrap_or_else(|| ss.clone())),
+                    format!("kubectl -n {argo_ns} get application {name} -o jsonpath='{{.status.resources}}'"),
+                    format!("# if the last app change caused it, roll the tier back: shopctl rollback {tier} -f {} --steps 1", ctx.manifests),
+                ],
+            ));
+        }
+        if let (Some(rev), Some(head)) = (&app.revision, &git.system_head)
+            && rev != head
+            && sync == "Synced"
+        {
+            out.push(finding(
+                "application",
+                &tier,
+                format!("ShopSet {ss}: Application {argo_ns}/{name} runs system revision {}, not the head of {branch} ({})", short(rev), short(head)),
+                "Argo CD has not picked up the newest system commit (it polls every 3 minutes by default, or it could not fetch the branch)".into(),
+                vec![format!("kubectl -n {argo_ns} annotate application {name} argocd.argoproj.io/refresh=hard --overwrite")],
+            ));
+        }
+    }
+    out
+}
+
+/// Webhook deliveries from the controller's Prometheus metrics text.
+pub fn webhooks(metrics: &str, controller_url: &str) -> Vec<Finding> {
+    let value = |name: &str| -> Option<f64> {
+        metrics.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (metric, v) = l.rsplit_once(' ')?;
+            (metric.split('{').next() == Some(name)).then(|| v.trim().parse().ok()).flatten()
+        })
+    };
+    let mut out = Vec::new();
+    match value("shopset_webhook_deliveries_total") {
+        None => out.push(Finding {
+            check: "webhook".into(),
+            tier: None,
+            problem: format!("{controller_url} serves no shopset_webhook_deliveries_total metric"),
+            why: "it is not shopset-controller's /metrics endpoint, or a different version".into(),
+            fix: vec![format!("curl -s {controller_url}/metrics | grep shopset_")],
+        }),
+        Some(0.0) => out.push(Finding {
+            check: "webhook".into(),
+            tier: None,
+            problem: "the controller has seen no webhook delivery since it started".into(),
+            why: "without webhooks it only notices a merge at each Tier's poll interval; the git host is not sending pushes to POST /hooks/github, or they do not reach the controller".into(),
+            fix: vec![
+                "# in the app and configuration repositories' settings, add a webhook: content type application/json, event \"push\", secret = the controller's --webhook-secret-file".into(),
+                format!("# payload URL: https://<ingress to {CONTROLLER_NAMESPACE}/{CONTROLLER_DEPLOYMENT}:8080>/hooks/github"),
+                "# then check its \"Recent Deliveries\" page, and:".into(),
+                format!("curl -s {controller_url}/metrics | grep shopset_webhook"),
+            ],
+        }),
+        Some(_) => {}
+    }
+    if let Some(n) = value("shopset_webhook_refused_total").filter(|n| *n > 0.0) {
+        out.push(Finding {
+            check: "webhook".into(),
+            tier: None,
+            problem: format!("the controller refused {n} webhook deliveries"),
+            why: "their X-Hub-Signature-256 did not match the secret (or bodies were over 1 MiB): those pushes were only noticed at the next poll".into(),
+            fix: vec![
+                "# make the webhook's secret equal to the file the controller reads (--webhook-secret-file):".into(),
+                format!("kubectl -n {CONTROLLER_NAMESPACE} get deploy {CONTROLLER_DEPLOYMENT} -o jsonpath='{{.spec.template.spec.containers[0].args}}'"),
+            ],
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the facts
+
+fn commit_time(remote: &Remote, id: Oid) -> Option<i64> {
+    remote.repo().find_commit(id).ok().map(|c| c.time().seconds())
+}
+
+/// Whether some branch head of the remote (already fetched) contains `commit`.
+fn reachable(remote: &Remote, heads: &BTreeMap<String, Oid>, commit: &str) -> bool {
+    let Ok(commit) = Oid::from_str(commit) else { return false };
+    if remote.repo().find_commit(commit).is_err() {
+        return false;
+    }
+    heads.values().any(|h| *h == commit || remote.repo().graph_descendant_of(*h, commit).unwrap_or(false))
+}
+
+/// Reads the git facts of a tier: [`git_state`], plus commit times, reachability of the pins
+/// (every branch of the app and configuration repositories is fetched into the cache for that)
+/// and how far each configuration branch is ahead of the promotion source.
+pub fn git_facts(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<GitFacts, GitError> {
+    let state = git_state(cache, auth, input)?;
+    let tier = &input.tier;
+    let branch = tier.branch();
+    let from_branch = input.from.as_ref().map(|t| t.branch());
+    let mut facts = GitFacts { state, ..GitFacts::default() };
+
+    let mut repos = vec![("base".to_string(), None, tier.spec.app.url.clone())];
+    repos.extend(input.configurations.iter().map(|c| (format!("config/{}", c.name_any()), Some(c.name_any()), c.spec.url.clone())));
+    for (path, config, url) in repos {
+        let remote = cache.open(&url, auth)?;
+        let heads = remote.heads()?.branches;
+        let names: Vec<&str> = heads.keys().map(String::as_str).collect();
+        remote.fetch(&names)?;
+        let head = heads.get(&branch).copied();
+        if let (Some(head), Some(config)) = (head, &config) {
+            if let Some(time) = commit_time(&remote, head) {
+                facts.configuration_head_times.insert(config.clone(), time);
+            }
+            if let Some(from) = from_branch.as_ref().and_then(|f| heads.get(f))
+                && let Some(n) = remote.count_commits(*from, head)
+            {
+                facts.configuration_ahead.insert(config.clone(), n);
+            }
+        }
+        if let (Some(head), None) = (head, &config) {
+            facts.app_head_time = commit_time(&remote, head);
+        }
+        if let Some(pinned) = facts.state.pinned.get(&path).cloned() {
+            if !reachable(&remote, &heads, &pinned) {
+                facts.unreachable.insert(path.clone(), pinned.clone());
+            }
+            if let (Some(head), Ok(p)) = (head, Oid::from_str(&pinned))
+                && head != p
+                && let Some(n) = remote.count_commits(p, head)
+            {
+                facts.unpinned_commits.insert(path.clone(), n);
+            }
+        }
+    }
+    // `git_state` says a pinned commit is reachable when the cache holds it; this reads branches.
+    facts.state.pinned_app_reachable = facts.state.pinned.get("base").map(|_| !facts.unreachable.contains_key("base"));
+    Ok(facts)
+}
+
+/// Reads the Tier, its Applications and its credentials Secret from the cluster.
+pub async fn cluster_facts(client: &kube::Client, input: &TierInput) -> ClusterFacts {
+    let t = &input.tier;
+    let ns = tier_namespace(t);
+    let tier = Api::<Tier>::namespaced(client.clone(), &ns).get_opt(&t.name_any()).await.map_err(|e| e.to_string());
+    let applications = application_states(client, t, &input.shopsets).await.map_err(|e| e.to_string());
+    let secret = match &t.spec.credentials {
+        None => None,
+        Some(c) => Some(Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&c.secret_ref.name).await.map(|s| s.is_some()).map_err(|e| e.to_string())),
+    };
+    ClusterFacts { tier, applications, secret }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_metrics_are_read_from_prometheus_text() {
+        let m = crate::metrics::Metrics::default();
+        let none = webhooks(&m.encode(), "http://c:8080");
+        assert_eq!(none.len(), 1, "{none:?}");
+        assert!(none[0].problem.contains("no webhook delivery"), "{none:?}");
+        m.webhooks.inc();
+        assert!(webhooks(&m.encode(), "http://c:8080").is_empty());
+        m.webhooks_refused.inc();
+        let refused = webhooks(&m.encode(), "http://c:8080");
+        assert!(refused[0].problem.contains("refused 1 webhook"), "{refused:?}");
+        assert!(webhooks("# nothing\n", "http://c:8080")[0].problem.contains("serves no"));
+    }
+
+    #[test]
+    fn durations_read_like_a_person_writes_them() {
+        assert_eq!(human_duration(42), "42s");
+        assert_eq!(human_duration(3 * 3600 + 12 * 60 + 5), "3h 12m");
+        assert_eq!(human_duration(2 * 86400 + 3600), "2d 1h");
+    }
+}
