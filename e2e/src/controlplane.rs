@@ -174,6 +174,106 @@ impl ControlPlane {
         let output = self.kubectl_with_stdin(&args, input);
         success(&args, output)
     }
+
+    /// Restarts kube-apiserver as an upgrade or a crash-loop would: SIGTERM to its process group
+    /// (SIGKILL after 10 s: its graceful shutdown can wait much longer on open connections), then
+    /// the same command line again (same port, certificates and etcd, so nothing stored is lost),
+    /// and returns once `/readyz` answers. Clients get connection
+    /// errors meanwhile. The server is started the way `e2e/up` starts it (its own session, log
+    /// appended to `kube-apiserver.log`, pid in `kube-apiserver.pid`), so `e2e/down` and the
+    /// watchdog still stop it.
+    ///
+    /// # Panics
+    /// If the API server is not running, or is not ready again within 120 s.
+    pub fn restart_apiserver(&self) {
+        let pid_file = self.path.join("kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()))
+            .trim()
+            .to_string();
+        let dir = self.path.to_string_lossy().into_owned();
+        // The process is ours while its command line names our directory (not a recycled pid,
+        // not a zombie: a zombie's command line is empty).
+        let cmdline = |pid: &str| -> Vec<String> {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        };
+        let ours = |pid: &str| cmdline(pid).iter().any(|a| a.contains(&dir));
+        let argv = cmdline(&pid);
+        assert!(
+            ours(&pid),
+            "kube-apiserver (pid {pid}) is not running for {dir}"
+        );
+
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pid}")])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ours(&pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if ours(&pid) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            while ours(&pid) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+
+        // As e2e/up does: `setsid` in the background of a shell that exits at once, so the
+        // server leads its own group and is nobody's child here.
+        let log = self.path.join("kube-apiserver.log");
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(r#"log=$1; shift; setsid "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
+            .arg("sh")
+            .arg(&log)
+            .args(&argv)
+            .env("PATH", path_env())
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("start kube-apiserver again");
+        let new_pid = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(
+            output.status.success() && !new_pid.is_empty(),
+            "starting kube-apiserver again failed ({})",
+            output.status
+        );
+        std::fs::write(&pid_file, format!("{new_pid}\n"))
+            .unwrap_or_else(|e| panic!("write {}: {e}", pid_file.display()));
+
+        let curl = crate::tools::tool("curl");
+        let ca = self.path.join("pki").join("ca.crt");
+        let readyz = format!("{}/readyz", self.server);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let ready = Command::new(&curl)
+                .args(["-fsS", "--max-time", "5", "--cacert"])
+                .arg(&ca)
+                .arg(&readyz)
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ready && ours(&new_pid) {
+                return;
+            }
+            if !ours(&new_pid) || std::time::Instant::now() > deadline {
+                let text = self.log("kube-apiserver");
+                let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                panic!(
+                    "kube-apiserver did not come back after a restart:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
 }
 
 fn success(args: &[std::ffi::OsString], output: Output) -> String {

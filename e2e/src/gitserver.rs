@@ -112,6 +112,91 @@ impl GitDaemon {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Takes the server down as a crash would: SIGKILL to the daemon's process group (in-flight
+    /// fetches and pushes included). The repositories stay; [`restart`](Self::restart) serves
+    /// them again on the same port. Stopping a stopped daemon does nothing.
+    pub fn stop(&mut self) {
+        if let Ok(None) = self.process.child.try_wait() {
+            let group = format!("-{}", self.process.child.id());
+            let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
+            let _ = self.process.child.kill();
+            let _ = self.process.child.wait();
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while port_accepts(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "port {} still accepts connections after the git daemon was killed",
+                self.port
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the daemon process is running (not [`stop`](Self::stop)ped).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.process.child.try_wait(), Ok(None))
+    }
+
+    /// Starts the daemon again (stopping it first if it runs) on the same port, serving the same
+    /// repositories, and returns once it accepts connections. Its log is appended to `daemon.log`.
+    ///
+    /// # Panics
+    /// If the port cannot be bound again (something else took it meanwhile) after a few tries.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = self.dir.path().join("daemon.log");
+        let program = git_exec_path().join("git-daemon");
+        for _ in 0..PORT_ATTEMPTS {
+            let offset = fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
+            let out = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+            let err = out.try_clone().expect("clone log file handle");
+            let mut cmd = Command::new(&program);
+            cmd.args([
+                "--verbose",
+                "--log-destination=stderr",
+                "--informative-errors",
+            ])
+            .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
+            .arg(format!("--base-path={}", self.repos.display()))
+            .args(["--listen=127.0.0.1", &format!("--port={}", self.port)])
+            .arg(&self.repos);
+            isolate_git_env(&mut cmd);
+            cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+            // The old process (already dead) and its watchdog are reaped by this assignment.
+            self.process = ServerProcess::spawn("git daemon", cmd);
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let new = text.get(offset..).unwrap_or_default();
+                if new.contains("Ready to rumble") && port_accepts(self.port) {
+                    return;
+                }
+                if let Some(status) = self.process.child.try_wait().expect("poll git daemon") {
+                    if new.contains(ADDR_IN_USE) {
+                        break; // something holds the port for now: try again
+                    }
+                    panic!("git daemon exited ({status}) on restart:\n{new}");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "git daemon not listening on port {} after {START_TIMEOUT:?}:\n{new}",
+                    self.port
+                );
+                sleep(Duration::from_millis(20));
+            }
+            sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "git daemon: port {} stayed taken ({PORT_ATTEMPTS} attempts)",
+            self.port
+        );
+    }
 }
 
 /// Git smart HTTP: `git http-backend` as a CGI behind lighttpd on 127.0.0.1, serving the bare
