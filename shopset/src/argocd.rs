@@ -52,9 +52,27 @@ pub struct Applied {
     pub deleted: Vec<String>,
 }
 
-/// Applies `apps` and deletes the Applications of `tier` (found by label) that are not among them.
+/// Which Applications belong to one tier: the tier label, and a source at the tier's branch of
+/// its system repository (two Tiers of one name in different namespaces never own each other's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub tier: &'a str,
+    pub repo_url: &'a str,
+    pub branch: &'a str,
+    /// Argo CD's namespace, where the Applications are.
+    pub namespace: &'a str,
+}
+
+impl Owner<'_> {
+    fn owns(&self, app: &DynamicObject) -> bool {
+        let text = |path: &str| app.data.pointer(path).and_then(|v| v.as_str());
+        text("/spec/source/repoURL") == Some(self.repo_url) && text("/spec/source/targetRevision") == Some(self.branch)
+    }
+}
+
+/// Applies `apps` and deletes the Applications of the tier that are not among them.
 /// Fails closed: when listing fails, nothing is deleted.
-pub async fn apply(client: &kube::Client, tier: &str, apps: &[DynamicObject], argocd_namespace: &str) -> Result<Applied, ArgoError> {
+pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObject]) -> Result<Applied, ArgoError> {
     let ar = application_resource();
     let mut out = Applied::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -68,22 +86,23 @@ pub async fn apply(client: &kube::Client, tier: &str, apps: &[DynamicObject], ar
         keep.insert((ns.clone(), name.clone()));
         out.applied.push(format!("{ns}/{name}"));
     }
-    out.deleted = prune(client, tier, argocd_namespace, &keep).await?;
+    out.deleted = prune(client, owner, &keep).await?;
     Ok(out)
 }
 
-/// Deletes the Applications of `tier` in `namespace` that are not in `keep`.
-pub async fn prune(client: &kube::Client, tier: &str, namespace: &str, keep: &BTreeSet<(String, String)>) -> Result<Vec<String>, ArgoError> {
+/// Deletes the tier's Applications that are not in `keep`.
+pub async fn prune(client: &kube::Client, owner: &Owner<'_>, keep: &BTreeSet<(String, String)>) -> Result<Vec<String>, ArgoError> {
     let ar = application_resource();
+    let namespace = owner.namespace;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
-    let selector = format!("{}={},{}={}", MANAGED_BY.0, MANAGED_BY.1, TIER_LABEL, tier);
+    let selector = format!("{}={},{}={}", MANAGED_BY.0, MANAGED_BY.1, TIER_LABEL, owner.tier);
     let existing = api
-        .list_metadata(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|error| ArgoError::List { namespace: namespace.into(), error })?;
     let mut deleted = Vec::new();
-    for item in existing.items {
-        let name = item.metadata.name.unwrap_or_default();
+    for item in existing.items.iter().filter(|a| owner.owns(a)) {
+        let name = item.metadata.name.clone().unwrap_or_default();
         if keep.contains(&(namespace.to_string(), name.clone())) {
             continue;
         }
@@ -96,7 +115,7 @@ pub async fn prune(client: &kube::Client, tier: &str, namespace: &str, keep: &BT
     Ok(deleted)
 }
 
-/// Deletes every Application of `tier` (deletionPolicy: Delete).
-pub async fn delete_all(client: &kube::Client, tier: &str, namespace: &str) -> Result<Vec<String>, ArgoError> {
-    prune(client, tier, namespace, &BTreeSet::new()).await
+/// Deletes every Application of the tier (deletionPolicy: Delete).
+pub async fn delete_all(client: &kube::Client, owner: &Owner<'_>) -> Result<Vec<String>, ArgoError> {
+    prune(client, owner, &BTreeSet::new()).await
 }

@@ -67,7 +67,12 @@ pub fn git_state(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<Git
     }
     app.fetch(&fetch)?;
     if let Some(pinned) = state.pinned.get("base") {
-        state.pinned_app_reachable = Some(git2::Oid::from_str(pinned).ok().is_some_and(|o| app.repo().find_commit(o).is_ok()));
+        // Reachable from the branches as the server has them now: the cache may still hold a
+        // commit that a force-push removed.
+        let heads: Vec<git2::Oid> = fetch.iter().filter_map(|b| app_heads.branches.get(*b).copied()).collect();
+        state.pinned_app_reachable = Some(git2::Oid::from_str(pinned).ok().is_some_and(|o| {
+            heads.iter().any(|h| *h == o || app.repo().graph_descendant_of(*h, o).unwrap_or(false))
+        }));
     }
     if let (Some(from), Some(mine)) = (from_branch.and_then(|f| app_heads.branches.get(&f).copied()), app_heads.branches.get(&branch).copied()) {
         state.behind = app.count_commits(mine, from);

@@ -301,7 +301,9 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         fault("after-push");
     }
     let apps = argocd::applications(&report.tree)?;
-    let applied = argocd::apply(&ctx.client, &tier.name_any(), &apps, &tier.spec.argocd.namespace).await?;
+    let (name, branch) = (tier.name_any(), tier.branch());
+    let owner = argocd::Owner { tier: &name, repo_url: &tier.spec.system.url, branch: &branch, namespace: &tier.spec.argocd.namespace };
+    let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
     if pushed {
         fault("before-status");
     }
@@ -328,7 +330,9 @@ fn fault_hook() -> Option<crate::sync::PushHook> {
 async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Branches are never deleted: history is data.
     if tier.spec.deletion_policy == DeletionPolicy::Delete {
-        let deleted = argocd::delete_all(&ctx.client, &tier.name_any(), &tier.spec.argocd.namespace).await?;
+        let (name, branch) = (tier.name_any(), tier.branch());
+        let owner = argocd::Owner { tier: &name, repo_url: &tier.spec.system.url, branch: &branch, namespace: &tier.spec.argocd.namespace };
+        let deleted = argocd::delete_all(&ctx.client, &owner).await?;
         tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Applications (deletionPolicy: Delete)");
     }
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
