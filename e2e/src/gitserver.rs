@@ -3,6 +3,8 @@
 //! - [`GitDaemon`]: `git daemon` serving bare repositories over `git://`, push enabled.
 //! - [`HttpGitServer`]: `git http-backend` as a CGI behind lighttpd, every request behind HTTP
 //!   basic auth.
+//! - [`SshGitServer`]: `sshd` serving bare repositories over `ssh://` to one generated key,
+//!   with a generated host key.
 //! - [`git`], [`commit_files`], [`seed_dir`], [`ls_remote`], [`branch_head`],
 //!   [`clone_recursive`], [`log`]: set up and inspect repositories from tests.
 //!
@@ -818,4 +820,411 @@ pub fn log(url: &str, branch: &str) -> Vec<(String, String)> {
         .filter_map(|line| line.split_once('\t'))
         .map(|(sha, subject)| (sha.to_owned(), subject.to_owned()))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Git over SSH
+
+/// `sshd` on 127.0.0.1 serving the bare repositories under its own temp dir over SSH, as the
+/// current user, to one generated client key only (no passwords). Plain sshd runs the
+/// `git-upload-pack`/`git-receive-pack` commands git asks for; URLs name the repositories by
+/// their absolute path: `ssh://<user>@127.0.0.1:<port>/<temp dir>/repos/<repo>.git`.
+///
+/// The host key and the client key are generated per server (`ssh-keygen -t ed25519`), so the
+/// tests can check host key verification and key authentication both ways. The git helpers
+/// of this type ([`git`](Self::git), [`seed_dir`](Self::seed_dir), ...) connect as the client
+/// with strict host key checking against [`known_hosts_line`](Self::known_hosts_line).
+pub struct SshGitServer {
+    // Declared before `dir`: fields drop in order, so the server stops before its files go.
+    process: ServerProcess,
+    port: u16,
+    user: String,
+    repos: PathBuf,
+    /// `ssh-ed25519 AAAA...` (no comment).
+    host_public_key: String,
+    dir: ServerDir,
+}
+
+/// Where Debian's openssh-server puts sshd (it must be started by absolute path: it re-executes
+/// itself for every connection).
+const SSHD: &str = "/usr/sbin/sshd";
+
+impl SshGitServer {
+    /// Generates the keys and config, starts sshd and returns once it accepts connections.
+    pub fn start() -> SshGitServer {
+        assert!(
+            Path::new(SSHD).is_file(),
+            "{SSHD} not found (run e2e/install-tools: it installs openssh-server)"
+        );
+        let dir = ServerDir::new("shopset-git-ssh-");
+        let repos = dir.path().join("repos");
+        fs::create_dir(&repos).expect("create ssh repository root");
+        let user = current_user();
+
+        let host_key = dir.path().join("ssh_host_ed25519_key");
+        ssh_keygen(&host_key, "shopset-test-host");
+        let client_key = dir.path().join("client_ed25519_key");
+        ssh_keygen(&client_key, "shopset-test-client");
+        let host_public_key = public_key_of(&host_key);
+        let authorized_keys = dir.path().join("authorized_keys");
+        // `restrict`: no forwarding, no pty, no agent; commands (git's) still run.
+        fs::write(
+            &authorized_keys,
+            format!("restrict {}\n", public_key_of(&client_key)),
+        )
+        .expect("write authorized_keys");
+
+        // sshd started as root needs its privilege separation directory, which only the
+        // service scripts create (and the packages were installed without starting one).
+        if !Path::new("/run/sshd").is_dir() {
+            let _ = fs::create_dir_all("/run/sshd");
+        }
+
+        let conf = dir.path().join("sshd_config");
+        let log = dir.path().join("sshd.log");
+        let pid_file = dir.path().join("sshd.pid");
+        let (process, port) = start_on_free_port("sshd", &log, "Server listening on", |port| {
+            let config = sshd_config(SshdConfig {
+                port,
+                host_key: &host_key,
+                authorized_keys: &authorized_keys,
+                pid_file: &pid_file,
+                user: &user,
+            });
+            fs::write(&conf, config).expect("write sshd_config");
+            let mut cmd = Command::new(SSHD);
+            // -D: stay in the foreground; -e: log to stderr (our log file).
+            cmd.arg("-D").arg("-e").arg("-f").arg(&conf);
+            cmd
+        });
+        let server = SshGitServer {
+            process,
+            port,
+            user,
+            repos,
+            host_public_key,
+            dir,
+        };
+        fs::write(
+            server.known_hosts_path(),
+            format!("{}\n", server.known_hosts_line()),
+        )
+        .expect("write known_hosts");
+        server
+    }
+
+    /// `ssh://<user>@127.0.0.1:<port>/<absolute path of the repository>`
+    pub fn url(&self, repo: &str) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            self.path(repo).display()
+        )
+    }
+
+    /// Creates an empty bare repository (initial branch `main`) and returns its URL.
+    pub fn create_repo(&self, repo: &str) -> String {
+        init_bare(&self.path(repo));
+        self.url(repo)
+    }
+
+    /// The bare repository on disk.
+    pub fn path(&self, repo: &str) -> PathBuf {
+        check_repo_name(repo);
+        self.repos.join(format!("{repo}.git"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user the URLs log in as (the one running the tests, and sshd).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The private key file of the one client sshd lets in.
+    pub fn client_key_path(&self) -> PathBuf {
+        self.dir.path().join("client_ed25519_key")
+    }
+
+    /// The client's private key (OpenSSH format text), as a Secret's `identity` holds it.
+    pub fn client_key(&self) -> String {
+        let path = self.client_key_path();
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// `[127.0.0.1]:<port> ssh-ed25519 AAAA...`: the server's host key as a known_hosts line.
+    pub fn known_hosts_line(&self) -> String {
+        format!("[127.0.0.1]:{} {}", self.port, self.host_public_key)
+    }
+
+    /// A known_hosts file holding [`known_hosts_line`](Self::known_hosts_line) only.
+    pub fn known_hosts_path(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// `GIT_SSH_COMMAND` for the git CLI to connect as the client: this key only, no ssh or
+    /// agent configuration of the caller's, strict host key checking against
+    /// [`known_hosts_path`](Self::known_hosts_path), never a prompt.
+    pub fn git_ssh_command(&self) -> String {
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
+             -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
+             -o StrictHostKeyChecking=yes -o BatchMode=yes",
+            shell_quote(&self.client_key_path().to_string_lossy()),
+            shell_quote(&self.known_hosts_path().to_string_lossy()),
+        )
+    }
+
+    /// Like the module's [`git`], connecting over SSH as the client.
+    pub fn git(&self, dir: &Path, args: &[&str]) -> String {
+        self.try_git(dir, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like the module's [`try_git`], connecting over SSH as the client.
+    pub fn try_git(&self, dir: &Path, args: &[&str]) -> Result<String, String> {
+        let mut cmd = git_command(dir, args);
+        cmd.env("GIT_SSH_COMMAND", self.git_ssh_command())
+            .env_remove("GIT_SSH")
+            .env_remove("SSH_AUTH_SOCK");
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("run git {} in {}: {e}", args.join(" "), dir.display()));
+        if status.success() {
+            Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
+        } else {
+            Err(format!(
+                "git {} in {} failed ({status}):\n{}",
+                args.join(" "),
+                dir.display(),
+                String::from_utf8_lossy(&stderr)
+            ))
+        }
+    }
+
+    /// Like the module's [`seed_dir`], over SSH: copies the tree under `dir` (without any
+    /// `.git`) over `branch` of `repo`, commits and pushes; returns the new commit's sha.
+    pub fn seed_dir(&self, repo: &str, branch: &str, dir: &Path, message: &str) -> String {
+        assert!(
+            dir.is_dir(),
+            "seed directory {} does not exist",
+            dir.display()
+        );
+        self.commit_to_branch(repo, branch, message, |work| copy_tree(dir, work))
+    }
+
+    /// Like the module's [`commit_files`], over SSH.
+    pub fn commit_files(
+        &self,
+        repo: &str,
+        branch: &str,
+        files: &[(&str, &str)],
+        message: &str,
+    ) -> String {
+        self.commit_to_branch(repo, branch, message, |work| {
+            for (path, content) in files {
+                let rel = Path::new(path);
+                assert!(
+                    rel.is_relative() && !path.split('/').any(|p| p == ".." || p == ".git"),
+                    "file path {path:?} must be relative to the repository root"
+                );
+                let dest = work.join(rel);
+                if let Some(parent) = dest.parent() {
+                    fs::create_dir_all(parent)
+                        .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+                }
+                fs::write(&dest, content)
+                    .unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
+            }
+        })
+    }
+
+    /// `git ls-remote` of `repo` over SSH: ref name (including `HEAD`) -> sha.
+    pub fn ls_remote(&self, repo: &str) -> BTreeMap<String, String> {
+        let tmp = TempDir::new().expect("create temp dir");
+        parse_ls_remote(&self.git(tmp.path(), &["ls-remote", &self.url(repo)]))
+    }
+
+    /// The sha `refs/heads/<branch>` of `repo` points to (over SSH), if the branch exists.
+    pub fn branch_head(&self, repo: &str, branch: &str) -> Option<String> {
+        self.ls_remote(repo).remove(&format!("refs/heads/{branch}"))
+    }
+
+    /// Process id of sshd (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// The temp dir holding the repositories, keys, `sshd_config` and `sshd.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// sshd's log so far (connections, accepted and refused keys).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn commit_to_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+        message: &str,
+        write: impl FnOnce(&Path),
+    ) -> String {
+        let url = self.url(repo);
+        let tmp = TempDir::with_prefix("shopset-git-work-").expect("create work tree temp dir");
+        let work = tmp.path().join("work");
+        let work_str = work.to_str().expect("temp dir path is UTF-8");
+        self.git(tmp.path(), &["clone", "--quiet", &url, work_str]);
+
+        let remote_branch = format!("refs/remotes/origin/{branch}");
+        if try_git(&work, &["rev-parse", "--verify", "--quiet", &remote_branch]).is_ok() {
+            git(
+                &work,
+                &["checkout", "--quiet", "-B", branch, &remote_branch],
+            );
+        } else if try_git(&work, &["rev-parse", "--verify", "--quiet", "HEAD"]).is_ok() {
+            git(&work, &["checkout", "--quiet", "-b", branch]);
+        } else {
+            git(
+                &work,
+                &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
+            );
+        }
+
+        write(&work);
+        git(&work, &["add", "--all"]);
+        git(
+            &work,
+            &["commit", "--quiet", "--allow-empty", "-m", message],
+        );
+        self.git(
+            &work,
+            &[
+                "push",
+                "--quiet",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        );
+        git(&work, &["rev-parse", "HEAD"])
+    }
+}
+
+/// Generates another ed25519 key pair (no passphrase) at `path` and `path.pub`: a key sshd does
+/// not know, for tests that expect to be refused. Returns the private key text.
+pub fn generate_ssh_key(path: &Path) -> String {
+    ssh_keygen(path, "shopset-test-other");
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+struct SshdConfig<'a> {
+    port: u16,
+    host_key: &'a Path,
+    authorized_keys: &'a Path,
+    pid_file: &'a Path,
+    user: &'a str,
+}
+
+fn sshd_config(c: SshdConfig<'_>) -> String {
+    let q = |p: &Path| sshd_config_string(&p.to_string_lossy());
+    format!(
+        r#"# Generated by shopset-e2e: one user, one client key, loopback only.
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {host_key}
+PidFile {pid_file}
+AuthorizedKeysFile {authorized_keys}
+AllowUsers {user}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+StrictModes no
+UsePAM no
+PermitUserEnvironment no
+AllowAgentForwarding no
+AllowTcpForwarding no
+X11Forwarding no
+PermitTTY no
+PrintMotd no
+LogLevel VERBOSE
+# The git commands sshd runs see no system or user git configuration.
+SetEnv GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+"#,
+        port = c.port,
+        host_key = q(c.host_key),
+        pid_file = q(c.pid_file),
+        authorized_keys = q(c.authorized_keys),
+        user = c.user,
+    )
+}
+
+/// A quoted sshd_config argument.
+fn sshd_config_string(value: &str) -> String {
+    assert!(
+        !value.contains(['"', '\n', '\r']),
+        "path {value:?} cannot be written to sshd_config"
+    );
+    format!("\"{value}\"")
+}
+
+/// A single-quoted `sh` word.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+fn ssh_keygen(path: &Path, comment: &str) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run ssh-keygen (install openssh-client): {e}"));
+    assert!(
+        out.status.success(),
+        "ssh-keygen -f {} failed ({}):\n{}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `<type> <base64>` of the public key next to the private key `path` (its comment dropped).
+fn public_key_of(path: &Path) -> String {
+    let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+    let text = fs::read_to_string(&pub_path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", pub_path.display()));
+    let mut parts = text.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some(kind), Some(key)) => format!("{kind} {key}"),
+        _ => panic!("{} is not a public key file", pub_path.display()),
+    }
+}
+
+/// The name of the user running this process (sshd logs in as it).
+fn current_user() -> String {
+    let out = Command::new("id")
+        .arg("-un")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run id -un");
+    assert!(out.status.success(), "id -un failed ({})", out.status);
+    let user = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "user name {user:?} cannot be used in an ssh URL"
+    );
+    user
 }

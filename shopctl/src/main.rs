@@ -326,6 +326,7 @@ pub(crate) fn auth(cli: &Cli) -> Result<Auth> {
         password: var("SHOPSET_GIT_PASSWORD").or_else(|| var("SHOPSET_GIT_TOKEN")),
         ssh_key,
         ssh_passphrase: var("SHOPSET_GIT_SSH_PASSPHRASE"),
+        known_hosts: var("SHOPSET_GIT_KNOWN_HOSTS_FILE").map(|f| std::fs::read_to_string(&f).with_context(|| format!("cannot read SHOPSET_GIT_KNOWN_HOSTS_FILE {f}"))).transpose()?,
     })
 }
 

@@ -19,6 +19,10 @@ pub struct Auth {
     /// An SSH private key (PEM/OpenSSH text).
     pub ssh_key: Option<String>,
     pub ssh_passphrase: Option<String>,
+    /// SSH host keys to trust, OpenSSH `known_hosts` lines (public, not a secret). When set, an
+    /// SSH server must present a key one of them lists for its host (and port); when unset,
+    /// libgit2 checks `~/.ssh/known_hosts`. Never "accept any key".
+    pub known_hosts: Option<String>,
 }
 
 impl fmt::Debug for Auth {
@@ -27,6 +31,7 @@ impl fmt::Debug for Auth {
             .field("username", &self.username.as_ref().map(|_| "<set>"))
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ssh_key", &self.ssh_key.as_ref().map(|_| "<redacted>"))
+            .field("known_hosts", &self.known_hosts.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -52,6 +57,8 @@ impl Auth {
 pub enum GitError {
     #[error("authentication to {url} failed ({detail}); fix: check the username and password/token or SSH key in the credentials (Secret or SHOPSET_GIT_* environment)")]
     Auth { url: String, detail: String },
+    #[error("SSH host key check of {url} failed: {detail}")]
+    HostKey { url: String, detail: String },
     #[error("repository {url} is unreachable: {detail}; fix: check the URL and that the git server is up")]
     Unreachable { url: String, detail: String },
     #[error("push to {url} branch {branch} was rejected: {reason}")]
@@ -73,6 +80,11 @@ impl GitError {
             (git2::ErrorClass::Http, _) if detail.contains("401") || detail.contains("authentication") => {
                 GitError::Auth { url, detail }
             }
+            // libgit2 checked ~/.ssh/known_hosts (no known_hosts in the credentials) and refused.
+            (git2::ErrorClass::Ssh, git2::ErrorCode::Certificate) => GitError::HostKey {
+                detail: format!("{detail}: the server's key is not one ~/.ssh/known_hosts lists for it; fix: set `known_hosts` in the credentials Secret (shopctl: SHOPSET_GIT_KNOWN_HOSTS_FILE) to the server's key line, e.g. from ssh-keyscan, checked against a fingerprint you trust"),
+                url,
+            },
             (git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Ssh | git2::ErrorClass::Http, _) => {
                 GitError::Unreachable { url, detail }
             }
@@ -124,7 +136,7 @@ impl GitCache {
                 }
             }
         };
-        Ok(Remote { repo, url: url.to_string(), auth: auth.clone(), lock })
+        Ok(Remote { repo, url: url.to_string(), auth: auth.clone(), lock, host_key_refusal: Mutex::new(None) })
     }
 }
 
@@ -161,6 +173,9 @@ pub struct Remote {
     url: String,
     auth: Auth,
     lock: Arc<Mutex<()>>,
+    /// Why the certificate check refused the SSH host key: libgit2 replaces the callback's
+    /// message with a generic one, so the reason travels here.
+    host_key_refusal: Mutex<Option<String>>,
 }
 
 impl Remote {
@@ -200,7 +215,35 @@ impl Remote {
             let what = if auth.is_empty() { "no credentials are configured" } else { "the configured credentials do not fit" };
             Err(git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Http, format!("the server asks for credentials and {what}")))
         });
+        *self.host_key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let (url, refusal) = (&self.url, &self.host_key_refusal);
+        cb.certificate_check(move |cert, host| {
+            // TLS certificates, and SSH without known_hosts: libgit2 decides (for SSH, from
+            // ~/.ssh/known_hosts; an unknown host is refused).
+            let (Some(known_hosts), Some(hostkey)) = (&auth.known_hosts, cert.as_hostkey()) else {
+                return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+            };
+            let name = known_hosts_name(host, ssh_port(url));
+            let why = match hostkey.hostkey() {
+                Some(key) => match check_known_hosts(known_hosts, &name, key) {
+                    Ok(()) => return Ok(git2::CertificateCheckStatus::CertificateOk),
+                    Err(why) => why,
+                },
+                None => format!("the server at {name} did not show its raw host key, so it cannot be checked against known_hosts; fix: use an SSH server that offers an ed25519, ECDSA or RSA host key"),
+            };
+            *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+            Err(git2::Error::new(git2::ErrorCode::Certificate, git2::ErrorClass::Ssh, why))
+        });
         cb
+    }
+
+    /// [`GitError::from_git`], with the reason when our check refused an SSH host key.
+    fn git_error(&self, err: git2::Error) -> GitError {
+        let refusal = self.host_key_refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match refusal {
+            Some(detail) if err.code() == git2::ErrorCode::Certificate => GitError::HostKey { url: self.url.clone(), detail },
+            _ => GitError::from_git(&self.url, err),
+        }
     }
 
     /// The remote's branches (one round trip, like `git ls-remote`).
@@ -208,7 +251,7 @@ impl Remote {
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
         let conn = remote
             .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
-            .map_err(|e| GitError::from_git(&self.url, e))?;
+            .map_err(|e| self.git_error(e))?;
         let mut heads = RemoteHeads::default();
         for head in conn.list().map_err(|e| GitError::from_git(&self.url, e))? {
             if let Some(branch) = head.name().strip_prefix("refs/heads/") {
@@ -248,7 +291,7 @@ impl Remote {
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
         opts.download_tags(git2::AutotagOption::None);
-        remote.fetch(&refspecs, Some(&mut opts), None).map_err(|e| GitError::from_git(&self.url, e))?;
+        remote.fetch(&refspecs, Some(&mut opts), None).map_err(|e| self.git_error(e))?;
         Ok(())
     }
 
@@ -336,7 +379,7 @@ impl Remote {
                     found: "a commit we do not have".into(),
                 })
             }
-            Err(e) => Err(GitError::from_git(&self.url, e)),
+            Err(e) => Err(self.git_error(e)),
         }
     }
 
@@ -520,7 +563,8 @@ impl Auth {
     }
 
     /// Credentials from the data of a Kubernetes Secret, with Flux's keys: `username`, `password`
-    /// (a token goes here), `identity` (SSH private key), `identity.passphrase`.
+    /// (a token goes here), `identity` (SSH private key), `identity.passphrase`, `known_hosts`
+    /// (the SSH host keys to trust).
     pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, String> {
         let text = |key: &str| -> Result<Option<String>, String> {
             data.get(key)
@@ -532,10 +576,209 @@ impl Auth {
             password: text("password")?,
             ssh_key: text("identity")?,
             ssh_passphrase: text("identity.passphrase")?,
+            known_hosts: text("known_hosts")?,
         };
         if auth.password.is_none() && auth.ssh_key.is_none() {
             return Err("it has neither `password` nor `identity`".into());
         }
         Ok(auth)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSH host keys
+
+/// The port of an SSH URL: `ssh://[user@]host[:port]/path` (also `ssh+git://`, `git+ssh://`);
+/// 22 for the scp-like `[user@]host:path` and when none is given.
+fn ssh_port(url: &str) -> u16 {
+    let Some(rest) = ["ssh://", "ssh+git://", "git+ssh://"].iter().find_map(|s| url.strip_prefix(s)) else {
+        return 22;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:").map(|(_, p)| p),
+        None => host_port.rsplit_once(':').map(|(_, p)| p),
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(22)
+}
+
+/// The name OpenSSH looks a host up by in known_hosts: `host`, or `[host]:port` off port 22.
+fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
+}
+
+/// Whether `known_hosts` (OpenSSH format) lists `key` (the raw key blob the server showed) for
+/// `name` (see [`known_hosts_name`]). The error says why not, with a fix, and never holds a key.
+///
+/// Host patterns may be lists, negated (`!`) and use `*` and `?`; `@revoked` lines refuse their
+/// key. Hashed host names (`|1|...`) and `@cert-authority` lines are not supported: they never
+/// match.
+fn check_known_hosts(known_hosts: &str, name: &str, key: &[u8]) -> Result<(), String> {
+    let (mut listed, mut matched, mut revoked, mut hashed) = (false, false, false, false);
+    for line in known_hosts.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let mut fields = line.split_whitespace();
+        let Some(mut hosts) = fields.next() else { continue };
+        let marker = hosts.strip_prefix('@');
+        if marker.is_some() {
+            let Some(next) = fields.next() else { continue };
+            hosts = next;
+        }
+        if marker.is_some_and(|m| m != "revoked") {
+            continue;
+        }
+        if hosts.starts_with('|') {
+            hashed = true;
+            continue;
+        }
+        if !host_patterns_match(hosts, name) {
+            continue;
+        }
+        let (Some(_kind), Some(b64)) = (fields.next(), fields.next()) else { continue };
+        let same = base64_decode(b64).is_some_and(|k| k == key);
+        if marker.is_some() {
+            revoked |= same;
+        } else {
+            listed = true;
+            matched |= same;
+        }
+    }
+    let keyscan = match name.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+        Some((host, port)) => format!("ssh-keyscan -p {port} {host}"),
+        None => format!("ssh-keyscan {name}"),
+    };
+    if revoked {
+        Err(format!("the host key of {name} is marked @revoked in known_hosts; fix: do not connect until the server has a new key, then list that key for {name} in known_hosts"))
+    } else if matched {
+        Ok(())
+    } else if listed {
+        Err(format!("the host key of {name} does not match known_hosts; fix: if the server's key was changed on purpose, replace its known_hosts line with the new key (`{keyscan}`, its fingerprint checked with the server's owner); otherwise someone may be intercepting the connection: do not connect"))
+    } else {
+        let note = if hashed { " (hashed |1| entries are not supported)" } else { "" };
+        Err(format!("known_hosts has no entry for {name}{note}; fix: add the server's key line for {name} (e.g. from `{keyscan}`, its fingerprint checked with the server's owner)"))
+    }
+}
+
+/// Whether a comma-separated known_hosts pattern list matches `name`: some pattern matches
+/// and no negated (`!`) one does. Matching ignores ASCII case, as OpenSSH does.
+fn host_patterns_match(patterns: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let mut positive = false;
+    for pattern in patterns.split(',').map(str::to_ascii_lowercase) {
+        match pattern.strip_prefix('!') {
+            Some(negated) if glob_match(negated.as_bytes(), name.as_bytes()) => return false,
+            Some(_) => {}
+            None => positive |= glob_match(pattern.as_bytes(), name.as_bytes()),
+        }
+    }
+    positive
+}
+
+/// `*` (any run) and `?` (one character) wildcard matching.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
+        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
+    }
+}
+
+/// Standard base64 (padding optional); None for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod known_hosts_tests {
+    use super::*;
+
+    // An ed25519 public key blob ("ssh-ed25519", 32 key bytes) and another one.
+    const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAILRTh3+Tjca+a/xcB3OM+WIiaYLnVTtrZHutgORQlZYa";
+    const OTHER: &str = "AAAAC3NzaC1lZDI1NTE5AAAAICB11tfJnXBl2dprl8TNECmmQIzPDPEQ7IJ+5EC12/C0";
+
+    fn key() -> Vec<u8> {
+        base64_decode(KEY).unwrap()
+    }
+
+    #[test]
+    fn base64_round_trips_the_key_type() {
+        let k = key();
+        assert_eq!(k.len(), 51);
+        assert_eq!(&k[4..15], b"ssh-ed25519");
+        assert_eq!(base64_decode("aGk="), Some(b"hi".to_vec()));
+        assert_eq!(base64_decode("a-b"), None);
+    }
+
+    #[test]
+    fn ports_and_names() {
+        assert_eq!(ssh_port("ssh://git@127.0.0.1:2222/repo.git"), 2222);
+        assert_eq!(ssh_port("ssh://127.0.0.1/repo.git"), 22);
+        assert_eq!(ssh_port("ssh://git@[::1]:2200/repo.git"), 2200);
+        assert_eq!(ssh_port("git@github.com:org/repo.git"), 22);
+        assert_eq!(known_hosts_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
+        assert_eq!(known_hosts_name("github.com", 22), "github.com");
+    }
+
+    #[test]
+    fn accepts_only_the_listed_key_for_the_host_and_port() {
+        let kh = format!("# comment\n[127.0.0.1]:2222 ssh-ed25519 {KEY} host\nother.example ssh-ed25519 {OTHER}\n");
+        assert_eq!(check_known_hosts(&kh, "[127.0.0.1]:2222", &key()), Ok(()));
+        // The same key on another port or host is not listed there.
+        let err = check_known_hosts(&kh, "[127.0.0.1]:2223", &key()).unwrap_err();
+        assert!(err.starts_with("known_hosts has no entry for [127.0.0.1]:2223"), "{err}");
+        assert!(err.contains("ssh-keyscan -p 2223 127.0.0.1"), "{err}");
+        let err = check_known_hosts(&kh, "127.0.0.1", &key()).unwrap_err();
+        assert!(err.contains("no entry for 127.0.0.1"), "{err}");
+        // Another key for a listed host is refused.
+        let err = check_known_hosts(&kh, "[127.0.0.1]:2222", &base64_decode(OTHER).unwrap()).unwrap_err();
+        assert!(err.starts_with("the host key of [127.0.0.1]:2222 does not match known_hosts; fix:"), "{err}");
+        assert!(!err.contains(KEY) && !err.contains(OTHER), "{err}");
+    }
+
+    #[test]
+    fn patterns_markers_and_hashes() {
+        let k = key();
+        assert_eq!(check_known_hosts(&format!("a.example,*.shop.example ssh-ed25519 {KEY}"), "git.shop.example", &k), Ok(()));
+        assert!(check_known_hosts(&format!("*.example,!git.example ssh-ed25519 {KEY}"), "git.example", &k).is_err());
+        assert_eq!(check_known_hosts(&format!("GIT.example ssh-ed25519 {KEY}"), "git.example", &k), Ok(()));
+        let revoked = format!("git.example ssh-ed25519 {KEY}\n@revoked * ssh-ed25519 {KEY}");
+        assert!(check_known_hosts(&revoked, "git.example", &k).unwrap_err().contains("@revoked"));
+        assert!(check_known_hosts(&format!("@cert-authority * ssh-ed25519 {KEY}"), "git.example", &k).is_err());
+        let err = check_known_hosts(&format!("|1|c2FsdA==|aGFzaA== ssh-ed25519 {KEY}"), "git.example", &k).unwrap_err();
+        assert!(err.contains("hashed |1| entries are not supported"), "{err}");
+        assert!(check_known_hosts("", "git.example", &k).is_err());
+    }
+
+    #[test]
+    fn debug_does_not_show_known_hosts_or_keys() {
+        let auth = Auth { ssh_key: Some("PRIVATE".into()), known_hosts: Some(format!("h ssh-ed25519 {KEY}")), ..Auth::default() };
+        let debug = format!("{auth:?}");
+        assert!(!debug.contains("PRIVATE") && !debug.contains(KEY), "{debug}");
+        let data = [("identity", "PRIVATE"), ("known_hosts", "h ssh-ed25519 AAAA")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(Auth::from_secret_data(&data).unwrap().known_hosts.as_deref(), Some("h ssh-ed25519 AAAA"));
     }
 }
