@@ -231,8 +231,19 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
             let inventory = load(files)?;
             let opts = SyncOptions { dry_run: *dry_run, max_attempts: *max_attempts, ..SyncOptions::default() };
             let (cache, auth, renderer) = (cache(cli)?, auth(cli)?, renderer(cli)?);
+            let order = tier_order(&inventory, tier.as_deref())?;
+            // Render every tier (with placeholder pins) before the first push, so an input or
+            // template error in a later tier leaves the earlier ones untouched too.
+            for name in &order {
+                let input = inventory.tier_input(name)?;
+                let pins = Pins {
+                    app: "0".repeat(40),
+                    configurations: input.configurations.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40))).collect(),
+                };
+                renderer.render(shopset::render::RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })?;
+            }
             let mut reports = Vec::new();
-            for name in tier_order(&inventory, tier.as_deref())? {
+            for name in order {
                 let input = inventory.tier_input(&name)?;
                 if cli.output == Output::Text && std::io::stderr().is_terminal() {
                     eprintln!("syncing {name}...");

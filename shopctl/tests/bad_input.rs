@@ -424,7 +424,6 @@ fn bad_input_is_refused_clearly_and_writes_nothing() {
 /// A template that breaks only in a later tier (only tier-1's ShopSets set replicas) must stop the
 /// sync before the earlier tier is written, too.
 #[test]
-#[ignore = "shopctl sync renders tier by tier: tier-0 is pushed before tier-1's template error shows. Fix in shopctl/src/main.rs: render every tier (placeholder pins) before the first sync_tier"]
 fn a_template_error_in_a_later_tier_writes_nothing() {
     let repos = Repos::start();
     let before = repos.snapshot();
