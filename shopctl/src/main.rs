@@ -35,8 +35,9 @@ const EXIT_FAILED: u8 = 1;
         Kustomize overlays and Argo CD Applications, and commits them to the tier's branch of the\n\
         system repository, pushing with a lease so no other writer's commit is ever lost.",
     after_help = "Exit status: 0 success, 1 git, cluster or I/O failure, 2 invalid input, 3 refused by a safety check.\n\
-        Credentials: --credentials FILE (a Kubernetes Secret with username/password or identity),\n\
-        or SHOPSET_GIT_USERNAME with SHOPSET_GIT_PASSWORD (or SHOPSET_GIT_TOKEN), or SHOPSET_GIT_SSH_KEY_FILE."
+        Credentials: --credentials FILE (a Kubernetes Secret with username/password, or identity and\n\
+        known_hosts), or SHOPSET_GIT_USERNAME with SHOPSET_GIT_PASSWORD (or SHOPSET_GIT_TOKEN), or\n\
+        SHOPSET_GIT_SSH_KEY_FILE with SHOPSET_GIT_KNOWN_HOSTS_FILE. SSH host keys are always verified."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]

@@ -70,6 +70,7 @@ impl SyncError {
             SyncError::BranchMissing { .. } => "BranchMissing",
             SyncError::PathMissing { .. } => "InvalidSpec",
             SyncError::Git { error: GitError::Auth { .. }, .. } => "AuthenticationFailed",
+            SyncError::Git { error: GitError::HostKey { .. }, .. } => "HostKeyRejected",
             SyncError::Git { error: GitError::Rejected { .. }, .. } => "PushRejected",
             SyncError::Git { error: GitError::LeaseBroken { .. }, .. } | SyncError::Contention { .. } => "PushConflict",
             SyncError::Git { .. } => "GitUnavailable",
