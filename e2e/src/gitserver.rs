@@ -664,21 +664,24 @@ fn isolate_git_env(cmd: &mut Command) {
 /// empty repository. The commit is made even when the files are unchanged, so every call
 /// yields a new sha.
 pub fn commit_files(url: &str, branch: &str, files: &[(&str, &str)], message: &str) -> String {
-    commit_to_branch(url, branch, message, |work| {
-        for (path, content) in files {
-            let rel = Path::new(path);
-            assert!(
-                rel.is_relative() && !path.split('/').any(|p| p == ".." || p == ".git"),
-                "file path {path:?} must be relative to the repository root"
-            );
-            let dest = work.join(rel);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent)
-                    .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
-            }
-            fs::write(&dest, content).unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
+    commit_to_branch(url, branch, message, &git, |work| write_files(work, files))
+}
+
+/// Writes `files` (repository-relative paths) into a work tree.
+fn write_files(work: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let rel = Path::new(path);
+        assert!(
+            rel.is_relative() && !path.split('/').any(|p| p == ".." || p == ".git"),
+            "file path {path:?} must be relative to the repository root"
+        );
+        let dest = work.join(rel);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
         }
-    })
+        fs::write(&dest, content).unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
+    }
 }
 
 /// Copies the tree under `dir` (without any `.git`) over `branch`, commits and pushes; returns
@@ -689,14 +692,16 @@ pub fn seed_dir(url: &str, branch: &str, dir: &Path, message: &str) -> String {
         "seed directory {} does not exist",
         dir.display()
     );
-    commit_to_branch(url, branch, message, |work| copy_tree(dir, work))
+    commit_to_branch(url, branch, message, &git, |work| copy_tree(dir, work))
 }
 
-fn commit_to_branch(url: &str, branch: &str, message: &str, write: impl FnOnce(&Path)) -> String {
+/// Clones `url`, checks out (or starts) `branch`, lets `write` change the work tree, commits and
+/// pushes; `remote_git` runs the commands that talk to the server (clone, push).
+fn commit_to_branch(url: &str, branch: &str, message: &str, remote_git: &dyn Fn(&Path, &[&str]) -> String, write: impl FnOnce(&Path)) -> String {
     let tmp = TempDir::with_prefix("shopset-git-work-").expect("create work tree temp dir");
     let work = tmp.path().join("work");
     let work_str = work.to_str().expect("temp dir path is UTF-8");
-    git(tmp.path(), &["clone", "--quiet", url, work_str]);
+    remote_git(tmp.path(), &["clone", "--quiet", url, work_str]);
 
     let remote_branch = format!("refs/remotes/origin/{branch}");
     if try_git(&work, &["rev-parse", "--verify", "--quiet", &remote_branch]).is_ok() {
@@ -720,7 +725,7 @@ fn commit_to_branch(url: &str, branch: &str, message: &str, write: impl FnOnce(&
         &work,
         &["commit", "--quiet", "--allow-empty", "-m", message],
     );
-    git(
+    remote_git(
         &work,
         &[
             "push",
@@ -1016,7 +1021,7 @@ impl SshGitServer {
             "seed directory {} does not exist",
             dir.display()
         );
-        self.commit_to_branch(repo, branch, message, |work| copy_tree(dir, work))
+        commit_to_branch(&self.url(repo), branch, message, &|d: &Path, a: &[&str]| self.git(d, a), |work| copy_tree(dir, work))
     }
 
     /// Like the module's [`commit_files`], over SSH.
@@ -1027,22 +1032,7 @@ impl SshGitServer {
         files: &[(&str, &str)],
         message: &str,
     ) -> String {
-        self.commit_to_branch(repo, branch, message, |work| {
-            for (path, content) in files {
-                let rel = Path::new(path);
-                assert!(
-                    rel.is_relative() && !path.split('/').any(|p| p == ".." || p == ".git"),
-                    "file path {path:?} must be relative to the repository root"
-                );
-                let dest = work.join(rel);
-                if let Some(parent) = dest.parent() {
-                    fs::create_dir_all(parent)
-                        .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
-                }
-                fs::write(&dest, content)
-                    .unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
-            }
-        })
+        commit_to_branch(&self.url(repo), branch, message, &|d: &Path, a: &[&str]| self.git(d, a), |work| write_files(work, files))
     }
 
     /// `git ls-remote` of `repo` over SSH: ref name (including `HEAD`) -> sha.
@@ -1069,52 +1059,6 @@ impl SshGitServer {
     /// sshd's log so far (connections, accepted and refused keys).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    fn commit_to_branch(
-        &self,
-        repo: &str,
-        branch: &str,
-        message: &str,
-        write: impl FnOnce(&Path),
-    ) -> String {
-        let url = self.url(repo);
-        let tmp = TempDir::with_prefix("shopset-git-work-").expect("create work tree temp dir");
-        let work = tmp.path().join("work");
-        let work_str = work.to_str().expect("temp dir path is UTF-8");
-        self.git(tmp.path(), &["clone", "--quiet", &url, work_str]);
-
-        let remote_branch = format!("refs/remotes/origin/{branch}");
-        if try_git(&work, &["rev-parse", "--verify", "--quiet", &remote_branch]).is_ok() {
-            git(
-                &work,
-                &["checkout", "--quiet", "-B", branch, &remote_branch],
-            );
-        } else if try_git(&work, &["rev-parse", "--verify", "--quiet", "HEAD"]).is_ok() {
-            git(&work, &["checkout", "--quiet", "-b", branch]);
-        } else {
-            git(
-                &work,
-                &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
-            );
-        }
-
-        write(&work);
-        git(&work, &["add", "--all"]);
-        git(
-            &work,
-            &["commit", "--quiet", "--allow-empty", "-m", message],
-        );
-        self.git(
-            &work,
-            &[
-                "push",
-                "--quiet",
-                "origin",
-                &format!("HEAD:refs/heads/{branch}"),
-            ],
-        );
-        git(&work, &["rev-parse", "HEAD"])
     }
 }
 
