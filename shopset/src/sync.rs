@@ -270,6 +270,22 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     let heads = system.heads().map_err(git_err(&tier_name, "spec.system.url"))?;
     let (mut parent, system_from) = system_parent(&system, &heads, &branch, from_branch).map_err(git_err(&tier_name, "spec.system.url"))?;
     let previous = heads.branches.get(&branch).copied();
+    // Every outcome reports these; each return fills in what it adds.
+    let report = |tree: Tree, branches: Vec<BranchStatus>| SyncReport {
+        tier: tier_name.clone(),
+        branch: branch.clone(),
+        dry_run: false,
+        branches,
+        pins: pins.clone(),
+        previous: previous.map(|o| o.to_string()),
+        head: None,
+        commit: None,
+        message: None,
+        attempts: 0,
+        shopsets: ShopSetChanges::default(),
+        diff: None,
+        tree,
+    };
 
     let mut branches = vec![branch_status(&app, &branch)];
     branches.extend(configs.iter().map(|(_, p)| branch_status(p, &branch)));
@@ -291,19 +307,12 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
         let ours = last_own_tree(&system, parent);
         let message = (!diff.is_empty()).then(|| commit_message(&tier_name, previous.is_none(), &old, &tree, ours.as_ref(), &changes, &app, &configs));
         return Ok(SyncReport {
-            tier: tier_name,
-            branch,
             dry_run: true,
-            branches,
-            pins,
-            previous: previous.map(|o| o.to_string()),
             head: previous.map(|o| o.to_string()),
-            commit: None,
             message,
-            attempts: 0,
             shopsets: changes,
             diff: Some(diff),
-            tree,
+            ..report(tree, branches)
         });
     }
 
@@ -332,21 +341,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
         if old_tree_id == Some(new_tree) && expected.is_some() {
             tracing::info!(head = %expected.map(|o| o.to_string()).unwrap_or_default(), "system branch already up to date");
             branches.push(system_status(tier, &branch, expected, None));
-            return Ok(SyncReport {
-                tier: tier_name,
-                branch,
-                dry_run: false,
-                branches,
-                pins,
-                previous: previous.map(|o| o.to_string()),
-                head: expected.map(|o| o.to_string()),
-                commit: None,
-                message: None,
-                attempts,
-                shopsets: ShopSetChanges::default(),
-                diff: None,
-                tree,
-            });
+            return Ok(SyncReport { head: expected.map(|o| o.to_string()), attempts, ..report(tree, branches) });
         }
         let old = match old_tree_id {
             Some(t) => system.read_tree(t).map_err(git_err(&tier_name, "spec.system.url"))?,
@@ -374,19 +369,12 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
                 tracing::info!(commit = %commit, attempts, "pushed system branch");
                 branches.push(system_status(tier, &branch, Some(commit), if expected.is_none() { system_from.clone() } else { None }));
                 return Ok(SyncReport {
-                    tier: tier_name,
-                    branch,
-                    dry_run: false,
-                    branches,
-                    pins,
-                    previous: previous.map(|o| o.to_string()),
                     head: Some(commit.to_string()),
                     commit: message.as_ref().map(|_| commit.to_string()),
                     message,
                     attempts,
                     shopsets: changes,
-                    diff: None,
-                    tree,
+                    ..report(tree, branches)
                 });
             }
             Err(GitError::LeaseBroken { .. }) if attempts < opts.max_attempts => {
