@@ -1022,12 +1022,12 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
         },
         || controller.log(),
     );
-    assert_eq!(reason, "KubernetesUnavailable", "{message}");
+    assert_eq!(reason, "CredentialsMissing", "{message}");
     assert!(
-        message.contains("forbidden")
-            && message.contains("secrets")
-            && message.contains("git-credentials"),
-        "{message}"
+        message.contains("may not read Secrets")
+            && message.contains("git-credentials")
+            && message.contains("deploy/tenant/credentials-rolebinding.yaml"),
+        "the message should name the Secret and the RoleBinding that grants it: {message}"
     );
 
     // Pruning: a removed ShopSet's Application is deleted (list by label, then delete).
