@@ -5,10 +5,10 @@
 //! Every test gets its own git server, repositories (the examples seeded onto `main`),
 //! manifests pointing at them, and cache; at most one control plane is started.
 
+mod common;
 mod github_api;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use github_api::{FakeGitHub, html_url};
 use serde_json::{Value, json};
@@ -58,14 +58,10 @@ impl Fx {
         std::fs::create_dir(fx.manifests()).expect("create manifests dir");
         for name in MANIFESTS {
             let text = std::fs::read_to_string(examples.join(name)).expect("read example manifest");
-            let text = shopset::quickstart::EXAMPLE_URLS.iter().fold(text, |acc, (example, local)| {
-                let url = match *local {
-                    "app.git" => &fx.app,
-                    "config.git" => &fx.config,
-                    "system.git" => &fx.system,
-                    other => panic!("unknown example repository {other}"),
-                };
-                acc.replace(example, url)
+            let text = shopset::quickstart::with_urls(&text, |local| match local {
+                "app.git" => fx.app.clone(),
+                "config.git" => fx.config.clone(),
+                _ => fx.system.clone(),
             });
             std::fs::write(fx.manifests().join(name), text).expect("write manifest");
         }
@@ -87,31 +83,8 @@ impl Fx {
     }
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopctl"));
-        cmd.arg("--cache-dir").arg(self.work.path().join("cache")).args(["--color", "never"]).args(args);
-        for var in [
-            "SHOPSET_CACHE_DIR",
-            "SHOPSET_CREDENTIALS",
-            "SHOPSET_TEMPLATES",
-            "SHOPSET_GIT_USERNAME",
-            "SHOPSET_GIT_PASSWORD",
-            "SHOPSET_GIT_TOKEN",
-            "SHOPSET_GIT_SSH_KEY_FILE",
-            "SHOPSET_GIT_SSH_PASSPHRASE",
-            "GITHUB_TOKEN",
-            "GITHUB_API_URL",
-            "KUBERNETES_SERVICE_HOST",
-            "KUBERNETES_SERVICE_PORT",
-            "RUST_LOG",
-            "NO_COLOR",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", self.work.path())
-            .env("XDG_CONFIG_HOME", self.work.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("KUBECONFIG", self.work.path().join("no-such-kubeconfig"));
-        cmd.envs(env.iter().copied()).stdin(Stdio::null());
+        let mut cmd = common::shopctl_command(&self.work.path().join("cache"), self.work.path());
+        cmd.args(args).env("KUBECONFIG", self.work.path().join("no-such-kubeconfig")).envs(env.iter().copied());
         let out = cmd.output().expect("run shopctl");
         Run {
             code: out.status.code(),

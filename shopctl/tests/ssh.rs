@@ -37,14 +37,10 @@ impl SshFixture {
         std::fs::create_dir(f.manifests()).expect("create manifests dir");
         std::fs::create_dir(f.home()).expect("create HOME");
         for name in MANIFEST_FILES {
-            let text = shopset::quickstart::EXAMPLE_URLS.iter().fold(example_manifest(name), |acc, (example, local)| {
-                let url = match *local {
-                    "app.git" => &f.app,
-                    "config.git" => &f.config,
-                    "system.git" => &f.system,
-                    other => panic!("unknown example repository {other}"),
-                };
-                acc.replace(example, url)
+            let text = shopset::quickstart::with_urls(&example_manifest(name), |local| match local {
+                "app.git" => f.app.clone(),
+                "config.git" => f.config.clone(),
+                _ => f.system.clone(),
             });
             assert!(!text.contains("https://git.example.com"), "{name} still names an example repository:\n{text}");
             std::fs::write(f.manifests().join(name), text).expect("write manifest");
@@ -85,26 +81,8 @@ impl SshFixture {
     /// `shopctl --cache-dir <cache> --color never <args>` with only `env` of the SHOPSET_*
     /// variables, HOME at [`home`](Self::home), and no ssh agent.
     fn shopctl(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopctl"));
-        cmd.arg("--cache-dir").arg(self.work.path().join("cache")).args(["--color", "never"]).args(args);
-        for var in [
-            "SHOPSET_CACHE_DIR",
-            "SHOPSET_CREDENTIALS",
-            "SHOPSET_TEMPLATES",
-            "SHOPSET_GIT_USERNAME",
-            "SHOPSET_GIT_PASSWORD",
-            "SHOPSET_GIT_TOKEN",
-            "SHOPSET_GIT_SSH_KEY_FILE",
-            "SHOPSET_GIT_SSH_PASSPHRASE",
-            "SHOPSET_GIT_KNOWN_HOSTS_FILE",
-            "SSH_AUTH_SOCK",
-            "RUST_LOG",
-            "NO_COLOR",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", self.home()).env("XDG_CONFIG_HOME", self.work.path()).env("GIT_CONFIG_NOSYSTEM", "1");
-        cmd.envs(env.iter().copied()).stdin(Stdio::null());
+        let mut cmd = common::shopctl_command(&self.work.path().join("cache"), &self.home());
+        cmd.args(args).envs(env.iter().copied());
         let out = cmd.output().expect("run shopctl");
         Run {
             code: out.status.code(),

@@ -59,7 +59,13 @@ fn git(path: &Path) -> impl Fn(git2::Error) -> QuickstartError + '_ {
 
 /// Rewrites the example URLs to `file://` URLs of repositories under `repos`.
 pub fn localize(text: &str, repos: &Path) -> String {
-    EXAMPLE_URLS.iter().fold(text.to_string(), |acc, (from, name)| acc.replace(from, &format!("file://{}", repos.join(name).display())))
+    with_urls(text, |name| format!("file://{}", repos.join(name).display()))
+}
+
+/// Rewrites the example URLs: `url` maps each local name (`app.git`, `config.git`, `system.git`)
+/// to the URL to use instead.
+pub fn with_urls(text: &str, url: impl Fn(&str) -> String) -> String {
+    EXAMPLE_URLS.iter().fold(text.to_string(), |acc, (from, name)| acc.replace(from, &url(name)))
 }
 
 /// Creates `dir/repos/{app,config,system}.git` (app and config seeded on `main`, system empty)

@@ -38,14 +38,10 @@ impl Fixture {
         std::fs::create_dir(&manifests).unwrap();
         for name in ["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"] {
             let text = std::fs::read_to_string(examples.join(name)).unwrap();
-            let text = shopset::quickstart::EXAMPLE_URLS.iter().fold(text, |acc, (example, local)| {
-                let url = match *local {
-                    "app.git" => &app,
-                    "config.git" => &config,
-                    "system.git" => &system,
-                    other => panic!("unknown example repository {other}"),
-                };
-                acc.replace(example, url)
+            let text = shopset::quickstart::with_urls(&text, |local| match local {
+                "app.git" => app.clone(),
+                "config.git" => config.clone(),
+                _ => system.clone(),
             });
             std::fs::write(manifests.join(name), text).unwrap();
         }

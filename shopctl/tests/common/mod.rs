@@ -71,15 +71,11 @@ impl Fixture {
 
     /// Writes one manifest file, with the example URLs replaced by this fixture's.
     pub fn write_manifest(&self, name: &str, text: &str) {
-        let text = shopset::quickstart::EXAMPLE_URLS.iter().fold(text.to_string(), |acc, (example, local)| {
-            let url = match *local {
-                "app.git" => &self.app,
-                "config.git" => &self.config,
-                "system.git" => &self.system,
-                other => panic!("unknown example repository {other}"),
-            };
-            acc.replace(example, url)
-        });
+        let text = shopset::quickstart::with_urls(text, |local| match local {
+                "app.git" => self.app.clone(),
+                "config.git" => self.config.clone(),
+                _ => self.system.clone(),
+            });
         std::fs::write(self.manifests().join(name), text).expect("write manifest");
     }
 
@@ -111,26 +107,8 @@ impl Fixture {
 
     /// Like [`shopctl`](Self::shopctl), with extra environment variables.
     pub fn shopctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopctl"));
-        cmd.arg("--cache-dir").arg(self.cache()).args(["--color", "never"]).args(args);
-        // Nothing from the caller's environment or git configuration may leak in.
-        for var in [
-            "SHOPSET_CACHE_DIR",
-            "SHOPSET_CREDENTIALS",
-            "SHOPSET_TEMPLATES",
-            "SHOPSET_GIT_USERNAME",
-            "SHOPSET_GIT_PASSWORD",
-            "SHOPSET_GIT_TOKEN",
-            "SHOPSET_GIT_SSH_KEY_FILE",
-            "SHOPSET_GIT_SSH_PASSPHRASE",
-            "RUST_LOG",
-            "NO_COLOR",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", self.work.path()).env("XDG_CONFIG_HOME", self.work.path()).env("GIT_CONFIG_NOSYSTEM", "1");
-        cmd.envs(env.iter().copied());
-        cmd.stdin(Stdio::null());
+        let mut cmd = shopctl_command(&self.cache(), self.work.path());
+        cmd.args(args).envs(env.iter().copied());
         let out = cmd.output().expect("run shopctl");
         Run {
             code: out.status.code(),
@@ -210,4 +188,35 @@ pub fn tier_section<'a>(stdout: &'a str, tier: &str) -> &'a str {
         Some(end) => &rest[..end + 1],
         None => rest,
     }
+}
+
+/// `shopctl --cache-dir <cache> --color never`, isolated: no SHOPSET_*, GitHub, Kubernetes, ssh
+/// agent or logging variables of the caller; HOME and git's configuration at `home`; no stdin.
+/// Callers add their own arguments and environment.
+pub fn shopctl_command(cache: &std::path::Path, home: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopctl"));
+    cmd.arg("--cache-dir").arg(cache).args(["--color", "never"]);
+    for var in [
+        "SHOPSET_CACHE_DIR",
+        "SHOPSET_CREDENTIALS",
+        "SHOPSET_TEMPLATES",
+        "SHOPSET_GIT_USERNAME",
+        "SHOPSET_GIT_PASSWORD",
+        "SHOPSET_GIT_TOKEN",
+        "SHOPSET_GIT_SSH_KEY_FILE",
+        "SHOPSET_GIT_SSH_PASSPHRASE",
+        "SHOPSET_GIT_KNOWN_HOSTS_FILE",
+        "GITHUB_TOKEN",
+        "GITHUB_API_URL",
+        "KUBECONFIG",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+        "SSH_AUTH_SOCK",
+        "RUST_LOG",
+        "NO_COLOR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", home).env("XDG_CONFIG_HOME", home).env("GIT_CONFIG_NOSYSTEM", "1").stdin(Stdio::null());
+    cmd
 }
