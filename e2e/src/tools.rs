@@ -4,13 +4,18 @@
 //! never whatever `kubectl` or `kustomize` happens to be on the machine's PATH.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // cargo sets CARGO_MANIFEST_DIR when it runs a test or binary; prefer it to the compile-time
+    // value, which goes stale when a shared target dir is reused by a checkout at another path
+    // (cargo does not rebuild for that). Every package of the workspace sits one folder down.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).filter(|d| d.join("Cargo.toml").is_file());
+    manifest_dir
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
-        .expect("the e2e crate lives in a folder of the repository")
+        .expect("every package lives in a folder of the repository")
         .to_path_buf()
 }
 

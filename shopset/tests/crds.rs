@@ -1,11 +1,10 @@
 //! The committed CRDs are generated from the Rust types; this fails when they drift apart.
 //! Regenerate with `cargo run -p shopctl -- crds --write deploy/crds`.
 
-use std::path::Path;
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+    let dir = shopset_e2e::tools::repo_root().join("deploy/crds");
     for (name, expected) in shopset::api::crd_files().expect("CRDs serialize") {
         let committed = std::fs::read_to_string(dir.join(&name))
             .unwrap_or_else(|e| panic!("deploy/crds/{name} is missing ({e}); run `cargo run -p shopctl -- crds --write deploy/crds`"));

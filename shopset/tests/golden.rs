@@ -11,7 +11,7 @@ const APP: &str = "1111111111111111111111111111111111111111";
 const CONFIG: &str = "2222222222222222222222222222222222222222";
 
 fn examples() -> Inventory {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = shopset_e2e::tools::repo_root().join("examples");
     let inv = Inventory::load(&[dir]).expect("examples load");
     inv.check().expect("examples are valid");
     inv
@@ -27,7 +27,7 @@ fn render(inv: &Inventory, tier: &str) -> Tree {
 }
 
 fn golden_dir(tier: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(tier)
+    shopset_e2e::tools::repo_root().join("shopset/tests/golden").join(tier)
 }
 
 fn files_under(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) {

@@ -8,7 +8,6 @@
 //! each value back byte for byte. `.gitmodules` must read back the same way through `git config`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{Value, json};
 use shopset::api::{
@@ -451,7 +450,7 @@ fn values_that_cannot_be_written_are_refused() {
 }
 
 fn examples() -> Inventory {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = shopset_e2e::tools::repo_root().join("examples");
     let inventory = Inventory::load(&[dir]).expect("examples load");
     inventory.check().expect("examples are valid");
     inventory
