@@ -11,6 +11,9 @@ use git2::{Cred, CredentialType, Direction, FetchOptions, ObjectType, Oid, PushO
 
 use crate::render::{Entry, Tree};
 
+mod hashed;
+pub use hashed::{Change, HashedTree, MODE_DIR, MODE_FILE, MODE_GITLINK};
+
 /// Git credentials. Never printed: `Debug` shows which kind is set, not the values.
 #[derive(Clone, Default)]
 pub struct Auth {
@@ -407,12 +410,33 @@ impl Remote {
 
     /// Writes `tree` as git objects and returns the root tree id.
     pub fn write_tree(&self, tree: &Tree) -> Result<Oid, GitError> {
-        let cache_err = |e: git2::Error| GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() };
-        let mut root = Dir::default();
-        for (path, entry) in &tree.entries {
-            root.insert(path, entry);
-        }
-        root.write(&self.repo).map_err(cache_err)
+        let hashed = HashedTree::new(tree).map_err(|e| self.cache_error(e))?;
+        self.write_hashed(&hashed)
+    }
+
+    /// Writes the objects of a hashed tree the cache lacks; returns the root tree id.
+    pub fn write_hashed(&self, tree: &HashedTree<'_>) -> Result<Oid, GitError> {
+        tree.write(&self.repo).map_err(|e| self.cache_error(e))
+    }
+
+    /// The paths that differ between the stored tree `old` and `new`, reading only differing subtrees.
+    pub fn changes(&self, old: Option<Oid>, new: &HashedTree<'_>) -> Result<Vec<Change>, GitError> {
+        new.changes(&self.repo, old).map_err(|e| self.cache_error(e))
+    }
+
+    /// The content of a blob.
+    pub fn blob(&self, id: Oid) -> Result<Vec<u8>, GitError> {
+        self.repo.find_blob(id).map(|b| b.content().to_vec()).map_err(|e| self.cache_error(e))
+    }
+
+    /// Mode and id of the entry at `path` in `tree`, if any.
+    pub fn entry(&self, tree: Oid, path: &str) -> Option<(i32, Oid)> {
+        let tree = self.repo.find_tree(tree).ok()?;
+        tree.get_path(Path::new(path)).ok().map(|e| (e.filemode(), e.id()))
+    }
+
+    fn cache_error(&self, e: git2::Error) -> GitError {
+        GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() }
     }
 
     /// Commits `tree` on `parent` (None: a root commit) and returns the commit id.
@@ -476,44 +500,6 @@ impl Remote {
             return BTreeMap::new();
         };
         sub.iter().filter_map(|e| e.name().ok().map(|n| (n.to_string(), e.id()))).collect()
-    }
-}
-
-/// A directory being assembled for [`Remote::write_tree`].
-#[derive(Default)]
-struct Dir<'a> {
-    files: BTreeMap<&'a str, &'a Entry>,
-    dirs: BTreeMap<&'a str, Dir<'a>>,
-}
-
-impl<'a> Dir<'a> {
-    fn insert(&mut self, path: &'a str, entry: &'a Entry) {
-        match path.split_once('/') {
-            Some((head, rest)) => self.dirs.entry(head).or_default().insert(rest, entry),
-            None => {
-                self.files.insert(path, entry);
-            }
-        }
-    }
-
-    fn write(&self, repo: &Repository) -> Result<Oid, git2::Error> {
-        let mut builder = repo.treebuilder(None)?;
-        for (name, entry) in &self.files {
-            match entry {
-                Entry::File(bytes) => {
-                    let blob = repo.blob(bytes)?;
-                    builder.insert(name, blob, 0o100644)?;
-                }
-                Entry::Gitlink(hex) => {
-                    builder.insert(name, Oid::from_str(hex)?, 0o160000)?;
-                }
-            }
-        }
-        for (name, dir) in &self.dirs {
-            let id = dir.write(repo)?;
-            builder.insert(name, id, 0o040000)?;
-        }
-        builder.write()
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`crate::sync::sync_tier`] as `shopctl sync`, applies the Applications, and writes status with
 //! server-side apply. Small functions, an error policy with capped backoff, Events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use crate::gitops::{Auth, GitCache};
 use crate::manifests::{Inventory, TierInput};
 use crate::metrics::{Metrics, TierLabels};
 use crate::render::Renderer;
-use crate::sync::{SyncError, SyncOptions, SyncReport, current_heads, heads_after, sync_tier};
+use crate::sync::{Checkpoint, SyncError, SyncOptions, SyncReport, sync_tier};
 
 /// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
 pub const FINALIZER: &str = "shopset.dev/cleanup";
@@ -61,13 +61,6 @@ impl Error {
     }
 }
 
-/// What the last successful sync of a tier saw; equal input and heads mean nothing to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct LastSync {
-    input: u64,
-    heads: BTreeMap<String, Option<String>>,
-}
-
 /// Shared by every reconcile.
 pub struct Context {
     pub client: kube::Client,
@@ -75,7 +68,7 @@ pub struct Context {
     pub renderer: Arc<Renderer>,
     pub metrics: Arc<Metrics>,
     pub reporter: Reporter,
-    last: Mutex<HashMap<ObjectRef<Tier>, LastSync>>,
+    last: Mutex<HashMap<ObjectRef<Tier>, Checkpoint>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
 }
 
@@ -233,18 +226,6 @@ async fn credentials(tier: &Tier, client: &kube::Client) -> Result<Auth, Error> 
     Auth::from_secret(&secret).map_err(|detail| Error::Credentials { name, detail })
 }
 
-/// A stable hash of everything the render reads besides the pinned commits.
-fn fingerprint(input: &TierInput) -> u64 {
-    let value = json!({
-        "tier": input.tier.spec,
-        "name": input.tier.name_any(),
-        "from": input.from.as_ref().map(|t| t.branch()),
-        "shopsets": input.shopsets.iter().map(|s| (s.name_any(), &s.spec)).collect::<Vec<_>>(),
-        "configurations": input.configurations.iter().map(|c| (c.name_any(), &c.spec)).collect::<Vec<_>>(),
-    });
-    value.to_string().bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
 async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*tier);
     let result = sync_and_apply(&tier, &ctx).await;
@@ -268,20 +249,17 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     }
     let input = inventory.tier_input(&tier.name_any()).map_err(|p| Error::Invalid(p.to_string()))?;
     let auth = credentials(tier, &ctx.client).await?;
-    let print = fingerprint(&input);
 
     // Poll fast path: one ls-remote per repository, and nothing else when nothing moved.
     let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-    if let Some(last) = &last {
-        if last.input == print {
-            let (cache, auth2, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
-            let heads = tokio::task::spawn_blocking(move || current_heads(&cache, &auth2, &input2))
-                .await
-                .map_err(|e| Error::Finalizer(format!("sync task: {e}")))??;
-            if heads == last.heads {
-                tracing::debug!(tier = %tier.name_any(), "nothing moved");
-                return Ok(());
-            }
+    if let Some(last) = last {
+        let (cache, auth2, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
+        let unchanged = tokio::task::spawn_blocking(move || last.unchanged(&cache, &auth2, &input2))
+            .await
+            .map_err(|e| Error::Finalizer(format!("sync task: {e}")))??;
+        if unchanged {
+            tracing::debug!(tier = %tier.name_any(), "nothing moved");
+            return Ok(());
         }
     }
 
@@ -309,7 +287,7 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     }
     write_success(tier, ctx, &input, &report, &applied).await?;
     ctx.metrics.synced(&labels);
-    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, LastSync { input: print, heads: heads_after(&report) });
+    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Checkpoint::after(&input, &report));
     Ok(())
 }
 

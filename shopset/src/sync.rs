@@ -9,9 +9,9 @@ use git2::Oid;
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::gitops::{Auth, GitCache, GitError, RefUpdate, Remote, diff_trees};
+use crate::gitops::{Auth, Change, GitCache, GitError, HashedTree, MODE_GITLINK, RefUpdate, Remote, diff_trees};
 use crate::manifests::TierInput;
-use crate::render::{Pins, RenderError, RenderInput, Renderer, Tree};
+use crate::render::{Entry, Pins, RenderError, RenderInput, Renderer, Tree};
 
 /// Who commits to the system repository.
 pub const AUTHOR_NAME: &str = "ShopSet";
@@ -290,12 +290,15 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     let mut branches = vec![branch_status(&app, &branch)];
     branches.extend(configs.iter().map(|(_, p)| branch_status(p, &branch)));
 
+    let system_err = git_err(&tier_name, "spec.system.url");
+    let hashed = HashedTree::new(&tree).map_err(|e| system_err(GitError::Other { url: tier.spec.system.url.clone(), detail: e.message().to_string() }))?;
+    let old_tree_of = |parent: Option<Oid>| parent.map(|p| system.tree_of(p)).transpose().map_err(git_err(&tier_name, "spec.system.url"));
+
     if opts.dry_run {
-        let old = match parent {
-            Some(p) => system.read_tree(system.tree_of(p).map_err(git_err(&tier_name, "spec.system.url"))?).map_err(git_err(&tier_name, "spec.system.url"))?,
-            None => Tree::default(),
-        };
-        let changes = shopset_changes(&old, &tree);
+        let old = old_tree_of(parent)?;
+        let delta = system.changes(old, &hashed).map_err(&system_err)?;
+        let cmp = Compare { system: &system, old, new: &tree, hashed: &hashed, delta: &delta };
+        let changes = cmp.shopset_changes();
         branches.push(BranchStatus {
             repository: "system".into(),
             url: tier.spec.system.url.clone(),
@@ -303,9 +306,9 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
             head: previous.map(|o| o.to_string()),
             created_from: system_from.clone(),
         });
-        let diff = diff_trees(&old, &tree);
+        let diff = cmp.diff().map_err(&system_err)?;
         let ours = last_own_tree(&system, parent);
-        let message = (!diff.is_empty()).then(|| commit_message(&tier_name, previous.is_none(), &old, &tree, ours.as_ref(), &changes, &app, &configs));
+        let message = (!delta.is_empty()).then(|| commit_message(&tier_name, previous.is_none(), &cmp, ours, &changes, &app, &configs));
         return Ok(SyncReport {
             dry_run: true,
             head: previous.map(|o| o.to_string()),
@@ -333,27 +336,31 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     // 5. Commit when the tree changed; push under the lease; on a lost lease, rebuild on the new head.
     let author = git2::Signature::now(AUTHOR_NAME, AUTHOR_EMAIL)
         .map_err(|e| git_err(&tier_name, "spec.system.url")(GitError::Other { url: tier.spec.system.url.clone(), detail: e.message().to_string() }))?;
-    let new_tree = system.write_tree(&tree).map_err(git_err(&tier_name, "spec.system.url"))?;
+    let new_tree = hashed.id();
+    let mut written = false;
     let mut expected = previous;
     let mut attempts = 0;
     loop {
-        let old_tree_id = parent.map(|p| system.tree_of(p)).transpose().map_err(git_err(&tier_name, "spec.system.url"))?;
+        let old_tree_id = old_tree_of(parent)?;
         if old_tree_id == Some(new_tree) && expected.is_some() {
             tracing::info!(head = %expected.map(|o| o.to_string()).unwrap_or_default(), "system branch already up to date");
             branches.push(system_status(tier, &branch, expected, None));
             return Ok(SyncReport { head: expected.map(|o| o.to_string()), attempts, ..report(tree, branches) });
         }
-        let old = match old_tree_id {
-            Some(t) => system.read_tree(t).map_err(git_err(&tier_name, "spec.system.url"))?,
-            None => Tree::default(),
-        };
-        let changes = shopset_changes(&old, &tree);
+        // Only the subtrees whose ids differ are read: the cost follows what changed.
+        let delta = system.changes(old_tree_id, &hashed).map_err(&system_err)?;
+        let cmp = Compare { system: &system, old: old_tree_id, new: &tree, hashed: &hashed, delta: &delta };
+        let changes = cmp.shopset_changes();
         // A new branch whose source already has this exact tree needs no commit of its own.
         let commit = if old_tree_id == Some(new_tree) {
             parent.expect("old tree id implies a parent") // invariant: old_tree_id is Some only with a parent
         } else {
+            if !written {
+                system.write_hashed(&hashed).map_err(&system_err)?;
+                written = true;
+            }
             let ours = last_own_tree(&system, parent);
-            let message = commit_message(&tier_name, previous.is_none(), &old, &tree, ours.as_ref(), &changes, &app, &configs);
+            let message = commit_message(&tier_name, previous.is_none(), &cmp, ours, &changes, &app, &configs);
             system.commit(new_tree, parent, &message, &author).map_err(git_err(&tier_name, "spec.system.url"))?
         };
         attempts += 1;
@@ -450,52 +457,95 @@ fn system_status(tier: &crate::api::Tier, branch: &str, head: Option<Oid>, creat
     }
 }
 
-/// ShopSets added, removed and changed between two trees, from their overlay and Application files.
-pub fn shopset_changes(old: &Tree, new: &Tree) -> ShopSetChanges {
-    let collect = |t: &Tree| -> BTreeMap<String, Vec<(String, crate::render::Entry)>> {
-        let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
-        for (path, entry) in &t.entries {
-            let name = path
-                .strip_prefix("shopsets/")
-                .and_then(|r| r.split_once('/').map(|(n, _)| n.to_string()))
-                .or_else(|| path.strip_prefix("applications/").and_then(|r| r.strip_suffix(".yaml")).map(str::to_string));
-            if let Some(name) = name {
-                m.entry(name).or_default().push((path.clone(), entry.clone()));
-            }
-        }
-        m
-    };
-    let (a, b) = (collect(old), collect(new));
-    let mut changes = ShopSetChanges::default();
-    for (name, files) in &b {
-        match a.get(name) {
-            None => changes.added.push(name.clone()),
-            Some(old_files) if old_files != files => changes.changed.push(name.clone()),
-            Some(_) => {}
-        }
-    }
-    changes.removed = a.keys().filter(|n| !b.contains_key(*n)).cloned().collect();
-    changes
+/// The ShopSet a path of the system branch belongs to: `shopsets/<name>/...` or `applications/<name>.yaml`.
+fn shopset_of(path: &str) -> Option<&str> {
+    path.strip_prefix("shopsets/")
+        .and_then(|r| r.split_once('/').map(|(n, _)| n))
+        .or_else(|| path.strip_prefix("applications/").and_then(|r| r.strip_suffix(".yaml")))
 }
 
-/// The tree of the newest commit ShopSet wrote on the first-parent line of `head`, if any.
-fn last_own_tree(system: &Remote, head: Option<Oid>) -> Option<Tree> {
+/// A render compared with the system branch by object ids.
+struct Compare<'a> {
+    system: &'a Remote,
+    /// Root tree of the branch (None: no branch yet).
+    old: Option<Oid>,
+    new: &'a Tree,
+    hashed: &'a HashedTree<'a>,
+    /// The paths that differ.
+    delta: &'a [Change],
+}
+
+impl Compare<'_> {
+    /// Mode and id of `path` in a stored tree.
+    fn stored(&self, tree: Option<Oid>, path: &str) -> Option<(i32, Oid)> {
+        tree.and_then(|t| self.system.entry(t, path))
+    }
+
+    /// The ids of a ShopSet's files, its directory and its Application, in a stored tree (None: the render).
+    fn shopset_ids(&self, tree: Option<Oid>, name: &str) -> [Option<(i32, Oid)>; 2] {
+        let (dir, app) = (format!("shopsets/{name}"), format!("applications/{name}.yaml"));
+        match tree {
+            Some(_) => [self.stored(tree, &dir), self.stored(tree, &app)],
+            None => [self.hashed.get(&dir), self.hashed.get(&app)],
+        }
+    }
+
+    /// ShopSets added, removed and changed, from the paths that differ.
+    fn shopset_changes(&self) -> ShopSetChanges {
+        let names: std::collections::BTreeSet<&str> = self.delta.iter().filter_map(|c| shopset_of(&c.path)).collect();
+        let mut changes = ShopSetChanges::default();
+        for name in names {
+            let before = self.old.is_some() && self.shopset_ids(self.old, name).iter().any(Option::is_some);
+            let after = self.shopset_ids(None, name).iter().any(Option::is_some);
+            match (before, after) {
+                (false, true) => changes.added.push(name.to_string()),
+                (true, false) => changes.removed.push(name.to_string()),
+                (true, true) => changes.changed.push(name.to_string()),
+                (false, false) => {}
+            }
+        }
+        changes
+    }
+
+    /// Whether the branch had no files (no branch, or an empty root tree).
+    fn old_is_empty(&self) -> bool {
+        // git's empty tree has the same id in every SHA-1 repository.
+        self.old.is_none_or(|t| t.to_string() == "4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+    }
+
+    /// The old gitlink at `path` (None inside: there was none), when that path changed.
+    fn old_gitlink(&self, path: &str) -> Option<Option<String>> {
+        let change = self.delta.iter().find(|c| c.path == path)?;
+        Some(change.old.filter(|(m, _)| *m == MODE_GITLINK).map(|(_, id)| id.to_string()))
+    }
+
+    /// A unified diff of the paths that differ, reading only their old contents.
+    fn diff(&self) -> Result<String, GitError> {
+        let (mut old, mut new) = (Tree::default(), Tree::default());
+        for c in self.delta {
+            if let Some((mode, id)) = c.old {
+                let entry = if mode == MODE_GITLINK { Entry::Gitlink(id.to_string()) } else { Entry::File(self.system.blob(id)?) };
+                old.entries.insert(c.path.clone(), entry);
+            }
+            if let Some(e) = self.new.entries.get(&c.path) {
+                new.entries.insert(c.path.clone(), e.clone());
+            }
+        }
+        Ok(diff_trees(&old, &new))
+    }
+}
+
+/// The root tree of the newest commit ShopSet wrote on the first-parent line of `head`, if any.
+fn last_own_tree(system: &Remote, head: Option<Oid>) -> Option<Oid> {
     let mut commit = system.repo().find_commit(head?).ok()?;
     while commit.author().email().ok() != Some(AUTHOR_EMAIL) {
         commit = commit.parent(0).ok()?;
     }
-    system.read_tree(commit.tree_id()).ok()
+    Some(commit.tree_id())
 }
 
 fn short(oid: &str) -> &str {
     &oid[..oid.len().min(7)]
-}
-
-fn gitlink(tree: &Tree, path: &str) -> Option<String> {
-    match tree.entries.get(path) {
-        Some(crate::render::Entry::Gitlink(oid)) => Some(oid.clone()),
-        _ => None,
-    }
 }
 
 /// "app: abc1234 -> def5678 (3 commits)" for one pinned repository.
@@ -520,23 +570,21 @@ fn pin_change(label: &str, old: Option<String>, new: &str, plan: &Plan) -> Optio
 }
 
 /// A message a person can read: what moved, which ShopSets changed, and files restored.
-/// `ours` is the tree of ShopSet's own last commit on the branch: only files that differ from it
-/// were changed by someone else ("files rewritten"); the rest changed with the render (README.md).
-#[allow(clippy::too_many_arguments)]
-fn commit_message(tier: &str, new_branch: bool, old: &Tree, new: &Tree, ours: Option<&Tree>, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
+/// `ours` is the root tree of ShopSet's own last commit on the branch: only files that differ from
+/// it were changed by someone else ("files rewritten"); the rest changed with the render (README.md).
+fn commit_message(tier: &str, new_branch: bool, cmp: &Compare<'_>, ours: Option<Oid>, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
     let mut lines = Vec::new();
-    if let Some(line) = pin_change("app", gitlink(old, "base"), &app.head.to_string(), app) {
+    if let Some(line) = cmp.old_gitlink("base").and_then(|old| pin_change("app", old, &app.head.to_string(), app)) {
         lines.push(line);
     }
     for (name, plan) in configs {
         let path = format!("config/{name}");
-        if let Some(line) = pin_change(&path, gitlink(old, &path), &plan.head.to_string(), plan) {
+        if let Some(line) = cmp.old_gitlink(&path).and_then(|old| pin_change(&path, old, &plan.head.to_string(), plan)) {
             lines.push(line);
         }
     }
-    let old_configs: Vec<&String> = old.entries.keys().filter(|p| p.starts_with("config/") && !new.entries.contains_key(*p)).collect();
-    for path in old_configs {
-        lines.push(format!("{path}: no longer used"));
+    for c in cmp.delta.iter().filter(|c| c.path.starts_with("config/") && c.new.is_none()) {
+        lines.push(format!("{}: no longer used", c.path));
     }
     let list = |v: &[String]| v.join(", ");
     if !changes.added.is_empty() {
@@ -546,35 +594,30 @@ fn commit_message(tier: &str, new_branch: bool, old: &Tree, new: &Tree, ours: Op
         lines.push(format!("shopsets removed: {}", list(&changes.removed)));
     }
     // A ShopSet whose files differ only because someone edited them is restored, not changed.
-    let shopset_files = |t: &Tree, name: &str| -> Vec<(String, crate::render::Entry)> {
-        let (dir, app) = (format!("shopsets/{name}/"), format!("applications/{name}.yaml"));
-        t.entries.iter().filter(|(p, _)| p.starts_with(&dir) || **p == app).map(|(p, e)| (p.clone(), e.clone())).collect()
-    };
-    let changed: Vec<String> = changes.changed.iter().filter(|n| ours.is_none_or(|t| shopset_files(t, n) != shopset_files(new, n))).cloned().collect();
+    let changed: Vec<String> = changes.changed.iter().filter(|n| ours.is_none() || cmp.shopset_ids(ours, n) != cmp.shopset_ids(None, n)).cloned().collect();
     if !changed.is_empty() {
         lines.push(format!("shopsets changed: {}", list(&changed)));
     }
     // Whatever else differs was changed outside ShopSet (by hand) or by a template change; a
     // ShopSet's generated files count when they differ from what ShopSet last wrote.
     let generated = |p: &str| p.starts_with("shopsets/") || p.starts_with("applications/");
-    let other: Vec<&String> = old
-        .entries
-        .keys()
-        .chain(new.entries.keys())
-        .filter(|p| *p != "base" && !p.starts_with("config/"))
-        .filter(|p| old.entries.get(*p) != new.entries.get(*p))
-        .filter(|p| match ours {
-            Some(t) => t.entries.get(*p) != old.entries.get(*p),
-            None => !generated(p),
+    let other: Vec<&str> = cmp
+        .delta
+        .iter()
+        .filter(|c| c.path != "base" && !c.path.starts_with("config/"))
+        .filter(|c| match ours {
+            Some(_) => cmp.stored(ours, &c.path) != c.old,
+            None => !generated(&c.path),
         })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
+        .map(|c| c.path.as_str())
         .collect();
-    if !other.is_empty() && !old.entries.is_empty() {
-        lines.push(format!("files rewritten: {}", other.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+    let old_empty = cmp.old_is_empty();
+    if !other.is_empty() && !old_empty {
+        lines.push(format!("files rewritten: {}", other.join(", ")));
     }
-    let subject = if old.entries.is_empty() || new_branch {
-        format!("{tier}: first render (app {}, {} shopsets)", short(&app.head.to_string()), new.entries.keys().filter(|p| p.starts_with("applications/")).count())
+    let subject = if old_empty || new_branch {
+        let apps = cmp.new.entries.keys().filter(|p| p.starts_with("applications/")).count();
+        format!("{tier}: first render (app {}, {apps} shopsets)", short(&app.head.to_string()))
     } else {
         let mut parts: Vec<String> = lines.iter().take(2).cloned().collect();
         if lines.len() > 2 {
@@ -642,4 +685,40 @@ pub fn current_heads(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result
 /// The heads a successful sync leaves, in the form of [`current_heads`].
 pub fn heads_after(report: &SyncReport) -> BTreeMap<String, Option<String>> {
     report.branches.iter().map(|b| (format!("{}#{}", b.url, b.branch), b.head.clone())).collect()
+}
+
+/// What a successful sync saw: with it, telling that the next sync would change nothing costs one
+/// ls-remote per repository (the poll of an idle tier), not a render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    input: u64,
+    heads: BTreeMap<String, Option<String>>,
+}
+
+impl Checkpoint {
+    /// The checkpoint of a sync of `input` that reported `report`.
+    pub fn after(input: &TierInput, report: &SyncReport) -> Self {
+        Self { input: fingerprint(input), heads: heads_after(report) }
+    }
+
+    /// Whether neither the input nor any branch has moved since; reads only the remote heads.
+    pub fn unchanged(&self, cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<bool, SyncError> {
+        if fingerprint(input) != self.input {
+            return Ok(false);
+        }
+        Ok(current_heads(cache, auth, input)? == self.heads)
+    }
+}
+
+/// A stable hash of everything the render reads besides the pinned commits.
+fn fingerprint(input: &TierInput) -> u64 {
+    let value = serde_json::json!({
+        "tier": input.tier.spec,
+        "name": input.tier.name_any(),
+        "from": input.from.as_ref().map(|t| t.branch()),
+        "shopsets": input.shopsets.iter().map(|s| (s.name_any(), &s.spec)).collect::<Vec<_>>(),
+        "configurations": input.configurations.iter().map(|c| (c.name_any(), &c.spec)).collect::<Vec<_>>(),
+    });
+    // FNV-1a: stable across processes and versions, unlike the std hasher.
+    value.to_string().bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }

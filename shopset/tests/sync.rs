@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use shopset::gitops::{Auth, GitCache};
 use shopset::manifests::{Inventory, TierInput};
 use shopset::render::{Entry, Pins, RenderInput, Renderer, Tree};
-use shopset::sync::{PushHook, SyncError, SyncOptions, SyncReport, sync_tier};
+use shopset::sync::{Checkpoint, PushHook, SyncError, SyncOptions, SyncReport, sync_tier};
 use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git, seed_dir, try_git};
 use shopset_e2e::tools::repo_root;
 use tempfile::TempDir;
@@ -240,4 +240,84 @@ fn writer_pushing_before_every_attempt_makes_the_sync_give_up_without_forcing() 
         assert!(f.is_ancestor(sha, &head), "{sha} was lost");
     }
     assert_eq!(git(&f.system_path(), &["show", "tier-0:NOTES.md"]), "attempt 3");
+}
+
+/// `n` copies of the fixture's first ShopSet, named `cell-000`...
+fn cells(f: &Fixture, n: usize, shops_of: impl Fn(usize) -> Vec<String>) -> Vec<shopset::api::ShopSet> {
+    (0..n)
+        .map(|i| {
+            let mut ss = f.input.shopsets[0].clone();
+            ss.metadata.name = Some(format!("cell-{i:03}"));
+            ss.spec.shops = shops_of(i);
+            ss
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_render_of_many_shopsets_is_stored_as_one_pack_and_pushed_intact() {
+    let mut f = Fixture::start();
+    f.input.shopsets = cells(&f, 60, |i| vec![format!("shop-{i:04}")]);
+    let report = f.sync(&SyncOptions::default()).expect("sync");
+
+    // What the server holds is exactly the render, read back with the git CLI.
+    let head = f.system_head();
+    assert_eq!(report.head.as_deref(), Some(head.as_str()));
+    assert_eq!(f.tree(&head), f.render(&report.pins));
+    // Hundreds of new objects went into one pack of the cache, not one file each.
+    let objects = std::fs::read_dir(f.work.path().join("cache")).unwrap().map(|e| e.unwrap().path().join("objects")).find(|p| {
+        std::fs::read_dir(p.join("pack")).map(|d| d.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "pack"))).unwrap_or(false)
+            && try_git(p.parent().unwrap(), &["cat-file", "-e", &format!("{head}^{{tree}}")]).is_ok()
+    });
+    let objects = objects.expect("the system repository's cache has a pack holding the tree");
+    let loose: usize = std::fs::read_dir(&objects)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().len() == 2)
+        .map(|e| std::fs::read_dir(e.path()).unwrap().count())
+        .sum();
+    assert!(loose < 10, "{loose} loose objects: the tree should be in the pack");
+}
+
+#[test]
+fn a_reused_renderer_gives_the_bytes_of_a_fresh_one_after_a_change() {
+    let mut f = Fixture::start();
+    f.input.shopsets = cells(&f, 20, |i| vec![format!("shop-{i:04}")]);
+    let renderer = Renderer::embedded().unwrap();
+    let cache = GitCache::new(f.work.path().join("cache"));
+    sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("first sync");
+
+    f.input.shopsets[7].spec.shops.push("shop-9999".into());
+    let report = sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("second sync");
+
+    assert_eq!(report.shopsets.changed, vec!["cell-007".to_string()]);
+    assert!(report.shopsets.added.is_empty() && report.shopsets.removed.is_empty(), "{:?}", report.shopsets);
+    assert_eq!(f.tree(&f.system_head()), f.render(&report.pins), "a fresh renderer renders what the reused one pushed");
+    let message = report.message.expect("a commit");
+    assert!(message.lines().any(|l| l == "shopsets changed: cell-007"), "{message}");
+}
+
+#[test]
+fn a_checkpoint_says_unchanged_until_an_input_or_a_branch_moves() {
+    let mut f = Fixture::start();
+    let cache = GitCache::new(f.work.path().join("cache"));
+    let renderer = Renderer::embedded().unwrap();
+    let sync = |input: &TierInput| sync_tier(&cache, &Auth::default(), input, &renderer, &SyncOptions::default()).expect("sync");
+    let report = sync(&f.input);
+    let checkpoint = Checkpoint::after(&f.input, &report);
+    assert!(checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"));
+
+    commit_files(&f.app, "tier-0", &[("base/NOTES.md", "change\n")], "app change");
+    assert!(!checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"), "the app branch moved");
+    let report = sync(&f.input);
+    let checkpoint = Checkpoint::after(&f.input, &report);
+    assert!(checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"));
+
+    let replicas = f.input.shopsets[0].spec.replicas;
+    f.input.shopsets[0].spec.replicas = Some(7);
+    assert!(!checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"), "a ShopSet changed");
+    f.input.shopsets[0].spec.replicas = replicas;
+    assert!(checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"));
+    commit_files(&f.system, "tier-0", &[("NOTES.md", "by hand\n")], "notes, by hand");
+    assert!(!checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"), "the system branch moved");
 }

@@ -1,0 +1,425 @@
+//! A rendered tree hashed in memory, as git would hash it, before anything is written.
+//!
+//! Equal ids mean equal content, so a sync compares the render with the branch by ids: it reads
+//! only the subtrees whose ids differ and writes only the objects the repository lacks. The cost of
+//! a sync then grows with what changed, not with the number of ShopSets.
+
+use std::collections::BTreeMap;
+
+use git2::{ObjectType, Odb, Oid, Repository};
+
+use crate::render::{Entry, Tree};
+
+/// Git file modes of the entries a render writes.
+pub const MODE_FILE: i32 = 0o100644;
+pub const MODE_DIR: i32 = 0o040000;
+pub const MODE_GITLINK: i32 = 0o160000;
+
+/// From this many new objects on, they are written as one pack instead of loose files: creating
+/// thousands of small files costs more than everything else in a first render (git's own
+/// `transfer.unpackLimit` draws the same line at 100).
+const PACK_THRESHOLD: usize = 100;
+
+/// Writes objects as one pack: into an in-memory backend of a second handle on the repository,
+/// dumped as a pack and indexed into the repository's own object store.
+fn write_pack(repo: &Repository, odb: &Odb<'_>, objects: &[(ObjectType, Oid, &[u8])]) -> Result<(), git2::Error> {
+    use std::io::Write;
+    // A backend cannot be detached from an object database: the in-memory one lives on a handle
+    // dropped here, so later writes through `repo` are not left in memory.
+    let scratch = Repository::open(repo.path())?;
+    let scratch_odb = scratch.odb()?;
+    let _mempack = scratch_odb.add_new_mempack_backend(1000)?;
+    for (kind, id, bytes) in objects {
+        check_written(*id, scratch_odb.write(*kind, bytes)?)?;
+    }
+    // `Mempack::dump` packs only what its commits reach; these objects have no commit yet.
+    let mut builder = scratch.packbuilder()?;
+    for (_, id, _) in objects {
+        builder.insert_object(*id, None)?;
+    }
+    let mut pack = git2::Buf::new();
+    builder.write_buf(&mut pack)?;
+    let mut writer = odb.packwriter()?;
+    writer.write_all(&pack).map_err(|e| git2::Error::from_str(&format!("cannot write the pack: {e}")))?;
+    writer.commit()?;
+    Ok(())
+}
+
+/// Whether the object is stored. Without the flag, every miss rescans the pack directory, which
+/// made the check cost more than the write for a new branch.
+fn stored(odb: &Odb<'_>, id: Oid) -> bool {
+    odb.exists_ext(id, git2::OdbLookupFlags::NO_REFRESH)
+}
+
+fn check_written(hashed: Oid, written: Oid) -> Result<(), git2::Error> {
+    if hashed == written {
+        Ok(())
+    } else {
+        Err(git2::Error::from_str(&format!("object hashed as {hashed} was stored as {written}")))
+    }
+}
+
+/// A [`Tree`] with the id of every blob and subtree.
+#[derive(Debug)]
+pub struct HashedTree<'a> {
+    root: Dir<'a>,
+}
+
+#[derive(Debug, Default)]
+struct Dir<'a> {
+    id: Option<Oid>,
+    /// The tree object, as it is stored.
+    object: Vec<u8>,
+    entries: BTreeMap<&'a str, Node<'a>>,
+}
+
+#[derive(Debug)]
+enum Node<'a> {
+    Blob(Oid, &'a [u8]),
+    Gitlink(Oid),
+    Dir(Dir<'a>),
+}
+
+impl Node<'_> {
+    fn mode_id(&self) -> (i32, Oid) {
+        match self {
+            Node::Blob(id, _) => (MODE_FILE, *id),
+            Node::Gitlink(id) => (MODE_GITLINK, *id),
+            // invariant: every Dir gets its id in `Dir::hash` before a HashedTree is returned.
+            Node::Dir(d) => (MODE_DIR, d.id.unwrap_or(Oid::ZERO_SHA1)),
+        }
+    }
+}
+
+/// One path that differs between a tree in the repository and a render: its mode and id before
+/// (None: added) and after (None: removed). Directories are never listed, only what is in them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    pub old: Option<(i32, Oid)>,
+    pub new: Option<(i32, Oid)>,
+}
+
+impl<'a> HashedTree<'a> {
+    /// Hashes every file and directory of `tree`. Fails only on a gitlink that is not an object id.
+    pub fn new(tree: &'a Tree) -> Result<Self, git2::Error> {
+        let mut root = Dir::default();
+        for (path, entry) in &tree.entries {
+            let node = match entry {
+                Entry::File(bytes) => Node::Blob(Oid::hash_object(ObjectType::Blob, bytes)?, bytes),
+                Entry::Gitlink(hex) => Node::Gitlink(Oid::from_str(hex)?),
+            };
+            root.insert(path, node);
+        }
+        root.hash()?;
+        Ok(Self { root })
+    }
+
+    /// The root tree id.
+    pub fn id(&self) -> Oid {
+        self.root.tree_id()
+    }
+
+    /// Mode and id of the file, gitlink or directory at `path` (`shopsets/a` is a directory).
+    pub fn get(&self, path: &str) -> Option<(i32, Oid)> {
+        let mut dir = &self.root;
+        let mut parts = path.split('/').peekable();
+        while let Some(part) = parts.next() {
+            let node = dir.entries.get(part)?;
+            if parts.peek().is_none() {
+                return Some(node.mode_id());
+            }
+            match node {
+                Node::Dir(d) => dir = d,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Writes the objects `repo` lacks and returns the root tree id. A subtree already present is
+    /// skipped whole: a stored tree implies everything under it is stored.
+    pub fn write(&self, repo: &Repository) -> Result<Oid, git2::Error> {
+        let odb = repo.odb()?;
+        let mut missing = Vec::new();
+        self.root.missing(&odb, &mut missing)?;
+        if missing.len() >= PACK_THRESHOLD {
+            write_pack(repo, &odb, &missing)?;
+        } else {
+            for (kind, id, bytes) in &missing {
+                check_written(*id, odb.write(*kind, bytes)?)?;
+            }
+        }
+        if !odb.exists(self.id()) {
+            return Err(git2::Error::from_str(&format!("tree {} is missing after it was written", self.id())));
+        }
+        Ok(self.id())
+    }
+
+    /// The paths that differ between the stored tree `old` (None: nothing) and this one, sorted.
+    /// Only subtrees whose ids differ are read.
+    pub fn changes(&self, repo: &Repository, old: Option<Oid>) -> Result<Vec<Change>, git2::Error> {
+        let mut out = Vec::new();
+        let old = old.map(|id| repo.find_tree(id)).transpose()?;
+        diff_dir(repo, old.as_ref(), Some(&self.root), "", &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+impl<'a> Dir<'a> {
+    fn insert(&mut self, path: &'a str, node: Node<'a>) {
+        match path.split_once('/') {
+            Some((head, rest)) => {
+                let child = self
+                    .entries
+                    .entry(head)
+                    .or_insert_with(|| Node::Dir(Dir::default()));
+                if let Node::Dir(d) = child {
+                    d.insert(rest, node);
+                }
+                // A file and a directory of one name cannot both come from a BTreeMap of paths
+                // written by the renderer; if they did, the file wins, as it was inserted first.
+            }
+            None => {
+                self.entries.insert(path, node);
+            }
+        }
+    }
+
+    fn tree_id(&self) -> Oid {
+        self.id.unwrap_or(Oid::ZERO_SHA1)
+    }
+
+    /// Computes the ids bottom-up and serializes the tree object in git's entry order.
+    fn hash(&mut self) -> Result<Oid, git2::Error> {
+        let mut sorted: Vec<(Vec<u8>, i32, Oid, &str)> = Vec::with_capacity(self.entries.len());
+        for (name, node) in self.entries.iter_mut() {
+            if let Node::Dir(d) = node {
+                d.hash()?;
+            }
+            let (mode, id) = node.mode_id();
+            // git orders a directory as if its name ended in '/'.
+            let mut key = name.as_bytes().to_vec();
+            if mode == MODE_DIR {
+                key.push(b'/');
+            }
+            sorted.push((key, mode, id, name));
+        }
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut object = Vec::with_capacity(sorted.len() * 48);
+        for (_, mode, id, name) in sorted {
+            object.extend_from_slice(format!("{mode:o} {name}\0").as_bytes());
+            object.extend_from_slice(id.as_bytes());
+        }
+        let id = Oid::hash_object(ObjectType::Tree, &object)?;
+        self.object = object;
+        self.id = Some(id);
+        Ok(id)
+    }
+
+    /// The objects of this directory the repository lacks, children before parents.
+    fn missing<'s>(
+        &'s self,
+        odb: &Odb<'_>,
+        out: &mut Vec<(ObjectType, Oid, &'s [u8])>,
+    ) -> Result<(), git2::Error> {
+        if stored(odb, self.tree_id()) {
+            return Ok(());
+        }
+        for node in self.entries.values() {
+            match node {
+                Node::Blob(id, bytes) if !stored(odb, *id) => out.push((ObjectType::Blob, *id, bytes)),
+                Node::Dir(d) => d.missing(odb, out)?,
+                Node::Blob(..) | Node::Gitlink(_) => {}
+            }
+        }
+        out.push((ObjectType::Tree, self.tree_id(), &self.object));
+        Ok(())
+    }
+}
+
+fn diff_dir(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&Dir<'_>>,
+    prefix: &str,
+    out: &mut Vec<Change>,
+) -> Result<(), git2::Error> {
+    let mut entries: BTreeMap<String, (Option<(i32, Oid)>, Option<&Node<'_>>)> = BTreeMap::new();
+    for e in old.into_iter().flat_map(|t| t.iter()) {
+        let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
+        entries.entry(name).or_default().0 = Some((e.filemode(), e.id()));
+    }
+    for (name, node) in new.into_iter().flat_map(|d| d.entries.iter()) {
+        entries.entry((*name).to_string()).or_default().1 = Some(node);
+    }
+    for (name, (o, n)) in entries {
+        let nm = n.map(Node::mode_id);
+        if o == nm {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        let old_dir = match o {
+            Some((MODE_DIR, id)) => Some(repo.find_tree(id)?),
+            _ => None,
+        };
+        let new_dir = match n {
+            Some(Node::Dir(d)) => Some(d),
+            _ => None,
+        };
+        if old_dir.is_some() || new_dir.is_some() {
+            diff_dir(repo, old_dir.as_ref(), new_dir, &format!("{path}/"), out)?;
+        }
+        let o_file = o.filter(|(m, _)| *m != MODE_DIR);
+        let n_file = nm.filter(|(m, _)| *m != MODE_DIR);
+        if o_file.is_some() || n_file.is_some() {
+            out.push(Change {
+                path,
+                old: o_file,
+                new: n_file,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> Tree {
+        let mut t = Tree::default();
+        for (p, c) in files {
+            t.entries
+                .insert(p.to_string(), Entry::File(c.as_bytes().to_vec()));
+        }
+        t.entries.insert(
+            "base".into(),
+            Entry::Gitlink("1111111111111111111111111111111111111111".into()),
+        );
+        t
+    }
+
+    #[test]
+    fn ids_equal_what_libgit2_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        // Names that sort differently as directories ("a-b" < "a/" < "a0") catch git's ordering.
+        let t = tree(&[
+            ("a-b", "1\n"),
+            ("a/x.yaml", "2\n"),
+            ("a0", "3\n"),
+            ("shopsets/s/k.yaml", "4\n"),
+            ("README.md", "5\n"),
+        ]);
+        let hashed = HashedTree::new(&t).expect("hash");
+        // The reference: libgit2's own tree builder.
+        fn build(repo: &Repository, t: &Tree, prefix: &str) -> Oid {
+            let mut b = repo.treebuilder(None).expect("builder");
+            let mut dirs = std::collections::BTreeSet::new();
+            for (p, e) in &t.entries {
+                let Some(rest) = p.strip_prefix(prefix) else {
+                    continue;
+                };
+                match rest.split_once('/') {
+                    Some((d, _)) => {
+                        dirs.insert(d.to_string());
+                    }
+                    None => match e {
+                        Entry::File(bytes) => {
+                            b.insert(rest, repo.blob(bytes).expect("blob"), MODE_FILE)
+                                .expect("insert");
+                        }
+                        Entry::Gitlink(h) => {
+                            b.insert(rest, Oid::from_str(h).expect("oid"), MODE_GITLINK)
+                                .expect("insert");
+                        }
+                    },
+                }
+            }
+            for d in dirs {
+                let id = build(repo, t, &format!("{prefix}{d}/"));
+                b.insert(&d, id, MODE_DIR).expect("insert");
+            }
+            b.write().expect("write")
+        }
+        let expected = build(&repo, &t, "");
+        assert_eq!(hashed.id(), expected);
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let repo2 = Repository::init_bare(dir2.path()).expect("init");
+        assert_eq!(hashed.write(&repo2).expect("write"), expected);
+        assert!(repo2.find_tree(expected).is_ok());
+    }
+
+    #[test]
+    fn changes_list_files_that_differ_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let old = tree(&[
+            ("shopsets/a/k.yaml", "1\n"),
+            ("shopsets/b/k.yaml", "2\n"),
+            ("shopsets/c/k.yaml", "3\n"),
+            ("x", "dir later\n"),
+        ]);
+        let old_id = HashedTree::new(&old)
+            .expect("hash")
+            .write(&repo)
+            .expect("write");
+        let new = tree(&[
+            ("shopsets/a/k.yaml", "1\n"),
+            ("shopsets/b/k.yaml", "2 changed\n"),
+            ("shopsets/d/k.yaml", "4\n"),
+            ("x/y", "now a dir\n"),
+        ]);
+        let hashed = HashedTree::new(&new).expect("hash");
+        let changes = hashed.changes(&repo, Some(old_id)).expect("changes");
+        let summary: Vec<(&str, bool, bool)> = changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.old.is_some(), c.new.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("shopsets/b/k.yaml", true, true),
+                ("shopsets/c/k.yaml", true, false),
+                ("shopsets/d/k.yaml", false, true),
+                ("x", true, false),
+                ("x/y", false, true)
+            ]
+        );
+        assert!(
+            hashed
+                .changes(&repo, Some(hashed.write(&repo).expect("write")))
+                .expect("changes")
+                .is_empty()
+        );
+        assert_eq!(hashed.get("shopsets/a").map(|(m, _)| m), Some(MODE_DIR));
+        assert_eq!(hashed.get("base").map(|(m, _)| m), Some(MODE_GITLINK));
+        assert_eq!(hashed.get("shopsets/zzz"), None);
+    }
+}
+
+#[cfg(test)]
+mod pack_tests {
+    use super::*;
+
+    #[test]
+    fn many_new_objects_are_written_as_one_pack_readable_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let mut t = Tree::default();
+        for i in 0..150 {
+            t.entries.insert(format!("shopsets/s{i}/k.yaml"), Entry::File(format!("{i}\n").into_bytes()));
+        }
+        let hashed = HashedTree::new(&t).expect("hash");
+        let id = hashed.write(&repo).expect("write");
+        // Readable through the same handle, file by file.
+        let tree = repo.find_tree(id).expect("root tree");
+        assert_eq!(tree.len(), 1);
+        let blob = repo.find_blob(tree.get_path(std::path::Path::new("shopsets/s42/k.yaml")).expect("path").id()).expect("blob");
+        assert_eq!(blob.content(), b"42\n");
+        let packs = std::fs::read_dir(dir.path().join("objects/pack")).expect("pack dir").filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "pack")).count();
+        assert_eq!(packs, 1);
+    }
+}
