@@ -3,7 +3,7 @@
 //! A pure function: no clock, no environment, no I/O once the templates are loaded. Same input,
 //! byte-identical output, which is what makes the by-hand path and the controller agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use kube::ResourceExt;
@@ -112,7 +112,14 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Templates read from an override directory: name -> file.
     overrides: BTreeMap<String, String>,
+    /// The files of each ShopSet in the last render of each tier, by their exact template context.
+    /// Same context, same templates: same bytes, so an unchanged ShopSet is not rendered again.
+    /// Holding only the last render per tier bounds the memory to one tree per tier.
+    memo: std::sync::Mutex<HashMap<String, HashMap<String, ShopSetFiles>>>,
 }
+
+/// The rendered files of one ShopSet: (path, bytes).
+type ShopSetFiles = std::sync::Arc<Vec<(String, Vec<u8>)>>;
 
 impl Renderer {
     /// The templates compiled into the binary.
@@ -152,7 +159,7 @@ impl Renderer {
                 fix: "correct the template's syntax (Jinja2, as minijinja reads it)".into(),
             })?;
         }
-        Ok(Self { env, overrides })
+        Ok(Self { env, overrides, memo: Default::default() })
     }
 
     fn yaml(&self, name: &str, what: &str, ctx: minijinja::Value) -> Result<Vec<u8>, RenderError> {
@@ -219,6 +226,8 @@ impl Renderer {
         tree.entries.insert(".gitmodules".into(), Entry::File(gitmodules.into_bytes()));
 
         let mut readme_shopsets = Vec::new();
+        let previous = self.memo.lock().unwrap_or_else(|p| p.into_inner()).remove(&tier_name).unwrap_or_default();
+        let mut memo = HashMap::with_capacity(shopsets.len());
         for ss in &shopsets {
             let name = ss.name_any();
             check_dir_name(&format!("ShopSet/{name}"), &name)?;
@@ -241,12 +250,6 @@ impl Renderer {
                 images => minijinja::value::Serde(&ss.spec.images),
                 replicas => ss.spec.replicas,
             };
-            let what = format!("ShopSet/{name}");
-            tree.entries.insert(format!("{dir}/kustomization.yaml"), Entry::File(self.yaml("kustomization.yaml", &what, ctx.clone())?));
-            tree.entries.insert(format!("{dir}/namespace.yaml"), Entry::File(self.yaml("namespace.yaml", &what, ctx.clone())?));
-            if ss.spec.replicas.is_some() {
-                tree.entries.insert(format!("{dir}/replicas.yaml"), Entry::File(self.yaml("replicas.yaml", &what, ctx)?));
-            }
             let argocd = &tier.spec.argocd;
             let app_ctx = context! {
                 name => name.as_str(),
@@ -261,7 +264,28 @@ impl Renderer {
                 namespace => namespace.as_str(),
                 sync_policy => minijinja::value::Serde(&argocd.sync_policy),
             };
-            tree.entries.insert(format!("applications/{name}.yaml"), Entry::File(self.yaml("application.yaml", &what, app_ctx)?));
+            // The memo key is the whole template input; a context that cannot be written as JSON
+            // (none today) is simply rendered every time.
+            let key = serde_json::to_string(&(&ctx, &app_ctx)).unwrap_or_default();
+            let files = match previous.get(&key).filter(|_| !key.is_empty()) {
+                Some(files) => files.clone(),
+                None => {
+                    let what = format!("ShopSet/{name}");
+                    let mut files = vec![
+                        (format!("{dir}/kustomization.yaml"), self.yaml("kustomization.yaml", &what, ctx.clone())?),
+                        (format!("{dir}/namespace.yaml"), self.yaml("namespace.yaml", &what, ctx.clone())?),
+                    ];
+                    if ss.spec.replicas.is_some() {
+                        files.push((format!("{dir}/replicas.yaml"), self.yaml("replicas.yaml", &what, ctx)?));
+                    }
+                    files.push((format!("applications/{name}.yaml"), self.yaml("application.yaml", &what, app_ctx)?));
+                    std::sync::Arc::new(files)
+                }
+            };
+            for (path, bytes) in files.iter() {
+                tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
+            }
+            memo.insert(key, files);
             readme_shopsets.push(context! { name => name.as_str(), namespace => namespace.as_str(), shops => ss.spec.shops.len() });
         }
 
@@ -279,6 +303,7 @@ impl Renderer {
             },
         )?;
         tree.entries.insert("README.md".into(), Entry::File(readme.into_bytes()));
+        self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(tier_name, memo);
         Ok(tree)
     }
 }
