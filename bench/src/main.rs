@@ -12,7 +12,7 @@ use shopset::api::{Configuration, ConfigurationSpec, ShopSet, ShopSetSpec, Tier}
 use shopset::gitops::{Auth, GitCache};
 use shopset::manifests::TierInput;
 use shopset::render::{Entry, RenderInput, Renderer};
-use shopset::sync::{SyncOptions, sync_tier};
+use shopset::sync::{Checkpoint, SyncOptions, sync_tier};
 use shopset_e2e::gitserver::{GitDaemon, commit_files, git, seed_dir};
 
 mod cluster;
@@ -142,7 +142,7 @@ fn materialize(input: &TierInput, renderer: &Renderer, pins: &shopset::render::P
     tree.gitlinks().map(|(p, o)| (p.to_string(), o.to_string())).collect()
 }
 
-fn full(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path) {
+fn full(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path, by_hand: bool) {
     let r = repos();
     let renderer = Renderer::embedded().expect("templates");
     let cache = GitCache::new(scratch.join(format!("cache-full-{n}")));
@@ -153,16 +153,19 @@ fn full(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path) {
         let system = r.daemon.create_repo(&format!("system-{n}-{i}"));
         let input = tier_input("tier-0", n, &r.app, &r.config, &system);
         ours.push(sync(&cache, &input, &renderer));
+        if !by_hand {
+            continue;
+        }
         // The same first commit by hand, into a fresh repository.
-        let by_hand = r.daemon.create_repo(&format!("hand-{n}-{i}"));
+        let hand_repo = r.daemon.create_repo(&format!("hand-{n}-{i}"));
         let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
         let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
-        theirs.push(baseline(&script, &by_hand, &scratch.join("files"), &links, true));
+        theirs.push(baseline(&script, &hand_repo, &scratch.join("files"), &links, true));
     }
-    rows.push(Row { scenario: format!("full render + commit + push, {n} ShopSets"), samples: ours, baseline: Some(theirs), note: format!("{iterations} runs") });
+    rows.push(Row { scenario: format!("full render + commit + push, {n} ShopSets"), samples: ours, baseline: by_hand.then_some(theirs), note: format!("{iterations} runs") });
 }
 
-fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path) {
+fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path, by_hand: bool) {
     let r = repos();
     let renderer = Renderer::embedded().expect("templates");
     let cache = GitCache::new(scratch.join(format!("cache-inc-{n}")));
@@ -176,24 +179,49 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
     baseline(&script, &hand, &scratch.join("files"), &links, true);
 
     let (mut one, mut one_hand, mut bump, mut bump_hand, mut idle) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cold, mut poll) = (Vec::new(), Vec::new());
     for i in 0..iterations {
         input.shopsets[n / 2] = shopset("tier-0", n / 2, i + 1);
         one.push(sync(&cache, &input, &renderer));
-        let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
-        let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
-        one_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
+        if by_hand {
+            let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+            let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
+            one_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
+        }
 
         commit_files(&r.app, "tier-0", &[("base/CHANGES.md", &format!("change {i}\n"))], &format!("change {i}"));
         bump.push(sync(&cache, &input, &renderer));
-        let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
-        let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
-        bump_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
+        if by_hand {
+            let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+            let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
+            bump_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
+        }
 
-        idle.push(sync(&cache, &input, &renderer));
+        let t = Instant::now();
+        let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions::default()).expect("sync");
+        idle.push(t.elapsed());
+        assert!(report.commit.is_none(), "nothing changed, yet a commit was written");
+        // What the controller's poll does for an idle tier: one ls-remote per repository.
+        let checkpoint = Checkpoint::after(&input, &report);
+        let t = Instant::now();
+        let unchanged = checkpoint.unchanged(&cache, &Auth::default(), &input).expect("ls-remote");
+        poll.push(t.elapsed());
+        assert!(unchanged);
+
+        // `shopctl sync` in a new process starts with an empty render memo.
+        input.shopsets[n / 2] = shopset("tier-0", n / 2, 1000 + i);
+        cold.push(sync(&cache, &input, &Renderer::embedded().expect("templates")));
     }
-    rows.push(Row { scenario: format!("one ShopSet changed among {n}"), samples: one, baseline: Some(one_hand), note: format!("{iterations} runs") });
-    rows.push(Row { scenario: format!("app submodule bump, {n} ShopSets"), samples: bump, baseline: Some(bump_hand), note: format!("{iterations} runs") });
-    rows.push(Row { scenario: format!("nothing changed, {n} ShopSets"), samples: idle, baseline: None, note: "no commit".into() });
+    rows.push(Row { scenario: format!("one ShopSet changed among {n}"), samples: one, baseline: by_hand.then_some(one_hand), note: format!("{iterations} runs") });
+    rows.push(Row { scenario: format!("app submodule bump, {n} ShopSets"), samples: bump, baseline: by_hand.then_some(bump_hand), note: format!("{iterations} runs") });
+    rows.push(Row {
+        scenario: format!("one ShopSet changed among {n}, new renderer (as `shopctl sync`)"),
+        samples: cold,
+        baseline: None,
+        note: "renders every ShopSet".into(),
+    });
+    rows.push(Row { scenario: format!("nothing changed, {n} ShopSets: poll"), samples: poll, baseline: None, note: "one ls-remote per repository".into() });
+    rows.push(Row { scenario: format!("nothing changed, {n} ShopSets: full sync"), samples: idle, baseline: None, note: "render + compare, no commit".into() });
     drop(r);
 }
 
@@ -201,15 +229,20 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let skip_cluster = args.iter().any(|a| a == "--no-cluster");
+    // `--no-baseline` skips the by-hand script (minutes at 1,000 ShopSets) when profiling.
+    let by_hand = !args.iter().any(|a| a == "--no-baseline");
     let scratch = tempfile::tempdir().expect("scratch dir");
     let mut rows = Vec::new();
-    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 100, 1000] };
-    for &n in sizes {
+    // `--sizes 1000,100` measures only those sizes (for profiling one case).
+    let chosen: Option<Vec<usize>> = args.iter().position(|a| a == "--sizes").and_then(|i| args.get(i + 1)).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
+    let chosen_sizes = chosen.is_some();
+    let sizes: Vec<usize> = chosen.unwrap_or_else(|| if quick { vec![10, 100] } else { vec![10, 100, 1000] });
+    for &n in &sizes {
         let iterations = if n >= 1000 { 5 } else { 9 };
         eprintln!("bench: full, {n} ShopSets");
-        full(n, iterations, &mut rows, scratch.path());
+        full(n, iterations, &mut rows, scratch.path(), by_hand);
         eprintln!("bench: incremental, {n} ShopSets");
-        incremental(n, iterations, &mut rows, scratch.path());
+        incremental(n, iterations, &mut rows, scratch.path(), by_hand);
     }
     let mut notes = Vec::new();
     if !skip_cluster {
@@ -246,8 +279,10 @@ fn main() {
     print!("{out}");
     let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&results).expect("results dir");
-    std::fs::write(results.join("latest.txt"), &out).expect("write results");
-    eprintln!("bench: written to {}", results.join("latest.txt").display());
+    // Only a complete run replaces the figures the README quotes.
+    let file = if chosen_sizes || !by_hand || skip_cluster || quick { "partial.txt" } else { "latest.txt" };
+    std::fs::write(results.join(file), &out).expect("write results");
+    eprintln!("bench: written to {}", results.join(file).display());
 }
 
 fn machine() -> String {
