@@ -679,7 +679,7 @@ fn invalid_tiers_are_refused(cp: &ControlPlane, app_url: &str, system_url: &str)
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a URL without a scheme is refused");
     assert!(
-        err.contains("spec.app.url") && err.contains("should match"),
+        err.contains("spec.app.url") && err.contains(shopset::rules::URL_NO_SCHEME),
         "the error names spec.app.url:\n{err}"
     );
 
@@ -695,7 +695,7 @@ fn invalid_tiers_are_refused(cp: &ControlPlane, app_url: &str, system_url: &str)
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "changing spec.branch is refused");
     assert!(
-        err.contains("spec.branch") && err.contains("spec.branch is immutable"),
+        err.contains("spec.branch") && err.contains(shopset::rules::BRANCH_IMMUTABLE),
         "the CEL message:\n{err}"
     );
     let out = cp.kubectl([
@@ -710,7 +710,7 @@ fn invalid_tiers_are_refused(cp: &ControlPlane, app_url: &str, system_url: &str)
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("spec.branch is immutable"),
+        !out.status.success() && err.contains(shopset::rules::BRANCH_IMMUTABLE),
         "removing spec.branch is refused:\n{err}"
     );
     assert_eq!(

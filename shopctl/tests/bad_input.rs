@@ -226,7 +226,7 @@ fn cases() -> Vec<Case> {
             2,
             true,
             |f, _| f.edit("m/shopsets.yaml", "[shop-0001, shop-0002]", "[shop-0001, shop-0001]"),
-            |_| strings(&["ShopSet/canary-eu", "spec.shops[1]", "\"shop-0001\"", "Duplicate value"]),
+            |_| strings(&["ShopSet/canary-eu", "spec.shops[1]", "\"shop-0001\"", shopset::rules::SHOP_DUPLICATE]),
         ),
         case(
             "invalid branch name",
@@ -298,7 +298,7 @@ fn cases() -> Vec<Case> {
         ("EU-West", "must be lower case"),
         ("a/b", "must not contain '/' or '..'"),
         ("..", "must not contain '/' or '..'"),
-        (long_name, "is 64 characters long"),
+        (long_name, "must be at most 63 characters long"),
     ] {
         cases.push(case(
             "invalid ShopSet name",

@@ -1,8 +1,8 @@
 //! The custom resources of group `shopset.dev`, version `v1alpha1`.
 //!
 //! The CRDs under `deploy/crds/` are generated from these types (`shopctl crds`); a test keeps them
-//! equal. The schema carries the same rules that [`crate::validation`] checks offline, so the API
-//! server and `shopctl` refuse the same input.
+//! equal. The CEL rules of the schema come from [`crate::rules`], which [`crate::validation`] checks
+//! offline, so the API server and `shopctl` refuse the same input with the same words.
 
 use std::collections::BTreeMap;
 
@@ -17,20 +17,6 @@ pub const GROUP: &str = "shopset.dev";
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` as written in manifests.
 pub const API_VERSION: &str = "shopset.dev/v1alpha1";
-
-/// DNS-1123 label: what a ShopSet name becomes (directory, Application and namespace names).
-pub const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-/// A repository URL: a scheme we can fetch from, or scp-like `user@host:path`. Embedded passwords are
-/// refused by validation; credentials belong in the Secret named by `spec.credentials`.
-pub const URL_PATTERN: &str = r"^((https?|ssh|git|file)://[^\s@/]+([^\s]*)|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+|file:///[^\s]+)$";
-/// A relative path inside a repository, without `..` (checked by validation) or a leading `/`.
-pub const PATH_PATTERN: &str = r"^(\.|[A-Za-z0-9_][A-Za-z0-9._/-]*)$";
-/// The characters of a git branch name; `..`, `//`, `/.`, `@{` and `.lock` are refused by a CEL rule.
-pub const BRANCH_PATTERN: &str = r"^[A-Za-z0-9_]([A-Za-z0-9._/+-]*[A-Za-z0-9_+-])?$";
-/// A Go-style duration, as Flux writes intervals.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
-/// A shop ID.
-pub const SHOP_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$";
 
 /// A tier of the rollout: one branch in the app, configuration and system repositories, and the
 /// Argo CD settings of the Applications it generates.
@@ -49,17 +35,13 @@ pub const SHOP_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$";
     printcolumn = r#"{"name":"App","type":"string","description":"App repository commit pinned on the system branch","jsonPath":".status.appCommit"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
-    validation = Rule::new("!has(oldSelf.spec.branch) || (has(self.spec.branch) && self.spec.branch == oldSelf.spec.branch)").message("spec.branch is immutable: create a new Tier for another branch").field_path(".spec.branch"),
-    validation = Rule::new("!has(self.spec.branch) || !(self.spec.branch.contains('..') || self.spec.branch.contains('//') || self.spec.branch.contains('/.') || self.spec.branch.contains('@{') || self.spec.branch.endsWith('.lock'))").message("spec.branch is not a valid git branch name (see `git check-ref-format --branch`)").field_path(".spec.branch"),
-    validation = Rule::new("!has(self.spec.interval) || !self.spec.interval.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') || duration(self.spec.interval) >= duration('1s')").message("spec.interval must be at least 1s (a faster poll only loads the git server; use the webhook for speed)").field_path(".spec.interval"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TierSpec {
     /// Branch of this tier in the app, configuration and system repositories. Default: the Tier's
     /// name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(BRANCH_PATTERN), length(min = 1, max = 244))]
+    #[schemars(length(max = 1024))]
     pub branch: Option<String>,
     /// The human-owned application repository and the path of its Kustomize base.
     pub app: AppSource,
@@ -76,7 +58,7 @@ pub struct TierSpec {
     pub credentials: Option<Credentials>,
     /// How often the app and configuration branch heads are polled, e.g. `30s`, `1m`, `1h`.
     #[serde(default = "default_interval")]
-    #[schemars(pattern(DURATION_PATTERN))]
+    #[schemars(length(max = 64))]
     pub interval: String,
     /// What happens to the Argo CD Applications when the Tier is deleted. Branches are never
     /// deleted: history is data.
@@ -94,11 +76,11 @@ fn default_interval() -> String {
 pub struct AppSource {
     /// Repository URL (`https://`, `http://`, `ssh://`, `git://`, `file://` or `user@host:path`),
     /// without credentials.
-    #[schemars(pattern(URL_PATTERN), length(max = 2048))]
+    #[schemars(length(max = 2048))]
     pub url: String,
     /// Path of the Kustomize base inside the repository. Default: the repository root.
     #[serde(default = "default_path")]
-    #[schemars(pattern(PATH_PATTERN), length(max = 1024))]
+    #[schemars(length(max = 1024))]
     pub path: String,
 }
 
@@ -111,7 +93,7 @@ fn default_path() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SystemRepository {
     /// Repository URL, without credentials. Argo CD reads the same URL.
-    #[schemars(pattern(URL_PATTERN), length(max = 2048))]
+    #[schemars(length(max = 2048))]
     pub url: String,
 }
 
@@ -120,7 +102,7 @@ pub struct SystemRepository {
 #[serde(rename_all = "camelCase")]
 pub struct Promotion {
     /// Name of the Tier this one is promoted from (in the same namespace).
-    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    #[schemars(length(max = 253))]
     pub from: String,
 }
 
@@ -130,11 +112,11 @@ pub struct Promotion {
 pub struct ArgoCdSettings {
     /// Namespace of Argo CD, where the Applications are created.
     #[serde(default = "default_argocd_namespace")]
-    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    #[schemars(length(max = 253))]
     pub namespace: String,
     /// Argo CD project of the Applications.
     #[serde(default = "default_project")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(max = 253))]
     pub project: String,
     /// Where the Applications deploy to.
     #[serde(default)]
@@ -174,7 +156,7 @@ pub struct Destination {
     /// Default namespace for ShopSets of this tier that set no `spec.namespace`. Absent: each
     /// ShopSet deploys into a namespace named after itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    #[schemars(length(max = 253))]
     pub namespace: Option<String>,
 }
 
@@ -226,7 +208,7 @@ pub struct Credentials {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(max = 253))]
     pub name: String,
 }
 
@@ -282,16 +264,15 @@ pub struct TierStatus {
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.path"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigurationSpec {
     /// Repository URL, without credentials (the Tier's credentials are used).
-    #[schemars(pattern(URL_PATTERN), length(max = 2048))]
+    #[schemars(length(max = 2048))]
     pub url: String,
     /// Path of the Kustomize Component inside the repository. Default: the repository root.
     #[serde(default = "default_path")]
-    #[schemars(pattern(PATH_PATTERN), length(max = 1024))]
+    #[schemars(length(max = 1024))]
     pub path: String,
 }
 
@@ -324,31 +305,30 @@ pub struct ConfigurationStatus {
     printcolumn = r#"{"name":"Application","type":"string","jsonPath":".status.application"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS-1123 label: lower case letters, digits and '-', at most 63 characters"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ShopSetSpec {
     /// Name of the Tier this ShopSet belongs to (same namespace).
-    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    #[schemars(length(max = 253))]
     pub tier: String,
     /// Name of the Configuration whose Component the overlay includes (same namespace).
-    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    #[schemars(length(max = 253))]
     pub configuration: String,
     /// Shop IDs served by this cell; written into the generated ConfigMap `shopset`.
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), inner(pattern(SHOP_PATTERN), length(min = 1, max = 63)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = crate::rules::MAX_SHOPS), inner(length(max = 63)))]
     pub shops: Vec<String>,
     /// Replicas of every Deployment of the base. Absent: as the base says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
     /// Image overrides, as Kustomize's `images` field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::rules::MAX_IMAGES))]
     pub images: Vec<ImageOverride>,
     /// Namespace the cell deploys into. Default: the Tier's destination namespace, else the
     /// ShopSet's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(NAME_PATTERN), length(min = 1, max = 63))]
+    #[schemars(length(max = 253))]
     pub namespace: Option<String>,
 }
 
@@ -357,16 +337,19 @@ pub struct ShopSetSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ImageOverride {
     /// Image name as written in the base.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(max = 512))]
     pub name: String,
     /// Replacement image name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub new_name: Option<String>,
     /// Replacement tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub new_tag: Option<String>,
     /// Replacement digest (`sha256:...`); wins over the tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub digest: Option<String>,
 }
 
@@ -418,9 +401,23 @@ impl ShopSet {
     }
 }
 
-/// The CRDs of every kind, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![Configuration::crd(), ShopSet::crd(), Tier::crd()]
+type Crd = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// The CRDs of every kind, in a stable order, with the CEL rules of [`crate::rules`].
+pub fn crds() -> Vec<Crd> {
+    [Configuration::crd(), ShopSet::crd(), Tier::crd()].into_iter().map(with_rules).collect()
+}
+
+/// `crd` with the rules of [`crate::rules`] in its schema. The table and the types are both
+/// compiled in and covered by tests, so a mismatch between them is a bug: it panics.
+fn with_rules(crd: Crd) -> Crd {
+    let kind = crd.spec.names.kind.clone();
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    let schema = value
+        .pointer_mut("/spec/versions/0/schema/openAPIV3Schema")
+        .expect("kube generates a schema for every version");
+    crate::rules::add_rules(&kind, schema).unwrap_or_else(|e| panic!("crate::rules::FIELDS does not fit the types: {e}"));
+    serde_json::from_value(value).expect("rules are valid schema extensions")
 }
 
 /// The CRDs as one multi-document YAML stream (what `shopctl crds` prints).

@@ -12,6 +12,7 @@ pub mod promote;
 pub mod quickstart;
 pub mod reconcile;
 pub mod render;
+pub mod rules;
 pub mod validation;
 pub mod github;
 pub mod inspect;

@@ -170,8 +170,25 @@ impl Inventory {
             validation::check_configuration(cfg, &mut out);
         }
         let mut namespaces: BTreeMap<(String, String, String), String> = BTreeMap::new();
+        // A shop is served by one cell of a tier: two would deploy it twice.
+        let mut shops: BTreeMap<(String, String, String), String> = BTreeMap::new();
         for ((ns, name), ss) in &self.shopsets {
             validation::check_shopset(ss, &mut out);
+            for (i, shop) in ss.spec.shops.iter().enumerate() {
+                let slot = (ns.clone(), ss.spec.tier.clone(), shop.clone());
+                match shops.get(&slot) {
+                    Some(other) if other != name => out.push(Invalid {
+                        resource: format!("ShopSet/{name}"),
+                        field: format!("spec.shops[{i}]"),
+                        value: shop.clone(),
+                        problem: format!("is served by ShopSet {other} of the same tier too"),
+                        fix: "list each shop in one ShopSet of a tier".into(),
+                    }),
+                    _ => {
+                        shops.insert(slot, name.clone());
+                    }
+                }
+            }
             let tier = self.tiers.get(&(ns.clone(), ss.spec.tier.clone()));
             if tier.is_none() {
                 out.push(Invalid {

@@ -1,8 +1,8 @@
 //! Offline checks of Tiers, Configurations and ShopSets.
 //!
-//! These mirror the CRD schema (patterns, lengths, CEL rules) and add what a schema cannot see
-//! (references between objects, duplicates, namespace collisions), so `shopctl` refuses bad input
-//! before anything is written, with the same words the API server uses where they overlap.
+//! The checks of single fields are the CRD's CEL rules, taken from [`crate::rules`], so `shopctl`
+//! refuses what the API server refuses, with the same words. [`crate::manifests::Inventory::check`]
+//! adds what a schema cannot see (references between objects, duplicates, namespace collisions).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +10,7 @@ use std::fmt;
 use kube::ResourceExt;
 
 use crate::api::{Configuration, ShopSet, Tier};
+use crate::rules::{self, Check};
 
 /// One problem found in one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,69 +98,23 @@ impl Checker<'_> {
             self.fail(field, value, problem, "use a relative path inside the repository, like `deploy/base` or `.`");
         }
     }
+
+    /// The first of `checks` that `value` fails, if any.
+    fn checks(&mut self, field: &str, value: &str, checks: &[Check], fix: &str) {
+        if let Some(problem) = rules::problem(checks, value) {
+            self.fail(field, value, problem, fix);
+        }
+    }
 }
 
 /// Why `value` is not a DNS-1123 label, if it is not.
 pub fn dns_label_problem(value: &str) -> Option<String> {
-    if value.is_empty() {
-        return Some("must not be empty".into());
-    }
-    if value.len() > 63 {
-        return Some(format!("is {} characters long, at most 63 are allowed", value.len()));
-    }
-    if value.contains('/') || value.contains("..") {
-        return Some("must not contain '/' or '..'".into());
-    }
-    if value.chars().any(|c| c.is_ascii_uppercase()) {
-        return Some("must be lower case".into());
-    }
-    let ok_chars = value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let ok_ends = !value.starts_with('-') && !value.ends_with('-');
-    if !ok_chars || !ok_ends {
-        return Some("must consist of lower case letters, digits and '-', and start and end with a letter or digit".into());
-    }
-    None
+    rules::problem(rules::DNS_LABEL, value).map(String::from)
 }
 
 /// Why `value` is not a usable repository URL, if it is not.
 pub fn url_problem(value: &str) -> Option<String> {
-    if value.is_empty() {
-        return Some("must not be empty".into());
-    }
-    if value.len() > 2048 {
-        return Some("is longer than 2048 characters".into());
-    }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
-        return Some("must not contain spaces, quotes, backslashes or control characters".into());
-    }
-    if let Some((scheme, rest)) = value.split_once("://") {
-        if !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
-            return Some(format!("has the unsupported scheme {scheme:?} (https, http, ssh, git or file)"));
-        }
-        if scheme == "file" {
-            return (!rest.starts_with('/')).then(|| "a file URL must be absolute: file:///path".into());
-        }
-        let authority = rest.split('/').next().unwrap_or_default();
-        if authority.is_empty() {
-            return Some("has no host".into());
-        }
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            if userinfo.contains(':') || scheme != "ssh" {
-                return Some("must not embed credentials".into());
-            }
-        }
-        return None;
-    }
-    // scp-like syntax: user@host:path
-    match value.split_once(':') {
-        Some((userhost, path)) if !path.is_empty() && !userhost.is_empty() && !userhost.contains('/') => {
-            match userhost.split_once('@') {
-                Some((user, host)) if !user.is_empty() && !host.is_empty() && !user.contains(':') => None,
-                _ => Some("has no scheme: write https://host/path, or user@host:path for SSH".into()),
-            }
-        }
-        _ => Some("has no scheme: write https://host/path, or user@host:path for SSH".into()),
-    }
+    rules::problem(rules::URL, value).map(String::from)
 }
 
 /// `value` with the password of embedded credentials (`https://user:password@host/...`) replaced
@@ -181,47 +136,24 @@ pub fn redact_url(value: &str) -> String {
 
 /// Why `value` is not a relative path inside a repository, if it is not.
 pub fn path_problem(value: &str) -> Option<String> {
-    if value.is_empty() {
-        return Some("must not be empty (use `.` for the repository root)".into());
-    }
-    if value.starts_with('/') {
-        return Some("must be relative to the repository root".into());
-    }
-    if value.split('/').any(|part| part == "..") {
-        return Some("must not contain '..'".into());
-    }
-    // As the CRD's pattern: `.` alone, or starting with a letter, digit or '_'.
-    if value != "." && !value.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
-        return Some("must be `.` or start with a letter, digit or '_' (write `base`, not `./base`)".into());
-    }
-    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')) {
-        return Some("may contain only letters, digits, '.', '_', '-' and '/'".into());
-    }
-    None
+    rules::problem(rules::REPO_PATH, value).map(String::from)
 }
 
 /// Why `value` is not a valid git branch name, if it is not.
 pub fn branch_problem(value: &str) -> Option<String> {
-    if value.is_empty() {
-        return Some("must not be empty".into());
+    if let Some(problem) = rules::problem(rules::BRANCH, value) {
+        return Some(problem.into());
     }
-    if value.len() > 244 {
-        return Some("is longer than 244 characters".into());
-    }
-    // git2 checks the ref name; `git check-ref-format --branch` also refuses a leading '-' and HEAD.
-    if !git2::Reference::is_valid_name(&format!("refs/heads/{value}")) || value.starts_with('-') || value == "HEAD" {
-        return Some("is not a valid git branch name (see `git check-ref-format --branch`)".into());
-    }
-    None
+    // The CRD's rules are stricter than git; git2 backs them up offline, with the same words.
+    (!git2::Reference::is_valid_name(&format!("refs/heads/{value}"))).then(|| rules::BRANCH_INVALID.into())
 }
 
-/// Why `value` is not a duration like `30s`, `1m` or `1h30m`, if it is not.
+/// Why `value` is not a duration like `30s`, `1m` or `1h30m` of at least 1s, if it is not.
 pub fn duration_problem(value: &str) -> Option<String> {
-    match parse_duration(value) {
-        Some(d) if d < std::time::Duration::from_secs(1) => Some("must be at least 1s (a faster poll only loads the git server; use the webhook for speed)".into()),
-        Some(_) => None,
-        None => Some("is not a duration like `30s`, `1m` or `1h30m`".into()),
-    }
+    let problem = rules::problem(rules::INTERVAL, value);
+    // Shaped like a duration but too large for one (CEL's duration() fails on it, too).
+    let problem = problem.or_else(|| parse_duration(value).is_none().then_some(rules::INTERVAL[0].message));
+    problem.map(String::from)
 }
 
 /// Parses a Go-style duration (`1h30m`, `45s`, `1.5m`, `500ms`).
@@ -278,21 +210,22 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
     if let Some(promotion) = &spec.promotion {
         c.name("spec.promotion.from", &promotion.from);
         if promotion.from == tier.name_any() {
-            c.fail("spec.promotion.from", &promotion.from, "a tier cannot be promoted from itself", "name the tier below this one, or remove spec.promotion for the lowest tier");
+            c.fail("spec.promotion.from", &promotion.from, rules::PROMOTION_FROM_SELF, "name the tier below this one, or remove spec.promotion for the lowest tier");
         }
     }
     c.name("spec.argocd.namespace", &spec.argocd.namespace);
     if let Some(ns) = &spec.argocd.destination.namespace {
         c.name("spec.argocd.destination.namespace", ns);
     }
-    if spec.argocd.project.is_empty() {
-        c.fail("spec.argocd.project", "", "must not be empty", "name an Argo CD AppProject, e.g. `default`");
+    c.checks("spec.argocd.project", &spec.argocd.project, rules::DNS_SUBDOMAIN, "name an Argo CD AppProject, e.g. `default`");
+    if let Some(credentials) = &spec.credentials {
+        c.checks("spec.credentials.secretRef.name", &credentials.secret_ref.name, rules::DNS_SUBDOMAIN, "name a Secret in the Tier's namespace");
     }
     if let Some(problem) = duration_problem(&spec.interval) {
         c.fail("spec.interval", &spec.interval, problem, "write a duration such as `30s`, `1m` or `1h`");
     }
     if spec.app.url == spec.system.url {
-        c.fail("spec.system.url", &spec.system.url, "is the app repository", "use a separate repository that only ShopSet writes");
+        c.fail("spec.system.url", &spec.system.url, rules::SYSTEM_IS_APP, "use a separate repository that only ShopSet writes");
     }
 }
 
@@ -316,36 +249,38 @@ pub fn check_shopset(ss: &ShopSet, out: &mut Vec<Invalid>) {
     let mut seen = BTreeMap::new();
     for (i, shop) in ss.spec.shops.iter().enumerate() {
         let field = format!("spec.shops[{i}]");
-        let valid = !shop.is_empty()
-            && shop.len() <= 63
-            && shop.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
-            && shop.starts_with(|ch: char| ch.is_ascii_alphanumeric())
-            && shop.ends_with(|ch: char| ch.is_ascii_alphanumeric());
-        if !valid {
-            c.fail(&field, shop, "is not a shop ID", "use letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 63 characters");
-        }
+        c.checks(&field, shop, rules::SHOP_ID, "use letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 63 characters");
         if let Some(first) = seen.insert(shop.as_str(), i) {
-            c.fail(&field, shop, format!("Duplicate value: also spec.shops[{first}]"), "list each shop ID once");
+            c.fail(&field, shop, rules::SHOP_DUPLICATE, format!("remove it here or at spec.shops[{first}]"));
         }
+    }
+    if ss.spec.shops.len() > rules::MAX_SHOPS {
+        let count = ss.spec.shops.len().to_string();
+        c.fail("spec.shops", &count, format!("Too many: must have at most {} items", rules::MAX_SHOPS), "split the shops over several ShopSets");
     }
     if let Some(replicas) = ss.spec.replicas {
         if !(0..=1000).contains(&replicas) {
-            c.fail("spec.replicas", &replicas.to_string(), "must be between 0 and 1000", "set a replica count in that range, or leave it out");
+            c.fail("spec.replicas", &replicas.to_string(), rules::REPLICAS_RANGE, "set a replica count in that range, or leave it out");
         }
     }
     for (i, image) in ss.spec.images.iter().enumerate() {
         let field = format!("spec.images[{i}]");
-        let bad = |s: &str| s.is_empty() || s.chars().any(|ch| ch.is_whitespace() || ch.is_control());
-        if bad(&image.name) {
-            c.fail(&format!("{field}.name"), &image.name, "is not an image name", "write the image name as the base has it, e.g. `ghcr.io/acme/shop`");
-        }
+        c.checks(&format!("{field}.name"), &image.name, rules::IMAGE_NAME, "write the image name as the base has it, e.g. `ghcr.io/acme/shop`");
         if image.new_name.is_none() && image.new_tag.is_none() && image.digest.is_none() {
-            c.fail(&field, &image.name, "changes nothing", "set newName, newTag or digest");
+            c.fail(&field, &image.name, rules::IMAGE_CHANGES_NOTHING, "set newName, newTag or digest, or remove the entry");
         }
-        for (key, value) in [("newName", &image.new_name), ("newTag", &image.new_tag), ("digest", &image.digest)] {
-            if let Some(value) = value.as_deref().filter(|v| bad(v)) {
-                c.fail(&format!("{field}.{key}"), value, "must not be empty or contain spaces", "write a plain image reference value");
+        for (key, value, checks, fix) in [
+            ("newName", &image.new_name, rules::IMAGE_NAME, "write an image name such as `ghcr.io/acme/shop`"),
+            ("newTag", &image.new_tag, rules::IMAGE_TAG, "write a tag such as `1.2.0`"),
+            ("digest", &image.digest, rules::IMAGE_DIGEST, "write a digest such as `sha256:` and 64 hex digits"),
+        ] {
+            if let Some(value) = value {
+                c.checks(&format!("{field}.{key}"), value, checks, fix);
             }
         }
+    }
+    if ss.spec.images.len() > rules::MAX_IMAGES {
+        let count = ss.spec.images.len().to_string();
+        c.fail("spec.images", &count, format!("Too many: must have at most {} items", rules::MAX_IMAGES), "override fewer images");
     }
 }

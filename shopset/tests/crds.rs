@@ -28,9 +28,11 @@ fn crds_have_printer_columns_validation_and_descriptions() {
         "name: Branch",
         "name: App",
         "x-kubernetes-validations",
-        "spec.branch is immutable",
+        "fieldPath: .spec.branch",
+        "message: 'is immutable: create a new Tier for another branch'",
         "x-kubernetes-list-type: set",
-        "pattern: ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        "fieldPath: .metadata.name",
+        "rule: self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
         "Path of the Kustomize base inside the repository",
     ] {
         assert!(yaml.contains(needle), "the generated CRDs lack {needle:?}");
