@@ -83,6 +83,18 @@ impl Inventory {
         Ok(inv)
     }
 
+    /// Reads one YAML stream that is not a file on disk (`path` only names it in messages): what
+    /// [`Inventory::load`] does for each file.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
+        let mut inv = Inventory::default();
+        let mut problems = Vec::new();
+        inv.add_yaml(path, text, &mut problems)?;
+        if !problems.is_empty() {
+            return Err(LoadError::Invalid(Problems(problems)));
+        }
+        Ok(inv)
+    }
+
     /// Adds every ShopSet kind found in a YAML stream; other kinds are passed over.
     pub fn add_yaml(&mut self, path: &Path, text: &str, problems: &mut Vec<Invalid>) -> Result<(), LoadError> {
         for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use shopset::manifests::Inventory;
+use shopset::manifests::{Inventory, LoadError};
 use shopset::validation::{
     Invalid, branch_problem, check_configuration, check_shopset, check_tier, dns_label_problem, duration_problem, parse_duration,
     path_problem, redact_url, url_problem,
@@ -504,5 +504,21 @@ fn schema_errors_name_the_field() {
         for word in expect.iter().chain(&["s.yaml", "fix: "]) {
             assert!(message.contains(word), "{message:?} should say {word:?}");
         }
+    }
+}
+
+#[test]
+fn parse_reads_a_stream_as_load_reads_a_file() {
+    let parsed = Inventory::parse(Path::new("input.yaml"), TIERS).expect("parses");
+    assert_eq!(parsed.tier_names(), inventory(TIERS).tier_names());
+    assert!(!parsed.tier_names().is_empty());
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let file = dir.path().join("input.yaml");
+    let twice = format!("{TIERS}{}{}", shopset("a", ""), shopset("a", ""));
+    std::fs::write(&file, &twice).expect("write");
+    let (parsed, loaded) = (Inventory::parse(&file, &twice), Inventory::load(&[file]));
+    match (parsed, loaded) {
+        (Err(parsed @ LoadError::Invalid(_)), Err(loaded)) => assert_eq!(parsed.to_string(), loaded.to_string()),
+        other => panic!("a duplicate must be refused alike: {other:?}"),
     }
 }
