@@ -237,26 +237,49 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     let from_branch = from_branch.as_deref();
     let _span = tracing::info_span!("sync", tier = %tier_name, branch = %branch).entered();
 
-    // 1. Resolve every pinned branch; nothing is written yet.
-    let mut app = plan_branch(
-        cache,
-        auth,
-        Want { tier: &tier_name, field: "spec.app.url", label: "app", url: &tier.spec.app.url, branch: &branch, from_branch, dry_run: opts.dry_run },
-    )?;
+    // 1. Resolve every pinned branch; nothing is written yet. The repositories are asked at once,
+    // so a sync waits for the slowest ls-remote rather than their sum; results are then taken in
+    // a fixed order, so the error reported is the same as if they had been asked one by one.
+    let cfg_fields: Vec<(String, String, String)> =
+        input.configurations.iter().map(|c| (c.name_any(), format!("Configuration/{} spec.url", c.name_any()), format!("config/{}", c.name_any()))).collect();
+    let span = tracing::Span::current();
+    let (app, configs, system) = std::thread::scope(|s| {
+        let (tier_name, branch) = (&tier_name, &branch);
+        let want = |field, label, url| Want { tier: tier_name, field, label, url, branch, from_branch, dry_run: opts.dry_run };
+        let app = {
+            let (span, want) = (span.clone(), want("spec.app.url", "app", &tier.spec.app.url));
+            s.spawn(move || span.in_scope(|| plan_branch(cache, auth, want)))
+        };
+        let configs: Vec<_> = input
+            .configurations
+            .iter()
+            .zip(&cfg_fields)
+            .map(|(cfg, (_, field, label))| {
+                let (span, want) = (span.clone(), want(field, label, &cfg.spec.url));
+                s.spawn(move || span.in_scope(|| plan_branch(cache, auth, want)))
+            })
+            .collect();
+        let system = {
+            let span = span.clone();
+            s.spawn(move || {
+                span.in_scope(|| -> Result<_, GitError> {
+                    let system = cache.open(&tier.spec.system.url, auth)?;
+                    let heads = system.heads()?;
+                    Ok((system, heads))
+                })
+            })
+        };
+        (join(app), configs.into_iter().map(join).collect::<Vec<_>>(), join(system))
+    });
+    let mut app = app?;
     check_path(&app, &tier_name, "spec.app.path", &tier.spec.app.path, "Kustomize base")?;
-    let mut configs = Vec::new();
-    for cfg in &input.configurations {
-        let name = cfg.name_any();
-        let field = format!("Configuration/{name} spec.url");
-        let label = format!("config/{name}");
-        let plan = plan_branch(
-            cache,
-            auth,
-            Want { tier: &tier_name, field: &field, label: &label, url: &cfg.spec.url, branch: &branch, from_branch, dry_run: opts.dry_run },
-        )?;
+    let mut configs_planned = Vec::new();
+    for ((cfg, (name, _, _)), plan) in input.configurations.iter().zip(&cfg_fields).zip(configs) {
+        let plan = plan?;
         check_path(&plan, &tier_name, &format!("Configuration/{name} spec.path"), &cfg.spec.path, "Kustomize Component")?;
-        configs.push((name, plan));
+        configs_planned.push((name.clone(), plan));
     }
+    let mut configs = configs_planned;
     let pins = Pins {
         app: app.head.to_string(),
         configurations: configs.iter().map(|(n, p)| (n.clone(), p.head.to_string())).collect(),
@@ -266,8 +289,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     let tree = renderer.render(RenderInput { tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })?;
 
     // 3. The system branch, and what it would be created from.
-    let system = cache.open(&tier.spec.system.url, auth).map_err(git_err(&tier_name, "spec.system.url"))?;
-    let heads = system.heads().map_err(git_err(&tier_name, "spec.system.url"))?;
+    let (system, heads) = system.map_err(git_err(&tier_name, "spec.system.url"))?;
     let (mut parent, system_from) = system_parent(&system, &heads, &branch, from_branch).map_err(git_err(&tier_name, "spec.system.url"))?;
     let previous = heads.branches.get(&branch).copied();
     // Every outcome reports these; each return fills in what it adds.
@@ -399,6 +421,11 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
             Err(e) => return Err(git_err(&tier_name, "spec.system.url")(e)),
         }
     }
+}
+
+/// A resolver thread's result; a panic there is a bug and surfaces as the same panic here.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 fn check_path(plan: &Plan, tier: &str, field: &str, path: &str, what: &str) -> Result<(), SyncError> {
