@@ -227,6 +227,8 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `RUST_LOG=shopset=debug` shows where each sync's time goes.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let quick = args.iter().any(|a| a == "--quick");
     let skip_cluster = args.iter().any(|a| a == "--no-cluster");
     // `--no-baseline` skips the by-hand script (minutes at 1,000 ShopSets) when profiling.

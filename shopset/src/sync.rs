@@ -236,6 +236,7 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     let from_branch = input.from.as_ref().map(|t| t.branch());
     let from_branch = from_branch.as_deref();
     let _span = tracing::info_span!("sync", tier = %tier_name, branch = %branch).entered();
+    let started = std::time::Instant::now();
 
     // 1. Resolve every pinned branch; nothing is written yet. The repositories are asked at once,
     // so a sync waits for the slowest ls-remote rather than their sum; results are then taken in
@@ -286,7 +287,9 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     };
 
     // 2. Render: a template or input error stops here, before any repository changes.
+    let resolved = started.elapsed();
     let tree = renderer.render(RenderInput { tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })?;
+    let rendered = started.elapsed();
 
     // 3. The system branch, and what it would be created from.
     let (system, heads) = system.map_err(git_err(&tier_name, "spec.system.url"))?;
@@ -390,12 +393,21 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
             hook(attempts);
         }
         let update = RefUpdate { branch: branch.clone(), expected, new: commit, force: false };
+        let before_push = started.elapsed();
         match system.push(&[update]) {
             Ok(()) => {
                 let message = (Some(commit) != parent).then(|| {
                     system.repo().find_commit(commit).ok().and_then(|c| c.message().ok().map(str::to_string)).unwrap_or_default()
                 });
                 tracing::info!(commit = %commit, attempts, "pushed system branch");
+                // Where the time of a sync goes, cumulative: for `RUST_LOG=shopset=debug` and the benchmarks.
+                tracing::debug!(
+                    resolve_ms = resolved.as_millis() as u64,
+                    render_ms = rendered.as_millis() as u64,
+                    commit_ms = before_push.as_millis() as u64,
+                    push_ms = started.elapsed().as_millis() as u64,
+                    "sync timings"
+                );
                 branches.push(system_status(tier, &branch, Some(commit), if expected.is_none() { system_from.clone() } else { None }));
                 return Ok(SyncReport {
                     head: Some(commit.to_string()),
