@@ -249,12 +249,9 @@ fn main() {
     let mut notes = Vec::new();
     if !skip_cluster {
         eprintln!("bench: latency and controller memory (control plane + controller)");
-        match cluster::run(quick, scratch.path()) {
-            Ok((mut more, extra)) => {
-                rows.append(&mut more);
-                notes.extend(extra);
-            }
-            Err(e) => notes.push(format!("cluster scenarios failed: {e}")),
+        // Rows measured before a failure are kept.
+        if let Err(e) = cluster::run(quick, scratch.path(), &mut rows, &mut notes) {
+            notes.push(format!("cluster scenarios failed: {e}"));
         }
     }
     let machine = machine();

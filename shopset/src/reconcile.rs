@@ -170,8 +170,12 @@ pub fn error_policy(tier: Arc<Tier>, err: &Error, ctx: Arc<Context>) -> Action {
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
-    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6))).min(Duration::from_secs(300));
-    Action::requeue(delay)
+    Action::requeue(retry_delay(*n))
+}
+
+/// The wait after the `failures`-th failure in a row: 5 s, doubling, never more than 5 minutes.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << failures.saturating_sub(1).min(6))).min(Duration::from_secs(300))
 }
 
 fn interval(tier: &Tier) -> Duration {
@@ -449,4 +453,16 @@ pub fn tiers_for_push(push: &crate::webhook::Push, tiers: &[Arc<Tier>], configur
         })
         .map(|t| ObjectRef::from_obj(&**t))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_five_seconds_and_stop_growing_at_five_minutes() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
+    }
 }
