@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shopset_e2e::controlplane::ControlPlane;
-use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git, seed_dir};
+use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git};
 
 use crate::Row;
 
@@ -143,12 +143,7 @@ fn upload_packs(daemon: &GitDaemon) -> usize {
 pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<(), String> {
     let cp = ControlPlane::start();
     cp.kubectl_ok(["create", "namespace", "argocd"]);
-    let daemon = GitDaemon::start();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let app = daemon.create_repo("app");
-    seed_dir(&app, "tier-0", &examples.join("app"), "app base");
-    let config = daemon.create_repo("config");
-    seed_dir(&config, "tier-0", &examples.join("config"), "config component");
+    let crate::Repos { daemon, app, config } = crate::repos();
     let system = daemon.create_repo("system");
     let count = if quick { 5 } else { 20 };
 
