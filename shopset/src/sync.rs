@@ -503,6 +503,11 @@ fn shopset_of(path: &str) -> Option<&str> {
         .or_else(|| path.strip_prefix("applications/").and_then(|r| r.strip_suffix(".yaml")))
 }
 
+/// A ShopSet's directory and Application file on the system branch.
+fn shopset_paths(name: &str) -> (String, String) {
+    (format!("shopsets/{name}"), format!("applications/{name}.yaml"))
+}
+
 /// A render compared with the system branch by object ids.
 struct Compare<'a> {
     system: &'a Remote,
@@ -520,13 +525,16 @@ impl Compare<'_> {
         tree.and_then(|t| self.system.entry(t, path))
     }
 
-    /// The ids of a ShopSet's files, its directory and its Application, in a stored tree (None: the render).
-    fn shopset_ids(&self, tree: Option<Oid>, name: &str) -> [Option<(i32, Oid)>; 2] {
-        let (dir, app) = (format!("shopsets/{name}"), format!("applications/{name}.yaml"));
-        match tree {
-            Some(_) => [self.stored(tree, &dir), self.stored(tree, &app)],
-            None => [self.hashed.get(&dir), self.hashed.get(&app)],
-        }
+    /// The ids of a ShopSet's files (its directory and its Application) in a stored tree.
+    fn stored_ids(&self, tree: Option<Oid>, name: &str) -> [Option<(i32, Oid)>; 2] {
+        let (dir, app) = shopset_paths(name);
+        [self.stored(tree, &dir), self.stored(tree, &app)]
+    }
+
+    /// The same ids in the render.
+    fn rendered_ids(&self, name: &str) -> [Option<(i32, Oid)>; 2] {
+        let (dir, app) = shopset_paths(name);
+        [self.hashed.get(&dir), self.hashed.get(&app)]
     }
 
     /// ShopSets added, removed and changed, from the paths that differ.
@@ -534,8 +542,8 @@ impl Compare<'_> {
         let names: std::collections::BTreeSet<&str> = self.delta.iter().filter_map(|c| shopset_of(&c.path)).collect();
         let mut changes = ShopSetChanges::default();
         for name in names {
-            let before = self.old.is_some() && self.shopset_ids(self.old, name).iter().any(Option::is_some);
-            let after = self.shopset_ids(None, name).iter().any(Option::is_some);
+            let before = self.stored_ids(self.old, name).iter().any(Option::is_some);
+            let after = self.rendered_ids(name).iter().any(Option::is_some);
             match (before, after) {
                 (false, true) => changes.added.push(name.to_string()),
                 (true, false) => changes.removed.push(name.to_string()),
@@ -633,7 +641,7 @@ fn commit_message(tier: &str, new_branch: bool, cmp: &Compare<'_>, ours: Option<
         lines.push(format!("shopsets removed: {}", list(&changes.removed)));
     }
     // A ShopSet whose files differ only because someone edited them is restored, not changed.
-    let changed: Vec<String> = changes.changed.iter().filter(|n| ours.is_none() || cmp.shopset_ids(ours, n) != cmp.shopset_ids(None, n)).cloned().collect();
+    let changed: Vec<String> = changes.changed.iter().filter(|n| ours.is_none() || cmp.stored_ids(ours, n) != cmp.rendered_ids(n)).cloned().collect();
     if !changed.is_empty() {
         lines.push(format!("shopsets changed: {}", list(&changed)));
     }
@@ -706,7 +714,7 @@ pub fn resolve_pins(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<
 
 /// The heads of every repository a tier reads or writes, keyed by `url#branch`: one ls-remote per
 /// repository. Equal heads and equal input mean a sync would change nothing.
-pub fn current_heads(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<BTreeMap<String, Option<String>>, SyncError> {
+fn current_heads(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<BTreeMap<String, Option<String>>, SyncError> {
     let tier = &input.tier;
     let tier_name = tier.name_any();
     let branch = tier.branch();
@@ -721,11 +729,6 @@ pub fn current_heads(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result
     Ok(out)
 }
 
-/// The heads a successful sync leaves, in the form of [`current_heads`].
-pub fn heads_after(report: &SyncReport) -> BTreeMap<String, Option<String>> {
-    report.branches.iter().map(|b| (format!("{}#{}", b.url, b.branch), b.head.clone())).collect()
-}
-
 /// What a successful sync saw: with it, telling that the next sync would change nothing costs one
 /// ls-remote per repository (the poll of an idle tier), not a render.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -737,7 +740,9 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The checkpoint of a sync of `input` that reported `report`.
     pub fn after(input: &TierInput, report: &SyncReport) -> Self {
-        Self { input: fingerprint(input), heads: heads_after(report) }
+        // The heads the sync left, in the form of `current_heads`.
+        let heads = report.branches.iter().map(|b| (format!("{}#{}", b.url, b.branch), b.head.clone())).collect();
+        Self { input: fingerprint(input), heads }
     }
 
     /// Whether neither the input nor any branch has moved since; reads only the remote heads.
