@@ -83,13 +83,7 @@ impl SshFixture {
     fn shopctl(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = common::shopctl_command(&self.work.path().join("cache"), &self.home());
         cmd.args(args).envs(env.iter().copied());
-        let out = cmd.output().expect("run shopctl");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-        }
+        Run::of(cmd, args)
     }
 
     /// `shopctl sync -f <manifests> --tier tier-0 <extra>`.

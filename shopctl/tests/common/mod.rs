@@ -109,13 +109,7 @@ impl Fixture {
     pub fn shopctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = shopctl_command(&self.cache(), self.work.path());
         cmd.args(args).envs(env.iter().copied());
-        let out = cmd.output().expect("run shopctl");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-        }
+        Run::of(cmd, args)
     }
 
     /// `shopctl sync -f <manifests> <extra>`, which must succeed.
@@ -150,6 +144,17 @@ pub struct Run {
 }
 
 impl Run {
+    /// Runs a prepared `shopctl` command (`args` already added) and keeps what it printed.
+    pub fn of(mut cmd: std::process::Command, args: &[&str]) -> Run {
+        let out = cmd.output().expect("run shopctl");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     pub fn success(self) -> Run {
         assert_eq!(self.code, Some(0), "shopctl {:?} failed:\n{self}", self.args);
         self
