@@ -12,7 +12,9 @@ use git2::{Cred, CredentialType, Direction, FetchOptions, ObjectType, Oid, PushO
 use crate::render::{Entry, Tree};
 
 mod hashed;
+mod stream;
 pub use hashed::{Change, HashedTree, MODE_DIR, MODE_FILE, MODE_GITLINK};
+pub use stream::connections;
 
 /// Git credentials. Never printed: `Debug` shows which kind is set, not the values.
 #[derive(Clone, Default)]
@@ -104,11 +106,23 @@ pub struct GitCache {
     root: PathBuf,
     // One lock per URL: tiers that share a repository fetch into the same cache.
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Handles of closed [`Remote`]s, by URL, for the next open: libgit2 keeps the trees it parsed
+    /// in a handle, so a push's walk of the branch it replaces does not read them all again.
+    idle: Arc<Mutex<HashMap<String, Vec<Repository>>>>,
 }
+
+/// What libgit2 may keep of parsed objects per handle: a few versions of a 1,000-ShopSet tree
+/// (its default, 256 MiB, would let a long-running controller grow far past its memory budget).
+const OBJECT_CACHE_BYTES: isize = 8 * 1024 * 1024;
 
 impl GitCache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), locks: Mutex::new(HashMap::new()) }
+        stream::install();
+        // SAFETY: sets a process-wide size limit; no other thread reads it mid-change.
+        if let Err(e) = unsafe { git2::opts::set_cache_max_size(OBJECT_CACHE_BYTES) } {
+            tracing::warn!(error = %e, "cannot limit libgit2's object cache");
+        }
+        Self { root: root.into(), locks: Mutex::new(HashMap::new()), idle: Arc::default() }
     }
 
     pub fn root(&self) -> &Path {
@@ -124,6 +138,12 @@ impl GitCache {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(url.to_string()).or_default().clone()
         };
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(url).and_then(Vec::pop);
+        if let Some(repo) = pooled {
+            // Packs another handle wrote since (a fetch, a first render) become visible.
+            repo.odb().and_then(|odb| odb.refresh()).map_err(cache_err)?;
+            return Ok(Remote { repo: Some(repo), url: url.to_string(), auth: auth.clone(), lock, idle: self.idle.clone(), host_key_refusal: Mutex::new(None) });
+        }
         let repo = match Repository::open_bare(&path) {
             Ok(repo) => repo,
             Err(_) => {
@@ -139,7 +159,7 @@ impl GitCache {
                 }
             }
         };
-        Ok(Remote { repo, url: url.to_string(), auth: auth.clone(), lock, host_key_refusal: Mutex::new(None) })
+        Ok(Remote { repo: Some(repo), url: url.to_string(), auth: auth.clone(), lock, idle: self.idle.clone(), host_key_refusal: Mutex::new(None) })
     }
 }
 
@@ -172,7 +192,9 @@ pub struct RefUpdate {
 
 /// A cached repository and the remote it mirrors.
 pub struct Remote {
-    repo: Repository,
+    /// Always Some; taken only when the Remote is dropped, to go back to the cache's idle handles.
+    repo: Option<Repository>,
+    idle: Arc<Mutex<HashMap<String, Vec<Repository>>>>,
     url: String,
     auth: Auth,
     lock: Arc<Mutex<()>>,
@@ -181,9 +203,18 @@ pub struct Remote {
     host_key_refusal: Mutex<Option<String>>,
 }
 
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(repo) = self.repo.take() {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).entry(self.url.clone()).or_default().push(repo);
+        }
+    }
+}
+
 impl Remote {
     pub fn repo(&self) -> &Repository {
-        &self.repo
+        // invariant: `repo` is taken only in Drop.
+        self.repo.as_ref().expect("a Remote's repository is present until it is dropped")
     }
 
     pub fn url(&self) -> &str {
@@ -251,7 +282,7 @@ impl Remote {
 
     /// The remote's branches (one round trip, like `git ls-remote`).
     pub fn heads(&self) -> Result<RemoteHeads, GitError> {
-        let mut remote = self.repo.remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
+        let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
         let conn = remote
             .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
             .map_err(|e| self.git_error(e))?;
@@ -272,13 +303,13 @@ impl Remote {
     /// Fetches `branch` unless the cache already holds `head` (the remote's value from
     /// [`Remote::heads`]): a sync with nothing new costs the ls-remote alone.
     pub fn ensure(&self, branch: &str, head: Oid) -> Result<(), GitError> {
-        if self.repo.find_commit(head).is_ok() {
+        if self.repo().find_commit(head).is_ok() {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             return self
-                .repo
+                .repo()
                 .reference(&format!("refs/remotes/origin/{branch}"), head, true, "shopset: known head")
                 .map(|_| ())
-                .map_err(|e| GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() });
+                .map_err(|e| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() });
         }
         self.fetch(&[branch])
     }
@@ -289,26 +320,28 @@ impl Remote {
             return Ok(());
         }
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut remote = self.repo.remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
+        let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
         let refspecs: Vec<String> = branches.iter().map(|b| format!("+refs/heads/{b}:refs/remotes/origin/{b}")).collect();
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
         opts.download_tags(git2::AutotagOption::None);
         remote.fetch(&refspecs, Some(&mut opts), None).map_err(|e| self.git_error(e))?;
+        // The fetched pack is new to this handle, which may be reused for later syncs.
+        self.repo().odb().and_then(|odb| odb.refresh()).map_err(|e| self.cache_error(e))?;
         Ok(())
     }
 
     /// Pushes updates, each only if the remote branch still has its expected value.
     pub fn push(&self, updates: &[RefUpdate]) -> Result<(), GitError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut remote = self.repo.remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
+        let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
         // The pack is built from local refs: point a scratch ref at each new commit.
         let mut refspecs = Vec::new();
         for u in updates {
             let local = format!("refs/shopset/push/{}", u.branch);
-            self.repo
+            self.repo()
                 .reference(&local, u.new, true, "shopset: push")
-                .map_err(|e| GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() })?;
+                .map_err(|e| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() })?;
             refspecs.push(format!("{}{local}:refs/heads/{}", if u.force { "+" } else { "" }, u.branch));
         }
         let broken: RefCell<Option<GitError>> = RefCell::new(None);
@@ -348,7 +381,7 @@ impl Remote {
         let result = remote.push(&refspecs, Some(&mut opts));
         for u in updates {
             // Best effort: a stale scratch ref only costs disk until the next push replaces it.
-            if let Ok(mut r) = self.repo.find_reference(&format!("refs/shopset/push/{}", u.branch)) {
+            if let Ok(mut r) = self.repo().find_reference(&format!("refs/shopset/push/{}", u.branch)) {
                 let _ = r.delete();
             }
         }
@@ -388,12 +421,12 @@ impl Remote {
 
     /// The fetched head of `branch`, if it was fetched.
     pub fn fetched(&self, branch: &str) -> Option<Oid> {
-        self.repo.refname_to_id(&format!("refs/remotes/origin/{branch}")).ok()
+        self.repo().refname_to_id(&format!("refs/remotes/origin/{branch}")).ok()
     }
 
     /// Number of commits in `to` that are not in `from` (None when either is unknown here).
     pub fn count_commits(&self, from: Oid, to: Oid) -> Option<usize> {
-        let mut walk = self.repo.revwalk().ok()?;
+        let mut walk = self.repo().revwalk().ok()?;
         walk.push(to).ok()?;
         walk.hide(from).ok()?;
         Some(walk.count())
@@ -401,7 +434,7 @@ impl Remote {
 
     /// Whether a file or directory exists at `path` in `commit` (`.` is the root).
     pub fn has_path(&self, commit: Oid, path: &str) -> Result<bool, GitError> {
-        let tree = self.repo.find_commit(commit).and_then(|c| c.tree()).map_err(|e| GitError::from_git(&self.url, e))?;
+        let tree = self.repo().find_commit(commit).and_then(|c| c.tree()).map_err(|e| GitError::from_git(&self.url, e))?;
         if path == "." {
             return Ok(true);
         }
@@ -416,56 +449,56 @@ impl Remote {
 
     /// Writes the objects of a hashed tree the cache lacks; returns the root tree id.
     pub fn write_hashed(&self, tree: &HashedTree<'_>) -> Result<Oid, GitError> {
-        tree.write(&self.repo).map_err(|e| self.cache_error(e))
+        tree.write(self.repo()).map_err(|e| self.cache_error(e))
     }
 
     /// The paths that differ between the stored tree `old` and `new`, reading only differing subtrees.
     pub fn changes(&self, old: Option<Oid>, new: &HashedTree<'_>) -> Result<Vec<Change>, GitError> {
-        new.changes(&self.repo, old).map_err(|e| self.cache_error(e))
+        new.changes(self.repo(), old).map_err(|e| self.cache_error(e))
     }
 
     /// The content of a blob.
     pub fn blob(&self, id: Oid) -> Result<Vec<u8>, GitError> {
-        self.repo.find_blob(id).map(|b| b.content().to_vec()).map_err(|e| self.cache_error(e))
+        self.repo().find_blob(id).map(|b| b.content().to_vec()).map_err(|e| self.cache_error(e))
     }
 
     /// Mode and id of the entry at `path` in `tree`, if any.
     pub fn entry(&self, tree: Oid, path: &str) -> Option<(i32, Oid)> {
-        let tree = self.repo.find_tree(tree).ok()?;
+        let tree = self.repo().find_tree(tree).ok()?;
         tree.get_path(Path::new(path)).ok().map(|e| (e.filemode(), e.id()))
     }
 
     fn cache_error(&self, e: git2::Error) -> GitError {
-        GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() }
+        GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() }
     }
 
     /// Commits `tree` on `parent` (None: a root commit) and returns the commit id.
     pub fn commit(&self, tree: Oid, parent: Option<Oid>, message: &str, author: &git2::Signature<'_>) -> Result<Oid, GitError> {
-        let cache_err = |e: git2::Error| GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() };
-        let tree = self.repo.find_tree(tree).map_err(cache_err)?;
-        let parent = parent.map(|p| self.repo.find_commit(p)).transpose().map_err(cache_err)?;
+        let cache_err = |e: git2::Error| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() };
+        let tree = self.repo().find_tree(tree).map_err(cache_err)?;
+        let parent = parent.map(|p| self.repo().find_commit(p)).transpose().map_err(cache_err)?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        self.repo.commit(None, author, author, message, &tree, &parents).map_err(cache_err)
+        self.repo().commit(None, author, author, message, &tree, &parents).map_err(cache_err)
     }
 
     /// The root tree of a commit.
     pub fn tree_of(&self, commit: Oid) -> Result<Oid, GitError> {
-        self.repo
+        self.repo()
             .find_commit(commit)
             .map(|c| c.tree_id())
-            .map_err(|e| GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() })
+            .map_err(|e| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() })
     }
 
     /// Reads a tree back as a [`Tree`] (files and gitlinks).
     pub fn read_tree(&self, tree: Oid) -> Result<Tree, GitError> {
-        let cache_err = |e: git2::Error| GitError::Cache { path: self.repo.path().to_path_buf(), detail: e.message().to_string() };
-        let tree = self.repo.find_tree(tree).map_err(cache_err)?;
+        let cache_err = |e: git2::Error| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() };
+        let tree = self.repo().find_tree(tree).map_err(cache_err)?;
         let mut out = Tree::default();
         let mut failure = None;
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
             let path = format!("{dir}{}", entry.name().unwrap_or_default());
             match entry.kind() {
-                Some(ObjectType::Blob) => match self.repo.find_blob(entry.id()) {
+                Some(ObjectType::Blob) => match self.repo().find_blob(entry.id()) {
                     Ok(blob) => {
                         out.entries.insert(path, Entry::File(blob.content().to_vec()));
                     }
@@ -490,13 +523,13 @@ impl Remote {
 
     /// The id of the subtree or entry at `path` in `tree`, if any.
     pub fn entry_id(&self, tree: Oid, path: &str) -> Option<Oid> {
-        let tree = self.repo.find_tree(tree).ok()?;
+        let tree = self.repo().find_tree(tree).ok()?;
         tree.get_path(Path::new(path)).ok().map(|e| e.id())
     }
 
     /// Names of the entries directly under `path` in `tree`.
     pub fn list_dir(&self, tree: Oid, path: &str) -> BTreeMap<String, Oid> {
-        let Some(sub) = self.entry_id(tree, path).and_then(|id| self.repo.find_tree(id).ok()) else {
+        let Some(sub) = self.entry_id(tree, path).and_then(|id| self.repo().find_tree(id).ok()) else {
             return BTreeMap::new();
         };
         sub.iter().filter_map(|e| e.name().ok().map(|n| (n.to_string(), e.id()))).collect()

@@ -31,9 +31,27 @@ pub enum Entry {
 }
 
 /// A rendered tree: repository-relative paths (with `/`) to entries.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Tree {
     pub entries: BTreeMap<String, Entry>,
+    /// Git blob ids of files the renderer already hashed (files reused from its memo), so hashing
+    /// the tree for git does not hash them again. Derived data: not part of a tree's equality.
+    pub blob_ids: HashMap<String, git2::Oid>,
+}
+
+impl PartialEq for Tree {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Tree {}
+
+impl Tree {
+    /// A tree of these entries.
+    pub fn from_entries(entries: BTreeMap<String, Entry>) -> Self {
+        Self { entries, blob_ids: HashMap::new() }
+    }
 }
 
 impl Tree {
@@ -103,6 +121,8 @@ pub enum RenderError {
     MissingPin { shopset: String, configuration: String },
     #[error("ShopSet/{shopset}: spec.configuration: Configuration {configuration:?} is not part of the input; fix: pass the Configuration too")]
     MissingConfiguration { shopset: String, configuration: String },
+    #[error("cannot hash a rendered file: {detail}")]
+    Hash { detail: String },
     #[error("pinned commit {value:?} of {what} is not a full hex object id")]
     BadPin { what: String, value: String },
 }
@@ -112,14 +132,23 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Templates read from an override directory: name -> file.
     overrides: BTreeMap<String, String>,
-    /// The files of each ShopSet in the last render of each tier, by their exact template context.
-    /// Same context, same templates: same bytes, so an unchanged ShopSet is not rendered again.
-    /// Holding only the last render per tier bounds the memory to one tree per tier.
-    memo: std::sync::Mutex<HashMap<String, HashMap<String, ShopSetFiles>>>,
+    /// The files of each ShopSet in the last render of each tier, keyed by everything its
+    /// templates read: the tier's part (once per tier) and the ShopSet's own. Same input, same
+    /// templates: same bytes, so an unchanged ShopSet is not rendered again. Holding only the last
+    /// render per tier bounds the memory to one tree per tier.
+    memo: std::sync::Mutex<HashMap<String, TierMemo>>,
 }
 
-/// The rendered files of one ShopSet: (path, bytes).
-type ShopSetFiles = std::sync::Arc<Vec<(String, Vec<u8>)>>;
+/// One tier's last render: the key of what every ShopSet's templates read from the tier, and the
+/// files of each ShopSet by the key of its own part.
+#[derive(Default)]
+struct TierMemo {
+    tier_key: String,
+    shopsets: HashMap<String, ShopSetFiles>,
+}
+
+/// The rendered files of one ShopSet: (path, bytes, git blob id).
+type ShopSetFiles = std::sync::Arc<Vec<(String, Vec<u8>, git2::Oid)>>;
 
 impl Renderer {
     /// The templates compiled into the binary.
@@ -226,7 +255,12 @@ impl Renderer {
         tree.entries.insert(".gitmodules".into(), Entry::File(gitmodules.into_bytes()));
 
         let mut readme_shopsets = Vec::new();
+        let argocd = &tier.spec.argocd;
+        // What the ShopSet templates read from the tier. Written as JSON, a key is the input itself
+        // (no hash that two inputs could share); one that cannot be written (none today) never hits.
+        let tier_key = serde_json::to_string(&(&tier_name, &branch, &tier.spec.app.path, &tier.spec.system.url, argocd)).unwrap_or_default();
         let previous = self.memo.lock().unwrap_or_else(|p| p.into_inner()).remove(&tier_name).unwrap_or_default();
+        let previous = if previous.tier_key == tier_key && !tier_key.is_empty() { previous.shopsets } else { HashMap::new() };
         let mut memo = HashMap::with_capacity(shopsets.len());
         for ss in &shopsets {
             let name = ss.name_any();
@@ -234,42 +268,40 @@ impl Renderer {
             let namespace = ss.destination_namespace(tier);
             let dir = format!("shopsets/{name}");
             let cfg = cfg_by_name[ss.spec.configuration.as_str()];
-            let literals = vec![
-                format!("SHOPSET_NAME={name}"),
-                format!("SHOPSET_TIER={tier_name}"),
-                format!("SHOP_COUNT={}", ss.spec.shops.len()),
-                format!("SHOP_IDS={}", ss.spec.shops.join(",")),
-            ];
-            let ctx = context! {
-                shopset => name.as_str(),
-                tier => tier_name.as_str(),
-                namespace => namespace.as_str(),
-                base => repo_path("../../base", &tier.spec.app.path),
-                component => repo_path(&format!("../../config/{}", ss.spec.configuration), &cfg.spec.path),
-                literals => literals,
-                images => minijinja::value::Serde(&ss.spec.images),
-                replicas => ss.spec.replicas,
-            };
-            let argocd = &tier.spec.argocd;
-            let app_ctx = context! {
-                name => name.as_str(),
-                shopset => name.as_str(),
-                tier => tier_name.as_str(),
-                argocd_namespace => argocd.namespace.as_str(),
-                project => argocd.project.as_str(),
-                repo_url => tier.spec.system.url.as_str(),
-                branch => branch.as_str(),
-                path => dir.as_str(),
-                server => argocd.destination.server.as_str(),
-                namespace => namespace.as_str(),
-                sync_policy => minijinja::value::Serde(&argocd.sync_policy),
-            };
-            // The memo key is the whole template input; a context that cannot be written as JSON
-            // (none today) is simply rendered every time.
-            let key = serde_json::to_string(&(&ctx, &app_ctx)).unwrap_or_default();
+            // Everything else the templates below read.
+            let key = serde_json::to_string(&(&name, &namespace, &ss.spec, &cfg.spec.path)).unwrap_or_default();
             let files = match previous.get(&key).filter(|_| !key.is_empty()) {
                 Some(files) => files.clone(),
                 None => {
+                    let literals = vec![
+                        format!("SHOPSET_NAME={name}"),
+                        format!("SHOPSET_TIER={tier_name}"),
+                        format!("SHOP_COUNT={}", ss.spec.shops.len()),
+                        format!("SHOP_IDS={}", ss.spec.shops.join(",")),
+                    ];
+                    let ctx = context! {
+                        shopset => name.as_str(),
+                        tier => tier_name.as_str(),
+                        namespace => namespace.as_str(),
+                        base => repo_path("../../base", &tier.spec.app.path),
+                        component => repo_path(&format!("../../config/{}", ss.spec.configuration), &cfg.spec.path),
+                        literals => literals,
+                        images => minijinja::value::Serde(&ss.spec.images),
+                        replicas => ss.spec.replicas,
+                    };
+                    let app_ctx = context! {
+                        name => name.as_str(),
+                        shopset => name.as_str(),
+                        tier => tier_name.as_str(),
+                        argocd_namespace => argocd.namespace.as_str(),
+                        project => argocd.project.as_str(),
+                        repo_url => tier.spec.system.url.as_str(),
+                        branch => branch.as_str(),
+                        path => dir.as_str(),
+                        server => argocd.destination.server.as_str(),
+                        namespace => namespace.as_str(),
+                        sync_policy => minijinja::value::Serde(&argocd.sync_policy),
+                    };
                     let what = format!("ShopSet/{name}");
                     let mut files = vec![
                         (format!("{dir}/kustomization.yaml"), self.yaml("kustomization.yaml", &what, ctx.clone())?),
@@ -279,11 +311,14 @@ impl Renderer {
                         files.push((format!("{dir}/replicas.yaml"), self.yaml("replicas.yaml", &what, ctx)?));
                     }
                     files.push((format!("applications/{name}.yaml"), self.yaml("application.yaml", &what, app_ctx)?));
-                    std::sync::Arc::new(files)
+                    // Hashed once here; every later render that reuses the files reuses the ids.
+                    let hashed = files.into_iter().map(|(path, bytes)| blob_id(&bytes).map(|id| (path, bytes, id)));
+                    std::sync::Arc::new(hashed.collect::<Result<Vec<_>, _>>()?)
                 }
             };
-            for (path, bytes) in files.iter() {
+            for (path, bytes, id) in files.iter() {
                 tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
+                tree.blob_ids.insert(path.clone(), *id);
             }
             memo.insert(key, files);
             readme_shopsets.push(context! { name => name.as_str(), namespace => namespace.as_str(), shops => ss.spec.shops.len() });
@@ -303,9 +338,14 @@ impl Renderer {
             },
         )?;
         tree.entries.insert("README.md".into(), Entry::File(readme.into_bytes()));
-        self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(tier_name, memo);
+        self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(tier_name, TierMemo { tier_key, shopsets: memo });
         Ok(tree)
     }
+}
+
+/// The id git gives a file of these bytes.
+fn blob_id(bytes: &[u8]) -> Result<git2::Oid, RenderError> {
+    git2::Oid::hash_object(git2::ObjectType::Blob, bytes).map_err(|e| RenderError::Hash { detail: e.message().to_string() })
 }
 
 /// `prefix/path`, without a trailing `/.`.

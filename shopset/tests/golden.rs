@@ -128,3 +128,39 @@ fn overlays_use_only_current_kustomize_fields() {
 fn serde_yaml_from(bytes: &[u8]) -> serde_json::Value {
     serde_yaml::from_slice(bytes).expect("rendered YAML parses")
 }
+
+/// A renderer reused across renders (the controller's, with its memo of unchanged ShopSets) gives
+/// the bytes of a fresh one after any input the templates read changes, tier-wide or per ShopSet.
+#[test]
+fn a_reused_renderer_follows_every_input_change() {
+    let inv = examples();
+    let base = inv.tier_input("tier-0").unwrap();
+    let pins = Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    type Change = fn(&mut shopset::manifests::TierInput);
+    let changes: Vec<(&str, Change)> = vec![
+        ("tier branch", |i| i.tier.spec.branch = Some("tier-0-next".into())),
+        ("app path", |i| i.tier.spec.app.path = "base/v2".into()),
+        ("system url", |i| i.tier.spec.system.url = "https://git.example/other/system.git".into()),
+        ("argocd namespace", |i| i.tier.spec.argocd.namespace = "gitops".into()),
+        ("argocd project", |i| i.tier.spec.argocd.project = "shops".into()),
+        ("destination server", |i| i.tier.spec.argocd.destination.server = "https://cluster-2.example".into()),
+        ("destination namespace", |i| i.tier.spec.argocd.destination.namespace = Some("cells".into())),
+        ("sync policy", |i| i.tier.spec.argocd.sync_policy = None),
+        ("configuration path", |i| i.configurations[0].spec.path = "component/v2".into()),
+        ("shops", |i| i.shopsets[0].spec.shops.push("shop-new".into())),
+        ("replicas", |i| i.shopsets[0].spec.replicas = Some(7)),
+        ("shopset namespace", |i| i.shopsets[0].spec.namespace = Some("elsewhere".into())),
+    ];
+    for (what, change) in changes {
+        let reused = Renderer::embedded().unwrap();
+        let render = |r: &Renderer, i: &shopset::manifests::TierInput| {
+            r.render(RenderInput { tier: &i.tier, configurations: &i.configurations, shopsets: &i.shopsets, pins: &pins }).unwrap()
+        };
+        let before = render(&reused, &base);
+        let mut changed = base.clone();
+        change(&mut changed);
+        let after = render(&reused, &changed);
+        assert_ne!(before, after, "{what}: the change should show in the render");
+        assert_eq!(after, render(&Renderer::embedded().unwrap(), &changed), "{what}: the reused renderer kept stale files");
+    }
+}

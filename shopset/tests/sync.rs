@@ -95,7 +95,7 @@ impl Fixture {
             };
             entries.insert(path.to_string(), entry);
         }
-        Tree { entries }
+        Tree::from_entries(entries)
     }
 }
 
@@ -277,6 +277,53 @@ fn a_first_render_of_many_shopsets_is_stored_as_one_pack_and_pushed_intact() {
         .map(|e| std::fs::read_dir(e.path()).unwrap().count())
         .sum();
     assert!(loose < 10, "{loose} loose objects: the tree should be in the pack");
+}
+
+/// Pack files and loose objects in the cache of the system repository.
+fn cache_objects(f: &Fixture) -> (usize, usize) {
+    let cache = f.work.path().join("cache");
+    let repo = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("system-")).expect("system cache");
+    let objects = repo.join("objects");
+    let packs = std::fs::read_dir(objects.join("pack")).unwrap().filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "pack")).count();
+    let loose = std::fs::read_dir(&objects)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().len() == 2)
+        .map(|e| std::fs::read_dir(e.path()).unwrap().count())
+        .sum();
+    (packs, loose)
+}
+
+#[test]
+fn a_second_sync_in_one_process_writes_only_what_changed() {
+    // The second sync reuses the first one's repository handle (its parsed trees): it must still
+    // see the pack the first render wrote, or it would store every object again.
+    let mut f = Fixture::start();
+    f.input.shopsets = cells(&f, 150, |i| vec![format!("shop-{i:04}")]);
+    let renderer = Renderer::embedded().unwrap();
+    let cache = GitCache::new(f.work.path().join("cache"));
+    sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("first sync");
+    let (packs, loose) = cache_objects(&f);
+    assert_eq!(packs, 1, "the first render is one pack");
+
+    f.input.shopsets[42].spec.shops.push("shop-9999".into());
+    let report = sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("second sync");
+    assert_eq!(report.shopsets.changed, vec!["cell-042".to_string()]);
+    let (packs_after, loose_after) = cache_objects(&f);
+    assert_eq!(packs_after, 1, "the second sync wrote a pack: it stored unchanged objects again");
+    // The changed files, their trees, the README and the commit.
+    assert!(loose_after - loose <= 8, "{} new loose objects for one changed ShopSet", loose_after - loose);
+    assert_eq!(f.tree(&f.system_head()), f.render(&report.pins));
+}
+
+#[test]
+fn every_git_connection_goes_through_the_stream_without_nagle() {
+    let f = Fixture::start();
+    let before = shopset::gitops::connections();
+    f.sync(&SyncOptions::default()).expect("sync");
+    // Three ls-remotes, two fetches, two branch creations and the system push at least.
+    let opened = shopset::gitops::connections() - before;
+    assert!(opened >= 4, "only {opened} connections went through ShopSet's socket stream");
 }
 
 #[test]

@@ -42,6 +42,8 @@ fn write_pack(repo: &Repository, odb: &Odb<'_>, objects: &[(ObjectType, Oid, &[u
     let mut writer = odb.packwriter()?;
     writer.write_all(&pack).map_err(|e| git2::Error::from_str(&format!("cannot write the pack: {e}")))?;
     writer.commit()?;
+    // This handle may be reused for later syncs, whose existence checks do not rescan packs.
+    odb.refresh()?;
     Ok(())
 }
 
@@ -56,6 +58,18 @@ fn check_written(hashed: Oid, written: Oid) -> Result<(), git2::Error> {
         Ok(())
     } else {
         Err(git2::Error::from_str(&format!("object hashed as {hashed} was stored as {written}")))
+    }
+}
+
+/// A file's blob id: the renderer's when it knows it, else hashed now.
+fn blob_id(tree: &Tree, path: &str, bytes: &[u8]) -> Result<Oid, git2::Error> {
+    match tree.blob_ids.get(path) {
+        Some(id) => {
+            // Tests run with debug assertions: a wrong id would store one file under another's id.
+            debug_assert_eq!(*id, Oid::hash_object(ObjectType::Blob, bytes)?, "renderer's blob id of {path}");
+            Ok(*id)
+        }
+        None => Oid::hash_object(ObjectType::Blob, bytes),
     }
 }
 
@@ -106,7 +120,7 @@ impl<'a> HashedTree<'a> {
         let mut root = Dir::default();
         for (path, entry) in &tree.entries {
             let node = match entry {
-                Entry::File(bytes) => Node::Blob(Oid::hash_object(ObjectType::Blob, bytes)?, bytes),
+                Entry::File(bytes) => Node::Blob(blob_id(tree, path, bytes)?, bytes),
                 Entry::Gitlink(hex) => Node::Gitlink(Oid::from_str(hex)?),
             };
             root.insert(path, node);
