@@ -258,6 +258,11 @@ fn gitops_flow_end_to_end() {
         "checkout 1.1.0",
     );
     let push = format!(r#"{{"ref":"refs/heads/tier-0","repository":{{"clone_url":"{app_url}"}}}}"#);
+    // A bump changes no ShopSet, so it writes no ShopSet's status (that describes the ShopSet's own
+    // generation; the Tier's status names the system commit): a bump among 1,000 ShopSets is not
+    // 1,000 API writes.
+    let canary_version = jsonpath(&cp, "shopsets", "canary-eu", "{.metadata.resourceVersion}");
+    let reconciled = ctl.reconciles("tier-0");
     let sent = Instant::now();
     let (code, body) = ctl.webhook(&push, &sign(SECRET, &push));
     assert_eq!(code, 202, "signed webhook: {body}");
@@ -284,6 +289,18 @@ fn gitops_flow_end_to_end() {
             .1
             .contains(&format!("app: {} -> {} (1 commit)", &app0[..7], &app1[..7])),
         "{bump:?}"
+    );
+    wait_until("the bump's reconcile to end", Duration::from_secs(15), &ctl, || {
+        (ctl.reconciles("tier-0") > reconciled).then_some(())
+    });
+    assert_eq!(
+        jsonpath(&cp, "shopsets", "canary-eu", "{.metadata.resourceVersion}"),
+        canary_version,
+        "the bump wrote ShopSet canary-eu, which it does not change"
+    );
+    assert_eq!(
+        jsonpath(&cp, "shopsets", "canary-eu", "{.status.conditions[0].message}"),
+        "rendered at shopsets/canary-eu on branch tier-0"
     );
     mark(
         &format!("3a. signed webhook -> gitlink bumped in {webhook_latency:.2?}"),

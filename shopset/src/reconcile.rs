@@ -10,17 +10,17 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::{Configuration, DeletionPolicy, ShopSet, Tier};
+use crate::api::{Configuration, DeletionPolicy, ShopSet, ShopSetStatus, Tier};
 use crate::argocd;
 use crate::gitops::{Auth, GitCache};
 use crate::manifests::{Inventory, TierInput};
@@ -70,6 +70,23 @@ pub struct Context {
     pub reporter: Reporter,
     last: Mutex<HashMap<ObjectRef<Tier>, Checkpoint>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
+    /// The watch caches a reconcile reads its inventory from; set by [`run`].
+    stores: std::sync::OnceLock<Stores>,
+}
+
+/// What the controller's watches hold: reading the inventory from them instead of listing every
+/// ShopSet per reconcile keeps a reconcile's memory and the API server's load independent of how
+/// many ShopSets the namespace has.
+#[derive(Clone)]
+struct Stores {
+    tiers: Store<Tier>,
+    shopsets: Store<ShopSet>,
+    configurations: Store<Configuration>,
+    /// True once the ShopSet and Configuration caches hold a complete list (the controller itself
+    /// runs no reconcile before the Tier cache does). One task waits on the stores and every
+    /// reconcile on this: a store's `wait_until_ready` wakes only its latest waiter, so two
+    /// reconciles waiting on it at once could leave one asleep for good.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Context {
@@ -82,6 +99,7 @@ impl Context {
             reporter: Reporter { controller: argocd::FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
             last: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            stores: std::sync::OnceLock::new(),
         }
     }
 }
@@ -109,15 +127,39 @@ pub async fn run(
         .predicate_filter(changed, PredicateConfig::default());
     // Not filtered: a deleted ShopSet must trigger its Tier. Our own status writes do too, and
     // end in the cheap "nothing moved" path.
-    let shopset_events = watcher::watcher(shopsets, watcher::Config::default()).default_backoff().touched_objects();
+    let (shopset_store, shopset_writer) = reflector::store();
+    let shopset_events =
+        watcher::watcher(shopsets, watcher::Config::default()).default_backoff().modify(slim).reflect(shopset_writer).touched_objects();
+    let (configuration_store, configuration_writer) = reflector::store();
+    let configuration_events = watcher::watcher(configurations, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(configuration_writer)
+        .touched_objects();
     let controller = Controller::for_stream(tier_events, reader);
     let store = controller.store();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    {
+        let (shopsets, configurations) = (shopset_store.clone(), configuration_store.clone());
+        tokio::spawn(async move {
+            match (shopsets.wait_until_ready().await, configurations.wait_until_ready().await) {
+                (Ok(()), Ok(())) => {
+                    let _ = ready_tx.send(true);
+                }
+                (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "a watch cache never filled"),
+            }
+        });
+    }
+    let stores = Stores { tiers: store.clone(), shopsets: shopset_store, configurations: configuration_store, ready };
+    if ctx.stores.set(stores).is_err() {
+        tracing::warn!("the controller's watch caches were set before: this Context already ran a controller");
+    }
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches_stream(shopset_events, |ss: ShopSet| {
             Some(ObjectRef::new(&ss.spec.tier).within(&ss.namespace().unwrap_or_default()))
         })
-        .watches(configurations, watcher::Config::default(), move |cfg: Configuration| {
+        .watches_stream(configuration_events, move |cfg: Configuration| {
             // Any Tier of the namespace may use it; an unaffected Tier's reconcile is a cheap no-op.
             let ns = cfg.namespace().unwrap_or_default();
             store
@@ -182,23 +224,30 @@ fn interval(tier: &Tier) -> Duration {
     crate::validation::parse_duration(&tier.spec.interval).unwrap_or(Duration::from_secs(60))
 }
 
-/// The inventory of the Tier's namespace, and this tier's problems if any.
-async fn load(tier: &Tier, client: &kube::Client) -> Result<(Inventory, Vec<String>), Error> {
+/// Drops what a reconcile never reads from a cached object: managed fields and annotations
+/// (kubectl's last-applied copy alone doubles an object's size).
+fn slim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().clear();
+}
+
+/// The inventory of the Tier's namespace, and this tier's problems if any. Read from the watch
+/// caches once they hold a complete list: a partial list would render ShopSets away.
+async fn load(tier: &Tier, ctx: &Context) -> Result<(Inventory, Vec<String>), Error> {
     let ns = tier.namespace().unwrap_or_else(|| "default".into());
-    let lp = ListParams::default();
-    let tiers = Api::<Tier>::namespaced(client.clone(), &ns).list(&lp).await?;
-    let shopsets = Api::<ShopSet>::namespaced(client.clone(), &ns).list(&lp).await?;
-    let configurations = Api::<Configuration>::namespaced(client.clone(), &ns).list(&lp).await?;
+    let stores = ctx.stores.get().ok_or_else(|| Error::Finalizer("the controller's watch caches are not running".into()))?;
+    stores.ready.clone().wait_for(|ready| *ready).await.map_err(|_| Error::Finalizer("the controller's watch caches stopped before they filled".into()))?;
     let mut inventory = Inventory::default();
-    let key = |m: &kube::api::ObjectMeta| (m.namespace.clone().unwrap_or_else(|| ns.clone()), m.name.clone().unwrap_or_default());
-    for t in tiers.items {
-        inventory.tiers.insert(key(&t.metadata), t);
+    let in_ns = |m: &kube::api::ObjectMeta| m.namespace.as_deref() == Some(ns.as_str());
+    let key = |m: &kube::api::ObjectMeta| (ns.clone(), m.name.clone().unwrap_or_default());
+    for t in stores.tiers.state_filter(|t| in_ns(&t.metadata)) {
+        inventory.tiers.insert(key(&t.metadata), (*t).clone());
     }
-    for s in shopsets.items {
-        inventory.shopsets.insert(key(&s.metadata), s);
+    for s in stores.shopsets.state_filter(|s| in_ns(&s.metadata)) {
+        inventory.shopsets.insert(key(&s.metadata), (*s).clone());
     }
-    for c in configurations.items {
-        inventory.configurations.insert(key(&c.metadata), c);
+    for c in stores.configurations.state_filter(|c| in_ns(&c.metadata)) {
+        inventory.configurations.insert(key(&c.metadata), (*c).clone());
     }
     let name = tier.name_any();
     let mine: BTreeSet<String> = std::iter::once(format!("Tier/{name}"))
@@ -247,7 +296,7 @@ async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
 
 async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     let key = ObjectRef::from_obj(tier);
-    let (inventory, problems) = load(tier, &ctx.client).await?;
+    let (inventory, problems) = load(tier, ctx).await?;
     if !problems.is_empty() {
         return Err(Error::Invalid(problems.join("; ")));
     }
@@ -373,20 +422,24 @@ async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &S
         }),
     )
     .await?;
+    // A ShopSet's status describes its own generation, not the branch head (the Tier's status has
+    // that): it is written only when it changes, so a bump costs no write per ShopSet.
     for ss in &input.shopsets {
-        let api: Api<ShopSet> = Api::namespaced(ctx.client.clone(), &ss.namespace().unwrap_or_default());
-        let old = ss.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
         let name = ss.name_any();
-        let patch = json!({
-            "apiVersion": crate::api::API_VERSION, "kind": "ShopSet",
-            "status": {
-                "conditions": [condition(&old, "Ready", true, "Rendered", &format!("rendered at shopsets/{name} on {} {}", report.branch, &head[..7.min(head.len())]), ss.metadata.generation)],
-                "observedGeneration": ss.metadata.generation,
-                "shopCount": ss.spec.shops.len(),
-                "renderedPath": format!("shopsets/{name}"),
-                "application": format!("{}/{name}", tier.spec.argocd.namespace),
-            }
-        });
+        let old = ss.status.clone().unwrap_or_default();
+        let status = ShopSetStatus {
+            conditions: vec![condition(&old.conditions, "Ready", true, "Rendered", &format!("rendered at shopsets/{name} on branch {}", report.branch), ss.metadata.generation)],
+            observed_generation: ss.metadata.generation,
+            shop_count: Some(ss.spec.shops.len() as i64),
+            rendered_path: Some(format!("shopsets/{name}")),
+            application: Some(format!("{}/{name}", tier.spec.argocd.namespace)),
+            ..old.clone()
+        };
+        if status == old {
+            continue;
+        }
+        let api: Api<ShopSet> = Api::namespaced(ctx.client.clone(), &ss.namespace().unwrap_or_default());
+        let patch = json!({ "apiVersion": crate::api::API_VERSION, "kind": "ShopSet", "status": status });
         api.patch_status(&name, &PatchParams::apply(argocd::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
