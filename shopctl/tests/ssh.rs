@@ -176,6 +176,29 @@ fn sync_over_ssh_with_a_credentials_secret_holding_identity_and_known_hosts() {
 }
 
 #[test]
+fn hashed_known_hosts_as_ssh_keygen_writes_them_are_checked() {
+    let f = SshFixture::new();
+    // `ssh-keygen -H` hashes the host names, as `HashKnownHosts yes` and `ssh-keyscan -H` do.
+    let file = PathBuf::from(f.file("known_hosts", &format!("{}\n", f.server.known_hosts_line())));
+    let out = Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().expect("run ssh-keygen -H");
+    assert!(out.status.success(), "ssh-keygen -H: {}", String::from_utf8_lossy(&out.stderr));
+    let hashed = std::fs::read_to_string(&file).expect("read hashed known_hosts");
+    assert!(hashed.starts_with("|1|") && !hashed.contains("127.0.0.1"), "{hashed}");
+    let secret = f.secret("credentials.yaml", &f.server.client_key(), Some(&hashed));
+
+    let run = f.sync(&["--credentials", &secret], &[]).success();
+    f.assert_synced(&run);
+
+    // A hashed entry of another key for the same host is still a mismatch, and refused.
+    let impostor = PathBuf::from(f.file("impostor_known_hosts", &impostor_known_hosts(&f)));
+    let out = Command::new("ssh-keygen").arg("-H").arg("-f").arg(&impostor).output().expect("run ssh-keygen -H");
+    assert!(out.status.success(), "ssh-keygen -H: {}", String::from_utf8_lossy(&out.stderr));
+    let secret = f.secret("impostor.yaml", &f.server.client_key(), Some(&std::fs::read_to_string(&impostor).unwrap()));
+    let run = f.sync(&["--credentials", &secret], &[]).failure(1);
+    assert!(run.stderr.contains("does not match known_hosts"), "{run}");
+}
+
+#[test]
 fn without_known_hosts_in_the_credentials_libgit2_checks_home_ssh_known_hosts() {
     let f = SshFixture::new();
     let key = f.server.client_key_path();

@@ -630,11 +630,11 @@ fn known_hosts_name(host: &str, port: u16) -> String {
 /// Whether `known_hosts` (OpenSSH format) lists `key` (the raw key blob the server showed) for
 /// `name` (see [`known_hosts_name`]). The error says why not, with a fix, and never holds a key.
 ///
-/// Host patterns may be lists, negated (`!`) and use `*` and `?`; `@revoked` lines refuse their
-/// key. Hashed host names (`|1|...`) and `@cert-authority` lines are not supported: they never
-/// match.
+/// Host patterns may be lists, negated (`!`) and use `*` and `?`, or hashed (`|1|salt|hash`, as
+/// `ssh-keygen -H` and `HashKnownHosts yes` write them); `@revoked` lines refuse their key.
+/// `@cert-authority` lines are not supported: they never match.
 fn check_known_hosts(known_hosts: &str, name: &str, key: &[u8]) -> Result<(), String> {
-    let (mut listed, mut matched, mut revoked, mut hashed) = (false, false, false, false);
+    let (mut listed, mut matched, mut revoked) = (false, false, false);
     for line in known_hosts.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let mut fields = line.split_whitespace();
         let Some(mut hosts) = fields.next() else { continue };
@@ -646,11 +646,11 @@ fn check_known_hosts(known_hosts: &str, name: &str, key: &[u8]) -> Result<(), St
         if marker.is_some_and(|m| m != "revoked") {
             continue;
         }
-        if hosts.starts_with('|') {
-            hashed = true;
-            continue;
-        }
-        if !host_patterns_match(hosts, name) {
+        let names_host = match hosts.strip_prefix("|1|") {
+            Some(hashed) => hashed_host_matches(hashed, name),
+            None => host_patterns_match(hosts, name),
+        };
+        if !names_host {
             continue;
         }
         let (Some(_kind), Some(b64)) = (fields.next(), fields.next()) else { continue };
@@ -673,9 +673,19 @@ fn check_known_hosts(known_hosts: &str, name: &str, key: &[u8]) -> Result<(), St
     } else if listed {
         Err(format!("the host key of {name} does not match known_hosts; fix: if the server's key was changed on purpose, replace its known_hosts line with the new key (`{keyscan}`, its fingerprint checked with the server's owner); otherwise someone may be intercepting the connection: do not connect"))
     } else {
-        let note = if hashed { " (hashed |1| entries are not supported)" } else { "" };
-        Err(format!("known_hosts has no entry for {name}{note}; fix: add the server's key line for {name} (e.g. from `{keyscan}`, its fingerprint checked with the server's owner)"))
+        Err(format!("known_hosts has no entry for {name}; fix: add the server's key line for {name} (e.g. from `{keyscan}`, its fingerprint checked with the server's owner)"))
     }
+}
+
+/// Whether a hashed known_hosts host (`salt|hash` after `|1|`, both base64) is `name`: the hash is
+/// HMAC-SHA1 of the name, lowercased as OpenSSH looks it up, keyed by the salt.
+fn hashed_host_matches(salt_and_hash: &str, name: &str) -> bool {
+    use hmac::{KeyInit, Mac};
+    let Some((salt, hash)) = salt_and_hash.split_once('|') else { return false };
+    let (Some(salt), Some(hash)) = (base64_decode(salt), base64_decode(hash)) else { return false };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
+    mac.update(name.to_ascii_lowercase().as_bytes());
+    mac.verify_slice(&hash).is_ok()
 }
 
 /// Whether a comma-separated known_hosts pattern list matches `name`: some pattern matches
@@ -765,9 +775,28 @@ mod known_hosts_tests {
         let revoked = format!("git.example ssh-ed25519 {KEY}\n@revoked * ssh-ed25519 {KEY}");
         assert!(check_known_hosts(&revoked, "git.example", &k).unwrap_err().contains("@revoked"));
         assert!(check_known_hosts(&format!("@cert-authority * ssh-ed25519 {KEY}"), "git.example", &k).is_err());
+        // A hashed name that is not this host's.
         let err = check_known_hosts(&format!("|1|c2FsdA==|aGFzaA== ssh-ed25519 {KEY}"), "git.example", &k).unwrap_err();
-        assert!(err.contains("hashed |1| entries are not supported"), "{err}");
+        assert!(err.starts_with("known_hosts has no entry for git.example"), "{err}");
         assert!(check_known_hosts("", "git.example", &k).is_err());
+    }
+
+    #[test]
+    fn hashed_entries_as_ssh_keygen_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}\ngit.example ssh-ed25519 {OTHER}\n")).unwrap();
+        let out = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().expect("run ssh-keygen");
+        assert!(out.status.success(), "ssh-keygen -H: {}", String::from_utf8_lossy(&out.stderr));
+        let hashed = std::fs::read_to_string(&file).unwrap();
+        assert!(hashed.lines().all(|l| l.starts_with("|1|")), "{hashed}");
+        assert_eq!(check_known_hosts(&hashed, "[127.0.0.1]:2222", &key()), Ok(()));
+        assert_eq!(check_known_hosts(&hashed, "GIT.example", &base64_decode(OTHER).unwrap()), Ok(()));
+        // Listed, but with the other key: a mismatch, not a missing entry.
+        let err = check_known_hosts(&hashed, "git.example", &key()).unwrap_err();
+        assert!(err.starts_with("the host key of git.example does not match known_hosts"), "{err}");
+        let err = check_known_hosts(&hashed, "[127.0.0.1]:2223", &key()).unwrap_err();
+        assert!(err.starts_with("known_hosts has no entry for [127.0.0.1]:2223"), "{err}");
     }
 
     #[test]
