@@ -42,8 +42,6 @@ fn write_pack(repo: &Repository, odb: &Odb<'_>, objects: &[(ObjectType, Oid, &[u
     let mut writer = odb.packwriter()?;
     writer.write_all(&pack).map_err(|e| git2::Error::from_str(&format!("cannot write the pack: {e}")))?;
     writer.commit()?;
-    // This handle may be reused for later syncs, whose existence checks do not rescan packs.
-    odb.refresh()?;
     Ok(())
 }
 
