@@ -210,8 +210,16 @@ fn configure(socket: &TcpStream, timeout: c_int) -> std::io::Result<()> {
     Ok(())
 }
 
-fn io_result(result: std::io::Result<usize>, what: &str) -> isize {
-    match result {
+/// Runs one read or write on the connected socket of `stream`, in libgit2's return convention.
+///
+/// SAFETY: `stream` must come from [`stream_new`] and not be freed.
+unsafe fn transfer(stream: *mut RawStream, what: &str, op: impl FnOnce(&mut TcpStream) -> std::io::Result<usize>) -> isize {
+    let st = unsafe { this(stream) };
+    let Some(socket) = st.socket.as_mut() else {
+        set_error(raw::GIT_ERROR_NET, &format!("cannot {what} a socket that is not connected"));
+        return -1;
+    };
+    match op(socket) {
         Ok(n) => n as isize,
         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
             set_error(raw::GIT_ERROR_NET, &format!("could not {what} socket: timed out"));
@@ -226,24 +234,12 @@ fn io_result(result: std::io::Result<usize>, what: &str) -> isize {
 
 unsafe extern "C" fn stream_read(stream: *mut RawStream, data: *mut c_void, len: usize) -> isize {
     // SAFETY: libgit2 calls this on a stream of ours with a buffer of `len` bytes.
-    let st = unsafe { this(stream) };
-    let Some(socket) = st.socket.as_mut() else {
-        set_error(raw::GIT_ERROR_NET, "cannot read from a socket that is not connected");
-        return -1;
-    };
-    let buf = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
-    io_result(socket.read(buf), "read from")
+    unsafe { transfer(stream, "read from", |socket| socket.read(std::slice::from_raw_parts_mut(data.cast::<u8>(), len))) }
 }
 
 unsafe extern "C" fn stream_write(stream: *mut RawStream, data: *const c_char, len: usize, _flags: c_int) -> isize {
     // SAFETY: libgit2 calls this on a stream of ours with `len` readable bytes.
-    let st = unsafe { this(stream) };
-    let Some(socket) = st.socket.as_mut() else {
-        set_error(raw::GIT_ERROR_NET, "cannot write to a socket that is not connected");
-        return -1;
-    };
-    let buf = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
-    io_result(socket.write(buf), "write to")
+    unsafe { transfer(stream, "write to", |socket| socket.write(std::slice::from_raw_parts(data.cast::<u8>(), len))) }
 }
 
 unsafe extern "C" fn stream_close(stream: *mut RawStream) -> c_int {
@@ -324,6 +320,8 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_an_os_error_naming_the_host() {
+        // libgit2 keeps errors only once initialised, as `install` does first in the product.
+        raw::init();
         // A port nobody listens on: bind, read the port, close.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (host, port) = (CString::new("127.0.0.1").unwrap(), CString::new(port.to_string()).unwrap());
