@@ -111,17 +111,26 @@ pub struct GitCache {
     idle: Arc<Mutex<HashMap<String, Vec<Repository>>>>,
 }
 
-/// What libgit2 may keep of parsed objects per handle: a few versions of a 1,000-ShopSet tree
-/// (its default, 256 MiB, would let a long-running controller grow far past its memory budget).
+/// What libgit2 may keep of parsed objects, over all handles of the process: a few versions of a
+/// 1,000-ShopSet tree (its default, 256 MiB, would let a long-running controller grow far past its
+/// memory budget).
 const OBJECT_CACHE_BYTES: isize = 8 * 1024 * 1024;
 
-impl GitCache {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+/// libgit2's process-wide settings, made once before the first cache is used.
+fn configure_libgit2() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
         stream::install();
-        // SAFETY: sets a process-wide size limit; no other thread reads it mid-change.
+        // SAFETY: under the Once, before this process opens any repository through a GitCache.
         if let Err(e) = unsafe { git2::opts::set_cache_max_size(OBJECT_CACHE_BYTES) } {
             tracing::warn!(error = %e, "cannot limit libgit2's object cache");
         }
+    });
+}
+
+impl GitCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        configure_libgit2();
         Self { root: root.into(), locks: Mutex::new(HashMap::new()), idle: Arc::default() }
     }
 
@@ -139,25 +148,27 @@ impl GitCache {
             locks.entry(url.to_string()).or_default().clone()
         };
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(url).and_then(Vec::pop);
-        if let Some(repo) = pooled {
-            // Packs another handle wrote since (a fetch, a first render) become visible.
-            repo.odb().and_then(|odb| odb.refresh()).map_err(cache_err)?;
-            return Ok(Remote { repo: Some(repo), url: url.to_string(), auth: auth.clone(), lock, idle: self.idle.clone(), host_key_refusal: Mutex::new(None) });
-        }
-        let repo = match Repository::open_bare(&path) {
-            Ok(repo) => repo,
-            Err(_) => {
-                // Two tiers sharing a repository may open it at once: create it under its lock.
-                let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                match Repository::open_bare(&path) {
-                    Ok(repo) => repo,
-                    Err(_) => {
-                        std::fs::create_dir_all(&self.root)
-                            .map_err(|e| GitError::Cache { path: self.root.clone(), detail: e.to_string() })?;
-                        Repository::init_bare(&path).map_err(cache_err)?
+        let repo = match pooled {
+            Some(repo) => {
+                // Packs another handle wrote since (a fetch, a first render) become visible.
+                repo.odb().and_then(|odb| odb.refresh()).map_err(cache_err)?;
+                repo
+            }
+            None => match Repository::open_bare(&path) {
+                Ok(repo) => repo,
+                Err(_) => {
+                    // Two tiers sharing a repository may open it at once: create it under its lock.
+                    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    match Repository::open_bare(&path) {
+                        Ok(repo) => repo,
+                        Err(_) => {
+                            std::fs::create_dir_all(&self.root)
+                                .map_err(|e| GitError::Cache { path: self.root.clone(), detail: e.to_string() })?;
+                            Repository::init_bare(&path).map_err(cache_err)?
+                        }
                     }
                 }
-            }
+            },
         };
         Ok(Remote { repo: Some(repo), url: url.to_string(), auth: auth.clone(), lock, idle: self.idle.clone(), host_key_refusal: Mutex::new(None) })
     }

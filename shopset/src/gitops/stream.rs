@@ -15,7 +15,6 @@ use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -69,21 +68,18 @@ unsafe extern "C" {
     static git_socket_stream__connect_timeout: c_int;
 }
 
-static INSTALL: Once = Once::new();
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
-/// Makes libgit2 open its sockets here. Idempotent; called before any repository is opened.
+/// Makes libgit2 open its sockets here. Called once, by the git engine's process-wide set-up.
 pub fn install() {
-    INSTALL.call_once(|| {
-        raw::init();
-        let mut registration = Registration { version: GIT_STREAM_VERSION, init: Some(stream_new), wrap: None };
-        // SAFETY: libgit2 is initialised, and it copies the registration before returning.
-        let rc = unsafe { git_stream_register(GIT_STREAM_STANDARD, &mut registration) };
-        if rc != 0 {
-            // libgit2's own sockets still work, only with the delayed pack.
-            tracing::warn!(rc, "cannot register ShopSet's socket stream with libgit2; pushes keep Nagle's delay");
-        }
-    });
+    raw::init();
+    let mut registration = Registration { version: GIT_STREAM_VERSION, init: Some(stream_new), wrap: None };
+    // SAFETY: libgit2 is initialised, and it copies the registration before returning.
+    let rc = unsafe { git_stream_register(GIT_STREAM_STANDARD, &mut registration) };
+    if rc != 0 {
+        // libgit2's own sockets still work, only with the delayed pack.
+        tracing::warn!(rc, "cannot register ShopSet's socket stream with libgit2; pushes keep Nagle's delay");
+    }
 }
 
 /// Connections opened through this stream since the process started.
