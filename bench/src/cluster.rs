@@ -27,7 +27,9 @@ impl Drop for Controller {
 }
 
 fn controller_binary() -> Result<PathBuf, String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "-q", "-p", "shopset-controller"])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
@@ -88,7 +90,11 @@ fn post_webhook(port: u16, app_url: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    if answer.starts_with("HTTP/1.1 202") { Ok(()) } else { Err(format!("webhook answered: {}", answer.lines().next().unwrap_or_default())) }
+    if answer.starts_with("HTTP/1.1 202") {
+        Ok(())
+    } else {
+        Err(format!("webhook answered: {}", answer.lines().next().unwrap_or_default()))
+    }
 }
 
 fn manifests(app: &str, config: &str, system: &str, tiers: &[(&str, usize, &str)]) -> String {
@@ -108,7 +114,12 @@ fn manifests(app: &str, config: &str, system: &str, tiers: &[(&str, usize, &str)
     out
 }
 
-fn bumps(daemon_app: &str, system: &str, count: usize, mut trigger: impl FnMut() -> Result<(), String>) -> Result<Vec<Duration>, String> {
+fn bumps(
+    daemon_app: &str,
+    system: &str,
+    count: usize,
+    mut trigger: impl FnMut() -> Result<(), String>,
+) -> Result<Vec<Duration>, String> {
     let mut samples = Vec::new();
     for i in 0..count {
         let before = branch_head(system, "tier-0");
@@ -136,7 +147,9 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 fn upload_packs(daemon: &GitDaemon) -> usize {
-    std::fs::read_to_string(daemon.dir().join("daemon.log")).map(|s| s.matches("Request upload-pack").count()).unwrap_or(0)
+    std::fs::read_to_string(daemon.dir().join("daemon.log"))
+        .map(|s| s.matches("Request upload-pack").count())
+        .unwrap_or(0)
 }
 
 /// Latency of a bump (webhook, polling), polling cost, and controller memory/CPU.
@@ -156,7 +169,10 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     std::thread::sleep(Duration::from_millis(500));
     let hook = bumps(&app, &system, count, || post_webhook(ctrl.port, &app))?;
     rows.push(Row {
-        scenario: format!("bump latency, webhook (p50; p99 {:.0} ms)", crate::percentile(&hook, 0.99).as_secs_f64() * 1000.0),
+        scenario: format!(
+            "bump latency, webhook (p50; p99 {:.0} ms)",
+            crate::percentile(&hook, 0.99).as_secs_f64() * 1000.0
+        ),
         samples: hook,
         baseline: None,
         note: format!("{count} bumps, 10 ShopSets"),
@@ -167,7 +183,10 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     std::thread::sleep(Duration::from_secs(3));
     let poll = bumps(&app, &system, count, || Ok(()))?;
     rows.push(Row {
-        scenario: format!("bump latency, polling every 2 s (p50; p99 {:.0} ms)", crate::percentile(&poll, 0.99).as_secs_f64() * 1000.0),
+        scenario: format!(
+            "bump latency, polling every 2 s (p50; p99 {:.0} ms)",
+            crate::percentile(&poll, 0.99).as_secs_f64() * 1000.0
+        ),
         samples: poll,
         baseline: None,
         note: format!("{count} bumps"),
@@ -193,7 +212,14 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     let t = Instant::now();
     // One kubectl a quarter second: polling harder would take the CPU the controller is measured on.
     let ready = || {
-        let out = cp.kubectl(["get", "tiers", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}"]).stdout;
+        let out = cp
+            .kubectl([
+                "get",
+                "tiers",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}",
+            ])
+            .stdout;
         let out = String::from_utf8_lossy(&out).to_string();
         tier_refs.iter().all(|(tier, ..)| out.split_whitespace().any(|w| w == format!("{tier}=True")))
     };
@@ -220,7 +246,12 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     // Heap versus mapped files (libgit2 maps pack files): only the first is memory of our own.
     let anon = proc_field(pid, "RssAnon:").unwrap_or(0);
     let file = proc_field(pid, "RssFile:").unwrap_or(0);
-    rows.push(Row { scenario: format!("controller converges 4 tiers x {per_tier} ShopSets"), samples: vec![converge], baseline: None, note: "from start".into() });
+    rows.push(Row {
+        scenario: format!("controller converges 4 tiers x {per_tier} ShopSets"),
+        samples: vec![converge],
+        baseline: None,
+        note: "from start".into(),
+    });
     notes.push(format!(
         "controller with 4 tiers x {per_tier} ShopSets: peak RSS {:.1} MiB, RSS {:.1} MiB (heap {:.1} MiB, mapped files {:.1} MiB), idle CPU {:.1}% of one core (10 s, polls every 30 s)",
         hwm as f64 / 1024.0,

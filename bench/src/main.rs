@@ -45,14 +45,26 @@ fn ms(d: Duration) -> String {
 
 impl Row {
     fn render(&self) -> String {
-        let (min, max) = (self.samples.iter().min().copied().unwrap_or_default(), self.samples.iter().max().copied().unwrap_or_default());
+        let (min, max) = (
+            self.samples.iter().min().copied().unwrap_or_default(),
+            self.samples.iter().max().copied().unwrap_or_default(),
+        );
         let ratio = self
             .baseline
             .as_ref()
             .map(|b| format!("{:.1}x faster", median(b).as_secs_f64() / median(&self.samples).as_secs_f64().max(1e-9)))
             .unwrap_or_else(|| "-".into());
         let base = self.baseline.as_ref().map(|b| ms(median(b))).unwrap_or_else(|| "-".into());
-        format!("| {} | {} | {} – {} | {} | {} | {} |", self.scenario, ms(median(&self.samples)), ms(min), ms(max), base, ratio, self.note)
+        format!(
+            "| {} | {} | {} – {} | {} | {} | {} |",
+            self.scenario,
+            ms(median(&self.samples)),
+            ms(min),
+            ms(max),
+            base,
+            ratio,
+            self.note
+        )
     }
 }
 
@@ -79,7 +91,10 @@ pub fn shopset(tier: &str, i: usize, generation: usize) -> ShopSet {
             configuration: "shop-config".into(),
             shops: (0..5).map(|s| format!("shop-{i:04}-{s}-g{generation}")).collect(),
             replicas: Some(2),
-            images: vec![serde_json::from_value(serde_json::json!({"name": "ghcr.io/acme/checkout", "newTag": "1.1.0"})).expect("image")],
+            images: vec![
+                serde_json::from_value(serde_json::json!({"name": "ghcr.io/acme/checkout", "newTag": "1.1.0"}))
+                    .expect("image"),
+            ],
             namespace: None,
         },
     );
@@ -126,9 +141,19 @@ fn baseline(script: &Path, url: &str, files: &Path, links: &[(String, String)], 
 }
 
 /// Writes the rendered tree's files (the baseline gets the rendering for free) and returns its gitlinks.
-fn materialize(input: &TierInput, renderer: &Renderer, pins: &shopset::render::Pins, dir: &Path) -> Vec<(String, String)> {
+fn materialize(
+    input: &TierInput,
+    renderer: &Renderer,
+    pins: &shopset::render::Pins,
+    dir: &Path,
+) -> Vec<(String, String)> {
     let tree = renderer
-        .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins })
+        .render(RenderInput {
+            tier: &input.tier,
+            configurations: &input.configurations,
+            shopsets: &input.shopsets,
+            pins,
+        })
         .expect("render");
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("dir");
@@ -158,11 +183,23 @@ fn full(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path, by_han
         }
         // The same first commit by hand, into a fresh repository.
         let hand_repo = r.daemon.create_repo(&format!("hand-{n}-{i}"));
-        let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+        let report = sync_tier(
+            &cache,
+            &Auth::default(),
+            &input,
+            &renderer,
+            &SyncOptions { dry_run: true, ..SyncOptions::default() },
+        )
+        .expect("pins");
         let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
         theirs.push(baseline(&script, &hand_repo, &scratch.join("files"), &links, true));
     }
-    rows.push(Row { scenario: format!("full render + commit + push, {n} ShopSets"), samples: ours, baseline: by_hand.then_some(theirs), note: format!("{iterations} runs") });
+    rows.push(Row {
+        scenario: format!("full render + commit + push, {n} ShopSets"),
+        samples: ours,
+        baseline: by_hand.then_some(theirs),
+        note: format!("{iterations} runs"),
+    });
 }
 
 fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path, by_hand: bool) {
@@ -174,17 +211,32 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
     let hand = r.daemon.create_repo(&format!("inc-hand-{n}"));
     let mut input = tier_input("tier-0", n, &r.app, &r.config, &system);
     sync(&cache, &input, &renderer);
-    let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+    let report = sync_tier(
+        &cache,
+        &Auth::default(),
+        &input,
+        &renderer,
+        &SyncOptions { dry_run: true, ..SyncOptions::default() },
+    )
+    .expect("pins");
     let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
     baseline(&script, &hand, &scratch.join("files"), &links, true);
 
-    let (mut one, mut one_hand, mut bump, mut bump_hand, mut idle) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut one, mut one_hand, mut bump, mut bump_hand, mut idle) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut cold, mut poll) = (Vec::new(), Vec::new());
     for i in 0..iterations {
         input.shopsets[n / 2] = shopset("tier-0", n / 2, i + 1);
         one.push(sync(&cache, &input, &renderer));
         if by_hand {
-            let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+            let report = sync_tier(
+                &cache,
+                &Auth::default(),
+                &input,
+                &renderer,
+                &SyncOptions { dry_run: true, ..SyncOptions::default() },
+            )
+            .expect("pins");
             let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
             one_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
         }
@@ -192,7 +244,14 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
         commit_files(&r.app, "tier-0", &[("base/CHANGES.md", &format!("change {i}\n"))], &format!("change {i}"));
         bump.push(sync(&cache, &input, &renderer));
         if by_hand {
-            let report = sync_tier(&cache, &Auth::default(), &input, &renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() }).expect("pins");
+            let report = sync_tier(
+                &cache,
+                &Auth::default(),
+                &input,
+                &renderer,
+                &SyncOptions { dry_run: true, ..SyncOptions::default() },
+            )
+            .expect("pins");
             let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
             bump_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
         }
@@ -212,23 +271,46 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
         input.shopsets[n / 2] = shopset("tier-0", n / 2, 1000 + i);
         cold.push(sync(&cache, &input, &Renderer::embedded().expect("templates")));
     }
-    rows.push(Row { scenario: format!("one ShopSet changed among {n}"), samples: one, baseline: by_hand.then_some(one_hand), note: format!("{iterations} runs") });
-    rows.push(Row { scenario: format!("app submodule bump, {n} ShopSets"), samples: bump, baseline: by_hand.then_some(bump_hand), note: format!("{iterations} runs") });
+    rows.push(Row {
+        scenario: format!("one ShopSet changed among {n}"),
+        samples: one,
+        baseline: by_hand.then_some(one_hand),
+        note: format!("{iterations} runs"),
+    });
+    rows.push(Row {
+        scenario: format!("app submodule bump, {n} ShopSets"),
+        samples: bump,
+        baseline: by_hand.then_some(bump_hand),
+        note: format!("{iterations} runs"),
+    });
     rows.push(Row {
         scenario: format!("one ShopSet changed among {n}, new renderer (as `shopctl sync`)"),
         samples: cold,
         baseline: None,
         note: "renders every ShopSet".into(),
     });
-    rows.push(Row { scenario: format!("nothing changed, {n} ShopSets: poll"), samples: poll, baseline: None, note: "one ls-remote per repository".into() });
-    rows.push(Row { scenario: format!("nothing changed, {n} ShopSets: full sync"), samples: idle, baseline: None, note: "render + compare, no commit".into() });
+    rows.push(Row {
+        scenario: format!("nothing changed, {n} ShopSets: poll"),
+        samples: poll,
+        baseline: None,
+        note: "one ls-remote per repository".into(),
+    });
+    rows.push(Row {
+        scenario: format!("nothing changed, {n} ShopSets: full sync"),
+        samples: idle,
+        baseline: None,
+        note: "render + compare, no commit".into(),
+    });
     drop(r);
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `RUST_LOG=shopset=debug` shows where each sync's time goes.
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let quick = args.iter().any(|a| a == "--quick");
     let skip_cluster = args.iter().any(|a| a == "--no-cluster");
     // `--no-baseline` skips the by-hand script (minutes at 1,000 ShopSets) when profiling.
@@ -236,7 +318,11 @@ fn main() {
     let scratch = tempfile::tempdir().expect("scratch dir");
     let mut rows = Vec::new();
     // `--sizes 1000,100` measures only those sizes (for profiling one case).
-    let chosen: Option<Vec<usize>> = args.iter().position(|a| a == "--sizes").and_then(|i| args.get(i + 1)).map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
+    let chosen: Option<Vec<usize>> = args
+        .iter()
+        .position(|a| a == "--sizes")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect());
     let chosen_sizes = chosen.is_some();
     let sizes: Vec<usize> = chosen.unwrap_or_else(|| if quick { vec![10, 100] } else { vec![10, 100, 1000] });
     for &n in &sizes {
@@ -268,7 +354,8 @@ fn main() {
     out.push('\n');
     out.push_str("\nraw samples (ms):\n");
     for row in &rows {
-        let list = |v: &[Duration]| v.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(" ");
+        let list =
+            |v: &[Duration]| v.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(" ");
         out.push_str(&format!("{}: {}", row.scenario, list(&row.samples)));
         if let Some(b) = &row.baseline {
             out.push_str(&format!(" | by hand: {}", list(b)));
@@ -288,12 +375,22 @@ fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        })
         .unwrap_or(0);
-    format!("{cpus} cores ({model}), {mem} GiB, git {}", git(Path::new("."), &["--version"]).trim_start_matches("git version "))
+    format!(
+        "{cpus} cores ({model}), {mem} GiB, git {}",
+        git(Path::new("."), &["--version"]).trim_start_matches("git version ")
+    )
 }
-

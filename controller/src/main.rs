@@ -26,7 +26,11 @@ use shopset::render::Renderer;
 use shopset::webhook;
 
 #[derive(Parser, Debug)]
-#[command(name = "shopset-controller", version, about = "Keeps every Tier's system branch and Argo CD Applications converged")]
+#[command(
+    name = "shopset-controller",
+    version,
+    about = "Keeps every Tier's system branch and Argo CD Applications converged"
+)]
 struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SHOPSET_NAMESPACE")]
@@ -89,19 +93,31 @@ struct Http {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
-    let client = kube::Client::try_default().await.context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config)")?;
     let renderer = Renderer::with_overrides(args.templates.as_deref()).context("templates")?;
     let secret = webhook_secret(args.webhook_secret_file.as_deref());
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::unbounded();
-    let http = Http { metrics: metrics.clone(), ready: ready.clone(), secret, client: client.clone(), namespace: args.namespace.clone(), triggers: tx };
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let http = Http {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        secret,
+        client: client.clone(),
+        namespace: args.namespace.clone(),
+        triggers: tx,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /hooks/github");
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -128,7 +144,12 @@ async fn main() -> Result<()> {
         let identity = args.identity.clone().unwrap_or_else(|| {
             format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "shopset".into()), std::process::id())
         });
-        let lock = Arc::new(LeaseLock::new(Api::<Lease>::namespaced(client.clone(), &ns), &args.lease_name, identity, args.lease_duration));
+        let lock = Arc::new(LeaseLock::new(
+            Api::<Lease>::namespaced(client.clone(), &ns),
+            &args.lease_name,
+            identity,
+            args.lease_duration,
+        ));
         wait_for_leadership(&lock).await;
         tokio::spawn(keep_leadership(lock.clone(), stop_tx.clone()));
         Some(lock)
@@ -210,7 +231,9 @@ async fn keep_leadership(lock: Arc<LeaseLock>, stop: tokio::sync::watch::Sender<
                 let _ = stop.send(true);
                 return;
             }
-            Err(e) if last_ok.elapsed() < lock.duration() => tracing::warn!(error = %e, "cannot renew the Lease; retrying"),
+            Err(e) if last_ok.elapsed() < lock.duration() => {
+                tracing::warn!(error = %e, "cannot renew the Lease; retrying")
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not renew the Lease within its duration; stopping");
                 let _ = stop.send(true);
@@ -221,11 +244,18 @@ async fn keep_leadership(lock: Arc<LeaseLock>, stop: tokio::sync::watch::Sender<
 }
 
 async fn readyz(State(http): State<Http>) -> (StatusCode, &'static str) {
-    if http.ready.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+    if http.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 async fn metrics_text(State(http): State<Http>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], http.metrics.encode())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        http.metrics.encode(),
+    )
 }
 
 async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
@@ -253,13 +283,17 @@ async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) 
     };
     http.metrics.webhooks.inc();
     let (tiers, configurations) = match &http.namespace {
-        Some(ns) => (Api::<Tier>::namespaced(http.client.clone(), ns), Api::<Configuration>::namespaced(http.client.clone(), ns)),
+        Some(ns) => (
+            Api::<Tier>::namespaced(http.client.clone(), ns),
+            Api::<Configuration>::namespaced(http.client.clone(), ns),
+        ),
         None => (Api::all(http.client.clone()), Api::all(http.client.clone())),
     };
-    let (tiers, configurations) = match (tiers.list(&ListParams::default()).await, configurations.list(&ListParams::default()).await) {
-        (Ok(t), Ok(c)) => (t.items.into_iter().map(Arc::new).collect::<Vec<_>>(), c.items),
-        (Err(e), _) | (_, Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list tiers: {e}\n")),
-    };
+    let (tiers, configurations) =
+        match (tiers.list(&ListParams::default()).await, configurations.list(&ListParams::default()).await) {
+            (Ok(t), Ok(c)) => (t.items.into_iter().map(Arc::new).collect::<Vec<_>>(), c.items),
+            (Err(e), _) | (_, Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list tiers: {e}\n")),
+        };
     let matched = tiers_for_push(&push, &tiers, &configurations);
     tracing::info!(branch = %push.branch, tiers = matched.len(), "webhook push");
     let names: Vec<String> = matched.iter().map(|r| r.name.clone()).collect();

@@ -49,12 +49,7 @@ impl ControlPlane {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", up.display()));
-        let mut cp = ControlPlane {
-            kubeconfig: path.join("kubeconfig"),
-            server: String::new(),
-            dir: Some(dir),
-            path,
-        };
+        let mut cp = ControlPlane { kubeconfig: path.join("kubeconfig"), server: String::new(), dir: Some(dir), path };
         if !output.status.success() {
             panic!(
                 "e2e/up {} failed ({}):\n{}",
@@ -63,8 +58,7 @@ impl ControlPlane {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let env = std::fs::read_to_string(cp.path.join("cluster.env"))
-            .expect("e2e/up writes cluster.env");
+        let env = std::fs::read_to_string(cp.path.join("cluster.env")).expect("e2e/up writes cluster.env");
         cp.server = env
             .lines()
             .find_map(|l| l.strip_prefix("KUBE_APISERVER_URL="))
@@ -111,10 +105,7 @@ impl ControlPlane {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.kubectl_command()
-            .args(args)
-            .output()
-            .expect("run kubectl")
+        self.kubectl_command().args(args).output().expect("run kubectl")
     }
 
     /// Runs `kubectl ARGS` with `input` on its standard input (e.g. `apply -f -`).
@@ -136,10 +127,7 @@ impl ControlPlane {
         // Write from another thread so a large input cannot deadlock against full pipes.
         let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
         let output = child.wait_with_output().expect("wait for kubectl");
-        writer
-            .join()
-            .expect("stdin writer thread")
-            .expect("write kubectl's stdin");
+        writer.join().expect("stdin writer thread").expect("write kubectl's stdin");
         output
     }
 
@@ -152,10 +140,7 @@ impl ControlPlane {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
-            .map(|a| a.as_ref().to_os_string())
-            .collect();
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let output = self.kubectl(&args);
         success(&args, output)
     }
@@ -167,10 +152,7 @@ impl ControlPlane {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
-            .map(|a| a.as_ref().to_os_string())
-            .collect();
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let output = self.kubectl_with_stdin(&args, input);
         success(&args, output)
     }
@@ -204,22 +186,15 @@ impl ControlPlane {
         };
         let ours = |pid: &str| cmdline(pid).iter().any(|a| a.contains(&dir));
         let argv = cmdline(&pid);
-        assert!(
-            ours(&pid),
-            "kube-apiserver (pid {pid}) is not running for {dir}"
-        );
+        assert!(ours(&pid), "kube-apiserver (pid {pid}) is not running for {dir}");
 
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{pid}")])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while ours(&pid) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         if ours(&pid) {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
             while ours(&pid) {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
@@ -277,11 +252,7 @@ impl ControlPlane {
 }
 
 fn success(args: &[std::ffi::OsString], output: Output) -> String {
-    let shown = args
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let shown = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
     assert!(
         output.status.success(),
         "kubectl {shown} failed ({}):\nstdout: {}\nstderr: {}",
@@ -295,11 +266,7 @@ fn success(args: &[std::ffi::OsString], output: Output) -> String {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         let down = repo_root().join("e2e").join("down");
-        match Command::new(&down)
-            .arg(&self.path)
-            .stdin(Stdio::null())
-            .output()
-        {
+        match Command::new(&down).arg(&self.path).stdin(Stdio::null()).output() {
             Ok(o) if o.status.success() => {}
             Ok(o) => eprintln!(
                 "e2e/down {} failed ({}): {}",
@@ -312,10 +279,7 @@ impl Drop for ControlPlane {
         let keep = std::env::var_os("SHOPSET_E2E_KEEP").is_some_and(|v| !v.is_empty() && v != "0");
         if keep && let Some(dir) = self.dir.take() {
             let kept = dir.keep();
-            eprintln!(
-                "SHOPSET_E2E_KEEP: control plane files kept in {}",
-                kept.display()
-            );
+            eprintln!("SHOPSET_E2E_KEEP: control plane files kept in {}", kept.display());
         }
     }
 }

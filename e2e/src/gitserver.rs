@@ -63,24 +63,15 @@ impl GitDaemon {
         let (process, port) = start_on_free_port("git daemon", &log, "Ready to rumble", |port| {
             let mut cmd = Command::new(&program);
             // --verbose makes it log "Ready to rumble" once bound, our readiness signal.
-            cmd.args([
-                "--verbose",
-                "--log-destination=stderr",
-                "--informative-errors",
-            ])
-            .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
-            .arg(format!("--base-path={}", repos.display()))
-            .args(["--listen=127.0.0.1", &format!("--port={port}")])
-            .arg(&repos);
+            cmd.args(["--verbose", "--log-destination=stderr", "--informative-errors"])
+                .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
+                .arg(format!("--base-path={}", repos.display()))
+                .args(["--listen=127.0.0.1", &format!("--port={port}")])
+                .arg(&repos);
             isolate_git_env(&mut cmd);
             cmd
         });
-        GitDaemon {
-            process,
-            port,
-            repos,
-            dir,
-        }
+        GitDaemon { process, port, repos, dir }
     }
 
     /// `git://127.0.0.1:<port>/<repo>.git`
@@ -159,15 +150,11 @@ impl GitDaemon {
                 .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
             let err = out.try_clone().expect("clone log file handle");
             let mut cmd = Command::new(&program);
-            cmd.args([
-                "--verbose",
-                "--log-destination=stderr",
-                "--informative-errors",
-            ])
-            .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
-            .arg(format!("--base-path={}", self.repos.display()))
-            .args(["--listen=127.0.0.1", &format!("--port={}", self.port)])
-            .arg(&self.repos);
+            cmd.args(["--verbose", "--log-destination=stderr", "--informative-errors"])
+                .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
+                .arg(format!("--base-path={}", self.repos.display()))
+                .args(["--listen=127.0.0.1", &format!("--port={}", self.port)])
+                .arg(&self.repos);
             isolate_git_env(&mut cmd);
             cmd.stdin(Stdio::null()).stdout(out).stderr(err);
             // The old process (already dead) and its watchdog are reaped by this assignment.
@@ -194,10 +181,7 @@ impl GitDaemon {
             }
             sleep(Duration::from_millis(500));
         }
-        panic!(
-            "git daemon: port {} stayed taken ({PORT_ATTEMPTS} attempts)",
-            self.port
-        );
+        panic!("git daemon: port {} stayed taken ({PORT_ATTEMPTS} attempts)", self.port);
     }
 }
 
@@ -222,10 +206,7 @@ impl HttpGitServer {
             !user.is_empty() && !user.contains([':', '\n', '\r']),
             "HTTP user {user:?} must be non-empty without ':' or newlines"
         );
-        assert!(
-            !password.contains(['\n', '\r']),
-            "HTTP password must not contain newlines"
-        );
+        assert!(!password.contains(['\n', '\r']), "HTTP password must not contain newlines");
 
         let dir = ServerDir::new("shopset-git-http-");
         let repos = dir.path().join("repos");
@@ -237,11 +218,7 @@ impl HttpGitServer {
         let users = dir.path().join("users");
         fs::write(&users, format!("{user}:{password}\n")).expect("write lighttpd user file");
         let backend = git_exec_path().join("git-http-backend");
-        assert!(
-            backend.is_file(),
-            "git-http-backend not found at {}",
-            backend.display()
-        );
+        assert!(backend.is_file(), "git-http-backend not found at {}", backend.display());
         let lighttpd = find_lighttpd();
         let conf = dir.path().join("lighttpd.conf");
         let log = dir.path().join("lighttpd.log");
@@ -260,14 +237,7 @@ impl HttpGitServer {
             cmd.arg("-D").arg("-f").arg(&conf);
             cmd
         });
-        HttpGitServer {
-            process,
-            port,
-            user: user.to_owned(),
-            password: password.to_owned(),
-            repos,
-            dir,
-        }
+        HttpGitServer { process, port, user: user.to_owned(), password: password.to_owned(), repos, dir }
     }
 
     /// `http://127.0.0.1:<port>/git/<repo>.git`, without credentials.
@@ -400,30 +370,20 @@ fn check_repo_name(repo: &str) {
             !part.is_empty()
                 && part != "."
                 && part != ".."
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         });
-    assert!(
-        ok,
-        "bad repository name {repo:?} (want e.g. \"app\" or \"team/app\", no .git)"
-    );
+    assert!(ok, "bad repository name {repo:?} (want e.g. \"app\" or \"team/app\", no .git)");
 }
 
 fn init_bare(path: &Path) {
     fs::create_dir_all(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    git(
-        path,
-        &["init", "--quiet", "--bare", "--initial-branch=main"],
-    );
+    git(path, &["init", "--quiet", "--bare", "--initial-branch=main"]);
 }
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -443,17 +403,10 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn spawn(name: &str, mut command: Command) -> ServerProcess {
-        let child = command
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let child = command.process_group(0).spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let pgid = child.id();
         let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                "read -r _line; kill -s KILL -- \"-$0\"",
-                &pgid.to_string(),
-            ])
+            .args(["-c", "read -r _line; kill -s KILL -- \"-$0\"", &pgid.to_string()])
             // In the server's group: out of Ctrl-C's reach, and stopped with it.
             .process_group(i32::try_from(pgid).expect("pid fits in i32"))
             .stdin(Stdio::piped())
@@ -508,16 +461,12 @@ struct ServerDir(Option<TempDir>);
 
 impl ServerDir {
     fn new(prefix: &str) -> ServerDir {
-        let dir = TempDir::with_prefix(prefix)
-            .unwrap_or_else(|e| panic!("create temp dir {prefix}*: {e}"));
+        let dir = TempDir::with_prefix(prefix).unwrap_or_else(|e| panic!("create temp dir {prefix}*: {e}"));
         ServerDir(Some(dir))
     }
 
     fn path(&self) -> &Path {
-        self.0
-            .as_ref()
-            .expect("server dir is only taken on drop")
-            .path()
+        self.0.as_ref().expect("server dir is only taken on drop").path()
     }
 }
 
@@ -525,10 +474,7 @@ impl Drop for ServerDir {
     fn drop(&mut self) {
         let keep = std::env::var_os("SHOPSET_E2E_KEEP").is_some_and(|v| !v.is_empty() && v != "0");
         if keep && let Some(dir) = self.0.take() {
-            eprintln!(
-                "SHOPSET_E2E_KEEP: git server files kept in {}",
-                dir.keep().display()
-            );
+            eprintln!("SHOPSET_E2E_KEEP: git server files kept in {}", dir.keep().display());
         }
     }
 }
@@ -577,10 +523,7 @@ fn start_on_free_port(
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local address of 127.0.0.1:0")
-        .port()
+    listener.local_addr().expect("local address of 127.0.0.1:0").port()
 }
 
 fn port_accepts(port: u16) -> bool {
@@ -601,11 +544,8 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// instead of a panic: for tests that expect git to be refused.
 pub fn try_git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let output = git_command(dir, args).output();
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = output.unwrap_or_else(|e| panic!("run git {} in {}: {e}", args.join(" "), dir.display()));
+    let Output { status, stdout, stderr } =
+        output.unwrap_or_else(|e| panic!("run git {} in {}: {e}", args.join(" "), dir.display()));
     if status.success() {
         Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
     } else {
@@ -623,12 +563,7 @@ fn git_command(dir: &Path, args: &[&str]) -> Command {
     cmd.current_dir(dir)
         .args(["-c", &format!("user.name={GIT_USER_NAME}")])
         .args(["-c", &format!("user.email={GIT_USER_EMAIL}")])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "advice.detachedHead=false",
-        ])
+        .args(["-c", "init.defaultBranch=main", "-c", "advice.detachedHead=false"])
         // An empty helper value clears the list: nothing may ask for or store credentials.
         .args(["-c", "credential.helper="])
         .args(args)
@@ -639,9 +574,7 @@ fn git_command(dir: &Path, args: &[&str]) -> Command {
 
 /// Keeps the caller's git config and environment out of a git process.
 fn isolate_git_env(cmd: &mut Command) {
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    cmd.env("GIT_TERMINAL_PROMPT", "0").env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
     for var in [
         "GIT_ASKPASS",
         "SSH_ASKPASS",
@@ -677,8 +610,7 @@ fn write_files(work: &Path, files: &[(&str, &str)]) {
         );
         let dest = work.join(rel);
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)
-                .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
         }
         fs::write(&dest, content).unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
     }
@@ -687,17 +619,19 @@ fn write_files(work: &Path, files: &[(&str, &str)]) {
 /// Copies the tree under `dir` (without any `.git`) over `branch`, commits and pushes; returns
 /// the new commit's sha. Files already on the branch and not in `dir` stay.
 pub fn seed_dir(url: &str, branch: &str, dir: &Path, message: &str) -> String {
-    assert!(
-        dir.is_dir(),
-        "seed directory {} does not exist",
-        dir.display()
-    );
+    assert!(dir.is_dir(), "seed directory {} does not exist", dir.display());
     commit_to_branch(url, branch, message, &git, |work| copy_tree(dir, work))
 }
 
 /// Clones `url`, checks out (or starts) `branch`, lets `write` change the work tree, commits and
 /// pushes; `remote_git` runs the commands that talk to the server (clone, push).
-fn commit_to_branch(url: &str, branch: &str, message: &str, remote_git: &dyn Fn(&Path, &[&str]) -> String, write: impl FnOnce(&Path)) -> String {
+fn commit_to_branch(
+    url: &str,
+    branch: &str,
+    message: &str,
+    remote_git: &dyn Fn(&Path, &[&str]) -> String,
+    write: impl FnOnce(&Path),
+) -> String {
     let tmp = TempDir::with_prefix("shopset-git-work-").expect("create work tree temp dir");
     let work = tmp.path().join("work");
     let work_str = work.to_str().expect("temp dir path is UTF-8");
@@ -705,35 +639,18 @@ fn commit_to_branch(url: &str, branch: &str, message: &str, remote_git: &dyn Fn(
 
     let remote_branch = format!("refs/remotes/origin/{branch}");
     if try_git(&work, &["rev-parse", "--verify", "--quiet", &remote_branch]).is_ok() {
-        git(
-            &work,
-            &["checkout", "--quiet", "-B", branch, &remote_branch],
-        );
+        git(&work, &["checkout", "--quiet", "-B", branch, &remote_branch]);
     } else if try_git(&work, &["rev-parse", "--verify", "--quiet", "HEAD"]).is_ok() {
         git(&work, &["checkout", "--quiet", "-b", branch]);
     } else {
         // Empty repository: the first commit goes straight onto `branch`.
-        git(
-            &work,
-            &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
-        );
+        git(&work, &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")]);
     }
 
     write(&work);
     git(&work, &["add", "--all"]);
-    git(
-        &work,
-        &["commit", "--quiet", "--allow-empty", "-m", message],
-    );
-    remote_git(
-        &work,
-        &[
-            "push",
-            "--quiet",
-            "origin",
-            &format!("HEAD:refs/heads/{branch}"),
-        ],
-    );
+    git(&work, &["commit", "--quiet", "--allow-empty", "-m", message]);
+    remote_git(&work, &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")]);
     git(&work, &["rev-parse", "HEAD"])
 }
 
@@ -750,8 +667,7 @@ fn copy_tree(from: &Path, to: &Path) {
             fs::create_dir_all(&dest).unwrap_or_else(|e| panic!("create {}: {e}", dest.display()));
             copy_tree(&src, &dest);
         } else {
-            fs::copy(&src, &dest)
-                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dest.display()));
+            fs::copy(&src, &dest).unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dest.display()));
         }
     }
 }
@@ -771,20 +687,14 @@ pub fn branch_head(url: &str, branch: &str) -> Option<String> {
 }
 
 fn parse_ls_remote(out: &str) -> BTreeMap<String, String> {
-    out.lines()
-        .filter_map(|line| line.split_once('\t'))
-        .map(|(sha, name)| (name.to_owned(), sha.to_owned()))
-        .collect()
+    out.lines().filter_map(|line| line.split_once('\t')).map(|(sha, name)| (name.to_owned(), sha.to_owned())).collect()
 }
 
 /// `git clone --recurse-submodules --branch <branch> <url> <dest>`. Submodules may use
 /// `file://` URLs (allowed explicitly; git refuses them by default).
 pub fn clone_recursive(url: &str, branch: &str, dest: &Path) {
-    let dest = std::path::absolute(dest)
-        .unwrap_or_else(|e| panic!("absolute path of {}: {e}", dest.display()));
-    let parent = dest
-        .parent()
-        .expect("clone destination has a parent directory");
+    let dest = std::path::absolute(dest).unwrap_or_else(|e| panic!("absolute path of {}: {e}", dest.display()));
+    let parent = dest.parent().expect("clone destination has a parent directory");
     fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
     let dest = dest.to_str().expect("clone destination is UTF-8");
     git(
@@ -809,16 +719,7 @@ pub fn log(url: &str, branch: &str) -> Vec<(String, String)> {
     let tmp = TempDir::new().expect("create temp dir");
     let bare = tmp.path().join("repo.git");
     let bare_str = bare.to_str().expect("temp dir path is UTF-8");
-    let clone = [
-        "clone",
-        "--quiet",
-        "--bare",
-        "--single-branch",
-        "--branch",
-        branch,
-        url,
-        bare_str,
-    ];
+    let clone = ["clone", "--quiet", "--bare", "--single-branch", "--branch", branch, url, bare_str];
     git(tmp.path(), &clone);
     git(&bare, &["log", "--format=%H%x09%s", branch])
         .lines()
@@ -857,10 +758,7 @@ const SSHD: &str = "/usr/sbin/sshd";
 impl SshGitServer {
     /// Generates the keys and config, starts sshd and returns once it accepts connections.
     pub fn start() -> SshGitServer {
-        assert!(
-            Path::new(SSHD).is_file(),
-            "{SSHD} not found (run e2e/install-tools: it installs openssh-server)"
-        );
+        assert!(Path::new(SSHD).is_file(), "{SSHD} not found (run e2e/install-tools: it installs openssh-server)");
         let dir = ServerDir::new("shopset-git-ssh-");
         let repos = dir.path().join("repos");
         fs::create_dir(&repos).expect("create ssh repository root");
@@ -873,11 +771,8 @@ impl SshGitServer {
         let host_public_key = public_key_of(&host_key);
         let authorized_keys = dir.path().join("authorized_keys");
         // `restrict`: no forwarding, no pty, no agent; commands (git's) still run.
-        fs::write(
-            &authorized_keys,
-            format!("restrict {}\n", public_key_of(&client_key)),
-        )
-        .expect("write authorized_keys");
+        fs::write(&authorized_keys, format!("restrict {}\n", public_key_of(&client_key)))
+            .expect("write authorized_keys");
 
         // sshd started as root needs its privilege separation directory, which only the
         // service scripts create (and the packages were installed without starting one).
@@ -902,30 +797,14 @@ impl SshGitServer {
             cmd.arg("-D").arg("-e").arg("-f").arg(&conf);
             cmd
         });
-        let server = SshGitServer {
-            process,
-            port,
-            user,
-            repos,
-            host_public_key,
-            dir,
-        };
-        fs::write(
-            server.known_hosts_path(),
-            format!("{}\n", server.known_hosts_line()),
-        )
-        .expect("write known_hosts");
+        let server = SshGitServer { process, port, user, repos, host_public_key, dir };
+        fs::write(server.known_hosts_path(), format!("{}\n", server.known_hosts_line())).expect("write known_hosts");
         server
     }
 
     /// `ssh://<user>@127.0.0.1:<port>/<absolute path of the repository>`
     pub fn url(&self, repo: &str) -> String {
-        format!(
-            "ssh://{}@127.0.0.1:{}{}",
-            self.user,
-            self.port,
-            self.path(repo).display()
-        )
+        format!("ssh://{}@127.0.0.1:{}{}", self.user, self.port, self.path(repo).display())
     }
 
     /// Creates an empty bare repository (initial branch `main`) and returns its URL.
@@ -991,16 +870,9 @@ impl SshGitServer {
     /// Like the module's [`try_git`], connecting over SSH as the client.
     pub fn try_git(&self, dir: &Path, args: &[&str]) -> Result<String, String> {
         let mut cmd = git_command(dir, args);
-        cmd.env("GIT_SSH_COMMAND", self.git_ssh_command())
-            .env_remove("GIT_SSH")
-            .env_remove("SSH_AUTH_SOCK");
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("run git {} in {}: {e}", args.join(" "), dir.display()));
+        cmd.env("GIT_SSH_COMMAND", self.git_ssh_command()).env_remove("GIT_SSH").env_remove("SSH_AUTH_SOCK");
+        let Output { status, stdout, stderr } =
+            cmd.output().unwrap_or_else(|e| panic!("run git {} in {}: {e}", args.join(" "), dir.display()));
         if status.success() {
             Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
         } else {
@@ -1016,23 +888,17 @@ impl SshGitServer {
     /// Like the module's [`seed_dir`], over SSH: copies the tree under `dir` (without any
     /// `.git`) over `branch` of `repo`, commits and pushes; returns the new commit's sha.
     pub fn seed_dir(&self, repo: &str, branch: &str, dir: &Path, message: &str) -> String {
-        assert!(
-            dir.is_dir(),
-            "seed directory {} does not exist",
-            dir.display()
-        );
-        commit_to_branch(&self.url(repo), branch, message, &|d: &Path, a: &[&str]| self.git(d, a), |work| copy_tree(dir, work))
+        assert!(dir.is_dir(), "seed directory {} does not exist", dir.display());
+        commit_to_branch(&self.url(repo), branch, message, &|d: &Path, a: &[&str]| self.git(d, a), |work| {
+            copy_tree(dir, work)
+        })
     }
 
     /// Like the module's [`commit_files`], over SSH.
-    pub fn commit_files(
-        &self,
-        repo: &str,
-        branch: &str,
-        files: &[(&str, &str)],
-        message: &str,
-    ) -> String {
-        commit_to_branch(&self.url(repo), branch, message, &|d: &Path, a: &[&str]| self.git(d, a), |work| write_files(work, files))
+    pub fn commit_files(&self, repo: &str, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+        commit_to_branch(&self.url(repo), branch, message, &|d: &Path, a: &[&str]| self.git(d, a), |work| {
+            write_files(work, files)
+        })
     }
 
     /// `git ls-remote` of `repo` over SSH: ref name (including `HEAD`) -> sha.
@@ -1114,10 +980,7 @@ SetEnv GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 
 /// A quoted sshd_config argument.
 fn sshd_config_string(value: &str) -> String {
-    assert!(
-        !value.contains(['"', '\n', '\r']),
-        "path {value:?} cannot be written to sshd_config"
-    );
+    assert!(!value.contains(['"', '\n', '\r']), "path {value:?} cannot be written to sshd_config");
     format!("\"{value}\"")
 }
 
@@ -1145,8 +1008,7 @@ fn ssh_keygen(path: &Path, comment: &str) {
 /// `<type> <base64>` of the public key next to the private key `path` (its comment dropped).
 fn public_key_of(path: &Path) -> String {
     let pub_path = PathBuf::from(format!("{}.pub", path.display()));
-    let text = fs::read_to_string(&pub_path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", pub_path.display()));
+    let text = fs::read_to_string(&pub_path).unwrap_or_else(|e| panic!("read {}: {e}", pub_path.display()));
     let mut parts = text.split_whitespace();
     match (parts.next(), parts.next()) {
         (Some(kind), Some(key)) => format!("{kind} {key}"),
@@ -1156,18 +1018,11 @@ fn public_key_of(path: &Path) -> String {
 
 /// The name of the user running this process (sshd logs in as it).
 fn current_user() -> String {
-    let out = Command::new("id")
-        .arg("-un")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run id -un");
+    let out = Command::new("id").arg("-un").stdin(Stdio::null()).output().expect("run id -un");
     assert!(out.status.success(), "id -un failed ({})", out.status);
     let user = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
-        !user.is_empty()
-            && user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
         "user name {user:?} cannot be used in an ssh URL"
     );
     user

@@ -11,7 +11,8 @@ pub fn repo_root() -> PathBuf {
     // cargo sets CARGO_MANIFEST_DIR when it runs a test or binary; prefer it to the compile-time
     // value, which goes stale when a shared target dir is reused by a checkout at another path
     // (cargo does not rebuild for that). Every package of the workspace sits one folder down.
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).filter(|d| d.join("Cargo.toml").is_file());
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).filter(|d| d.join("Cargo.toml").is_file());
     manifest_dir
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
@@ -71,10 +72,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     };
     let path = target.join("debug").join(name);
     if !path.is_file() {
-        panic!(
-            "{} is missing: run `cargo build --workspace` first",
-            path.display()
-        );
+        panic!("{} is missing: run `cargo build --workspace` first", path.display());
     }
     path
 }

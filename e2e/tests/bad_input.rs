@@ -22,12 +22,7 @@ use shopset_e2e::tools::{repo_root, workspace_bin};
 use tempfile::TempDir;
 
 const NS: &str = "bad-input";
-const FILES: &[&str] = &[
-    "configuration.yaml",
-    "shopsets.yaml",
-    "tier-0.yaml",
-    "tier-1.yaml",
-];
+const FILES: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Expect {
@@ -80,16 +75,8 @@ fn case(
 /// The message of the check of `checks` whose message contains `hint` (so a reworded rule fails here
 /// loudly rather than passing against a stale literal).
 fn msg(checks: &[Check], hint: &str) -> &'static str {
-    let found: Vec<&'static str> = checks
-        .iter()
-        .map(|c| c.message)
-        .filter(|m| m.contains(hint))
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "exactly one rule message contains {hint:?}: {found:?}"
-    );
+    let found: Vec<&'static str> = checks.iter().map(|c| c.message).filter(|m| m.contains(hint)).collect();
+    assert_eq!(found.len(), 1, "exactly one rule message contains {hint:?}: {found:?}");
     found[0]
 }
 
@@ -122,15 +109,7 @@ fn cases() -> Vec<Case> {
 
     let mut cases = vec![
         // metadata.name, of every kind
-        case(
-            "Tier name in upper case",
-            T0,
-            "name: tier-0",
-            "name: Tier-0",
-            "Tier",
-            "metadata.name",
-            lower,
-        ),
+        case("Tier name in upper case", T0, "name: tier-0", "name: Tier-0", "Tier", "metadata.name", lower),
         case(
             "Tier name over 63 characters",
             T0,
@@ -158,33 +137,9 @@ fn cases() -> Vec<Case> {
             "metadata.name",
             slash,
         ),
-        case(
-            "ShopSet name with '/'",
-            SS,
-            "name: eu-west",
-            "name: eu/west",
-            "ShopSet",
-            "metadata.name",
-            slash,
-        ),
-        case(
-            "ShopSet name with '..'",
-            SS,
-            "name: eu-west",
-            "name: eu..west",
-            "ShopSet",
-            "metadata.name",
-            slash,
-        ),
-        case(
-            "ShopSet name in upper case",
-            SS,
-            "name: eu-west",
-            "name: EU-West",
-            "ShopSet",
-            "metadata.name",
-            lower,
-        ),
+        case("ShopSet name with '/'", SS, "name: eu-west", "name: eu/west", "ShopSet", "metadata.name", slash),
+        case("ShopSet name with '..'", SS, "name: eu-west", "name: eu..west", "ShopSet", "metadata.name", slash),
+        case("ShopSet name in upper case", SS, "name: eu-west", "name: EU-West", "ShopSet", "metadata.name", lower),
         case(
             "ShopSet name over 63 characters",
             SS,
@@ -213,15 +168,7 @@ fn cases() -> Vec<Case> {
             "spec.app.url",
             no_scheme,
         ),
-        case(
-            "app URL empty",
-            T0,
-            APP_URL,
-            "url: \"\"",
-            "Tier",
-            "spec.app.url",
-            empty,
-        ),
+        case("app URL empty", T0, APP_URL, "url: \"\"", "Tier", "spec.app.url", empty),
         case(
             "app URL with an unsupported scheme",
             T1,
@@ -252,15 +199,7 @@ fn cases() -> Vec<Case> {
             "spec.system.url",
             no_scheme,
         ),
-        case(
-            "system URL is the app URL",
-            T1,
-            SYSTEM_URL,
-            APP_URL,
-            "Tier",
-            "spec.system.url",
-            rules::SYSTEM_IS_APP,
-        ),
+        case("system URL is the app URL", T1, SYSTEM_URL, APP_URL, "Tier", "spec.system.url", rules::SYSTEM_IS_APP),
         case(
             "Configuration URL without a scheme",
             CFG,
@@ -279,34 +218,10 @@ fn cases() -> Vec<Case> {
             "spec.url",
             rules::URL_CREDENTIALS,
         ),
-        case(
-            "Configuration URL empty",
-            CFG,
-            CFG_URL,
-            "url: ''",
-            "Configuration",
-            "spec.url",
-            empty,
-        ),
+        case("Configuration URL empty", CFG, CFG_URL, "url: ''", "Configuration", "spec.url", empty),
         // paths inside repositories
-        case(
-            "app path absolute",
-            T0,
-            "path: base",
-            "path: /base",
-            "Tier",
-            "spec.app.path",
-            relative,
-        ),
-        case(
-            "app path with '..'",
-            T0,
-            "path: base",
-            "path: ../base",
-            "Tier",
-            "spec.app.path",
-            dotdot,
-        ),
+        case("app path absolute", T0, "path: base", "path: /base", "Tier", "spec.app.path", relative),
+        case("app path with '..'", T0, "path: base", "path: ../base", "Tier", "spec.app.path", dotdot),
         case(
             "Configuration path with '..'",
             CFG,
@@ -336,9 +251,7 @@ fn cases() -> Vec<Case> {
         ),
     ];
     // branch names that are not valid refs
-    for branch in [
-        "a..b", "-x", "x.lock", "a//b", "a b", "a@{b", "x/", "a/.b", "HEAD",
-    ] {
+    for branch in ["a..b", "-x", "x.lock", "a//b", "a b", "a@{b", "x/", "a/.b", "HEAD"] {
         cases.push(case(
             &format!("branch {branch:?}"),
             T0,
@@ -360,15 +273,7 @@ fn cases() -> Vec<Case> {
             "spec.interval",
             rules::INTERVAL_TOO_SHORT,
         ),
-        case(
-            "interval not a duration",
-            T0,
-            "interval: 1m",
-            "interval: 1d",
-            "Tier",
-            "spec.interval",
-            not_duration,
-        ),
+        case("interval not a duration", T0, "interval: 1m", "interval: 1d", "Tier", "spec.interval", not_duration),
         // promotion and Argo CD settings
         case(
             "promoted from itself",
@@ -434,24 +339,8 @@ fn cases() -> Vec<Case> {
             "spec.shops",
             rules::SHOP_DUPLICATE,
         ),
-        case(
-            "empty shop ID",
-            SS,
-            "[shop-1001]",
-            "[shop-1001, '']",
-            "ShopSet",
-            "spec.shops[1]",
-            shop_id,
-        ),
-        case(
-            "shop ID with a space",
-            SS,
-            "[shop-1001]",
-            "['shop 1001']",
-            "ShopSet",
-            "spec.shops[0]",
-            shop_id,
-        ),
+        case("empty shop ID", SS, "[shop-1001]", "[shop-1001, '']", "ShopSet", "spec.shops[1]", shop_id),
+        case("shop ID with a space", SS, "[shop-1001]", "['shop 1001']", "ShopSet", "spec.shops[0]", shop_id),
         case(
             "shop ID starting with '-'",
             SS,
@@ -461,15 +350,7 @@ fn cases() -> Vec<Case> {
             "spec.shops[1]",
             shop_id,
         ),
-        case(
-            "replicas negative",
-            SS,
-            "replicas: 3",
-            "replicas: -1",
-            "ShopSet",
-            "spec.replicas",
-            rules::REPLICAS_RANGE,
-        ),
+        case("replicas negative", SS, "replicas: 3", "replicas: -1", "ShopSet", "spec.replicas", rules::REPLICAS_RANGE),
         case(
             "replicas over 1000",
             SS,
@@ -640,20 +521,14 @@ fn cases() -> Vec<Case> {
                 "ShopSet eu-west of the same tier deploys into this namespace too",
             ),
         ]
-        .map(|c| Case {
-            expect: Expect::CrossObject,
-            ..c
-        }),
+        .map(|c| Case { expect: Expect::CrossObject, ..c }),
     );
     cases
 }
 
 /// Whether a line of `text` names `field` and says `words` after it.
 fn says(text: &str, field: &str, words: &str) -> bool {
-    text.lines().any(|line| {
-        line.find(field)
-            .is_some_and(|at| line[at + field.len()..].contains(words))
-    })
+    text.lines().any(|line| line.find(field).is_some_and(|at| line[at + field.len()..].contains(words)))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -664,8 +539,7 @@ fn text(bytes: &[u8]) -> String {
 fn write_manifests(dir: &Path, case: Option<&Case>) {
     std::fs::create_dir_all(dir).expect("create manifests dir");
     for file in FILES {
-        let mut yaml =
-            std::fs::read_to_string(repo_root().join("examples").join(file)).expect("read example");
+        let mut yaml = std::fs::read_to_string(repo_root().join("examples").join(file)).expect("read example");
         if let Some(c) = case.filter(|c| c.file == *file) {
             assert_eq!(
                 yaml.matches(c.from).count(),
@@ -701,9 +575,7 @@ fn shopctl(work: &Path, args: &[&str]) -> Output {
 /// `kubectl create --dry-run=server` of every manifest in `dir`: validation without storing.
 fn server_dry_run(cp: &ControlPlane, dir: &Path) -> Output {
     let mut args: Vec<std::ffi::OsString> =
-        ["create", "--dry-run=server", "-n", NS, "-o", "name", "-f"]
-            .map(Into::into)
-            .into();
+        ["create", "--dry-run=server", "-n", NS, "-o", "name", "-f"].map(Into::into).into();
     args.push(dir.into());
     cp.kubectl(args)
 }
@@ -733,27 +605,9 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
     let control = work.path().join("control");
     write_manifests(&control, None);
     let out = server_dry_run(&cp, &control);
-    assert!(
-        out.status.success(),
-        "the examples are refused:\n{}",
-        text(&out.stderr)
-    );
-    let out = shopctl(
-        work.path(),
-        &[
-            "render",
-            "--offline",
-            "-f",
-            "control",
-            "--out",
-            "control-out",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "shopctl render --offline refuses the examples:\n{}",
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "the examples are refused:\n{}", text(&out.stderr));
+    let out = shopctl(work.path(), &["render", "--offline", "-f", "control", "--out", "control-out"]);
+    assert!(out.status.success(), "shopctl render --offline refuses the examples:\n{}", text(&out.stderr));
 
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -771,9 +625,7 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
                 cp.kubectl_ok(["create", "namespace", &ns]);
                 let original = work.path().join(format!("original-{i}"));
                 let stored = case.before.map(|before| {
-                    self::case(
-                        &case.name, case.file, case.from, before, case.kind, case.field, case.words,
-                    )
+                    self::case(&case.name, case.file, case.from, before, case.kind, case.field, case.words)
                 });
                 write_manifests(&original, stored.as_ref());
                 let file = |d: &Path| d.join(case.file).to_string_lossy().into_owned();
@@ -795,9 +647,7 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
             Expect::Refused | Expect::RefusedOnUpdate => {
                 if api.status.success() {
                     wrong.push("the API server accepted it".to_string());
-                } else if !says(&api_err, case.field, case.words)
-                    || !api_err.contains(&format!("The {} ", case.kind))
-                {
+                } else if !says(&api_err, case.field, case.words) || !api_err.contains(&format!("The {} ", case.kind)) {
                     wrong.push(format!(
                         "the API server does not say {:?}: {:?} about the {}",
                         case.field, case.words, case.kind
@@ -806,41 +656,24 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
             }
             Expect::CrossObject => {
                 if !api.status.success() {
-                    wrong.push(
-                        "the API server refused it (it cannot see other objects)".to_string(),
-                    );
+                    wrong.push("the API server refused it (it cannot see other objects)".to_string());
                 }
             }
         }
 
         // shopctl, offline (render) and before any git (sync): exit 2, the same words.
         if case.expect != Expect::RefusedOnUpdate {
-            let render = shopctl(
-                work.path(),
-                &[
-                    "render",
-                    "--offline",
-                    "-f",
-                    &dir_name,
-                    "--out",
-                    &format!("{dir_name}-out"),
-                ],
-            );
+            let render =
+                shopctl(work.path(), &["render", "--offline", "-f", &dir_name, "--out", &format!("{dir_name}-out")]);
             let sync = shopctl(work.path(), &["sync", "-f", &dir_name]);
             let offline = text(&render.stderr);
             for (what, out) in [("render --offline", &render), ("sync", &sync)] {
                 if out.status.code() != Some(2) {
-                    wrong.push(format!(
-                        "shopctl {what}: exit {:?}, not 2",
-                        out.status.code()
-                    ));
+                    wrong.push(format!("shopctl {what}: exit {:?}, not 2", out.status.code()));
                 }
             }
             if text(&sync.stderr) != offline {
-                wrong.push(format!(
-                    "shopctl sync says something else than render:\n{}",
-                    text(&sync.stderr)
-                ));
+                wrong.push(format!("shopctl sync says something else than render:\n{}", text(&sync.stderr)));
             }
             if !says(&offline, case.field, case.words)
                 || !offline.contains(&format!("{}/", case.kind))
@@ -854,10 +687,7 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
             if work.path().join(format!("{dir_name}-out")).exists() {
                 wrong.push("shopctl render wrote output".to_string());
             }
-            if let Some(secret) = case
-                .never
-                .filter(|s| offline.contains(s) || api_err.contains(s))
-            {
+            if let Some(secret) = case.never.filter(|s| offline.contains(s) || api_err.contains(s)) {
                 wrong.push(format!("{secret:?} is shown"));
             }
             if !wrong.is_empty() {
@@ -874,11 +704,5 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
         }
     }
     eprintln!("{} cases in {:.1?}", cases.len(), started.elapsed());
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }

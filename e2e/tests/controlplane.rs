@@ -8,11 +8,7 @@ use shopset_e2e::controlplane::ControlPlane;
 #[test]
 fn control_plane_is_real() {
     let cp = ControlPlane::start();
-    assert!(
-        cp.server().starts_with("https://127.0.0.1:"),
-        "{}",
-        cp.server()
-    );
+    assert!(cp.server().starts_with("https://127.0.0.1:"), "{}", cp.server());
 
     // Both sides are the v1.34 built by e2e/install-tools (not a system kubectl).
     let version = cp.kubectl_ok(["version"]);
@@ -34,29 +30,12 @@ fn control_plane_is_real() {
     // Namespace deletion needs kube-controller-manager's namespace controller: it
     // empties the namespace and removes the `kubernetes` finalizer.
     cp.kubectl_ok(["create", "namespace", "e2e-doomed"]);
-    cp.kubectl_ok([
-        "create",
-        "configmap",
-        "cargo",
-        "--namespace=e2e-doomed",
-        "--from-literal=a=b",
-    ]);
+    cp.kubectl_ok(["create", "configmap", "cargo", "--namespace=e2e-doomed", "--from-literal=a=b"]);
     cp.kubectl_ok(["delete", "namespace", "e2e-doomed", "--wait=false"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = cp.kubectl([
-            "get",
-            "namespace",
-            "e2e-doomed",
-            "--ignore-not-found",
-            "-o",
-            "name",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = cp.kubectl(["get", "namespace", "e2e-doomed", "--ignore-not-found", "-o", "name"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         if out.stdout.is_empty() {
             break;
         }
@@ -70,18 +49,9 @@ fn control_plane_is_real() {
 
     // RBAC is on: a service account with no bindings may not read secrets,
     // while the admin (system:masters) may.
-    let out = cp.kubectl([
-        "auth",
-        "can-i",
-        "--as=system:serviceaccount:default:nobody",
-        "list",
-        "secrets",
-    ]);
+    let out = cp.kubectl(["auth", "can-i", "--as=system:serviceaccount:default:nobody", "list", "secrets"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
-    assert_eq!(
-        cp.kubectl_ok(["auth", "can-i", "list", "secrets"]).trim(),
-        "yes"
-    );
+    assert_eq!(cp.kubectl_ok(["auth", "can-i", "list", "secrets"]).trim(), "yes");
 }
 
 #[test]
@@ -95,9 +65,6 @@ fn control_planes_run_side_by_side() {
     assert!(!in_b.status.success(), "namespace leaked across clusters");
     let dir = b.dir().to_path_buf();
     drop(b);
-    assert!(
-        !dir.exists(),
-        "the temporary directory is removed after down"
-    );
+    assert!(!dir.exists(), "the temporary directory is removed after down");
     a.kubectl_ok(["get", "namespace", "only-in-a"]);
 }

@@ -16,7 +16,16 @@ fn deleted_tier(ns: &str, policy: Option<&str>) -> (Vec<String>, Option<String>)
     let s = Setup::on_daemon(&cp, &daemon, ns, &TierOptions::default());
     s.apply(&cp);
     if let Some(policy) = policy {
-        cp.kubectl_ok(["patch", "tier", TIER, "-n", ns, "--type=merge", "-p", &format!(r#"{{"spec":{{"deletionPolicy":"{policy}"}}}}"#)]);
+        cp.kubectl_ok([
+            "patch",
+            "tier",
+            TIER,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"deletionPolicy":"{policy}"}}}}"#),
+        ]);
     }
     let mut ctl = Controller::new(&cp, s.work.path(), &s.ns, "controller");
     ctl.start(&Run::new(&format!("{ns}-replica")));

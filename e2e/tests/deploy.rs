@@ -41,12 +41,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn show(output: &Output) -> String {
-    format!(
-        "({})\nstdout: {}\nstderr: {}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
+    format!("({})\nstdout: {}\nstderr: {}", output.status, text(&output.stdout), text(&output.stderr))
 }
 
 /// Progress on stderr (shown with --nocapture or on failure): where the time goes.
@@ -57,23 +52,14 @@ fn phase(what: &str) {
 }
 
 /// Polls `check` every 500 ms until it returns `Some`, or panics with `what` and `context()`.
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>, context: impl Fn() -> String) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
             phase(&format!("done waiting for {what}"));
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            context()
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", context());
         sleep(Duration::from_millis(500));
     }
 }
@@ -83,36 +69,23 @@ fn wait_for<T>(
 
 #[test]
 fn kustomization_builds_with_current_fields_only() {
-    for (tool, mut cmd) in [
-        ("kustomize build", Command::new(kustomize())),
-        ("kubectl kustomize", Command::new(kubectl())),
-    ] {
+    for (tool, mut cmd) in
+        [("kustomize build", Command::new(kustomize())), ("kubectl kustomize", Command::new(kubectl()))]
+    {
         if tool == "kustomize build" {
             cmd.arg("build");
         } else {
             cmd.arg("kustomize");
         }
-        let out = cmd
-            .arg(deploy_dir())
-            .env("PATH", path_env())
-            .output()
-            .expect("run kustomize");
+        let out = cmd.arg(deploy_dir()).env("PATH", path_env()).output().expect("run kustomize");
         assert!(out.status.success(), "{tool} deploy/ failed {}", show(&out));
         // Deprecated fields (commonLabels, patchesStrategicMerge, bases, vars...) warn on stderr.
-        assert!(
-            out.stderr.is_empty(),
-            "{tool} deploy/ warned:\n{}",
-            text(&out.stderr)
-        );
+        assert!(out.stderr.is_empty(), "{tool} deploy/ warned:\n{}", text(&out.stderr));
         let yaml = text(&out.stdout);
         let kinds: Vec<(String, String)> = yaml
             .split("\n---\n")
             .map(|doc| {
-                let kind = doc
-                    .lines()
-                    .find_map(|l| l.strip_prefix("kind: "))
-                    .unwrap_or_default()
-                    .to_string();
+                let kind = doc.lines().find_map(|l| l.strip_prefix("kind: ")).unwrap_or_default().to_string();
                 // metadata.name is the first two-space-indented `name:` after `metadata:`.
                 let meta = doc.split("\nmetadata:\n").nth(1).unwrap_or_default();
                 let name = meta
@@ -174,10 +147,7 @@ fn install_rbac_and_the_controller_as_its_service_account() {
         "-n",
         TENANT,
         "-f",
-        deploy_dir()
-            .join("tenant/credentials-rolebinding.yaml")
-            .to_str()
-            .unwrap(),
+        deploy_dir().join("tenant/credentials-rolebinding.yaml").to_str().unwrap(),
     ]);
     rbac_matrix(&cp);
     phase("RBAC matrix checked");
@@ -193,31 +163,16 @@ fn install(cp: &ControlPlane) {
     let deploy = deploy.to_str().unwrap();
     // A dry run creates nothing, so namespaced objects of a namespace that does not exist yet are
     // refused (NotFound): create the namespace first, as `kubectl apply` itself orders it.
-    cp.kubectl_ok([
-        "apply",
-        "--server-side",
-        "-f",
-        &format!("{deploy}/namespace.yaml"),
-    ]);
+    cp.kubectl_ok(["apply", "--server-side", "-f", &format!("{deploy}/namespace.yaml")]);
     for dry_run in [true, false] {
         let mut args = vec!["apply", "--server-side", "-k", deploy];
         if dry_run {
             args.push("--dry-run=server");
         }
         let out = cp.kubectl(&args);
-        assert!(
-            out.status.success(),
-            "kubectl {} {}",
-            args.join(" "),
-            show(&out)
-        );
+        assert!(out.status.success(), "kubectl {} {}", args.join(" "), show(&out));
         // No PodSecurity "would violate" or any other warning.
-        assert!(
-            out.stderr.is_empty(),
-            "kubectl {} warned:\n{}",
-            args.join(" "),
-            text(&out.stderr)
-        );
+        assert!(out.stderr.is_empty(), "kubectl {} warned:\n{}", args.join(" "), text(&out.stderr));
         let applied = text(&out.stdout);
         for object in [
             "namespace/shopset-system",
@@ -232,22 +187,13 @@ fn install(cp: &ControlPlane) {
             "deployment.apps/shopset-controller",
         ] {
             assert!(
-                applied
-                    .lines()
-                    .any(|l| l.starts_with(&format!("{object} "))),
+                applied.lines().any(|l| l.starts_with(&format!("{object} "))),
                 "{object} not applied (dry run: {dry_run}):\n{applied}"
             );
         }
     }
 
-    let objects = cp.kubectl_ok([
-        "get",
-        "deploy,sa,svc,role,rolebinding",
-        "-n",
-        "shopset-system",
-        "-o",
-        "name",
-    ]);
+    let objects = cp.kubectl_ok(["get", "deploy,sa,svc,role,rolebinding", "-n", "shopset-system", "-o", "name"]);
     for object in [
         "deployment.apps/shopset-controller",
         "serviceaccount/shopset-controller",
@@ -255,10 +201,7 @@ fn install(cp: &ControlPlane) {
         "role.rbac.authorization.k8s.io/shopset-controller-leader-election",
         "rolebinding.rbac.authorization.k8s.io/shopset-controller-leader-election",
     ] {
-        assert!(
-            objects.lines().any(|l| l == object),
-            "{object} missing:\n{objects}"
-        );
+        assert!(objects.lines().any(|l| l == object), "{object} missing:\n{objects}");
     }
     cp.kubectl_ok([
         "get",
@@ -283,20 +226,10 @@ fn install(cp: &ControlPlane) {
         "-o",
         "jsonpath={.spec.ports[*].name}:{.spec.ports[*].port}:{.spec.ports[*].targetPort}:{.spec.selector}",
     ]);
-    assert_eq!(
-        svc,
-        r#"http:8080:http:{"app.kubernetes.io/name":"shopset-controller"}"#
-    );
+    assert_eq!(svc, r#"http:8080:http:{"app.kubernetes.io/name":"shopset-controller"}"#);
 
     // Pod Security "restricted" is enforced in shopset-system: a plain pod is refused...
-    let plain = cp.kubectl([
-        "run",
-        "plain",
-        "--image=busybox",
-        "-n",
-        "shopset-system",
-        "--dry-run=server",
-    ]);
+    let plain = cp.kubectl(["run", "plain", "--image=busybox", "-n", "shopset-system", "--dry-run=server"]);
     assert!(
         !plain.status.success() && text(&plain.stderr).contains("violates PodSecurity"),
         "a plain pod was not refused {}",
@@ -355,13 +288,16 @@ fn pod_template(cp: &ControlPlane) {
         ("volume.cache", "{.spec.template.spec.volumes[?(@.name==\"cache\")].emptyDir}".into()),
         ("volume.tmp", "{.spec.template.spec.volumes[?(@.name==\"tmp\")].emptyDir}".into()),
         ("volume.webhook", "{.spec.template.spec.volumes[?(@.name==\"webhook-secret\")].secret.secretName}".into()),
-        ("volume.webhook.optional", "{.spec.template.spec.volumes[?(@.name==\"webhook-secret\")].secret.optional}".into()),
-        ("hostNetwork", "{.spec.template.spec.hostNetwork}{.spec.template.spec.hostPID}{.spec.template.spec.hostIPC}".into()),
+        (
+            "volume.webhook.optional",
+            "{.spec.template.spec.volumes[?(@.name==\"webhook-secret\")].secret.optional}".into(),
+        ),
+        (
+            "hostNetwork",
+            "{.spec.template.spec.hostNetwork}{.spec.template.spec.hostPID}{.spec.template.spec.hostIPC}".into(),
+        ),
     ];
-    let template: String = queries
-        .iter()
-        .map(|(k, q)| format!("{k}={q}{{\"\\n\"}}"))
-        .collect();
+    let template: String = queries.iter().map(|(k, q)| format!("{k}={q}{{\"\\n\"}}")).collect();
     let out = cp.kubectl_ok([
         "get",
         "deploy",
@@ -408,10 +344,7 @@ fn pod_template(cp: &ControlPlane) {
         ("hostNetwork", ""),
     ]
     .into();
-    assert_eq!(
-        got, expected,
-        "Deployment pod template (raw jsonpath output:\n{out})"
-    );
+    assert_eq!(got, expected, "Deployment pod template (raw jsonpath output:\n{out})");
 }
 
 /// `kubectl auth can-i --as=<ServiceAccount> ARGS`: Ok(yes?), or Err with what kubectl said
@@ -440,14 +373,8 @@ const MATRIX: &[(bool, &str)] = &[
     (true, "get tiers.shopset.dev -n shops"),
     // The finalizer (a JSON patch) and status (server-side apply = patch).
     (true, "patch tiers.shopset.dev -n shops"),
-    (
-        true,
-        "patch tiers.shopset.dev --subresource=status -n shops",
-    ),
-    (
-        true,
-        "patch shopsets.shopset.dev --subresource=status -n shops",
-    ),
+    (true, "patch tiers.shopset.dev --subresource=status -n shops"),
+    (true, "patch shopsets.shopset.dev --subresource=status -n shops"),
     // Argo CD Applications: server-side apply, prune by label.
     (true, "create applications.argoproj.io -n argocd"),
     (true, "patch applications.argoproj.io -n argocd"),
@@ -490,17 +417,11 @@ const MATRIX: &[(bool, &str)] = &[
     (false, "delete tiers.shopset.dev -n shops"),
     (false, "create tiers.shopset.dev -n shops"),
     (false, "update tiers.shopset.dev -n shops"),
-    (
-        false,
-        "update tiers.shopset.dev --subresource=status -n shops",
-    ),
+    (false, "update tiers.shopset.dev --subresource=status -n shops"),
     (false, "patch shopsets.shopset.dev -n shops"),
     (false, "delete shopsets.shopset.dev -n shops"),
     (false, "patch configurations.shopset.dev -n shops"),
-    (
-        false,
-        "patch configurations.shopset.dev --subresource=status -n shops",
-    ),
+    (false, "patch configurations.shopset.dev --subresource=status -n shops"),
     // Argo CD: Applications only (no update: apply is a patch), not AppProjects.
     (false, "update applications.argoproj.io -n argocd"),
     (false, "create appprojects.argoproj.io -n argocd"),
@@ -508,21 +429,12 @@ const MATRIX: &[(bool, &str)] = &[
     (false, "create events -n shops"),
     (false, "delete events.events.k8s.io -n shops"),
     // No way to grow its own rights.
-    (
-        false,
-        "create clusterrolebindings.rbac.authorization.k8s.io -A",
-    ),
-    (
-        false,
-        "create rolebindings.rbac.authorization.k8s.io -n shops",
-    ),
+    (false, "create clusterrolebindings.rbac.authorization.k8s.io -A"),
+    (false, "create rolebindings.rbac.authorization.k8s.io -n shops"),
     (false, "bind clusterroles.rbac.authorization.k8s.io -A"),
     (false, "escalate clusterroles.rbac.authorization.k8s.io -A"),
     (false, "impersonate serviceaccounts -A"),
-    (
-        false,
-        "create serviceaccounts --subresource=token -n kube-system",
-    ),
+    (false, "create serviceaccounts --subresource=token -n kube-system"),
     (false, "* * -A"),
     (false, "* * -n shops"),
 ];
@@ -531,9 +443,7 @@ fn rbac_matrix(cp: &ControlPlane) {
     let rows: Vec<(bool, Vec<&str>)> = MATRIX
         .iter()
         .map(|(want, args)| {
-            let args = args
-                .split_whitespace()
-                .map(|a| if a == "-A" { "--all-namespaces" } else { a });
+            let args = args.split_whitespace().map(|a| if a == "-A" { "--all-namespaces" } else { a });
             (*want, args.collect())
         })
         .collect();
@@ -541,14 +451,8 @@ fn rbac_matrix(cp: &ControlPlane) {
     let answers: Vec<Result<bool, String>> = std::thread::scope(|s| {
         rows.chunks(8)
             .flat_map(|chunk| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|(_, args)| s.spawn(|| can_i(cp, args)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("can-i thread"))
-                    .collect::<Vec<_>>()
+                let handles: Vec<_> = chunk.iter().map(|(_, args)| s.spawn(|| can_i(cp, args))).collect();
+                handles.into_iter().map(|h| h.join().expect("can-i thread")).collect::<Vec<_>>()
             })
             .collect()
     });
@@ -571,22 +475,11 @@ fn rbac_matrix(cp: &ControlPlane) {
 fn build_controller() -> PathBuf {
     // <target>/<profile>/deps/deploy-<hash>
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in <target>/<profile>/deps");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test executable lives in <target>/<profile>/deps");
     let profile = profile_dir.file_name().unwrap().to_str().unwrap();
     let target = profile_dir.parent().expect("<target> directory");
     let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "shopset-controller",
-        "--target-dir",
-    ])
-    .arg(target)
-    .current_dir(repo_root());
+    cmd.args(["build", "--quiet", "-p", "shopset-controller", "--target-dir"]).arg(target).current_dir(repo_root());
     // Cargo gives this test process the variables of *its* package (CARGO_MANIFEST_DIR=<repo>/e2e,
     // CARGO_PKG_NAME...). Some build scripts track them (ring: CARGO_MANIFEST_DIR), so passing them
     // on would make this build and everyone's next plain `cargo build` rebuild half the tree.
@@ -611,21 +504,10 @@ fn build_controller() -> PathBuf {
         }
     }
     if profile != "debug" {
-        cmd.args([
-            "--profile",
-            if profile == "release" {
-                "release"
-            } else {
-                profile
-            },
-        ]);
+        cmd.args(["--profile", if profile == "release" { "release" } else { profile }]);
     }
     let out = cmd.output().expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build -p shopset-controller {}",
-        show(&out)
-    );
+    assert!(out.status.success(), "cargo build -p shopset-controller {}", show(&out));
     let bin = profile_dir.join("shopset-controller");
     assert!(bin.is_file(), "{} missing after cargo build", bin.display());
     bin
@@ -643,13 +525,7 @@ impl Controller {
     }
 
     fn assert_running(&self) {
-        if let Some(status) = self
-            .child
-            .lock()
-            .unwrap()
-            .try_wait()
-            .expect("poll controller")
-        {
+        if let Some(status) = self.child.lock().unwrap().try_wait().expect("poll controller") {
             panic!("shopset-controller exited ({status}):\n{}", self.log());
         }
     }
@@ -661,9 +537,7 @@ impl Controller {
             return Some(status);
         }
         // Our own child, by its pid.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -685,14 +559,7 @@ impl Drop for Controller {
 
 /// A copy of the admin kubeconfig (same server and CA) whose user is a token of the ServiceAccount.
 fn service_account_kubeconfig(cp: &ControlPlane, dir: &Path) -> PathBuf {
-    let token = cp.kubectl_ok([
-        "create",
-        "token",
-        "shopset-controller",
-        "-n",
-        "shopset-system",
-        "--duration=1h",
-    ]);
+    let token = cp.kubectl_ok(["create", "token", "shopset-controller", "-n", "shopset-system", "--duration=1h"]);
     let path = dir.join("shopset-controller.kubeconfig");
     fs::copy(cp.kubeconfig(), &path).expect("copy kubeconfig");
     let config = |args: &[&str]| {
@@ -703,43 +570,16 @@ fn service_account_kubeconfig(cp: &ControlPlane, dir: &Path) -> PathBuf {
             .env("PATH", path_env())
             .output()
             .expect("run kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {} {}",
-            args.first().copied().unwrap_or_default(),
-            show(&out)
-        );
+        assert!(out.status.success(), "kubectl {} {}", args.first().copied().unwrap_or_default(), show(&out));
         text(&out.stdout)
     };
-    config(&[
-        "config",
-        "set-credentials",
-        "shopset-controller",
-        &format!("--token={}", token.trim()),
-    ]);
-    config(&[
-        "config",
-        "set-context",
-        "--current",
-        "--user=shopset-controller",
-    ]);
+    config(&["config", "set-credentials", "shopset-controller", &format!("--token={}", token.trim())]);
+    config(&["config", "set-context", "--current", "--user=shopset-controller"]);
     config(&["config", "delete-user", "admin"]);
-    let me = config(&[
-        "auth",
-        "whoami",
-        "-o",
-        "jsonpath={.status.userInfo.username}",
-    ]);
-    assert_eq!(
-        me, SA,
-        "the controller's kubeconfig authenticates as the ServiceAccount"
-    );
+    let me = config(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(me, SA, "the controller's kubeconfig authenticates as the ServiceAccount");
     let kubeconfig = fs::read_to_string(&path).unwrap();
-    assert!(
-        !kubeconfig.contains("client-key-data"),
-        "admin credentials left in {}:\n{kubeconfig}",
-        path.display()
-    );
+    assert!(!kubeconfig.contains("client-key-data"), "admin credentials left in {}:\n{kubeconfig}", path.display());
     path
 }
 
@@ -749,48 +589,26 @@ fn tier0_manifests(http: &HttpGitServer) -> String {
     let examples = repo_root().join("examples");
     let urls = [
         ("https://git.example.com/acme/shop-app.git", http.url("app")),
-        (
-            "https://git.example.com/acme/shop-config.git",
-            http.url("config"),
-        ),
-        (
-            "https://git.example.com/acme/shop-system.git",
-            http.url("system"),
-        ),
+        ("https://git.example.com/acme/shop-config.git", http.url("config")),
+        ("https://git.example.com/acme/shop-system.git", http.url("system")),
     ];
     let read = |name: &str| {
-        let text = fs::read_to_string(examples.join(name))
-            .unwrap_or_else(|e| panic!("read examples/{name}: {e}"));
-        urls.iter()
-            .fold(text, |acc, (from, to)| acc.replace(from, to))
+        let text = fs::read_to_string(examples.join(name)).unwrap_or_else(|e| panic!("read examples/{name}: {e}"));
+        urls.iter().fold(text, |acc, (from, to)| acc.replace(from, to))
     };
     let shopsets: Vec<String> = read("shopsets.yaml")
         .split("\n---\n")
         .filter(|d| d.contains("\n  tier: tier-0\n"))
         .map(str::to_string)
         .collect();
-    assert_eq!(
-        shopsets.len(),
-        2,
-        "examples/shopsets.yaml has two tier-0 ShopSets"
-    );
+    assert_eq!(shopsets.len(), 2, "examples/shopsets.yaml has two tier-0 ShopSets");
     let tier = read("tier-0.yaml");
-    assert!(
-        !tier.contains("credentials:"),
-        "examples/tier-0.yaml already names credentials"
-    );
-    let tier = tier.replacen(
-        "\nspec:\n",
-        "\nspec:\n  credentials:\n    secretRef:\n      name: git-credentials\n",
-        1,
-    );
+    assert!(!tier.contains("credentials:"), "examples/tier-0.yaml already names credentials");
+    let tier = tier.replacen("\nspec:\n", "\nspec:\n  credentials:\n    secretRef:\n      name: git-credentials\n", 1);
     // A short poll: pruning below proves the `delete` verb, and must not wait on how fast a
     // ShopSet's removal triggers a reconcile (the generation predicate on ShopSets filters out
     // delete events, so today it is the poll that notices).
-    assert!(
-        tier.contains("\n  interval: 1m\n"),
-        "examples/tier-0.yaml polls every 1m"
-    );
+    assert!(tier.contains("\n  interval: 1m\n"), "examples/tier-0.yaml polls every 1m");
     let tier = tier.replace("\n  interval: 1m\n", "\n  interval: 5s\n");
     [read("configuration.yaml"), shopsets.join("\n---\n"), tier].join("\n---\n")
 }
@@ -818,9 +636,7 @@ fn applications(cp: &ControlPlane) -> Vec<String> {
         "-o",
         "name",
     ]);
-    out.lines()
-        .map(|l| l.rsplit('/').next().unwrap_or(l).to_string())
-        .collect()
+    out.lines().map(|l| l.rsplit('/').next().unwrap_or(l).to_string()).collect()
 }
 
 fn events(cp: &ControlPlane, ns: &str) -> Vec<String> {
@@ -843,18 +659,8 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
         http.create_repo(repo);
     }
     let examples = repo_root().join("examples");
-    seed_dir(
-        &http.authed_url("app"),
-        "main",
-        &examples.join("app"),
-        "Shop application base",
-    );
-    seed_dir(
-        &http.authed_url("config"),
-        "main",
-        &examples.join("config"),
-        "Shared shop configuration",
-    );
+    seed_dir(&http.authed_url("app"), "main", &examples.join("app"), "Shop application base");
+    seed_dir(&http.authed_url("config"), "main", &examples.join("config"), "Shared shop configuration");
 
     // The same Tier in two namespaces; only TENANT bound deploy/tenant/.
     let manifests = tier0_manifests(&http);
@@ -911,26 +717,13 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
     ] {
         cmd.env_remove(var);
     }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let controller = Controller {
-        child: std::sync::Mutex::new(child),
-        log,
-    };
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let controller = Controller { child: std::sync::Mutex::new(child), log };
 
     let context = |controller: &Controller| {
         format!(
             "tier {TENANT}/tier-0 status:\n{}\ncontroller log:\n{}",
-            cp.kubectl_ok([
-                "get",
-                "tiers.shopset.dev",
-                "tier-0",
-                "-n",
-                TENANT,
-                "-o",
-                "jsonpath={.status}"
-            ]),
+            cp.kubectl_ok(["get", "tiers.shopset.dev", "tier-0", "-n", TENANT, "-o", "jsonpath={.status}"]),
             controller.log()
         )
     };
@@ -946,28 +739,11 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
         },
         || context(&controller),
     );
-    assert!(
-        branch_head(&http.authed_url("system"), "tier-0").is_some(),
-        "system branch tier-0 pushed"
-    );
-    assert_eq!(
-        applications(cp),
-        ["canary-eu", "canary-us"],
-        "Applications of tier-0"
-    );
-    let finalizers = cp.kubectl_ok([
-        "get",
-        "tiers.shopset.dev",
-        "tier-0",
-        "-n",
-        TENANT,
-        "-o",
-        "jsonpath={.metadata.finalizers}",
-    ]);
-    assert!(
-        finalizers.contains("shopset.dev/cleanup"),
-        "finalizer: {finalizers}"
-    );
+    assert!(branch_head(&http.authed_url("system"), "tier-0").is_some(), "system branch tier-0 pushed");
+    assert_eq!(applications(cp), ["canary-eu", "canary-us"], "Applications of tier-0");
+    let finalizers =
+        cp.kubectl_ok(["get", "tiers.shopset.dev", "tier-0", "-n", TENANT, "-o", "jsonpath={.metadata.finalizers}"]);
+    assert!(finalizers.contains("shopset.dev/cleanup"), "finalizer: {finalizers}");
     let shopset = cp.kubectl_ok([
         "get",
         "shopsets.shopset.dev",
@@ -994,18 +770,11 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
         Duration::from_secs(20),
         || {
             let ev = events(cp, TENANT);
-            ev.iter()
-                .any(|e| e == "shopset-controller Tier/tier-0 Pushed")
-                .then_some(ev)
+            ev.iter().any(|e| e == "shopset-controller Tier/tier-0 Pushed").then_some(ev)
         },
         || format!("events: {:?}\n{}", events(cp, TENANT), context(&controller)),
     );
-    assert!(
-        recorded
-            .iter()
-            .any(|e| e == "shopset-controller Tier/tier-0 BranchCreated"),
-        "{recorded:?}"
-    );
+    assert!(recorded.iter().any(|e| e == "shopset-controller Tier/tier-0 BranchCreated"), "{recorded:?}");
 
     // Where nobody bound deploy/tenant/, the Secret is refused, and the Tier says so.
     let (reason, message) = wait_for(
@@ -1013,12 +782,7 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
         Duration::from_secs(30),
         || {
             let status = tier_condition(cp, UNBOUND, "status");
-            (status == "False").then(|| {
-                (
-                    tier_condition(cp, UNBOUND, "reason"),
-                    tier_condition(cp, UNBOUND, "message"),
-                )
-            })
+            (status == "False").then(|| (tier_condition(cp, UNBOUND, "reason"), tier_condition(cp, UNBOUND, "message")))
         },
         || controller.log(),
     );
@@ -1039,51 +803,24 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
             controller.assert_running();
             (applications(cp) == ["canary-eu"]).then_some(())
         },
-        || {
-            format!(
-                "applications: {:?}\n{}",
-                applications(cp),
-                context(&controller)
-            )
-        },
+        || format!("applications: {:?}\n{}", applications(cp), context(&controller)),
     );
     wait_for(
         "an ApplicationsDeleted Event",
         Duration::from_secs(20),
-        || {
-            events(cp, TENANT)
-                .iter()
-                .any(|e| e == "shopset-controller Tier/tier-0 ApplicationsDeleted")
-                .then_some(())
-        },
+        || events(cp, TENANT).iter().any(|e| e == "shopset-controller Tier/tier-0 ApplicationsDeleted").then_some(()),
         || format!("events: {:?}\n{}", events(cp, TENANT), context(&controller)),
     );
-    assert_eq!(
-        tier_condition(cp, TENANT, "status"),
-        "True",
-        "{}",
-        context(&controller)
-    );
+    assert_eq!(tier_condition(cp, TENANT, "status"), "True", "{}", context(&controller));
 
     // Nothing but the unbound namespace's Secret was refused.
     let log = controller.log();
-    let refused: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("forbidden") && !l.contains(UNBOUND))
-        .collect();
-    assert!(
-        refused.is_empty(),
-        "the controller was refused:\n{}\n\nfull log:\n{log}",
-        refused.join("\n")
-    );
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("forbidden") && !l.contains(UNBOUND)).collect();
+    assert!(refused.is_empty(), "the controller was refused:\n{}\n\nfull log:\n{log}", refused.join("\n"));
 
     // SIGTERM: it stops cleanly and hands the Lease back.
     let status = controller.stop();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "controller exit {status:?}:\n{}",
-        controller.log()
-    );
+    assert!(status.is_some_and(|s| s.success()), "controller exit {status:?}:\n{}", controller.log());
     let holder = cp.kubectl_ok([
         "get",
         "lease",
@@ -1093,10 +830,5 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ]);
-    assert_eq!(
-        holder,
-        "",
-        "Lease released on shutdown:\n{}",
-        controller.log()
-    );
+    assert_eq!(holder, "", "Lease released on shutdown:\n{}", controller.log());
 }

@@ -209,7 +209,11 @@ fn kill_during_push_converges_with_one_commit() {
     let log = w.ctl.log_since_start();
     eprintln!(
         "kill during push: the killed push {}",
-        if log.contains("pushed system branch") { "did not land; the restarted controller pushed it again" } else { "landed; the restarted controller found the branch up to date" }
+        if log.contains("pushed system branch") {
+            "did not land; the restarted controller pushed it again"
+        } else {
+            "landed; the restarted controller found the branch up to date"
+        }
     );
     w.ctl.stop();
 }
@@ -220,7 +224,8 @@ fn kill_during_push_converges_with_one_commit() {
 #[test]
 fn hand_pushed_commits_stay_in_history_and_generated_files_are_restored() {
     let test = "hand push";
-    let w = World::start(Plane::shared(TESTS), "faults-hand-push", TierOptions::default(), &Run::new("hand-push-replica"));
+    let w =
+        World::start(Plane::shared(TESTS), "faults-hand-push", TierOptions::default(), &Run::new("hand-push-replica"));
     phase(test, "first sync done");
     let repo = w.system_repo();
     let head0 = w.head();
@@ -229,23 +234,34 @@ fn hand_pushed_commits_stay_in_history_and_generated_files_are_restored() {
     // (a) A generated file edited by hand.
     let path = "shopsets/canary-eu/kustomization.yaml";
     let original = git(&repo, &["show", &format!("{TIER}:{path}")]) + "\n";
-    let theirs = commit_files(&w.s.system_url, TIER, &[(path, &format!("{original}# scaled up by hand during an incident\n"))], "canary-eu: hand edit");
-    let restored = wait_until("the controller to restore the generated file", INTERVAL + Duration::from_secs(30), &w.ctl, || {
-        let head = w.head();
-        (head != theirs).then_some(head)
-    });
+    let theirs = commit_files(
+        &w.s.system_url,
+        TIER,
+        &[(path, &format!("{original}# scaled up by hand during an incident\n"))],
+        "canary-eu: hand edit",
+    );
+    let restored =
+        wait_until("the controller to restore the generated file", INTERVAL + Duration::from_secs(30), &w.ctl, || {
+            let head = w.head();
+            (head != theirs).then_some(head)
+        });
     check_restored(&w, &repo, &theirs, &restored, &tree0, path);
-    assert_eq!(git(&repo, &["show", &format!("{restored}:{path}")]) + "\n", original, "the file's content before the edit");
+    assert_eq!(
+        git(&repo, &["show", &format!("{restored}:{path}")]) + "\n",
+        original,
+        "the file's content before the edit"
+    );
     let message = git(&repo, &["log", "-1", "--format=%B", &restored]);
     assert!(!message.contains("shopsets changed"), "no ShopSet changed, a file was restored:\n{message}");
     phase(test, "generated file restored");
 
     // (b) An unrelated file added by hand: the system branch is the render, so it goes too.
     let theirs2 = commit_files(&w.s.system_url, TIER, &[("NOTES.md", "on call this week: ana\n")], "notes, by hand");
-    let restored2 = wait_until("the controller to restore the tree", INTERVAL + Duration::from_secs(30), &w.ctl, || {
-        let head = w.head();
-        (head != theirs2).then_some(head)
-    });
+    let restored2 =
+        wait_until("the controller to restore the tree", INTERVAL + Duration::from_secs(30), &w.ctl, || {
+            let head = w.head();
+            (head != theirs2).then_some(head)
+        });
     check_restored(&w, &repo, &theirs2, &restored2, &tree0, "NOTES.md");
     assert!(is_ancestor(&repo, &theirs, &restored2), "the first hand-made commit is still in history");
     assert_eq!(w.s.system_log().len(), 5, "render, hand edit, restore, hand edit, restore");
@@ -298,7 +314,8 @@ fn check_restored(w: &World, repo: &Path, theirs: &str, restored: &str, tree0: &
 #[test]
 fn git_server_down_backs_off_and_recovers_without_deleting_anything() {
     let test = "git down";
-    let mut w = World::start(Plane::shared(TESTS), "faults-git-down", TierOptions::default(), &Run::new("git-down-replica"));
+    let mut w =
+        World::start(Plane::shared(TESTS), "faults-git-down", TierOptions::default(), &Run::new("git-down-replica"));
     phase(test, "first sync done");
     let before = w.s.system_log();
     let apps = w.s.applications(&w.cp);
@@ -314,7 +331,9 @@ fn git_server_down_backs_off_and_recovers_without_deleting_anything() {
     });
     assert_eq!(reason, "GitUnavailable", "{message}");
     assert!(
-        message.contains(&format!("127.0.0.1:{port}")) && message.contains("is unreachable: ") && !message.contains("unreachable: ;"),
+        message.contains(&format!("127.0.0.1:{port}"))
+            && message.contains("is unreachable: ")
+            && !message.contains("unreachable: ;"),
         "the message names the repository and git's error: {message}"
     );
     phase(test, &format!("Ready=False GitUnavailable after {:.1?}: {message}", down.elapsed()));
@@ -334,7 +353,11 @@ fn git_server_down_backs_off_and_recovers_without_deleting_anything() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "no failure 8 s after the previous one: retries at {seen:?} (errors {count})\n{}", w.ctl.log_since_start());
+        assert!(
+            Instant::now() < deadline,
+            "no failure 8 s after the previous one: retries at {seen:?} (errors {count})\n{}",
+            w.ctl.log_since_start()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let gaps: Vec<Duration> = seen.windows(2).map(|p| p[1] - p[0]).collect();
@@ -344,8 +367,16 @@ fn git_server_down_backs_off_and_recovers_without_deleting_anything() {
     // Retrying every second would have failed more than 10 times by now.
     assert!(window >= Duration::from_secs(10) && count <= 5.0, "few retries while git is down: {count} in {window:?}");
     assert!(gaps.iter().skip(1).all(|g| *g >= Duration::from_secs(4)), "retries slower than one a second: {gaps:?}");
-    let failed_lines = w.ctl.log_since_start().lines().filter(|l| l.contains("reconcile failed") && l.contains("GitUnavailable")).count();
-    assert!(failed_lines >= 1 && failed_lines as f64 <= count, "one log line per failure: {failed_lines} lines, {count} failures");
+    let failed_lines = w
+        .ctl
+        .log_since_start()
+        .lines()
+        .filter(|l| l.contains("reconcile failed") && l.contains("GitUnavailable"))
+        .count();
+    assert!(
+        failed_lines >= 1 && failed_lines as f64 <= count,
+        "one log line per failure: {failed_lines} lines, {count} failures"
+    );
     assert!(w.ctl.running());
     assert_eq!(w.s.applications(&w.cp), apps, "no Application is deleted while git is down");
     assert_eq!(w.s.ready(&w.cp).1, "GitUnavailable");
@@ -363,7 +394,8 @@ fn git_server_down_backs_off_and_recovers_without_deleting_anything() {
     phase(test, &format!("backing off: last gap {last_gap:.1?}"));
 
     // A commit lands while the server is down (straight into its repository), then it is back.
-    let app1 = commit_files(path_str(&app_repo), TIER, &[("base/CHANGELOG.md", "while git was down\n")], "while git was down");
+    let app1 =
+        commit_files(path_str(&app_repo), TIER, &[("base/CHANGELOG.md", "while git was down\n")], "while git was down");
     w.daemon.restart();
     let up = Instant::now();
     // The next retry is at most twice the last gap away (the backoff doubles, capped at 5 min).
@@ -385,7 +417,8 @@ fn apiserver_restart_resumes_watches_without_duplicate_commits() {
     // outlasts the restart, so the same process carries on (a shorter one would make it stop,
     // as it should, and its Deployment would restart it).
     let opts = TierOptions { interval: "1h".into(), ..TierOptions::default() };
-    let mut w = World::start(Plane::exclusive(TESTS), "faults-apiserver", opts, &Run::new("apiserver-replica").lease("90s"));
+    let mut w =
+        World::start(Plane::exclusive(TESTS), "faults-apiserver", opts, &Run::new("apiserver-replica").lease("90s"));
     phase(test, "first sync done");
     std::thread::sleep(Duration::from_secs(2));
     let before = w.s.system_log();
@@ -398,10 +431,11 @@ fn apiserver_restart_resumes_watches_without_duplicate_commits() {
 
     let added = Instant::now();
     w.cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &shopset_yaml(&w.s.ns, "late-add"));
-    let head = wait_until("the ShopSet added after the restart to be rendered", Duration::from_secs(90), &w.ctl, || {
-        let log = w.s.system_log();
-        (log.len() > before.len()).then_some(log)
-    });
+    let head =
+        wait_until("the ShopSet added after the restart to be rendered", Duration::from_secs(90), &w.ctl, || {
+            let log = w.s.system_log();
+            (log.len() > before.len()).then_some(log)
+        });
     phase(test, &format!("ShopSet rendered {:.1?} after it was added", added.elapsed()));
     assert_eq!(head.len(), before.len() + 1, "{head:#?}");
     assert_eq!(head[1..], before[..]);
@@ -426,10 +460,17 @@ fn apiserver_restart_resumes_watches_without_duplicate_commits() {
 fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
     let test = "replicas";
     let lease = Duration::from_secs(6);
-    let mut w = World::start(Plane::shared(TESTS), "faults-replicas", TierOptions::default(), &Run::new("replica-a").lease("6s"));
+    let mut w = World::start(
+        Plane::shared(TESTS),
+        "faults-replicas",
+        TierOptions::default(),
+        &Run::new("replica-a").lease("6s"),
+    );
     phase(test, "replica-a synced");
     let before = w.s.system_log();
-    let holder = |w: &World| w.cp.kubectl_ok(["get", "lease", "shopset-controller", "-n", &w.s.ns, "-o", "jsonpath={.spec.holderIdentity}"]);
+    let holder = |w: &World| {
+        w.cp.kubectl_ok(["get", "lease", "shopset-controller", "-n", &w.s.ns, "-o", "jsonpath={.spec.holderIdentity}"])
+    };
     assert_eq!(holder(&w), "replica-a");
 
     let mut b = Controller::new(&w.cp, w.s.work.path(), &w.s.ns, "replica-b");
@@ -445,7 +486,10 @@ fn only_the_lease_holder_writes_and_a_killed_holder_hands_over() {
     let after1 = w.s.system_log();
     assert_one_commit(&before, &after1, &w.app0, &app1);
     let b_log = b.log_since_start();
-    assert!(!b_log.contains("became leader") && !b_log.contains("pushed system branch"), "replica-b did nothing:\n{b_log}");
+    assert!(
+        !b_log.contains("became leader") && !b_log.contains("pushed system branch"),
+        "replica-b did nothing:\n{b_log}"
+    );
     assert_eq!((b.reconciles(), b.pushes()), (0.0, 0.0), "replica-b reconciled nothing");
     assert_eq!(holder(&w), "replica-a");
     phase(test, "only replica-a wrote");

@@ -72,7 +72,10 @@ fn credentials_appear_in_no_log_event_status_message_or_commit() {
         (r.0 == "False").then_some(r)
     });
     assert_eq!(reason, "AuthenticationFailed", "{message}");
-    assert!(message.contains(&server.url("shop-app")) || message.contains(&format!("127.0.0.1:{}", server.port())), "{message}");
+    assert!(
+        message.contains(&server.url("shop-app")) || message.contains(&format!("127.0.0.1:{}", server.port())),
+        "{message}"
+    );
     phase(test, &format!("wrong password: {message}"));
     ctl.stop();
 
@@ -114,7 +117,10 @@ fn credentials_appear_in_no_log_event_status_message_or_commit() {
     let logs = ctl.all_logs();
     assert!(logs.contains("AuthenticationFailed"), "the log has the failures:\n{logs}");
     let json_lines = json_log.lines().filter(|l| l.starts_with('{')).count();
-    assert!(json_lines > 10 && json_log.contains("\"level\":\"DEBUG\"") && json_log.contains("AuthenticationFailed"), "a JSON debug log with the failures:\n{json_log}");
+    assert!(
+        json_lines > 10 && json_log.contains("\"level\":\"DEBUG\"") && json_log.contains("AuthenticationFailed"),
+        "a JSON debug log with the failures:\n{json_log}"
+    );
     let events = cp.kubectl_ok(["get", "events", "-n", &s.ns, "-o", "yaml"]);
     assert!(events.contains("AuthenticationFailed"), "{events}");
 
@@ -122,8 +128,14 @@ fn credentials_appear_in_no_log_event_status_message_or_commit() {
         ("controller logs".into(), logs.into_bytes()),
         ("shopctl output".into(), cli_output.into_bytes()),
         ("Events".into(), events.into_bytes()),
-        ("Events of the Argo CD namespace".into(), cp.kubectl_ok(["get", "events", "-n", &s.argocd_ns, "-o", "yaml"]).into_bytes()),
-        ("Tier, ShopSet and Configuration objects".into(), cp.kubectl_ok(["get", "tiers,shopsets,configurations", "-n", &s.ns, "-o", "yaml"]).into_bytes()),
+        (
+            "Events of the Argo CD namespace".into(),
+            cp.kubectl_ok(["get", "events", "-n", &s.argocd_ns, "-o", "yaml"]).into_bytes(),
+        ),
+        (
+            "Tier, ShopSet and Configuration objects".into(),
+            cp.kubectl_ok(["get", "tiers,shopsets,configurations", "-n", &s.ns, "-o", "yaml"]).into_bytes(),
+        ),
         ("kubectl describe tier".into(), cp.kubectl_ok(["describe", "tier", TIER, "-n", &s.ns]).into_bytes()),
         ("Applications".into(), cp.kubectl_ok(["get", "applications", "-n", &s.argocd_ns, "-o", "yaml"]).into_bytes()),
         ("Lease".into(), cp.kubectl_ok(["get", "leases", "-n", &s.ns, "-o", "yaml"]).into_bytes()),
@@ -132,7 +144,8 @@ fn credentials_appear_in_no_log_event_status_message_or_commit() {
         haystacks.push((format!("every object and ref of the {repo} repository"), repository_dump(&server.path(repo))));
     }
     for cached in std::fs::read_dir(ctl.cache_dir()).expect("read the controller's cache").flatten() {
-        haystacks.push((format!("the controller's cache {}", cached.path().display()), repository_dump(&cached.path())));
+        haystacks
+            .push((format!("the controller's cache {}", cached.path().display()), repository_dump(&cached.path())));
     }
     let mut secrets = vec![];
     for password in [PASSWORD, WRONG_PASSWORD] {
@@ -142,10 +155,21 @@ fn credentials_appear_in_no_log_event_status_message_or_commit() {
     }
     for (what, hay) in &haystacks {
         for secret in &secrets {
-            assert!(!contains(hay, secret.as_bytes()), "{what} contain the secret {secret:?}:\n{}", String::from_utf8_lossy(hay));
+            assert!(
+                !contains(hay, secret.as_bytes()),
+                "{what} contain the secret {secret:?}:\n{}",
+                String::from_utf8_lossy(hay)
+            );
         }
     }
-    phase(test, &format!("no secret in {} places ({} bytes)", haystacks.len(), haystacks.iter().map(|h| h.1.len()).sum::<usize>()));
+    phase(
+        test,
+        &format!(
+            "no secret in {} places ({} bytes)",
+            haystacks.len(),
+            haystacks.iter().map(|h| h.1.len()).sum::<usize>()
+        ),
+    );
 }
 
 /// Everything a repository holds: every object's content, refs, reflogs, config and FETCH_HEAD.
@@ -158,7 +182,12 @@ fn repository_dump(repo: &Path) -> Vec<u8> {
         .stdin(Stdio::null())
         .output()
         .expect("git cat-file");
-    assert!(objects.status.success(), "git cat-file in {}: {}", repo.display(), String::from_utf8_lossy(&objects.stderr));
+    assert!(
+        objects.status.success(),
+        "git cat-file in {}: {}",
+        repo.display(),
+        String::from_utf8_lossy(&objects.stderr)
+    );
     assert!(!objects.stdout.is_empty(), "{} holds objects", repo.display());
     out.extend(objects.stdout);
     let refs = Command::new("git").args(["for-each-ref"]).env("GIT_DIR", repo).output().expect("git for-each-ref");

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use shopset::api::{
-    AppSource, ArgoCdSettings, AutomatedSync, Configuration, ConfigurationSpec, DeletionPolicy, Destination, ImageOverride, Promotion,
-    ShopSet, ShopSetSpec, SyncPolicy, SystemRepository, Tier, TierSpec,
+    AppSource, ArgoCdSettings, AutomatedSync, Configuration, ConfigurationSpec, DeletionPolicy, Destination,
+    ImageOverride, Promotion, ShopSet, ShopSetSpec, SyncPolicy, SystemRepository, Tier, TierSpec,
 };
 use shopset::manifests::Inventory;
 use shopset::render::{Entry, Pins, RenderInput, Renderer, Tree};
@@ -90,11 +90,13 @@ const PAYLOADS: &[&str] = &[
 /// YAML indicator) and non-ASCII characters that are neither whitespace nor controls, so that
 /// values still pass validation while carrying hostile characters.
 const VISIBLE: &[char] = &[
-    'a', 'z', 'A', 'Z', '0', '9', '!', '#', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', ':', ';', '<', '=', '>', '?',
-    '@', '[', ']', '^', '_', '`', '{', '|', '}', '~', 'é', '日', '🦀', '\u{200b}', '\u{feff}', '\u{fffe}', '\u{ffff}', '\u{e000}',
+    'a', 'z', 'A', 'Z', '0', '9', '!', '#', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', ':', ';', '<',
+    '=', '>', '?', '@', '[', ']', '^', '_', '`', '{', '|', '}', '~', 'é', '日', '🦀', '\u{200b}', '\u{feff}',
+    '\u{fffe}', '\u{ffff}', '\u{e000}',
 ];
 /// Whitespace and controls: only values validation does not restrict can hold them.
-const INVISIBLE: &[char] = &[' ', '\t', '\n', '\r', '\0', '\u{b}', '\u{1b}', '\u{7f}', '\u{85}', '\u{a0}', '\u{2028}', '\u{2029}'];
+const INVISIBLE: &[char] =
+    &[' ', '\t', '\n', '\r', '\0', '\u{b}', '\u{1b}', '\u{7f}', '\u{85}', '\u{a0}', '\u{2028}', '\u{2029}'];
 
 /// What a string field must look like to pass validation; generated values follow it.
 #[derive(Clone, Copy, PartialEq)]
@@ -164,7 +166,9 @@ impl Bytes<'_> {
         const SHOP: &[char] = &['a', 'Z', '0', '_', '.', '-'];
         let len = 1 + self.below(40);
         let mut out = match kind {
-            Kind::Url => ["https://git.example.com/", "http://h/", "ssh://git@h/", "git://h/", "file:///", "git@h:"][self.below(6)].to_string(),
+            Kind::Url => ["https://git.example.com/", "http://h/", "ssh://git@h/", "git://h/", "file:///", "git@h:"]
+                [self.below(6)]
+            .to_string(),
             Kind::Path | Kind::Shop => "a".into(),
             _ => String::new(),
         };
@@ -234,7 +238,12 @@ pub struct Case {
 
 impl Case {
     pub fn input(&self) -> RenderInput<'_> {
-        RenderInput { tier: &self.tier, configurations: &self.configurations, shopsets: &self.shopsets, pins: &self.pins }
+        RenderInput {
+            tier: &self.tier,
+            configurations: &self.configurations,
+            shopsets: &self.shopsets,
+            pins: &self.pins,
+        }
     }
 }
 
@@ -248,7 +257,10 @@ pub fn decode(data: &[u8]) -> Case {
         &tier_name,
         TierSpec {
             branch: b.option(false, |b| b.string(Kind::Branch, "tier-0")),
-            app: AppSource { url: b.string(Kind::Url, "https://git.example.com/acme/shop-app.git"), path: b.string(Kind::Path, "base") },
+            app: AppSource {
+                url: b.string(Kind::Url, "https://git.example.com/acme/shop-app.git"),
+                path: b.string(Kind::Path, "base"),
+            },
             system: SystemRepository { url: b.string(Kind::Url, "https://git.example.com/acme/shop-system.git") },
             promotion: b.option(false, |b| Promotion { from: b.string(Kind::Name, "tier-minus-1") }),
             argocd: ArgoCdSettings {
@@ -297,7 +309,9 @@ pub fn decode(data: &[u8]) -> Case {
                     name: b.string(Kind::Image, "ghcr.io/acme/checkout"),
                     new_name: b.option(false, |b| b.string(Kind::Image, "registry.example.com/acme/checkout")),
                     new_tag: b.option(true, |b| b.string(Kind::Image, "1.1.0-rc.1")),
-                    digest: b.option(false, |b| b.string(Kind::Image, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")),
+                    digest: b.option(false, |b| {
+                        b.string(Kind::Image, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+                    }),
                 })
                 .collect();
             let namespace = b.option(false, |b| b.string(Kind::Name, "shops-us-east"));
@@ -367,10 +381,21 @@ fn validated_renders(renderer: &Renderer, inventory: &Inventory) -> Result<Vec<V
         let Ok(input) = inventory.tier_input(&name) else { continue };
         let pins = Pins {
             app: "0".repeat(40),
-            configurations: input.configurations.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40))).collect(),
+            configurations: input
+                .configurations
+                .iter()
+                .map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40)))
+                .collect(),
         };
-        let render = RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins };
-        let tree = renderer.render(render).map_err(|e| format!("validation accepted Tier {name} but the render failed: {e}"))?;
+        let render = RenderInput {
+            tier: &input.tier,
+            configurations: &input.configurations,
+            shopsets: &input.shopsets,
+            pins: &pins,
+        };
+        let tree = renderer
+            .render(render)
+            .map_err(|e| format!("validation accepted Tier {name} but the render failed: {e}"))?;
         check_tree(render, &tree).map_err(|e| format!("validated render of Tier {name}: {e}"))?;
         out.push(Validated { tier: input.tier, configurations: input.configurations, tree });
     }
@@ -418,10 +443,16 @@ fn expected_yaml(input: RenderInput<'_>) -> BTreeMap<String, Value> {
         }
         if let Some(replicas) = ss.spec.replicas {
             kustomization["patches"] = json!([{"path": "replicas.yaml", "target": {"kind": "Deployment"}}]);
-            files.insert(format!("{dir}/replicas.yaml"), json!([{"op": "add", "path": "/spec/replicas", "value": replicas}]));
+            files.insert(
+                format!("{dir}/replicas.yaml"),
+                json!([{"op": "add", "path": "/spec/replicas", "value": replicas}]),
+            );
         }
         files.insert(format!("{dir}/kustomization.yaml"), kustomization);
-        files.insert(format!("{dir}/namespace.yaml"), json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
+        files.insert(
+            format!("{dir}/namespace.yaml"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        );
         let argocd = &tier.spec.argocd;
         let mut application = json!({
             "apiVersion": "argoproj.io/v1alpha1",
@@ -452,7 +483,8 @@ fn expected_yaml(input: RenderInput<'_>) -> BTreeMap<String, Value> {
 fn one_document(text: &str) -> Result<Value, String> {
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).map_err(|e| format!("not YAML: {e}"))?;
+        let value =
+            <serde_yaml::Value as serde::Deserialize>::deserialize(doc).map_err(|e| format!("not YAML: {e}"))?;
         docs.push(value);
     }
     match docs.as_slice() {

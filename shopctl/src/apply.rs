@@ -94,14 +94,23 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
     let commit = git_out(&checkout, &["rev-parse", "HEAD"]).unwrap_or_default();
 
     let available: BTreeSet<String> = std::fs::read_dir(checkout.join("shopsets"))
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     let names: Vec<String> = match &args.shopset {
         Some(name) if available.contains(name) => vec![name.clone()],
         Some(name) => {
             return Err(anyhow!(
                 "ShopSet {name}: branch {branch} of {url} has no overlay shopsets/{name} (it has: {}); fix: sync the tier first (`shopctl sync -f ... --tier {}`), or name one of those",
-                if available.is_empty() { "none".to_string() } else { available.iter().cloned().collect::<Vec<_>>().join(", ") },
+                if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.iter().cloned().collect::<Vec<_>>().join(", ")
+                },
                 args.tier
             ));
         }
@@ -116,7 +125,10 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
             if dry { ", server dry run: nothing is stored" } else { "" }
         );
         for ss in input.shopsets.iter().map(|s| s.name_any()).filter(|n| !available.contains(n)) {
-            println!("  {} ShopSet {ss} has no overlay on branch {branch} yet: not applied (sync the tier first)", style.yellow("note:"));
+            println!(
+                "  {} ShopSet {ss} has no overlay on branch {branch} yet: not applied (sync the tier first)",
+                style.yellow("note:")
+            );
         }
     }
 
@@ -146,7 +158,17 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
             }
         }
     }
-    print_structured(cli.output, &Report { tier: args.tier.clone(), system_url: url.clone(), branch, commit, field_manager: FIELD_MANAGER, applied })?;
+    print_structured(
+        cli.output,
+        &Report {
+            tier: args.tier.clone(),
+            system_url: url.clone(),
+            branch,
+            commit,
+            field_manager: FIELD_MANAGER,
+            applied,
+        },
+    )?;
     if !failures.is_empty() {
         return Err(anyhow!("{}", failures.join("\n")));
     }
@@ -156,8 +178,12 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
 fn apply_one(kustomize: &Kustomize, checkout: &Path, name: &str, rel: &str, dry: bool) -> Result<Applied> {
     let build_cmd = kustomize.display(rel);
     let yaml = kustomize.build(&checkout.join(rel)).map_err(|e| anyhow!("ShopSet {name}: `{build_cmd}` failed: {e}; fix: build it yourself in a clone of the system branch to see the error"))?;
-    let mut kubectl_args: Vec<String> =
-        vec!["apply".into(), "--server-side".into(), format!("--field-manager={FIELD_MANAGER}"), "--force-conflicts".into()];
+    let mut kubectl_args: Vec<String> = vec![
+        "apply".into(),
+        "--server-side".into(),
+        format!("--field-manager={FIELD_MANAGER}"),
+        "--force-conflicts".into(),
+    ];
     if dry {
         kubectl_args.push("--dry-run=server".into());
     }
@@ -169,7 +195,8 @@ fn apply_one(kustomize: &Kustomize, checkout: &Path, name: &str, rel: &str, dry:
     let (stream, not_checked) = if dry { split_for_dry_run(&yaml)? } else { (yaml, Vec::new()) };
     let mut objects = Vec::new();
     if !stream.trim().is_empty() {
-        let out = run_with_stdin("kubectl", &kubectl_args, &stream).with_context(|| format!("ShopSet {name}: cannot run kubectl; fix: install kubectl and put it on PATH"))?;
+        let out = run_with_stdin("kubectl", &kubectl_args, &stream)
+            .with_context(|| format!("ShopSet {name}: cannot run kubectl; fix: install kubectl and put it on PATH"))?;
         if !out.status.success() {
             return Err(anyhow!(
                 "ShopSet {name}: `kubectl {}` failed ({}): {}; fix: check KUBECONFIG, your permissions in the ShopSet's namespace, and the objects kubectl names",
@@ -210,7 +237,10 @@ fn split_for_dry_run(yaml: &str) -> Result<(String, Vec<String>)> {
                             .output()
                             .context("cannot run kubectl; fix: install kubectl and put it on PATH")?;
                         if !out.status.success() {
-                            return Err(anyhow!("`kubectl get namespace {ns}` failed: {}; fix: check KUBECONFIG", String::from_utf8_lossy(&out.stderr).trim()));
+                            return Err(anyhow!(
+                                "`kubectl get namespace {ns}` failed: {}; fix: check KUBECONFIG",
+                                String::from_utf8_lossy(&out.stderr).trim()
+                            ));
                         }
                         let e = !out.stdout.is_empty();
                         namespaces.insert(ns.clone(), e);
@@ -257,7 +287,8 @@ fn split_documents(yaml: &str) -> Vec<String> {
 }
 
 fn run_with_stdin(program: &str, args: &[String], input: &str) -> std::io::Result<std::process::Output> {
-    let mut child = Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child =
+        Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let input = input.to_string();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
@@ -279,7 +310,8 @@ impl TempDir {
     pub(crate) fn new(prefix: &str) -> Result<Self> {
         use std::os::unix::fs::DirBuilderExt as _;
         let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         for attempt in 0..100u32 {
             let path = base.join(format!("{prefix}{}-{nanos:x}-{attempt}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
@@ -317,7 +349,9 @@ impl Kustomize {
         if let Some(p) = on_path("kubectl") {
             return Ok(Self { program: p, name: "kubectl", sub: "kustomize" });
         }
-        Err(anyhow!("neither kustomize nor kubectl is on PATH; fix: install kustomize v5 (or kubectl, which has it built in)"))
+        Err(anyhow!(
+            "neither kustomize nor kubectl is on PATH; fix: install kustomize v5 (or kubectl, which has it built in)"
+        ))
     }
 
     /// The command as a person types it.
@@ -327,7 +361,12 @@ impl Kustomize {
 
     /// The build's output, or its error output.
     pub(crate) fn build(&self, dir: &Path) -> std::result::Result<String, String> {
-        let out = Command::new(&self.program).arg(self.sub).arg(dir).stdin(Stdio::null()).output().map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+        let out = Command::new(&self.program)
+            .arg(self.sub)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
         if out.status.success() {
             String::from_utf8(out.stdout).map_err(|_| "the output is not UTF-8".to_string())
         } else {
@@ -339,7 +378,9 @@ impl Kustomize {
 fn on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// `git clone --recurse-submodules --branch BRANCH URL DEST`, with `-c protocol.file.allow=always`
@@ -366,7 +407,10 @@ fn clone_recursive(auth: &Auth, url: &str, branch: &str, dest: &Path, urls: &[St
         for secret in auth.secrets() {
             stderr = stderr.replace(secret, "<redacted>");
         }
-        return Err(anyhow!("cannot clone branch {branch} of {url} with its submodules: `{shown}` failed ({}): {stderr}; fix: check the URL, that the branch exists (`shopctl sync`), and your git credentials", out.status));
+        return Err(anyhow!(
+            "cannot clone branch {branch} of {url} with its submodules: `{shown}` failed ({}): {stderr}; fix: check the URL, that the branch exists (`shopctl sync`), and your git credentials",
+            out.status
+        ));
     }
     Ok(())
 }
@@ -388,12 +432,20 @@ fn credential_env(auth: &Auth, urls: &[String], tmp: &Path) -> Result<Vec<(OsStr
     if let Some(key) = &auth.ssh_key {
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = tmp.join("identity");
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).context("cannot write the SSH key to a temporary file")?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .context("cannot write the SSH key to a temporary file")?;
         f.write_all(key.as_bytes())?;
         if !key.ends_with('\n') {
             f.write_all(b"\n")?;
         }
-        env.push(("GIT_SSH_COMMAND".into(), format!("ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes", path.display()).into()));
+        env.push((
+            "GIT_SSH_COMMAND".into(),
+            format!("ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes", path.display()).into(),
+        ));
     }
     Ok(env)
 }

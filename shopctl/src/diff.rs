@@ -78,14 +78,24 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
     let state = shopset::inspect::git_state(&cache, &auth, &to_input)?;
 
     let repo = |label: &str| plan.repositories.iter().find(|m| m.repository == label);
-    let after_of = |label: &str| repo(label).map(|m| m.from_head.clone()).ok_or_else(|| anyhow!("{label}: not part of the promotion plan"));
+    let after_of = |label: &str| {
+        repo(label).map(|m| m.from_head.clone()).ok_or_else(|| anyhow!("{label}: not part of the promotion plan"))
+    };
     let after = Pins {
         app: after_of("app")?,
-        configurations: to_input.configurations.iter().map(|c| Ok((c.name_any(), after_of(&format!("config/{}", c.name_any()))?))).collect::<Result<_>>()?,
+        configurations: to_input
+            .configurations
+            .iter()
+            .map(|c| Ok((c.name_any(), after_of(&format!("config/{}", c.name_any()))?)))
+            .collect::<Result<_>>()?,
     };
     // Now: what TO's system branch pins; a repository it does not pin yet counts as its branch head.
     let now_of = |path: &str, label: &str| -> Option<String> {
-        state.pinned.get(path).cloned().or_else(|| repo(label).map(|m| m.to_head.clone().unwrap_or_else(|| m.from_head.clone())))
+        state
+            .pinned
+            .get(path)
+            .cloned()
+            .or_else(|| repo(label).map(|m| m.to_head.clone().unwrap_or_else(|| m.from_head.clone())))
     };
     let now = state.system_head.as_ref().map(|_| Pins {
         app: now_of("base", "app").unwrap_or_else(|| after.app.clone()),
@@ -94,13 +104,21 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
             .iter()
             .map(|c| {
                 let n = c.name_any();
-                let pin = now_of(&format!("config/{n}"), &format!("config/{n}")).unwrap_or_else(|| after.configurations[&n].clone());
+                let pin = now_of(&format!("config/{n}"), &format!("config/{n}"))
+                    .unwrap_or_else(|| after.configurations[&n].clone());
                 (n, pin)
             })
             .collect(),
     });
 
-    let render = |pins: &Pins| renderer.render(RenderInput { tier: &to_input.tier, configurations: &to_input.configurations, shopsets: &to_input.shopsets, pins });
+    let render = |pins: &Pins| {
+        renderer.render(RenderInput {
+            tier: &to_input.tier,
+            configurations: &to_input.configurations,
+            shopsets: &to_input.shopsets,
+            pins,
+        })
+    };
     let tmp = TempDir::new("shopctl-diff-")?;
     let kustomize = Kustomize::find()?;
     let after_dir = tmp.path().join("after");
@@ -124,7 +142,11 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
     for ss in &to_input.shopsets {
         let name = ss.name_any();
         let rel = format!("shopsets/{name}");
-        let build = |dir: &Path| kustomize.build(&dir.join(&rel)).map_err(|e| anyhow!("ShopSet {name}: `{}` failed in the materialised system tree: {e}", kustomize.display(&rel)));
+        let build = |dir: &Path| {
+            kustomize.build(&dir.join(&rel)).map_err(|e| {
+                anyhow!("ShopSet {name}: `{}` failed in the materialised system tree: {e}", kustomize.display(&rel))
+            })
+        };
         let new = build(&after_dir)?;
         let old = match (&now, &now_dir) {
             (Some(_), Some(dir)) => Some(build(dir)?),
@@ -139,13 +161,19 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
             t
         };
         let raw = diff_trees(&one(old.as_ref()), &one(Some(&new)));
-        let now_label = now.as_ref().map(|p| format!("{} now: {}", args.to, label(p))).unwrap_or_else(|| format!("{} has no system branch yet", args.to));
+        let now_label = now
+            .as_ref()
+            .map(|p| format!("{} now: {}", args.to, label(p)))
+            .unwrap_or_else(|| format!("{} has no system branch yet", args.to));
         let text: String = raw
             .lines()
             .filter(|l| !l.starts_with("diff --git") && *l != "new file")
             .map(|l| {
                 if l.starts_with("--- ") {
-                    format!("--- {}\t({now_label})\n", if old.is_some() { format!("a/{rel}") } else { "/dev/null".into() })
+                    format!(
+                        "--- {}\t({now_label})\n",
+                        if old.is_some() { format!("a/{rel}") } else { "/dev/null".into() }
+                    )
                 } else if l.starts_with("+++ ") {
                     format!("+++ b/{rel}\t(after promote {} -> {}: {})\n", args.from, args.to, label(&after))
                 } else {
@@ -153,10 +181,22 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
                 }
             })
             .collect();
-        shopsets.push(ShopSetDiff { shopset: name, namespace: ss.destination_namespace(&to_input.tier), changed: !text.is_empty(), diff: text });
+        shopsets.push(ShopSetDiff {
+            shopset: name,
+            namespace: ss.destination_namespace(&to_input.tier),
+            changed: !text.is_empty(),
+            diff: text,
+        });
     }
 
-    let report = DiffReport { from: args.from.clone(), to: args.to.clone(), repositories: plan.repositories, now, after, shopsets };
+    let report = DiffReport {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        repositories: plan.repositories,
+        now,
+        after,
+        shopsets,
+    };
     if cli.output == Output::Text {
         print_text(&report, &state, style);
     }
@@ -173,7 +213,12 @@ fn print_text(r: &DiffReport, state: &shopset::inspect::GitState, style: &Style)
         let n = mv.commits.len();
         let what = match &mv.kind {
             Move::UpToDate => "up to date".to_string(),
-            Move::Create => format!("create {} at {} ({n} commit{})", mv.to_branch, short(&mv.from_head), if n == 1 { "" } else { "s" }),
+            Move::Create => format!(
+                "create {} at {} ({n} commit{})",
+                mv.to_branch,
+                short(&mv.from_head),
+                if n == 1 { "" } else { "s" }
+            ),
             Move::FastForward => format!(
                 "fast-forward {} {} -> {} ({n} commit{})",
                 mv.to_branch,
@@ -232,17 +277,25 @@ fn materialize(cache: &GitCache, auth: &Auth, input: &TierInput, tree: &Tree, di
             input.tier.spec.app.url.clone()
         } else {
             let name = path.trim_start_matches("config/");
-            input.configurations.iter().find(|c| c.name_any() == name).map(|c| c.spec.url.clone()).ok_or_else(|| anyhow!("{path}: no Configuration {name}"))?
+            input
+                .configurations
+                .iter()
+                .find(|c| c.name_any() == name)
+                .map(|c| c.spec.url.clone())
+                .ok_or_else(|| anyhow!("{path}: no Configuration {name}"))?
         };
         let remote = cache.open(&url, auth)?;
-        let present = |r: &shopset::gitops::Remote| r.repo().revparse_single(commit).and_then(|o| o.peel_to_commit()).is_ok();
+        let present =
+            |r: &shopset::gitops::Remote| r.repo().revparse_single(commit).and_then(|o| o.peel_to_commit()).is_ok();
         if !present(&remote) {
             // A commit no longer on the fetched branches: fetch every branch once before giving up.
             let heads = remote.heads()?;
             let names: Vec<&str> = heads.branches.keys().map(String::as_str).collect();
             remote.fetch(&names)?;
             if !present(&remote) {
-                return Err(anyhow!("{path}: commit {commit} is not on any branch of {url} (force-pushed away?); fix: `shopctl doctor` says how to pin a reachable commit"));
+                return Err(anyhow!(
+                    "{path}: commit {commit} is not on any branch of {url} (force-pushed away?); fix: `shopctl doctor` says how to pin a reachable commit"
+                ));
             }
         }
         checkout(remote.repo().path(), commit, &dir.join(path), &tmp.join("index"))?;
@@ -267,7 +320,12 @@ fn checkout(git_dir: &Path, commit: &str, dest: &Path, index: &Path) -> Result<(
             .output()
             .context("cannot run git; fix: install git and put it on PATH")?;
         if !out.status.success() {
-            return Err(anyhow!("`git {}` of {} failed: {}", args.join(" "), git_dir.display(), String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(anyhow!(
+                "`git {}` of {} failed: {}",
+                args.join(" "),
+                git_dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     Ok(())

@@ -46,9 +46,12 @@ struct DoctorReport {
 pub fn doctor(cli: &Cli, style: &Style, args: &DoctorArgs) -> Result<()> {
     let inv = load(&args.files)?;
     let (cache, auth) = (cache(cli)?, auth(cli)?);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let ctx = Context { manifests: args.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -f "), now };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let ctx =
+        Context { manifests: args.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -f "), now };
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let client = rt.block_on(kube::Client::try_default()).map_err(|e| e.to_string());
 
     let mut tiers = Vec::new();
@@ -111,7 +114,8 @@ fn print_text(r: &DoctorReport, style: &Style) {
         for f in &t.findings {
             print_finding(f, style);
         }
-        let ok: Vec<&str> = t.checked.iter().filter(|c| !t.findings.iter().any(|f| &f.check == *c)).map(String::as_str).collect();
+        let ok: Vec<&str> =
+            t.checked.iter().filter(|c| !t.findings.iter().any(|f| &f.check == *c)).map(String::as_str).collect();
         if !ok.is_empty() {
             println!("  {} {}", style.green("ok:"), ok.join(", "));
         }
@@ -143,7 +147,11 @@ fn http_get(url: &str) -> Result<String> {
         Some((h, p)) => (h, format!("/{p}")),
         None => (rest, "/".to_string()),
     };
-    let addr = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) { host.to_string() } else { format!("{host}:80") };
+    let addr = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
     let addrs: Vec<_> = addr.to_socket_addrs().with_context(|| format!("cannot resolve {host}"))?.collect();
     let mut stream = addrs
         .iter()
@@ -159,7 +167,9 @@ fn http_get(url: &str) -> Result<String> {
     if status.split_whitespace().nth(1) != Some("200") {
         return Err(anyhow!("{url} answered {status:?}"));
     }
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    });
     Ok(if chunked { dechunk(body) } else { body.to_string() })
 }
 

@@ -181,19 +181,36 @@ fn main() -> ExitCode {
             let invalid = err.chain().any(|e| {
                 e.downcast_ref::<LoadError>().is_some()
                     || e.downcast_ref::<shopset::validation::Problems>().is_some()
-                    || matches!(e.downcast_ref::<SyncError>(), Some(SyncError::Render(_) | SyncError::PathMissing { .. } | SyncError::BranchMissing { .. }))
+                    || matches!(
+                        e.downcast_ref::<SyncError>(),
+                        Some(SyncError::Render(_) | SyncError::PathMissing { .. } | SyncError::BranchMissing { .. })
+                    )
                     || e.downcast_ref::<shopset::render::RenderError>().is_some()
                     || matches!(
                         e.downcast_ref::<shopset::promote::PromoteError>(),
-                        Some(shopset::promote::PromoteError::WrongOrder { .. } | shopset::promote::PromoteError::NotInHistory { .. } | shopset::promote::PromoteError::BadRevision { .. } | shopset::promote::PromoteError::SourceMissing { .. })
+                        Some(
+                            shopset::promote::PromoteError::WrongOrder { .. }
+                                | shopset::promote::PromoteError::NotInHistory { .. }
+                                | shopset::promote::PromoteError::BadRevision { .. }
+                                | shopset::promote::PromoteError::SourceMissing { .. }
+                        )
                     )
             });
             let refused = err.chain().any(|e| {
                 e.downcast_ref::<promote::Refused>().is_some()
-                    || matches!(e.downcast_ref::<shopset::promote::PromoteError>(), Some(shopset::promote::PromoteError::Diverged { .. }))
+                    || matches!(
+                        e.downcast_ref::<shopset::promote::PromoteError>(),
+                        Some(shopset::promote::PromoteError::Diverged { .. })
+                    )
             });
             eprintln!("error: {err:#}");
-            ExitCode::from(if refused { EXIT_REFUSED } else if invalid { EXIT_INVALID } else { EXIT_FAILED })
+            ExitCode::from(if refused {
+                EXIT_REFUSED
+            } else if invalid {
+                EXIT_INVALID
+            } else {
+                EXIT_FAILED
+            })
         }
     }
 }
@@ -204,7 +221,8 @@ fn init_tracing(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
@@ -239,9 +257,18 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
                 let input = inventory.tier_input(name)?;
                 let pins = Pins {
                     app: "0".repeat(40),
-                    configurations: input.configurations.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40))).collect(),
+                    configurations: input
+                        .configurations
+                        .iter()
+                        .map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40)))
+                        .collect(),
                 };
-                renderer.render(shopset::render::RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })?;
+                renderer.render(shopset::render::RenderInput {
+                    tier: &input.tier,
+                    configurations: &input.configurations,
+                    shopsets: &input.shopsets,
+                    pins: &pins,
+                })?;
             }
             let mut reports = Vec::new();
             for name in order {
@@ -291,7 +318,10 @@ pub(crate) fn tier_order(inventory: &Inventory, only: Option<&str>) -> Result<Ve
             !ready
         });
         if rest.len() == before {
-            return Err(anyhow!("Tier/{}: spec.promotion.from: the tiers' promotion chain has a cycle; fix: make the lowest tier have no spec.promotion", kube_name(rest[0])));
+            return Err(anyhow!(
+                "Tier/{}: spec.promotion.from: the tiers' promotion chain has a cycle; fix: make the lowest tier have no spec.promotion",
+                kube_name(rest[0])
+            ));
         }
     }
     Ok(order)
@@ -322,15 +352,23 @@ pub(crate) fn renderer(cli: &Cli) -> Result<Renderer> {
 /// Credentials from --credentials (a Secret manifest) or the SHOPSET_GIT_* environment.
 pub(crate) fn auth(cli: &Cli) -> Result<Auth> {
     if let Some(path) = &cli.credentials {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read credentials file {}", path.display()))?;
-        let secret: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(&text)
-            .map_err(|e| anyhow!("credentials file {}: not a Secret manifest ({}); fix: write a v1 Secret with data or stringData", path.display(), e.location().map(|l| format!("line {}", l.line())).unwrap_or_default()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read credentials file {}", path.display()))?;
+        let secret: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(&text).map_err(|e| {
+            anyhow!(
+                "credentials file {}: not a Secret manifest ({}); fix: write a v1 Secret with data or stringData",
+                path.display(),
+                e.location().map(|l| format!("line {}", l.line())).unwrap_or_default()
+            )
+        })?;
         return Auth::from_secret(&secret)
             .map_err(|why| anyhow!("credentials file {}: {why}; fix: set username and password (or a token as password), or identity for SSH", path.display()));
     }
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let ssh_key = match var("SHOPSET_GIT_SSH_KEY_FILE") {
-        Some(file) => Some(std::fs::read_to_string(&file).with_context(|| format!("cannot read SHOPSET_GIT_SSH_KEY_FILE {file}"))?),
+        Some(file) => Some(
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read SHOPSET_GIT_SSH_KEY_FILE {file}"))?,
+        ),
         None => None,
     };
     Ok(Auth {
@@ -338,16 +376,22 @@ pub(crate) fn auth(cli: &Cli) -> Result<Auth> {
         password: var("SHOPSET_GIT_PASSWORD").or_else(|| var("SHOPSET_GIT_TOKEN")),
         ssh_key,
         ssh_passphrase: var("SHOPSET_GIT_SSH_PASSPHRASE"),
-        known_hosts: var("SHOPSET_GIT_KNOWN_HOSTS_FILE").map(|f| std::fs::read_to_string(&f).with_context(|| format!("cannot read SHOPSET_GIT_KNOWN_HOSTS_FILE {f}"))).transpose()?,
+        known_hosts: var("SHOPSET_GIT_KNOWN_HOSTS_FILE")
+            .map(|f| {
+                std::fs::read_to_string(&f).with_context(|| format!("cannot read SHOPSET_GIT_KNOWN_HOSTS_FILE {f}"))
+            })
+            .transpose()?,
     })
 }
 
 fn parse_pins(pins: &[String]) -> Result<Vec<(String, String)>> {
     pins.iter()
         .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| anyhow!("--pin {p:?}: expected NAME=SHA, e.g. app=0123abc...; fix: write app=<sha> or <configuration>=<sha>"))
+            p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
+                anyhow!(
+                    "--pin {p:?}: expected NAME=SHA, e.g. app=0123abc...; fix: write app=<sha> or <configuration>=<sha>"
+                )
+            })
         })
         .collect()
 }
@@ -363,7 +407,11 @@ fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[
         let mut resolved = if offline {
             Pins {
                 app: "0".repeat(40),
-                configurations: input.configurations.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40))).collect(),
+                configurations: input
+                    .configurations
+                    .iter()
+                    .map(|c| (c.metadata.name.clone().unwrap_or_default(), "0".repeat(40)))
+                    .collect(),
             }
         } else {
             resolve_pins(&cache(cli)?, &auth(cli)?, &input)?
@@ -374,10 +422,18 @@ fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[
             } else if let Some(slot) = resolved.configurations.get_mut(k) {
                 *slot = v.clone();
             } else {
-                return Err(anyhow!("--pin {k}={v}: {k:?} is neither `app` nor a Configuration used by Tier {name}; fix: use one of: app, {}", resolved.configurations.keys().cloned().collect::<Vec<_>>().join(", ")));
+                return Err(anyhow!(
+                    "--pin {k}={v}: {k:?} is neither `app` nor a Configuration used by Tier {name}; fix: use one of: app, {}",
+                    resolved.configurations.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
             }
         }
-        let tree = renderer.render(shopset::render::RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &resolved })?;
+        let tree = renderer.render(shopset::render::RenderInput {
+            tier: &input.tier,
+            configurations: &input.configurations,
+            shopsets: &input.shopsets,
+            pins: &resolved,
+        })?;
         let dir = if tier.is_some() { out.to_path_buf() } else { out.join(name) };
         // Render into a fresh sibling first, so a failure never leaves half a tree at `dir`.
         let staging = dir.with_extension("shopset-tmp");
@@ -389,7 +445,11 @@ fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[
         std::fs::rename(&staging, &dir).with_context(|| format!("cannot move the render to {}", dir.display()))?;
         written.push(serde_json::json!({"tier": name, "dir": dir, "files": files, "pins": resolved}));
         if cli.output == Output::Text {
-            println!("{name}: {files} files written to {} (app {})", dir.display(), &resolved.app[..7.min(resolved.app.len())]);
+            println!(
+                "{name}: {files} files written to {} (app {})",
+                dir.display(),
+                &resolved.app[..7.min(resolved.app.len())]
+            );
         }
     }
     print_structured(cli.output, &written)
@@ -432,7 +492,13 @@ fn print_report(r: &SyncReport, s: &Style) {
     }
     match &r.commit {
         Some(commit) => {
-            println!("  {} {} ({} push attempt{})", s.green("committed"), &commit[..7], r.attempts, if r.attempts == 1 { "" } else { "s" });
+            println!(
+                "  {} {} ({} push attempt{})",
+                s.green("committed"),
+                &commit[..7],
+                r.attempts,
+                if r.attempts == 1 { "" } else { "s" }
+            );
             println!("{}", indent(r.message.as_deref().unwrap_or_default()));
         }
         None => println!("  no change: system branch already at {}", short(&r.head)),
@@ -440,7 +506,11 @@ fn print_report(r: &SyncReport, s: &Style) {
 }
 
 pub(crate) fn indent(text: &str) -> String {
-    text.trim_end().lines().map(|l| if l.is_empty() { String::new() } else { format!("    {l}") }).collect::<Vec<_>>().join("\n")
+    text.trim_end()
+        .lines()
+        .map(|l| if l.is_empty() { String::new() } else { format!("    {l}") })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
@@ -457,7 +527,14 @@ fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
 
     println!("\n$ git log --stat tier-0   (system repository)");
     let log = std::process::Command::new("git")
-        .args(["--git-dir", &setup.repos.join("system.git").display().to_string(), "log", "--stat", "--format=%C(auto)%h %s", "tier-0"])
+        .args([
+            "--git-dir",
+            &setup.repos.join("system.git").display().to_string(),
+            "log",
+            "--stat",
+            "--format=%C(auto)%h %s",
+            "tier-0",
+        ])
         .output();
     match log {
         Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
@@ -466,7 +543,16 @@ fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
 
     let checkout = dir.join("system");
     let clone = std::process::Command::new("git")
-        .args(["-c", "protocol.file.allow=always", "clone", "-q", "--recurse-submodules", "--branch", "tier-0", &setup.system_url])
+        .args([
+            "-c",
+            "protocol.file.allow=always",
+            "clone",
+            "-q",
+            "--recurse-submodules",
+            "--branch",
+            "tier-0",
+            &setup.system_url,
+        ])
         .arg(&checkout)
         .output();
     if !matches!(&clone, Ok(o) if o.status.success()) {
@@ -480,6 +566,10 @@ fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
         Ok(o) => println!("kubectl kustomize failed:\n{}", String::from_utf8_lossy(&o.stderr)),
         Err(_) => println!("(kubectl not found on PATH: run `e2e/install-tools` and `source .tools/env`)"),
     }
-    println!("\nNext: `shopctl sync -f {} --tier tier-1`, or edit {}/shopsets.yaml and sync again.", setup.manifests.display(), setup.manifests.display());
+    println!(
+        "\nNext: `shopctl sync -f {} --tier tier-1`, or edit {}/shopsets.yaml and sync again.",
+        setup.manifests.display(),
+        setup.manifests.display()
+    );
     Ok(())
 }

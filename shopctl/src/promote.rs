@@ -136,12 +136,21 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     if cli.output == Output::Text {
         print_plan(&plan, style, args.dry_run || args.pr);
         if args.skip_checks {
-            println!("{}", style.yellow(&format!("checks skipped (--skip-checks): tier {}'s Applications were not verified", args.from)));
+            println!(
+                "{}",
+                style.yellow(&format!(
+                    "checks skipped (--skip-checks): tier {}'s Applications were not verified",
+                    args.from
+                ))
+            );
         }
     }
     if !problems.is_empty() {
         let list = problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n");
-        let msg = format!("tier {} is not verified, so it is not promoted:\n{list}\nfix: wait for Argo CD to sync and the Applications to be Healthy (`shopctl status {}`), or pass --skip-checks", args.from, args.from);
+        let msg = format!(
+            "tier {} is not verified, so it is not promoted:\n{list}\nfix: wait for Argo CD to sync and the Applications to be Healthy (`shopctl status {}`), or pass --skip-checks",
+            args.from, args.from
+        );
         if args.dry_run {
             // On stderr under -o json/yaml, so the plan on stdout stays parseable.
             if cli.output == Output::Text {
@@ -167,10 +176,15 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
         if moved.is_empty() {
             println!("nothing to promote: {} is already at {}", args.to, args.from);
         } else {
-            println!("next: the controller syncs tier {} (at once on a webhook, else within its interval); by hand: shopctl sync -f ... --tier {}", args.to, args.to);
+            println!(
+                "next: the controller syncs tier {} (at once on a webhook, else within its interval); by hand: shopctl sync -f ... --tier {}",
+                args.to, args.to
+            );
         }
         if let Some(m) = &args.message {
-            println!("note: {m:?} is not stored in git (a fast-forward has no commit of its own); use --pr to keep it in the pull request");
+            println!(
+                "note: {m:?} is not stored in git (a fast-forward has no commit of its own); use --pr to keep it in the pull request"
+            );
         }
     }
     print_structured(cli.output, &moved)
@@ -190,7 +204,12 @@ fn print_plan(plan: &Plan, style: &Style, preview: bool) {
                 mv.commits.len(),
                 if mv.commits.len() == 1 { "" } else { "s" }
             ),
-            Move::Diverged { only_on_target } => style.yellow(&format!("DIVERGED: {} has {} commit(s) {} lacks", mv.to_branch, only_on_target.len(), mv.from_branch)),
+            Move::Diverged { only_on_target } => style.yellow(&format!(
+                "DIVERGED: {} has {} commit(s) {} lacks",
+                mv.to_branch,
+                only_on_target.len(),
+                mv.from_branch
+            )),
         };
         println!("  {:<20} {what}", mv.repository);
         if preview {
@@ -204,17 +223,32 @@ fn print_plan(plan: &Plan, style: &Style, preview: bool) {
     }
 }
 
-fn open_prs(cli: &Cli, style: &Style, args: &PromoteArgs, inv: &shopset::manifests::Inventory, plan: &Plan) -> Result<()> {
+fn open_prs(
+    cli: &Cli,
+    style: &Style,
+    args: &PromoteArgs,
+    inv: &shopset::manifests::Inventory,
+    plan: &Plan,
+) -> Result<()> {
     let token = match &args.github_token_file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read --github-token-file {}", f.display()))?.trim().to_string(),
-        None => std::env::var("GITHUB_TOKEN").map_err(|_| anyhow!("--pr needs a GitHub token; fix: set GITHUB_TOKEN or pass --github-token-file"))?,
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read --github-token-file {}", f.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("GITHUB_TOKEN")
+            .map_err(|_| anyhow!("--pr needs a GitHub token; fix: set GITHUB_TOKEN or pass --github-token-file"))?,
     };
     let gh = GitHub { base_url: args.github_url.clone(), token };
     let shopsets: Vec<String> = inv.tier_input(&args.to)?.shopsets.iter().map(|s| s.name_any()).collect();
     let rt = runtime()?;
     let mut prs = Vec::new();
     for mv in plan.repositories.iter().filter(|m| m.kind != Move::UpToDate) {
-        let title = format!("Promote {} to {}{}", plan.from, plan.to, args.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
+        let title = format!(
+            "Promote {} to {}{}",
+            plan.from,
+            plan.to,
+            args.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        );
         let mut body = format!("Promotes `{}` into `{}` ({}).\n\n", mv.from_branch, mv.to_branch, mv.repository);
         if let Some(m) = &args.message {
             body.push_str(&format!("{m}\n\n"));
@@ -250,12 +284,27 @@ pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
             (false, true) => "reverted",
             (false, false) => "moved back",
         };
-        println!("{} {} {} {} -> {}", style.bold(verb), done.repository, done.branch, &done.previous[..7], &done.head[..7]);
+        println!(
+            "{} {} {} {} -> {}",
+            style.bold(verb),
+            done.repository,
+            done.branch,
+            &done.previous[..7],
+            &done.head[..7]
+        );
         if !done.undone.is_empty() {
-            println!("  undone:\n{}", indent(&done.undone.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n")));
+            println!(
+                "  undone:\n{}",
+                indent(&done.undone.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"))
+            );
         }
         if !args.dry_run {
-            println!("next: the controller pins {} on the system branch {} (by hand: shopctl sync -f ... --tier {})", &done.head[..7], done.branch, args.tier);
+            println!(
+                "next: the controller pins {} on the system branch {} (by hand: shopctl sync -f ... --tier {})",
+                &done.head[..7],
+                done.branch,
+                args.tier
+            );
         }
     }
     print_structured(cli.output, &done)

@@ -62,7 +62,9 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
             Err(e) => view.unavailable.push(format!("git: {e}")),
         }
         match &client {
-            Err(e) => view.unavailable.push(format!("cluster: {e} (set KUBECONFIG to see the controller's conditions and the Applications)")),
+            Err(e) => view
+                .unavailable
+                .push(format!("cluster: {e} (set KUBECONFIG to see the controller's conditions and the Applications)")),
             Ok(client) => {
                 let ns = input.tier.namespace().unwrap_or_else(|| "default".into());
                 match rt.block_on(Api::<Tier>::namespaced(client.clone(), &ns).get_opt(&name)) {
@@ -72,7 +74,12 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
                             .map(|s| s.conditions)
                             .unwrap_or_default()
                             .into_iter()
-                            .map(|c| ConditionView { type_: c.type_, status: c.status, reason: c.reason, message: c.message })
+                            .map(|c| ConditionView {
+                                type_: c.type_,
+                                status: c.status,
+                                reason: c.reason,
+                                message: c.message,
+                            })
                             .collect()
                     }
                     Ok(None) => view.unavailable.push(format!("cluster: Tier {ns}/{name} is not applied")),
@@ -109,7 +116,9 @@ fn print_view(v: &TierView, style: &Style) {
         println!("  system         {} {}", g.branch, short(g.system_head.as_ref()));
         for (path, oid) in &g.pinned {
             let stale = match path.as_str() {
-                "base" if g.app_head.as_ref() != Some(oid) => style.yellow(" (app branch has moved on: controller lagging)"),
+                "base" if g.app_head.as_ref() != Some(oid) => {
+                    style.yellow(" (app branch has moved on: controller lagging)")
+                }
                 _ => String::new(),
             };
             println!("    pins {path:<18} {}{stale}", &oid[..7]);
@@ -126,7 +135,13 @@ fn print_view(v: &TierView, style: &Style) {
         println!("  {:<20} {:<10} {:<12} REVISION", "APPLICATION", "SYNC", "HEALTH");
         for a in &v.applications {
             let exists = if a.exists { a.sync.clone().unwrap_or_else(|| "Unknown".into()) } else { "Missing".into() };
-            println!("  {:<20} {:<10} {:<12} {}", a.application, exists, a.health.clone().unwrap_or_else(|| "-".into()), short(a.revision.as_ref()));
+            println!(
+                "  {:<20} {:<10} {:<12} {}",
+                a.application,
+                exists,
+                a.health.clone().unwrap_or_else(|| "-".into()),
+                short(a.revision.as_ref())
+            );
         }
     }
     for u in &v.unavailable {

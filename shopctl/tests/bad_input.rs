@@ -58,7 +58,10 @@ impl Repos {
 
     /// Every branch of every repository.
     fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, String>> {
-        [&self.app, &self.config, &self.system, &self.empty].into_iter().map(|url| (url.clone(), ls_remote(url))).collect()
+        [&self.app, &self.config, &self.system, &self.empty]
+            .into_iter()
+            .map(|url| (url.clone(), ls_remote(url)))
+            .collect()
     }
 
     /// The example manifests (`m/<file>`), pointing at these repositories.
@@ -66,7 +69,8 @@ impl Repos {
         let dir = repo_root().join("examples");
         let mut files = BTreeMap::new();
         for name in ["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"] {
-            let mut text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("read examples/{name}: {e}"));
+            let mut text =
+                std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("read examples/{name}: {e}"));
             for (example, repo) in EXAMPLE_URLS {
                 text = text.replace(example, self.url(repo));
             }
@@ -165,22 +169,47 @@ fn cases() -> Vec<Case> {
                 "URL with embedded credentials",
                 2,
                 true,
-                |f, r| f.edit("m/tier-0.yaml", &format!("url: {}\n", r.system), "url: https://user:s3cr3t-pw@host/x.git\n"),
-                |_| strings(&["Tier/tier-0", "spec.system.url", "\"https://user:<redacted>@host/x.git\"", "must not embed credentials", "spec.credentials"]),
+                |f, r| {
+                    f.edit("m/tier-0.yaml", &format!("url: {}\n", r.system), "url: https://user:s3cr3t-pw@host/x.git\n")
+                },
+                |_| {
+                    strings(&[
+                        "Tier/tier-0",
+                        "spec.system.url",
+                        "\"https://user:<redacted>@host/x.git\"",
+                        "must not embed credentials",
+                        "spec.credentials",
+                    ])
+                },
             )
         },
         case(
             "repository unreachable (nothing listens)",
             1,
             false,
-            move |f, r| f.edit("m/tier-0.yaml", &format!("url: {}\n", r.app), &format!("url: git://127.0.0.1:{port}/app.git\n")),
-            move |_| vec!["Tier/tier-0".into(), "spec.app.url".into(), format!("git://127.0.0.1:{port}/app.git"), "unreachable".into()],
+            move |f, r| {
+                f.edit("m/tier-0.yaml", &format!("url: {}\n", r.app), &format!("url: git://127.0.0.1:{port}/app.git\n"))
+            },
+            move |_| {
+                vec![
+                    "Tier/tier-0".into(),
+                    "spec.app.url".into(),
+                    format!("git://127.0.0.1:{port}/app.git"),
+                    "unreachable".into(),
+                ]
+            },
         ),
         case(
             "repository missing on the server",
             1,
             false,
-            |f, r| f.edit("m/configuration.yaml", &format!("url: {}\n", r.config), &format!("url: {}\n", r.daemon.url("nope"))),
+            |f, r| {
+                f.edit(
+                    "m/configuration.yaml",
+                    &format!("url: {}\n", r.config),
+                    &format!("url: {}\n", r.daemon.url("nope")),
+                )
+            },
             |r| vec!["Tier/tier-0".into(), "Configuration/shop-config spec.url".into(), r.daemon.url("nope")],
         ),
         case(
@@ -204,14 +233,26 @@ fn cases() -> Vec<Case> {
             "ShopSet names a missing Tier",
             2,
             true,
-            |f, _| f.edit("m/shopsets.yaml", "name: eu-west\nspec:\n  tier: tier-1", "name: eu-west\nspec:\n  tier: tier-7"),
+            |f, _| {
+                f.edit(
+                    "m/shopsets.yaml",
+                    "name: eu-west\nspec:\n  tier: tier-1",
+                    "name: eu-west\nspec:\n  tier: tier-7",
+                )
+            },
             |_| strings(&["ShopSet/eu-west", "spec.tier", "\"tier-7\"", "does not exist"]),
         ),
         case(
             "ShopSet names a missing Configuration",
             2,
             true,
-            |f, _| f.edit("m/shopsets.yaml", "name: canary-eu\nspec:\n  tier: tier-0\n  configuration: shop-config", "name: canary-eu\nspec:\n  tier: tier-0\n  configuration: shop-konfig"),
+            |f, _| {
+                f.edit(
+                    "m/shopsets.yaml",
+                    "name: canary-eu\nspec:\n  tier: tier-0\n  configuration: shop-config",
+                    "name: canary-eu\nspec:\n  tier: tier-0\n  configuration: shop-konfig",
+                )
+            },
             |_| strings(&["ShopSet/canary-eu", "spec.configuration", "\"shop-konfig\"", "does not exist"]),
         ),
         case(
@@ -247,7 +288,15 @@ fn cases() -> Vec<Case> {
             2,
             true,
             |f, _| f.edit("m/tier-0.yaml", "apiVersion: shopset.dev/v1alpha1", "apiVersion: shopset.dev/v1beta1"),
-            |_| strings(&["m/tier-0.yaml", "Tier/tier-0", "apiVersion", "\"shopset.dev/v1beta1\"", "use apiVersion shopset.dev/v1alpha1"]),
+            |_| {
+                strings(&[
+                    "m/tier-0.yaml",
+                    "Tier/tier-0",
+                    "apiVersion",
+                    "\"shopset.dev/v1beta1\"",
+                    "use apiVersion shopset.dev/v1alpha1",
+                ])
+            },
         ),
         case(
             "wrong type",
@@ -269,8 +318,22 @@ fn cases() -> Vec<Case> {
                 "template with an undefined variable",
                 2,
                 true,
-                |f, _| f.add("tpl/kustomization.yaml", &kustomization_template("namespace: {{ namespace }}", "namespace: {{ namespcae }}")),
-                |_| strings(&["template kustomization.yaml", "tpl/kustomization.yaml", "ShopSet/canary-eu", "`namespcae` is undefined", "variables are: ", "namespace"]),
+                |f, _| {
+                    f.add(
+                        "tpl/kustomization.yaml",
+                        &kustomization_template("namespace: {{ namespace }}", "namespace: {{ namespcae }}"),
+                    )
+                },
+                |_| {
+                    strings(&[
+                        "template kustomization.yaml",
+                        "tpl/kustomization.yaml",
+                        "ShopSet/canary-eu",
+                        "`namespcae` is undefined",
+                        "variables are: ",
+                        "namespace",
+                    ])
+                },
             )
         },
         Case {
@@ -279,8 +342,21 @@ fn cases() -> Vec<Case> {
                 "template whose output is not YAML",
                 2,
                 true,
-                |f, _| f.add("tpl/kustomization.yaml", &kustomization_template("kind: Kustomization\n", "kind: Kustomization\n  - broken: [\n")),
-                |_| strings(&["template kustomization.yaml", "tpl/kustomization.yaml", "invalid YAML", "ShopSet/canary-eu", "line "]),
+                |f, _| {
+                    f.add(
+                        "tpl/kustomization.yaml",
+                        &kustomization_template("kind: Kustomization\n", "kind: Kustomization\n  - broken: [\n"),
+                    )
+                },
+                |_| {
+                    strings(&[
+                        "template kustomization.yaml",
+                        "tpl/kustomization.yaml",
+                        "invalid YAML",
+                        "ShopSet/canary-eu",
+                        "line ",
+                    ])
+                },
             )
         },
         Case {
@@ -290,7 +366,14 @@ fn cases() -> Vec<Case> {
                 2,
                 true,
                 |f, _| f.add("tpl/kustomization.yaml", &kustomization_template("{{ namespace }}", "{{ namespace }")),
-                |_| strings(&["template kustomization.yaml", "tpl/kustomization.yaml", "syntax error", "kustomization.yaml:"]),
+                |_| {
+                    strings(&[
+                        "template kustomization.yaml",
+                        "tpl/kustomization.yaml",
+                        "syntax error",
+                        "kustomization.yaml:",
+                    ])
+                },
             )
         },
     ];
@@ -340,7 +423,10 @@ fn bad_input_is_refused_clearly_and_writes_nothing() {
     {
         let work = TempDir::new().expect("temp dir");
         repos.manifests().write_to(work.path());
-        let out = shopctl(work.path(), &["sync", "-f", "m", "--cache-dir", "cache", "--color", "never", "--dry-run", "--tier", "tier-0"]);
+        let out = shopctl(
+            work.path(),
+            &["sync", "-f", "m", "--cache-dir", "cache", "--color", "never", "--dry-run", "--tier", "tier-0"],
+        );
         assert!(out.status.success(), "control dry run failed:\n{}", text(&out.stderr));
     }
 
@@ -431,7 +517,8 @@ fn a_template_error_in_a_later_tier_writes_nothing() {
     let mut files = repos.manifests();
     files.add("tpl/replicas.yaml", "- op: add\n  path: /spec/replicas\n  value: {{ replicaz }}\n");
     files.write_to(work.path());
-    let out = shopctl(work.path(), &["sync", "-f", "m", "--cache-dir", "cache", "--color", "never", "--templates", "tpl"]);
+    let out =
+        shopctl(work.path(), &["sync", "-f", "m", "--cache-dir", "cache", "--color", "never", "--templates", "tpl"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for word in ["template replicas.yaml", "tpl/replicas.yaml", "ShopSet/eu-west", "`replicaz` is undefined", "fix: "] {

@@ -27,7 +27,12 @@ fn m(f: &Fixture) -> String {
 /// Commits the checkout image at `tag` on the app repository's `branch`.
 fn bump_checkout(f: &Fixture, branch: &str, tag: &str) -> String {
     let base = std::fs::read_to_string(repo_root().join("examples/app/base/checkout.yaml")).unwrap();
-    commit_files(&f.read_url("app"), branch, &[("base/checkout.yaml", &base.replace("checkout:1.0.0", &format!("checkout:{tag}")))], &format!("Bump checkout to {tag}"))
+    commit_files(
+        &f.read_url("app"),
+        branch,
+        &[("base/checkout.yaml", &base.replace("checkout:1.0.0", &format!("checkout:{tag}")))],
+        &format!("Bump checkout to {tag}"),
+    )
 }
 
 /// The Problem lines of a doctor run.
@@ -61,7 +66,10 @@ fn diff_lists_the_commits_and_the_changed_image_of_every_overlay() {
     for ss in ["eu-west (namespace eu-west): changed", "us-east (namespace shops-us-east): changed"] {
         assert!(out.contains(&format!("ShopSet {ss}")), "{run}");
     }
-    assert!(out.contains("-        image: ghcr.io/acme/checkout:1.0.0\n+        image: ghcr.io/acme/checkout:1.2.0"), "{run}");
+    assert!(
+        out.contains("-        image: ghcr.io/acme/checkout:1.0.0\n+        image: ghcr.io/acme/checkout:1.2.0"),
+        "{run}"
+    );
     assert!(out.contains("--- a/shopsets/eu-west\t(tier-1 now: app "), "{run}");
     assert!(!out.contains('\x1b'), "no colour off a terminal:\n{run}");
     // Only the image line changed: one hunk, one line out, one in.
@@ -128,10 +136,18 @@ fn doctor_finds_a_lagging_controller() {
     let p = problems(&run.stdout);
     assert_eq!(
         p,
-        [format!("the system branch tier-0 pins app {}, but the app branch tier-0 is at {} (1 commit not deployed)", &pinned[..7], &head[..7])],
+        [format!(
+            "the system branch tier-0 pins app {}, but the app branch tier-0 is at {} (1 commit not deployed)",
+            &pinned[..7],
+            &head[..7]
+        )],
         "{run}"
     );
-    assert!(run.stdout.contains("the app head was committed ") && run.stdout.contains("s ago; the controller pins a new head within the Tier's interval (1m)"), "{run}");
+    assert!(
+        run.stdout.contains("the app head was committed ")
+            && run.stdout.contains("s ago; the controller pins a new head within the Tier's interval (1m)"),
+        "{run}"
+    );
     assert!(run.stdout.contains(&format!("shopctl sync -f {} --tier tier-0", m(&f))), "{run}");
     assert!(run.stderr.contains("doctor found 1 problem"), "{run}");
 
@@ -158,8 +174,16 @@ fn doctor_finds_missing_tier_branches() {
         ],
         "{run}"
     );
-    assert!(run.stdout.contains("the controller creates it from branch tier-0 of the tier it is promoted from"), "{run}");
-    assert!(run.stdout.contains("git -C repo push --force-with-lease=tier-1: origin refs/remotes/origin/tier-0:refs/heads/tier-1"), "{run}");
+    assert!(
+        run.stdout.contains("the controller creates it from branch tier-0 of the tier it is promoted from"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains(
+            "git -C repo push --force-with-lease=tier-1: origin refs/remotes/origin/tier-0:refs/heads/tier-1"
+        ),
+        "{run}"
+    );
 }
 
 #[test]
@@ -177,7 +201,14 @@ fn doctor_finds_a_pinned_commit_that_was_force_pushed_away() {
 
     let run = f.shopctl_env(&["doctor", "tier-0", "-f", &m(&f)], &no_cluster()).failure(3);
     let p = problems(&run.stdout);
-    assert!(p.contains(&format!("the system branch tier-0 pins app commit {}, which no branch of {} contains any more", &pinned[..7], f.app)), "{run}");
+    assert!(
+        p.contains(&format!(
+            "the system branch tier-0 pins app commit {}, which no branch of {} contains any more",
+            &pinned[..7],
+            f.app
+        )),
+        "{run}"
+    );
     assert!(run.stdout.contains("someone rewrote branch tier-0 (a force push)"), "{run}");
     // The controller is also behind the rewritten branch.
     assert!(p.iter().any(|l| l.starts_with(&format!("the system branch tier-0 pins app {}", &pinned[..7]))), "{run}");
@@ -190,7 +221,11 @@ fn doctor_finds_a_hotfix_not_merged_back() {
     commit_files(&f.read_url("app"), "tier-1", &[("HOTFIX.md", "hotfix\n")], "Hotfix on tier-1");
     f.sync_ok(&["--tier", "tier-1"]);
     let run = f.shopctl_env(&["doctor", "-f", &m(&f)], &no_cluster()).failure(3);
-    assert_eq!(problems(&run.stdout), ["the app branch tier-1 has 1 commit(s) that tier-0 lacks (a hotfix not merged back)"], "{run}");
+    assert_eq!(
+        problems(&run.stdout),
+        ["the app branch tier-1 has 1 commit(s) that tier-0 lacks (a hotfix not merged back)"],
+        "{run}"
+    );
     assert!(run.stdout.contains("git checkout tier-0 && git merge origin/tier-1 && git push origin tier-0"), "{run}");
 }
 
@@ -211,7 +246,11 @@ fn metrics_server(body: String, requests: usize) -> String {
                 buf.extend_from_slice(&chunk[..n]);
             }
             assert!(String::from_utf8_lossy(&buf).starts_with("GET /metrics HTTP/1.1\r\n"));
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     url
@@ -230,13 +269,21 @@ fn doctor_reads_webhook_deliveries_from_the_controller_metrics() {
 
     metrics.webhooks.inc();
     let url = metrics_server(metrics.encode(), 1);
-    let run = f.shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("{url}/metrics")], &no_cluster()).success();
+    let run = f
+        .shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("{url}/metrics")], &no_cluster())
+        .success();
     assert!(run.stdout.contains("ok: webhook"), "{run}");
 
     // Nothing listening: said so, with how to reach the controller.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let run = f.shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("http://{closed}")], &no_cluster()).failure(3);
-    assert!(problems(&run.stdout)[0].starts_with(&format!("cannot read the controller's metrics at http://{closed}/metrics")), "{run}");
+    let run = f
+        .shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("http://{closed}")], &no_cluster())
+        .failure(3);
+    assert!(
+        problems(&run.stdout)[0]
+            .starts_with(&format!("cannot read the controller's metrics at http://{closed}/metrics")),
+        "{run}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,30 +318,75 @@ fn apply_and_doctor_against_a_real_api_server() {
     let dry = f.shopctl_env(&["apply", "tier-0", "-f", &m(&f), "--shopset", "canary-us", "--dry-run"], &env).success();
     assert!(dry.stdout.contains("deployment.apps/checkout serverside-applied (server dry run)"), "{dry}");
     assert!(!dry.stdout.contains("canary-eu"), "--shopset applies one ShopSet only:\n{dry}");
-    assert_eq!(cp.kubectl_ok(["-n", "canary-us", "get", "deployments,services", "-o", "name"]), "", "a dry run created objects");
+    assert_eq!(
+        cp.kubectl_ok(["-n", "canary-us", "get", "deployments,services", "-o", "name"]),
+        "",
+        "a dry run created objects"
+    );
 
     // --- apply: every overlay's Deployments and Services appear in its namespace.
     let run = f.shopctl_env(&["apply", "tier-0", "-f", &m(&f)], &env).success();
-    assert!(run.stdout.contains(&format!("Applying tier tier-0 from {} branch tier-0 at {}", f.system, &system_head[..7])), "{run}");
+    assert!(
+        run.stdout.contains(&format!("Applying tier tier-0 from {} branch tier-0 at {}", f.system, &system_head[..7])),
+        "{run}"
+    );
     assert!(run.stdout.contains("ShopSet canary-eu: kustomize build shopsets/canary-eu | kubectl apply --server-side --field-manager=shopset-manual --force-conflicts -f -"), "{run}");
     for (ns, tag) in [("canary-eu", "1.0.0"), ("canary-us", "1.1.0-rc.1")] {
         let objects = cp.kubectl_ok(["-n", ns, "get", "deployments,services", "-o", "name"]);
-        assert_eq!(objects.lines().collect::<Vec<_>>(), ["deployment.apps/checkout", "deployment.apps/storefront", "service/checkout", "service/storefront"], "{ns}");
-        let image = cp.kubectl_ok(["-n", ns, "get", "deployment", "checkout", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+        assert_eq!(
+            objects.lines().collect::<Vec<_>>(),
+            ["deployment.apps/checkout", "deployment.apps/storefront", "service/checkout", "service/storefront"],
+            "{ns}"
+        );
+        let image = cp.kubectl_ok([
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "checkout",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ]);
         assert_eq!(image, format!("ghcr.io/acme/checkout:{tag}"));
-        let managers = cp.kubectl_ok(["-n", ns, "get", "deployment", "checkout", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+        let managers = cp.kubectl_ok([
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "checkout",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ]);
         assert!(managers.split_whitespace().any(|m| m == "shopset-manual"), "{managers}");
     }
     // JSON says what was applied.
-    let json = f.shopctl_env(&["apply", "tier-0", "-f", &m(&f), "--shopset", "canary-eu", "-o", "json"], &env).success();
+    let json =
+        f.shopctl_env(&["apply", "tier-0", "-f", &m(&f), "--shopset", "canary-eu", "-o", "json"], &env).success();
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["commit"], system_head.as_str());
-    assert!(v["applied"][0]["objects"].as_array().unwrap().iter().any(|o| o == "deployment.apps/storefront serverside-applied"), "{json}");
+    assert!(
+        v["applied"][0]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "deployment.apps/storefront serverside-applied"),
+        "{json}"
+    );
 
     // Errors name the ShopSet and the command.
     let missing = f.shopctl_env(&["apply", "tier-0", "-f", &m(&f), "--shopset", "nope"], &env).failure(1);
-    assert!(missing.stderr.contains("ShopSet nope: branch tier-0 of") && missing.stderr.contains("(it has: canary-eu, canary-us)"), "{missing}");
-    let down = f.shopctl_env(&["apply", "tier-0", "-f", &m(&f), "--shopset", "canary-eu"], &[("PATH", path.as_str()), ("KUBECONFIG", "/nonexistent/kubeconfig")]).failure(1);
+    assert!(
+        missing.stderr.contains("ShopSet nope: branch tier-0 of")
+            && missing.stderr.contains("(it has: canary-eu, canary-us)"),
+        "{missing}"
+    );
+    let down = f
+        .shopctl_env(
+            &["apply", "tier-0", "-f", &m(&f), "--shopset", "canary-eu"],
+            &[("PATH", path.as_str()), ("KUBECONFIG", "/nonexistent/kubeconfig")],
+        )
+        .failure(1);
     assert!(down.stderr.contains("ShopSet canary-eu: `kubectl apply --server-side --field-manager=shopset-manual --force-conflicts -f -` failed"), "{down}");
 
     // Over smart HTTP behind basic auth, shopctl's credentials reach git clone and its submodule
@@ -304,10 +396,17 @@ fn apply_and_doctor_against_a_real_api_server() {
     h.shopctl_env(&["sync", "-f", &m(&h), "--tier", "tier-0"], &creds).success();
     let mut http_env = env.to_vec();
     http_env.extend(creds);
-    let run = h.shopctl_env(&["apply", "tier-0", "-f", &m(&h), "--shopset", "canary-eu", "--dry-run=server"], &http_env).success();
+    let run = h
+        .shopctl_env(&["apply", "tier-0", "-f", &m(&h), "--shopset", "canary-eu", "--dry-run=server"], &http_env)
+        .success();
     assert!(run.stdout.contains("deployment.apps/checkout serverside-applied (server dry run)"), "{run}");
     assert!(!run.stdout.contains("s3cret-pw") && !run.stderr.contains("s3cret-pw"), "{run}");
-    let refused = h.shopctl_env(&["apply", "tier-0", "-f", &m(&h), "--dry-run=server"], &[("PATH", path.as_str()), ("SHOPSET_GIT_USERNAME", "shop"), ("SHOPSET_GIT_PASSWORD", "wr0ng-pw")]).failure(1);
+    let refused = h
+        .shopctl_env(
+            &["apply", "tier-0", "-f", &m(&h), "--dry-run=server"],
+            &[("PATH", path.as_str()), ("SHOPSET_GIT_USERNAME", "shop"), ("SHOPSET_GIT_PASSWORD", "wr0ng-pw")],
+        )
+        .failure(1);
     assert!(refused.stderr.contains(&format!("cannot clone branch tier-0 of {} with its submodules: `git clone --quiet --recurse-submodules --branch tier-0 {}", h.system, h.system)), "{refused}");
     assert!(!refused.stderr.contains("wr0ng-pw"), "{refused}");
 
@@ -331,7 +430,13 @@ fn apply_and_doctor_against_a_real_api_server() {
     let not_ready = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"GitUnavailable","message":"repository git://git.invalid/app.git is unreachable","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#;
     cp.kubectl_ok(["patch", "tier", "tier-0", "--subresource=status", "--type=merge", "-p", not_ready]);
     let run = doctor(&[]).failure(3);
-    assert!(problems(&run.stdout).contains(&"Tier default/tier-0 is not Ready: GitUnavailable: repository git://git.invalid/app.git is unreachable".to_string()), "{run}");
+    assert!(
+        problems(&run.stdout).contains(
+            &"Tier default/tier-0 is not Ready: GitUnavailable: repository git://git.invalid/app.git is unreachable"
+                .to_string()
+        ),
+        "{run}"
+    );
     assert!(run.stdout.contains("kubectl -n default describe tier tier-0"), "{run}");
 
     // Applications: one OutOfSync and Degraded at an old revision, one pointing at another branch.
@@ -366,7 +471,10 @@ fn apply_and_doctor_against_a_real_api_server() {
     let run = doctor(&[]).failure(3);
     assert_eq!(
         problems(&run.stdout),
-        [format!("ShopSet canary-us: Application argocd/canary-us runs system revision 0000000, not the head of tier-0 ({})", &system_head[..7])],
+        [format!(
+            "ShopSet canary-us: Application argocd/canary-us runs system revision 0000000, not the head of tier-0 ({})",
+            &system_head[..7]
+        )],
         "{run}"
     );
 
@@ -374,15 +482,32 @@ fn apply_and_doctor_against_a_real_api_server() {
     let apps = application(&f, "canary-us", "Synced", "Healthy", &system_head, "tier-0");
     cp.kubectl_with_stdin_ok(["apply", "--server-side", "--force-conflicts", "-f", "-"], &apps);
     let run = doctor(&[]).success();
-    assert!(run.stdout.contains("ok: git, branch-missing, stale-pin, pin-unreachable, hotfix-not-merged, tier-not-ready, application"), "{run}");
+    assert!(
+        run.stdout.contains(
+            "ok: git, branch-missing, stale-pin, pin-unreachable, hotfix-not-merged, tier-not-ready, application"
+        ),
+        "{run}"
+    );
 
     // --- the credentials Secret a Tier names.
-    let tier0 = example_manifest("tier-0.yaml").replace("  interval: 1m", "  interval: 1m\n  credentials:\n    secretRef:\n      name: git-credentials");
+    let tier0 = example_manifest("tier-0.yaml")
+        .replace("  interval: 1m", "  interval: 1m\n  credentials:\n    secretRef:\n      name: git-credentials");
     f.write_manifest("tier-0.yaml", &tier0);
     let run = doctor(&[]).failure(3);
-    assert_eq!(problems(&run.stdout), ["Secret default/git-credentials, named by Tier tier-0's spec.credentials.secretRef, does not exist"], "{run}");
+    assert_eq!(
+        problems(&run.stdout),
+        ["Secret default/git-credentials, named by Tier tier-0's spec.credentials.secretRef, does not exist"],
+        "{run}"
+    );
     assert!(run.stdout.contains("kubectl -n default create secret generic git-credentials --from-literal=username=<user> --from-literal=password=<token>"), "{run}");
-    cp.kubectl_ok(["create", "secret", "generic", "git-credentials", "--from-literal=username=u", "--from-literal=password=p"]);
+    cp.kubectl_ok([
+        "create",
+        "secret",
+        "generic",
+        "git-credentials",
+        "--from-literal=username=u",
+        "--from-literal=password=p",
+    ]);
     let run = doctor(&[]).success();
     assert!(run.stdout.contains("credentials"), "{run}");
 }

@@ -150,14 +150,16 @@ fn short(sha: &str) -> &str {
 
 /// The example checkout Deployment with another image tag.
 fn checkout(tag: &str) -> String {
-    let text = std::fs::read_to_string(repo_root().join("examples/app/base/checkout.yaml")).expect("read checkout.yaml");
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/app/base/checkout.yaml")).expect("read checkout.yaml");
     assert!(text.contains("checkout:1.0.0"));
     text.replace("checkout:1.0.0", &format!("checkout:{tag}"))
 }
 
 /// The example configuration Component with another log level.
 fn component(level: &str) -> String {
-    let text = std::fs::read_to_string(repo_root().join("examples/config/component/kustomization.yaml")).expect("read component");
+    let text = std::fs::read_to_string(repo_root().join("examples/config/component/kustomization.yaml"))
+        .expect("read component");
     assert!(text.contains("LOG_LEVEL=info"));
     text.replace("LOG_LEVEL=info", &format!("LOG_LEVEL={level}"))
 }
@@ -182,7 +184,8 @@ impl Run {
     }
 
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("shopctl {}: stdout is not JSON ({e}):\n{self}", self.args))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("shopctl {}: stdout is not JSON ({e}):\n{self}", self.args))
     }
 
     fn has(&self, text: &str) -> &Run {
@@ -196,7 +199,11 @@ impl Run {
     }
 
     fn lacks(&self, text: &str) -> &Run {
-        assert!(!self.stdout.contains(text) && !self.stderr.contains(text), "shopctl {}: output has {text:?}:\n{self}", self.args);
+        assert!(
+            !self.stdout.contains(text) && !self.stderr.contains(text),
+            "shopctl {}: output has {text:?}:\n{self}",
+            self.args
+        );
         self
     }
 }
@@ -218,7 +225,12 @@ fn promote_fast_forwards_tier_1_and_dry_run_only_and_json_say_what_moves() {
     assert_eq!(t1, fx.app_seed);
     let cfg_t1 = head(&fx.config, "tier-1");
     // A change under the base path and one outside it: only the first is the app's change.
-    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0")), ("docs/notes.md", "release notes\n")], "Checkout 1.1.0");
+    let c1 = commit_files(
+        &fx.app,
+        "tier-0",
+        &[("base/checkout.yaml", &checkout("1.1.0")), ("docs/notes.md", "release notes\n")],
+        "Checkout 1.1.0",
+    );
 
     // --dry-run: the commit (author, subject) and the changed file; nothing moves.
     let dry = fx.promote(&["--skip-checks", "--dry-run"]).success();
@@ -252,7 +264,8 @@ fn promote_fast_forwards_tier_1_and_dry_run_only_and_json_say_what_moves() {
     assert_eq!(head(&fx.app, "tier-1"), t1);
 
     // --only config moves only the configuration repository.
-    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let k1 =
+        commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
     let moved = fx.promote(&["--skip-checks", "--only", "config", "-o", "json"]).success().json();
     let moved = moved.as_array().expect("moved repositories");
     assert_eq!(moved.len(), 1, "{moved:#?}");
@@ -264,7 +277,9 @@ fn promote_fast_forwards_tier_1_and_dry_run_only_and_json_say_what_moves() {
 
     // The real thing: the app fast-forwards; the configuration, now up to date, is left alone.
     let run = fx.promote(&["--skip-checks"]).success();
-    run.has(&format!("moved app tier-1 -> {}", short(&c1))).has("checks skipped (--skip-checks)").lacks("moved config/shop-config");
+    run.has(&format!("moved app tier-1 -> {}", short(&c1)))
+        .has("checks skipped (--skip-checks)")
+        .lacks("moved config/shop-config");
     assert_eq!(head(&fx.app, "tier-1"), c1);
     assert_eq!(head(&fx.app, "tier-0"), c1);
     assert_eq!(head(&fx.config, "tier-1"), k1);
@@ -281,9 +296,11 @@ fn diverged_tier_1_is_refused_then_forced_and_the_force_push_keeps_its_lease() {
     fx.sync(None);
     let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
     // The configuration could fast-forward: it must not move while the app is refused.
-    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let k1 =
+        commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
     let cfg_t1 = head(&fx.config, "tier-1");
-    let hotfix = commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.0.1"))], "Hotfix: checkout 1.0.1");
+    let hotfix =
+        commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.0.1"))], "Hotfix: checkout 1.0.1");
 
     let refused = fx.promote(&["--skip-checks"]).failure(3);
     refused
@@ -302,21 +319,30 @@ fn diverged_tier_1_is_refused_then_forced_and_the_force_push_keeps_its_lease() {
     assert!(log(&fx.app, "tier-1").iter().all(|(sha, _)| *sha != hotfix));
 
     // The forced push carries a lease: a commit pushed between plan and execute is kept.
-    let hotfix2 = commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.1.1"))], "Hotfix: checkout 1.1.1");
+    let hotfix2 =
+        commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.1.1"))], "Hotfix: checkout 1.1.1");
     let inv = Inventory::load(&[fx.manifests()]).expect("load manifests");
     let (from, to) = (inv.find_tier("tier-0").expect("tier-0"), inv.find_tier("tier-1").expect("tier-1"));
     let cfgs = inv.tier_input("tier-1").expect("tier-1 input").configurations;
     let cache = GitCache::new(fx.work.path().join("library-cache"));
     let auth = Auth::default();
     let planned = plan(&cache, &auth, from, to, &cfgs, Only::All).expect("plan");
-    assert!(matches!(&planned.repositories[0].kind, Move::Diverged { only_on_target } if only_on_target.len() == 1 && only_on_target[0].id == hotfix2), "{planned:#?}");
+    assert!(
+        matches!(&planned.repositories[0].kind, Move::Diverged { only_on_target } if only_on_target.len() == 1 && only_on_target[0].id == hotfix2),
+        "{planned:#?}"
+    );
     assert_eq!(planned.repositories[1].kind, Move::UpToDate);
     // Without force, execute refuses before pushing anything.
     let err = execute(&cache, &auth, &planned, "tier-0", false).unwrap_err();
     assert!(matches!(err, PromoteError::Diverged { n: 1, .. }), "{err}");
     assert_eq!(head(&fx.app, "tier-1"), hotfix2);
 
-    let concurrent = commit_files(&fx.app, "tier-1", &[("base/checkout.yaml", &checkout("1.1.2"))], "Hotfix: checkout 1.1.2 (someone else)");
+    let concurrent = commit_files(
+        &fx.app,
+        "tier-1",
+        &[("base/checkout.yaml", &checkout("1.1.2"))],
+        "Hotfix: checkout 1.1.2 (someone else)",
+    );
     let err = execute(&cache, &auth, &planned, "tier-0", true).unwrap_err();
     assert!(
         matches!(&err, PromoteError::Git { repository, source: GitError::LeaseBroken { branch, .. }, .. } if repository == "app" && branch == "tier-1"),
@@ -339,7 +365,10 @@ fn promoting_against_the_promotion_chain_is_refused_as_invalid_input() {
     assert_eq!(branch_head(&fx.app, "tier-0"), None);
 
     // Skipping a tier names the right source.
-    let tier2 = std::fs::read_to_string(fx.manifests().join("tier-1.yaml")).unwrap().replace("name: tier-1", "name: tier-2").replace("from: tier-0", "from: tier-1");
+    let tier2 = std::fs::read_to_string(fx.manifests().join("tier-1.yaml"))
+        .unwrap()
+        .replace("name: tier-1", "name: tier-2")
+        .replace("from: tier-0", "from: tier-1");
     std::fs::write(fx.manifests().join("tier-2.yaml"), tier2).unwrap();
     fx.run(&["promote", "tier-0", "tier-2", "-f", &m, "--skip-checks"])
         .failure(2)
@@ -370,15 +399,23 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
     let kube = [("KUBECONFIG", kubeconfig.as_str())];
     cp.kubectl_ok(["create", "namespace", "argocd"]);
     // Argo CD's CRD may or may not serve status as a subresource.
-    let subresources = cp.kubectl_ok(["get", "crd", "applications.argoproj.io", "-o", "jsonpath={.spec.versions[?(@.name==\"v1alpha1\")].subresources}"]);
+    let subresources = cp.kubectl_ok([
+        "get",
+        "crd",
+        "applications.argoproj.io",
+        "-o",
+        "jsonpath={.spec.versions[?(@.name==\"v1alpha1\")].subresources}",
+    ]);
     let status_subresource = subresources.contains("status");
     let apply = |app: &str| {
         let yaml = fx.system_git(&["show", &format!("tier-0:applications/{app}.yaml")]);
         cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &yaml);
     };
     let set = |app: &str, sync: &str, health: &str, revision: &str| {
-        let patch = json!({"status": {"sync": {"status": sync, "revision": revision}, "health": {"status": health}}}).to_string();
-        let mut args = vec!["patch", "applications.argoproj.io", app, "-n", "argocd", "--type=merge", "-p", patch.as_str()];
+        let patch = json!({"status": {"sync": {"status": sync, "revision": revision}, "health": {"status": health}}})
+            .to_string();
+        let mut args =
+            vec!["patch", "applications.argoproj.io", app, "-n", "argocd", "--type=merge", "-p", patch.as_str()];
         if status_subresource {
             args.push("--subresource=status");
         }
@@ -411,7 +448,8 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
     set("canary-us", "Synced", "Healthy", &system1);
 
     // The configuration branch moved past what the system branch pins: not caught up.
-    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let k1 =
+        commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
     refused(&["pins configuration shop-config", "not caught up"]).lacks("ShopSet ");
     assert_eq!(head(&fx.config, "tier-1"), head(&fx.config, "main"));
 
@@ -424,14 +462,18 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
     let dry = fx.promote_env(&["--dry-run"], &kube).success();
     dry.lacks("not verified").lacks("checks skipped");
     let ok = fx.promote_env(&[], &kube).success();
-    ok.has(&format!("moved app tier-1 -> {}", short(&c1))).has(&format!("moved config/shop-config tier-1 -> {}", short(&k1))).lacks("checks skipped");
+    ok.has(&format!("moved app tier-1 -> {}", short(&c1)))
+        .has(&format!("moved config/shop-config tier-1 -> {}", short(&k1)))
+        .lacks("checks skipped");
     assert_eq!(head(&fx.app, "tier-1"), c1);
     assert_eq!(head(&fx.config, "tier-1"), k1);
 
     // The app branch moved past the pin: not caught up, although every Application is fine.
     let c2 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.2.0"))], "Checkout 1.2.0");
     let run = fx.promote_env(&[], &kube).failure(3);
-    run.has_err(&format!("pins app {} but the app branch is at {}", short(&c1), short(&c2))).has_err("not caught up").lacks("ShopSet ");
+    run.has_err(&format!("pins app {} but the app branch is at {}", short(&c1), short(&c2)))
+        .has_err("not caught up")
+        .lacks("ShopSet ");
     assert_eq!(head(&fx.app, "tier-1"), c1);
     // A dry run reports the problem but still previews; under -o json stdout stays JSON.
     let dry = fx.promote_env(&["--dry-run", "-o", "json"], &kube).success();
@@ -448,13 +490,26 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
         {"type": "Pushed", "status": "False", "reason": "LeaseBroken", "message": "another writer moved the branch", "lastTransitionTime": "2025-01-01T00:00:00Z"},
     ]}})
     .to_string();
-    cp.kubectl_ok(["patch", "tiers.shopset.dev", "tier-0", "-n", "default", "--subresource=status", "--type=merge", "-p", &conditions]);
+    cp.kubectl_ok([
+        "patch",
+        "tiers.shopset.dev",
+        "tier-0",
+        "-n",
+        "default",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &conditions,
+    ]);
     let m = fx.m();
     let status = fx.run_env(&["status", "tier-0", "-f", &m, "-o", "json"], &kube).success().json();
     let view = &status[0];
     assert_eq!(view["tier"], "tier-0");
     assert_eq!(view["unavailable"], json!([]), "{status:#}");
-    assert_eq!(view["conditions"][0], json!({"type": "Ready", "status": "True", "reason": "Synced", "message": format!("system branch tier-0 at {}", short(&system2))}));
+    assert_eq!(
+        view["conditions"][0],
+        json!({"type": "Ready", "status": "True", "reason": "Synced", "message": format!("system branch tier-0 at {}", short(&system2))})
+    );
     assert_eq!(view["conditions"][1]["reason"], "LeaseBroken");
     let apps = view["applications"].as_array().expect("applications");
     assert_eq!(apps.len(), 2, "{status:#}");
@@ -469,10 +524,22 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
     assert_eq!(view["git"]["appHead"], c2.as_str());
     assert_eq!(view["git"]["pinned"]["base"], c1.as_str());
     let text = fx.run_env(&["status", "tier-0", "-f", &m], &kube).success();
-    text.has("Ready").has("LeaseBroken").has("canary-eu").has("Synced").has("Healthy").has("controller lagging").lacks("not read:");
+    text.has("Ready")
+        .has("LeaseBroken")
+        .has("canary-eu")
+        .has("Synced")
+        .has("Healthy")
+        .has("controller lagging")
+        .lacks("not read:");
     // tier-1 is not applied: said, not failed.
     let status = fx.run_env(&["status", "tier-1", "-f", &m, "-o", "json"], &kube).success().json();
-    let unavailable = status[0]["unavailable"].as_array().expect("unavailable").iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let unavailable = status[0]["unavailable"]
+        .as_array()
+        .expect("unavailable")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(unavailable.contains("Tier default/tier-1 is not applied"), "{status:#}");
     assert!(status[0]["applications"].as_array().unwrap().iter().all(|a| a["exists"] == false), "{status:#}");
 }
@@ -490,9 +557,27 @@ fn pull_requests_are_opened_through_the_github_api() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let lib = GitHub { base_url: gh.url().to_string(), token: TOKEN.to_string() };
     let url = "https://github.com/acme/storefront.git";
-    let pr = rt.block_on(lib.open_pull_request(url, "tier-0", "tier-1", "Promote tier-0 to tier-1", "body")).expect("open a pull request");
-    assert_eq!(pr, PullRequest { repository: "acme/storefront".into(), number: 41, url: html_url("acme", "storefront", 41), already_existed: false });
-    let again = rt.block_on(lib.open_pull_request("git@github.com:acme/storefront.git", "tier-0", "tier-1", "Promote again", "body")).expect("find the open pull request");
+    let pr = rt
+        .block_on(lib.open_pull_request(url, "tier-0", "tier-1", "Promote tier-0 to tier-1", "body"))
+        .expect("open a pull request");
+    assert_eq!(
+        pr,
+        PullRequest {
+            repository: "acme/storefront".into(),
+            number: 41,
+            url: html_url("acme", "storefront", 41),
+            already_existed: false
+        }
+    );
+    let again = rt
+        .block_on(lib.open_pull_request(
+            "git@github.com:acme/storefront.git",
+            "tier-0",
+            "tier-1",
+            "Promote again",
+            "body",
+        ))
+        .expect("find the open pull request");
     assert_eq!(again, PullRequest { already_existed: true, ..pr.clone() });
     let requests = gh.requests();
     let list = requests.last().expect("a request");
@@ -502,10 +587,17 @@ fn pull_requests_are_opened_through_the_github_api() {
     assert_eq!(list.query.get("state").map(String::as_str), Some("open"));
     let wrong = GitHub { base_url: gh.url().to_string(), token: "wrong-token-value".into() };
     let err = rt.block_on(wrong.open_pull_request(url, "tier-0", "tier-1", "t", "b")).unwrap_err();
-    assert!(matches!(&err, GitHubError::Unauthorized { status: 401, repository } if repository == "acme/storefront"), "{err:?}");
-    assert!(!err.to_string().contains("wrong-token-value") && !format!("{err:?}").contains("wrong-token-value"), "{err}");
+    assert!(
+        matches!(&err, GitHubError::Unauthorized { status: 401, repository } if repository == "acme/storefront"),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().contains("wrong-token-value") && !format!("{err:?}").contains("wrong-token-value"),
+        "{err}"
+    );
     assert!(!format!("{lib:?}").contains(TOKEN));
-    let not_github = rt.block_on(lib.open_pull_request("https://github.com/acme", "tier-0", "tier-1", "t", "b")).unwrap_err();
+    let not_github =
+        rt.block_on(lib.open_pull_request("https://github.com/acme", "tier-0", "tier-1", "t", "b")).unwrap_err();
     assert!(matches!(not_github, GitHubError::NotGitHub { .. }), "{not_github}");
     let unreachable = GitHub { base_url: "http://127.0.0.1:1".into(), token: TOKEN.into() };
     let err = rt.block_on(unreachable.open_pull_request(url, "tier-0", "tier-1", "t", "b")).unwrap_err();
@@ -518,14 +610,23 @@ fn pull_requests_are_opened_through_the_github_api() {
     let t1 = head(&fx.app, "tier-1");
     let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
     let before = gh.requests().len();
-    let run = fx.promote_env(&["--skip-checks", "--pr", "--github-url", gh.url(), "-m", "checkout for everyone", "-vv"], &[("GITHUB_TOKEN", TOKEN)]).success();
+    let run = fx
+        .promote_env(
+            &["--skip-checks", "--pr", "--github-url", gh.url(), "-m", "checkout for everyone", "-vv"],
+            &[("GITHUB_TOKEN", TOKEN)],
+        )
+        .success();
     let number = 42;
     run.has(&format!("opened pull request acme/shop-app #{number}: {}", html_url("acme", "shop-app", number)))
         .has(&format!("{} Checkout 1.1.0 ({AUTHOR})", short(&c1)))
         .lacks(TOKEN);
     assert_eq!(head(&fx.app, "tier-1"), t1, "--pr pushes nothing");
     let requests: Vec<_> = gh.requests().into_iter().skip(before).collect();
-    assert_eq!(requests.len(), 1, "one pull request, for the app only (the configuration is up to date): {requests:#?}");
+    assert_eq!(
+        requests.len(),
+        1,
+        "one pull request, for the app only (the configuration is up to date): {requests:#?}"
+    );
     let req = &requests[0];
     assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/repos/acme/shop-app/pulls"));
     assert_eq!(req.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
@@ -534,7 +635,8 @@ fn pull_requests_are_opened_through_the_github_api() {
     assert_eq!(req.body["base"], "tier-1");
     let body = req.body["body"].as_str().expect("a body");
     let commit_line = format!("- {} Checkout 1.1.0 ({AUTHOR})", short(&c1));
-    for want in [commit_line.as_str(), "checkout for everyone", "- `eu-west`", "- `us-east`", "`tier-0` into `tier-1`"] {
+    for want in [commit_line.as_str(), "checkout for everyone", "- `eu-west`", "- `us-east`", "`tier-0` into `tier-1`"]
+    {
         assert!(body.contains(want), "the body lacks {want:?}:\n{body}");
     }
 
@@ -542,13 +644,20 @@ fn pull_requests_are_opened_through_the_github_api() {
     let token_file = fx.work.path().join("github-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let token_file = token_file.to_str().unwrap();
-    let run = fx.promote(&["--skip-checks", "--pr", "--github-url", gh.url(), "--github-token-file", token_file, "-o", "json"]).success();
+    let run = fx
+        .promote(&["--skip-checks", "--pr", "--github-url", gh.url(), "--github-token-file", token_file, "-o", "json"])
+        .success();
     run.lacks(TOKEN);
-    assert_eq!(run.json(), json!([{"repository": "acme/shop-app", "number": number, "url": html_url("acme", "shop-app", number), "alreadyExisted": true}]));
+    assert_eq!(
+        run.json(),
+        json!([{"repository": "acme/shop-app", "number": number, "url": html_url("acme", "shop-app", number), "alreadyExisted": true}])
+    );
     assert_eq!(gh.pulls().len(), 2, "no duplicate pull request");
 
     // GITHUB_API_URL works as --github-url; a refused token fails (exit 1) without printing it.
-    let run = fx.promote_env(&["--skip-checks", "--pr"], &[("GITHUB_TOKEN", "wrong-token-value"), ("GITHUB_API_URL", gh.url())]).failure(1);
+    let run = fx
+        .promote_env(&["--skip-checks", "--pr"], &[("GITHUB_TOKEN", "wrong-token-value"), ("GITHUB_API_URL", gh.url())])
+        .failure(1);
     run.has_err("refused the token").has_err("acme/shop-app").lacks("wrong-token-value");
     // No token at all: said, before any request.
     let before = gh.requests().len();
@@ -571,12 +680,18 @@ fn rollback_moves_the_branch_back_or_reverts_and_sync_pins_the_older_commit() {
     let m = fx.m();
 
     // --dry-run says what would go and moves nothing.
-    fx.run(&["rollback", "tier-0", "-f", &m, "--steps", "1", "--dry-run"]).success().has(&format!("would move app tier-0 {} -> {}", short(&c2), short(&c1)));
+    fx.run(&["rollback", "tier-0", "-f", &m, "--steps", "1", "--dry-run"]).success().has(&format!(
+        "would move app tier-0 {} -> {}",
+        short(&c2),
+        short(&c1)
+    ));
     assert_eq!(head(&fx.app, "tier-0"), c2);
 
     // --steps 1: back one commit; the output names what was undone.
     let run = fx.run(&["rollback", "tier-0", "-f", &m, "--steps", "1"]).success();
-    run.has(&format!("moved back app tier-0 {} -> {}", short(&c2), short(&c1))).has("undone:").has(&format!("{} Checkout 1.2.0 ({AUTHOR})", short(&c2)));
+    run.has(&format!("moved back app tier-0 {} -> {}", short(&c2), short(&c1)))
+        .has("undone:")
+        .has(&format!("{} Checkout 1.2.0 ({AUTHOR})", short(&c2)));
     assert!(!run.stdout.contains("Checkout 1.1.0"), "{run}");
     assert_eq!(head(&fx.app, "tier-0"), c1);
 
@@ -585,7 +700,10 @@ fn rollback_moves_the_branch_back_or_reverts_and_sync_pins_the_older_commit() {
     assert_eq!(fx.pinned_app("tier-0"), c1);
 
     // A commit that is not in the branch's history (any more), or not at all: refused, named.
-    fx.run(&["rollback", "tier-0", "-f", &m, "--to", &c2]).failure(2).has_err(&c2).has_err("not in the history of branch \"tier-0\"");
+    fx.run(&["rollback", "tier-0", "-f", &m, "--to", &c2])
+        .failure(2)
+        .has_err(&c2)
+        .has_err("not in the history of branch \"tier-0\"");
     let nowhere = "0123456789abcdef0123456789abcdef01234567";
     fx.run(&["rollback", "tier-0", "-f", &m, "--to", nowhere]).failure(2).has_err(nowhere);
     fx.run(&["rollback", "tier-0", "-f", &m, "--steps", "5"]).failure(2).has_err("5 steps");
@@ -599,8 +717,15 @@ fn rollback_moves_the_branch_back_or_reverts_and_sync_pins_the_older_commit() {
     assert_eq!(done["previous"], c1.as_str());
     assert_eq!(done["reverted"], true);
     assert_eq!(done["undone"][0]["id"], c1.as_str());
-    assert_eq!(fx.app_git(&["rev-parse", &format!("{reverted}^")]), c1, "the revert commit sits on top of the old head");
-    assert_eq!(fx.app_git(&["rev-parse", &format!("{reverted}^{{tree}}")]), fx.app_git(&["rev-parse", &format!("{c0}^{{tree}}")]));
+    assert_eq!(
+        fx.app_git(&["rev-parse", &format!("{reverted}^")]),
+        c1,
+        "the revert commit sits on top of the old head"
+    );
+    assert_eq!(
+        fx.app_git(&["rev-parse", &format!("{reverted}^{{tree}}")]),
+        fx.app_git(&["rev-parse", &format!("{c0}^{{tree}}")])
+    );
     let history: Vec<String> = log(&fx.app, "tier-0").into_iter().map(|(sha, _)| sha).collect();
     assert_eq!(history, [reverted.clone(), c1.clone(), c0.clone()]);
     let subject = &log(&fx.app, "tier-0")[0].1;
@@ -643,7 +768,10 @@ fn status_without_a_cluster_reports_git_and_says_what_it_could_not_read() {
     assert_eq!(g1["ahead"], 0);
     for v in views {
         let unavailable = v["unavailable"].as_array().expect("unavailable");
-        assert!(!unavailable.is_empty() && unavailable.iter().all(|u| u.as_str().unwrap().starts_with("cluster:")), "{v:#}");
+        assert!(
+            !unavailable.is_empty() && unavailable.iter().all(|u| u.as_str().unwrap().starts_with("cluster:")),
+            "{v:#}"
+        );
         assert_eq!(v["conditions"], json!([]));
         assert_eq!(v["applications"], json!([]));
     }
@@ -657,10 +785,15 @@ fn status_without_a_cluster_reports_git_and_says_what_it_could_not_read() {
         .has("not read:");
 
     // An unreachable repository is said too, and the other tiers still show.
-    let broken = std::fs::read_to_string(fx.manifests().join("tier-1.yaml")).unwrap().replace(&fx.app, &fx.daemon.url("missing"));
+    let broken = std::fs::read_to_string(fx.manifests().join("tier-1.yaml"))
+        .unwrap()
+        .replace(&fx.app, &fx.daemon.url("missing"));
     std::fs::write(fx.manifests().join("tier-1.yaml"), broken).unwrap();
     let status = fx.run(&["status", "-f", &m, "-o", "json"]).success().json();
     assert_eq!(status[0]["git"]["appHead"], c1.as_str());
     assert_eq!(status[1]["git"], Value::Null);
-    assert!(status[1]["unavailable"].as_array().unwrap().iter().any(|u| u.as_str().unwrap().starts_with("git:")), "{status:#}");
+    assert!(
+        status[1]["unavailable"].as_array().unwrap().iter().any(|u| u.as_str().unwrap().starts_with("git:")),
+        "{status:#}"
+    );
 }

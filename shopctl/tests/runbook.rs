@@ -21,7 +21,17 @@ use shopset_e2e::gitserver::{branch_head, commit_files};
 use shopset_e2e::tools::{repo_root, tools_bin};
 
 /// Every block of the runbook, and the tests below run each of them.
-const BLOCKS: &[&str] = &["apply-applications", "argocd-down", "bump", "create-branches", "first-render", "promote", "rerender", "rollback", "verify"];
+const BLOCKS: &[&str] = &[
+    "apply-applications",
+    "argocd-down",
+    "bump",
+    "create-branches",
+    "first-render",
+    "promote",
+    "rerender",
+    "rollback",
+    "verify",
+];
 
 /// The marked `sh` blocks of docs/runbook.md: name -> script.
 fn runbook() -> BTreeMap<String, String> {
@@ -30,8 +40,14 @@ fn runbook() -> BTreeMap<String, String> {
     let mut blocks = BTreeMap::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        let Some(name) = line.trim().strip_prefix("<!-- runbook: ").and_then(|r| r.strip_suffix(" -->")) else { continue };
-        assert_eq!(lines.next().map(str::trim), Some("```sh"), "runbook block {name}: the marker must be followed by a ```sh fence");
+        let Some(name) = line.trim().strip_prefix("<!-- runbook: ").and_then(|r| r.strip_suffix(" -->")) else {
+            continue;
+        };
+        assert_eq!(
+            lines.next().map(str::trim),
+            Some("```sh"),
+            "runbook block {name}: the marker must be followed by a ```sh fence"
+        );
         let mut body = String::new();
         for l in lines.by_ref() {
             if l.starts_with("```") {
@@ -74,7 +90,12 @@ impl<'a> Hand<'a> {
         let dir = self.f.work.path().join(format!("hand-{n}-{block}"));
         std::fs::create_dir(&dir).unwrap();
         let shopctl_dir = Path::new(env!("CARGO_BIN_EXE_shopctl")).parent().unwrap().to_path_buf();
-        let path = std::env::join_paths([shopctl_dir, tools_bin()].into_iter().chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))).unwrap();
+        let path = std::env::join_paths(
+            [shopctl_dir, tools_bin()]
+                .into_iter()
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+        )
+        .unwrap();
         let mut cmd = Command::new("sh");
         cmd.arg("-eu").arg("-c").arg(script).current_dir(&dir).env_clear().stdin(Stdio::null());
         cmd.env("PATH", path)
@@ -101,7 +122,12 @@ impl<'a> Hand<'a> {
     fn run(&self, block: &str, vars: &[(&str, &str)]) -> String {
         let out = self.command(block, vars).output().expect("run sh");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "runbook block {block} with {vars:?} failed ({}):\n{text}\n--- the block:\n{}", out.status, self.blocks[block]);
+        assert!(
+            out.status.success(),
+            "runbook block {block} with {vars:?} failed ({}):\n{text}\n--- the block:\n{}",
+            out.status,
+            self.blocks[block]
+        );
         text
     }
 
@@ -130,7 +156,12 @@ fn shopset_tree(f: &Fixture, tier: &str) -> String {
     };
     let rendered = Renderer::embedded()
         .unwrap()
-        .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })
+        .render(RenderInput {
+            tier: &input.tier,
+            configurations: &input.configurations,
+            shopsets: &input.shopsets,
+            pins: &pins,
+        })
         .expect("render");
     let scratch = f.work.path().join("scratch-cache");
     let remote = GitCache::new(&scratch).open(&f.system, &Auth::default()).expect("open scratch cache");
@@ -163,7 +194,10 @@ fn example(path: &str) -> String {
 #[test]
 fn every_block_of_the_runbook_is_run_by_these_tests() {
     let names: Vec<String> = runbook().into_keys().collect();
-    assert_eq!(names, BLOCKS, "docs/runbook.md's blocks and the ones these tests run differ: add a test for a new block");
+    assert_eq!(
+        names, BLOCKS,
+        "docs/runbook.md's blocks and the ones these tests run differ: add a test for a new block"
+    );
 }
 
 #[test]
@@ -189,9 +223,11 @@ fn first_render_and_bump_by_hand_write_the_tree_shopctl_sync_writes() {
 
     // 3. A merge into the app and the configuration tier branches, pinned by hand.
     let checkout = example("app/base/checkout.yaml").replace("checkout:1.0.0", "checkout:1.2.0");
-    let app_head = commit_files(&f.read_url("app"), "tier-0", &[("base/checkout.yaml", &checkout)], "Bump checkout to 1.2.0");
+    let app_head =
+        commit_files(&f.read_url("app"), "tier-0", &[("base/checkout.yaml", &checkout)], "Bump checkout to 1.2.0");
     let component = example("config/component/kustomization.yaml").replace("LOG_LEVEL=info", "LOG_LEVEL=debug");
-    let config_head = commit_files(&f.read_url("config"), "tier-0", &[("component/kustomization.yaml", &component)], "Debug logging");
+    let config_head =
+        commit_files(&f.read_url("config"), "tier-0", &[("component/kustomization.yaml", &component)], "Debug logging");
     hand.run("bump", &[("TIER", "tier-0")]);
     assert_eq!(f.system_git(&["rev-parse", "tier-0:base"]), app_head);
     assert_eq!(f.system_git(&["rev-parse", "tier-0:config/shop-config"]), config_head);
@@ -231,7 +267,8 @@ fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand(
     assert_tree_is_shopsets(&f, "tier-0", "bump of tier-0");
 
     // `shopctl diff` previews the promotion without moving anything.
-    let preview = f.shopctl_env(&["diff", "tier-0", "tier-1", "-f", manifests], &[("PATH", &path_with_tools())]).success();
+    let preview =
+        f.shopctl_env(&["diff", "tier-0", "tier-1", "-f", manifests], &[("PATH", &path_with_tools())]).success();
     assert!(preview.stdout.contains("+        image: ghcr.io/acme/checkout:1.2.0"), "{preview}");
     assert_eq!(branch_head(&f.app, "tier-1").as_deref(), Some(v1.as_str()));
 
@@ -256,7 +293,11 @@ fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand(
 
     // 4. A manifest change (replicas, a new ShopSet, one removed), re-rendered by hand.
     let shopsets = example("shopsets.yaml").replace("replicas: 3", "replicas: 5");
-    let (keep, _us_east) = shopsets.split_at(shopsets.find("---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: us-east").expect("us-east in the example"));
+    let (keep, _us_east) = shopsets.split_at(
+        shopsets
+            .find("---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: us-east")
+            .expect("us-east in the example"),
+    );
     let changed = format!(
         "{keep}---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: ap-south\nspec:\n  tier: tier-1\n  configuration: shop-config\n  shops: [shop-2001]\n  images:\n  - name: ghcr.io/acme/storefront\n    newTag: 1.0.1\n"
     );
@@ -300,29 +341,83 @@ fn kubectl_blocks_apply_what_the_controller_and_argo_cd_apply() {
             f.system
         )
     };
-    cp.kubectl_with_stdin_ok(["apply", "--server-side", "-f", "-"], &format!("{}---\n{}", stale("gone", "tier-0"), stale("other", "tier-1")));
+    cp.kubectl_with_stdin_ok(
+        ["apply", "--server-side", "-f", "-"],
+        &format!("{}---\n{}", stale("gone", "tier-0"), stale("other", "tier-1")),
+    );
 
     hand.run("apply-applications", &[("TIER", "tier-0")]);
     let apps = cp.kubectl_ok(["-n", "argocd", "get", "applications", "-o", "name"]);
     let apps: Vec<&str> = apps.lines().collect();
-    assert_eq!(apps, ["application.argoproj.io/canary-eu", "application.argoproj.io/canary-us", "application.argoproj.io/other"]);
-    let managers = cp.kubectl_ok(["-n", "argocd", "get", "application", "canary-eu", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    assert_eq!(
+        apps,
+        ["application.argoproj.io/canary-eu", "application.argoproj.io/canary-us", "application.argoproj.io/other"]
+    );
+    let managers = cp.kubectl_ok([
+        "-n",
+        "argocd",
+        "get",
+        "application",
+        "canary-eu",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
     assert_eq!(managers.trim(), "shopset-controller");
-    let revision = cp.kubectl_ok(["-n", "argocd", "get", "application", "canary-eu", "-o", "jsonpath={.spec.source.targetRevision} {.spec.source.path}"]);
+    let revision = cp.kubectl_ok([
+        "-n",
+        "argocd",
+        "get",
+        "application",
+        "canary-eu",
+        "-o",
+        "jsonpath={.spec.source.targetRevision} {.spec.source.path}",
+    ]);
     assert_eq!(revision, "tier-0 shopsets/canary-eu");
 
     hand.run("argocd-down", &[("TIER", "tier-0")]);
-    for (ns, image) in [("canary-eu", "ghcr.io/acme/checkout:1.0.0"), ("canary-us", "ghcr.io/acme/checkout:1.1.0-rc.1")] {
+    for (ns, image) in [("canary-eu", "ghcr.io/acme/checkout:1.0.0"), ("canary-us", "ghcr.io/acme/checkout:1.1.0-rc.1")]
+    {
         let deploys = cp.kubectl_ok(["-n", ns, "get", "deployments", "-o", "name"]);
-        assert_eq!(deploys.lines().collect::<Vec<_>>(), ["deployment.apps/checkout", "deployment.apps/storefront"], "{ns}");
+        assert_eq!(
+            deploys.lines().collect::<Vec<_>>(),
+            ["deployment.apps/checkout", "deployment.apps/storefront"],
+            "{ns}"
+        );
         let services = cp.kubectl_ok(["-n", ns, "get", "services", "-o", "name"]);
         assert_eq!(services.lines().collect::<Vec<_>>(), ["service/checkout", "service/storefront"], "{ns}");
-        let got = cp.kubectl_ok(["-n", ns, "get", "deployment", "checkout", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+        let got = cp.kubectl_ok([
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "checkout",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ]);
         assert_eq!(got, image);
-        let managers = cp.kubectl_ok(["-n", ns, "get", "deployment", "checkout", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+        let managers = cp.kubectl_ok([
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "checkout",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ]);
         assert!(managers.split_whitespace().any(|m| m == "shopset-manual"), "{managers}");
     }
     // The ShopSet's identity reached the workloads.
-    let env = cp.kubectl_ok(["-n", "canary-eu", "get", "configmaps", "-l", "shopset.dev/shopset=canary-eu", "-o", "jsonpath={.items[*].data.SHOP_IDS}"]);
+    let env = cp.kubectl_ok([
+        "-n",
+        "canary-eu",
+        "get",
+        "configmaps",
+        "-l",
+        "shopset.dev/shopset=canary-eu",
+        "-o",
+        "jsonpath={.items[*].data.SHOP_IDS}",
+    ]);
     assert!(env.contains("shop-0001,shop-0002"), "{env}");
 }

@@ -28,7 +28,8 @@ struct SshFixture {
 impl SshFixture {
     fn new() -> SshFixture {
         let server = SshGitServer::start();
-        let (app, config, system) = (server.create_repo("app"), server.create_repo("config"), server.create_repo("system"));
+        let (app, config, system) =
+            (server.create_repo("app"), server.create_repo("config"), server.create_repo("system"));
         let examples = repo_root().join("examples");
         server.seed_dir("app", "main", &examples.join("app"), "Shop application base");
         server.seed_dir("config", "main", &examples.join("config"), "Shared shop configuration");
@@ -166,7 +167,10 @@ fn sync_over_ssh_with_key_file_and_known_hosts_file() {
 fn sync_over_ssh_with_a_credentials_secret_holding_identity_and_known_hosts() {
     let f = SshFixture::new();
     // known_hosts as people paste it: a comment, an unrelated host, then ours.
-    let known_hosts = format!("# shop git server\ngithub.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICB11tfJnXBl2dprl8TNECmmQIzPDPEQ7IJ+5EC12/C0\n{}\n", f.server.known_hosts_line());
+    let known_hosts = format!(
+        "# shop git server\ngithub.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICB11tfJnXBl2dprl8TNECmmQIzPDPEQ7IJ+5EC12/C0\n{}\n",
+        f.server.known_hosts_line()
+    );
     let secret = f.secret("credentials.yaml", &f.server.client_key(), Some(&known_hosts));
 
     let run = f.sync(&["--credentials", &secret], &[]).success();
@@ -215,7 +219,8 @@ fn without_known_hosts_in_the_credentials_libgit2_checks_home_ssh_known_hosts() 
 
     // Listed in ~/.ssh/known_hosts: libgit2's own check accepts it.
     std::fs::create_dir(f.home().join(".ssh")).expect("create ~/.ssh");
-    std::fs::write(f.home().join(".ssh/known_hosts"), format!("{}\n", f.server.known_hosts_line())).expect("write ~/.ssh/known_hosts");
+    std::fs::write(f.home().join(".ssh/known_hosts"), format!("{}\n", f.server.known_hosts_line()))
+        .expect("write ~/.ssh/known_hosts");
     let run = f.sync(&[], &key_env).success();
     f.assert_synced(&run);
 }
@@ -244,7 +249,12 @@ fn a_key_the_server_does_not_know_fails_authentication_naming_the_url() {
     f.assert_no_key_material(&run, &[&wrong_key]);
 
     assert_eq!(f.refs(), before, "a refused sync wrote to a repository");
-    assert!(f.server.log().contains("Connection closed by authenticating user") || f.server.log().contains("Failed publickey"), "sshd saw no refused key:\n{}", f.server.log());
+    assert!(
+        f.server.log().contains("Connection closed by authenticating user")
+            || f.server.log().contains("Failed publickey"),
+        "sshd saw no refused key:\n{}",
+        f.server.log()
+    );
 }
 
 #[test]
@@ -259,7 +269,13 @@ fn another_host_key_than_known_hosts_lists_fails_before_authenticating() {
     let run = f.sync(&["-vv"], &env_key_and_known_hosts(key.to_str().unwrap(), &known_hosts)).failure(1);
 
     let name = format!("[127.0.0.1]:{}", f.server.port());
-    assert!(run.stderr.contains(&format!("SSH host key check of {} failed: the host key of {name} does not match known_hosts; fix:", f.app)), "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "SSH host key check of {} failed: the host key of {name} does not match known_hosts; fix:",
+            f.app
+        )),
+        "{run}"
+    );
     assert!(!run.stderr.contains("authentication to"), "{run}");
     f.assert_no_key_material(&run, &[]);
     assert!(!run.stderr.contains(impostor.split_whitespace().nth(2).unwrap()), "{run}");
@@ -305,13 +321,20 @@ fn the_git_cli_helpers_check_the_host_key_too() {
     let out = Command::new("git")
         .args(["ls-remote", &f.app])
         .current_dir(dir.path())
-        .env("GIT_SSH_COMMAND", f.server.git_ssh_command().replace(&f.server.known_hosts_path().to_string_lossy().to_string(), &bad))
+        .env(
+            "GIT_SSH_COMMAND",
+            f.server.git_ssh_command().replace(&f.server.known_hosts_path().to_string_lossy().to_string(), &bad),
+        )
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .stdin(Stdio::null())
         .output()
         .expect("run git");
     assert!(!out.status.success(), "git accepted an unknown host key");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(Path::new(&f.server.path("app")).is_dir());
 }

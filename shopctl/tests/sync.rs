@@ -54,11 +54,13 @@ fn first_sync_creates_tier_branches_from_main_and_pins_them_as_gitlinks() {
 
     // The human-owned tier branches are created at the default branch's head, and say so.
     assert!(
-        line_starting(out, "app ").ends_with(&format!("created branch from main (default branch) at {}", short(&app_main))),
+        line_starting(out, "app ")
+            .ends_with(&format!("created branch from main (default branch) at {}", short(&app_main))),
         "{run}"
     );
     assert!(
-        line_starting(out, "config/shop-config ").ends_with(&format!("created branch from main (default branch) at {}", short(&config_main))),
+        line_starting(out, "config/shop-config ")
+            .ends_with(&format!("created branch from main (default branch) at {}", short(&config_main))),
         "{run}"
     );
     assert_eq!(branch_head(&f.app, "tier-0").as_deref(), Some(app_main.as_str()));
@@ -74,7 +76,12 @@ fn first_sync_creates_tier_branches_from_main_and_pins_them_as_gitlinks() {
     assert_eq!(tree.get("base"), Some(&("160000".to_string(), app_main.clone())), "{tree:#?}");
     assert_eq!(tree.get("config/shop-config"), Some(&("160000".to_string(), config_main.clone())), "{tree:#?}");
     assert_eq!(tree.values().filter(|(mode, _)| mode == "160000").count(), 2, "{tree:#?}");
-    for path in ["shopsets/canary-eu/kustomization.yaml", "applications/canary-eu.yaml", "applications/canary-us.yaml", "README.md"] {
+    for path in [
+        "shopsets/canary-eu/kustomization.yaml",
+        "applications/canary-eu.yaml",
+        "applications/canary-us.yaml",
+        "README.md",
+    ] {
         assert!(tree.contains_key(path), "{path} missing: {tree:#?}");
     }
 
@@ -118,14 +125,20 @@ fn dry_run_on_fresh_repositories_writes_nothing_but_shows_the_diff() {
     assert_eq!(remote_refs(&f), before, "a dry run changed a repository:\n{run}");
     let out = tier_section(&run.stdout, "tier-0");
     assert!(line_starting(out, "app ").contains("would create branch from main (default branch)"), "{run}");
-    assert!(line_starting(out, "config/shop-config ").contains("would create branch from main (default branch)"), "{run}");
+    assert!(
+        line_starting(out, "config/shop-config ").contains("would create branch from main (default branch)"),
+        "{run}"
+    );
     assert!(line_starting(out, "system ").contains("would create branch from"), "{run}");
     assert!(out.contains("would commit:"), "{run}");
     assert!(out.contains("tier-0: first render"), "{run}");
     // The diff of the whole new tree: gitlinks and generated files.
     assert!(out.contains("diff --git a/base b/base"), "{run}");
     assert!(out.contains(&format!("+Subproject commit {app_main}")), "{run}");
-    assert!(out.contains("diff --git a/shopsets/canary-eu/kustomization.yaml b/shopsets/canary-eu/kustomization.yaml"), "{run}");
+    assert!(
+        out.contains("diff --git a/shopsets/canary-eu/kustomization.yaml b/shopsets/canary-eu/kustomization.yaml"),
+        "{run}"
+    );
     assert!(out.contains("+  - \"SHOP_IDS=shop-0001,shop-0002\""), "{run}");
     assert!(!out.contains("committed"), "{run}");
 }
@@ -137,7 +150,8 @@ fn json_output_parses_and_names_the_commit() {
 
     let run = f.shopctl(&["-o", "json", "sync", "-f", &manifests_arg(&f), "--tier", "tier-0"]).success();
 
-    let reports: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"));
+    let reports: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"));
     let report = &reports.as_array().expect("a list of reports")[0];
     let head = branch_head(&f.system, "tier-0").expect("system tier-0");
     assert_eq!(report["tier"], "tier-0");
@@ -170,7 +184,10 @@ fn tier_1_branches_are_created_from_tier_0_heads() {
     assert_eq!(f.system_git(&["rev-parse", "tier-1^"]), system0);
     let tree = ls_tree(&f, "tier-1");
     assert_eq!(tree["base"], ls_tree(&f, "tier-0")["base"]);
-    assert!(tree.contains_key("shopsets/eu-west/kustomization.yaml") && tree.contains_key("shopsets/us-east/replicas.yaml"), "{tree:#?}");
+    assert!(
+        tree.contains_key("shopsets/eu-west/kustomization.yaml") && tree.contains_key("shopsets/us-east/replicas.yaml"),
+        "{tree:#?}"
+    );
     assert!(!tree.keys().any(|p| p.starts_with("shopsets/canary-")), "tier-0's ShopSets leaked into tier-1: {tree:#?}");
 }
 
@@ -178,8 +195,10 @@ fn tier_1_branches_are_created_from_tier_0_heads() {
 fn app_commit_on_tier_0_bumps_only_tier_0_with_a_readable_message() {
     let f = Fixture::daemon();
     f.sync_ok(&[]);
-    let tier1_before: Vec<Option<String>> = [&f.app, &f.config, &f.system].iter().map(|u| branch_head(u, "tier-1")).collect();
-    let tier1_heads = || -> Vec<Option<String>> { [&f.app, &f.config, &f.system].iter().map(|u| branch_head(u, "tier-1")).collect() };
+    let tier1_before: Vec<Option<String>> =
+        [&f.app, &f.config, &f.system].iter().map(|u| branch_head(u, "tier-1")).collect();
+    let tier1_heads =
+        || -> Vec<Option<String>> { [&f.app, &f.config, &f.system].iter().map(|u| branch_head(u, "tier-1")).collect() };
 
     // One commit.
     let old = branch_head(&f.app, "tier-0").expect("app tier-0");
@@ -214,8 +233,10 @@ fn app_commit_on_tier_0_bumps_only_tier_0_with_a_readable_message() {
 /// The example ShopSets, minus those named in `drop`, plus `extra` documents.
 fn shopsets_yaml(drop: &[&str], extra: &str) -> String {
     let text = example_manifest("shopsets.yaml");
-    let mut docs: Vec<&str> =
-        text.split("\n---\n").filter(|doc| !drop.iter().any(|name| doc.contains(&format!("  name: {name}\n")))).collect();
+    let mut docs: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|doc| !drop.iter().any(|name| doc.contains(&format!("  name: {name}\n"))))
+        .collect();
     if !extra.is_empty() {
         docs.push(extra);
     }
@@ -234,7 +255,10 @@ fn removed_shopset_loses_its_overlay_and_application() {
     let tree = ls_tree(&f, "tier-0");
     assert!(!tree.keys().any(|p| p.starts_with("shopsets/canary-us/")), "{tree:#?}");
     assert!(!tree.contains_key("applications/canary-us.yaml"), "{tree:#?}");
-    assert!(tree.contains_key("shopsets/canary-eu/kustomization.yaml") && tree.contains_key("applications/canary-eu.yaml"), "{tree:#?}");
+    assert!(
+        tree.contains_key("shopsets/canary-eu/kustomization.yaml") && tree.contains_key("applications/canary-eu.yaml"),
+        "{tree:#?}"
+    );
     let message = head_message(&f, "tier-0");
     assert!(message.lines().any(|l| l == "shopsets removed: canary-us"), "{message}");
     assert!(message.lines().next().unwrap().contains("shopsets removed: canary-us"), "{message}");
@@ -251,12 +275,17 @@ fn added_and_changed_shopsets_are_named_in_the_commit() {
     f.write_manifest("shopsets.yaml", &shopsets_yaml(&[], apac));
     f.sync_ok(&["--tier", "tier-0"]);
     let tree = ls_tree(&f, "tier-0");
-    assert!(tree.contains_key("shopsets/canary-apac/kustomization.yaml") && tree.contains_key("applications/canary-apac.yaml"), "{tree:#?}");
+    assert!(
+        tree.contains_key("shopsets/canary-apac/kustomization.yaml")
+            && tree.contains_key("applications/canary-apac.yaml"),
+        "{tree:#?}"
+    );
     let message = head_message(&f, "tier-0");
     assert!(message.lines().next().unwrap().contains("shopsets added: canary-apac"), "{message}");
     assert!(!message.contains("shopsets changed") && !message.contains("shopsets removed"), "{message}");
 
-    let changed = shopsets_yaml(&[], apac).replace("shops: [shop-0001, shop-0002]", "shops: [shop-0001, shop-0002, shop-0003]");
+    let changed =
+        shopsets_yaml(&[], apac).replace("shops: [shop-0001, shop-0002]", "shops: [shop-0001, shop-0002, shop-0003]");
     f.write_manifest("shopsets.yaml", &changed);
     f.sync_ok(&["--tier", "tier-0"]);
     let message = head_message(&f, "tier-0");
@@ -275,7 +304,8 @@ fn push_rejected_by_the_server_is_reported_with_its_reason() {
     f.sync_ok(&["--tier", "tier-0"]);
     commit_files(&f.app, "tier-0", &[("base/NOTES.md", "change\n")], "app change");
     let hook = f.repo_path("system").join("hooks").join("pre-receive");
-    std::fs::write(&hook, "#!/bin/sh\necho 'frozen-for-audit: system branches are locked until Monday'\nexit 1\n").unwrap();
+    std::fs::write(&hook, "#!/bin/sh\necho 'frozen-for-audit: system branches are locked until Monday'\nexit 1\n")
+        .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let before = remote_refs(&f);
 
@@ -285,7 +315,10 @@ fn push_rejected_by_the_server_is_reported_with_its_reason() {
     assert!(error.contains("branch tier-0"), "{run}");
     assert!(error.contains("rejected"), "{run}");
     assert!(error.contains(&f.system), "{run}");
-    assert!(run.stderr.contains("frozen-for-audit: system branches are locked until Monday"), "the server's reason is missing:\n{run}");
+    assert!(
+        run.stderr.contains("frozen-for-audit: system branches are locked until Monday"),
+        "the server's reason is missing:\n{run}"
+    );
     assert_eq!(remote_refs(&f), before, "something moved after a rejected push");
 }
 
@@ -303,7 +336,11 @@ fn base64(bytes: &[u8]) -> String {
 
 fn write_secret(f: &Fixture, body: &str) -> String {
     let path = f.work.path().join("git-credentials.yaml");
-    std::fs::write(&path, format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: git-credentials\ntype: Opaque\n{body}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: git-credentials\ntype: Opaque\n{body}"),
+    )
+    .unwrap();
     path.to_str().unwrap().to_string()
 }
 
@@ -332,7 +369,10 @@ fn http_credentials_from_secret_string_data() {
 #[test]
 fn http_credentials_from_secret_base64_data() {
     let f = Fixture::http(USER, PASSWORD);
-    let secret = write_secret(&f, &format!("data:\n  username: {}\n  password: {}\n", base64(USER.as_bytes()), base64(PASSWORD.as_bytes())));
+    let secret = write_secret(
+        &f,
+        &format!("data:\n  username: {}\n  password: {}\n", base64(USER.as_bytes()), base64(PASSWORD.as_bytes())),
+    );
     assert_http_sync_succeeds(&f, &["--credentials", &secret], &[]);
 }
 
@@ -357,7 +397,10 @@ fn http_wrong_password_fails_without_printing_it_and_writes_nothing() {
 
     // Debug logging on: not even logs may carry the secret.
     let runs = [
-        f.shopctl_env(&["-vv", "sync", "-f", &manifests], &[("SHOPSET_GIT_USERNAME", USER), ("SHOPSET_GIT_PASSWORD", WRONG)]),
+        f.shopctl_env(
+            &["-vv", "sync", "-f", &manifests],
+            &[("SHOPSET_GIT_USERNAME", USER), ("SHOPSET_GIT_PASSWORD", WRONG)],
+        ),
         f.shopctl(&["-vv", "sync", "-f", &manifests, "--credentials", &secret]),
     ];
     for run in runs {
@@ -398,15 +441,49 @@ struct Expect {
 }
 
 const EXPECTED: &[Expect] = &[
-    Expect { tier: "tier-0", name: "canary-eu", namespace: "canary-eu", shops: &["shop-0001", "shop-0002"], replicas: None, checkout_image: "ghcr.io/acme/checkout:1.0.0" },
-    Expect { tier: "tier-0", name: "canary-us", namespace: "canary-us", shops: &["shop-1001"], replicas: None, checkout_image: "ghcr.io/acme/checkout:1.1.0-rc.1" },
-    Expect { tier: "tier-1", name: "eu-west", namespace: "eu-west", shops: &["shop-0100", "shop-0101", "shop-0102", "shop-0103"], replicas: Some(3), checkout_image: "ghcr.io/acme/checkout:1.0.0" },
-    Expect { tier: "tier-1", name: "us-east", namespace: "shops-us-east", shops: &["shop-1100", "shop-1101"], replicas: Some(2), checkout_image: "ghcr.io/acme/checkout:1.0.0" },
+    Expect {
+        tier: "tier-0",
+        name: "canary-eu",
+        namespace: "canary-eu",
+        shops: &["shop-0001", "shop-0002"],
+        replicas: None,
+        checkout_image: "ghcr.io/acme/checkout:1.0.0",
+    },
+    Expect {
+        tier: "tier-0",
+        name: "canary-us",
+        namespace: "canary-us",
+        shops: &["shop-1001"],
+        replicas: None,
+        checkout_image: "ghcr.io/acme/checkout:1.1.0-rc.1",
+    },
+    Expect {
+        tier: "tier-1",
+        name: "eu-west",
+        namespace: "eu-west",
+        shops: &["shop-0100", "shop-0101", "shop-0102", "shop-0103"],
+        replicas: Some(3),
+        checkout_image: "ghcr.io/acme/checkout:1.0.0",
+    },
+    Expect {
+        tier: "tier-1",
+        name: "us-east",
+        namespace: "shops-us-east",
+        shops: &["shop-1100", "shop-1101"],
+        replicas: Some(2),
+        checkout_image: "ghcr.io/acme/checkout:1.0.0",
+    },
 ];
 
 fn build(program: &Path, args: &[&str], dir: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(program).args(args).arg(dir).output().expect("run kustomize");
-    assert!(out.status.success(), "{} {args:?} {} failed:\n{}", program.display(), dir.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{} {args:?} {} failed:\n{}",
+        program.display(),
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("UTF-8 output");
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde_json::Value::deserialize(doc).expect("kustomize output is YAML"))
@@ -433,7 +510,13 @@ fn check_overlay(e: &Expect, docs: &[serde_json::Value], what: &str) {
     let config_maps = named("ConfigMap");
     let shopset_cm: Vec<_> = config_maps
         .iter()
-        .filter(|c| c["metadata"]["name"].as_str().unwrap().strip_prefix("shopset-").is_some_and(|h| h.len() >= 5 && !h.contains('-')))
+        .filter(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("shopset-")
+                .is_some_and(|h| h.len() >= 5 && !h.contains('-'))
+        })
         .collect();
     assert_eq!(shopset_cm.len(), 1, "{ctx}: one hashed shopset ConfigMap: {config_maps:#?}");
     let shopset_cm = shopset_cm[0];
@@ -441,7 +524,8 @@ fn check_overlay(e: &Expect, docs: &[serde_json::Value], what: &str) {
     assert_eq!(shopset_cm["data"]["SHOP_IDS"], e.shops.join(","), "{ctx}");
     assert_eq!(shopset_cm["data"]["SHOPSET_NAME"], e.name, "{ctx}");
     assert_eq!(shopset_cm["data"]["SHOPSET_TIER"], e.tier, "{ctx}");
-    let settings: Vec<_> = config_maps.iter().filter(|c| c["metadata"]["name"].as_str().unwrap().starts_with("shop-settings-")).collect();
+    let settings: Vec<_> =
+        config_maps.iter().filter(|c| c["metadata"]["name"].as_str().unwrap().starts_with("shop-settings-")).collect();
     assert_eq!(settings.len(), 1, "{ctx}: the component's shop-settings ConfigMap: {config_maps:#?}");
     assert_eq!(settings[0]["data"]["CURRENCY"], "EUR", "{ctx}");
     let settings_name = settings[0]["metadata"]["name"].as_str().unwrap();
@@ -456,10 +540,12 @@ fn check_overlay(e: &Expect, docs: &[serde_json::Value], what: &str) {
         assert_eq!(pod_labels["shopset.dev/tier"], e.tier, "{id}: pod template");
         assert_eq!(d["spec"]["replicas"].as_i64(), Some(e.replicas.unwrap_or(1)), "{id}");
         for c in d["spec"]["template"]["spec"]["containers"].as_array().unwrap() {
-            let refs: Vec<&str> = c["envFrom"].as_array().unwrap().iter().filter_map(|r| r["configMapRef"]["name"].as_str()).collect();
+            let refs: Vec<&str> =
+                c["envFrom"].as_array().unwrap().iter().filter_map(|r| r["configMapRef"]["name"].as_str()).collect();
             assert!(refs.contains(&hashed), "{id}: envFrom {refs:?} misses {hashed}");
             assert!(refs.contains(&settings_name), "{id}: envFrom {refs:?} misses {settings_name}");
-            let expected_image = if c["name"] == "checkout" { e.checkout_image } else { "ghcr.io/acme/storefront:1.0.0" };
+            let expected_image =
+                if c["name"] == "checkout" { e.checkout_image } else { "ghcr.io/acme/storefront:1.0.0" };
             assert_eq!(c["image"], expected_image, "{id}");
         }
     }

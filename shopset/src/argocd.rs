@@ -35,10 +35,16 @@ pub enum ArgoError {
 pub fn applications(tree: &Tree) -> Result<Vec<DynamicObject>, ArgoError> {
     let mut apps = Vec::new();
     for (path, entry) in &tree.entries {
-        let (true, Entry::File(bytes)) = (path.starts_with("applications/") && path.ends_with(".yaml"), entry) else { continue };
-        let obj: DynamicObject = serde_yaml::from_slice(bytes).map_err(|e| ArgoError::Manifest { path: path.clone(), detail: e.to_string() })?;
+        let (true, Entry::File(bytes)) = (path.starts_with("applications/") && path.ends_with(".yaml"), entry) else {
+            continue;
+        };
+        let obj: DynamicObject = serde_yaml::from_slice(bytes)
+            .map_err(|e| ArgoError::Manifest { path: path.clone(), detail: e.to_string() })?;
         if obj.metadata.name.is_none() || obj.metadata.namespace.is_none() {
-            return Err(ArgoError::Manifest { path: path.clone(), detail: "metadata.name and metadata.namespace are required".into() });
+            return Err(ArgoError::Manifest {
+                path: path.clone(),
+                detail: "metadata.name and metadata.namespace are required".into(),
+            });
         }
         apps.push(obj);
     }
@@ -78,11 +84,15 @@ pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObje
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut keep = BTreeSet::new();
     for app in apps {
-        let (ns, name) = (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
+        let (ns, name) =
+            (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-        api.patch(&name, &params, &Patch::Apply(app))
-            .await
-            .map_err(|error| ArgoError::Api { action: "apply", namespace: ns.clone(), name: name.clone(), error })?;
+        api.patch(&name, &params, &Patch::Apply(app)).await.map_err(|error| ArgoError::Api {
+            action: "apply",
+            namespace: ns.clone(),
+            name: name.clone(),
+            error,
+        })?;
         keep.insert((ns.clone(), name.clone()));
         out.applied.push(format!("{ns}/{name}"));
     }
@@ -91,7 +101,11 @@ pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObje
 }
 
 /// Deletes the tier's Applications that are not in `keep`.
-pub async fn prune(client: &kube::Client, owner: &Owner<'_>, keep: &BTreeSet<(String, String)>) -> Result<Vec<String>, ArgoError> {
+pub async fn prune(
+    client: &kube::Client,
+    owner: &Owner<'_>,
+    keep: &BTreeSet<(String, String)>,
+) -> Result<Vec<String>, ArgoError> {
     let ar = application_resource();
     let namespace = owner.namespace;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);

@@ -124,7 +124,12 @@ fn finding(check: &str, tier: &str, problem: String, why: String, fix: Vec<Strin
 
 /// Runs every analyzer of one tier over the facts; a fact that could not be read turns its
 /// analyzers into "not checked" notes (and an unreadable repository is itself a finding).
-pub fn diagnose_tier(input: &TierInput, git: &Result<GitFacts, String>, cluster: &Result<ClusterFacts, String>, ctx: &Context) -> TierReport {
+pub fn diagnose_tier(
+    input: &TierInput,
+    git: &Result<GitFacts, String>,
+    cluster: &Result<ClusterFacts, String>,
+    ctx: &Context,
+) -> TierReport {
     let name = input.tier.name_any();
     let mut report = TierReport { tier: name.clone(), ..TierReport::default() };
     let ran = |report: &mut TierReport, check: &str, found: Vec<Finding>| {
@@ -145,11 +150,15 @@ pub fn diagnose_tier(input: &TierInput, git: &Result<GitFacts, String>, cluster:
         }
     }
     match cluster {
-        Err(e) => report.not_checked.push(format!("tier-not-ready, credentials, application: no cluster ({e}); set KUBECONFIG to check them")),
+        Err(e) => report
+            .not_checked
+            .push(format!("tier-not-ready, credentials, application: no cluster ({e}); set KUBECONFIG to check them")),
         Ok(c) => {
             match &c.tier {
                 Ok(t) => ran(&mut report, "tier-not-ready", tier_not_ready(input, t.as_ref(), ctx)),
-                Err(e) => report.not_checked.push(format!("tier-not-ready: cannot read Tier {}/{name}: {e}", tier_namespace(&input.tier))),
+                Err(e) => report
+                    .not_checked
+                    .push(format!("tier-not-ready: cannot read Tier {}/{name}: {e}", tier_namespace(&input.tier))),
             }
             match &c.secret {
                 None => {}
@@ -158,7 +167,9 @@ pub fn diagnose_tier(input: &TierInput, git: &Result<GitFacts, String>, cluster:
             }
             match (&c.applications, git) {
                 (Ok(apps), Ok(g)) => ran(&mut report, "application", applications(input, &g.state, apps, ctx)),
-                (Ok(apps), Err(_)) => ran(&mut report, "application", applications(input, &GitState::default(), apps, ctx)),
+                (Ok(apps), Err(_)) => {
+                    ran(&mut report, "application", applications(input, &GitState::default(), apps, ctx))
+                }
                 (Err(e), _) => report.not_checked.push(format!("application: cannot read the Applications: {e}")),
             }
         }
@@ -188,7 +199,8 @@ pub fn missing_branches(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec
     let (tier, branch) = (t.name_any(), t.branch());
     let source = input.from.as_ref().map(|f| f.branch());
     let mut out = Vec::new();
-    let mut repos: Vec<(String, String, bool)> = vec![("app".into(), t.spec.app.url.clone(), git.state.app_head.is_some())];
+    let mut repos: Vec<(String, String, bool)> =
+        vec![("app".into(), t.spec.app.url.clone(), git.state.app_head.is_some())];
     for c in &input.configurations {
         let present = git.state.configuration_heads.get(&c.name_any()).is_some_and(Option::is_some);
         repos.push((format!("configuration {}", c.name_any()), c.spec.url.clone(), present));
@@ -296,7 +308,12 @@ pub fn unreachable_pins(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec
             ("app".to_string(), t.spec.app.url.clone())
         } else {
             let name = path.trim_start_matches("config/");
-            let url = input.configurations.iter().find(|c| c.name_any() == name).map(|c| c.spec.url.clone()).unwrap_or_default();
+            let url = input
+                .configurations
+                .iter()
+                .find(|c| c.name_any() == name)
+                .map(|c| c.spec.url.clone())
+                .unwrap_or_default();
             (format!("configuration {name}"), url)
         };
         out.push(finding(
@@ -362,7 +379,8 @@ pub fn tier_not_ready(input: &TierInput, applied: Option<&Tier>, ctx: &Context) 
             "tier-not-ready",
             &tier,
             format!("Tier {ns}/{tier} is not applied to the cluster"),
-            "the controller only manages Tiers it can see: nothing syncs this tier unless someone runs `shopctl sync`".into(),
+            "the controller only manages Tiers it can see: nothing syncs this tier unless someone runs `shopctl sync`"
+                .into(),
             vec![format!("kubectl apply --server-side -f {}", ctx.manifests)],
         )];
     };
@@ -387,14 +405,51 @@ pub fn tier_not_ready(input: &TierInput, applied: Option<&Tier>, ctx: &Context) 
     };
     let sync = format!("shopctl sync -f {} --tier {tier}", ctx.manifests);
     let (why, mut fix): (&str, Vec<String>) = match ready.reason.as_str() {
-        "GitUnavailable" => ("a repository cannot be reached: nothing is pinned or pushed until it can", vec![format!("git ls-remote {}", t.spec.app.url), format!("git ls-remote {}", t.spec.system.url)]),
-        "AuthenticationFailed" => ("the git server refused the credentials of the Secret the Tier names", vec![format!("kubectl -n {ns} get secret {} -o jsonpath='{{.data}}'", t.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str()).unwrap_or("<secret>")), "# update username/password (a token goes in password), then wait for the next poll".into()]),
-        "CredentialsMissing" => ("the Secret the Tier names is missing or holds neither password nor identity", vec![format!("kubectl -n {ns} get secret {}", t.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str()).unwrap_or("<secret>"))]),
-        "PushConflict" => ("another writer keeps moving the system branch; only ShopSet should write it", vec![format!("git log --format='%h %an %s' -5 {} ", t.branch()), "# (in a clone of the system repository) stop the other writer, then:".into(), sync.clone()]),
-        "PushRejected" => ("the system repository refuses the push (branch protection or a hook)", vec!["# allow ShopSet's credentials to push to the tier branch, then:".into(), sync.clone()]),
-        "BranchMissing" => ("a tier branch is missing and there is nothing to create it from", vec![format!("shopctl sync -f {} --tier {tier} --dry-run", ctx.manifests)]),
-        "InvalidSpec" | "RenderFailed" => ("the Tier, its ShopSets or Configurations are invalid, or a template fails", vec![format!("shopctl render -f {} --tier {tier} --offline --out /tmp/{tier}", ctx.manifests)]),
-        "ApplicationsFailed" => ("the Applications could not be applied (Argo CD's CRD missing, RBAC, or the namespace)", vec![format!("kubectl -n {} get applications", t.spec.argocd.namespace)]),
+        "GitUnavailable" => (
+            "a repository cannot be reached: nothing is pinned or pushed until it can",
+            vec![format!("git ls-remote {}", t.spec.app.url), format!("git ls-remote {}", t.spec.system.url)],
+        ),
+        "AuthenticationFailed" => (
+            "the git server refused the credentials of the Secret the Tier names",
+            vec![
+                format!(
+                    "kubectl -n {ns} get secret {} -o jsonpath='{{.data}}'",
+                    t.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str()).unwrap_or("<secret>")
+                ),
+                "# update username/password (a token goes in password), then wait for the next poll".into(),
+            ],
+        ),
+        "CredentialsMissing" => (
+            "the Secret the Tier names is missing or holds neither password nor identity",
+            vec![format!(
+                "kubectl -n {ns} get secret {}",
+                t.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str()).unwrap_or("<secret>")
+            )],
+        ),
+        "PushConflict" => (
+            "another writer keeps moving the system branch; only ShopSet should write it",
+            vec![
+                format!("git log --format='%h %an %s' -5 {} ", t.branch()),
+                "# (in a clone of the system repository) stop the other writer, then:".into(),
+                sync.clone(),
+            ],
+        ),
+        "PushRejected" => (
+            "the system repository refuses the push (branch protection or a hook)",
+            vec!["# allow ShopSet's credentials to push to the tier branch, then:".into(), sync.clone()],
+        ),
+        "BranchMissing" => (
+            "a tier branch is missing and there is nothing to create it from",
+            vec![format!("shopctl sync -f {} --tier {tier} --dry-run", ctx.manifests)],
+        ),
+        "InvalidSpec" | "RenderFailed" => (
+            "the Tier, its ShopSets or Configurations are invalid, or a template fails",
+            vec![format!("shopctl render -f {} --tier {tier} --offline --out /tmp/{tier}", ctx.manifests)],
+        ),
+        "ApplicationsFailed" => (
+            "the Applications could not be applied (Argo CD's CRD missing, RBAC, or the namespace)",
+            vec![format!("kubectl -n {} get applications", t.spec.argocd.namespace)],
+        ),
         _ => ("the controller's last reconcile of this tier failed", vec![]),
     };
     fix.insert(0, describe);
@@ -430,7 +485,8 @@ pub fn applications(input: &TierInput, git: &GitState, apps: &[AppState], ctx: &
     let t = &input.tier;
     let (tier, branch, argo_ns) = (t.name_any(), t.branch(), t.spec.argocd.namespace.clone());
     let mut out = Vec::new();
-    let clone = format!("git clone --quiet --recurse-submodules --branch {branch} {} system && cd system", t.spec.system.url);
+    let clone =
+        format!("git clone --quiet --recurse-submodules --branch {branch} {} system && cd system", t.spec.system.url);
     for app in apps {
         let (ss, name) = (&app.shopset, &app.application);
         if !app.exists {
@@ -571,7 +627,12 @@ pub fn git_facts(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<Git
     let mut facts = GitFacts { state, ..GitFacts::default() };
 
     let mut repos = vec![("base".to_string(), None, tier.spec.app.url.clone())];
-    repos.extend(input.configurations.iter().map(|c| (format!("config/{}", c.name_any()), Some(c.name_any()), c.spec.url.clone())));
+    repos.extend(
+        input
+            .configurations
+            .iter()
+            .map(|c| (format!("config/{}", c.name_any()), Some(c.name_any()), c.spec.url.clone())),
+    );
     for (path, config, url) in repos {
         let remote = cache.open(&url, auth)?;
         let heads = remote.heads()?.branches;
@@ -616,7 +677,13 @@ pub async fn cluster_facts(client: &kube::Client, input: &TierInput) -> ClusterF
     let applications = application_states(client, t, &input.shopsets).await.map_err(|e| e.to_string());
     let secret = match &t.spec.credentials {
         None => None,
-        Some(c) => Some(Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&c.secret_ref.name).await.map(|s| s.is_some()).map_err(|e| e.to_string())),
+        Some(c) => Some(
+            Api::<Secret>::namespaced(client.clone(), &ns)
+                .get_opt(&c.secret_ref.name)
+                .await
+                .map(|s| s.is_some())
+                .map_err(|e| e.to_string()),
+        ),
     };
     ClusterFacts { tier, applications, secret }
 }

@@ -28,9 +28,13 @@ pub struct PullRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitHubError {
-    #[error("{url} is not a GitHub repository URL (expected https://host/owner/repo or git@host:owner/repo); fix: use --pr only for repositories on GitHub")]
+    #[error(
+        "{url} is not a GitHub repository URL (expected https://host/owner/repo or git@host:owner/repo); fix: use --pr only for repositories on GitHub"
+    )]
     NotGitHub { url: String },
-    #[error("GitHub refused the token (HTTP {status}) for {repository}; fix: set a token with `pull_requests: write` in GITHUB_TOKEN or --github-token-file")]
+    #[error(
+        "GitHub refused the token (HTTP {status}) for {repository}; fix: set a token with `pull_requests: write` in GITHUB_TOKEN or --github-token-file"
+    )]
     Unauthorized { repository: String, status: u16 },
     #[error("GitHub answered HTTP {status} for {repository}: {message}")]
     Api { repository: String, status: u16, message: String },
@@ -57,7 +61,14 @@ impl GitHub {
     }
 
     /// Opens a pull request `head -> base`; when one is already open, returns it.
-    pub async fn open_pull_request(&self, repo_url: &str, head: &str, base: &str, title: &str, body: &str) -> Result<PullRequest, GitHubError> {
+    pub async fn open_pull_request(
+        &self,
+        repo_url: &str,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<PullRequest, GitHubError> {
         let (owner, repo) = owner_repo(repo_url).ok_or_else(|| GitHubError::NotGitHub { url: repo_url.into() })?;
         let repository = format!("{owner}/{repo}");
         let octo = self.client()?;
@@ -68,8 +79,9 @@ impl GitHub {
                 url: pr.html_url.map(|u| u.to_string()).unwrap_or_default(),
                 already_existed: false,
             }),
-            Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 422 && source.message.contains("already exists")
-                || source_errors_say_exists(&source) =>
+            Err(octocrab::Error::GitHub { source, .. })
+                if source.status_code.as_u16() == 422 && source.message.contains("already exists")
+                    || source_errors_say_exists(&source) =>
             {
                 let existing = octo
                     .pulls(&owner, &repo)
@@ -85,7 +97,12 @@ impl GitHub {
                     status: 422,
                     message: "GitHub says a pull request already exists but lists none".into(),
                 })?;
-                Ok(PullRequest { repository, number: pr.number, url: pr.html_url.map(|u| u.to_string()).unwrap_or_default(), already_existed: true })
+                Ok(PullRequest {
+                    repository,
+                    number: pr.number,
+                    url: pr.html_url.map(|u| u.to_string()).unwrap_or_default(),
+                    already_existed: true,
+                })
             }
             Err(e) => Err(self.classify(&repository, e)),
         }

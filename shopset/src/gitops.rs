@@ -60,7 +60,9 @@ impl Auth {
 /// credentials) and git's words, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("authentication to {url} failed ({detail}); fix: check the username and password/token or SSH key in the credentials (Secret or SHOPSET_GIT_* environment)")]
+    #[error(
+        "authentication to {url} failed ({detail}); fix: check the username and password/token or SSH key in the credentials (Secret or SHOPSET_GIT_* environment)"
+    )]
     Auth { url: String, detail: String },
     #[error("SSH host key check of {url} failed: {detail}")]
     HostKey { url: String, detail: String },
@@ -87,7 +89,9 @@ impl GitError {
             }
             // libgit2 checked ~/.ssh/known_hosts (no known_hosts in the credentials) and refused.
             (git2::ErrorClass::Ssh, git2::ErrorCode::Certificate) => GitError::HostKey {
-                detail: format!("{detail}: the server's key is not one ~/.ssh/known_hosts lists for it; fix: set `known_hosts` in the credentials Secret (shopctl: SHOPSET_GIT_KNOWN_HOSTS_FILE) to the server's key line, e.g. from ssh-keyscan, checked against a fingerprint you trust"),
+                detail: format!(
+                    "{detail}: the server's key is not one ~/.ssh/known_hosts lists for it; fix: set `known_hosts` in the credentials Secret (shopctl: SHOPSET_GIT_KNOWN_HOSTS_FILE) to the server's key line, e.g. from ssh-keyscan, checked against a fingerprint you trust"
+                ),
                 url,
             },
             (git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Ssh | git2::ErrorClass::Http, _) => {
@@ -170,14 +174,22 @@ impl GitCache {
                 }
             },
         };
-        Ok(Remote { repo: Some(repo), url: url.to_string(), auth: auth.clone(), lock, idle: self.idle.clone(), host_key_refusal: Mutex::new(None) })
+        Ok(Remote {
+            repo: Some(repo),
+            url: url.to_string(),
+            auth: auth.clone(),
+            lock,
+            idle: self.idle.clone(),
+            host_key_refusal: Mutex::new(None),
+        })
     }
 }
 
 /// `<last path segment>-<hash of url>.git`: readable, and distinct per URL.
 fn cache_name(url: &str) -> String {
     let last = url.trim_end_matches('/').trim_end_matches(".git").rsplit(['/', ':']).next().unwrap_or("repo");
-    let readable: String = last.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();
+    let readable: String =
+        last.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();
     // FNV-1a: stable across runs and platforms, unlike std's hasher.
     let hash = url.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     format!("{readable}-{hash:016x}.git")
@@ -240,7 +252,11 @@ impl Remote {
             attempts += 1;
             // libgit2 asks again after a refusal; a second ask means the credentials were wrong.
             if attempts > 1 {
-                return Err(git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Http, "credentials were refused"));
+                return Err(git2::Error::new(
+                    git2::ErrorCode::Auth,
+                    git2::ErrorClass::Http,
+                    "credentials were refused",
+                ));
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
                 if let Some(password) = &auth.password {
@@ -257,8 +273,13 @@ impl Remote {
             if allowed.contains(CredentialType::USERNAME) {
                 return Cred::username(auth.username.as_deref().or(username_from_url).unwrap_or("git"));
             }
-            let what = if auth.is_empty() { "no credentials are configured" } else { "the configured credentials do not fit" };
-            Err(git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Http, format!("the server asks for credentials and {what}")))
+            let what =
+                if auth.is_empty() { "no credentials are configured" } else { "the configured credentials do not fit" };
+            Err(git2::Error::new(
+                git2::ErrorCode::Auth,
+                git2::ErrorClass::Http,
+                format!("the server asks for credentials and {what}"),
+            ))
         });
         *self.host_key_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let (url, refusal) = (&self.url, &self.host_key_refusal);
@@ -286,7 +307,9 @@ impl Remote {
     fn git_error(&self, err: git2::Error) -> GitError {
         let refusal = self.host_key_refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
         match refusal {
-            Some(detail) if err.code() == git2::ErrorCode::Certificate => GitError::HostKey { url: self.url.clone(), detail },
+            Some(detail) if err.code() == git2::ErrorCode::Certificate => {
+                GitError::HostKey { url: self.url.clone(), detail }
+            }
             _ => GitError::from_git(&self.url, err),
         }
     }
@@ -294,9 +317,8 @@ impl Remote {
     /// The remote's branches (one round trip, like `git ls-remote`).
     pub fn heads(&self) -> Result<RemoteHeads, GitError> {
         let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
-        let conn = remote
-            .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
-            .map_err(|e| self.git_error(e))?;
+        let conn =
+            remote.connect_auth(Direction::Fetch, Some(self.callbacks()), None).map_err(|e| self.git_error(e))?;
         let mut heads = RemoteHeads::default();
         for head in conn.list().map_err(|e| GitError::from_git(&self.url, e))? {
             if let Some(branch) = head.name().strip_prefix("refs/heads/") {
@@ -320,7 +342,10 @@ impl Remote {
                 .repo()
                 .reference(&format!("refs/remotes/origin/{branch}"), head, true, "shopset: known head")
                 .map(|_| ())
-                .map_err(|e| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() });
+                .map_err(|e| GitError::Cache {
+                    path: self.repo().path().to_path_buf(),
+                    detail: e.message().to_string(),
+                });
         }
         self.fetch(&[branch])
     }
@@ -332,7 +357,8 @@ impl Remote {
         }
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
-        let refspecs: Vec<String> = branches.iter().map(|b| format!("+refs/heads/{b}:refs/remotes/origin/{b}")).collect();
+        let refspecs: Vec<String> =
+            branches.iter().map(|b| format!("+refs/heads/{b}:refs/remotes/origin/{b}")).collect();
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
         opts.download_tags(git2::AutotagOption::None);
@@ -348,9 +374,10 @@ impl Remote {
         let mut refspecs = Vec::new();
         for u in updates {
             let local = format!("refs/shopset/push/{}", u.branch);
-            self.repo()
-                .reference(&local, u.new, true, "shopset: push")
-                .map_err(|e| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() })?;
+            self.repo().reference(&local, u.new, true, "shopset: push").map_err(|e| GitError::Cache {
+                path: self.repo().path().to_path_buf(),
+                detail: e.message().to_string(),
+            })?;
             refspecs.push(format!("{}{local}:refs/heads/{}", if u.force { "+" } else { "" }, u.branch));
         }
         let broken: RefCell<Option<GitError>> = RefCell::new(None);
@@ -398,7 +425,9 @@ impl Remote {
         if let Some(err) = broken.borrow_mut().take() {
             return Err(err);
         }
-        let is_lease = |reason: &str| reason.contains("fetch first") || reason.contains("non-fast-forward") || reason.contains("stale");
+        let is_lease = |reason: &str| {
+            reason.contains("fetch first") || reason.contains("non-fast-forward") || reason.contains("stale")
+        };
         if let Some((branch, reason)) = rejected.borrow_mut().drain(..).next() {
             if is_lease(&reason) {
                 let expected = updates.iter().find(|u| u.branch == branch).and_then(|u| u.expected);
@@ -409,7 +438,12 @@ impl Remote {
                     found: format!("another commit ({reason})"),
                 });
             }
-            let said = String::from_utf8_lossy(&remote_said.borrow()).split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+            let said = String::from_utf8_lossy(&remote_said.borrow())
+                .split(['\n', '\r'])
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             let reason = if said.is_empty() { reason } else { format!("{reason} (the server said: {said})") };
             return Err(GitError::Rejected { url: self.url.clone(), branch, reason });
         }
@@ -443,7 +477,8 @@ impl Remote {
 
     /// Whether a file or directory exists at `path` in `commit` (`.` is the root).
     pub fn has_path(&self, commit: Oid, path: &str) -> Result<bool, GitError> {
-        let tree = self.repo().find_commit(commit).and_then(|c| c.tree()).map_err(|e| GitError::from_git(&self.url, e))?;
+        let tree =
+            self.repo().find_commit(commit).and_then(|c| c.tree()).map_err(|e| GitError::from_git(&self.url, e))?;
         if path == "." {
             return Ok(true);
         }
@@ -482,8 +517,17 @@ impl Remote {
     }
 
     /// Commits `tree` on `parent` (None: a root commit) and returns the commit id.
-    pub fn commit(&self, tree: Oid, parent: Option<Oid>, message: &str, author: &git2::Signature<'_>) -> Result<Oid, GitError> {
-        let cache_err = |e: git2::Error| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() };
+    pub fn commit(
+        &self,
+        tree: Oid,
+        parent: Option<Oid>,
+        message: &str,
+        author: &git2::Signature<'_>,
+    ) -> Result<Oid, GitError> {
+        let cache_err = |e: git2::Error| GitError::Cache {
+            path: self.repo().path().to_path_buf(),
+            detail: e.message().to_string(),
+        };
         let tree = self.repo().find_tree(tree).map_err(cache_err)?;
         let parent = parent.map(|p| self.repo().find_commit(p)).transpose().map_err(cache_err)?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
@@ -500,7 +544,10 @@ impl Remote {
 
     /// Reads a tree back as a [`Tree`] (files and gitlinks).
     pub fn read_tree(&self, tree: Oid) -> Result<Tree, GitError> {
-        let cache_err = |e: git2::Error| GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() };
+        let cache_err = |e: git2::Error| GitError::Cache {
+            path: self.repo().path().to_path_buf(),
+            detail: e.message().to_string(),
+        };
         let tree = self.repo().find_tree(tree).map_err(cache_err)?;
         let mut out = Tree::default();
         let mut failure = None;
@@ -567,7 +614,8 @@ pub fn diff_trees(old: &Tree, new: &Tree) -> String {
             Ok(buf) => {
                 let text = String::from_utf8_lossy(&buf);
                 // from_buffers writes its own header; keep only the hunks and file markers.
-                let body: String = text.lines().skip_while(|l| !l.starts_with("---")).map(|l| format!("{l}\n")).collect();
+                let body: String =
+                    text.lines().skip_while(|l| !l.starts_with("---")).map(|l| format!("{l}\n")).collect();
                 if a.is_none() {
                     out.push_str("new file\n");
                 } else if b.is_none() {
@@ -676,13 +724,19 @@ fn check_known_hosts(known_hosts: &str, name: &str, key: &[u8]) -> Result<(), St
         None => format!("ssh-keyscan {name}"),
     };
     if revoked {
-        Err(format!("the host key of {name} is marked @revoked in known_hosts; fix: do not connect until the server has a new key, then list that key for {name} in known_hosts"))
+        Err(format!(
+            "the host key of {name} is marked @revoked in known_hosts; fix: do not connect until the server has a new key, then list that key for {name} in known_hosts"
+        ))
     } else if matched {
         Ok(())
     } else if listed {
-        Err(format!("the host key of {name} does not match known_hosts; fix: if the server's key was changed on purpose, replace its known_hosts line with the new key (`{keyscan}`, its fingerprint checked with the server's owner); otherwise someone may be intercepting the connection: do not connect"))
+        Err(format!(
+            "the host key of {name} does not match known_hosts; fix: if the server's key was changed on purpose, replace its known_hosts line with the new key (`{keyscan}`, its fingerprint checked with the server's owner); otherwise someone may be intercepting the connection: do not connect"
+        ))
     } else {
-        Err(format!("known_hosts has no entry for {name}; fix: add the server's key line for {name} (e.g. from `{keyscan}`, its fingerprint checked with the server's owner)"))
+        Err(format!(
+            "known_hosts has no entry for {name}; fix: add the server's key line for {name} (e.g. from `{keyscan}`, its fingerprint checked with the server's owner)"
+        ))
     }
 }
 
@@ -753,7 +807,10 @@ mod cache_tests {
         let reused = cache.open(url, &Auth::default()).unwrap();
         // What a sync's existence checks ask (they do not rescan packs on a miss, for speed).
         let odb = reused.repo().odb().unwrap();
-        assert!(odb.exists_ext(hashed.id(), git2::OdbLookupFlags::NO_REFRESH), "the reused handle does not see the other's pack: a sync would store every object again");
+        assert!(
+            odb.exists_ext(hashed.id(), git2::OdbLookupFlags::NO_REFRESH),
+            "the reused handle does not see the other's pack: a sync would store every object again"
+        );
     }
 }
 
@@ -807,7 +864,10 @@ mod known_hosts_tests {
     #[test]
     fn patterns_markers_and_hashes() {
         let k = key();
-        assert_eq!(check_known_hosts(&format!("a.example,*.shop.example ssh-ed25519 {KEY}"), "git.shop.example", &k), Ok(()));
+        assert_eq!(
+            check_known_hosts(&format!("a.example,*.shop.example ssh-ed25519 {KEY}"), "git.shop.example", &k),
+            Ok(())
+        );
         assert!(check_known_hosts(&format!("*.example,!git.example ssh-ed25519 {KEY}"), "git.example", &k).is_err());
         assert_eq!(check_known_hosts(&format!("GIT.example ssh-ed25519 {KEY}"), "git.example", &k), Ok(()));
         let revoked = format!("git.example ssh-ed25519 {KEY}\n@revoked * ssh-ed25519 {KEY}");
@@ -823,8 +883,10 @@ mod known_hosts_tests {
     fn hashed_entries_as_ssh_keygen_writes_them() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("known_hosts");
-        std::fs::write(&file, format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}\ngit.example ssh-ed25519 {OTHER}\n")).unwrap();
-        let out = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().expect("run ssh-keygen");
+        std::fs::write(&file, format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}\ngit.example ssh-ed25519 {OTHER}\n"))
+            .unwrap();
+        let out =
+            std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().expect("run ssh-keygen");
         assert!(out.status.success(), "ssh-keygen -H: {}", String::from_utf8_lossy(&out.stderr));
         let hashed = std::fs::read_to_string(&file).unwrap();
         assert!(hashed.lines().all(|l| l.starts_with("|1|")), "{hashed}");
@@ -839,7 +901,11 @@ mod known_hosts_tests {
 
     #[test]
     fn debug_does_not_show_known_hosts_or_keys() {
-        let auth = Auth { ssh_key: Some("PRIVATE".into()), known_hosts: Some(format!("h ssh-ed25519 {KEY}")), ..Auth::default() };
+        let auth = Auth {
+            ssh_key: Some("PRIVATE".into()),
+            known_hosts: Some(format!("h ssh-ed25519 {KEY}")),
+            ..Auth::default()
+        };
         let debug = format!("{auth:?}");
         assert!(!debug.contains("PRIVATE") && !debug.contains(KEY), "{debug}");
         let data = [("identity", "PRIVATE"), ("known_hosts", "h ssh-ed25519 AAAA")]

@@ -70,11 +70,14 @@ pub fn git_state(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<Git
         // Reachable from the branches as the server has them now: the cache may still hold a
         // commit that a force-push removed.
         let heads: Vec<git2::Oid> = fetch.iter().filter_map(|b| app_heads.branches.get(*b).copied()).collect();
-        state.pinned_app_reachable = Some(git2::Oid::from_str(pinned).ok().is_some_and(|o| {
-            heads.iter().any(|h| *h == o || app.repo().graph_descendant_of(*h, o).unwrap_or(false))
-        }));
+        state.pinned_app_reachable =
+            Some(git2::Oid::from_str(pinned).ok().is_some_and(|o| {
+                heads.iter().any(|h| *h == o || app.repo().graph_descendant_of(*h, o).unwrap_or(false))
+            }));
     }
-    if let (Some(from), Some(mine)) = (from_branch.and_then(|f| app_heads.branches.get(&f).copied()), app_heads.branches.get(&branch).copied()) {
+    if let (Some(from), Some(mine)) =
+        (from_branch.and_then(|f| app_heads.branches.get(&f).copied()), app_heads.branches.get(&branch).copied())
+    {
         state.behind = app.count_commits(mine, from);
         state.ahead = app.count_commits(from, mine);
     }
@@ -95,13 +98,19 @@ pub struct AppState {
 }
 
 /// The Applications of a tier's ShopSets, read from the cluster.
-pub async fn application_states(client: &kube::Client, tier: &Tier, shopsets: &[ShopSet]) -> Result<Vec<AppState>, kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &tier.spec.argocd.namespace, &application_resource());
+pub async fn application_states(
+    client: &kube::Client,
+    tier: &Tier,
+    shopsets: &[ShopSet],
+) -> Result<Vec<AppState>, kube::Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &tier.spec.argocd.namespace, &application_resource());
     let mut out = Vec::new();
     for ss in shopsets {
         let name = ss.name_any();
         let app = api.get_opt(&name).await?;
-        let text = |app: &DynamicObject, path: &str| app.data.pointer(path).and_then(|v| v.as_str()).map(str::to_string);
+        let text =
+            |app: &DynamicObject, path: &str| app.data.pointer(path).and_then(|v| v.as_str()).map(str::to_string);
         out.push(match app {
             None => AppState { shopset: name.clone(), application: name, ..AppState::default() },
             Some(app) => AppState {
@@ -157,7 +166,11 @@ pub fn gate_problems(git: &GitState, apps: &[AppState]) -> Vec<String> {
             why.push(format!("health is {}", app.health.as_deref().unwrap_or("unknown")));
         }
         if app.revision.as_ref() != Some(system_head) {
-            why.push(format!("it runs revision {} instead of {}", short(app.revision.as_ref()), short(Some(system_head))));
+            why.push(format!(
+                "it runs revision {} instead of {}",
+                short(app.revision.as_ref()),
+                short(Some(system_head))
+            ));
         }
         if !why.is_empty() {
             problems.push(format!("ShopSet {}: Application {}: {}", app.shopset, app.application, why.join(", ")));

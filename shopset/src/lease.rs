@@ -63,7 +63,8 @@ impl LeaseLock {
                 } else {
                     let renewed = current.renew_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
                     let ttl = Duration::from_secs(current.lease_duration_seconds.unwrap_or(15).max(1) as u64);
-                    let expired = holder.is_empty() || now.duration_since(renewed).unsigned_abs() > ttl && renewed < now;
+                    let expired =
+                        holder.is_empty() || now.duration_since(renewed).unsigned_abs() > ttl && renewed < now;
                     if !expired {
                         return Ok(false);
                     }

@@ -16,11 +16,15 @@ pub enum LoadError {
     // The causes are part of each message and deliberately not `source()`: `{:#}` would print them twice.
     #[error("cannot read {path}: {error}")]
     Read { path: PathBuf, error: std::io::Error },
-    #[error("{path}: document {index}: not valid YAML: {error}; fix: correct the YAML syntax there (indentation, quotes, brackets)")]
+    #[error(
+        "{path}: document {index}: not valid YAML: {error}; fix: correct the YAML syntax there (indentation, quotes, brackets)"
+    )]
     Yaml { path: PathBuf, index: usize, error: serde_yaml::Error },
     #[error("{path}: document {index}: {kind}/{name}: {field}: {problem}; fix: {fix}")]
     Schema { path: PathBuf, index: usize, kind: String, name: String, field: String, problem: String, fix: String },
-    #[error("{path}: document {index}: {kind}/{name}: apiVersion: {api_version:?} is not a version ShopSet serves; fix: use apiVersion {API_VERSION}")]
+    #[error(
+        "{path}: document {index}: {kind}/{name}: apiVersion: {api_version:?} is not a version ShopSet serves; fix: use apiVersion {API_VERSION}"
+    )]
     Version { path: PathBuf, index: usize, kind: String, name: String, api_version: String },
     #[error("{path}: no YAML files found; fix: name files or a directory holding *.yaml or *.yml manifests")]
     Empty { path: PathBuf },
@@ -73,7 +77,8 @@ impl Inventory {
                 vec![path.clone()]
             };
             for file in files {
-                let text = std::fs::read_to_string(&file).map_err(|error| LoadError::Read { path: file.clone(), error })?;
+                let text =
+                    std::fs::read_to_string(&file).map_err(|error| LoadError::Read { path: file.clone(), error })?;
                 inv.add_yaml(&file, &text, &mut problems)?;
             }
         }
@@ -98,7 +103,8 @@ impl Inventory {
     /// Adds every ShopSet kind found in a YAML stream; other kinds are passed over.
     pub fn add_yaml(&mut self, path: &Path, text: &str, problems: &mut Vec<Invalid>) -> Result<(), LoadError> {
         for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = Value::deserialize(doc).map_err(|error| LoadError::Yaml { path: path.to_path_buf(), index, error })?;
+            let value =
+                Value::deserialize(doc).map_err(|error| LoadError::Yaml { path: path.to_path_buf(), index, error })?;
             if value.is_null() {
                 continue;
             }
@@ -114,9 +120,21 @@ impl Inventory {
             }
             let schema = |error: serde_json::Error| {
                 let (field, problem, fix) = schema_violation(&kind, &value).unwrap_or_else(|| {
-                    ("spec".into(), error.to_string(), "correct the object so it matches the schema `shopctl crds` prints".into())
+                    (
+                        "spec".into(),
+                        error.to_string(),
+                        "correct the object so it matches the schema `shopctl crds` prints".into(),
+                    )
                 });
-                LoadError::Schema { path: path.to_path_buf(), index, kind: kind.clone(), name: name.clone(), field, problem, fix }
+                LoadError::Schema {
+                    path: path.to_path_buf(),
+                    index,
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    field,
+                    problem,
+                    fix,
+                }
             };
             let duplicate = |problems: &mut Vec<Invalid>| {
                 problems.push(Invalid {
@@ -268,11 +286,7 @@ impl Inventory {
     pub fn tier_input(&self, name: &str) -> Result<TierInput, Problems> {
         let tier = self.find_tier(name)?.clone();
         let ns = key(&tier).0;
-        let from = tier
-            .spec
-            .promotion
-            .as_ref()
-            .and_then(|p| self.tiers.get(&(ns.clone(), p.from.clone())).cloned());
+        let from = tier.spec.promotion.as_ref().and_then(|p| self.tiers.get(&(ns.clone(), p.from.clone())).cloned());
         let shopsets: Vec<ShopSet> = self
             .shopsets
             .iter()
@@ -310,18 +324,28 @@ fn schema_walk(schema: &Value, value: &Value, path: &str) -> Option<(String, Str
     };
     if let Some(want) = schema.get("type").and_then(Value::as_str) {
         if want != got && !(want == "number" && got == "integer") {
-            return Some((path.into(), format!("Invalid value: {value}: must be of type {want}, not {got}"), format!("give {path} a value of type {want} (see `shopctl crds`)")));
+            return Some((
+                path.into(),
+                format!("Invalid value: {value}: must be of type {want}, not {got}"),
+                format!("give {path} a value of type {want} (see `shopctl crds`)"),
+            ));
         }
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Some((path.into(), format!("Unsupported value: {value}"), format!("use one of {}", list.join(", "))));
+            return Some((
+                path.into(),
+                format!("Unsupported value: {value}"),
+                format!("use one of {}", list.join(", ")),
+            ));
         }
     }
     match value {
         Value::Object(map) => {
-            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            for required in
+                schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+            {
                 if map.get(required).is_none_or(Value::is_null) {
                     let field = join(required);
                     return Some((field.clone(), "Required value".into(), format!("set {field} (see `shopctl crds`)")));

@@ -42,7 +42,9 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("shopset");
         let reconciles = Family::<TierLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let duration = Family::<TierLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 14)));
+        let duration = Family::<TierLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        });
         let pushes = Family::<TierLabels, Counter>::default();
         let last_sync = Family::default();
         let last_sync_age = Family::default();
@@ -52,11 +54,34 @@ impl Default for Metrics {
         registry.register("reconcile_errors", "Failed reconciles, by reason", errors.clone());
         registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
         registry.register("pushes", "Commits pushed to a system branch", pushes.clone());
-        registry.register("last_sync_timestamp_seconds", "When a Tier last synced successfully (Unix time)", last_sync.clone());
-        registry.register("last_sync_age_seconds", "Seconds since a Tier last synced successfully", last_sync_age.clone());
+        registry.register(
+            "last_sync_timestamp_seconds",
+            "When a Tier last synced successfully (Unix time)",
+            last_sync.clone(),
+        );
+        registry.register(
+            "last_sync_age_seconds",
+            "Seconds since a Tier last synced successfully",
+            last_sync_age.clone(),
+        );
         registry.register("webhook_deliveries", "Webhook deliveries accepted", webhooks.clone());
-        registry.register("webhook_refused", "Webhook deliveries refused (bad signature or body)", webhooks_refused.clone());
-        Self { registry, reconciles, errors, duration, pushes, last_sync, last_sync_age, webhooks, webhooks_refused, last: Mutex::new(HashMap::new()) }
+        registry.register(
+            "webhook_refused",
+            "Webhook deliveries refused (bad signature or body)",
+            webhooks_refused.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            pushes,
+            last_sync,
+            last_sync_age,
+            webhooks,
+            webhooks_refused,
+            last: Mutex::new(HashMap::new()),
+        }
     }
 }
 

@@ -80,7 +80,9 @@ pub struct Plan {
 pub enum PromoteError {
     #[error("{repository} ({url}): {source}")]
     Git { repository: String, url: String, source: GitError },
-    #[error("{repository} ({url}) has no branch {branch:?} to promote from; fix: sync tier {tier:?} first (`shopctl sync --tier {tier}`), or push that branch")]
+    #[error(
+        "{repository} ({url}) has no branch {branch:?} to promote from; fix: sync tier {tier:?} first (`shopctl sync --tier {tier}`), or push that branch"
+    )]
     SourceMissing { repository: String, url: String, branch: String, tier: String },
     #[error(
         "{repository} ({url}): branch {to:?} has diverged from {from:?}: it has {n} commit(s) that {from:?} lacks:\n{list}\n\
@@ -90,7 +92,9 @@ pub enum PromoteError {
     Diverged { repository: String, url: String, from: String, to: String, from_tier: String, n: usize, list: String },
     #[error("Tier/{to}: spec.promotion.from is {actual}, not {from:?}; fix: {fix}")]
     WrongOrder { from: String, to: String, actual: String, fix: String },
-    #[error("{repository} ({url}): {commit} is not in the history of branch {branch:?}; fix: name a commit of that branch (`git log {branch}`)")]
+    #[error(
+        "{repository} ({url}): {commit} is not in the history of branch {branch:?}; fix: name a commit of that branch (`git log {branch}`)"
+    )]
     NotInHistory { repository: String, url: String, branch: String, commit: String },
     #[error("{repository} ({url}): cannot resolve {what:?}: {detail}")]
     BadRevision { repository: String, url: String, what: String, detail: String },
@@ -153,7 +157,15 @@ pub fn repositories(to: &Tier, configurations: &[Configuration], only: Only) -> 
     repos
 }
 
-fn plan_repo(cache: &GitCache, auth: &Auth, from: &Tier, to: &Tier, label: &str, url: &str, path: &str) -> Result<(Remote, RepoMove), PromoteError> {
+fn plan_repo(
+    cache: &GitCache,
+    auth: &Auth,
+    from: &Tier,
+    to: &Tier,
+    label: &str,
+    url: &str,
+    path: &str,
+) -> Result<(Remote, RepoMove), PromoteError> {
     let err = git_err(label, url);
     let (from_branch, to_branch) = (from.branch(), to.branch());
     let remote = cache.open(url, auth).map_err(&err)?;
@@ -194,7 +206,14 @@ fn plan_repo(cache: &GitCache, auth: &Auth, from: &Tier, to: &Tier, label: &str,
 }
 
 /// Plans `from -> to` for every repository; reads only (ls-remote and fetch into the cache).
-pub fn plan(cache: &GitCache, auth: &Auth, from: &Tier, to: &Tier, configurations: &[Configuration], only: Only) -> Result<Plan, PromoteError> {
+pub fn plan(
+    cache: &GitCache,
+    auth: &Auth,
+    from: &Tier,
+    to: &Tier,
+    configurations: &[Configuration],
+    only: Only,
+) -> Result<Plan, PromoteError> {
     let mut moves = Vec::new();
     for (label, url, path) in repositories(to, configurations, only) {
         moves.push(plan_repo(cache, auth, from, to, &label, &url, &path)?.1);
@@ -230,7 +249,13 @@ pub fn check_order(from: &Tier, to: &Tier) -> Result<(), PromoteError> {
 /// Pushes the planned moves: fast-forwards and creations; a diverged branch only with `force`.
 /// Every push carries the lease of the head the plan saw, so a branch moved since is never lost.
 /// All repositories are checked before any is pushed.
-pub fn execute(cache: &GitCache, auth: &Auth, plan: &Plan, from_tier: &str, force: bool) -> Result<Vec<RepoMove>, PromoteError> {
+pub fn execute(
+    cache: &GitCache,
+    auth: &Auth,
+    plan: &Plan,
+    from_tier: &str,
+    force: bool,
+) -> Result<Vec<RepoMove>, PromoteError> {
     for mv in &plan.repositories {
         if let (Move::Diverged { only_on_target }, false) = (&mv.kind, force) {
             return Err(PromoteError::Diverged {
@@ -251,7 +276,14 @@ pub fn execute(cache: &GitCache, auth: &Auth, plan: &Plan, from_tier: &str, forc
         }
         let err = git_err(&mv.repository, &mv.url);
         let remote = cache.open(&mv.url, auth).map_err(&err)?;
-        let parse = |s: &str| Oid::from_str(s).map_err(|e| PromoteError::BadRevision { repository: mv.repository.clone(), url: mv.url.clone(), what: s.into(), detail: e.message().to_string() });
+        let parse = |s: &str| {
+            Oid::from_str(s).map_err(|e| PromoteError::BadRevision {
+                repository: mv.repository.clone(),
+                url: mv.url.clone(),
+                what: s.into(),
+                detail: e.message().to_string(),
+            })
+        };
         let update = RefUpdate {
             branch: mv.to_branch.clone(),
             expected: mv.to_head.as_deref().map(parse).transpose()?,
@@ -290,7 +322,14 @@ pub struct Rollback {
 
 /// Moves the tier's app branch back to `target` (a lease-guarded non-fast-forward), or with
 /// `revert` adds one commit on top whose tree is the target's (history kept).
-pub fn rollback(cache: &GitCache, auth: &Auth, tier: &Tier, target: &RollbackTarget, revert: bool, dry_run: bool) -> Result<Rollback, PromoteError> {
+pub fn rollback(
+    cache: &GitCache,
+    auth: &Auth,
+    tier: &Tier,
+    target: &RollbackTarget,
+    revert: bool,
+    dry_run: bool,
+) -> Result<Rollback, PromoteError> {
     let (label, url, branch) = ("app", tier.spec.app.url.as_str(), tier.branch());
     let err = git_err(label, url);
     let remote = cache.open(url, auth).map_err(&err)?;
@@ -303,20 +342,32 @@ pub fn rollback(cache: &GitCache, auth: &Auth, tier: &Tier, target: &RollbackTar
     })?;
     remote.fetch(&[branch.as_str()]).map_err(&err)?;
     let repo = remote.repo();
-    let bad = |what: &str, detail: String| PromoteError::BadRevision { repository: label.into(), url: url.into(), what: what.into(), detail };
+    let bad = |what: &str, detail: String| PromoteError::BadRevision {
+        repository: label.into(),
+        url: url.into(),
+        what: what.into(),
+        detail,
+    };
     let target_id = match target {
         RollbackTarget::Commit(rev) => {
             let obj = repo.revparse_single(rev).map_err(|e| bad(rev, e.message().to_string()))?;
             let id = obj.peel_to_commit().map_err(|e| bad(rev, e.message().to_string()))?.id();
             if id != head && !repo.graph_descendant_of(head, id).unwrap_or(false) {
-                return Err(PromoteError::NotInHistory { repository: label.into(), url: url.into(), branch, commit: rev.clone() });
+                return Err(PromoteError::NotInHistory {
+                    repository: label.into(),
+                    url: url.into(),
+                    branch,
+                    commit: rev.clone(),
+                });
             }
             id
         }
         RollbackTarget::Steps(n) => {
             let mut c = repo.find_commit(head).map_err(|e| bad("HEAD", e.message().to_string()))?;
             for i in 0..*n {
-                c = c.parent(0).map_err(|_| bad(&format!("{n} steps"), format!("the branch has only {i} commits before its head")))?;
+                c = c.parent(0).map_err(|_| {
+                    bad(&format!("{n} steps"), format!("the branch has only {i} commits before its head"))
+                })?;
             }
             c.id()
         }
@@ -325,9 +376,11 @@ pub fn rollback(cache: &GitCache, auth: &Auth, tier: &Tier, target: &RollbackTar
     let new_head = if target_id == head || dry_run {
         target_id
     } else if revert {
-        let target_tree = repo.find_commit(target_id).and_then(|c| c.tree()).map_err(|e| bad("target", e.message().to_string()))?;
+        let target_tree =
+            repo.find_commit(target_id).and_then(|c| c.tree()).map_err(|e| bad("target", e.message().to_string()))?;
         let parent = repo.find_commit(head).map_err(|e| bad("HEAD", e.message().to_string()))?;
-        let who = git2::Signature::now(crate::sync::AUTHOR_NAME, crate::sync::AUTHOR_EMAIL).map_err(|e| bad("signature", e.message().to_string()))?;
+        let who = git2::Signature::now(crate::sync::AUTHOR_NAME, crate::sync::AUTHOR_EMAIL)
+            .map_err(|e| bad("signature", e.message().to_string()))?;
         let subjects: Vec<String> = undone.iter().map(|c| format!("  {c}")).collect();
         let message = format!(
             "Revert {branch} to {}\n\nReverts {} commit(s):\n{}\n\nGenerated-by: shopctl rollback --revert\n",
@@ -335,7 +388,8 @@ pub fn rollback(cache: &GitCache, auth: &Auth, tier: &Tier, target: &RollbackTar
             undone.len(),
             subjects.join("\n")
         );
-        repo.commit(None, &who, &who, &message, &target_tree, &[&parent]).map_err(|e| bad("commit", e.message().to_string()))?
+        repo.commit(None, &who, &who, &message, &target_tree, &[&parent])
+            .map_err(|e| bad("commit", e.message().to_string()))?
     } else {
         target_id
     };
@@ -344,5 +398,13 @@ pub fn rollback(cache: &GitCache, auth: &Auth, tier: &Tier, target: &RollbackTar
             .push(&[RefUpdate { branch: branch.clone(), expected: Some(head), new: new_head, force: !revert }])
             .map_err(&err)?;
     }
-    Ok(Rollback { repository: label.into(), url: url.into(), branch, previous: head.to_string(), head: new_head.to_string(), undone, reverted: revert })
+    Ok(Rollback {
+        repository: label.into(),
+        url: url.into(),
+        branch,
+        previous: head.to_string(),
+        head: new_head.to_string(),
+        undone,
+        reverted: revert,
+    })
 }

@@ -13,7 +13,8 @@ pub const APP_FILES: &[(&str, &str)] = &[
 ];
 
 /// The example configuration repository.
-pub const CONFIG_FILES: &[(&str, &str)] = &[("component/kustomization.yaml", include_str!("../../examples/config/component/kustomization.yaml"))];
+pub const CONFIG_FILES: &[(&str, &str)] =
+    &[("component/kustomization.yaml", include_str!("../../examples/config/component/kustomization.yaml"))];
 
 /// The example manifests (file name, content).
 pub const MANIFESTS: &[(&str, &str)] = &[
@@ -90,7 +91,13 @@ pub fn create(dir: &Path) -> Result<Quickstart, QuickstartError> {
         std::fs::write(&path, localize(text, &repos)).map_err(io(&path))?;
     }
     let url = |name: &str| format!("file://{}", repos.join(name).display());
-    Ok(Quickstart { app_url: url("app.git"), config_url: url("config.git"), system_url: url("system.git"), repos, manifests })
+    Ok(Quickstart {
+        app_url: url("app.git"),
+        config_url: url("config.git"),
+        system_url: url("system.git"),
+        repos,
+        manifests,
+    })
 }
 
 /// A bare repository whose `main` holds `files` in one commit.

@@ -114,7 +114,11 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let (tiers, shopsets, configurations): (Api<Tier>, Api<ShopSet>, Api<Configuration>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
     // Status writes (ours) change neither generation nor finalizers: they trigger no reconcile.
@@ -128,8 +132,11 @@ pub async fn run(
     // Not filtered: a deleted ShopSet must trigger its Tier. Our own status writes do too, and
     // end in the cheap "nothing moved" path.
     let (shopset_store, shopset_writer) = reflector::store();
-    let shopset_events =
-        watcher::watcher(shopsets, watcher::Config::default()).default_backoff().modify(slim).reflect(shopset_writer).touched_objects();
+    let shopset_events = watcher::watcher(shopsets, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(shopset_writer)
+        .touched_objects();
     let (configuration_store, configuration_writer) = reflector::store();
     let configuration_events = watcher::watcher(configurations, watcher::Config::default())
         .default_backoff()
@@ -235,8 +242,14 @@ fn slim<K: Resource>(obj: &mut K) {
 /// caches once they hold a complete list: a partial list would render ShopSets away.
 async fn load(tier: &Tier, ctx: &Context) -> Result<(Inventory, Vec<String>), Error> {
     let ns = tier.namespace().unwrap_or_else(|| "default".into());
-    let stores = ctx.stores.get().ok_or_else(|| Error::Finalizer("the controller's watch caches are not running".into()))?;
-    stores.ready.clone().wait_for(|ready| *ready).await.map_err(|_| Error::Finalizer("the controller's watch caches stopped before they filled".into()))?;
+    let stores =
+        ctx.stores.get().ok_or_else(|| Error::Finalizer("the controller's watch caches are not running".into()))?;
+    stores
+        .ready
+        .clone()
+        .wait_for(|ready| *ready)
+        .await
+        .map_err(|_| Error::Finalizer("the controller's watch caches stopped before they filled".into()))?;
     let mut inventory = Inventory::default();
     let in_ns = |m: &kube::api::ObjectMeta| m.namespace.as_deref() == Some(ns.as_str());
     let key = |m: &kube::api::ObjectMeta| (ns.clone(), m.name.clone().unwrap_or_default());
@@ -252,7 +265,13 @@ async fn load(tier: &Tier, ctx: &Context) -> Result<(Inventory, Vec<String>), Er
     let name = tier.name_any();
     let mine: BTreeSet<String> = std::iter::once(format!("Tier/{name}"))
         .chain(inventory.shopsets.values().filter(|s| s.spec.tier == name).map(|s| format!("ShopSet/{}", s.name_any())))
-        .chain(inventory.shopsets.values().filter(|s| s.spec.tier == name).map(|s| format!("Configuration/{}", s.spec.configuration)))
+        .chain(
+            inventory
+                .shopsets
+                .values()
+                .filter(|s| s.spec.tier == name)
+                .map(|s| format!("Configuration/{}", s.spec.configuration)),
+        )
         .collect();
     let problems = match inventory.check() {
         Ok(()) => Vec::new(),
@@ -271,7 +290,9 @@ async fn credentials(tier: &Tier, client: &kube::Client) -> Result<Auth, Error> 
         Err(kube::Error::Api(s)) if s.code == 403 => {
             return Err(Error::Credentials {
                 name,
-                detail: format!("the controller may not read Secrets in namespace {ns}; fix: kubectl apply -n {ns} -f deploy/tenant/credentials-rolebinding.yaml"),
+                detail: format!(
+                    "the controller may not read Secrets in namespace {ns}; fix: kubectl apply -n {ns} -f deploy/tenant/credentials-rolebinding.yaml"
+                ),
             });
         }
         Err(e) => return Err(e.into()),
@@ -333,7 +354,12 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     }
     let apps = argocd::applications(&report.tree)?;
     let (name, branch) = (tier.name_any(), tier.branch());
-    let owner = argocd::Owner { tier: &name, repo_url: &tier.spec.system.url, branch: &branch, namespace: &tier.spec.argocd.namespace };
+    let owner = argocd::Owner {
+        tier: &name,
+        repo_url: &tier.spec.system.url,
+        branch: &branch,
+        namespace: &tier.spec.argocd.namespace,
+    };
     let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
     if pushed {
         fault("before-status");
@@ -355,14 +381,21 @@ fn fault(point: &str) {
 }
 
 fn fault_hook() -> Option<crate::sync::PushHook> {
-    std::env::var("SHOPSET_FAULT").is_ok_and(|f| f == "before-push").then(|| Arc::new(|_| fault("before-push")) as crate::sync::PushHook)
+    std::env::var("SHOPSET_FAULT")
+        .is_ok_and(|f| f == "before-push")
+        .then(|| Arc::new(|_| fault("before-push")) as crate::sync::PushHook)
 }
 
 async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Branches are never deleted: history is data.
     if tier.spec.deletion_policy == DeletionPolicy::Delete {
         let (name, branch) = (tier.name_any(), tier.branch());
-        let owner = argocd::Owner { tier: &name, repo_url: &tier.spec.system.url, branch: &branch, namespace: &tier.spec.argocd.namespace };
+        let owner = argocd::Owner {
+            tier: &name,
+            repo_url: &tier.spec.system.url,
+            branch: &branch,
+            namespace: &tier.spec.argocd.namespace,
+        };
         let deleted = argocd::delete_all(&ctx.client, &owner).await?;
         tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Applications (deletionPolicy: Delete)");
     }
@@ -370,7 +403,14 @@ async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-fn condition(old: &[Condition], type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
     let status = if ok { "True" } else { "False" };
     // The transition time moves only when the status does.
     let since = old
@@ -391,11 +431,18 @@ fn condition(old: &[Condition], type_: &str, ok: bool, reason: &str, message: &s
 async fn patch_tier_status(tier: &Tier, ctx: &Context, status: serde_json::Value) -> Result<(), Error> {
     let api: Api<Tier> = Api::namespaced(ctx.client.clone(), &tier.namespace().unwrap_or_default());
     let patch = json!({ "apiVersion": crate::api::API_VERSION, "kind": "Tier", "status": status });
-    api.patch_status(&tier.name_any(), &PatchParams::apply(argocd::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(&tier.name_any(), &PatchParams::apply(argocd::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
     Ok(())
 }
 
-async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &SyncReport, applied: &argocd::Applied) -> Result<(), Error> {
+async fn write_success(
+    tier: &Tier,
+    ctx: &Context,
+    input: &TierInput,
+    report: &SyncReport,
+    applied: &argocd::Applied,
+) -> Result<(), Error> {
     let old = tier.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let generation = tier.metadata.generation;
     let head = report.head.clone().unwrap_or_default();
@@ -404,9 +451,35 @@ async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &S
         None => format!("{} already at {}", report.branch, &head[..7.min(head.len())]),
     };
     let conditions = vec![
-        condition(&old, "Ready", true, "Synced", &format!("system branch {} at {}; {} Applications", report.branch, &head[..7.min(head.len())], applied.applied.len()), generation),
-        condition(&old, "Rendered", true, "Rendered", &format!("{} ShopSets rendered", input.shopsets.len()), generation),
-        condition(&old, "Pushed", true, if report.commit.is_some() { "Pushed" } else { "UpToDate" }, &pushed_msg, generation),
+        condition(
+            &old,
+            "Ready",
+            true,
+            "Synced",
+            &format!(
+                "system branch {} at {}; {} Applications",
+                report.branch,
+                &head[..7.min(head.len())],
+                applied.applied.len()
+            ),
+            generation,
+        ),
+        condition(
+            &old,
+            "Rendered",
+            true,
+            "Rendered",
+            &format!("{} ShopSets rendered", input.shopsets.len()),
+            generation,
+        ),
+        condition(
+            &old,
+            "Pushed",
+            true,
+            if report.commit.is_some() { "Pushed" } else { "UpToDate" },
+            &pushed_msg,
+            generation,
+        ),
     ];
     patch_tier_status(
         tier,
@@ -428,7 +501,14 @@ async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &S
         let name = ss.name_any();
         let old = ss.status.clone().unwrap_or_default();
         let status = ShopSetStatus {
-            conditions: vec![condition(&old.conditions, "Ready", true, "Rendered", &format!("rendered at shopsets/{name} on branch {}", report.branch), ss.metadata.generation)],
+            conditions: vec![condition(
+                &old.conditions,
+                "Ready",
+                true,
+                "Rendered",
+                &format!("rendered at shopsets/{name} on branch {}", report.branch),
+                ss.metadata.generation,
+            )],
             observed_generation: ss.metadata.generation,
             shop_count: Some(ss.spec.shops.len() as i64),
             rendered_path: Some(format!("shopsets/{name}")),
@@ -445,12 +525,39 @@ async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &S
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let reference = tier.object_ref(&());
     for b in report.branches.iter().filter(|b| b.created_from.is_some()) {
-        let note = format!("created branch {} in the {} repository from {}", b.branch, b.repository, b.created_from.clone().unwrap_or_default());
-        let _ = recorder.publish(&Event { type_: EventType::Normal, reason: "BranchCreated".into(), note: Some(note), action: "Sync".into(), secondary: None }, &reference).await;
+        let note = format!(
+            "created branch {} in the {} repository from {}",
+            b.branch,
+            b.repository,
+            b.created_from.clone().unwrap_or_default()
+        );
+        let _ = recorder
+            .publish(
+                &Event {
+                    type_: EventType::Normal,
+                    reason: "BranchCreated".into(),
+                    note: Some(note),
+                    action: "Sync".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
     }
     if let Some(message) = &report.message {
         let note: String = message.lines().filter(|l| !l.is_empty()).take(6).collect::<Vec<_>>().join("; ");
-        let _ = recorder.publish(&Event { type_: EventType::Normal, reason: "Pushed".into(), note: Some(note.chars().take(1000).collect()), action: "Push".into(), secondary: None }, &reference).await;
+        let _ = recorder
+            .publish(
+                &Event {
+                    type_: EventType::Normal,
+                    reason: "Pushed".into(),
+                    note: Some(note.chars().take(1000).collect()),
+                    action: "Push".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
         // Someone changed generated files on the system branch: say which were put back.
         if let Some(files) = message.lines().find_map(|l| l.strip_prefix("files rewritten: ")) {
             let commit = report.commit.as_deref().unwrap_or_default();
@@ -460,13 +567,33 @@ async fn write_success(tier: &Tier, ctx: &Context, input: &TierInput, report: &S
                 &commit[..7.min(commit.len())]
             );
             let _ = recorder
-                .publish(&Event { type_: EventType::Warning, reason: "GeneratedFilesRestored".into(), note: Some(note.chars().take(1000).collect()), action: "Restore".into(), secondary: None }, &reference)
+                .publish(
+                    &Event {
+                        type_: EventType::Warning,
+                        reason: "GeneratedFilesRestored".into(),
+                        note: Some(note.chars().take(1000).collect()),
+                        action: "Restore".into(),
+                        secondary: None,
+                    },
+                    &reference,
+                )
                 .await;
         }
     }
     if !applied.deleted.is_empty() {
         let note = format!("deleted Applications of removed ShopSets: {}", applied.deleted.join(", "));
-        let _ = recorder.publish(&Event { type_: EventType::Normal, reason: "ApplicationsDeleted".into(), note: Some(note), action: "Prune".into(), secondary: None }, &reference).await;
+        let _ = recorder
+            .publish(
+                &Event {
+                    type_: EventType::Normal,
+                    reason: "ApplicationsDeleted".into(),
+                    note: Some(note),
+                    action: "Prune".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
     }
     Ok(())
 }
@@ -479,21 +606,36 @@ async fn write_failure(tier: &Tier, ctx: &Context, err: &Error) -> Result<(), Er
     let mut conditions = vec![condition(&old, "Ready", false, reason, &message, generation)];
     match err {
         Error::Invalid(_) => conditions.push(condition(&old, "Rendered", false, reason, &message, generation)),
-        Error::Sync(SyncError::Render(_)) => conditions.push(condition(&old, "Rendered", false, reason, &message, generation)),
+        Error::Sync(SyncError::Render(_)) => {
+            conditions.push(condition(&old, "Rendered", false, reason, &message, generation))
+        }
         Error::Sync(_) => conditions.push(condition(&old, "Pushed", false, reason, &message, generation)),
         _ => {}
     }
     patch_tier_status(tier, ctx, json!({ "conditions": conditions, "observedGeneration": generation })).await?;
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let _ = recorder
-        .publish(&Event { type_: EventType::Warning, reason: reason.into(), note: Some(message.chars().take(1000).collect()), action: "Sync".into(), secondary: None }, &tier.object_ref(&()))
+        .publish(
+            &Event {
+                type_: EventType::Warning,
+                reason: reason.into(),
+                note: Some(message.chars().take(1000).collect()),
+                action: "Sync".into(),
+                secondary: None,
+            },
+            &tier.object_ref(&()),
+        )
         .await;
     Ok(())
 }
 
 /// The Tiers of `tiers` that a push to `branch` of one of `urls` concerns: their app repository,
 /// or a Configuration of their namespace.
-pub fn tiers_for_push(push: &crate::webhook::Push, tiers: &[Arc<Tier>], configurations: &[Configuration]) -> Vec<ObjectRef<Tier>> {
+pub fn tiers_for_push(
+    push: &crate::webhook::Push,
+    tiers: &[Arc<Tier>],
+    configurations: &[Configuration],
+) -> Vec<ObjectRef<Tier>> {
     tiers
         .iter()
         .filter(|t| {

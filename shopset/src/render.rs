@@ -113,13 +113,21 @@ pub enum RenderError {
     Yaml { name: String, origin: String, what: String, error: serde_yaml::Error },
     #[error("cannot read template {path}: {error}")]
     Read { path: String, error: std::io::Error },
-    #[error("{resource}: metadata.name: {value:?} cannot name a directory of the system branch; fix: use a DNS-1123 label")]
+    #[error(
+        "{resource}: metadata.name: {value:?} cannot name a directory of the system branch; fix: use a DNS-1123 label"
+    )]
     BadName { resource: String, value: String },
-    #[error("{what}: {value:?} cannot be written to .gitmodules (git config cannot hold a NUL, carriage return, or a line break in a section name); fix: correct the value")]
+    #[error(
+        "{what}: {value:?} cannot be written to .gitmodules (git config cannot hold a NUL, carriage return, or a line break in a section name); fix: correct the value"
+    )]
     BadGitmodules { what: String, value: String },
-    #[error("ShopSet/{shopset}: spec.configuration: {configuration:?} has no pinned commit; fix: sync the Configuration's branch first")]
+    #[error(
+        "ShopSet/{shopset}: spec.configuration: {configuration:?} has no pinned commit; fix: sync the Configuration's branch first"
+    )]
     MissingPin { shopset: String, configuration: String },
-    #[error("ShopSet/{shopset}: spec.configuration: Configuration {configuration:?} is not part of the input; fix: pass the Configuration too")]
+    #[error(
+        "ShopSet/{shopset}: spec.configuration: Configuration {configuration:?} is not part of the input; fix: pass the Configuration too"
+    )]
     MissingConfiguration { shopset: String, configuration: String },
     #[error("cannot hash a rendered file: {detail}")]
     Hash { detail: String },
@@ -169,14 +177,21 @@ impl Renderer {
             .lstrip_blocks(true)
             .keep_trailing_newline(true)
             .build()
-            .map_err(|error| RenderError::Template { name: "<syntax>".into(), origin: String::new(), what: String::new(), error, fix: "report this bug".into() })?;
+            .map_err(|error| RenderError::Template {
+                name: "<syntax>".into(),
+                origin: String::new(),
+                what: String::new(),
+                error,
+                fix: "report this bug".into(),
+            })?;
         env.set_syntax(syntax);
         let mut overrides = BTreeMap::new();
         for (name, embedded) in EMBEDDED_TEMPLATES {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
                 Some(path) => {
                     overrides.insert(name.to_string(), path.display().to_string());
-                    std::fs::read_to_string(&path).map_err(|error| RenderError::Read { path: path.display().to_string(), error })?
+                    std::fs::read_to_string(&path)
+                        .map_err(|error| RenderError::Read { path: path.display().to_string(), error })?
                 }
                 None => (*embedded).to_string(),
             };
@@ -206,7 +221,8 @@ impl Renderer {
 
     fn text(&self, name: &str, what: &str, ctx: minijinja::Value) -> Result<String, RenderError> {
         let fail = |error: minijinja::Error| {
-            let variables: Vec<String> = ctx.try_iter().map(|keys| keys.map(|k| k.to_string()).collect()).unwrap_or_default();
+            let variables: Vec<String> =
+                ctx.try_iter().map(|keys| keys.map(|k| k.to_string()).collect()).unwrap_or_default();
             RenderError::Template {
                 name: name.into(),
                 origin: origin(&self.overrides, name),
@@ -232,17 +248,24 @@ impl Renderer {
 
         let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
         shopsets.sort_by_key(|s| s.name_any());
-        let cfg_by_name: BTreeMap<String, &Configuration> =
-            configurations.iter().map(|c| (c.name_any(), c)).collect();
+        let cfg_by_name: BTreeMap<String, &Configuration> = configurations.iter().map(|c| (c.name_any(), c)).collect();
         let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
         let mut readme_cfgs = Vec::new();
         for name in &used {
             let cfg = cfg_by_name.get(*name).ok_or_else(|| RenderError::MissingConfiguration {
-                shopset: shopsets.iter().find(|s| s.spec.configuration == *name).map(|s| s.name_any()).unwrap_or_default(),
+                shopset: shopsets
+                    .iter()
+                    .find(|s| s.spec.configuration == *name)
+                    .map(|s| s.name_any())
+                    .unwrap_or_default(),
                 configuration: (*name).to_string(),
             })?;
             let commit = pins.configurations.get(*name).ok_or_else(|| RenderError::MissingPin {
-                shopset: shopsets.iter().find(|s| s.spec.configuration == *name).map(|s| s.name_any()).unwrap_or_default(),
+                shopset: shopsets
+                    .iter()
+                    .find(|s| s.spec.configuration == *name)
+                    .map(|s| s.name_any())
+                    .unwrap_or_default(),
                 configuration: (*name).to_string(),
             })?;
             check_oid(&format!("Configuration {name}"), commit)?;
@@ -258,9 +281,12 @@ impl Renderer {
         let argocd = &tier.spec.argocd;
         // What the ShopSet templates read from the tier. Written as JSON, a key is the input itself
         // (no hash that two inputs could share); one that cannot be written (none today) never hits.
-        let tier_key = serde_json::to_string(&(&tier_name, &branch, &tier.spec.app.path, &tier.spec.system.url, argocd)).unwrap_or_default();
+        let tier_key =
+            serde_json::to_string(&(&tier_name, &branch, &tier.spec.app.path, &tier.spec.system.url, argocd))
+                .unwrap_or_default();
         let previous = self.memo.lock().unwrap_or_else(|p| p.into_inner()).remove(&tier_name).unwrap_or_default();
-        let previous = if previous.tier_key == tier_key && !tier_key.is_empty() { previous.shopsets } else { HashMap::new() };
+        let previous =
+            if previous.tier_key == tier_key && !tier_key.is_empty() { previous.shopsets } else { HashMap::new() };
         let mut memo = HashMap::with_capacity(shopsets.len());
         for ss in &shopsets {
             let name = ss.name_any();
@@ -321,7 +347,9 @@ impl Renderer {
                 tree.blob_ids.insert(path.clone(), *id);
             }
             memo.insert(key, files);
-            readme_shopsets.push(context! { name => name.as_str(), namespace => namespace.as_str(), shops => ss.spec.shops.len() });
+            readme_shopsets.push(
+                context! { name => name.as_str(), namespace => namespace.as_str(), shops => ss.spec.shops.len() },
+            );
         }
 
         let readme = self.text(
@@ -345,7 +373,8 @@ impl Renderer {
 
 /// The id git gives a file of these bytes.
 fn blob_id(bytes: &[u8]) -> Result<git2::Oid, RenderError> {
-    git2::Oid::hash_object(git2::ObjectType::Blob, bytes).map_err(|e| RenderError::Hash { detail: e.message().to_string() })
+    git2::Oid::hash_object(git2::ObjectType::Blob, bytes)
+        .map_err(|e| RenderError::Hash { detail: e.message().to_string() })
 }
 
 /// `prefix/path`, without a trailing `/.`.
@@ -413,12 +442,17 @@ fn origin(overrides: &BTreeMap<String, String>, name: &str) -> String {
 /// reads as line breaks (U+0085, U+2028, U+2029) or refuses (DEL, C1 controls, U+FEFF, U+FFFE,
 /// U+FFFF) are escaped too: JSON leaves them raw, and a raw line break ends a comment or folds a
 /// quoted string, which would let a value add keys.
-fn yaml_safe_formatter(out: &mut minijinja::Output<'_>, state: &mut minijinja::State<'_, '_>, value: &minijinja::Value) -> Result<(), minijinja::Error> {
+fn yaml_safe_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
     if !matches!(state.auto_escape(), AutoEscape::Json) || value.is_safe() {
         return minijinja::escape_formatter(out, state, value);
     }
-    let json = serde_json::to_string(value)
-        .map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, format!("cannot write the value as JSON: {e}")))?;
+    let json = serde_json::to_string(value).map_err(|e| {
+        minijinja::Error::new(ErrorKind::BadSerialization, format!("cannot write the value as JSON: {e}"))
+    })?;
     let mut escaped = String::with_capacity(json.len());
     for c in json.chars() {
         if matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') {
@@ -431,7 +465,7 @@ fn yaml_safe_formatter(out: &mut minijinja::Output<'_>, state: &mut minijinja::S
 }
 
 fn check_oid(what: &str, value: &str) -> Result<(), RenderError> {
-    let ok = (value.len() == 40 || value.len() == 64) && value.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    let ok = (value.len() == 40 || value.len() == 64)
+        && value.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
     if ok { Ok(()) } else { Err(RenderError::BadPin { what: what.into(), value: value.into() }) }
 }
-

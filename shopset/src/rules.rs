@@ -25,10 +25,7 @@ pub enum Test {
     NotMatches(&'static str),
     /// What a regex cannot say: the CEL expression (over the subject it is given) and the same test
     /// in Rust, next to each other.
-    Custom {
-        cel: fn(&str) -> String,
-        valid: fn(&str) -> bool,
-    },
+    Custom { cel: fn(&str) -> String, valid: fn(&str) -> bool },
 }
 
 /// A test and what both the API server and `shopctl` say when it fails.
@@ -90,9 +87,7 @@ pub fn matches(re: &'static str, value: &str) -> bool {
     static CACHE: LazyLock<Mutex<HashMap<&'static str, Regex>>> = LazyLock::new(Default::default);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     // The regexes are constants of this module, compiled by its tests: a bad one is a bug here.
-    let regex = cache
-        .entry(re)
-        .or_insert_with(|| Regex::new(re).expect("the rule regexes compile"));
+    let regex = cache.entry(re).or_insert_with(|| Regex::new(re).expect("the rule regexes compile"));
     regex.is_match(value)
 }
 
@@ -143,10 +138,7 @@ pub const URL: &[Check] = &[
         Test::NotMatches(r#"[[:space:][:cntrl:]"\\]"#),
         "must not contain spaces, quotes, backslashes or control characters",
     ),
-    check(
-        Test::Matches(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/:@]+@[^/:]+:."),
-        URL_NO_SCHEME,
-    ),
+    check(Test::Matches(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/:@]+@[^/:]+:."), URL_NO_SCHEME),
     check(
         Test::Custom {
             cel: |s| format!("!{s}.contains('://') || {s}.matches('^(https?|ssh|git|file)://')"),
@@ -163,51 +155,32 @@ pub const URL: &[Check] = &[
     ),
     check(Test::NotMatches("^(https?|ssh|git)://(/|$)"), "has no host"),
     // Any user in http(s)/git URLs is a credential; ssh:// may name a user, not a password.
-    check(
-        Test::NotMatches("^(https?|git|file)://[^/]*@|^ssh://[^/]*:[^/]*@"),
-        URL_CREDENTIALS,
-    ),
+    check(Test::NotMatches("^(https?|git|file)://[^/]*@|^ssh://[^/]*:[^/]*@"), URL_CREDENTIALS),
 ];
 
 /// A relative path inside a repository.
 pub const REPO_PATH: &[Check] = &[
-    check(
-        Test::NonEmpty,
-        "must not be empty (use `.` for the repository root)",
-    ),
+    check(Test::NonEmpty, "must not be empty (use `.` for the repository root)"),
     check(Test::MaxChars(1024), "must be at most 1024 characters long"),
-    check(
-        Test::NotMatches("^/"),
-        "must be relative to the repository root",
-    ),
+    check(Test::NotMatches("^/"), "must be relative to the repository root"),
     check(Test::NotMatches(r"(^|/)\.\.(/|$)"), "must not contain '..'"),
     check(
         Test::Matches(r"^(\.$|[A-Za-z0-9_])"),
         "must be `.` or start with a letter, digit or '_' (write `base`, not `./base`)",
     ),
-    check(
-        Test::Matches("^[A-Za-z0-9._/-]*$"),
-        "may contain only letters, digits, '.', '_', '-' and '/'",
-    ),
+    check(Test::Matches("^[A-Za-z0-9._/-]*$"), "may contain only letters, digits, '.', '_', '-' and '/'"),
 ];
 
 /// Message of an invalid branch name, whichever part of the name is wrong.
-pub const BRANCH_INVALID: &str =
-    "is not a valid git branch name (see `git check-ref-format --branch`)";
+pub const BRANCH_INVALID: &str = "is not a valid git branch name (see `git check-ref-format --branch`)";
 
 /// Git branch names. Stricter than git in one way: only ASCII letters, digits and `._/+-`.
 /// Offline, [`crate::validation::branch_problem`] asks git2 as well, with the same message.
 pub const BRANCH: &[Check] = &[
     check(Test::NonEmpty, "must not be empty"),
     check(Test::MaxChars(244), "must be at most 244 characters long"),
-    check(
-        Test::Matches(r"^[A-Za-z0-9_]([A-Za-z0-9._/+-]*[A-Za-z0-9_+-])?$"),
-        BRANCH_INVALID,
-    ),
-    check(
-        Test::NotMatches(r"\.\.|//|/\.|@\{|\.lock(/|$)|^HEAD$"),
-        BRANCH_INVALID,
-    ),
+    check(Test::Matches(r"^[A-Za-z0-9_]([A-Za-z0-9._/+-]*[A-Za-z0-9_+-])?$"), BRANCH_INVALID),
+    check(Test::NotMatches(r"\.\.|//|/\.|@\{|\.lock(/|$)|^HEAD$"), BRANCH_INVALID),
 ];
 
 /// Message of a Tier whose spec.branch changes.
@@ -225,22 +198,11 @@ pub const INTERVAL_TOO_SHORT: &str =
 
 /// Poll intervals.
 pub const INTERVAL: &[Check] = &[
-    check(
-        Test::Matches(DURATION_REGEX),
-        "is not a duration like `30s`, `1m` or `1h30m`",
-    ),
+    check(Test::Matches(DURATION_REGEX), "is not a duration like `30s`, `1m` or `1h30m`"),
     check(
         Test::Custom {
-            cel: |s| {
-                format!(
-                    "!{s}.matches({}) || duration({s}) >= duration('1s')",
-                    cel_string(DURATION_REGEX)
-                )
-            },
-            valid: |v| {
-                crate::validation::parse_duration(v)
-                    .is_none_or(|d| d >= std::time::Duration::from_secs(1))
-            },
+            cel: |s| format!("!{s}.matches({}) || duration({s}) >= duration('1s')", cel_string(DURATION_REGEX)),
+            valid: |v| crate::validation::parse_duration(v).is_none_or(|d| d >= std::time::Duration::from_secs(1)),
         },
         INTERVAL_TOO_SHORT,
     ),
@@ -250,8 +212,7 @@ pub const INTERVAL: &[Check] = &[
 // Tiers and ShopSets
 
 /// Message of a Tier promoted from itself.
-pub const PROMOTION_FROM_SELF: &str =
-    "names the Tier itself: a tier cannot be promoted from itself";
+pub const PROMOTION_FROM_SELF: &str = "names the Tier itself: a tier cannot be promoted from itself";
 /// Message of a Tier whose system repository is its app repository.
 pub const SYSTEM_IS_APP: &str =
     "is the app repository: the system repository must be a separate one that only ShopSet writes";
@@ -280,8 +241,7 @@ pub const REPLICAS_RANGE: &str = "must be between 0 and 1000";
 /// The most image overrides of one ShopSet (bounds the cost of their rules).
 pub const MAX_IMAGES: usize = 100;
 /// CEL rule over one `spec.images[]` entry.
-pub const IMAGE_CHANGES_SOMETHING_RULE: &str =
-    "has(self.newName) || has(self.newTag) || has(self.digest)";
+pub const IMAGE_CHANGES_SOMETHING_RULE: &str = "has(self.newName) || has(self.newTag) || has(self.digest)";
 /// Message of an image override that sets nothing.
 pub const IMAGE_CHANGES_NOTHING: &str = "changes nothing: set newName, newTag or digest";
 
@@ -323,80 +283,30 @@ pub const FIELDS: &[(&str, &str, FieldRules)] = &[
     ("Tier", "spec.app.path", FieldRules::Checks(REPO_PATH)),
     ("Tier", "spec.system.url", FieldRules::Checks(URL)),
     ("Tier", "spec.promotion.from", FieldRules::Checks(DNS_LABEL)),
-    (
-        "Tier",
-        "spec.argocd.namespace",
-        FieldRules::Checks(DNS_LABEL),
-    ),
-    (
-        "Tier",
-        "spec.argocd.project",
-        FieldRules::Checks(DNS_SUBDOMAIN),
-    ),
-    (
-        "Tier",
-        "spec.argocd.destination.namespace",
-        FieldRules::Checks(DNS_LABEL),
-    ),
-    (
-        "Tier",
-        "spec.credentials.secretRef.name",
-        FieldRules::Checks(DNS_SUBDOMAIN),
-    ),
+    ("Tier", "spec.argocd.namespace", FieldRules::Checks(DNS_LABEL)),
+    ("Tier", "spec.argocd.project", FieldRules::Checks(DNS_SUBDOMAIN)),
+    ("Tier", "spec.argocd.destination.namespace", FieldRules::Checks(DNS_LABEL)),
+    ("Tier", "spec.credentials.secretRef.name", FieldRules::Checks(DNS_SUBDOMAIN)),
     ("Tier", "spec.interval", FieldRules::Checks(INTERVAL)),
     ("Configuration", "spec.url", FieldRules::Checks(URL)),
     ("Configuration", "spec.path", FieldRules::Checks(REPO_PATH)),
     ("ShopSet", "spec.tier", FieldRules::Checks(DNS_LABEL)),
-    (
-        "ShopSet",
-        "spec.configuration",
-        FieldRules::Checks(DNS_LABEL),
-    ),
+    ("ShopSet", "spec.configuration", FieldRules::Checks(DNS_LABEL)),
     ("ShopSet", "spec.namespace", FieldRules::Checks(DNS_LABEL)),
-    (
-        "ShopSet",
-        "spec.shops",
-        FieldRules::Rule(SHOPS_UNIQUE_RULE, SHOP_DUPLICATE),
-    ),
+    ("ShopSet", "spec.shops", FieldRules::Rule(SHOPS_UNIQUE_RULE, SHOP_DUPLICATE)),
     ("ShopSet", "spec.shops[]", FieldRules::Checks(SHOP_ID)),
-    (
-        "ShopSet",
-        "spec.replicas",
-        FieldRules::Rule(REPLICAS_RULE, REPLICAS_RANGE),
-    ),
-    (
-        "ShopSet",
-        "spec.images[]",
-        FieldRules::Rule(IMAGE_CHANGES_SOMETHING_RULE, IMAGE_CHANGES_NOTHING),
-    ),
-    (
-        "ShopSet",
-        "spec.images[].name",
-        FieldRules::Checks(IMAGE_NAME),
-    ),
-    (
-        "ShopSet",
-        "spec.images[].newName",
-        FieldRules::Checks(IMAGE_NAME),
-    ),
-    (
-        "ShopSet",
-        "spec.images[].newTag",
-        FieldRules::Checks(IMAGE_TAG),
-    ),
-    (
-        "ShopSet",
-        "spec.images[].digest",
-        FieldRules::Checks(IMAGE_DIGEST),
-    ),
+    ("ShopSet", "spec.replicas", FieldRules::Rule(REPLICAS_RULE, REPLICAS_RANGE)),
+    ("ShopSet", "spec.images[]", FieldRules::Rule(IMAGE_CHANGES_SOMETHING_RULE, IMAGE_CHANGES_NOTHING)),
+    ("ShopSet", "spec.images[].name", FieldRules::Checks(IMAGE_NAME)),
+    ("ShopSet", "spec.images[].newName", FieldRules::Checks(IMAGE_NAME)),
+    ("ShopSet", "spec.images[].newTag", FieldRules::Checks(IMAGE_TAG)),
+    ("ShopSet", "spec.images[].digest", FieldRules::Checks(IMAGE_DIGEST)),
 ];
 
 /// Rules on the whole object of `kind` (names, immutability, fields compared with each other).
 pub fn object_rules(kind: &str) -> Vec<Value> {
-    let mut rules: Vec<Value> = DNS_LABEL
-        .iter()
-        .map(|c| c.rule("self.metadata.name", Some(".metadata.name")))
-        .collect();
+    let mut rules: Vec<Value> =
+        DNS_LABEL.iter().map(|c| c.rule("self.metadata.name", Some(".metadata.name"))).collect();
     match kind {
         "Tier" => rules.extend([
             json!({
@@ -446,9 +356,7 @@ pub fn add_rules(kind: &str, schema: &mut Value) -> Result<(), String> {
                 .and_then(|p| p.get_mut(name))
                 .ok_or_else(|| format!("{kind} has no field {path} (at {name})"))?;
             if items {
-                node = node
-                    .get_mut("items")
-                    .ok_or_else(|| format!("{kind} field {name} is not a list"))?;
+                node = node.get_mut("items").ok_or_else(|| format!("{kind} field {name} is not a list"))?;
             }
         }
         let new = match rules {
@@ -461,10 +369,7 @@ pub fn add_rules(kind: &str, schema: &mut Value) -> Result<(), String> {
 }
 
 fn push_rules(node: &mut Value, rules: Vec<Value>) {
-    let list = node.as_object_mut().map(|o| {
-        o.entry("x-kubernetes-validations")
-            .or_insert_with(|| json!([]))
-    });
+    let list = node.as_object_mut().map(|o| o.entry("x-kubernetes-validations").or_insert_with(|| json!([])));
     if let Some(Value::Array(list)) = list {
         list.extend(rules);
     }
@@ -476,18 +381,9 @@ mod tests {
 
     #[test]
     fn every_regex_compiles() {
-        for checks in [
-            DNS_LABEL,
-            DNS_SUBDOMAIN,
-            URL,
-            REPO_PATH,
-            BRANCH,
-            INTERVAL,
-            SHOP_ID,
-            IMAGE_NAME,
-            IMAGE_TAG,
-            IMAGE_DIGEST,
-        ] {
+        for checks in
+            [DNS_LABEL, DNS_SUBDOMAIN, URL, REPO_PATH, BRANCH, INTERVAL, SHOP_ID, IMAGE_NAME, IMAGE_TAG, IMAGE_DIGEST]
+        {
             for c in checks {
                 if let Test::Matches(re) | Test::NotMatches(re) = c.test {
                     Regex::new(re).unwrap_or_else(|e| panic!("{re}: {e}"));

@@ -59,7 +59,9 @@ pub enum SyncError {
     Git { tier: String, field: String, error: GitError },
     #[error(transparent)]
     Render(#[from] RenderError),
-    #[error("Tier/{tier}: branch {branch} of {url} kept moving: gave up after {attempts} attempts; fix: stop the other writer (only ShopSet writes the system repository) and sync again")]
+    #[error(
+        "Tier/{tier}: branch {branch} of {url} kept moving: gave up after {attempts} attempts; fix: stop the other writer (only ShopSet writes the system repository) and sync again"
+    )]
     Contention { tier: String, branch: String, url: String, attempts: u32 },
 }
 
@@ -229,7 +231,13 @@ fn create_branch(plan: &mut Plan, tier: &str, branch: &str) -> Result<(), SyncEr
 }
 
 /// Syncs one tier. With `opts.dry_run`, nothing is created, committed or pushed.
-pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Renderer, opts: &SyncOptions) -> Result<SyncReport, SyncError> {
+pub fn sync_tier(
+    cache: &GitCache,
+    auth: &Auth,
+    input: &TierInput,
+    renderer: &Renderer,
+    opts: &SyncOptions,
+) -> Result<SyncReport, SyncError> {
     let tier = &input.tier;
     let tier_name = tier.name_any();
     let branch = tier.branch();
@@ -241,12 +249,16 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     // 1. Resolve every pinned branch; nothing is written yet. The repositories are asked at once,
     // so a sync waits for the slowest ls-remote rather than their sum; results are then taken in
     // a fixed order, so the error reported is the same as if they had been asked one by one.
-    let cfg_fields: Vec<(String, String, String)> =
-        input.configurations.iter().map(|c| (c.name_any(), format!("Configuration/{} spec.url", c.name_any()), format!("config/{}", c.name_any()))).collect();
+    let cfg_fields: Vec<(String, String, String)> = input
+        .configurations
+        .iter()
+        .map(|c| (c.name_any(), format!("Configuration/{} spec.url", c.name_any()), format!("config/{}", c.name_any())))
+        .collect();
     let span = tracing::Span::current();
     let (app, configs, system) = std::thread::scope(|s| {
         let (tier_name, branch) = (&tier_name, &branch);
-        let want = |field, label, url| Want { tier: tier_name, field, label, url, branch, from_branch, dry_run: opts.dry_run };
+        let want =
+            |field, label, url| Want { tier: tier_name, field, label, url, branch, from_branch, dry_run: opts.dry_run };
         let app = {
             let (span, want) = (span.clone(), want("spec.app.url", "app", &tier.spec.app.url));
             s.spawn(move || span.in_scope(|| plan_branch(cache, auth, want)))
@@ -277,7 +289,13 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     let mut configs_planned = Vec::new();
     for ((cfg, (name, _, _)), plan) in input.configurations.iter().zip(&cfg_fields).zip(configs) {
         let plan = plan?;
-        check_path(&plan, &tier_name, &format!("Configuration/{name} spec.path"), &cfg.spec.path, "Kustomize Component")?;
+        check_path(
+            &plan,
+            &tier_name,
+            &format!("Configuration/{name} spec.path"),
+            &cfg.spec.path,
+            "Kustomize Component",
+        )?;
         configs_planned.push((name.clone(), plan));
     }
     let mut configs = configs_planned;
@@ -288,12 +306,18 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
 
     // 2. Render: a template or input error stops here, before any repository changes.
     let resolved = started.elapsed();
-    let tree = renderer.render(RenderInput { tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })?;
+    let tree = renderer.render(RenderInput {
+        tier,
+        configurations: &input.configurations,
+        shopsets: &input.shopsets,
+        pins: &pins,
+    })?;
     let rendered = started.elapsed();
 
     // 3. The system branch, and what it would be created from.
     let (system, heads) = system.map_err(git_err(&tier_name, "spec.system.url"))?;
-    let (mut parent, system_from) = system_parent(&system, &heads, &branch, from_branch).map_err(git_err(&tier_name, "spec.system.url"))?;
+    let (mut parent, system_from) =
+        system_parent(&system, &heads, &branch, from_branch).map_err(git_err(&tier_name, "spec.system.url"))?;
     let previous = heads.branches.get(&branch).copied();
     // Every outcome reports these; each return fills in what it adds.
     let report = |tree: Tree, branches: Vec<BranchStatus>| SyncReport {
@@ -316,8 +340,12 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
     branches.extend(configs.iter().map(|(_, p)| branch_status(p, &branch)));
 
     let system_err = git_err(&tier_name, "spec.system.url");
-    let hashed = HashedTree::new(&tree).map_err(|e| system_err(GitError::Other { url: tier.spec.system.url.clone(), detail: e.message().to_string() }))?;
-    let old_tree_of = |parent: Option<Oid>| parent.map(|p| system.tree_of(p)).transpose().map_err(git_err(&tier_name, "spec.system.url"));
+    let hashed = HashedTree::new(&tree).map_err(|e| {
+        system_err(GitError::Other { url: tier.spec.system.url.clone(), detail: e.message().to_string() })
+    })?;
+    let old_tree_of = |parent: Option<Oid>| {
+        parent.map(|p| system.tree_of(p)).transpose().map_err(git_err(&tier_name, "spec.system.url"))
+    };
 
     if opts.dry_run {
         let old = old_tree_of(parent)?;
@@ -333,7 +361,8 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
         });
         let diff = cmp.diff().map_err(&system_err)?;
         let ours = last_own_tree(&system, parent);
-        let message = (!delta.is_empty()).then(|| commit_message(&tier_name, previous.is_none(), &cmp, ours, &changes, &app, &configs));
+        let message = (!delta.is_empty())
+            .then(|| commit_message(&tier_name, previous.is_none(), &cmp, ours, &changes, &app, &configs));
         return Ok(SyncReport {
             dry_run: true,
             head: previous.map(|o| o.to_string()),
@@ -359,8 +388,12 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
         .collect();
 
     // 5. Commit when the tree changed; push under the lease; on a lost lease, rebuild on the new head.
-    let author = git2::Signature::now(AUTHOR_NAME, AUTHOR_EMAIL)
-        .map_err(|e| git_err(&tier_name, "spec.system.url")(GitError::Other { url: tier.spec.system.url.clone(), detail: e.message().to_string() }))?;
+    let author = git2::Signature::now(AUTHOR_NAME, AUTHOR_EMAIL).map_err(|e| {
+        git_err(&tier_name, "spec.system.url")(GitError::Other {
+            url: tier.spec.system.url.clone(),
+            detail: e.message().to_string(),
+        })
+    })?;
     let new_tree = hashed.id();
     let mut written = false;
     let mut expected = previous;
@@ -397,7 +430,12 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
         match system.push(&[update]) {
             Ok(()) => {
                 let message = (Some(commit) != parent).then(|| {
-                    system.repo().find_commit(commit).ok().and_then(|c| c.message().ok().map(str::to_string)).unwrap_or_default()
+                    system
+                        .repo()
+                        .find_commit(commit)
+                        .ok()
+                        .and_then(|c| c.message().ok().map(str::to_string))
+                        .unwrap_or_default()
                 });
                 tracing::info!(commit = %commit, attempts, "pushed system branch");
                 // Where the time of a sync goes, cumulative: for `RUST_LOG=shopset=debug` and the benchmarks.
@@ -408,7 +446,12 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
                     push_ms = started.elapsed().as_millis() as u64,
                     "sync timings"
                 );
-                branches.push(system_status(tier, &branch, Some(commit), if expected.is_none() { system_from.clone() } else { None }));
+                branches.push(system_status(
+                    tier,
+                    &branch,
+                    Some(commit),
+                    if expected.is_none() { system_from.clone() } else { None },
+                ));
                 return Ok(SyncReport {
                     head: Some(commit.to_string()),
                     commit: message.as_ref().map(|_| commit.to_string()),
@@ -419,7 +462,10 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
                 });
             }
             Err(GitError::LeaseBroken { .. }) if attempts < opts.max_attempts => {
-                tracing::warn!(attempt = attempts, "system branch moved under us; fetching and rebuilding on the new head");
+                tracing::warn!(
+                    attempt = attempts,
+                    "system branch moved under us; fetching and rebuilding on the new head"
+                );
                 let heads = system.heads().map_err(git_err(&tier_name, "spec.system.url"))?;
                 expected = heads.branches.get(&branch).copied();
                 if expected.is_some() {
@@ -428,7 +474,12 @@ pub fn sync_tier(cache: &GitCache, auth: &Auth, input: &TierInput, renderer: &Re
                 }
             }
             Err(GitError::LeaseBroken { .. }) => {
-                return Err(SyncError::Contention { tier: tier_name, branch, url: tier.spec.system.url.clone(), attempts });
+                return Err(SyncError::Contention {
+                    tier: tier_name,
+                    branch,
+                    url: tier.spec.system.url.clone(),
+                    attempts,
+                });
             }
             Err(e) => return Err(git_err(&tier_name, "spec.system.url")(e)),
         }
@@ -441,7 +492,11 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
 }
 
 fn check_path(plan: &Plan, tier: &str, field: &str, path: &str, what: &str) -> Result<(), SyncError> {
-    let kustomization = if path == "." { "kustomization.yaml".to_string() } else { format!("{}/kustomization.yaml", path.trim_end_matches('/')) };
+    let kustomization = if path == "." {
+        "kustomization.yaml".to_string()
+    } else {
+        format!("{}/kustomization.yaml", path.trim_end_matches('/'))
+    };
     let found = plan.remote.has_path(plan.head, &kustomization).map_err(git_err(tier, field))?
         || plan.remote.has_path(plan.head, &kustomization.replace(".yaml", ".yml")).map_err(git_err(tier, field))?;
     if found {
@@ -450,12 +505,22 @@ fn check_path(plan: &Plan, tier: &str, field: &str, path: &str, what: &str) -> R
     Err(SyncError::PathMissing {
         tier: tier.into(),
         field: field.into(),
-        detail: format!("{path:?} holds no kustomization.yaml in {} commit {} of {}", plan.label, short(&plan.head.to_string()), plan.remote.url()),
+        detail: format!(
+            "{path:?} holds no kustomization.yaml in {} commit {} of {}",
+            plan.label,
+            short(&plan.head.to_string()),
+            plan.remote.url()
+        ),
         fix: format!("point {field} at the directory of the {what}, or add it to the repository"),
     })
 }
 
-fn system_parent(system: &Remote, heads: &crate::gitops::RemoteHeads, branch: &str, from_branch: Option<&str>) -> Result<(Option<Oid>, Option<String>), GitError> {
+fn system_parent(
+    system: &Remote,
+    heads: &crate::gitops::RemoteHeads,
+    branch: &str,
+    from_branch: Option<&str>,
+) -> Result<(Option<Oid>, Option<String>), GitError> {
     if let Some(head) = heads.branches.get(branch) {
         system.ensure(branch, *head)?;
         return Ok((Some(*head), None));
@@ -486,7 +551,12 @@ fn branch_status(plan: &Plan, branch: &str) -> BranchStatus {
     }
 }
 
-fn system_status(tier: &crate::api::Tier, branch: &str, head: Option<Oid>, created_from: Option<String>) -> BranchStatus {
+fn system_status(
+    tier: &crate::api::Tier,
+    branch: &str,
+    head: Option<Oid>,
+    created_from: Option<String>,
+) -> BranchStatus {
     BranchStatus {
         repository: "system".into(),
         url: tier.spec.system.url.clone(),
@@ -571,7 +641,11 @@ impl Compare<'_> {
         let (mut old, mut new) = (Tree::default(), Tree::default());
         for c in self.delta {
             if let Some((mode, id)) = c.old {
-                let entry = if mode == MODE_GITLINK { Entry::Gitlink(id.to_string()) } else { Entry::File(self.system.blob(id)?) };
+                let entry = if mode == MODE_GITLINK {
+                    Entry::Gitlink(id.to_string())
+                } else {
+                    Entry::File(self.system.blob(id)?)
+                };
                 old.entries.insert(c.path.clone(), entry);
             }
             if let Some(e) = self.new.entries.get(&c.path) {
@@ -606,7 +680,11 @@ fn pin_change(label: &str, old: Option<String>, new: &str, plan: &Plan) -> Optio
             };
             let count = match count {
                 Some(1) => " (1 commit)".to_string(),
-                Some(n) if plan.remote.count_commits(Oid::from_str(new).ok()?, Oid::from_str(&old).ok()?) == Some(0) => format!(" ({n} commits)"),
+                Some(n)
+                    if plan.remote.count_commits(Oid::from_str(new).ok()?, Oid::from_str(&old).ok()?) == Some(0) =>
+                {
+                    format!(" ({n} commits)")
+                }
                 Some(n) => format!(" ({n} commits, moved back or rewritten)"),
                 None => " (old commit no longer in the repository)".to_string(),
             };
@@ -619,14 +697,23 @@ fn pin_change(label: &str, old: Option<String>, new: &str, plan: &Plan) -> Optio
 /// A message a person can read: what moved, which ShopSets changed, and files restored.
 /// `ours` is the root tree of ShopSet's own last commit on the branch: only files that differ from
 /// it were changed by someone else ("files rewritten"); the rest changed with the render (README.md).
-fn commit_message(tier: &str, new_branch: bool, cmp: &Compare<'_>, ours: Option<Oid>, changes: &ShopSetChanges, app: &Plan, configs: &[(String, Plan)]) -> String {
+fn commit_message(
+    tier: &str,
+    new_branch: bool,
+    cmp: &Compare<'_>,
+    ours: Option<Oid>,
+    changes: &ShopSetChanges,
+    app: &Plan,
+    configs: &[(String, Plan)],
+) -> String {
     let mut lines = Vec::new();
     if let Some(line) = cmp.old_gitlink("base").and_then(|old| pin_change("app", old, &app.head.to_string(), app)) {
         lines.push(line);
     }
     for (name, plan) in configs {
         let path = format!("config/{name}");
-        if let Some(line) = cmp.old_gitlink(&path).and_then(|old| pin_change(&path, old, &plan.head.to_string(), plan)) {
+        if let Some(line) = cmp.old_gitlink(&path).and_then(|old| pin_change(&path, old, &plan.head.to_string(), plan))
+        {
             lines.push(line);
         }
     }
@@ -641,7 +728,12 @@ fn commit_message(tier: &str, new_branch: bool, cmp: &Compare<'_>, ours: Option<
         lines.push(format!("shopsets removed: {}", list(&changes.removed)));
     }
     // A ShopSet whose files differ only because someone edited them is restored, not changed.
-    let changed: Vec<String> = changes.changed.iter().filter(|n| ours.is_none() || cmp.stored_ids(ours, n) != cmp.rendered_ids(n)).cloned().collect();
+    let changed: Vec<String> = changes
+        .changed
+        .iter()
+        .filter(|n| ours.is_none() || cmp.stored_ids(ours, n) != cmp.rendered_ids(n))
+        .cloned()
+        .collect();
     if !changed.is_empty() {
         lines.push(format!("shopsets changed: {}", list(&changed)));
     }
@@ -692,34 +784,41 @@ pub fn resolve_pins(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<
         let remote = cache.open(url, auth).map_err(git_err(&tier_name, field))?;
         let heads = remote.heads().map_err(git_err(&tier_name, field))?;
         let candidates = [Some(branch.clone()), from.clone(), heads.default_branch.clone()];
-        candidates
-            .iter()
-            .flatten()
-            .find_map(|b| heads.branches.get(b))
-            .map(|o| o.to_string())
-            .ok_or_else(|| SyncError::BranchMissing {
+        candidates.iter().flatten().find_map(|b| heads.branches.get(b)).map(|o| o.to_string()).ok_or_else(|| {
+            SyncError::BranchMissing {
                 tier: tier_name.clone(),
                 field: field.into(),
                 detail: format!("{url} has no branch {branch:?} and nothing to create it from"),
                 fix: format!("push the first commit to branch {branch:?} of {url}"),
-            })
+            }
+        })
     };
     let app = head("spec.app.url", &tier.spec.app.url)?;
     let mut configurations = BTreeMap::new();
     for cfg in &input.configurations {
-        configurations.insert(cfg.name_any(), head(&format!("Configuration/{} spec.url", cfg.name_any()), &cfg.spec.url)?);
+        configurations
+            .insert(cfg.name_any(), head(&format!("Configuration/{} spec.url", cfg.name_any()), &cfg.spec.url)?);
     }
     Ok(Pins { app, configurations })
 }
 
 /// The heads of every repository a tier reads or writes, keyed by `url#branch`: one ls-remote per
 /// repository. Equal heads and equal input mean a sync would change nothing.
-fn current_heads(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<BTreeMap<String, Option<String>>, SyncError> {
+fn current_heads(
+    cache: &GitCache,
+    auth: &Auth,
+    input: &TierInput,
+) -> Result<BTreeMap<String, Option<String>>, SyncError> {
     let tier = &input.tier;
     let tier_name = tier.name_any();
     let branch = tier.branch();
-    let mut repos = vec![("spec.app.url".to_string(), tier.spec.app.url.clone()), ("spec.system.url".to_string(), tier.spec.system.url.clone())];
-    repos.extend(input.configurations.iter().map(|c| (format!("Configuration/{} spec.url", c.name_any()), c.spec.url.clone())));
+    let mut repos = vec![
+        ("spec.app.url".to_string(), tier.spec.app.url.clone()),
+        ("spec.system.url".to_string(), tier.spec.system.url.clone()),
+    ];
+    repos.extend(
+        input.configurations.iter().map(|c| (format!("Configuration/{} spec.url", c.name_any()), c.spec.url.clone())),
+    );
     let mut out = BTreeMap::new();
     for (field, url) in repos {
         let remote = cache.open(&url, auth).map_err(git_err(&tier_name, &field))?;

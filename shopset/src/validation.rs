@@ -29,11 +29,7 @@ pub struct Invalid {
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}: {} (got {:?}); fix: {}",
-            self.resource, self.field, self.problem, self.value, self.fix
-        )
+        write!(f, "{}: {}: {} (got {:?}); fix: {}", self.resource, self.field, self.problem, self.value, self.fix)
     }
 }
 
@@ -201,7 +197,12 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
     let spec = &tier.spec;
     if let Some(branch) = &spec.branch {
         if let Some(problem) = branch_problem(branch) {
-            c.fail("spec.branch", branch, problem, "choose a valid branch name such as `tier-0`, or leave it out to use the Tier's name");
+            c.fail(
+                "spec.branch",
+                branch,
+                problem,
+                "choose a valid branch name such as `tier-0`, or leave it out to use the Tier's name",
+            );
         }
     }
     c.url("spec.app.url", &spec.app.url);
@@ -210,22 +211,42 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
     if let Some(promotion) = &spec.promotion {
         c.name("spec.promotion.from", &promotion.from);
         if promotion.from == tier.name_any() {
-            c.fail("spec.promotion.from", &promotion.from, rules::PROMOTION_FROM_SELF, "name the tier below this one, or remove spec.promotion for the lowest tier");
+            c.fail(
+                "spec.promotion.from",
+                &promotion.from,
+                rules::PROMOTION_FROM_SELF,
+                "name the tier below this one, or remove spec.promotion for the lowest tier",
+            );
         }
     }
     c.name("spec.argocd.namespace", &spec.argocd.namespace);
     if let Some(ns) = &spec.argocd.destination.namespace {
         c.name("spec.argocd.destination.namespace", ns);
     }
-    c.checks("spec.argocd.project", &spec.argocd.project, rules::DNS_SUBDOMAIN, "name an Argo CD AppProject, e.g. `default`");
+    c.checks(
+        "spec.argocd.project",
+        &spec.argocd.project,
+        rules::DNS_SUBDOMAIN,
+        "name an Argo CD AppProject, e.g. `default`",
+    );
     if let Some(credentials) = &spec.credentials {
-        c.checks("spec.credentials.secretRef.name", &credentials.secret_ref.name, rules::DNS_SUBDOMAIN, "name a Secret in the Tier's namespace");
+        c.checks(
+            "spec.credentials.secretRef.name",
+            &credentials.secret_ref.name,
+            rules::DNS_SUBDOMAIN,
+            "name a Secret in the Tier's namespace",
+        );
     }
     if let Some(problem) = duration_problem(&spec.interval) {
         c.fail("spec.interval", &spec.interval, problem, "write a duration such as `30s`, `1m` or `1h`");
     }
     if spec.app.url == spec.system.url {
-        c.fail("spec.system.url", &spec.system.url, rules::SYSTEM_IS_APP, "use a separate repository that only ShopSet writes");
+        c.fail(
+            "spec.system.url",
+            &spec.system.url,
+            rules::SYSTEM_IS_APP,
+            "use a separate repository that only ShopSet writes",
+        );
     }
 }
 
@@ -249,25 +270,50 @@ pub fn check_shopset(ss: &ShopSet, out: &mut Vec<Invalid>) {
     let mut seen = BTreeMap::new();
     for (i, shop) in ss.spec.shops.iter().enumerate() {
         let field = format!("spec.shops[{i}]");
-        c.checks(&field, shop, rules::SHOP_ID, "use letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 63 characters");
+        c.checks(
+            &field,
+            shop,
+            rules::SHOP_ID,
+            "use letters, digits, '.', '_' and '-', starting and ending with a letter or digit, at most 63 characters",
+        );
         if let Some(first) = seen.insert(shop.as_str(), i) {
             c.fail(&field, shop, rules::SHOP_DUPLICATE, format!("remove it here or at spec.shops[{first}]"));
         }
     }
     if ss.spec.shops.len() > rules::MAX_SHOPS {
         let count = ss.spec.shops.len().to_string();
-        c.fail("spec.shops", &count, format!("Too many: must have at most {} items", rules::MAX_SHOPS), "split the shops over several ShopSets");
+        c.fail(
+            "spec.shops",
+            &count,
+            format!("Too many: must have at most {} items", rules::MAX_SHOPS),
+            "split the shops over several ShopSets",
+        );
     }
     if let Some(replicas) = ss.spec.replicas {
         if !(0..=1000).contains(&replicas) {
-            c.fail("spec.replicas", &replicas.to_string(), rules::REPLICAS_RANGE, "set a replica count in that range, or leave it out");
+            c.fail(
+                "spec.replicas",
+                &replicas.to_string(),
+                rules::REPLICAS_RANGE,
+                "set a replica count in that range, or leave it out",
+            );
         }
     }
     for (i, image) in ss.spec.images.iter().enumerate() {
         let field = format!("spec.images[{i}]");
-        c.checks(&format!("{field}.name"), &image.name, rules::IMAGE_NAME, "write the image name as the base has it, e.g. `ghcr.io/acme/shop`");
+        c.checks(
+            &format!("{field}.name"),
+            &image.name,
+            rules::IMAGE_NAME,
+            "write the image name as the base has it, e.g. `ghcr.io/acme/shop`",
+        );
         if image.new_name.is_none() && image.new_tag.is_none() && image.digest.is_none() {
-            c.fail(&field, &image.name, rules::IMAGE_CHANGES_NOTHING, "set newName, newTag or digest, or remove the entry");
+            c.fail(
+                &field,
+                &image.name,
+                rules::IMAGE_CHANGES_NOTHING,
+                "set newName, newTag or digest, or remove the entry",
+            );
         }
         for (key, value, checks, fix) in [
             ("newName", &image.new_name, rules::IMAGE_NAME, "write an image name such as `ghcr.io/acme/shop`"),
@@ -281,6 +327,11 @@ pub fn check_shopset(ss: &ShopSet, out: &mut Vec<Invalid>) {
     }
     if ss.spec.images.len() > rules::MAX_IMAGES {
         let count = ss.spec.images.len().to_string();
-        c.fail("spec.images", &count, format!("Too many: must have at most {} items", rules::MAX_IMAGES), "override fewer images");
+        c.fail(
+            "spec.images",
+            &count,
+            format!("Too many: must have at most {} items", rules::MAX_IMAGES),
+            "override fewer images",
+        );
     }
 }

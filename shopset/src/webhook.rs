@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn push_events_parse() {
-        let body = br#"{"ref":"refs/heads/tier-0","repository":{"clone_url":"https://h/a.git","ssh_url":"git@h:a.git"}}"#;
+        let body =
+            br#"{"ref":"refs/heads/tier-0","repository":{"clone_url":"https://h/a.git","ssh_url":"git@h:a.git"}}"#;
         let push = parse_push(body).unwrap();
         assert_eq!(push.branch, "tier-0");
         assert_eq!(push.urls.len(), 2);

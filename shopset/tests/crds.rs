@@ -1,14 +1,17 @@
 //! The committed CRDs are generated from the Rust types; this fails when they drift apart.
 //! Regenerate with `cargo run -p shopctl -- crds --write deploy/crds`.
 
-
 #[test]
 fn committed_crds_match_the_rust_types() {
     let dir = shopset_e2e::tools::repo_root().join("deploy/crds");
     for (name, expected) in shopset::api::crd_files().expect("CRDs serialize") {
-        let committed = std::fs::read_to_string(dir.join(&name))
-            .unwrap_or_else(|e| panic!("deploy/crds/{name} is missing ({e}); run `cargo run -p shopctl -- crds --write deploy/crds`"));
-        assert!(committed == expected, "deploy/crds/{name} differs from the Rust types; run `cargo run -p shopctl -- crds --write deploy/crds`");
+        let committed = std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|e| {
+            panic!("deploy/crds/{name} is missing ({e}); run `cargo run -p shopctl -- crds --write deploy/crds`")
+        });
+        assert!(
+            committed == expected,
+            "deploy/crds/{name} differs from the Rust types; run `cargo run -p shopctl -- crds --write deploy/crds`"
+        );
     }
     let committed: Vec<String> = std::fs::read_dir(&dir)
         .expect("deploy/crds exists")

@@ -61,7 +61,8 @@ fn kustomize_builds(what: &str, validated: &fuzzing::Validated) -> Result<usize,
         .collect();
     for name in &overlays {
         let overlay = dir.path().join("shopsets").join(name);
-        let out = Command::new(shopset_e2e::tools::kustomize()).arg("build").arg(&overlay).output().expect("run kustomize");
+        let out =
+            Command::new(shopset_e2e::tools::kustomize()).arg("build").arg(&overlay).output().expect("run kustomize");
         if !out.status.success() {
             let files: Vec<String> = ["kustomization.yaml", "namespace.yaml", "replicas.yaml"]
                 .iter()

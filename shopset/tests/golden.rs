@@ -19,10 +19,16 @@ fn examples() -> Inventory {
 
 fn render(inv: &Inventory, tier: &str) -> Tree {
     let input = inv.tier_input(tier).unwrap();
-    let pins = Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    let pins =
+        Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
     Renderer::embedded()
         .unwrap()
-        .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })
+        .render(RenderInput {
+            tier: &input.tier,
+            configurations: &input.configurations,
+            shopsets: &input.shopsets,
+            pins: &pins,
+        })
         .unwrap()
 }
 
@@ -66,7 +72,11 @@ fn check(tier: &str) {
     }
     let mut golden = BTreeMap::new();
     files_under(&dir, "", &mut golden);
-    assert_eq!(rendered.keys().collect::<Vec<_>>(), golden.keys().collect::<Vec<_>>(), "the set of rendered files changed");
+    assert_eq!(
+        rendered.keys().collect::<Vec<_>>(),
+        golden.keys().collect::<Vec<_>>(),
+        "the set of rendered files changed"
+    );
     for (path, bytes) in &rendered {
         assert!(
             golden[path] == *bytes,
@@ -106,7 +116,9 @@ fn gitlinks_pin_the_given_commits() {
         Entry::File(b) => String::from_utf8(b.clone()).unwrap(),
         Entry::Gitlink(_) => panic!(".gitmodules is a file"),
     };
-    assert!(gitmodules.contains("[submodule \"base\"]\n\tpath = base\n\turl = https://git.example.com/acme/shop-app.git\n\tbranch = tier-1\n"));
+    assert!(gitmodules.contains(
+        "[submodule \"base\"]\n\tpath = base\n\turl = https://git.example.com/acme/shop-app.git\n\tbranch = tier-1\n"
+    ));
 }
 
 #[test]
@@ -118,7 +130,17 @@ fn overlays_use_only_current_kustomize_fields() {
         }
         let Entry::File(bytes) = entry else { continue };
         let doc: serde_json::Value = serde_yaml_from(bytes);
-        let allowed = ["apiVersion", "kind", "namespace", "resources", "components", "labels", "configMapGenerator", "images", "patches"];
+        let allowed = [
+            "apiVersion",
+            "kind",
+            "namespace",
+            "resources",
+            "components",
+            "labels",
+            "configMapGenerator",
+            "images",
+            "patches",
+        ];
         for key in doc.as_object().unwrap().keys() {
             assert!(allowed.contains(&key.as_str()), "{path} uses {key}, not a current kustomize v5 field we allow");
         }
@@ -135,7 +157,8 @@ fn serde_yaml_from(bytes: &[u8]) -> serde_json::Value {
 fn a_reused_renderer_follows_every_input_change() {
     let inv = examples();
     let base = inv.tier_input("tier-0").unwrap();
-    let pins = Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    let pins =
+        Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
     type Change = fn(&mut shopset::manifests::TierInput);
     let changes: Vec<(&str, Change)> = vec![
         ("tier branch", |i| i.tier.spec.branch = Some("tier-0-next".into())),
@@ -154,13 +177,23 @@ fn a_reused_renderer_follows_every_input_change() {
     for (what, change) in changes {
         let reused = Renderer::embedded().unwrap();
         let render = |r: &Renderer, i: &shopset::manifests::TierInput| {
-            r.render(RenderInput { tier: &i.tier, configurations: &i.configurations, shopsets: &i.shopsets, pins: &pins }).unwrap()
+            r.render(RenderInput {
+                tier: &i.tier,
+                configurations: &i.configurations,
+                shopsets: &i.shopsets,
+                pins: &pins,
+            })
+            .unwrap()
         };
         let before = render(&reused, &base);
         let mut changed = base.clone();
         change(&mut changed);
         let after = render(&reused, &changed);
         assert_ne!(before, after, "{what}: the change should show in the render");
-        assert_eq!(after, render(&Renderer::embedded().unwrap(), &changed), "{what}: the reused renderer kept stale files");
+        assert_eq!(
+            after,
+            render(&Renderer::embedded().unwrap(), &changed),
+            "{what}: the reused renderer kept stale files"
+        );
     }
 }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use shopset::api::{
-    AppSource, ArgoCdSettings, AutomatedSync, Configuration, ConfigurationSpec, DeletionPolicy, Destination, ImageOverride, ShopSet,
-    ShopSetSpec, SyncPolicy, SystemRepository, Tier, TierSpec,
+    AppSource, ArgoCdSettings, AutomatedSync, Configuration, ConfigurationSpec, DeletionPolicy, Destination,
+    ImageOverride, ShopSet, ShopSetSpec, SyncPolicy, SystemRepository, Tier, TierSpec,
 };
 use shopset::manifests::Inventory;
 use shopset::render::{EMBEDDED_TEMPLATES, Entry, Pins, RenderError, RenderInput, Renderer, Tree};
@@ -169,7 +169,10 @@ impl Values {
                 argocd: ArgoCdSettings {
                     namespace: self.argocd_namespace.clone(),
                     project: self.project.clone(),
-                    destination: Destination { server: self.server.clone(), namespace: Some(self.destination_namespace.clone()) },
+                    destination: Destination {
+                        server: self.server.clone(),
+                        namespace: Some(self.destination_namespace.clone()),
+                    },
                     sync_policy: Some(SyncPolicy {
                         automated: Some(AutomatedSync { prune: true, self_heal: false }),
                         sync_options: self.sync_options.clone(),
@@ -183,7 +186,10 @@ impl Values {
     }
 
     fn configuration(&self) -> Configuration {
-        Configuration::new(&self.config, ConfigurationSpec { url: self.config_url.clone(), path: self.config_path.clone() })
+        Configuration::new(
+            &self.config,
+            ConfigurationSpec { url: self.config_url.clone(), path: self.config_path.clone() },
+        )
     }
 
     fn shopsets(&self) -> Vec<ShopSet> {
@@ -214,11 +220,17 @@ impl Values {
     }
 
     fn render(&self) -> Result<Tree, RenderError> {
-        let pins = Pins { app: APP_PIN.into(), configurations: BTreeMap::from([(self.config.clone(), CONFIG_PIN.to_string())]) };
+        let pins = Pins {
+            app: APP_PIN.into(),
+            configurations: BTreeMap::from([(self.config.clone(), CONFIG_PIN.to_string())]),
+        };
         let (tier, configurations, shopsets) = (self.tier(), [self.configuration()], self.shopsets());
-        Renderer::embedded()
-            .expect("embedded templates")
-            .render(RenderInput { tier: &tier, configurations: &configurations, shopsets: &shopsets, pins: &pins })
+        Renderer::embedded().expect("embedded templates").render(RenderInput {
+            tier: &tier,
+            configurations: &configurations,
+            shopsets: &shopsets,
+            pins: &pins,
+        })
     }
 
     /// Every file of the tree and what it must read back as.
@@ -250,10 +262,16 @@ impl Values {
                     "digest": self.image.digest,
                 }]);
                 kustomization["patches"] = json!([{"path": "replicas.yaml", "target": {"kind": "Deployment"}}]);
-                files.insert(format!("{dir}/replicas.yaml"), json!([{"op": "add", "path": "/spec/replicas", "value": self.replicas}]));
+                files.insert(
+                    format!("{dir}/replicas.yaml"),
+                    json!([{"op": "add", "path": "/spec/replicas", "value": self.replicas}]),
+                );
             }
             files.insert(format!("{dir}/kustomization.yaml"), kustomization);
-            files.insert(format!("{dir}/namespace.yaml"), json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
+            files.insert(
+                format!("{dir}/namespace.yaml"),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+            );
             files.insert(
                 format!("applications/{name}.yaml"),
                 json!({
@@ -304,7 +322,8 @@ fn repo_path(prefix: &str, path: &str) -> String {
 fn one_document(path: &str, text: &str) -> Result<Value, String> {
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).map_err(|e| format!("{path}: not YAML: {e}"))?;
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| format!("{path}: not YAML: {e}"))?;
         docs.push(value);
     }
     match docs.as_slice() {
@@ -318,7 +337,10 @@ fn git_config_list(gitmodules: &[u8]) -> Result<BTreeMap<(String, String), Strin
     let dir = tempfile::TempDir::new().expect("temp dir");
     let file = dir.path().join("gitmodules");
     std::fs::write(&file, gitmodules).expect("write .gitmodules");
-    let out = shopset_e2e::gitserver::try_git(dir.path(), &["config", "--file", file.to_str().expect("UTF-8 path"), "--list", "--null"])?;
+    let out = shopset_e2e::gitserver::try_git(
+        dir.path(),
+        &["config", "--file", file.to_str().expect("UTF-8 path"), "--list", "--null"],
+    )?;
     let mut entries = BTreeMap::new();
     for entry in out.split('\0').filter(|e| !e.is_empty()) {
         let (key, value) = entry.split_once('\n').unwrap_or((entry, ""));
@@ -396,7 +418,12 @@ fn hostile_values_stay_values() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} render(s) let a value become structure:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} render(s) let a value become structure:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -413,11 +440,35 @@ fn every_payload_reaches_every_field() {
         })
         .collect();
     for field in [
-        "tier", "branch", "app.url", "app.path", "system.url", "argocd.namespace", "project", "server", "destination.namespace",
-        "syncOptions[0]", "syncOptions[1]", "config", "config.url", "config.path", "first", "first.namespace", "shops[0]", "shops[1]",
-        "image.name", "image.newName", "image.newTag", "image.digest", "second", "second.shops[0]",
+        "tier",
+        "branch",
+        "app.url",
+        "app.path",
+        "system.url",
+        "argocd.namespace",
+        "project",
+        "server",
+        "destination.namespace",
+        "syncOptions[0]",
+        "syncOptions[1]",
+        "config",
+        "config.url",
+        "config.path",
+        "first",
+        "first.namespace",
+        "shops[0]",
+        "shops[1]",
+        "image.name",
+        "image.newName",
+        "image.newTag",
+        "image.digest",
+        "second",
+        "second.shops[0]",
     ] {
-        assert!(all.contains(&format!("<{field}>")), "field {field} is not printed anywhere: the hostile test would not cover it");
+        assert!(
+            all.contains(&format!("<{field}>")),
+            "field {field} is not printed anywhere: the hostile test would not cover it"
+        );
     }
 }
 
@@ -465,10 +516,19 @@ fn render_examples(renderer: &Renderer) -> BTreeMap<String, Tree> {
             let input = inventory.tier_input(&name).expect("tier input");
             let pins = Pins {
                 app: APP_PIN.into(),
-                configurations: input.configurations.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), CONFIG_PIN.to_string())).collect(),
+                configurations: input
+                    .configurations
+                    .iter()
+                    .map(|c| (c.metadata.name.clone().unwrap_or_default(), CONFIG_PIN.to_string()))
+                    .collect(),
             };
             let tree = renderer
-                .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins: &pins })
+                .render(RenderInput {
+                    tier: &input.tier,
+                    configurations: &input.configurations,
+                    shopsets: &input.shopsets,
+                    pins: &pins,
+                })
                 .expect("examples render");
             (name, tree)
         })
@@ -490,8 +550,11 @@ fn rendering_is_deterministic() {
 #[test]
 fn an_override_replaces_only_its_template() {
     let dir = tempfile::TempDir::new().expect("temp dir");
-    std::fs::write(dir.path().join("namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ namespace }}\n  labels:\n    overridden: \"yes\"\n")
-        .expect("write override");
+    std::fs::write(
+        dir.path().join("namespace.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ namespace }}\n  labels:\n    overridden: \"yes\"\n",
+    )
+    .expect("write override");
     // Not a template name: ignored.
     std::fs::write(dir.path().join("other.yaml"), "{{ this would not even parse").expect("write stray file");
 
@@ -500,7 +563,11 @@ fn an_override_replaces_only_its_template() {
     let mut replaced = 0;
     for (tier, tree) in &embedded {
         let other = &overridden[tier];
-        assert_eq!(tree.entries.keys().collect::<Vec<_>>(), other.entries.keys().collect::<Vec<_>>(), "{tier}: the same files");
+        assert_eq!(
+            tree.entries.keys().collect::<Vec<_>>(),
+            other.entries.keys().collect::<Vec<_>>(),
+            "{tier}: the same files"
+        );
         for (path, entry) in &tree.entries {
             let Entry::File(after) = &other.entries[path] else {
                 assert_eq!(entry, &other.entries[path], "{tier}/{path}");

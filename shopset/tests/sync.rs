@@ -28,7 +28,8 @@ struct Fixture {
 impl Fixture {
     fn start() -> Fixture {
         let daemon = GitDaemon::start();
-        let (app, config, system) = (daemon.create_repo("app"), daemon.create_repo("config"), daemon.create_repo("system"));
+        let (app, config, system) =
+            (daemon.create_repo("app"), daemon.create_repo("config"), daemon.create_repo("system"));
         let examples = repo_root().join("examples");
         seed_dir(&app, "main", &examples.join("app"), "Shop application base");
         seed_dir(&config, "main", &examples.join("config"), "Shared shop configuration");
@@ -61,7 +62,12 @@ impl Fixture {
         let input = &self.input;
         Renderer::embedded()
             .unwrap()
-            .render(RenderInput { tier: &input.tier, configurations: &input.configurations, shopsets: &input.shopsets, pins })
+            .render(RenderInput {
+                tier: &input.tier,
+                configurations: &input.configurations,
+                shopsets: &input.shopsets,
+                pins,
+            })
             .expect("render")
     }
 
@@ -112,7 +118,10 @@ fn short(sha: &str) -> &str {
 
 /// A hook that runs `push` (a person pushing to the system branch by hand) before the attempts
 /// for which `when` holds, and records the commits they pushed.
-fn second_writer(when: impl Fn(u32) -> bool + Send + Sync + 'static, push: impl Fn(u32) -> String + Send + Sync + 'static) -> (PushHook, Arc<Mutex<Vec<String>>>) {
+fn second_writer(
+    when: impl Fn(u32) -> bool + Send + Sync + 'static,
+    push: impl Fn(u32) -> String + Send + Sync + 'static,
+) -> (PushHook, Arc<Mutex<Vec<String>>>) {
     let pushed = Arc::new(Mutex::new(Vec::new()));
     let record = pushed.clone();
     let hook: PushHook = Arc::new(move |attempt| {
@@ -136,18 +145,26 @@ fn commit_added_by_hand_during_a_sync_is_kept_and_the_sync_retries_on_top() {
         |attempt| attempt == 1,
         move |_| commit_files(&system, "tier-0", &[("NOTES.md", "on call this week: ana\n")], "notes, by hand"),
     );
-    let report = f.sync(&SyncOptions { before_push: Some(hook), ..SyncOptions::default() }).expect("sync succeeds on attempt 2");
+    let report =
+        f.sync(&SyncOptions { before_push: Some(hook), ..SyncOptions::default() }).expect("sync succeeds on attempt 2");
 
     let theirs = pushed.lock().unwrap()[0].clone();
     let head = f.system_head();
     assert_eq!(report.attempts, 2);
     assert_eq!(report.commit.as_deref(), Some(head.as_str()));
     assert!(f.is_ancestor(&theirs, &head), "the person's commit {theirs} was dropped from tier-0 ({head})");
-    assert_eq!(git(&f.system_path(), &["rev-parse", &format!("{head}^")]), theirs, "rebuilt directly on the person's commit");
+    assert_eq!(
+        git(&f.system_path(), &["rev-parse", &format!("{head}^")]),
+        theirs,
+        "rebuilt directly on the person's commit"
+    );
     // The branch is the render again (the extra file goes), and the message says what moved.
     assert_eq!(f.tree(&head), f.render(&report.pins));
     let message = f.message(&head);
-    assert!(message.lines().any(|l| l == format!("app: {} -> {} (1 commit)", short(&old_app), short(&new_app))), "{message}");
+    assert!(
+        message.lines().any(|l| l == format!("app: {} -> {} (1 commit)", short(&old_app), short(&new_app))),
+        "{message}"
+    );
     assert!(message.lines().any(|l| l == "files rewritten: NOTES.md"), "{message}");
 }
 
@@ -162,10 +179,16 @@ fn generated_file_edited_by_hand_during_a_sync_is_restored_and_named() {
         |attempt| attempt == 1,
         move |_| {
             let readme = git(&repo, &["show", "tier-0:README.md"]);
-            commit_files(&system, "tier-0", &[("README.md", &format!("{readme}\n\nHand-edited: do not trust the table above.\n"))], "README, by hand")
+            commit_files(
+                &system,
+                "tier-0",
+                &[("README.md", &format!("{readme}\n\nHand-edited: do not trust the table above.\n"))],
+                "README, by hand",
+            )
         },
     );
-    let report = f.sync(&SyncOptions { before_push: Some(hook), ..SyncOptions::default() }).expect("sync succeeds on attempt 2");
+    let report =
+        f.sync(&SyncOptions { before_push: Some(hook), ..SyncOptions::default() }).expect("sync succeeds on attempt 2");
 
     let theirs = pushed.lock().unwrap()[0].clone();
     let head = f.system_head();
@@ -184,7 +207,8 @@ fn generated_file_edited_by_hand_between_syncs_is_restored_and_named() {
     let f = Fixture::start();
     let first = f.sync(&SyncOptions::default()).expect("first sync");
     let readme = git(&f.system_path(), &["show", "tier-0:README.md"]);
-    let theirs = commit_files(&f.system, "tier-0", &[("README.md", &format!("{readme}\nHand-edited.\n"))], "README, by hand");
+    let theirs =
+        commit_files(&f.system, "tier-0", &[("README.md", &format!("{readme}\nHand-edited.\n"))], "README, by hand");
 
     let report = f.sync(&SyncOptions::default()).expect("sync");
 
@@ -218,13 +242,20 @@ fn writer_pushing_before_every_attempt_makes_the_sync_give_up_without_forcing() 
     let system = f.system.clone();
     let (hook, pushed) = second_writer(
         |_| true,
-        move |attempt| commit_files(&system, "tier-0", &[("NOTES.md", &format!("attempt {attempt}\n"))], "notes, by hand"),
+        move |attempt| {
+            commit_files(&system, "tier-0", &[("NOTES.md", &format!("attempt {attempt}\n"))], "notes, by hand")
+        },
     );
-    let err = f.sync(&SyncOptions { before_push: Some(hook), max_attempts: 3, ..SyncOptions::default() }).expect_err("must give up");
+    let err = f
+        .sync(&SyncOptions { before_push: Some(hook), max_attempts: 3, ..SyncOptions::default() })
+        .expect_err("must give up");
 
     match &err {
         SyncError::Contention { tier, branch, url, attempts } => {
-            assert_eq!((tier.as_str(), branch.as_str(), url.as_str(), *attempts), ("tier-0", "tier-0", f.system.as_str(), 3));
+            assert_eq!(
+                (tier.as_str(), branch.as_str(), url.as_str(), *attempts),
+                ("tier-0", "tier-0", f.system.as_str(), 3)
+            );
         }
         other => panic!("expected Contention, got {other:?}"),
     }
@@ -273,9 +304,17 @@ fn a_first_render_of_many_shopsets_is_stored_as_one_pack_and_pushed_intact() {
 /// Pack files and loose objects in the cache of the system repository.
 fn cache_objects(f: &Fixture) -> (usize, usize) {
     let cache = f.work.path().join("cache");
-    let repo = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("system-")).expect("system cache");
+    let repo = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("system-"))
+        .expect("system cache");
     let objects = repo.join("objects");
-    let packs = std::fs::read_dir(objects.join("pack")).unwrap().filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "pack")).count();
+    let packs = std::fs::read_dir(objects.join("pack"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+        .count();
     let loose = std::fs::read_dir(&objects)
         .unwrap()
         .filter_map(Result::ok)
@@ -309,7 +348,8 @@ fn a_second_sync_in_one_process_pushes_fresh_bytes_and_writes_only_what_changed(
     assert_eq!(packs, 1, "the first render is one pack");
 
     f.input.shopsets[7].spec.shops.push("shop-9999".into());
-    let report = sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("second sync");
+    let report =
+        sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("second sync");
     let (packs_after, loose_after) = cache_objects(&f);
     assert_eq!(packs_after, 1, "the second sync wrote a pack: it stored unchanged objects again");
     // The changed files, their trees, the README and the commit.
@@ -327,7 +367,9 @@ fn a_checkpoint_says_unchanged_until_an_input_or_a_branch_moves() {
     let mut f = Fixture::start();
     let cache = GitCache::new(f.work.path().join("cache"));
     let renderer = Renderer::embedded().unwrap();
-    let sync = |input: &TierInput| sync_tier(&cache, &Auth::default(), input, &renderer, &SyncOptions::default()).expect("sync");
+    let sync = |input: &TierInput| {
+        sync_tier(&cache, &Auth::default(), input, &renderer, &SyncOptions::default()).expect("sync")
+    };
     let report = sync(&f.input);
     let checkpoint = Checkpoint::after(&f.input, &report);
     assert!(checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"));

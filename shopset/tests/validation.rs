@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use shopset::manifests::{Inventory, LoadError};
 use shopset::validation::{
-    Invalid, branch_problem, check_configuration, check_shopset, check_tier, dns_label_problem, duration_problem, parse_duration,
-    path_problem, redact_url, url_problem,
+    Invalid, branch_problem, check_configuration, check_shopset, check_tier, dns_label_problem, duration_problem,
+    parse_duration, path_problem, redact_url, url_problem,
 };
 
 #[test]
@@ -177,7 +177,11 @@ fn branches_follow_git() {
         let we_say = branch_problem(branch).is_none();
         // The CRD's rule (and so ours) allows only ASCII letters, digits and `._/+-`: stricter than git.
         let stricter = STRICTER_THAN_GIT.contains(branch);
-        assert_eq!(we_say, git_says && !stricter, "branch {branch:?}: git check-ref-format --branch says valid={git_says}");
+        assert_eq!(
+            we_say,
+            git_says && !stricter,
+            "branch {branch:?}: git check-ref-format --branch says valid={git_says}"
+        );
         assert!(!stricter || git_says, "{branch:?} is not one git allows");
     }
 }
@@ -273,7 +277,11 @@ fn a_tier_on_its_own() {
         assert_eq!(p.resource, "Tier/tier-0");
         assert!(!p.problem.is_empty() && !p.fix.is_empty(), "{p:?}");
         let shown = p.to_string();
-        assert!(shown.starts_with(&format!("Tier/tier-0: {}: ", p.field)) && shown.contains(&format!("(got {:?}); fix: ", p.value)), "{shown}");
+        assert!(
+            shown.starts_with(&format!("Tier/tier-0: {}: ", p.field))
+                && shown.contains(&format!("(got {:?}); fix: ", p.value)),
+            "{shown}"
+        );
     }
 }
 
@@ -316,7 +324,11 @@ fn a_configuration_on_its_own() {
     check_configuration(&cfg, &mut out);
     assert_eq!(
         fields(&out),
-        vec![("metadata.name".into(), "Shop.Config".into()), ("spec.url".into(), "ftp://x/y".into()), ("spec.path".into(), "/abs".into())]
+        vec![
+            ("metadata.name".into(), "Shop.Config".into()),
+            ("spec.url".into(), "ftp://x/y".into()),
+            ("spec.path".into(), "/abs".into())
+        ]
     );
 }
 
@@ -350,7 +362,9 @@ metadata: {name: passed-over}
 ";
 
 fn shopset(name: &str, rest: &str) -> String {
-    format!("---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata: {{name: {name}}}\nspec: {{tier: tier-0, configuration: shop-config{rest}}}\n")
+    format!(
+        "---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata: {{name: {name}}}\nspec: {{tier: tier-0, configuration: shop-config{rest}}}\n"
+    )
 }
 
 fn inventory(yaml: &str) -> Inventory {
@@ -448,11 +462,19 @@ fn two_shopsets_of_a_tier_may_not_share_a_namespace() {
     let yaml = format!("{TIERS}{}{}", shopset("a", ""), shopset("b", ", namespace: a"));
     assert_eq!(check(&yaml), vec![triple("ShopSet/b", "spec.namespace", "a")]);
     // Both take the Tier's destination namespace.
-    let tiers = TIERS.replacen("  system: {url: https://git.example.com/system.git}\n", "  system: {url: https://git.example.com/system.git}\n  argocd: {destination: {namespace: shared}}\n", 1);
+    let tiers = TIERS.replacen(
+        "  system: {url: https://git.example.com/system.git}\n",
+        "  system: {url: https://git.example.com/system.git}\n  argocd: {destination: {namespace: shared}}\n",
+        1,
+    );
     let yaml = format!("{tiers}{}{}", shopset("a", ""), shopset("b", ""));
     assert_eq!(check(&yaml), vec![triple("ShopSet/b", "spec.namespace", "shared")]);
     // Different tiers may.
-    let yaml = format!("{TIERS}{}{}", shopset("a", ", namespace: shops"), shopset("b", ", namespace: shops").replace("tier: tier-0", "tier: tier-1"));
+    let yaml = format!(
+        "{TIERS}{}{}",
+        shopset("a", ", namespace: shops"),
+        shopset("b", ", namespace: shops").replace("tier: tier-0", "tier: tier-1")
+    );
     assert_eq!(check(&yaml), vec![]);
     // So may one ShopSet's namespace and another's name, once that one sets its own.
     let yaml = format!("{TIERS}{}{}", shopset("a", ", namespace: x"), shopset("b", ", namespace: a"));
@@ -466,7 +488,10 @@ fn unknown_kinds_of_the_group_are_refused_and_other_groups_passed_over() {
     let yaml = "apiVersion: shopset.dev/v1alpha1\nkind: Shop\nmetadata: {name: x}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: y}\n---\n# only a comment\n";
     inv.add_yaml(Path::new("k.yaml"), yaml, &mut problems).expect("loads");
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!((problems[0].resource.as_str(), problems[0].field.as_str(), problems[0].value.as_str()), ("Shop/x", "kind", "Shop"));
+    assert_eq!(
+        (problems[0].resource.as_str(), problems[0].field.as_str(), problems[0].value.as_str()),
+        ("Shop/x", "kind", "Shop")
+    );
     assert!(inv.tiers.is_empty() && inv.shopsets.is_empty() && inv.configurations.is_empty());
 }
 

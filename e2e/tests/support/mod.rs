@@ -240,7 +240,8 @@ spec:
 
     /// Names of the Applications in the test's Argo CD namespace, sorted.
     pub fn applications(&self, cp: &ControlPlane) -> Vec<String> {
-        let out = cp.kubectl_ok(["get", "applications", "-n", &self.argocd_ns, "-o", "jsonpath={.items[*].metadata.name}"]);
+        let out =
+            cp.kubectl_ok(["get", "applications", "-n", &self.argocd_ns, "-o", "jsonpath={.items[*].metadata.name}"]);
         let mut names: Vec<String> = out.split_whitespace().map(str::to_string).collect();
         names.sort();
         names
@@ -271,7 +272,14 @@ spec:
 /// Waits until the Tier is Ready=True with `status.appCommit == app` and
 /// `status.systemCommit` equal to the system branch head (which has the gitlink `base -> app`),
 /// and every ShopSet's Application exists.
-pub fn wait_converged(cp: &ControlPlane, s: &Setup, system_repo: &Path, app: &str, timeout: Duration, ctl: &Controller) {
+pub fn wait_converged(
+    cp: &ControlPlane,
+    s: &Setup,
+    system_repo: &Path,
+    app: &str,
+    timeout: Duration,
+    ctl: &Controller,
+) {
     wait_until(&format!("Tier {}/{TIER} Ready at app {}", s.ns, short(app)), timeout, ctl, || {
         let (status, _, _) = s.ready(cp);
         let (app_commit, system_commit) = s.status_commits(cp);
@@ -279,7 +287,8 @@ pub fn wait_converged(cp: &ControlPlane, s: &Setup, system_repo: &Path, app: &st
             return None;
         }
         let head = shopset_e2e::gitserver::try_git(system_repo, &["rev-parse", &format!("refs/heads/{TIER}")]).ok()?;
-        (system_commit == head && gitlink(system_repo, TIER, "base") == app && s.applications(cp) == SHOPSETS).then_some(())
+        (system_commit == head && gitlink(system_repo, TIER, "base") == app && s.applications(cp) == SHOPSETS)
+            .then_some(())
     });
 }
 
@@ -299,7 +308,13 @@ pub struct Run {
 
 impl Run {
     pub fn new(identity: &str) -> Run {
-        Run { identity: identity.into(), lease_duration: "6s".into(), fault: None, log_format: None, rust_log: "info,kube=warn".into() }
+        Run {
+            identity: identity.into(),
+            lease_duration: "6s".into(),
+            fault: None,
+            log_format: None,
+            rust_log: "info,kube=warn".into(),
+        }
     }
     pub fn fault(mut self, point: &str) -> Run {
         self.fault = Some(point.into());
@@ -361,7 +376,8 @@ impl Controller {
         assert!(self.child.is_none(), "one process per Controller at a time");
         self.port = free_port();
         let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open controller log");
-        writeln!(log, "==== {} on 127.0.0.1:{} (fault {:?})", run.identity, self.port, run.fault).expect("write controller log");
+        writeln!(log, "==== {} on 127.0.0.1:{} (fault {:?})", run.identity, self.port, run.fault)
+            .expect("write controller log");
         self.log_offset = fs::metadata(&self.log).map(|m| m.len() as usize).unwrap_or(0);
         let mut cmd = Command::new(workspace_bin("shopset-controller"));
         cmd.arg(format!("--listen=127.0.0.1:{}", self.port))
@@ -397,7 +413,11 @@ impl Controller {
             if http(&self.url("/healthz"), &[], None).0 == 200 {
                 return;
             }
-            assert!(Instant::now() < deadline, "shopset-controller not serving /healthz after 30 s:\n{}", self.log_since_start());
+            assert!(
+                Instant::now() < deadline,
+                "shopset-controller not serving /healthz after 30 s:\n{}",
+                self.log_since_start()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -417,7 +437,11 @@ impl Controller {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("poll controller") {
-                assert!(status.success(), "shopset-controller exited with {status} on SIGTERM:\n{}", self.log_since_start());
+                assert!(
+                    status.success(),
+                    "shopset-controller exited with {status} on SIGTERM:\n{}",
+                    self.log_since_start()
+                );
                 return;
             }
             if Instant::now() > deadline {
@@ -443,7 +467,11 @@ impl Controller {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "shopset-controller still running after {timeout:?}:\n{}", self.log_since_start());
+            assert!(
+                Instant::now() < deadline,
+                "shopset-controller still running after {timeout:?}:\n{}",
+                self.log_since_start()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -478,7 +506,9 @@ impl Controller {
     /// Waits for `n` more reconciles of the tier.
     pub fn wait_for_reconciles(&self, n: u32, timeout: Duration) {
         let start = self.reconciles();
-        wait_until(&format!("{n} more reconciles"), timeout, self, || (self.reconciles() >= start + n as f64).then_some(()));
+        wait_until(&format!("{n} more reconciles"), timeout, self, || {
+            (self.reconciles() >= start + n as f64).then_some(())
+        });
     }
 
     pub fn webhook(&self, headers: &[&str], body: &str) -> (u16, String) {
@@ -524,7 +554,10 @@ pub fn wait_until<T>(what: &str, timeout: Duration, ctl: &Controller, mut probe:
             return v;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}\n---- controller log since its start:\n{}", ctl.log_since_start());
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n---- controller log since its start:\n{}",
+                ctl.log_since_start()
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }

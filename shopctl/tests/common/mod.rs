@@ -37,7 +37,8 @@ impl Fixture {
     /// `system` repository.
     pub fn daemon() -> Fixture {
         let daemon = GitDaemon::start();
-        let (app, config, system) = (daemon.create_repo("app"), daemon.create_repo("config"), daemon.create_repo("system"));
+        let (app, config, system) =
+            (daemon.create_repo("app"), daemon.create_repo("config"), daemon.create_repo("system"));
         seed_examples(&app, &config);
         Fixture::new(Server::Daemon(daemon), app, config, system)
     }
@@ -72,10 +73,10 @@ impl Fixture {
     /// Writes one manifest file, with the example URLs replaced by this fixture's.
     pub fn write_manifest(&self, name: &str, text: &str) {
         let text = shopset::quickstart::with_urls(text, |local| match local {
-                "app.git" => self.app.clone(),
-                "config.git" => self.config.clone(),
-                _ => self.system.clone(),
-            });
+            "app.git" => self.app.clone(),
+            "config.git" => self.config.clone(),
+            _ => self.system.clone(),
+        });
         std::fs::write(self.manifests().join(name), text).expect("write manifest");
     }
 

@@ -113,7 +113,15 @@ impl FakeGitHub {
     pub fn add_open(&self, owner: &str, repo: &str, head: &str, base: &str, title: &str) -> u64 {
         let mut prs = self.inner.prs.lock().unwrap();
         let number = prs.len() as u64 + 41;
-        prs.push(Pr { owner: owner.into(), repo: repo.into(), number, head: head.into(), base: base.into(), title: title.into(), body: String::new() });
+        prs.push(Pr {
+            owner: owner.into(),
+            repo: repo.into(),
+            number,
+            head: head.into(),
+            base: base.into(),
+            title: title.into(),
+            body: String::new(),
+        });
         number
     }
 }
@@ -161,8 +169,20 @@ fn pr_json(api: &str, pr: &Pr) -> Value {
     })
 }
 
-fn record(inner: &Inner, method: &str, owner: &str, repo: &str, query: HashMap<String, String>, headers: &HeaderMap, body: &Bytes) -> Value {
-    let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::String(String::from_utf8_lossy(body).into())) };
+fn record(
+    inner: &Inner,
+    method: &str,
+    owner: &str,
+    repo: &str,
+    query: HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Value {
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).unwrap_or(Value::String(String::from_utf8_lossy(body).into()))
+    };
     inner.requests.lock().unwrap().push(Recorded {
         method: method.into(),
         path: format!("/repos/{owner}/{repo}/pulls"),
@@ -185,7 +205,12 @@ fn authorized(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-async fn create_pull(State(inner): State<Arc<Inner>>, Path((owner, repo)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body = record(&inner, "POST", &owner, &repo, HashMap::new(), &headers, &body);
     if let Err(denied) = authorized(&inner, &headers) {
         return denied;
@@ -207,13 +232,19 @@ async fn create_pull(State(inner): State<Arc<Inner>>, Path((owner, repo)): Path<
         )
             .into_response();
     }
-    let pr = Pr { owner, repo, number: prs.len() as u64 + 41, head, base, title, body: text("body").unwrap_or_default() };
+    let pr =
+        Pr { owner, repo, number: prs.len() as u64 + 41, head, base, title, body: text("body").unwrap_or_default() };
     prs.push(pr.clone());
     let api = inner.base_url.lock().unwrap().clone();
     (StatusCode::CREATED, axum::Json(pr_json(&api, &pr))).into_response()
 }
 
-async fn list_pulls(State(inner): State<Arc<Inner>>, Path((owner, repo)): Path<(String, String)>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn list_pulls(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     record(&inner, "GET", &owner, &repo, query.clone(), &headers, &Bytes::new());
     if let Err(denied) = authorized(&inner, &headers) {
         return denied;
@@ -233,5 +264,9 @@ async fn list_pulls(State(inner): State<Arc<Inner>>, Path((owner, repo)): Path<(
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})),
+    )
+        .into_response()
 }

@@ -183,10 +183,7 @@ impl<'a> Dir<'a> {
     fn insert(&mut self, path: &'a str, node: Node<'a>) {
         match path.split_once('/') {
             Some((head, rest)) => {
-                let child = self
-                    .entries
-                    .entry(head)
-                    .or_insert_with(|| Node::Dir(Dir::default()));
+                let child = self.entries.entry(head).or_insert_with(|| Node::Dir(Dir::default()));
                 if let Node::Dir(d) = child {
                     d.insert(rest, node);
                 }
@@ -231,11 +228,7 @@ impl<'a> Dir<'a> {
     }
 
     /// The objects of this directory the repository lacks, children before parents.
-    fn missing<'s>(
-        &'s self,
-        odb: &Odb<'_>,
-        out: &mut Vec<(ObjectType, Oid, &'s [u8])>,
-    ) -> Result<(), git2::Error> {
+    fn missing<'s>(&'s self, odb: &Odb<'_>, out: &mut Vec<(ObjectType, Oid, &'s [u8])>) -> Result<(), git2::Error> {
         if stored(odb, self.tree_id()) {
             return Ok(());
         }
@@ -286,11 +279,7 @@ fn diff_dir(
         let o_file = o.filter(|(m, _)| *m != MODE_DIR);
         let n_file = nm.filter(|(m, _)| *m != MODE_DIR);
         if o_file.is_some() || n_file.is_some() {
-            out.push(Change {
-                path,
-                old: o_file,
-                new: n_file,
-            });
+            out.push(Change { path, old: o_file, new: n_file });
         }
     }
     Ok(())
@@ -303,13 +292,9 @@ mod tests {
     fn tree(files: &[(&str, &str)]) -> Tree {
         let mut t = Tree::default();
         for (p, c) in files {
-            t.entries
-                .insert(p.to_string(), Entry::File(c.as_bytes().to_vec()));
+            t.entries.insert(p.to_string(), Entry::File(c.as_bytes().to_vec()));
         }
-        t.entries.insert(
-            "base".into(),
-            Entry::Gitlink("1111111111111111111111111111111111111111".into()),
-        );
+        t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
         t
     }
 
@@ -340,12 +325,10 @@ mod tests {
                     }
                     None => match e {
                         Entry::File(bytes) => {
-                            b.insert(rest, repo.blob(bytes).expect("blob"), MODE_FILE)
-                                .expect("insert");
+                            b.insert(rest, repo.blob(bytes).expect("blob"), MODE_FILE).expect("insert");
                         }
                         Entry::Gitlink(h) => {
-                            b.insert(rest, Oid::from_str(h).expect("oid"), MODE_GITLINK)
-                                .expect("insert");
+                            b.insert(rest, Oid::from_str(h).expect("oid"), MODE_GITLINK).expect("insert");
                         }
                     },
                 }
@@ -374,10 +357,7 @@ mod tests {
             ("shopsets/c/k.yaml", "3\n"),
             ("x", "dir later\n"),
         ]);
-        let old_id = HashedTree::new(&old)
-            .expect("hash")
-            .write(&repo)
-            .expect("write");
+        let old_id = HashedTree::new(&old).expect("hash").write(&repo).expect("write");
         let new = tree(&[
             ("shopsets/a/k.yaml", "1\n"),
             ("shopsets/b/k.yaml", "2 changed\n"),
@@ -386,10 +366,8 @@ mod tests {
         ]);
         let hashed = HashedTree::new(&new).expect("hash");
         let changes = hashed.changes(&repo, Some(old_id)).expect("changes");
-        let summary: Vec<(&str, bool, bool)> = changes
-            .iter()
-            .map(|c| (c.path.as_str(), c.old.is_some(), c.new.is_some()))
-            .collect();
+        let summary: Vec<(&str, bool, bool)> =
+            changes.iter().map(|c| (c.path.as_str(), c.old.is_some(), c.new.is_some())).collect();
         assert_eq!(
             summary,
             vec![
@@ -400,12 +378,7 @@ mod tests {
                 ("x/y", false, true)
             ]
         );
-        assert!(
-            hashed
-                .changes(&repo, Some(hashed.write(&repo).expect("write")))
-                .expect("changes")
-                .is_empty()
-        );
+        assert!(hashed.changes(&repo, Some(hashed.write(&repo).expect("write"))).expect("changes").is_empty());
         assert_eq!(hashed.get("shopsets/a").map(|(m, _)| m), Some(MODE_DIR));
         assert_eq!(hashed.get("base").map(|(m, _)| m), Some(MODE_GITLINK));
         assert_eq!(hashed.get("shopsets/zzz"), None);
@@ -429,9 +402,15 @@ mod pack_tests {
         // Readable through the same handle, file by file.
         let tree = repo.find_tree(id).expect("root tree");
         assert_eq!(tree.len(), 1);
-        let blob = repo.find_blob(tree.get_path(std::path::Path::new("shopsets/s42/k.yaml")).expect("path").id()).expect("blob");
+        let blob = repo
+            .find_blob(tree.get_path(std::path::Path::new("shopsets/s42/k.yaml")).expect("path").id())
+            .expect("blob");
         assert_eq!(blob.content(), b"42\n");
-        let packs = std::fs::read_dir(dir.path().join("objects/pack")).expect("pack dir").filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "pack")).count();
+        let packs = std::fs::read_dir(dir.path().join("objects/pack"))
+            .expect("pack dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+            .count();
         assert_eq!(packs, 1);
     }
 }

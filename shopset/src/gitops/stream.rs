@@ -142,7 +142,9 @@ unsafe extern "C" fn stream_connect(stream: *mut RawStream) -> c_int {
     // SAFETY: libgit2 calls this on a stream of ours.
     let st = unsafe { this(stream) };
     // SAFETY: set in `stream_new`, freed only in `stream_free`.
-    let (host, port) = unsafe { (CStr::from_ptr(st.host).to_string_lossy().into_owned(), CStr::from_ptr(st.port).to_string_lossy().into_owned()) };
+    let (host, port) = unsafe {
+        (CStr::from_ptr(st.host).to_string_lossy().into_owned(), CStr::from_ptr(st.port).to_string_lossy().into_owned())
+    };
     let Ok(port_number) = port.parse::<u16>() else {
         set_error(raw::GIT_ERROR_NET, &format!("failed to resolve address for {host}: port {port:?} is not a number"));
         return -1;
@@ -195,7 +197,15 @@ fn configure(socket: &TcpStream, timeout: c_int) -> std::io::Result<()> {
     let fd = socket.as_raw_fd();
     let set = |level: c_int, name: c_int, value: c_int| {
         // SAFETY: an open socket and a c_int option value of the right size.
-        unsafe { libc::setsockopt(fd, level, name, (&value as *const c_int).cast(), std::mem::size_of::<c_int>() as libc::socklen_t) }
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const c_int).cast(),
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        }
     };
     // Dead connections are noticed after 60 s idle + 3 probes 10 s apart, as libgit2 does.
     if set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1) == 0 {
@@ -209,7 +219,11 @@ fn configure(socket: &TcpStream, timeout: c_int) -> std::io::Result<()> {
 /// Runs one read or write on the connected socket of `stream`, in libgit2's return convention.
 ///
 /// SAFETY: `stream` must come from [`stream_new`] and not be freed.
-unsafe fn transfer(stream: *mut RawStream, what: &str, op: impl FnOnce(&mut TcpStream) -> std::io::Result<usize>) -> isize {
+unsafe fn transfer(
+    stream: *mut RawStream,
+    what: &str,
+    op: impl FnOnce(&mut TcpStream) -> std::io::Result<usize>,
+) -> isize {
     let st = unsafe { this(stream) };
     let Some(socket) = st.socket.as_mut() else {
         set_error(raw::GIT_ERROR_NET, &format!("cannot {what} a socket that is not connected"));
@@ -230,7 +244,9 @@ unsafe fn transfer(stream: *mut RawStream, what: &str, op: impl FnOnce(&mut TcpS
 
 unsafe extern "C" fn stream_read(stream: *mut RawStream, data: *mut c_void, len: usize) -> isize {
     // SAFETY: libgit2 calls this on a stream of ours with a buffer of `len` bytes.
-    unsafe { transfer(stream, "read from", |socket| socket.read(std::slice::from_raw_parts_mut(data.cast::<u8>(), len))) }
+    unsafe {
+        transfer(stream, "read from", |socket| socket.read(std::slice::from_raw_parts_mut(data.cast::<u8>(), len)))
+    }
 }
 
 unsafe extern "C" fn stream_write(stream: *mut RawStream, data: *const c_char, len: usize, _flags: c_int) -> isize {
@@ -275,7 +291,9 @@ mod tests {
     fn nodelay(fd: c_int) -> c_int {
         let mut value: c_int = 0;
         let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-        let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, (&mut value as *mut c_int).cast(), &mut len) };
+        let rc = unsafe {
+            libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, (&mut value as *mut c_int).cast(), &mut len)
+        };
         assert_eq!(rc, 0);
         value
     }
