@@ -16,6 +16,7 @@ pub mod promote;
 pub mod quickstart;
 pub mod reconcile;
 pub mod render;
+pub mod revision;
 pub mod rules;
 pub mod sync;
 pub mod validation;
