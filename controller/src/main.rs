@@ -21,7 +21,7 @@ use shopset::api::{Configuration, Tier};
 use shopset::gitops::GitCache;
 use shopset::lease::LeaseLock;
 use shopset::metrics::Metrics;
-use shopset::reconcile::{Context, tiers_for_push};
+use shopset::reconcile::{Context, api, tiers_for_push};
 use shopset::render::Renderer;
 use shopset::webhook;
 
@@ -77,7 +77,7 @@ enum LogFormat {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    shopset::validation::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 15s or 1m"))
+    shopset::duration::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 15s or 1m"))
 }
 
 #[derive(Clone)]
@@ -282,13 +282,8 @@ async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) 
         }
     };
     http.metrics.webhooks.inc();
-    let (tiers, configurations) = match &http.namespace {
-        Some(ns) => (
-            Api::<Tier>::namespaced(http.client.clone(), ns),
-            Api::<Configuration>::namespaced(http.client.clone(), ns),
-        ),
-        None => (Api::all(http.client.clone()), Api::all(http.client.clone())),
-    };
+    let namespace = http.namespace.as_deref();
+    let (tiers, configurations) = (api::<Tier>(&http.client, namespace), api::<Configuration>(&http.client, namespace));
     let (tiers, configurations) =
         match (tiers.list(&ListParams::default()).await, configurations.list(&ListParams::default()).await) {
             (Ok(t), Ok(c)) => (t.items.into_iter().map(Arc::new).collect::<Vec<_>>(), c.items),

@@ -10,14 +10,13 @@
 //! pinned commit in `base/` and each configuration repository in `config/<name>/` (read from the
 //! cache with `git read-tree` and `git checkout-index`; the cache itself is not changed).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, anyhow};
 use kube::ResourceExt;
 use serde::Serialize;
-use shopset::api::Configuration;
+
 use shopset::gitops::{Auth, GitCache, diff_trees};
 use shopset::manifests::TierInput;
 use shopset::promote::{Move, Only, RepoMove, plan};
@@ -66,16 +65,10 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
     let inv = load(&args.files)?;
     let (from, to) = (inv.find_tier(&args.from)?, inv.find_tier(&args.to)?);
     let to_input = inv.tier_input(&args.to)?;
-    let mut cfgs: BTreeMap<String, Configuration> = BTreeMap::new();
-    for t in [&args.from, &args.to] {
-        for c in inv.tier_input(t)?.configurations {
-            cfgs.insert(c.name_any(), c);
-        }
-    }
-    let cfgs: Vec<Configuration> = cfgs.into_values().collect();
+    let cfgs = inv.configurations_of(&[&args.from, &args.to])?;
     let (cache, auth, renderer) = (cache(cli)?, auth(cli)?, renderer(cli)?);
     let plan = plan(&cache, &auth, from, to, &cfgs, Only::All)?;
-    let state = shopset::inspect::git_state(&cache, &auth, &to_input)?;
+    let state = shopset::state::read(&cache, &auth, &to_input)?;
 
     let repo = |label: &str| plan.repositories.iter().find(|m| m.repository == label);
     let after_of = |label: &str| {
@@ -156,7 +149,7 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
         let one = |text: Option<&String>| {
             let mut t = Tree::default();
             if let Some(text) = text {
-                t.entries.insert(rel.clone(), Entry::File(text.clone().into_bytes()));
+                t.entries.insert(rel.clone(), Entry::file(text.clone()));
             }
             t
         };
@@ -207,7 +200,7 @@ fn short(s: &str) -> &str {
     &s[..7.min(s.len())]
 }
 
-fn print_text(r: &DiffReport, state: &shopset::inspect::GitState, style: &Style) {
+fn print_text(r: &DiffReport, state: &shopset::state::GitState, style: &Style) {
     println!("{} {} -> {}: what the promotion would change", style.bold("Promote"), r.from, r.to);
     for mv in &r.repositories {
         let n = mv.commits.len();
@@ -285,20 +278,18 @@ fn materialize(cache: &GitCache, auth: &Auth, input: &TierInput, tree: &Tree, di
                 .ok_or_else(|| anyhow!("{path}: no Configuration {name}"))?
         };
         let remote = cache.open(&url, auth)?;
-        let present =
-            |r: &shopset::gitops::Remote| r.repo().revparse_single(commit).and_then(|o| o.peel_to_commit()).is_ok();
-        if !present(&remote) {
+        if !remote.has_commit(commit) {
             // A commit no longer on the fetched branches: fetch every branch once before giving up.
             let heads = remote.heads()?;
             let names: Vec<&str> = heads.branches.keys().map(String::as_str).collect();
             remote.fetch(&names)?;
-            if !present(&remote) {
+            if !remote.has_commit(commit) {
                 return Err(anyhow!(
                     "{path}: commit {commit} is not on any branch of {url} (force-pushed away?); fix: `shopctl doctor` says how to pin a reachable commit"
                 ));
             }
         }
-        checkout(remote.repo().path(), commit, &dir.join(path), &tmp.join("index"))?;
+        checkout(remote.git_dir(), commit, &dir.join(path), &tmp.join("index"))?;
     }
     Ok(())
 }

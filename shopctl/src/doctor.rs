@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use serde::Serialize;
-use shopset::doctor::{Context, Finding, TierReport, cluster_facts, diagnose_tier, git_facts, webhooks};
+use shopset::doctor::{Context, Finding, TierReport, cluster_facts, diagnose_tier, webhooks};
 
 use crate::promote::Refused;
 use crate::{Cli, Output, Style, auth, cache, load, print_structured, tier_order};
@@ -57,7 +57,7 @@ pub fn doctor(cli: &Cli, style: &Style, args: &DoctorArgs) -> Result<()> {
     let mut tiers = Vec::new();
     for name in tier_order(&inv, args.tier.as_deref())? {
         let input = inv.tier_input(&name)?;
-        let git = git_facts(&cache, &auth, &input).map_err(|e| e.to_string());
+        let git = shopset::state::read(&cache, &auth, &input).map_err(|e| e.to_string());
         let cluster = match &client {
             Ok(c) => Ok(rt.block_on(cluster_facts(c, &input))),
             Err(e) => Err(e.clone()),

@@ -302,33 +302,7 @@ pub(crate) fn load(files: &[PathBuf]) -> Result<Inventory> {
 
 /// Tiers in promotion order (a tier after the one it is promoted from), or the one asked for.
 pub(crate) fn tier_order(inventory: &Inventory, only: Option<&str>) -> Result<Vec<String>> {
-    if let Some(name) = only {
-        inventory.find_tier(name)?;
-        return Ok(vec![name.to_string()]);
-    }
-    let mut order: Vec<String> = Vec::new();
-    let mut rest: Vec<&shopset::api::Tier> = inventory.tiers.values().collect();
-    while !rest.is_empty() {
-        let before = rest.len();
-        rest.retain(|t| {
-            let ready = t.spec.promotion.as_ref().is_none_or(|p| order.contains(&p.from));
-            if ready {
-                order.push(kube_name(t));
-            }
-            !ready
-        });
-        if rest.len() == before {
-            return Err(anyhow!(
-                "Tier/{}: spec.promotion.from: the tiers' promotion chain has a cycle; fix: make the lowest tier have no spec.promotion",
-                kube_name(rest[0])
-            ));
-        }
-    }
-    Ok(order)
-}
-
-pub(crate) fn kube_name(t: &shopset::api::Tier) -> String {
-    t.metadata.name.clone().unwrap_or_default()
+    Ok(inventory.tier_order(only)?)
 }
 
 pub(crate) fn cache(cli: &Cli) -> Result<GitCache> {
@@ -361,7 +335,7 @@ pub(crate) fn auth(cli: &Cli) -> Result<Auth> {
                 e.location().map(|l| format!("line {}", l.line())).unwrap_or_default()
             )
         })?;
-        return Auth::from_secret(&secret)
+        return shopset::credentials::from_secret(&secret)
             .map_err(|why| anyhow!("credentials file {}: {why}; fix: set username and password (or a token as password), or identity for SSH", path.display()));
     }
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());

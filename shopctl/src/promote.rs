@@ -1,14 +1,12 @@
 //! `shopctl promote` and `shopctl rollback`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use clap::ValueEnum;
 use kube::ResourceExt;
-use shopset::api::{Configuration, Tier};
+use shopset::api::Tier;
 use shopset::github::GitHub;
-use shopset::inspect::{application_states, gate_problems, git_state};
 use shopset::promote::{Move, Only, Plan, RollbackTarget, check_order, execute, plan};
 
 use crate::{Cli, Output, Style, auth, cache, indent, load, print_structured};
@@ -84,34 +82,26 @@ fn tier<'a>(inv: &'a shopset::manifests::Inventory, name: &str) -> Result<&'a Ti
     Ok(inv.find_tier(name)?)
 }
 
-/// Configurations used by the ShopSets of either tier.
-fn configurations(inv: &shopset::manifests::Inventory, tiers: &[&str]) -> Result<Vec<Configuration>> {
-    let mut out: BTreeMap<String, Configuration> = BTreeMap::new();
-    for t in tiers {
-        for c in inv.tier_input(t)?.configurations {
-            out.insert(c.name_any(), c);
-        }
-    }
-    Ok(out.into_values().collect())
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-/// The promotion gate: FROM's Applications Synced and Healthy at the system commit pinning FROM's head.
+/// The promotion gate ([`shopset::gate`]): FROM's Applications Synced and Healthy at the system
+/// commit pinning FROM's head.
 fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str) -> Result<Vec<String>> {
     let input = inv.tier_input(from)?;
-    let git = git_state(&cache(cli)?, &auth(cli)?, &input)?;
-    let apps = runtime()?.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| anyhow!("cannot reach the cluster to check tier {from}'s Applications ({e}); fix: set KUBECONFIG, or pass --skip-checks"))?;
-        application_states(&client, &input.tier, &input.shopsets)
-            .await
-            .map_err(|e| anyhow!("cannot read tier {from}'s Applications ({e}); fix: check KUBECONFIG and RBAC, or pass --skip-checks"))
-    })?;
-    Ok(gate_problems(&git, &apps))
+    let git = shopset::state::read(&cache(cli)?, &auth(cli)?, &input)?;
+    runtime()?.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow!("cannot reach the cluster to check tier {from}'s Applications ({e}); fix: set KUBECONFIG, or pass --skip-checks")
+        })?;
+        shopset::gate::check(&client, &input, &git).await.map_err(|e| {
+            anyhow!(
+                "cannot read tier {from}'s Applications ({}); fix: check KUBECONFIG and RBAC, or pass --skip-checks",
+                shopset::error::api_message(&e)
+            )
+        })
+    })
 }
 
 pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
@@ -123,7 +113,7 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
         Some(OnlyArg::App) => Only::App,
         Some(OnlyArg::Config) => Only::Config,
     };
-    let cfgs = configurations(&inv, &[&args.from, &args.to])?;
+    let cfgs = inv.configurations_of(&[&args.from, &args.to])?;
     let (cache, auth) = (cache(cli)?, auth(cli)?);
     let plan = plan(&cache, &auth, from, to, &cfgs, only)?;
 

@@ -7,7 +7,9 @@ use kube::ResourceExt;
 use kube::api::Api;
 use serde::Serialize;
 use shopset::api::Tier;
-use shopset::inspect::{AppState, GitState, application_states, git_state};
+use shopset::argocd::{AppState, Problem, application_states, problems};
+use shopset::revision::short_or;
+use shopset::state::GitState;
 
 use crate::{Cli, Output, Style, auth, cache, load, print_structured, tier_order};
 
@@ -28,8 +30,19 @@ pub struct TierView {
     pub promoted_from: Option<String>,
     pub git: Option<GitState>,
     pub conditions: Vec<ConditionView>,
-    pub applications: Vec<AppState>,
+    pub applications: Vec<ApplicationView>,
     pub unavailable: Vec<String>,
+}
+
+/// An Application and the verdict the promotion gate and `doctor` give it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationView {
+    #[serde(flatten)]
+    pub state: AppState,
+    /// Synced and Healthy at the system branch's head, with no error.
+    pub deployed: bool,
+    pub problems: Vec<Problem>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +70,7 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
             applications: Vec::new(),
             unavailable: Vec::new(),
         };
-        match git_state(&cache, &auth, &input) {
+        match shopset::state::read(&cache, &auth, &input) {
             Ok(g) => view.git = Some(g),
             Err(e) => view.unavailable.push(format!("git: {e}")),
         }
@@ -86,7 +99,17 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
                     Err(e) => view.unavailable.push(format!("cluster: cannot read Tier {ns}/{name}: {e}")),
                 }
                 match rt.block_on(application_states(client, &input.tier, &input.shopsets)) {
-                    Ok(apps) => view.applications = apps,
+                    Ok(apps) => {
+                        let head = view.git.as_ref().and_then(|g| g.system_head.clone());
+                        let branch = input.tier.branch();
+                        view.applications = apps
+                            .into_iter()
+                            .map(|state| {
+                                let problems = problems(&state, &branch, head.as_deref());
+                                ApplicationView { deployed: problems.is_empty(), problems, state }
+                            })
+                            .collect();
+                    }
                     Err(e) => view.unavailable.push(format!("cluster: cannot read Applications: {e}")),
                 }
             }
@@ -102,7 +125,7 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
 }
 
 fn short(s: Option<&String>) -> String {
-    s.map(|s| s[..7.min(s.len())].to_string()).unwrap_or_else(|| "-".into())
+    short_or(s.map(String::as_str), "-").to_string()
 }
 
 fn print_view(v: &TierView, style: &Style) {
@@ -121,7 +144,7 @@ fn print_view(v: &TierView, style: &Style) {
                 }
                 _ => String::new(),
             };
-            println!("    pins {path:<18} {}{stale}", &oid[..7]);
+            println!("    pins {path:<18} {}{stale}", short(Some(oid)));
         }
         if let (Some(behind), Some(ahead)) = (g.behind, g.ahead) {
             println!("  behind {}: {behind} commit(s); ahead: {ahead}", v.promoted_from.as_deref().unwrap_or("-"));
@@ -133,7 +156,8 @@ fn print_view(v: &TierView, style: &Style) {
     }
     if !v.applications.is_empty() {
         println!("  {:<20} {:<10} {:<12} REVISION", "APPLICATION", "SYNC", "HEALTH");
-        for a in &v.applications {
+        for view in &v.applications {
+            let a = &view.state;
             let exists = if a.exists { a.sync.clone().unwrap_or_else(|| "Unknown".into()) } else { "Missing".into() };
             println!(
                 "  {:<20} {:<10} {:<12} {}",
@@ -142,6 +166,10 @@ fn print_view(v: &TierView, style: &Style) {
                 a.health.clone().unwrap_or_else(|| "-".into()),
                 short(a.revision.as_ref())
             );
+            if !view.deployed {
+                let why: Vec<String> = view.problems.iter().map(ToString::to_string).collect();
+                println!("    {} {}", style.yellow("not deployed:"), why.join(", "));
+            }
         }
     }
     for u in &v.unavailable {

@@ -1,23 +1,17 @@
 //! ShopSet: tiered GitOps for many copies ("ShopSets", cells) of one application.
 //!
-//! All the logic lives here; `shopset-controller` and `shopctl` are thin shells over it, so every
-//! step the controller takes can be taken by hand with the identical result.
+//! All the logic lives in three crates, one per layer, each depending only on those below it:
+//!
+//! | layer | crate | knows |
+//! |---|---|---|
+//! | core | `shopset-core` | the API types and their rules, manifests, the renderer: pure functions |
+//! | git | `shopset-git` | git: the engine, sync, promotion and rollback |
+//! | kube | `shopset-kube` | the cluster: reconcile, Argo CD Applications, status, doctor, the gate |
+//!
+//! This crate puts them under one name, as the `kube` crate does for kube-core, kube-client and
+//! kube-runtime. `shopset-controller` and `shopctl` are thin shells over it, so every step the
+//! controller takes can be taken by hand with the identical result.
 
-pub mod api;
-pub mod argocd;
-pub mod doctor;
-pub mod github;
-pub mod gitops;
-pub mod inspect;
-pub mod lease;
-pub mod manifests;
-pub mod metrics;
-pub mod promote;
-pub mod quickstart;
-pub mod reconcile;
-pub mod render;
-pub mod revision;
-pub mod rules;
-pub mod sync;
-pub mod validation;
-pub mod webhook;
+pub use shopset_core::{api, duration, fingerprint, manifests, render, repository, revision, rules, tree, validation};
+pub use shopset_git::{fault, github, gitops, promote, quickstart, state, sync};
+pub use shopset_kube::{argocd, credentials, doctor, error, gate, lease, metrics, reconcile, status, webhook};

@@ -53,7 +53,7 @@ fn as_files(tree: &Tree) -> BTreeMap<String, Vec<u8>> {
     tree.entries
         .iter()
         .map(|(path, entry)| match entry {
-            Entry::File(bytes) => (path.clone(), bytes.clone()),
+            Entry::File(bytes) => (path.clone(), bytes.to_vec()),
             Entry::Gitlink(oid) => (format!("{path}.gitlink"), format!("{oid}\n").into_bytes()),
         })
         .collect()
@@ -113,7 +113,7 @@ fn gitlinks_pin_the_given_commits() {
     let links: BTreeMap<&str, &str> = tree.gitlinks().collect();
     assert_eq!(links, BTreeMap::from([("base", APP), ("config/shop-config", CONFIG)]));
     let gitmodules = match &tree.entries[".gitmodules"] {
-        Entry::File(b) => String::from_utf8(b.clone()).unwrap(),
+        Entry::File(b) => String::from_utf8(b.to_vec()).unwrap(),
         Entry::Gitlink(_) => panic!(".gitmodules is a file"),
     };
     assert!(gitmodules.contains(

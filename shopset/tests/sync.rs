@@ -96,7 +96,7 @@ impl Fixture {
             let meta: Vec<&str> = meta.split(' ').collect();
             let entry = match meta[0] {
                 "160000" => Entry::Gitlink(meta[2].to_string()),
-                "100644" => Entry::File(blob(&repo, meta[2])),
+                "100644" => Entry::file(blob(&repo, meta[2])),
                 other => panic!("unexpected mode {other} for {path}"),
             };
             entries.insert(path.to_string(), entry);
@@ -197,7 +197,7 @@ fn generated_file_edited_by_hand_during_a_sync_is_restored_and_named() {
     assert!(git(&f.system_path(), &["show", &format!("{theirs}:README.md")]).contains("Hand-edited"));
     let expected = f.render(&report.pins);
     assert_eq!(f.tree(&head), expected);
-    assert_eq!(Entry::File(blob(&f.system_path(), &format!("{head}:README.md"))), expected.entries["README.md"]);
+    assert_eq!(Entry::file(blob(&f.system_path(), &format!("{head}:README.md"))), expected.entries["README.md"]);
     let message = f.message(&head);
     assert!(message.lines().any(|l| l == "files rewritten: README.md"), "{message}");
 }
@@ -322,16 +322,6 @@ fn cache_objects(f: &Fixture) -> (usize, usize) {
         .map(|e| std::fs::read_dir(e.path()).unwrap().count())
         .sum();
     (packs, loose)
-}
-
-#[test]
-fn every_git_connection_goes_through_the_stream_without_nagle() {
-    let f = Fixture::start();
-    let before = shopset::gitops::connections();
-    f.sync(&SyncOptions::default()).expect("sync");
-    // Three ls-remotes, two fetches, two branch creations and the system push at least.
-    let opened = shopset::gitops::connections() - before;
-    assert!(opened >= 4, "only {opened} connections went through ShopSet's socket stream");
 }
 
 /// A second sync in one process reuses the first one's renderer (its memo of files and blob ids)

@@ -282,6 +282,45 @@ impl Inventory {
         }
     }
 
+    /// Tiers in promotion order (each after the tier it is promoted from), or only `only`.
+    pub fn tier_order(&self, only: Option<&str>) -> Result<Vec<String>, Problems> {
+        if let Some(name) = only {
+            self.find_tier(name)?;
+            return Ok(vec![name.to_string()]);
+        }
+        let mut order: Vec<String> = Vec::new();
+        let mut rest: Vec<&Tier> = self.tiers.values().collect();
+        while !rest.is_empty() {
+            let before = rest.len();
+            rest.retain(|t| {
+                let ready = t.spec.promotion.as_ref().is_none_or(|p| order.contains(&p.from));
+                if ready {
+                    order.push(t.name_any());
+                }
+                !ready
+            });
+            if let (true, Some(t)) = (rest.len() == before, rest.first()) {
+                return Err(Problems(vec![Invalid {
+                    resource: format!("Tier/{}", t.name_any()),
+                    field: "spec.promotion.from".into(),
+                    value: t.spec.promotion.as_ref().map(|p| p.from.clone()).unwrap_or_default(),
+                    problem: "the tiers' promotion chain has a cycle".into(),
+                    fix: "make the lowest tier have no spec.promotion".into(),
+                }]));
+            }
+        }
+        Ok(order)
+    }
+
+    /// The Configurations the ShopSets of any of `tiers` use, each once, by name.
+    pub fn configurations_of(&self, tiers: &[&str]) -> Result<Vec<Configuration>, Problems> {
+        let mut out: BTreeMap<String, Configuration> = BTreeMap::new();
+        for tier in tiers {
+            out.extend(self.tier_input(tier)?.configurations.into_iter().map(|c| (c.name_any(), c)));
+        }
+        Ok(out.into_values().collect())
+    }
+
     /// Everything one tier's render needs. Call [`Inventory::check`] first.
     pub fn tier_input(&self, name: &str) -> Result<TierInput, Problems> {
         let tier = self.find_tier(name)?.clone();

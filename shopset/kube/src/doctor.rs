@@ -1,23 +1,21 @@
 //! `shopctl doctor`: analyzers, each checking one failure mode of a tier and saying what is wrong
 //! (Problem), why it matters or happens (Why), and the exact commands that fix it (Fix).
 //!
-//! The analyzers are pure functions over facts read elsewhere: [`GitFacts`] (branch heads and
-//! pins, read by [`git_facts`]), the Tier and its Applications as the cluster shows them
+//! The analyzers are pure functions over facts read elsewhere: [`GitState`] (branch heads and
+//! pins, read by [`shopset_git::state::read`]), the Tier and its Applications as the cluster shows them
 //! ([`ClusterFacts`], read by [`cluster_facts`]), and the controller's metrics. What could not be
 //! read is reported as "not checked", never guessed.
 
-use std::collections::BTreeMap;
-
-use git2::Oid;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use serde::Serialize;
+use shopset_core::api::Tier;
+use shopset_core::manifests::TierInput;
+use shopset_core::revision::short;
+pub use shopset_git::state::GitState;
 
-use crate::api::Tier;
-use crate::gitops::{Auth, GitCache, GitError, Remote};
-use crate::inspect::{AppState, GitState, application_states, git_state};
-use crate::manifests::TierInput;
+use crate::argocd::{AppState, Problem, application_states, problems};
 
 /// The controller's namespace and Deployment as `kubectl apply -k deploy/` installs them.
 pub const CONTROLLER_NAMESPACE: &str = "shopset-system";
@@ -62,23 +60,6 @@ pub struct TierReport {
     pub not_checked: Vec<String>,
 }
 
-/// The git side of a tier, as the analyzers need it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GitFacts {
-    pub state: GitState,
-    /// Commit time (Unix seconds) of the head of the tier's app branch.
-    pub app_head_time: Option<i64>,
-    /// Commit time of the head of each configuration branch.
-    pub configuration_head_times: BTreeMap<String, i64>,
-    /// Commits on the tier branch after the pinned commit, by pinned path (`base`, `config/<name>`).
-    pub unpinned_commits: BTreeMap<String, usize>,
-    /// Pinned commits no branch of their repository contains any more: path -> commit.
-    pub unreachable: BTreeMap<String, String>,
-    /// Commits on each configuration's tier branch that the promotion source's branch lacks.
-    pub configuration_ahead: BTreeMap<String, usize>,
-}
-
 /// The cluster side of a tier.
 #[derive(Debug, Clone)]
 pub struct ClusterFacts {
@@ -103,10 +84,6 @@ pub fn tier_namespace(tier: &Tier) -> String {
     tier.namespace().unwrap_or_else(|| "default".into())
 }
 
-fn short(s: &str) -> &str {
-    &s[..7.min(s.len())]
-}
-
 /// `3h 12m`, `45s`.
 pub fn human_duration(secs: i64) -> String {
     let s = secs.max(0);
@@ -126,7 +103,7 @@ fn finding(check: &str, tier: &str, problem: String, why: String, fix: Vec<Strin
 /// analyzers into "not checked" notes (and an unreadable repository is itself a finding).
 pub fn diagnose_tier(
     input: &TierInput,
-    git: &Result<GitFacts, String>,
+    git: &Result<GitState, String>,
     cluster: &Result<ClusterFacts, String>,
     ctx: &Context,
 ) -> TierReport {
@@ -166,7 +143,7 @@ pub fn diagnose_tier(
                 Some(Err(e)) => report.not_checked.push(format!("credentials: cannot read the Secret: {e}")),
             }
             match (&c.applications, git) {
-                (Ok(apps), Ok(g)) => ran(&mut report, "application", applications(input, &g.state, apps, ctx)),
+                (Ok(apps), Ok(g)) => ran(&mut report, "application", applications(input, g, apps, ctx)),
                 (Ok(apps), Err(_)) => {
                     ran(&mut report, "application", applications(input, &GitState::default(), apps, ctx))
                 }
@@ -194,15 +171,14 @@ fn git_unreadable(input: &TierInput, error: &str, ctx: &Context) -> Finding {
 }
 
 /// A tier branch missing in the app, a configuration or the system repository.
-pub fn missing_branches(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+pub fn missing_branches(input: &TierInput, git: &GitState, ctx: &Context) -> Vec<Finding> {
     let t = &input.tier;
     let (tier, branch) = (t.name_any(), t.branch());
     let source = input.from.as_ref().map(|f| f.branch());
     let mut out = Vec::new();
-    let mut repos: Vec<(String, String, bool)> =
-        vec![("app".into(), t.spec.app.url.clone(), git.state.app_head.is_some())];
+    let mut repos: Vec<(String, String, bool)> = vec![("app".into(), t.spec.app.url.clone(), git.app_head.is_some())];
     for c in &input.configurations {
-        let present = git.state.configuration_heads.get(&c.name_any()).is_some_and(Option::is_some);
+        let present = git.configuration_heads.get(&c.name_any()).is_some_and(Option::is_some);
         repos.push((format!("configuration {}", c.name_any()), c.spec.url.clone(), present));
     }
     for (what, url, present) in repos {
@@ -229,7 +205,7 @@ pub fn missing_branches(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec
             ],
         ));
     }
-    if git.state.system_head.is_none() {
+    if git.system_head.is_none() {
         out.push(finding(
             "branch-missing",
             &tier,
@@ -245,27 +221,27 @@ pub fn missing_branches(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec
 }
 
 /// The system branch pins an app or configuration commit other than the tier branch's head.
-pub fn stale_pins(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+pub fn stale_pins(input: &TierInput, git: &GitState, ctx: &Context) -> Vec<Finding> {
     let t = &input.tier;
     let (tier, branch) = (t.name_any(), t.branch());
-    if git.state.system_head.is_none() {
+    if git.system_head.is_none() {
         return Vec::new();
     }
     let mut pairs: Vec<(String, String, Option<String>, Option<i64>)> =
-        vec![("base".into(), "app".into(), git.state.app_head.clone(), git.app_head_time)];
+        vec![("base".into(), "app".into(), git.app_head.clone(), git.app_head_time)];
     for c in &input.configurations {
         let name = c.name_any();
         pairs.push((
             format!("config/{name}"),
             format!("configuration {name}"),
-            git.state.configuration_heads.get(&name).cloned().flatten(),
+            git.configuration_heads.get(&name).cloned().flatten(),
             git.configuration_head_times.get(&name).copied(),
         ));
     }
     let interval = &t.spec.interval;
     let mut out = Vec::new();
     for (path, what, head, time) in pairs {
-        let (Some(head), Some(pinned)) = (head, git.state.pinned.get(&path)) else { continue };
+        let (Some(head), Some(pinned)) = (head, git.pinned.get(&path)) else { continue };
         if &head == pinned {
             continue;
         }
@@ -299,7 +275,7 @@ pub fn stale_pins(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Findi
 }
 
 /// A pinned commit that no branch of its repository contains (force-pushed away).
-pub fn unreachable_pins(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+pub fn unreachable_pins(input: &TierInput, git: &GitState, ctx: &Context) -> Vec<Finding> {
     let t = &input.tier;
     let (tier, branch) = (t.name_any(), t.branch());
     let mut out = Vec::new();
@@ -336,12 +312,12 @@ pub fn unreachable_pins(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec
 }
 
 /// The tier has commits the tier it is promoted from lacks (a hotfix not merged back).
-pub fn hotfix_not_merged(input: &TierInput, git: &GitFacts, ctx: &Context) -> Vec<Finding> {
+pub fn hotfix_not_merged(input: &TierInput, git: &GitState, ctx: &Context) -> Vec<Finding> {
     let Some(from) = &input.from else { return Vec::new() };
     let t = &input.tier;
     let (tier, branch, from_tier, from_branch) = (t.name_any(), t.branch(), from.name_any(), from.branch());
     let mut repos: Vec<(String, String, usize)> = Vec::new();
-    if let Some(n) = git.state.ahead.filter(|n| *n > 0) {
+    if let Some(n) = git.ahead.filter(|n| *n > 0) {
         repos.push(("app".into(), t.spec.app.url.clone(), n));
     }
     for c in &input.configurations {
@@ -480,75 +456,94 @@ pub fn credentials_missing(input: &TierInput, exists: bool) -> Vec<Finding> {
     )]
 }
 
-/// Each ShopSet's Application: missing, OutOfSync, not Healthy, or at another revision.
+/// Each ShopSet's Application that is not deployed at the system branch's head, by the verdict the
+/// promotion gate and `status` use ([`problems`]): one finding per problem, with why and the fix.
 pub fn applications(input: &TierInput, git: &GitState, apps: &[AppState], ctx: &Context) -> Vec<Finding> {
     let t = &input.tier;
     let (tier, branch, argo_ns) = (t.name_any(), t.branch(), t.spec.argocd.namespace.clone());
-    let mut out = Vec::new();
     let clone =
         format!("git clone --quiet --recurse-submodules --branch {branch} {} system && cd system", t.spec.system.url);
+    let mut out = Vec::new();
     for app in apps {
         let (ss, name) = (&app.shopset, &app.application);
-        if !app.exists {
-            out.push(finding(
-                "application",
-                &tier,
-                format!("ShopSet {ss}: Application {argo_ns}/{name} does not exist"),
-                "Argo CD deploys nothing for this ShopSet; the controller applies the Applications after each sync, so it has not run (or failed) since the ShopSet was added".into(),
-                vec![clone.clone(), format!("kubectl apply --server-side --field-manager=shopset-controller -f applications/{name}.yaml")],
-            ));
-            continue;
-        }
-        if app.target_revision.as_deref().is_some_and(|r| r != branch) {
-            out.push(finding(
-                "application",
-                &tier,
-                format!("ShopSet {ss}: Application {argo_ns}/{name} points at revision {}, not the tier branch {branch}", app.target_revision.as_deref().unwrap_or_default()),
-                "someone edited the Application: it deploys another branch or commit than the one ShopSet pins, until the controller applies it again".into(),
-                vec![clone.clone(), format!("kubectl apply --server-side --force-conflicts --field-manager=shopset-controller -f applications/{name}.yaml")],
-            ));
-        }
-        let sync = app.sync.as_deref().unwrap_or("Unknown");
-        if sync != "Synced" {
-            out.push(finding(
-                "application",
-                &tier,
-                format!("ShopSet {ss}: Application {argo_ns}/{name} is {sync}"),
-                "the cluster does not run what the system branch holds: Argo CD has not synced yet, auto-sync is off, or the sync failed".into(),
-                vec![
-                    format!("kubectl -n {argo_ns} get application {name} -o jsonpath='{{.status.conditions}}'"),
-                    format!("argocd app sync {name}"),
-                    "# when Argo CD itself is down, apply the overlay by hand:".into(),
-                    format!("shopctl apply {tier} -f {} --shopset {ss}", ctx.manifests),
-                ],
-            ));
-        }
-        let health = app.health.as_deref().unwrap_or("Unknown");
-        // Progressing is a rollout under way; anything else but Healthy is a failure.
-        if health != "Healthy" && health != "Progressing" {
-            out.push(finding(
-                "application",
-                &tier,
-                format!("ShopSet {ss}: Application {argo_ns}/{name} is {health}"),
-                "workloads of the ShopSet are failing (crash loops, failed rollouts, unready pods); a promotion from this tier is refused until it is Healthy".into(),
-                vec![
-                    format!("kubectl -n {} get deploy,pods", input.shopsets.iter().find(|s| &s.name_any() == ss).map(|s| s.destination_namespace(t)).unwrap_or_else(|| ss.clone())),
-                    format!("kubectl -n {argo_ns} get application {name} -o jsonpath='{{.status.resources}}'"),
-                    format!("# if the last app change caused it, roll the tier back: shopctl rollback {tier} -f {} --steps 1", ctx.manifests),
-                ],
-            ));
-        }
-        if let (Some(rev), Some(head)) = (&app.revision, &git.system_head)
-            && rev != head
-            && sync == "Synced"
-        {
-            out.push(finding(
-                "application",
-                &tier,
-                format!("ShopSet {ss}: Application {argo_ns}/{name} runs system revision {}, not the head of {branch} ({})", short(rev), short(head)),
-                "Argo CD has not picked up the newest system commit (it polls every 3 minutes by default, or it could not fetch the branch)".into(),
-                vec![format!("kubectl -n {argo_ns} annotate application {name} argocd.argoproj.io/refresh=hard --overwrite")],
-            ));
+        let namespace = input
+            .shopsets
+            .iter()
+            .find(|s| &s.name_any() == ss)
+            .map(|s| s.destination_namespace(t))
+            .unwrap_or_else(|| ss.clone());
+        for problem in problems(app, &branch, git.system_head.as_deref()) {
+            let (why, fix): (&str, Vec<String>) = match &problem {
+                Problem::Missing => (
+                    "Argo CD deploys nothing for this ShopSet; the controller applies the Applications after each sync, \
+                     so it has not run (or failed) since the ShopSet was added",
+                    vec![
+                        clone.clone(),
+                        format!(
+                            "kubectl apply --server-side --field-manager=shopset-controller -f applications/{name}.yaml"
+                        ),
+                    ],
+                ),
+                Problem::Retargeted { .. } => (
+                    "someone edited the Application: it deploys another branch or commit than the one ShopSet pins, \
+                     until the controller applies it again",
+                    vec![
+                        clone.clone(),
+                        format!(
+                            "kubectl apply --server-side --force-conflicts --field-manager=shopset-controller -f applications/{name}.yaml"
+                        ),
+                    ],
+                ),
+                Problem::ArgoError { .. } => (
+                    "Argo CD cannot build or apply the ShopSet's manifests at this commit: nothing new is deployed \
+                     until the input is fixed or the tier is rolled back",
+                    vec![
+                        format!(
+                            "shopctl render -f {} --tier {tier} --out /tmp/{tier} && kustomize build /tmp/{tier}/shopsets/{ss}",
+                            ctx.manifests
+                        ),
+                        format!(
+                            "# if the last app change caused it: shopctl rollback {tier} -f {} --steps 1",
+                            ctx.manifests
+                        ),
+                    ],
+                ),
+                Problem::NotSynced { .. } => (
+                    "the cluster does not run what the system branch holds: Argo CD has not synced yet, auto-sync is \
+                     off, or the sync failed",
+                    vec![
+                        format!("kubectl -n {argo_ns} get application {name} -o jsonpath='{{.status.conditions}}'"),
+                        format!("argocd app sync {name}"),
+                        "# when Argo CD itself is down, apply the overlay by hand:".into(),
+                        format!("shopctl apply {tier} -f {} --shopset {ss}", ctx.manifests),
+                    ],
+                ),
+                Problem::Progressing => (
+                    "a rollout is under way: a promotion from this tier waits until it is Healthy",
+                    vec![format!("kubectl -n {namespace} rollout status deploy --timeout=5m")],
+                ),
+                Problem::Unhealthy { .. } => (
+                    "workloads of the ShopSet are failing (crash loops, failed rollouts, unready pods); a promotion \
+                     from this tier is refused until it is Healthy",
+                    vec![
+                        format!("kubectl -n {namespace} get deploy,pods"),
+                        format!("kubectl -n {argo_ns} get application {name} -o jsonpath='{{.status.resources}}'"),
+                        format!(
+                            "# if the last app change caused it, roll the tier back: shopctl rollback {tier} -f {} --steps 1",
+                            ctx.manifests
+                        ),
+                    ],
+                ),
+                Problem::StaleRevision { .. } => (
+                    "Argo CD has not picked up the newest system commit (it polls every 3 minutes by default, or it \
+                     could not fetch the branch)",
+                    vec![format!(
+                        "kubectl -n {argo_ns} annotate application {name} argocd.argoproj.io/refresh=hard --overwrite"
+                    )],
+                ),
+            };
+            let problem = format!("ShopSet {ss}: Application {argo_ns}/{name}: {problem}");
+            out.push(finding("application", &tier, problem, why.to_string(), fix));
         }
     }
     out
@@ -602,72 +597,6 @@ pub fn webhooks(metrics: &str, controller_url: &str) -> Vec<Finding> {
 
 // ---------------------------------------------------------------------------------------------
 // Reading the facts
-
-fn commit_time(remote: &Remote, id: Oid) -> Option<i64> {
-    remote.repo().find_commit(id).ok().map(|c| c.time().seconds())
-}
-
-/// Whether some branch head of the remote (already fetched) contains `commit`.
-fn reachable(remote: &Remote, heads: &BTreeMap<String, Oid>, commit: &str) -> bool {
-    let Ok(commit) = Oid::from_str(commit) else { return false };
-    if remote.repo().find_commit(commit).is_err() {
-        return false;
-    }
-    heads.values().any(|h| *h == commit || remote.repo().graph_descendant_of(*h, commit).unwrap_or(false))
-}
-
-/// Reads the git facts of a tier: [`git_state`], plus commit times, reachability of the pins
-/// (every branch of the app and configuration repositories is fetched into the cache for that)
-/// and how far each configuration branch is ahead of the promotion source.
-pub fn git_facts(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<GitFacts, GitError> {
-    let state = git_state(cache, auth, input)?;
-    let tier = &input.tier;
-    let branch = tier.branch();
-    let from_branch = input.from.as_ref().map(|t| t.branch());
-    let mut facts = GitFacts { state, ..GitFacts::default() };
-
-    let mut repos = vec![("base".to_string(), None, tier.spec.app.url.clone())];
-    repos.extend(
-        input
-            .configurations
-            .iter()
-            .map(|c| (format!("config/{}", c.name_any()), Some(c.name_any()), c.spec.url.clone())),
-    );
-    for (path, config, url) in repos {
-        let remote = cache.open(&url, auth)?;
-        let heads = remote.heads()?.branches;
-        let names: Vec<&str> = heads.keys().map(String::as_str).collect();
-        remote.fetch(&names)?;
-        let head = heads.get(&branch).copied();
-        if let (Some(head), Some(config)) = (head, &config) {
-            if let Some(time) = commit_time(&remote, head) {
-                facts.configuration_head_times.insert(config.clone(), time);
-            }
-            if let Some(from) = from_branch.as_ref().and_then(|f| heads.get(f))
-                && let Some(n) = remote.count_commits(*from, head)
-            {
-                facts.configuration_ahead.insert(config.clone(), n);
-            }
-        }
-        if let (Some(head), None) = (head, &config) {
-            facts.app_head_time = commit_time(&remote, head);
-        }
-        if let Some(pinned) = facts.state.pinned.get(&path).cloned() {
-            if !reachable(&remote, &heads, &pinned) {
-                facts.unreachable.insert(path.clone(), pinned.clone());
-            }
-            if let (Some(head), Ok(p)) = (head, Oid::from_str(&pinned))
-                && head != p
-                && let Some(n) = remote.count_commits(p, head)
-            {
-                facts.unpinned_commits.insert(path.clone(), n);
-            }
-        }
-    }
-    // `git_state` says a pinned commit is reachable when the cache holds it; this reads branches.
-    facts.state.pinned_app_reachable = facts.state.pinned.get("base").map(|_| !facts.unreachable.contains_key("base"));
-    Ok(facts)
-}
 
 /// Reads the Tier, its Applications and its credentials Secret from the cluster.
 pub async fn cluster_facts(client: &kube::Client, input: &TierInput) -> ClusterFacts {

@@ -69,6 +69,7 @@ unsafe extern "C" {
 }
 
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+static WITH_NAGLE: AtomicU64 = AtomicU64::new(0);
 
 /// Makes libgit2 open its sockets here. Called once, by the git engine's process-wide set-up.
 pub fn install() {
@@ -85,6 +86,11 @@ pub fn install() {
 /// Connections opened through this stream since the process started.
 pub fn connections() -> u64 {
     CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// Of those, the ones whose socket reads back with Nagle's algorithm on (TCP_NODELAY off).
+pub fn connections_with_nagle() -> u64 {
+    WITH_NAGLE.load(Ordering::Relaxed)
 }
 
 fn set_error(class: raw::git_error_t, message: &str) {
@@ -167,8 +173,11 @@ unsafe extern "C" fn stream_connect(stream: *mut RawStream) -> c_int {
                 return match configure(&socket, st.parent.timeout) {
                     Ok(()) => {
                         st.s = socket.as_raw_fd();
-                        st.socket = Some(socket);
                         CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+                        if !socket.nodelay().unwrap_or(false) {
+                            WITH_NAGLE.fetch_add(1, Ordering::Relaxed);
+                        }
+                        st.socket = Some(socket);
                         0
                     }
                     Err(e) => {
@@ -280,12 +289,31 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
+    unsafe extern "C" {
+        fn shopset_git_stream_size() -> usize;
+        fn shopset_git_stream_connect_offset() -> usize;
+        fn shopset_git_stream_free_offset() -> usize;
+        fn shopset_git_stream_registration_size() -> usize;
+        fn shopset_git_stream_version() -> c_int;
+        fn shopset_git_stream_standard() -> c_int;
+    }
+
+    /// The public part, against libgit2's own header (compiled by build.rs from stream_layout.c).
     #[test]
-    fn layout_matches_libgit2() {
-        // git_stream: 4 ints, then 7 function pointers; git_socket_stream: host, port, then s.
-        assert_eq!(std::mem::offset_of!(RawStream, connect), 16);
-        assert_eq!(std::mem::size_of::<RawStream>(), 16 + 7 * 8);
-        assert_eq!(std::mem::offset_of!(SocketStream, s), 16 + 7 * 8 + 16);
+    fn stream_layout_matches_libgit2s_header() {
+        // SAFETY: plain functions of our C shim returning constants.
+        unsafe {
+            assert_eq!(std::mem::size_of::<RawStream>(), shopset_git_stream_size());
+            assert_eq!(std::mem::offset_of!(RawStream, connect), shopset_git_stream_connect_offset());
+            assert_eq!(std::mem::offset_of!(RawStream, free), shopset_git_stream_free_offset());
+            assert_eq!(std::mem::size_of::<Registration>(), shopset_git_stream_registration_size());
+            assert_eq!(GIT_STREAM_VERSION, shopset_git_stream_version());
+            assert_eq!(GIT_STREAM_STANDARD, shopset_git_stream_standard());
+        }
+        // `git_socket_stream` is internal to libgit2 (no header to compile against): `parent`,
+        // then `host`, `port` and `s`, as in the libgit2 that the exactly pinned libgit2-sys bundles.
+        assert_eq!(std::mem::offset_of!(SocketStream, host), std::mem::size_of::<RawStream>());
+        assert_eq!(std::mem::offset_of!(SocketStream, s), std::mem::size_of::<RawStream>() + 2 * 8);
     }
 
     fn nodelay(fd: c_int) -> c_int {

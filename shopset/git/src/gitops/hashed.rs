@@ -4,11 +4,12 @@
 //! only the subtrees whose ids differ and writes only the objects the repository lacks. The cost of
 //! a sync then grows with what changed, not with the number of ShopSets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use git2::{ObjectType, Odb, Oid, Repository};
 
-use crate::render::{Entry, Tree};
+use shopset_core::tree::{Entry, Tree};
 
 /// Git file modes of the entries a render writes.
 pub const MODE_FILE: i32 = 0o100644;
@@ -59,15 +60,33 @@ fn check_written(hashed: Oid, written: Oid) -> Result<(), git2::Error> {
     }
 }
 
-/// A file's blob id: the renderer's when it knows it, else hashed now.
-fn blob_id(tree: &Tree, path: &str, bytes: &[u8]) -> Result<Oid, git2::Error> {
-    match tree.blob_ids.get(path) {
-        Some(id) => {
-            // Tests run with debug assertions: a wrong id would store one file under another's id.
-            debug_assert_eq!(*id, Oid::hash_object(ObjectType::Blob, bytes)?, "renderer's blob id of {path}");
-            Ok(*id)
+/// The blob ids of the files of the last tree hashed for one branch: a file whose bytes are those
+/// of the same path then (the renderer hands out the very same bytes for a ShopSet it did not
+/// render again) is not hashed again, so hashing a render costs what changed.
+#[derive(Debug, Default)]
+pub struct BlobIds {
+    by_path: HashMap<String, (Arc<[u8]>, Oid)>,
+}
+
+impl BlobIds {
+    /// The blob id of `bytes` at `path`: remembered when the bytes are the same, else hashed now.
+    fn id(&self, path: &str, bytes: &Arc<[u8]>) -> Result<Oid, git2::Error> {
+        match self.by_path.get(path) {
+            Some((known, id)) if Arc::ptr_eq(known, bytes) || known[..] == bytes[..] => Ok(*id),
+            _ => Oid::hash_object(ObjectType::Blob, bytes),
         }
-        None => Oid::hash_object(ObjectType::Blob, bytes),
+    }
+
+    /// Remembers the files of `tree`, as hashed in `hashed`, in place of what was remembered.
+    pub fn remember(&mut self, tree: &Tree, hashed: &HashedTree<'_>) {
+        self.by_path = tree
+            .entries
+            .iter()
+            .filter_map(|(path, entry)| match (entry, hashed.get(path)) {
+                (Entry::File(bytes), Some((_, id))) => Some((path.clone(), (bytes.clone(), id))),
+                _ => None,
+            })
+            .collect();
     }
 }
 
@@ -115,10 +134,15 @@ pub struct Change {
 impl<'a> HashedTree<'a> {
     /// Hashes every file and directory of `tree`. Fails only on a gitlink that is not an object id.
     pub fn new(tree: &'a Tree) -> Result<Self, git2::Error> {
+        Self::with_known(tree, &BlobIds::default())
+    }
+
+    /// [`HashedTree::new`], taking the ids of unchanged files from `known`.
+    pub fn with_known(tree: &'a Tree, known: &BlobIds) -> Result<Self, git2::Error> {
         let mut root = Dir::default();
         for (path, entry) in &tree.entries {
             let node = match entry {
-                Entry::File(bytes) => Node::Blob(blob_id(tree, path, bytes)?, bytes),
+                Entry::File(bytes) => Node::Blob(known.id(path, bytes)?, bytes),
                 Entry::Gitlink(hex) => Node::Gitlink(Oid::from_str(hex)?),
             };
             root.insert(path, node);
@@ -292,7 +316,7 @@ mod tests {
     fn tree(files: &[(&str, &str)]) -> Tree {
         let mut t = Tree::default();
         for (p, c) in files {
-            t.entries.insert(p.to_string(), Entry::File(c.as_bytes().to_vec()));
+            t.entries.insert(p.to_string(), Entry::file(c.as_bytes()));
         }
         t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
         t
@@ -395,7 +419,7 @@ mod pack_tests {
         let repo = Repository::init_bare(dir.path()).expect("init");
         let mut t = Tree::default();
         for i in 0..150 {
-            t.entries.insert(format!("shopsets/s{i}/k.yaml"), Entry::File(format!("{i}\n").into_bytes()));
+            t.entries.insert(format!("shopsets/s{i}/k.yaml"), Entry::file(format!("{i}\n")));
         }
         let hashed = HashedTree::new(&t).expect("hash");
         let id = hashed.write(&repo).expect("write");

@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 
 use git2::Oid;
-use kube::ResourceExt;
 use serde::Serialize;
+use shopset_core::api::ResourceExt;
 
-use crate::api::{Configuration, Tier};
 use crate::gitops::{Auth, GitCache, GitError, RefUpdate, Remote};
+use shopset_core::api::{Configuration, Tier};
 
 /// Which repositories a promotion moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

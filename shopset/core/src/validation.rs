@@ -136,12 +136,10 @@ pub fn path_problem(value: &str) -> Option<String> {
 }
 
 /// Why `value` is not a valid git branch name, if it is not.
+/// The rules are stricter than git's own (`git check-ref-format --branch`): a test in the git
+/// layer holds them against libgit2's check.
 pub fn branch_problem(value: &str) -> Option<String> {
-    if let Some(problem) = rules::problem(rules::BRANCH, value) {
-        return Some(problem.into());
-    }
-    // The CRD's rules are stricter than git; git2 backs them up offline, with the same words.
-    (!git2::Reference::is_valid_name(&format!("refs/heads/{value}"))).then(|| rules::BRANCH_INVALID.into())
+    rules::problem(rules::BRANCH, value).map(String::from)
 }
 
 /// Why `value` is not a duration like `30s`, `1m` or `1h30m` of at least 1s, if it is not.
@@ -152,39 +150,7 @@ pub fn duration_problem(value: &str) -> Option<String> {
     problem.map(String::from)
 }
 
-/// Parses a Go-style duration (`1h30m`, `45s`, `1.5m`, `500ms`).
-pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
-    let mut total = 0f64;
-    let mut rest = value;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        // As the CRD's pattern: digits, optionally `.` and more digits (not `.5` or `1.`).
-        let (whole, fraction) = rest[..num_len].split_once('.').unwrap_or((&rest[..num_len], "0"));
-        if whole.is_empty() || fraction.is_empty() || fraction.contains('.') {
-            return None;
-        }
-        let number: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let (unit, seconds) = if rest.starts_with("ms") {
-            ("ms", 0.001)
-        } else if rest.starts_with('s') {
-            ("s", 1.0)
-        } else if rest.starts_with('m') {
-            ("m", 60.0)
-        } else if rest.starts_with('h') {
-            ("h", 3600.0)
-        } else {
-            return None;
-        };
-        rest = &rest[unit.len()..];
-        total += number * seconds;
-    }
-    // try_: a huge value (`99999999999999999999h`) is not a duration rather than a panic.
-    std::time::Duration::try_from_secs_f64(total).ok()
-}
+pub use crate::duration::parse_duration;
 
 fn resource<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
     format!("{}/{}", K::kind(&()), obj.meta().name.clone().unwrap_or_default())

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, CustomResourceExt, ResourceExt};
+/// The trait of `name_any()` and `namespace()` on every kind, for layers that know no Kubernetes client.
+pub use kube::ResourceExt;
+use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +34,7 @@ pub const API_VERSION: &str = "shopset.dev/v1alpha1";
     doc = "A rollout tier: one branch in the app, configuration and system repositories.",
     printcolumn = r#"{"name":"Branch","type":"string","jsonPath":".status.branch"}"#,
     printcolumn = r#"{"name":"From","type":"string","jsonPath":".spec.promotion.from"}"#,
-    printcolumn = r#"{"name":"App","type":"string","description":"App repository commit pinned on the system branch","jsonPath":".status.appCommit"}"#,
+    printcolumn = r#"{"name":"App","type":"string","description":"App repository commit pinned on the system branch","jsonPath":".status.appCommitShort"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -226,7 +228,8 @@ pub enum DeletionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TierStatus {
-    /// Standard conditions: `Ready`, `Rendered`, `Pushed`.
+    /// Standard conditions: `Ready`, `Reconciling` and `Stalled` (as Flux uses them), `Rendered`,
+    /// `Pushed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation these conditions describe.
@@ -238,6 +241,9 @@ pub struct TierStatus {
     /// App repository commit pinned on the system branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_commit: Option<String>,
+    /// Its short form, as `git log --oneline` and Argo CD show it (`kubectl get tiers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_commit_short: Option<String>,
     /// Configuration repository commits pinned on the system branch, by Configuration name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configuration_commits: BTreeMap<String, String>,

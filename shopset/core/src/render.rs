@@ -5,84 +5,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, context};
 use serde::Serialize;
 
 use crate::api::{Configuration, ShopSet, Tier};
+pub use crate::tree::{Entry, Tree};
 
 /// Templates compiled into the binaries; a directory given with `--templates` overrides them file by file.
 pub const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
-    ("kustomization.yaml", include_str!("../../templates/kustomization.yaml")),
-    ("namespace.yaml", include_str!("../../templates/namespace.yaml")),
-    ("replicas.yaml", include_str!("../../templates/replicas.yaml")),
-    ("application.yaml", include_str!("../../templates/application.yaml")),
-    ("README.md", include_str!("../../templates/README.md")),
+    ("kustomization.yaml", include_str!("../../../templates/kustomization.yaml")),
+    ("namespace.yaml", include_str!("../../../templates/namespace.yaml")),
+    ("replicas.yaml", include_str!("../../../templates/replicas.yaml")),
+    ("application.yaml", include_str!("../../../templates/application.yaml")),
+    ("README.md", include_str!("../../../templates/README.md")),
 ];
-
-/// One entry of the rendered tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    /// A regular file.
-    File(Vec<u8>),
-    /// A submodule pinned at a commit (tree mode 160000); hex object id.
-    Gitlink(String),
-}
-
-/// A rendered tree: repository-relative paths (with `/`) to entries.
-#[derive(Debug, Clone, Default)]
-pub struct Tree {
-    pub entries: BTreeMap<String, Entry>,
-    /// Git blob ids of files the renderer already hashed (files reused from its memo), so hashing
-    /// the tree for git does not hash them again. Derived data: not part of a tree's equality.
-    pub blob_ids: HashMap<String, git2::Oid>,
-}
-
-impl PartialEq for Tree {
-    fn eq(&self, other: &Self) -> bool {
-        self.entries == other.entries
-    }
-}
-
-impl Eq for Tree {}
-
-impl Tree {
-    /// A tree of these entries.
-    pub fn from_entries(entries: BTreeMap<String, Entry>) -> Self {
-        Self { entries, blob_ids: HashMap::new() }
-    }
-}
-
-impl Tree {
-    /// Writes the files to `dir` (gitlinks become empty directories, as in a clone without
-    /// submodules) and returns the number of files written.
-    pub fn write_to(&self, dir: &Path) -> std::io::Result<usize> {
-        let mut files = 0;
-        for (path, entry) in &self.entries {
-            let target = dir.join(path);
-            match entry {
-                Entry::File(bytes) => {
-                    if let Some(parent) = target.parent() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                    std::fs::write(&target, bytes)?;
-                    files += 1;
-                }
-                Entry::Gitlink(_) => std::fs::create_dir_all(&target)?,
-            }
-        }
-        Ok(files)
-    }
-
-    /// The gitlinks: path -> commit.
-    pub fn gitlinks(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().filter_map(|(p, e)| match e {
-            Entry::Gitlink(oid) => Some((p.as_str(), oid.as_str())),
-            Entry::File(_) => None,
-        })
-    }
-}
 
 /// The commits a render pins.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -129,8 +68,6 @@ pub enum RenderError {
         "ShopSet/{shopset}: spec.configuration: Configuration {configuration:?} is not part of the input; fix: pass the Configuration too"
     )]
     MissingConfiguration { shopset: String, configuration: String },
-    #[error("cannot hash a rendered file: {detail}")]
-    Hash { detail: String },
     #[error("pinned commit {value:?} of {what} is not a full hex object id")]
     BadPin { what: String, value: String },
 }
@@ -155,8 +92,9 @@ struct TierMemo {
     shopsets: HashMap<String, ShopSetFiles>,
 }
 
-/// The rendered files of one ShopSet: (path, bytes, git blob id).
-type ShopSetFiles = std::sync::Arc<Vec<(String, Vec<u8>, git2::Oid)>>;
+/// The rendered files of one ShopSet: (path, bytes). Reusing them shares the bytes, so a layer
+/// that derives something from a file (the git layer's blob ids) can tell it is the same file.
+type ShopSetFiles = Arc<Vec<(String, Arc<[u8]>)>>;
 
 impl Renderer {
     /// The templates compiled into the binary.
@@ -275,7 +213,7 @@ impl Renderer {
             tree.entries.insert(path, Entry::Gitlink(commit.clone()));
             readme_cfgs.push(context! { name => *name, url => cfg.spec.url.as_str(), commit => commit.as_str() });
         }
-        tree.entries.insert(".gitmodules".into(), Entry::File(gitmodules.into_bytes()));
+        tree.entries.insert(".gitmodules".into(), Entry::file(gitmodules));
 
         let mut readme_shopsets = Vec::new();
         let argocd = &tier.spec.argocd;
@@ -337,14 +275,11 @@ impl Renderer {
                         files.push((format!("{dir}/replicas.yaml"), self.yaml("replicas.yaml", &what, ctx)?));
                     }
                     files.push((format!("applications/{name}.yaml"), self.yaml("application.yaml", &what, app_ctx)?));
-                    // Hashed once here; every later render that reuses the files reuses the ids.
-                    let hashed = files.into_iter().map(|(path, bytes)| blob_id(&bytes).map(|id| (path, bytes, id)));
-                    std::sync::Arc::new(hashed.collect::<Result<Vec<_>, _>>()?)
+                    Arc::new(files.into_iter().map(|(path, bytes)| (path, Arc::from(bytes))).collect())
                 }
             };
-            for (path, bytes, id) in files.iter() {
+            for (path, bytes) in files.iter() {
                 tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
-                tree.blob_ids.insert(path.clone(), *id);
             }
             memo.insert(key, files);
             readme_shopsets.push(
@@ -365,16 +300,10 @@ impl Renderer {
                 shopsets => readme_shopsets,
             },
         )?;
-        tree.entries.insert("README.md".into(), Entry::File(readme.into_bytes()));
+        tree.entries.insert("README.md".into(), Entry::file(readme));
         self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(tier_name, TierMemo { tier_key, shopsets: memo });
         Ok(tree)
     }
-}
-
-/// The id git gives a file of these bytes.
-fn blob_id(bytes: &[u8]) -> Result<git2::Oid, RenderError> {
-    git2::Oid::hash_object(git2::ObjectType::Blob, bytes)
-        .map_err(|e| RenderError::Hash { detail: e.message().to_string() })
 }
 
 /// `prefix/path`, without a trailing `/.`.

@@ -175,7 +175,6 @@ pub const REPO_PATH: &[Check] = &[
 pub const BRANCH_INVALID: &str = "is not a valid git branch name (see `git check-ref-format --branch`)";
 
 /// Git branch names. Stricter than git in one way: only ASCII letters, digits and `._/+-`.
-/// Offline, [`crate::validation::branch_problem`] asks git2 as well, with the same message.
 pub const BRANCH: &[Check] = &[
     check(Test::NonEmpty, "must not be empty"),
     check(Test::MaxChars(244), "must be at most 244 characters long"),
@@ -202,7 +201,7 @@ pub const INTERVAL: &[Check] = &[
     check(
         Test::Custom {
             cel: |s| format!("!{s}.matches({}) || duration({s}) >= duration('1s')", cel_string(DURATION_REGEX)),
-            valid: |v| crate::validation::parse_duration(v).is_none_or(|d| d >= std::time::Duration::from_secs(1)),
+            valid: |v| crate::duration::parse_duration(v).is_none_or(|d| d >= std::time::Duration::from_secs(1)),
         },
         INTERVAL_TOO_SHORT,
     ),

@@ -2,6 +2,7 @@
 
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
+use shopset_core::repository::normalize_url;
 
 /// Largest request body accepted (GitHub caps payloads at 25 MB; pushes are far smaller).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -66,26 +67,6 @@ pub fn parse_push(body: &[u8]) -> Result<Push, WebhookError> {
         return Err(WebhookError::NotAPush("the repository has no URL".into()));
     }
     Ok(Push { branch, urls })
-}
-
-/// A repository URL reduced to `host[:port]/path`, so the https, ssh and scp-like forms of one
-/// repository compare equal.
-pub fn normalize_url(url: &str) -> String {
-    let url = url.trim().trim_end_matches('/');
-    let url = url.strip_suffix(".git").unwrap_or(url);
-    let rest = match url.split_once("://") {
-        Some((_, rest)) => rest.to_string(),
-        // scp-like user@host:path
-        None => url.replacen(':', "/", 1),
-    };
-    let rest = match rest.split_once('@') {
-        Some((user, host)) if !user.contains('/') => host.to_string(),
-        _ => rest,
-    };
-    match rest.split_once('/') {
-        Some((host, path)) => format!("{}/{}", host.to_ascii_lowercase(), path),
-        None => rest.to_ascii_lowercase(),
-    }
 }
 
 /// Whether a push moved `branch` of the repository at `url`.

@@ -7,21 +7,21 @@ use git2::{Repository, Signature};
 
 /// The example app repository (path, content).
 pub const APP_FILES: &[(&str, &str)] = &[
-    ("base/kustomization.yaml", include_str!("../../examples/app/base/kustomization.yaml")),
-    ("base/storefront.yaml", include_str!("../../examples/app/base/storefront.yaml")),
-    ("base/checkout.yaml", include_str!("../../examples/app/base/checkout.yaml")),
+    ("base/kustomization.yaml", include_str!("../../../examples/app/base/kustomization.yaml")),
+    ("base/storefront.yaml", include_str!("../../../examples/app/base/storefront.yaml")),
+    ("base/checkout.yaml", include_str!("../../../examples/app/base/checkout.yaml")),
 ];
 
 /// The example configuration repository.
 pub const CONFIG_FILES: &[(&str, &str)] =
-    &[("component/kustomization.yaml", include_str!("../../examples/config/component/kustomization.yaml"))];
+    &[("component/kustomization.yaml", include_str!("../../../examples/config/component/kustomization.yaml"))];
 
 /// The example manifests (file name, content).
 pub const MANIFESTS: &[(&str, &str)] = &[
-    ("configuration.yaml", include_str!("../../examples/configuration.yaml")),
-    ("tier-0.yaml", include_str!("../../examples/tier-0.yaml")),
-    ("tier-1.yaml", include_str!("../../examples/tier-1.yaml")),
-    ("shopsets.yaml", include_str!("../../examples/shopsets.yaml")),
+    ("configuration.yaml", include_str!("../../../examples/configuration.yaml")),
+    ("tier-0.yaml", include_str!("../../../examples/tier-0.yaml")),
+    ("tier-1.yaml", include_str!("../../../examples/tier-1.yaml")),
+    ("shopsets.yaml", include_str!("../../../examples/shopsets.yaml")),
 ];
 
 /// The URLs the example manifests use, replaced by local ones.

@@ -1,0 +1,141 @@
+//! A local cache of bare repositories, one per URL, and the repository handles reused across
+//! syncs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use git2::Repository;
+
+use super::remote::Remote;
+use super::{Auth, BlobIds, GitError, stream};
+
+/// A local cache of bare repositories, one per URL, reused across syncs.
+pub struct GitCache {
+    root: PathBuf,
+    // One lock per URL: tiers that share a repository fetch into the same cache.
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Handles of closed [`Remote`]s, by URL, for the next open: libgit2 keeps the trees it parsed
+    /// in a handle, so a push's walk of the branch it replaces does not read them all again.
+    idle: Arc<Mutex<HashMap<String, Vec<Repository>>>>,
+    /// Blob ids of the last tree hashed for each branch (`url#branch`), so a sync hashes only
+    /// the files that changed since.
+    blob_ids: Mutex<HashMap<String, BlobIds>>,
+}
+
+/// What libgit2 may keep of parsed objects, over all handles of the process: a few versions of a
+/// 1,000-ShopSet tree (its default, 256 MiB, would let a long-running controller grow far past its
+/// memory budget).
+const OBJECT_CACHE_BYTES: isize = 8 * 1024 * 1024;
+
+/// libgit2's process-wide settings, made once before the first cache is used.
+fn configure_libgit2() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        stream::install();
+        // SAFETY: under the Once, before this process opens any repository through a GitCache.
+        if let Err(e) = unsafe { git2::opts::set_cache_max_size(OBJECT_CACHE_BYTES) } {
+            tracing::warn!(error = %e, "cannot limit libgit2's object cache");
+        }
+    });
+}
+
+impl GitCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        configure_libgit2();
+        Self { root: root.into(), locks: Mutex::new(HashMap::new()), idle: Arc::default(), blob_ids: Mutex::default() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob ids remembered for `branch` of `url` (none: an empty memo), taken out until
+    /// [`GitCache::keep_blob_ids`] puts them back.
+    pub fn take_blob_ids(&self, url: &str, branch: &str) -> BlobIds {
+        self.blob_ids.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{url}#{branch}")).unwrap_or_default()
+    }
+
+    /// Remembers blob ids for the next sync of `branch` of `url`.
+    pub fn keep_blob_ids(&self, url: &str, branch: &str, ids: BlobIds) {
+        self.blob_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{url}#{branch}"), ids);
+    }
+
+    /// Opens (creating when new) the cached repository of `url`.
+    pub fn open(&self, url: &str, auth: &Auth) -> Result<Remote, GitError> {
+        let path = self.root.join(cache_name(url));
+        let cache_err = |e: git2::Error| GitError::Cache { path: path.clone(), detail: e.message().to_string() };
+        let lock = {
+            // A poisoned map only means another thread panicked while inserting; the map is intact.
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(url.to_string()).or_default().clone()
+        };
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(url).and_then(Vec::pop);
+        let repo = match pooled {
+            Some(repo) => {
+                // Packs another handle wrote since (a fetch, a first render) become visible.
+                repo.odb().and_then(|odb| odb.refresh()).map_err(cache_err)?;
+                repo
+            }
+            None => match Repository::open_bare(&path) {
+                Ok(repo) => repo,
+                Err(_) => {
+                    // Two tiers sharing a repository may open it at once: create it under its lock.
+                    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    match Repository::open_bare(&path) {
+                        Ok(repo) => repo,
+                        Err(_) => {
+                            std::fs::create_dir_all(&self.root)
+                                .map_err(|e| GitError::Cache { path: self.root.clone(), detail: e.to_string() })?;
+                            Repository::init_bare(&path).map_err(cache_err)?
+                        }
+                    }
+                }
+            },
+        };
+        Ok(Remote::new(repo, url, auth.clone(), lock, self.idle.clone()))
+    }
+}
+
+/// `<last path segment>-<hash of url>.git`: readable, and distinct per URL.
+fn cache_name(url: &str) -> String {
+    let last = url.trim_end_matches('/').trim_end_matches(".git").rsplit(['/', ':']).next().unwrap_or("repo");
+    let readable: String =
+        last.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();
+    let hash = shopset_core::fingerprint::fnv1a(url.as_bytes());
+    format!("{readable}-{hash:016x}.git")
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::super::HashedTree;
+    use super::*;
+    use shopset_core::tree::{Entry, Tree};
+
+    #[test]
+    fn a_reused_handle_sees_packs_another_handle_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = GitCache::new(dir.path());
+        let url = "git://127.0.0.1:1/system.git";
+        let mut tree = Tree::default();
+        for i in 0..150 {
+            tree.entries.insert(format!("shopsets/s{i}/k.yaml"), Entry::file(format!("{i}\n")));
+        }
+        let hashed = HashedTree::new(&tree).unwrap();
+        // Two syncs of one repository at once: each has a handle of its own.
+        let (first, second) = (cache.open(url, &Auth::default()).unwrap(), cache.open(url, &Auth::default()).unwrap());
+        // `first` looks at the pack directory before `second` writes the render as a pack.
+        assert!(!first.repo().odb().unwrap().exists(hashed.id()));
+        second.write_hashed(&hashed).unwrap();
+        drop(second);
+        // `first` goes back last, so the next open takes it: it never looked at the new pack.
+        drop(first);
+        let reused = cache.open(url, &Auth::default()).unwrap();
+        // What a sync's existence checks ask (they do not rescan packs on a miss, for speed).
+        let odb = reused.repo().odb().unwrap();
+        assert!(
+            odb.exists_ext(hashed.id(), git2::OdbLookupFlags::NO_REFRESH),
+            "the reused handle does not see the other's pack: a sync would store every object again"
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! The git engine: a cache of bare repositories, ls-remote, fetch, commits written without a work
+//! tree, and pushes guarded by a lease (the expected old value of each branch).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`auth`] | credentials, read from a Secret's data, never printed |
+//! | [`error`] | what went wrong, in the kinds a person acts on differently |
+//! | [`cache`] | bare repositories on disk, one per URL, and reused handles |
+//! | [`remote`] | ls-remote, fetch, push under a lease, objects read and written |
+//! | [`hashed`] | a rendered tree hashed as git would, compared with a branch by ids |
+//! | [`diff`] | unified diffs of two trees |
+//! | [`known_hosts`] | SSH host keys against OpenSSH known_hosts lines |
+//! | [`stream`] | libgit2's sockets, with TCP_NODELAY |
+
+pub mod auth;
+pub mod cache;
+pub mod diff;
+pub mod error;
+pub mod hashed;
+pub mod known_hosts;
+pub mod remote;
+mod stream;
+
+pub use auth::Auth;
+pub use cache::GitCache;
+pub use diff::diff_trees;
+pub use error::GitError;
+pub use hashed::{BlobIds, Change, HashedTree, MODE_DIR, MODE_FILE, MODE_GITLINK};
+pub use remote::{RefUpdate, Remote, RemoteHeads};
+pub use stream::{connections, connections_with_nagle};

@@ -1,0 +1,120 @@
+//! Commit messages of the system branch, written for people: what moved, which ShopSets changed,
+//! and which files were put back.
+
+use git2::Oid;
+use shopset_core::revision::short;
+
+use crate::gitops::Remote;
+use crate::sync::ShopSetChanges;
+use crate::sync::compare::Compare;
+
+/// Who commits to the system repository.
+pub const AUTHOR_NAME: &str = "ShopSet";
+pub const AUTHOR_EMAIL: &str = "shopset@shopset.dev";
+
+/// A pinned repository as a message names it: its label, its head, and where to count commits.
+pub(crate) struct Pinned<'a> {
+    pub label: &'a str,
+    pub head: Oid,
+    pub remote: &'a Remote,
+}
+
+/// "app: abc1234 -> def5678 (3 commits)" for one pinned repository.
+fn pin_change(old: Option<String>, pinned: &Pinned<'_>) -> Option<String> {
+    let (label, new, remote) = (pinned.label, pinned.head.to_string(), pinned.remote);
+    match old {
+        Some(old) if old == new => None,
+        Some(old) => {
+            let count = match (Oid::from_str(&old), Oid::from_str(&new)) {
+                (Ok(o), Ok(n)) => remote.count_commits(o, n),
+                _ => None,
+            };
+            let count = match count {
+                Some(1) => " (1 commit)".to_string(),
+                Some(n) if remote.count_commits(Oid::from_str(&new).ok()?, Oid::from_str(&old).ok()?) == Some(0) => {
+                    format!(" ({n} commits)")
+                }
+                Some(n) => format!(" ({n} commits, moved back or rewritten)"),
+                None => " (old commit no longer in the repository)".to_string(),
+            };
+            Some(format!("{label}: {} -> {}{count}", short(&old), short(&new)))
+        }
+        None => Some(format!("{label}: pinned at {}", short(&new))),
+    }
+}
+
+/// A message a person can read: what moved, which ShopSets changed, and files restored.
+/// `ours` is the root tree of ShopSet's own last commit on the branch: only files that differ from
+/// it were changed by someone else ("files rewritten"); the rest changed with the render (README.md).
+pub(crate) fn commit_message(
+    tier: &str,
+    new_branch: bool,
+    cmp: &Compare<'_>,
+    ours: Option<Oid>,
+    changes: &ShopSetChanges,
+    app: &Pinned<'_>,
+    configs: &[Pinned<'_>],
+) -> String {
+    let mut lines = Vec::new();
+    // The app is pinned at `base`; a configuration at `config/<name>`, which is its label.
+    let gitlinks = std::iter::once(("base", app)).chain(configs.iter().map(|c| (c.label, c)));
+    for (path, pinned) in gitlinks {
+        if let Some(line) = cmp.old_gitlink(path).and_then(|old| pin_change(old, pinned)) {
+            lines.push(line);
+        }
+    }
+    for c in cmp.delta.iter().filter(|c| c.path.starts_with("config/") && c.new.is_none()) {
+        lines.push(format!("{}: no longer used", c.path));
+    }
+    let list = |v: &[String]| v.join(", ");
+    if !changes.added.is_empty() {
+        lines.push(format!("shopsets added: {}", list(&changes.added)));
+    }
+    if !changes.removed.is_empty() {
+        lines.push(format!("shopsets removed: {}", list(&changes.removed)));
+    }
+    // A ShopSet whose files differ only because someone edited them is restored, not changed.
+    let changed: Vec<String> = changes
+        .changed
+        .iter()
+        .filter(|n| ours.is_none() || cmp.stored_ids(ours, n) != cmp.rendered_ids(n))
+        .cloned()
+        .collect();
+    if !changed.is_empty() {
+        lines.push(format!("shopsets changed: {}", list(&changed)));
+    }
+    // Whatever else differs was changed outside ShopSet (by hand) or by a template change; a
+    // ShopSet's generated files count when they differ from what ShopSet last wrote.
+    let generated = |p: &str| p.starts_with("shopsets/") || p.starts_with("applications/");
+    let other: Vec<&str> = cmp
+        .delta
+        .iter()
+        .filter(|c| c.path != "base" && !c.path.starts_with("config/"))
+        .filter(|c| match ours {
+            Some(_) => cmp.stored(ours, &c.path) != c.old,
+            None => !generated(&c.path),
+        })
+        .map(|c| c.path.as_str())
+        .collect();
+    let old_empty = cmp.old_is_empty();
+    if !other.is_empty() && !old_empty {
+        lines.push(format!("files rewritten: {}", other.join(", ")));
+    }
+    let subject = if old_empty || new_branch {
+        let apps = cmp.new.entries.keys().filter(|p| p.starts_with("applications/")).count();
+        format!("{tier}: first render (app {}, {apps} shopsets)", short(&app.head.to_string()))
+    } else {
+        let mut parts: Vec<String> = lines.iter().take(2).cloned().collect();
+        if lines.len() > 2 {
+            parts.push(format!("and {} more", lines.len() - 2));
+        }
+        format!("{tier}: {}", if parts.is_empty() { "render".to_string() } else { parts.join("; ") })
+    };
+    let mut message = subject;
+    if !lines.is_empty() {
+        message.push_str("\n\n");
+        message.push_str(&lines.join("\n"));
+    }
+    message.push_str(&format!("\n\nGenerated-by: shopset (reproduce with `shopctl sync --tier {tier}`)\n"));
+    message
+}

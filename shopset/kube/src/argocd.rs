@@ -1,0 +1,340 @@
+//! Argo CD Applications: the rendered `applications/*.yaml` applied to the cluster with server-side
+//! apply, and the ones of ShopSets that are gone removed. `kubectl apply --server-side
+//! --field-manager=shopset-controller -f applications/` does the same by hand.
+
+use std::collections::BTreeSet;
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use serde::Serialize;
+use shopset_core::api::{ShopSet, Tier};
+use shopset_core::revision::short;
+use shopset_core::tree::{Entry, Tree};
+
+/// Field manager of everything the controller applies.
+pub const FIELD_MANAGER: &str = "shopset-controller";
+/// Label on every generated Application.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "shopset-controller");
+pub const TIER_LABEL: &str = "shopset.dev/tier";
+pub const SHOPSET_LABEL: &str = "shopset.dev/shopset";
+
+/// `argoproj.io/v1alpha1` Application.
+pub fn application_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
+}
+
+/// Why the Applications could not be applied or pruned.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgoError {
+    #[error("rendered {path} is not an Application manifest: {detail}; fix: correct the application.yaml template")]
+    Manifest { path: String, detail: String },
+    #[error("Argo CD namespace {namespace:?} does not exist; fix: install Argo CD there or set spec.argocd.namespace")]
+    NoNamespace { namespace: String },
+    #[error(
+        "the cluster has no Application resource (CRD applications.argoproj.io); fix: install Argo CD, or its CRDs"
+    )]
+    NoCrd,
+    #[error("cannot {action} Application {namespace}/{name}: {message}")]
+    Api { action: &'static str, namespace: String, name: String, message: String },
+    #[error("cannot list Applications in {namespace}: {message}")]
+    List { namespace: String, message: String },
+}
+
+impl ArgoError {
+    /// An API error of `action` on an Application, in the words a person acts on.
+    fn of(action: &'static str, namespace: &str, name: &str, e: kube::Error) -> Self {
+        if let kube::Error::Api(status) = &e
+            && status.code == 404
+        {
+            let kind = status.details.as_ref().map(|d| d.kind.as_str());
+            if kind == Some("namespaces") {
+                return ArgoError::NoNamespace { namespace: namespace.into() };
+            }
+            if kind.is_none_or(str::is_empty) && action != "delete" {
+                return ArgoError::NoCrd;
+            }
+        }
+        let mut message = crate::error::api_message(&e);
+        if matches!(&e, kube::Error::Api(s) if s.code == 403) {
+            message.push_str("; fix: grant the controller's ServiceAccount access to Applications (deploy/rbac.yaml)");
+        }
+        ArgoError::Api { action, namespace: namespace.into(), name: name.into(), message }
+    }
+}
+
+/// The Applications of a rendered tree, parsed.
+pub fn applications(tree: &Tree) -> Result<Vec<DynamicObject>, ArgoError> {
+    let mut apps = Vec::new();
+    for (path, entry) in &tree.entries {
+        let (true, Entry::File(bytes)) = (path.starts_with("applications/") && path.ends_with(".yaml"), entry) else {
+            continue;
+        };
+        let obj: DynamicObject = serde_yaml::from_slice(bytes)
+            .map_err(|e| ArgoError::Manifest { path: path.clone(), detail: e.to_string() })?;
+        if obj.metadata.name.is_none() || obj.metadata.namespace.is_none() {
+            return Err(ArgoError::Manifest {
+                path: path.clone(),
+                detail: "metadata.name and metadata.namespace are required".into(),
+            });
+        }
+        apps.push(obj);
+    }
+    Ok(apps)
+}
+
+/// What [`apply`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+/// Which Applications belong to one tier: the tier label, and a source at the tier's branch of
+/// its system repository (two Tiers of one name in different namespaces never own each other's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub tier: &'a str,
+    pub repo_url: &'a str,
+    pub branch: &'a str,
+    /// Argo CD's namespace, where the Applications are.
+    pub namespace: &'a str,
+}
+
+impl Owner<'_> {
+    fn owns(&self, app: &DynamicObject) -> bool {
+        let text = |path: &str| app.data.pointer(path).and_then(|v| v.as_str());
+        text("/spec/source/repoURL") == Some(self.repo_url) && text("/spec/source/targetRevision") == Some(self.branch)
+    }
+}
+
+/// Applies `apps` and deletes the Applications of the tier that are not among them.
+/// Fails closed: when listing fails, nothing is deleted.
+pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObject]) -> Result<Applied, ArgoError> {
+    let ar = application_resource();
+    let mut out = Applied::default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut keep = BTreeSet::new();
+    for app in apps {
+        let (ns, name) =
+            (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        api.patch(&name, &params, &Patch::Apply(app)).await.map_err(|e| ArgoError::of("apply", &ns, &name, e))?;
+        keep.insert((ns.clone(), name.clone()));
+        out.applied.push(format!("{ns}/{name}"));
+    }
+    out.deleted = prune(client, owner, &keep).await?;
+    Ok(out)
+}
+
+/// Deletes the tier's Applications that are not in `keep`.
+pub async fn prune(
+    client: &kube::Client,
+    owner: &Owner<'_>,
+    keep: &BTreeSet<(String, String)>,
+) -> Result<Vec<String>, ArgoError> {
+    let ar = application_resource();
+    let namespace = owner.namespace;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let selector = format!("{}={},{}={}", MANAGED_BY.0, MANAGED_BY.1, TIER_LABEL, owner.tier);
+    let existing = api.list(&ListParams::default().labels(&selector)).await.map_err(|e| {
+        match ArgoError::of("list", namespace, "", e) {
+            ArgoError::Api { message, .. } => ArgoError::List { namespace: namespace.into(), message },
+            other => other,
+        }
+    })?;
+    let mut deleted = Vec::new();
+    for item in existing.items.iter().filter(|a| owner.owns(a)) {
+        let name = item.metadata.name.clone().unwrap_or_default();
+        if keep.contains(&(namespace.to_string(), name.clone())) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => deleted.push(format!("{namespace}/{name}")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(ArgoError::of("delete", namespace, &name, e)),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes every Application of the tier (deletionPolicy: Delete).
+pub async fn delete_all(client: &kube::Client, owner: &Owner<'_>) -> Result<Vec<String>, ArgoError> {
+    prune(client, owner, &BTreeSet::new()).await
+}
+
+/// An Argo CD Application as the gate, `status` and `doctor` read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppState {
+    pub shopset: String,
+    pub application: String,
+    pub exists: bool,
+    pub sync: Option<String>,
+    pub health: Option<String>,
+    /// The system commit Argo CD last compared or synced.
+    pub revision: Option<String>,
+    pub target_revision: Option<String>,
+    /// Argo CD's conditions (type and message), e.g. `ComparisonError` when a manifest cannot be built.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<(String, String)>,
+}
+
+/// The Applications of a tier's ShopSets, read from the cluster.
+pub async fn application_states(
+    client: &kube::Client,
+    tier: &Tier,
+    shopsets: &[ShopSet],
+) -> Result<Vec<AppState>, kube::Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &tier.spec.argocd.namespace, &application_resource());
+    let mut out = Vec::new();
+    for ss in shopsets {
+        let name = ss.name_any();
+        out.push(match api.get_opt(&name).await? {
+            None => AppState { shopset: name.clone(), application: name, ..AppState::default() },
+            Some(app) => app_state(name, &app),
+        });
+    }
+    Ok(out)
+}
+
+/// An Application object as [`AppState`].
+pub fn app_state(shopset: String, app: &DynamicObject) -> AppState {
+    let text = |path: &str| app.data.pointer(path).and_then(|v| v.as_str()).map(str::to_string);
+    let conditions = app
+        .data
+        .pointer("/status/conditions")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c.get("type")?.as_str()?.to_string(), c.get("message")?.as_str()?.to_string())))
+        .collect();
+    AppState {
+        shopset,
+        application: app.metadata.name.clone().unwrap_or_default(),
+        exists: true,
+        sync: text("/status/sync/status"),
+        health: text("/status/health/status"),
+        revision: text("/status/sync/revision"),
+        target_revision: text("/spec/source/targetRevision"),
+        conditions,
+    }
+}
+
+/// Why an Application does not (yet) run its ShopSet at the system branch's head. An Application
+/// with none is deployed; the promotion gate, `status` and `doctor` all judge by [`problems`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Problem {
+    /// No Application of that name.
+    Missing,
+    /// Someone pointed it at another revision than the tier branch.
+    Retargeted { target: String },
+    /// Argo CD reports an error condition (e.g. `ComparisonError`: a manifest it cannot build).
+    ArgoError { condition: String, message: String },
+    /// Its sync status is not `Synced`.
+    NotSynced { status: String },
+    /// A rollout is under way (health `Progressing`).
+    Progressing,
+    /// Its health is neither `Healthy` nor `Progressing` (`Degraded`, `Missing`, `Unknown`, ...).
+    Unhealthy { health: String },
+    /// It runs another system commit than the branch head.
+    StaleRevision { running: String, head: String },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing => write!(f, "the Application does not exist"),
+            Problem::Retargeted { target } => write!(f, "it points at revision {target}, not the tier branch"),
+            Problem::ArgoError { condition, message } => write!(f, "Argo CD reports {condition}: {message}"),
+            Problem::NotSynced { status } => write!(f, "sync is {status}"),
+            Problem::Progressing => write!(f, "health is Progressing (a rollout is under way)"),
+            Problem::Unhealthy { health } => write!(f, "health is {health}"),
+            Problem::StaleRevision { running, head } => {
+                write!(f, "it runs revision {} instead of {}", short(running), short(head))
+            }
+        }
+    }
+}
+
+/// Argo CD's condition types that mean the Application cannot be deployed as it is.
+const ERROR_CONDITIONS: &[&str] = &["ComparisonError", "InvalidSpecError", "SyncError", "UnknownError"];
+
+/// Judges an Application against its tier: deployed when Synced and Healthy at `head` (the system
+/// branch's head) from the tier branch `branch`, with no error condition; else every reason why not.
+pub fn problems(app: &AppState, branch: &str, head: Option<&str>) -> Vec<Problem> {
+    if !app.exists {
+        return vec![Problem::Missing];
+    }
+    let mut out = Vec::new();
+    if let Some(target) = app.target_revision.as_deref().filter(|t| *t != branch) {
+        out.push(Problem::Retargeted { target: target.into() });
+    }
+    for (condition, message) in app.conditions.iter().filter(|(t, _)| ERROR_CONDITIONS.contains(&t.as_str())) {
+        out.push(Problem::ArgoError { condition: condition.clone(), message: message.clone() });
+    }
+    let sync = app.sync.as_deref().unwrap_or("Unknown");
+    if sync != "Synced" {
+        out.push(Problem::NotSynced { status: sync.into() });
+    }
+    match app.health.as_deref().unwrap_or("Unknown") {
+        "Healthy" => {}
+        "Progressing" => out.push(Problem::Progressing),
+        health => out.push(Problem::Unhealthy { health: health.into() }),
+    }
+    if let Some(head) = head
+        && app.revision.as_deref() != Some(head)
+    {
+        out.push(Problem::StaleRevision {
+            running: app.revision.clone().unwrap_or_else(|| "none".into()),
+            head: head.into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    fn app(sync: &str, health: &str, revision: &str) -> AppState {
+        AppState {
+            shopset: "s".into(),
+            application: "s".into(),
+            exists: true,
+            sync: Some(sync.into()),
+            health: Some(health.into()),
+            revision: Some(revision.into()),
+            target_revision: Some("tier-0".into()),
+            conditions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn deployed_only_when_synced_and_healthy_at_the_head() {
+        assert_eq!(problems(&app("Synced", "Healthy", "abc"), "tier-0", Some("abc")), vec![]);
+        assert_eq!(problems(&app("Synced", "Progressing", "abc"), "tier-0", Some("abc")), vec![Problem::Progressing]);
+        assert_eq!(
+            problems(&app("OutOfSync", "Degraded", "old"), "tier-0", Some("abc")),
+            vec![
+                Problem::NotSynced { status: "OutOfSync".into() },
+                Problem::Unhealthy { health: "Degraded".into() },
+                Problem::StaleRevision { running: "old".into(), head: "abc".into() },
+            ]
+        );
+        let mut edited = app("Synced", "Healthy", "abc");
+        edited.target_revision = Some("main".into());
+        edited.conditions.push(("ComparisonError".into(), "kustomize build failed".into()));
+        edited.conditions.push(("OrphanedResourceWarning".into(), "a warning only".into()));
+        assert_eq!(
+            problems(&edited, "tier-0", Some("abc")),
+            vec![
+                Problem::Retargeted { target: "main".into() },
+                Problem::ArgoError { condition: "ComparisonError".into(), message: "kustomize build failed".into() },
+            ]
+        );
+        assert_eq!(problems(&AppState::default(), "tier-0", Some("abc")), vec![Problem::Missing]);
+    }
+}

@@ -1,0 +1,14 @@
+//! ShopSet's cluster layer: the Tier [`reconcile`]r and what it writes, the Argo CD
+//! Applications ([`argocd`]), leader election ([`lease`]), GitHub push [`webhook`]s, [`metrics`],
+//! the promotion [`gate`], the [`credentials`] Secret and `doctor`'s analyzers.
+
+pub mod argocd;
+pub mod credentials;
+pub mod doctor;
+pub mod error;
+pub mod gate;
+pub mod lease;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+pub mod webhook;

@@ -1,0 +1,398 @@
+//! The controller's reconcile loop, after kube-rs's controller-rs: a Tier is the unit of work; a
+//! reconcile runs the same [`shopset_git::sync::sync_tier`] as `shopctl sync`, applies the
+//! Applications, and hands the outcome to [`crate::status`], the one place that writes status and
+//! Events. Errors requeue with capped backoff and jitter; terminal ones stall until the input changes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::{Predicate, PredicateConfig, predicates};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Resource, ResourceExt};
+use shopset_core::api::{Configuration, DeletionPolicy, ShopSet, Tier};
+use shopset_core::manifests::Inventory;
+use shopset_core::render::Renderer;
+use shopset_git::gitops::GitCache;
+use shopset_git::sync::{Checkpoint, SyncOptions, sync_tier};
+
+pub use crate::error::Error;
+use crate::metrics::{Metrics, TierLabels};
+use crate::status::{self, Outcome};
+use crate::{argocd, credentials};
+
+/// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
+pub const FINALIZER: &str = "shopset.dev/cleanup";
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: kube::Client,
+    pub cache: Arc<GitCache>,
+    pub renderer: Arc<Renderer>,
+    pub metrics: Arc<Metrics>,
+    /// Publishes the Events of every reconcile (one Recorder, as controller-rs keeps it).
+    pub recorder: Recorder,
+    last: Mutex<HashMap<ObjectRef<Tier>, Checkpoint>>,
+    failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
+    /// The watch caches a reconcile reads its inventory from; set by [`run`].
+    stores: std::sync::OnceLock<Stores>,
+}
+
+/// What the controller's watches hold: reading the inventory from them instead of listing every
+/// ShopSet per reconcile keeps a reconcile's memory and the API server's load independent of how
+/// many ShopSets the namespace has.
+#[derive(Clone)]
+struct Stores {
+    tiers: Store<Tier>,
+    shopsets: Store<ShopSet>,
+    configurations: Store<Configuration>,
+    /// True once the ShopSet and Configuration caches hold a complete list (the controller itself
+    /// runs no reconcile before the Tier cache does). One task waits on the stores and every
+    /// reconcile on this: a store's `wait_until_ready` wakes only its latest waiter, so two
+    /// reconciles waiting on it at once could leave one asleep for good.
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, cache: GitCache, renderer: Renderer, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter { controller: argocd::FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            cache: Arc::new(cache),
+            renderer: Arc::new(renderer),
+            metrics,
+            last: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            stores: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves. `triggers` carries webhook-driven reconciles.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    triggers: impl futures::Stream<Item = ObjectRef<Tier>> + Send + 'static,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (tiers, shopsets, configurations) = (
+        api(&ctx.client, namespace.as_deref()),
+        api(&ctx.client, namespace.as_deref()),
+        api(&ctx.client, namespace.as_deref()),
+    );
+    // Status writes (ours) change neither generation nor finalizers: they trigger no reconcile.
+    let changed = predicates::generation.combine(predicates::finalizers);
+    let (reader, writer) = reflector::store();
+    let tier_events = watcher::watcher(tiers, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changed, PredicateConfig::default());
+    // Not filtered: a deleted ShopSet must trigger its Tier. Our own status writes do too, and
+    // end in the cheap "nothing moved" path.
+    let (shopset_store, shopset_writer) = reflector::store();
+    let shopset_events = watcher::watcher(shopsets, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(shopset_writer)
+        .touched_objects();
+    let (configuration_store, configuration_writer) = reflector::store();
+    let configuration_events = watcher::watcher(configurations, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(configuration_writer)
+        .touched_objects();
+    let controller = Controller::for_stream(tier_events, reader);
+    let store = controller.store();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    {
+        let (shopsets, configurations) = (shopset_store.clone(), configuration_store.clone());
+        tokio::spawn(async move {
+            match (shopsets.wait_until_ready().await, configurations.wait_until_ready().await) {
+                (Ok(()), Ok(())) => {
+                    let _ = ready_tx.send(true);
+                }
+                (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "a watch cache never filled"),
+            }
+        });
+    }
+    let stores = Stores { tiers: store.clone(), shopsets: shopset_store, configurations: configuration_store, ready };
+    if ctx.stores.set(stores).is_err() {
+        tracing::warn!("the controller's watch caches were set before: this Context already ran a controller");
+    }
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .watches_stream(shopset_events, |ss: ShopSet| {
+            Some(ObjectRef::new(&ss.spec.tier).within(&ss.namespace().unwrap_or_default()))
+        })
+        .watches_stream(configuration_events, move |cfg: Configuration| {
+            // Any Tier of the namespace may use it; an unaffected Tier's reconcile is a cheap no-op.
+            let ns = cfg.namespace().unwrap_or_default();
+            store
+                .state()
+                .into_iter()
+                .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(triggers)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(tier = %obj.name, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(err, obj)) => {
+                    tracing::warn!(tier = %obj.name, reason = err.reason(), error = %err, "reconcile failed")
+                }
+                Err(err) => tracing::warn!(error = %err, "controller"),
+            }
+        })
+        .await;
+}
+
+/// The Api of a kind in one namespace, or in all of them.
+pub fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Reconciles one Tier (through the finalizer, so deletion runs its policy).
+#[tracing::instrument(skip_all, fields(tier = %tier.name_any(), namespace = tier.namespace().as_deref().unwrap_or_default()))]
+pub async fn reconcile(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = tier.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<Tier> = Api::namespaced(ctx.client.clone(), &ns);
+    let started = Instant::now();
+    let labels = TierLabels { namespace: ns.clone(), tier: tier.name_any() };
+    let result = finalizer(&api, FINALIZER, tier, |event| async {
+        match event {
+            finalizer::Event::Apply(tier) => apply(tier, ctx.clone()).await,
+            finalizer::Event::Cleanup(tier) => cleanup(tier, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Kube(format!("finalizer {FINALIZER}: {other}")),
+    });
+    ctx.metrics.reconciled(&labels, started.elapsed());
+    result
+}
+
+/// On failure: a terminal error waits for a change of the input (the watches reconcile on it); any
+/// other backs off from 5 s, doubling to 5 minutes, with jitter so failing tiers do not retry in step.
+pub fn error_policy(tier: Arc<Tier>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(&tier.name_any(), err.reason());
+    if err.is_terminal() {
+        return Action::await_change();
+    }
+    let key = ObjectRef::from_obj(&*tier);
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let n = failures.entry(key).or_insert(0);
+    *n = n.saturating_add(1);
+    Action::requeue(jitter(retry_delay(*n)))
+}
+
+/// `delay` plus up to a tenth more, at random: tiers started together spread out.
+pub fn jitter(delay: Duration) -> Duration {
+    // std's RandomState is seeded at random per instance: enough randomness for spreading retries.
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let tenth = delay.as_millis() as u64 / 10;
+    delay + Duration::from_millis(if tenth == 0 { 0 } else { random % tenth })
+}
+
+/// The wait after the `failures`-th failure in a row: 5 s, doubling, never more than 5 minutes.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << failures.saturating_sub(1).min(6))).min(Duration::from_secs(300))
+}
+
+fn interval(tier: &Tier) -> Duration {
+    shopset_core::duration::parse_duration(&tier.spec.interval).unwrap_or(Duration::from_secs(60))
+}
+
+/// Drops what a reconcile never reads from a cached object: managed fields and annotations
+/// (kubectl's last-applied copy alone doubles an object's size).
+fn slim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().clear();
+}
+
+/// The inventory of the Tier's namespace, and this tier's problems if any. Read from the watch
+/// caches once they hold a complete list: a partial list would render ShopSets away.
+async fn load(tier: &Tier, ctx: &Context) -> Result<(Inventory, Vec<String>), Error> {
+    let ns = tier.namespace().unwrap_or_else(|| "default".into());
+    let stores =
+        ctx.stores.get().ok_or_else(|| Error::Internal("the controller's watch caches are not running".into()))?;
+    stores
+        .ready
+        .clone()
+        .wait_for(|ready| *ready)
+        .await
+        .map_err(|_| Error::Kube("the watch caches stopped before they filled".into()))?;
+    let mut inventory = Inventory::default();
+    let in_ns = |m: &kube::api::ObjectMeta| m.namespace.as_deref() == Some(ns.as_str());
+    let key = |m: &kube::api::ObjectMeta| (ns.clone(), m.name.clone().unwrap_or_default());
+    for t in stores.tiers.state_filter(|t| in_ns(&t.metadata)) {
+        inventory.tiers.insert(key(&t.metadata), (*t).clone());
+    }
+    for s in stores.shopsets.state_filter(|s| in_ns(&s.metadata)) {
+        inventory.shopsets.insert(key(&s.metadata), (*s).clone());
+    }
+    for c in stores.configurations.state_filter(|c| in_ns(&c.metadata)) {
+        inventory.configurations.insert(key(&c.metadata), (*c).clone());
+    }
+    let name = tier.name_any();
+    let mine: BTreeSet<String> = std::iter::once(format!("Tier/{name}"))
+        .chain(inventory.shopsets.values().filter(|s| s.spec.tier == name).map(|s| format!("ShopSet/{}", s.name_any())))
+        .chain(
+            inventory
+                .shopsets
+                .values()
+                .filter(|s| s.spec.tier == name)
+                .map(|s| format!("Configuration/{}", s.spec.configuration)),
+        )
+        .collect();
+    let problems = match inventory.check() {
+        Ok(()) => Vec::new(),
+        Err(p) => p.0.into_iter().filter(|i| mine.contains(&i.resource)).map(|i| i.to_string()).collect(),
+    };
+    Ok((inventory, problems))
+}
+
+async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*tier);
+    let observed = tier.status.as_ref().and_then(|s| s.observed_generation);
+    if observed != tier.metadata.generation {
+        status::write(&ctx.client, &ctx.recorder, &tier, &Outcome::Started).await?;
+    }
+    match sync_and_apply(&tier, &ctx).await {
+        Ok(()) => {
+            ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            Ok(Action::requeue(jitter(interval(&tier))))
+        }
+        Err(err) => {
+            // Status and an Event say why; the error policy decides when to try again.
+            if let Err(e) = status::write(&ctx.client, &ctx.recorder, &tier, &Outcome::Failed(&err)).await {
+                tracing::warn!(error = %e, "cannot write the failure to the Tier's status");
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
+    let key = ObjectRef::from_obj(tier);
+    let (inventory, problems) = load(tier, ctx).await?;
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems.join("; ")));
+    }
+    let input = inventory.tier_input(&tier.name_any()).map_err(|p| Error::Invalid(p.to_string()))?;
+    let auth = credentials::of_tier(tier, &ctx.client).await?;
+
+    // Poll fast path: one ls-remote per repository, and nothing else when nothing moved.
+    let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    if let Some(last) = last {
+        let (cache, auth, input) = (ctx.cache.clone(), auth.clone(), input.clone());
+        let unchanged = blocking(move || last.unchanged(&cache, &auth, &input)).await??;
+        if unchanged {
+            tracing::debug!("nothing moved");
+            return Ok(());
+        }
+    }
+
+    let (cache, renderer, input2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone());
+    let report = blocking(move || sync_tier(&cache, &auth, &input2, &renderer, &SyncOptions::default())).await??;
+    let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
+    // The fault points are those of a sync that pushed a change; a no-op sync passes them.
+    let pushed = report.commit.is_some();
+    if pushed {
+        ctx.metrics.pushes.get_or_create(&labels).inc();
+        shopset_git::fault::point("after-push");
+    }
+    let apps = argocd::applications(&report.tree)?;
+    let (name, branch) = (tier.name_any(), tier.branch());
+    let owner = argocd::Owner {
+        tier: &name,
+        repo_url: &tier.spec.system.url,
+        branch: &branch,
+        namespace: &tier.spec.argocd.namespace,
+    };
+    let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
+    if pushed {
+        shopset_git::fault::point("before-status");
+    }
+    let outcome = Outcome::Synced { input: &input, report: &report, applied: &applied };
+    status::write(&ctx.client, &ctx.recorder, tier, &outcome).await?;
+    ctx.metrics.synced(&labels);
+    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Checkpoint::after(&input, &report));
+    Ok(())
+}
+
+/// Runs git work on the blocking pool; a panic there is a bug, reported as one.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Internal(format!("a sync task failed: {e}")))
+}
+
+async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Branches are never deleted: history is data.
+    if tier.spec.deletion_policy == DeletionPolicy::Delete {
+        let (name, branch) = (tier.name_any(), tier.branch());
+        let owner = argocd::Owner {
+            tier: &name,
+            repo_url: &tier.spec.system.url,
+            branch: &branch,
+            namespace: &tier.spec.argocd.namespace,
+        };
+        let deleted = argocd::delete_all(&ctx.client, &owner).await?;
+        tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Applications (deletionPolicy: Delete)");
+    }
+    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
+    Ok(Action::await_change())
+}
+
+/// The Tiers of `tiers` that a push to `branch` of one of `urls` concerns: their app repository,
+/// or a Configuration of their namespace.
+pub fn tiers_for_push(
+    push: &crate::webhook::Push,
+    tiers: &[Arc<Tier>],
+    configurations: &[Configuration],
+) -> Vec<ObjectRef<Tier>> {
+    tiers
+        .iter()
+        .filter(|t| {
+            let branch = t.branch();
+            crate::webhook::matches(push, &t.spec.app.url, &branch)
+                || configurations
+                    .iter()
+                    .filter(|c| c.namespace() == t.namespace())
+                    .any(|c| crate::webhook::matches(push, &c.spec.url, &branch))
+        })
+        .map(|t| ObjectRef::from_obj(&**t))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_five_seconds_and_stop_growing_at_five_minutes() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
+    }
+}
