@@ -12,6 +12,8 @@
 //!
 //! Build the workspace first: the test runs the `shopctl` binary of `cargo build`.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
@@ -19,6 +21,7 @@ use std::time::Instant;
 use shopset::rules::{self, Check};
 use shopset_e2e::controlplane::ControlPlane;
 use shopset_e2e::tools::{repo_root, workspace_bin};
+use support::text;
 use tempfile::TempDir;
 
 const NS: &str = "bad-input";
@@ -529,10 +532,6 @@ fn cases() -> Vec<Case> {
 /// Whether a line of `text` names `field` and says `words` after it.
 fn says(text: &str, field: &str, words: &str) -> bool {
     text.lines().any(|line| line.find(field).is_some_and(|at| line[at + field.len()..].contains(words)))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The example manifests, with `case`'s edit if given.
