@@ -301,7 +301,8 @@ fn pod_template(cp: &ControlPlane) {
         // No --namespace: every namespace is watched.
         (
             "args",
-            "--cache-dir=/var/cache/shopset --listen=0.0.0.0:8080 --log-format=json --webhook-secret-file=/etc/shopset/webhook/secret ",
+            "--cache-dir=/var/cache/shopset --listen=0.0.0.0:8080 --log-format=json \
+             --webhook-secret-file=/etc/shopset/webhook/secret ",
         ),
         ("env", "POD_NAME=metadata.name POD_NAMESPACE=metadata.namespace MALLOC_ARENA_MAX=2 "),
         ("ports", "http:8080 "),

@@ -37,7 +37,16 @@ fn apply_secret(cp: &support::Plane, ns: &str, password: &str) {
 
 fn secret_manifest(ns: &str, password: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET_NAME}\n  namespace: {ns}\ntype: Opaque\nstringData:\n  username: {USER}\n  password: {password}\n"
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {SECRET_NAME}
+  namespace: {ns}
+type: Opaque
+stringData:
+  username: {USER}
+  password: {password}
+"
     )
 }
 
