@@ -178,7 +178,18 @@ fn kill_during_push_converges_with_one_commit() {
     let m = marks.display();
     std::fs::write(
         &hook,
-        format!("#!/bin/sh\ncat >/dev/null\nif [ -e '{m}/armed' ]; then\n  rm -f '{m}/armed'\n  touch '{m}/started'\n  sleep 3\n  touch '{m}/finished'\nfi\nexit 0\n"),
+        format!(
+            "#!/bin/sh
+cat >/dev/null
+if [ -e '{m}/armed' ]; then
+  rm -f '{m}/armed'
+  touch '{m}/started'
+  sleep 3
+  touch '{m}/finished'
+fi
+exit 0
+"
+        ),
     )
     .expect("write pre-receive hook");
     let chmod = Command::new("chmod").arg("755").arg(&hook).status().expect("chmod");

@@ -1,6 +1,8 @@
 //! The git servers work as real git servers: the git CLI pushes, fetches and lists refs through
 //! them, HTTP refuses anyone without the password, and submodules clone recursively.
 
+mod support;
+
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use shopset_e2e::gitserver::{
     GitDaemon, HttpGitServer, branch_head, clone_recursive, commit_files, git, log, ls_remote, seed_dir, try_git,
 };
+use support::{base64, path_str};
 use tempfile::TempDir;
 
 #[test]
@@ -288,15 +291,6 @@ fn http_status(port: u16, path: &str, auth: Option<(&str, &str)>) -> u16 {
     status.parse().unwrap_or_else(|e| panic!("bad status in {response:?}: {e}"))
 }
 
-fn base64(data: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp path is UTF-8")
 }

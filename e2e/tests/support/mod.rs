@@ -1,5 +1,7 @@
-//! Shared by `faults.rs` and `security.rs`: one control plane per test binary, a Tier setup on
-//! real git servers in a namespace of its own, and the `shopset-controller` binary as a process.
+//! The one harness of the e2e tests: a control plane shared by the tests of a binary, a Tier
+//! setup and the example manifests on real git servers in a namespace of their own, the
+//! `shopset-controller` binary as a process, and the small helpers every test file uses (waiting,
+//! HTTP, metrics, signatures, git links).
 //!
 //! Every test gets its own namespace (the controller runs with `--namespace`, so its watches and
 //! its Lease are there too), its own Argo CD namespace (Applications are pruned by the tier label
@@ -13,8 +15,8 @@ use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use shopset_e2e::controlplane::ControlPlane;
@@ -93,6 +95,32 @@ impl Drop for Plane {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A test's work directory
+
+/// A test's temporary directory (manifests, controller logs and caches, checkouts), removed when
+/// dropped unless `SHOPSET_E2E_KEEP=1` (as for the control plane and the git servers).
+pub struct WorkDir(Option<TempDir>);
+
+impl WorkDir {
+    pub fn new(test: &str) -> WorkDir {
+        WorkDir(Some(TempDir::with_prefix(format!("shopset-e2e-{test}-")).expect("create a work dir")))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let keep = std::env::var_os("SHOPSET_E2E_KEEP").is_some_and(|v| !v.is_empty() && v != "0");
+        if let Some(dir) = self.0.take().filter(|_| keep) {
+            eprintln!("SHOPSET_E2E_KEEP: manifests, controller logs and checkouts kept in {}", dir.keep().display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // A tier on real git servers
 
 /// What a test's tier looks like.
@@ -117,7 +145,7 @@ pub struct Setup {
     pub app_url: String,
     pub config_url: String,
     pub system_url: String,
-    pub work: TempDir,
+    pub work: WorkDir,
     pub manifests: PathBuf,
 }
 
@@ -141,7 +169,7 @@ impl Setup {
         let argocd_ns = format!("{ns}-argocd");
         cp.kubectl_ok(["create", "namespace", ns]);
         cp.kubectl_ok(["create", "namespace", &argocd_ns]);
-        let work = TempDir::with_prefix(&format!("shopset-e2e-{ns}-")).expect("temp dir");
+        let work = WorkDir::new(ns);
         let manifests = work.path().join("manifests");
         fs::create_dir_all(&manifests).expect("create manifests dir");
         let setup = Setup {
@@ -216,19 +244,12 @@ spec:
     }
 
     pub fn jsonpath(&self, cp: &ControlPlane, kind: &str, name: &str, path: &str) -> String {
-        cp.kubectl_ok(["get", kind, name, "-n", &self.ns, "-o", &format!("jsonpath={path}")])
+        jsonpath(cp, &self.ns, kind, name, path)
     }
 
     /// status, reason and message of the Tier's Ready condition.
     pub fn ready(&self, cp: &ControlPlane) -> (String, String, String) {
-        let out = self.jsonpath(
-            cp,
-            "tier",
-            TIER,
-            r#"{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].reason}|{.status.conditions[?(@.type=="Ready")].message}"#,
-        );
-        let mut parts = out.splitn(3, '|').map(str::to_string);
-        (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+        ready_condition(cp, &self.ns, "tier", TIER)
     }
 
     /// The Tier's `status.appCommit` and `status.systemCommit`.
@@ -240,11 +261,7 @@ spec:
 
     /// Names of the Applications in the test's Argo CD namespace, sorted.
     pub fn applications(&self, cp: &ControlPlane) -> Vec<String> {
-        let out =
-            cp.kubectl_ok(["get", "applications", "-n", &self.argocd_ns, "-o", "jsonpath={.items[*].metadata.name}"]);
-        let mut names: Vec<String> = out.split_whitespace().map(str::to_string).collect();
-        names.sort();
-        names
+        applications(cp, &self.argocd_ns)
     }
 
     /// Commits on the system branch, newest first.
@@ -293,6 +310,168 @@ pub fn wait_converged(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The examples, as a user applies them
+
+/// The repository URLs of `examples/`, which the tests point at git servers of their own.
+pub const EXAMPLE_APP_URL: &str = "https://git.example.com/acme/shop-app.git";
+pub const EXAMPLE_CONFIG_URL: &str = "https://git.example.com/acme/shop-config.git";
+pub const EXAMPLE_SYSTEM_URL: &str = "https://git.example.com/acme/shop-system.git";
+
+/// The Tiers of `examples/`: tier-1 is promoted from tier-0.
+pub const EXAMPLE_TIERS: [&str; 2] = ["tier-0", "tier-1"];
+
+/// The ShopSets of `examples/shopsets.yaml`: name, tier, and the namespace its Application
+/// deploys to.
+pub const EXAMPLE_SHOPSETS: [(&str, &str, &str); 4] = [
+    ("canary-eu", "tier-0", "canary-eu"),
+    ("canary-us", "tier-0", "canary-us"),
+    ("eu-west", "tier-1", "eu-west"),
+    ("us-east", "tier-1", "shops-us-east"),
+];
+
+/// `examples/<file>` with the example repository URLs replaced by `app`, `config` and `system`.
+///
+/// # Panics
+/// If the file names another URL of the examples' host (this would not rewrite it).
+pub fn example_manifest(file: &str, app: &str, config: &str, system: &str) -> String {
+    let path = repo_root().join("examples").join(file);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read examples/{file}: {e}"));
+    let text =
+        text.replace(EXAMPLE_APP_URL, app).replace(EXAMPLE_CONFIG_URL, config).replace(EXAMPLE_SYSTEM_URL, system);
+    assert!(!text.contains("git.example.com"), "examples/{file} has a URL this test does not rewrite:\n{text}");
+    text
+}
+
+/// `text` (of `what`) with its one `from` replaced by `to`.
+///
+/// # Panics
+/// If `from` does not occur exactly once: the example changed, adapt the test.
+pub fn replace_once(text: &str, what: &str, from: &str, to: &str) -> String {
+    let n = text.matches(from).count();
+    assert_eq!(n, 1, "{what} says {from:?} {n} times, not once: adapt this test");
+    text.replacen(from, to, 1)
+}
+
+/// `examples/` as a user applies it (the Configuration, tier-0 and tier-1, and the four
+/// ShopSets of [`EXAMPLE_SHOPSETS`]) into namespace `ns`, on a git daemon of the test's own whose
+/// app and config repositories are seeded from `examples/app` and `examples/config`, with the
+/// Applications in `<ns>-argocd`. The manifests are written, not applied yet: see
+/// [`Examples::apply`].
+pub struct Examples {
+    pub ns: String,
+    pub argocd_ns: String,
+    pub app_url: String,
+    pub config_url: String,
+    pub system_url: String,
+    /// `main` of the app and config repositories, as seeded.
+    pub app_main: String,
+    pub config_main: String,
+    pub work: WorkDir,
+    pub manifests: PathBuf,
+    pub daemon: GitDaemon,
+}
+
+impl Examples {
+    /// tier-0 polls every `tier0_interval`; tier-1 hourly (it moves only when promoted).
+    pub fn new(cp: &ControlPlane, ns: &str, tier0_interval: &str) -> Examples {
+        let daemon = GitDaemon::start();
+        let examples = repo_root().join("examples");
+        let app_url = daemon.create_repo("shop-app");
+        let config_url = daemon.create_repo("shop-config");
+        let system_url = daemon.create_repo("shop-system");
+        let app_main = seed_dir(&app_url, "main", &examples.join("app"), "app from examples/app");
+        let config_main = seed_dir(&config_url, "main", &examples.join("config"), "config from examples/config");
+        let argocd_ns = format!("{ns}-argocd");
+        cp.kubectl_ok(["create", "namespace", ns]);
+        cp.kubectl_ok(["create", "namespace", &argocd_ns]);
+        let work = WorkDir::new(ns);
+        let manifests = work.path().join("manifests");
+        fs::create_dir_all(&manifests).expect("create manifests dir");
+        let argocd = ("\n    namespace: argocd\n", format!("\n    namespace: {argocd_ns}\n"));
+        for (file, edits) in [
+            ("configuration.yaml", vec![]),
+            ("tier-0.yaml", vec![("\n  interval: 1m\n", format!("\n  interval: {tier0_interval}\n")), argocd.clone()]),
+            ("tier-1.yaml", vec![("\n  interval: 5m\n", "\n  interval: 1h\n".to_string()), argocd.clone()]),
+            ("shopsets.yaml", vec![]),
+        ] {
+            let text = example_manifest(file, &app_url, &config_url, &system_url);
+            let what = format!("examples/{file}");
+            let text = edits.iter().fold(text, |text, (from, to)| replace_once(&text, &what, from, to));
+            fs::write(manifests.join(file), text).expect("write manifest");
+        }
+        Examples {
+            ns: ns.into(),
+            argocd_ns,
+            app_url,
+            config_url,
+            system_url,
+            app_main,
+            config_main,
+            work,
+            manifests,
+            daemon,
+        }
+    }
+
+    /// `kubectl apply -n <ns> -f` the manifests; kubectl's output.
+    pub fn apply(&self, cp: &ControlPlane) -> String {
+        cp.kubectl_ok(["apply", "-n", &self.ns, "-f", path_str(&self.manifests)])
+    }
+
+    /// A controller for the namespace; `name` names its log and cache in the work directory.
+    pub fn controller(&self, cp: &ControlPlane, name: &str) -> Controller {
+        Controller::new(cp, self.work.path(), &self.ns, name)
+    }
+
+    /// The bare system repository on disk.
+    pub fn system_repo(&self) -> PathBuf {
+        self.daemon.path("shop-system")
+    }
+
+    pub fn jsonpath(&self, cp: &ControlPlane, kind: &str, name: &str, path: &str) -> String {
+        jsonpath(cp, &self.ns, kind, name, path)
+    }
+
+    /// The status of the Ready condition of `kind/name`.
+    pub fn ready(&self, cp: &ControlPlane, kind: &str, name: &str) -> String {
+        ready_condition(cp, &self.ns, kind, name).0
+    }
+
+    /// Names of the Applications in the test's Argo CD namespace, sorted.
+    pub fn applications(&self, cp: &ControlPlane) -> Vec<String> {
+        applications(cp, &self.argocd_ns)
+    }
+
+    /// repoURL, targetRevision, path, project, destination server and namespace, and the labels
+    /// tier, shopset and managed-by of Application `name`.
+    pub fn application(&self, cp: &ControlPlane, name: &str) -> Vec<String> {
+        let path = [
+            "{.spec.source.repoURL}",
+            "{.spec.source.targetRevision}",
+            "{.spec.source.path}",
+            "{.spec.project}",
+            "{.spec.destination.server}",
+            "{.spec.destination.namespace}",
+            "{.metadata.labels.shopset\\.dev/tier}",
+            "{.metadata.labels.shopset\\.dev/shopset}",
+            "{.metadata.labels.app\\.kubernetes\\.io/managed-by}",
+        ]
+        .join("|");
+        jsonpath(cp, &self.argocd_ns, "application", name, &path).split('|').map(str::to_string).collect()
+    }
+
+    /// Commits on `tier`'s system branch, newest first.
+    pub fn system_log(&self, tier: &str) -> Vec<(String, String)> {
+        log(&self.system_url, tier)
+    }
+
+    /// The commit the gitlink `path` of `tier`'s system branch points to ("" if none).
+    pub fn gitlink(&self, tier: &str, path: &str) -> String {
+        gitlink(&self.system_repo(), tier, path)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The controller process
 
 /// How a controller process is started.
@@ -334,13 +513,25 @@ impl Run {
     }
 }
 
-/// `shopset-controller` as a process watching one namespace, its Lease in that namespace, logging
-/// (stdout and stderr) to a file that every run appends to.
+/// `shopset-controller` as a process, logging (stdout and stderr) to a file that every run
+/// appends to. By default it watches one namespace and keeps its Lease there; see
+/// [`Controller::watching_every_namespace`] for the way the Deployment runs it.
 pub struct Controller {
-    child: Option<Child>,
+    /// Behind a lock so that `&self` can tell whether the process still runs (probes of
+    /// [`wait_for`] borrow the controller while its log is the failure's context).
+    child: Mutex<Option<Child>>,
     port: u16,
+    /// The namespace of the test's Tiers (their metrics' `namespace` label).
     ns: String,
+    /// `--namespace`: None watches every namespace.
+    watch: Option<String>,
+    /// `--lease-namespace`: None keeps the Lease in the watched namespace.
+    lease_namespace: Option<String>,
     kubeconfig: PathBuf,
+    /// None: the workspace's `shopset-controller` of `cargo build`.
+    binary: Option<PathBuf>,
+    /// HOME of the process: its own directory, no user's git or kube configuration.
+    home: PathBuf,
     cache: PathBuf,
     secret_file: PathBuf,
     log: PathBuf,
@@ -356,10 +547,14 @@ impl Controller {
         let cache = dir.join(format!("cache-{name}"));
         fs::create_dir_all(&cache).expect("create cache dir");
         Controller {
-            child: None,
+            child: Mutex::new(None),
             port: 0,
             ns: ns.into(),
+            watch: Some(ns.into()),
+            lease_namespace: None,
             kubeconfig: cp.kubeconfig().to_path_buf(),
+            binary: None,
+            home: dir.to_path_buf(),
             cache,
             secret_file,
             log: dir.join(format!("{name}.log")),
@@ -367,49 +562,90 @@ impl Controller {
         }
     }
 
+    /// Watches every namespace (no `--namespace`) with its Lease in `lease_namespace`, as the
+    /// Deployment of `deploy/` runs it.
+    pub fn watching_every_namespace(mut self, lease_namespace: &str) -> Controller {
+        self.watch = None;
+        self.lease_namespace = Some(lease_namespace.into());
+        self
+    }
+
+    /// Talks to the API server with this kubeconfig instead of the control plane's admin one.
+    pub fn with_kubeconfig(mut self, kubeconfig: &Path) -> Controller {
+        self.kubeconfig = kubeconfig.to_path_buf();
+        self
+    }
+
+    /// Runs this binary instead of the workspace's.
+    pub fn with_binary(mut self, binary: &Path) -> Controller {
+        self.binary = Some(binary.to_path_buf());
+        self
+    }
+
     pub fn cache_dir(&self) -> &Path {
         &self.cache
     }
 
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts a process and waits until /healthz answers (it may still wait for the Lease).
     pub fn start(&mut self, run: &Run) {
-        assert!(self.child.is_none(), "one process per Controller at a time");
+        assert!(self.child().is_none(), "one process per Controller at a time");
         self.port = free_port();
         let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open controller log");
         writeln!(log, "==== {} on 127.0.0.1:{} (fault {:?})", run.identity, self.port, run.fault)
             .expect("write controller log");
         self.log_offset = fs::metadata(&self.log).map(|m| m.len() as usize).unwrap_or(0);
-        let mut cmd = Command::new(workspace_bin("shopset-controller"));
+        let binary = self.binary.clone().unwrap_or_else(|| workspace_bin("shopset-controller"));
+        let mut cmd = Command::new(&binary);
         cmd.arg(format!("--listen=127.0.0.1:{}", self.port))
-            .arg(format!("--namespace={}", self.ns))
             .arg(format!("--cache-dir={}", self.cache.display()))
             .arg(format!("--webhook-secret-file={}", self.secret_file.display()))
             .arg(format!("--lease-duration={}", run.lease_duration))
             .arg(format!("--identity={}", run.identity))
             .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.home)
             .env("PATH", path_env())
             .env("NO_COLOR", "1")
             .env("RUST_LOG", &run.rust_log)
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .env_remove("SHOPSET_NAMESPACE")
-            .env_remove("SHOPSET_FAULT")
-            .env_remove("SHOPSET_LOG_FORMAT")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
+        // Nothing of the environment the test runs in: only the flags above say what it does.
+        for var in [
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "SHOPSET_NAMESPACE",
+            "SHOPSET_CACHE_DIR",
+            "SHOPSET_TEMPLATES",
+            "SHOPSET_LISTEN",
+            "SHOPSET_WEBHOOK_SECRET_FILE",
+            "SHOPSET_FAULT",
+            "SHOPSET_LOG_FORMAT",
+        ] {
+            cmd.env_remove(var);
+        }
+        if let Some(ns) = &self.watch {
+            cmd.arg(format!("--namespace={ns}"));
+        }
+        if let Some(ns) = &self.lease_namespace {
+            cmd.arg(format!("--lease-namespace={ns}"));
+        }
         if let Some(fault) = &run.fault {
             cmd.env("SHOPSET_FAULT", fault);
         }
         if let Some(format) = &run.log_format {
             cmd.arg(format!("--log-format={format}"));
         }
-        self.child = Some(cmd.spawn().expect("spawn shopset-controller"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        *self.child() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("poll controller")) {
-                panic!("shopset-controller exited ({status}) during start-up:\n{}", self.log_since_start());
-            }
+            self.assert_running();
             if http(&self.url("/healthz"), &[], None).0 == 200 {
                 return;
             }
@@ -424,7 +660,7 @@ impl Controller {
 
     /// SIGKILL: no Lease release, no clean shutdown.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -432,7 +668,8 @@ impl Controller {
 
     /// SIGTERM, and wait for a clean exit (it releases its Lease).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child().take() else { return };
+        // Our own child, by its pid.
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -454,17 +691,24 @@ impl Controller {
     }
 
     /// Whether the process runs.
-    pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    pub fn running(&self) -> bool {
+        self.child().as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&self) {
+        if let Some(status) = self.child().as_mut().and_then(|c| c.try_wait().expect("poll controller")) {
+            panic!("shopset-controller exited ({status}):\n{}", self.log_since_start());
+        }
     }
 
     /// Waits for the process to exit on its own; its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
-            let child = self.child.as_mut().expect("a running controller");
-            if let Some(status) = child.try_wait().expect("poll controller") {
-                self.child = None;
+            let status = self.child().as_mut().expect("a running controller").try_wait().expect("poll controller");
+            if let Some(status) = status {
+                *self.child() = None;
                 return status;
             }
             assert!(
@@ -486,16 +730,24 @@ impl Controller {
         body
     }
 
-    fn labels(&self) -> [(&str, &str); 2] {
-        [("namespace", self.ns.as_str()), ("tier", TIER)]
-    }
-
+    /// `shopset_reconciles_total` of [`TIER`].
     pub fn reconciles(&self) -> f64 {
-        metric(&self.metrics(), "shopset_reconciles_total", &self.labels()).unwrap_or(0.0)
+        self.reconciles_of(TIER)
     }
 
+    /// `shopset_pushes_total` of [`TIER`].
     pub fn pushes(&self) -> f64 {
-        metric(&self.metrics(), "shopset_pushes_total", &self.labels()).unwrap_or(0.0)
+        self.pushes_of(TIER)
+    }
+
+    /// `shopset_reconciles_total` of `tier` of the controller's namespace.
+    pub fn reconciles_of(&self, tier: &str) -> f64 {
+        metric(&self.metrics(), "shopset_reconciles_total", &[("namespace", &self.ns), ("tier", tier)]).unwrap_or(0.0)
+    }
+
+    /// `shopset_pushes_total` of `tier` of the controller's namespace.
+    pub fn pushes_of(&self, tier: &str) -> f64 {
+        metric(&self.metrics(), "shopset_pushes_total", &[("namespace", &self.ns), ("tier", tier)]).unwrap_or(0.0)
     }
 
     /// `shopset_reconcile_errors_total` of the tier for `reason`.
@@ -503,16 +755,58 @@ impl Controller {
         metric(&self.metrics(), "shopset_reconcile_errors_total", &[("tier", TIER), ("reason", reason)]).unwrap_or(0.0)
     }
 
-    /// Waits for `n` more reconciles of the tier.
+    /// Waits for `n` more reconciles of [`TIER`].
     pub fn wait_for_reconciles(&self, n: u32, timeout: Duration) {
-        let start = self.reconciles();
-        wait_until(&format!("{n} more reconciles"), timeout, self, || {
-            (self.reconciles() >= start + n as f64).then_some(())
+        self.wait_for_reconciles_of(TIER, n, timeout);
+    }
+
+    /// Waits for `n` more reconciles of `tier`.
+    pub fn wait_for_reconciles_of(&self, tier: &str, n: u32, timeout: Duration) {
+        let start = self.reconciles_of(tier);
+        wait_until(&format!("{n} more reconciles of {tier}"), timeout, self, || {
+            (self.reconciles_of(tier) >= start + n as f64).then_some(())
         });
     }
 
+    /// Waits until the controller is in its steady poll rhythm for `tier` (two reconciles about
+    /// `interval` apart, nothing else in between) and returns when the last one was seen: the
+    /// next poll is due one interval later.
+    pub fn wait_for_poll_tick(&self, tier: &str, interval: Duration) -> Instant {
+        let deadline = Instant::now() + interval * 5;
+        let mut last = (self.reconciles_of(tier), Instant::now());
+        let mut steady = false;
+        loop {
+            let n = self.reconciles_of(tier);
+            if n != last.0 {
+                let now = Instant::now();
+                // An interval since the previous reconcile (less the sampling slack): a poll.
+                if steady && now.duration_since(last.1) + Duration::from_millis(600) >= interval {
+                    return now;
+                }
+                steady = true;
+                last = (n, now);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no steady {interval:?} poll of {tier} within {:?}:\n{}",
+                interval * 5,
+                self.log_since_start()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// POST to /hooks/github with `headers`.
     pub fn webhook(&self, headers: &[&str], body: &str) -> (u16, String) {
         http(&self.url("/hooks/github"), headers, Some(body))
+    }
+
+    /// A GitHub push event, with `X-Hub-Signature-256: <signature>` if given.
+    pub fn push_event(&self, body: &str, signature: Option<&str>) -> (u16, String) {
+        let signature = signature.map(|s| format!("X-Hub-Signature-256: {s}"));
+        let mut headers = vec!["X-GitHub-Event: push", "Content-Type: application/json"];
+        headers.extend(signature.as_deref());
+        self.webhook(&headers, body)
     }
 
     pub fn all_logs(&self) -> String {
@@ -543,24 +837,56 @@ pub fn abnormal(status: ExitStatus) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reading the cluster
+
+/// `kubectl get <kind> <name> -n <ns> -o jsonpath=<path>`.
+pub fn jsonpath(cp: &ControlPlane, ns: &str, kind: &str, name: &str, path: &str) -> String {
+    cp.kubectl_ok(["get", kind, name, "-n", ns, "-o", &format!("jsonpath={path}")])
+}
+
+/// status, reason and message of the Ready condition of `kind/name` in `ns`.
+pub fn ready_condition(cp: &ControlPlane, ns: &str, kind: &str, name: &str) -> (String, String, String) {
+    const READY: &str = r#".status.conditions[?(@.type=="Ready")]"#;
+    let out = jsonpath(cp, ns, kind, name, &format!("{{{READY}.status}}|{{{READY}.reason}}|{{{READY}.message}}"));
+    let mut parts = out.splitn(3, '|').map(str::to_string);
+    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+}
+
+/// Names of the Applications in `argocd_ns`, sorted.
+pub fn applications(cp: &ControlPlane, argocd_ns: &str) -> Vec<String> {
+    let out =
+        cp.kubectl_ok(["get", "applications.argoproj.io", "-n", argocd_ns, "-o", "jsonpath={.items[*].metadata.name}"]);
+    let mut names: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Polls `probe` every 250 ms until it returns `Some`, or panics after `timeout` with the
-/// controller's log.
-pub fn wait_until<T>(what: &str, timeout: Duration, ctl: &Controller, mut probe: impl FnMut() -> Option<T>) -> T {
+/// Polls `probe` every 250 ms until it returns `Some`, or panics after `timeout` with `what` and
+/// `context()`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = probe() {
             return v;
         }
         if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n---- controller log since its start:\n{}",
-                ctl.log_since_start()
-            );
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// [`wait_for`] with the controller's log since its start as the context.
+pub fn wait_until<T>(what: &str, timeout: Duration, ctl: &Controller, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for(what, timeout, probe, || format!("---- controller log since its start:\n{}", ctl.log_since_start()))
 }
 
 /// The commit a gitlink of `branch` points to in a bare repository ("" if there is none).
@@ -638,6 +964,31 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         }
         value.parse().ok()
     })
+}
+
+/// Runs `cmd` with the tools first on its PATH and no stdin; its stdout.
+///
+/// # Panics
+/// If it fails, with its status, stdout and stderr.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.env("PATH", path_env()).stdin(Stdio::null()).output().expect("run command");
+    assert!(out.status.success(), "{cmd:?} failed {}", show(&out));
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Output bytes as text (invalid UTF-8 replaced).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A command's status, stdout and stderr, for a failure message.
+pub fn show(output: &Output) -> String {
+    format!("({})\nstdout: {}\nstderr: {}", output.status, text(&output.stdout), text(&output.stderr))
+}
+
+pub fn base64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 pub fn free_port() -> u16 {
