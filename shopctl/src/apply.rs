@@ -22,6 +22,7 @@ use clap::ValueEnum;
 use kube::ResourceExt;
 use serde::Serialize;
 use shopset::gitops::Auth;
+use shopset::revision::short;
 
 use crate::{Cli, Output, Style, auth, load, print_structured};
 
@@ -121,7 +122,7 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
             "{} tier {} from {url} branch {branch} at {} (field manager {FIELD_MANAGER}{})",
             style.bold(if dry { "Dry run of" } else { "Applying" }),
             args.tier,
-            &commit[..7.min(commit.len())],
+            short(&commit),
             if dry { ", server dry run: nothing is stored" } else { "" }
         );
         for ss in input.shopsets.iter().map(|s| s.name_any()).filter(|n| !available.contains(n)) {

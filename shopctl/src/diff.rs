@@ -22,6 +22,7 @@ use shopset::gitops::{Auth, GitCache, diff_trees};
 use shopset::manifests::TierInput;
 use shopset::promote::{Move, Only, RepoMove, plan};
 use shopset::render::{Entry, Pins, RenderInput, Tree};
+use shopset::revision::{short, short_or};
 
 use crate::apply::{Kustomize, TempDir};
 use crate::{Cli, Output, Style, auth, cache, load, print_structured, renderer};
@@ -203,10 +204,6 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
     print_structured(cli.output, &report)
 }
 
-fn short(s: &str) -> &str {
-    &s[..7.min(s.len())]
-}
-
 fn print_text(r: &DiffReport, state: &shopset::inspect::GitState, style: &Style) {
     println!("{} {} -> {}: what the promotion would change", style.bold("Promote"), r.from, r.to);
     for mv in &r.repositories {
@@ -222,7 +219,7 @@ fn print_text(r: &DiffReport, state: &shopset::inspect::GitState, style: &Style)
             Move::FastForward => format!(
                 "fast-forward {} {} -> {} ({n} commit{})",
                 mv.to_branch,
-                short(mv.to_head.as_deref().unwrap_or_default()),
+                short_or(mv.to_head.as_deref(), "-"),
                 short(&mv.from_head),
                 if n == 1 { "" } else { "s" }
             ),

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use shopset::gitops::{Auth, GitCache};
 use shopset::manifests::{Inventory, LoadError};
 use shopset::render::{Pins, Renderer};
+use shopset::revision::{short, short_or};
 use shopset::sync::{SyncError, SyncOptions, SyncReport, resolve_pins, sync_tier};
 
 /// Exit status for invalid input (bad manifests, flags or templates).
@@ -445,11 +446,7 @@ fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[
         std::fs::rename(&staging, &dir).with_context(|| format!("cannot move the render to {}", dir.display()))?;
         written.push(serde_json::json!({"tier": name, "dir": dir, "files": files, "pins": resolved}));
         if cli.output == Output::Text {
-            println!(
-                "{name}: {files} files written to {} (app {})",
-                dir.display(),
-                &resolved.app[..7.min(resolved.app.len())]
-            );
+            println!("{name}: {files} files written to {} (app {})", dir.display(), short(&resolved.app));
         }
     }
     print_structured(cli.output, &written)
@@ -464,8 +461,12 @@ pub(crate) fn print_structured<T: serde::Serialize>(output: Output, value: &T) -
     Ok(())
 }
 
+/// A head as the report prints it: short, or `-` when there is none.
+fn head(id: &Option<String>) -> &str {
+    short_or(id.as_deref(), "-")
+}
+
 fn print_report(r: &SyncReport, s: &Style) {
-    let short = |o: &Option<String>| o.as_deref().map(|x| &x[..7.min(x.len())]).unwrap_or("-").to_string();
     println!("{} {} (branch {})", s.bold("Tier"), s.bold(&r.tier), r.branch);
     for b in &r.branches {
         match &b.created_from {
@@ -474,9 +475,9 @@ fn print_report(r: &SyncReport, s: &Style) {
                 b.repository,
                 s.yellow(if r.dry_run { "would create branch from" } else { "created branch from" }),
                 from,
-                short(&b.head)
+                head(&b.head)
             ),
-            None => println!("  {:<20} {} {}", b.repository, b.branch, short(&b.head)),
+            None => println!("  {:<20} {} {}", b.repository, b.branch, head(&b.head)),
         }
     }
     if let Some(diff) = &r.diff {
@@ -495,13 +496,13 @@ fn print_report(r: &SyncReport, s: &Style) {
             println!(
                 "  {} {} ({} push attempt{})",
                 s.green("committed"),
-                &commit[..7],
+                short(commit),
                 r.attempts,
                 if r.attempts == 1 { "" } else { "s" }
             );
             println!("{}", indent(r.message.as_deref().unwrap_or_default()));
         }
-        None => println!("  no change: system branch already at {}", short(&r.head)),
+        None => println!("  no change: system branch already at {}", head(&r.head)),
     }
 }
 
