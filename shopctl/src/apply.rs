@@ -87,7 +87,7 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
     let url = &tier.spec.system.url;
     let dry = args.dry_run == DryRun::Server;
 
-    let tmp = TempDir::new("shopctl-apply-")?;
+    let tmp = temp_dir("shopctl-apply-")?;
     let checkout = tmp.path().join("system");
     let mut urls = vec![url.clone(), tier.spec.app.url.clone()];
     urls.extend(input.configurations.iter().map(|c| c.spec.url.clone()));
@@ -304,35 +304,14 @@ fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// A private temporary directory, removed on drop.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(prefix: &str) -> Result<Self> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let base = std::env::temp_dir();
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        for attempt in 0..100u32 {
-            let path = base.join(format!("{prefix}{}-{nanos:x}-{attempt}", std::process::id()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(Self(path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(anyhow!("cannot create a temporary directory in {}: {e}", base.display())),
-            }
-        }
-        Err(anyhow!("cannot create a temporary directory in {}", base.display()))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A private (mode 0700) temporary directory, removed on drop.
+pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(prefix).tempdir().with_context(|| {
+        format!(
+            "cannot create a temporary directory in {}; fix: set TMPDIR to a writable directory",
+            std::env::temp_dir().display()
+        )
+    })
 }
 
 /// `kustomize build DIR`, or `kubectl kustomize DIR` when no `kustomize` is on PATH.

@@ -24,7 +24,7 @@ use shopset::promote::{Move, Only, RepoMove, plan};
 use shopset::render::{Entry, Pins, RenderInput, Tree};
 use shopset::revision::{short, short_or};
 
-use crate::apply::{Kustomize, TempDir};
+use crate::apply::{Kustomize, temp_dir};
 use crate::{Cli, Output, Style, auth, cache, load, print_structured, renderer};
 
 #[derive(clap::Args, Debug)]
@@ -120,7 +120,7 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
             pins,
         })
     };
-    let tmp = TempDir::new("shopctl-diff-")?;
+    let tmp = temp_dir("shopctl-diff-")?;
     let kustomize = Kustomize::find()?;
     let after_dir = tmp.path().join("after");
     materialize(&cache, &auth, &to_input, &render(&after)?, &after_dir, tmp.path())?;
