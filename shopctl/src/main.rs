@@ -519,7 +519,7 @@ fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
     println!("{} local repositories in {}", style.bold("Created"), setup.repos.display());
     println!("  app:    {}\n  config: {}\n  system: {}", setup.app_url, setup.config_url, setup.system_url);
     println!("  manifests: {}\n", setup.manifests.display());
-    let inventory = load(&[setup.manifests.clone()])?;
+    let inventory = load(std::slice::from_ref(&setup.manifests))?;
     let cache = GitCache::new(dir.join("cache"));
     let input = inventory.tier_input("tier-0")?;
     let report = sync_tier(&cache, &Auth::default(), &input, &renderer(cli)?, &SyncOptions::default())?;
