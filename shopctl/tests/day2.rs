@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
+use std::convert::Infallible;
 use std::net::TcpListener;
 
 use common::{Fixture, example_manifest};
@@ -229,29 +229,23 @@ fn doctor_finds_a_hotfix_not_merged_back() {
     assert!(run.stdout.contains("git checkout tier-0 && git merge origin/tier-1 && git push origin tier-0"), "{run}");
 }
 
-/// Serves `body` as /metrics to `requests` requests.
-fn metrics_server(body: String, requests: usize) -> String {
+/// Serves `body` as /metrics on 127.0.0.1, line by line in chunks (no Content-Length), as a
+/// server streaming its answer does.
+fn metrics_server(body: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let metrics = axum::routing::get(move || {
+        let lines: Vec<Result<String, Infallible>> = body.lines().map(|l| Ok(format!("{l}\n"))).collect();
+        async move { axum::body::Body::from_stream(futures::stream::iter(lines)) }
+    });
+    let app = axum::Router::new().route("/metrics", metrics);
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests) {
-            let mut stream = stream.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut chunk).unwrap();
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            assert!(String::from_utf8_lossy(&buf).starts_with("GET /metrics HTTP/1.1\r\n"));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
     });
     url
 }
@@ -262,17 +256,23 @@ fn doctor_reads_webhook_deliveries_from_the_controller_metrics() {
     f.sync_ok(&[]);
     // The controller's own metrics encoding: no delivery yet.
     let metrics = shopset::metrics::Metrics::default();
-    let url = metrics_server(metrics.encode(), 1);
+    let url = metrics_server(metrics.encode());
     let run = f.shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &url], &no_cluster()).failure(3);
     assert_eq!(problems(&run.stdout), ["the controller has seen no webhook delivery since it started"], "{run}");
     assert!(run.stdout.contains("/hooks/github"), "{run}");
 
     metrics.webhooks.inc();
-    let url = metrics_server(metrics.encode(), 1);
+    let url = metrics_server(metrics.encode());
     let run = f
         .shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("{url}/metrics")], &no_cluster())
         .success();
     assert!(run.stdout.contains("ok: webhook"), "{run}");
+
+    // An answer other than 200: said so, with the status.
+    let run = f
+        .shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("{url}/elsewhere")], &no_cluster())
+        .failure(3);
+    assert!(problems(&run.stdout)[0].ends_with(&format!("{url}/elsewhere/metrics answered 404 Not Found")), "{run}");
 
     // Nothing listening: said so, with how to reach the controller.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
