@@ -7,11 +7,12 @@ use std::process::ExitCode;
 mod apply;
 mod diff;
 mod doctor;
+mod man;
 mod promote;
 mod status;
 
 use anyhow::{Context, Result, anyhow};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use shopset::gitops::{Auth, GitCache};
 use shopset::manifests::{Inventory, LoadError};
 use shopset::render::{Pins, Renderer};
@@ -122,6 +123,17 @@ enum Command {
         /// Where to create the repositories and manifests.
         #[arg(default_value = "shopset-quickstart")]
         dir: PathBuf,
+    },
+    /// Print the shell completion script of shopctl, e.g. `source <(shopctl completion bash)`.
+    Completion {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of shopctl (roff), or write it and one page per command into a directory.
+    Man {
+        /// Write shopctl.1 and shopctl-<command>.1 for every command into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -286,6 +298,20 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
             print_structured(cli.output, &reports)
         }
         Command::Quickstart { dir } => quickstart(cli, dir, style),
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "shopctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out: None } => man::print(Cli::command()),
+        Command::Man { out: Some(dir) } => {
+            let written = man::write_all(Cli::command(), dir)?;
+            if cli.output == Output::Text {
+                for path in &written {
+                    println!("wrote {}", path.display());
+                }
+            }
+            print_structured(cli.output, &written)
+        }
         Command::Promote(args) => promote::promote(cli, style, args),
         Command::Rollback(args) => promote::rollback(cli, style, args),
         Command::Status(args) => status::status(cli, style, args),
