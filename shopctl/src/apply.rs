@@ -24,6 +24,7 @@ use serde::Serialize;
 use shopset::gitops::Auth;
 use shopset::revision::short;
 
+use crate::progress::Progress;
 use crate::{Cli, Output, Style, auth, load, print_structured};
 
 /// The field manager of everything `shopctl apply` applies.
@@ -136,11 +137,17 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
     let kustomize = Kustomize::find()?;
     let mut applied = Vec::new();
     let mut failures = Vec::new();
+    let progress = Progress::new(cli.output, names.len());
     for name in &names {
         let rel = format!("shopsets/{name}");
-        match apply_one(&kustomize, &checkout, name, &rel, dry) {
-            Ok(a) => {
-                if cli.output == Output::Text {
+        progress.start(&format!("{} ShopSet {name}", if dry { "dry-running" } else { "applying" }));
+        let result = apply_one(&kustomize, &checkout, name, &rel, dry);
+        progress.suspend(|| {
+            if cli.output != Output::Text {
+                return;
+            }
+            match &result {
+                Ok(a) => {
                     println!("{} {name}: {}", style.bold("ShopSet"), a.command);
                     for line in &a.objects {
                         println!("  {line}");
@@ -149,16 +156,16 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
                         println!("  {} {line}", style.yellow("not checked:"));
                     }
                 }
-                applied.push(a);
+                Err(_) => println!("{} {name}: {}", style.bold("ShopSet"), style.paint("31", "failed")),
             }
-            Err(e) => {
-                if cli.output == Output::Text {
-                    println!("{} {name}: {}", style.bold("ShopSet"), style.paint("31", "failed"));
-                }
-                failures.push(format!("{e:#}"));
-            }
+        });
+        progress.done();
+        match result {
+            Ok(a) => applied.push(a),
+            Err(e) => failures.push(format!("{e:#}")),
         }
     }
+    drop(progress);
     print_structured(
         cli.output,
         &Report {

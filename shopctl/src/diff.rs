@@ -25,6 +25,7 @@ use shopset::render::{Entry, Pins, RenderInput, Tree};
 use shopset::revision::{short, short_or};
 
 use crate::apply::{Kustomize, temp_dir};
+use crate::progress::Progress;
 use crate::{Cli, Output, Style, auth, cache, load, print_structured, renderer};
 
 #[derive(clap::Args, Debug)]
@@ -140,8 +141,10 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
         parts.join(", ")
     };
     let mut shopsets = Vec::new();
+    let progress = Progress::new(cli.output, to_input.shopsets.len());
     for ss in &to_input.shopsets {
         let name = ss.name_any();
+        progress.start(&format!("building ShopSet {name}"));
         let rel = format!("shopsets/{name}");
         let build = |dir: &Path| {
             kustomize.build(&dir.join(&rel)).map_err(|e| {
@@ -188,7 +191,9 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
             changed: !text.is_empty(),
             diff: text,
         });
+        progress.done();
     }
+    drop(progress);
 
     let report = DiffReport {
         from: args.from.clone(),

@@ -8,6 +8,7 @@ mod apply;
 mod diff;
 mod doctor;
 mod man;
+mod progress;
 mod promote;
 mod status;
 
@@ -284,17 +285,18 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
                 })?;
             }
             let mut reports = Vec::new();
+            let progress = progress::Progress::new(cli.output, order.len());
             for name in order {
                 let input = inventory.tier_input(&name)?;
-                if cli.output == Output::Text && std::io::stderr().is_terminal() {
-                    eprintln!("syncing {name}...");
-                }
+                progress.start(&format!("syncing {name}"));
                 let report = sync_tier(&cache, &auth, &input, &renderer, &opts)?;
                 if cli.output == Output::Text {
-                    print_report(&report, style);
+                    progress.suspend(|| print_report(&report, style));
                 }
+                progress.done();
                 reports.push(report);
             }
+            drop(progress);
             print_structured(cli.output, &reports)
         }
         Command::Quickstart { dir } => quickstart(cli, dir, style),

@@ -106,6 +106,42 @@ fn diff_lists_the_commits_and_the_changed_image_of_every_overlay() {
     assert!(after.stdout.contains("ShopSet eu-west (namespace eu-west): no change"), "{after}");
 }
 
+#[test]
+fn diff_and_apply_show_progress_on_a_terminal_only() {
+    let f = Fixture::daemon();
+    f.sync_ok(&[]);
+    bump_checkout(&f, "tier-0", "1.2.0");
+    f.sync_ok(&["--tier", "tier-0"]);
+    let path = path_with_tools();
+    let env = [("PATH", path.as_str())];
+    let diff = ["diff", "tier-0", "tier-1", "-f", &m(&f)];
+
+    // diff: each ShopSet of tier-1 as its overlays are built, with how many are left.
+    let run = f.shopctl_in_terminal(&diff, &env);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.terminal.contains("building ShopSet eu-west (2 left)"), "{run}");
+    assert!(run.terminal.contains("building ShopSet us-east (1 left)"), "{run}");
+    assert!(!run.stdout.contains("building"), "progress went to stdout:\n{run}");
+    assert!(run.stdout.contains("ShopSet eu-west (namespace eu-west): changed"), "{run}");
+    let piped = f.shopctl_env(&diff, &env).success();
+    assert_eq!(piped.stderr, "", "{piped}");
+    let json = f.shopctl_in_terminal(&[&diff[..], &["-o", "json"]].concat(), &env);
+    assert_eq!((json.code, json.terminal.as_str()), (Some(0), ""), "{json}");
+
+    // apply: each ShopSet as it is applied. Without a cluster kubectl fails for each, but the
+    // progress has named every one and the report says which failed.
+    let apply = ["apply", "tier-0", "-f", &m(&f)];
+    let no_cluster = [("PATH", path.as_str()), ("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let run = f.shopctl_in_terminal(&apply, &no_cluster);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.terminal.contains("applying ShopSet canary-eu (2 left)"), "{run}");
+    assert!(run.terminal.contains("applying ShopSet canary-us (1 left)"), "{run}");
+    assert!(run.stdout.contains("ShopSet canary-us: failed"), "{run}");
+    let piped = f.shopctl_env(&apply, &no_cluster).failure(1);
+    assert!(!piped.stderr.contains("applying ShopSet"), "{piped}");
+    assert!(piped.stderr.starts_with("error: ShopSet canary-eu: `kubectl apply"), "{piped}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // doctor, git analyzers (no cluster)
 
