@@ -463,7 +463,11 @@ fn apply_and_doctor_against_a_real_api_server() {
     cp.kubectl_ok(["apply", "--server-side", "-f", &m(&f)]);
     let run = doctor(&[]).failure(3);
     assert!(problems(&run.stdout).contains(&"Tier default/tier-0 has no Ready condition".to_string()), "{run}");
-    let not_ready = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"GitUnavailable","message":"repository git://git.invalid/app.git is unreachable","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#;
+    let not_ready = concat!(
+        r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"GitUnavailable","#,
+        r#""message":"repository git://git.invalid/app.git is unreachable","#,
+        r#""lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#
+    );
     cp.kubectl_ok(["patch", "tier", "tier-0", "--subresource=status", "--type=merge", "-p", not_ready]);
     let run = doctor(&[]).failure(3);
     assert!(
