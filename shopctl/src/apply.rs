@@ -22,7 +22,9 @@ use clap::ValueEnum;
 use kube::ResourceExt;
 use serde::Serialize;
 use shopset::gitops::Auth;
+use shopset::revision::short;
 
+use crate::progress::Progress;
 use crate::{Cli, Output, Style, auth, load, print_structured};
 
 /// The field manager of everything `shopctl apply` applies.
@@ -86,7 +88,7 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
     let url = &tier.spec.system.url;
     let dry = args.dry_run == DryRun::Server;
 
-    let tmp = TempDir::new("shopctl-apply-")?;
+    let tmp = temp_dir("shopctl-apply-")?;
     let checkout = tmp.path().join("system");
     let mut urls = vec![url.clone(), tier.spec.app.url.clone()];
     urls.extend(input.configurations.iter().map(|c| c.spec.url.clone()));
@@ -121,7 +123,7 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
             "{} tier {} from {url} branch {branch} at {} (field manager {FIELD_MANAGER}{})",
             style.bold(if dry { "Dry run of" } else { "Applying" }),
             args.tier,
-            &commit[..7.min(commit.len())],
+            short(&commit),
             if dry { ", server dry run: nothing is stored" } else { "" }
         );
         for ss in input.shopsets.iter().map(|s| s.name_any()).filter(|n| !available.contains(n)) {
@@ -135,11 +137,17 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
     let kustomize = Kustomize::find()?;
     let mut applied = Vec::new();
     let mut failures = Vec::new();
+    let progress = Progress::new(cli.output, names.len());
     for name in &names {
         let rel = format!("shopsets/{name}");
-        match apply_one(&kustomize, &checkout, name, &rel, dry) {
-            Ok(a) => {
-                if cli.output == Output::Text {
+        progress.start(&format!("{} ShopSet {name}", if dry { "dry-running" } else { "applying" }));
+        let result = apply_one(&kustomize, &checkout, name, &rel, dry);
+        progress.suspend(|| {
+            if cli.output != Output::Text {
+                return;
+            }
+            match &result {
+                Ok(a) => {
                     println!("{} {name}: {}", style.bold("ShopSet"), a.command);
                     for line in &a.objects {
                         println!("  {line}");
@@ -148,16 +156,16 @@ pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
                         println!("  {} {line}", style.yellow("not checked:"));
                     }
                 }
-                applied.push(a);
+                Err(_) => println!("{} {name}: {}", style.bold("ShopSet"), style.paint("31", "failed")),
             }
-            Err(e) => {
-                if cli.output == Output::Text {
-                    println!("{} {name}: {}", style.bold("ShopSet"), style.paint("31", "failed"));
-                }
-                failures.push(format!("{e:#}"));
-            }
+        });
+        progress.done();
+        match result {
+            Ok(a) => applied.push(a),
+            Err(e) => failures.push(format!("{e:#}")),
         }
     }
+    drop(progress);
     print_structured(
         cli.output,
         &Report {
@@ -303,35 +311,14 @@ fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// A private temporary directory, removed on drop.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(prefix: &str) -> Result<Self> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let base = std::env::temp_dir();
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        for attempt in 0..100u32 {
-            let path = base.join(format!("{prefix}{}-{nanos:x}-{attempt}", std::process::id()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(Self(path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(anyhow!("cannot create a temporary directory in {}: {e}", base.display())),
-            }
-        }
-        Err(anyhow!("cannot create a temporary directory in {}", base.display()))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A private (mode 0700) temporary directory, removed on drop.
+pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(prefix).tempdir().with_context(|| {
+        format!(
+            "cannot create a temporary directory in {}; fix: set TMPDIR to a writable directory",
+            std::env::temp_dir().display()
+        )
+    })
 }
 
 /// `kustomize build DIR`, or `kubectl kustomize DIR` when no `kustomize` is on PATH.

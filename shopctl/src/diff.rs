@@ -21,8 +21,10 @@ use shopset::gitops::{Auth, GitCache, diff_trees};
 use shopset::manifests::TierInput;
 use shopset::promote::{Move, Only, RepoMove, plan};
 use shopset::render::{Entry, Pins, RenderInput, Tree};
+use shopset::revision::{short, short_or};
 
-use crate::apply::{Kustomize, TempDir};
+use crate::apply::{Kustomize, temp_dir};
+use crate::progress::Progress;
 use crate::{Cli, Output, Style, auth, cache, load, print_structured, renderer};
 
 #[derive(clap::Args, Debug)]
@@ -112,7 +114,7 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
             pins,
         })
     };
-    let tmp = TempDir::new("shopctl-diff-")?;
+    let tmp = temp_dir("shopctl-diff-")?;
     let kustomize = Kustomize::find()?;
     let after_dir = tmp.path().join("after");
     materialize(&cache, &auth, &to_input, &render(&after)?, &after_dir, tmp.path())?;
@@ -132,8 +134,10 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
         parts.join(", ")
     };
     let mut shopsets = Vec::new();
+    let progress = Progress::new(cli.output, to_input.shopsets.len());
     for ss in &to_input.shopsets {
         let name = ss.name_any();
+        progress.start(&format!("building ShopSet {name}"));
         let rel = format!("shopsets/{name}");
         let build = |dir: &Path| {
             kustomize.build(&dir.join(&rel)).map_err(|e| {
@@ -180,7 +184,9 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
             changed: !text.is_empty(),
             diff: text,
         });
+        progress.done();
     }
+    drop(progress);
 
     let report = DiffReport {
         from: args.from.clone(),
@@ -194,10 +200,6 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
         print_text(&report, &state, style);
     }
     print_structured(cli.output, &report)
-}
-
-fn short(s: &str) -> &str {
-    &s[..7.min(s.len())]
 }
 
 fn print_text(r: &DiffReport, state: &shopset::state::GitState, style: &Style) {
@@ -215,7 +217,7 @@ fn print_text(r: &DiffReport, state: &shopset::state::GitState, style: &Style) {
             Move::FastForward => format!(
                 "fast-forward {} {} -> {} ({n} commit{})",
                 mv.to_branch,
-                short(mv.to_head.as_deref().unwrap_or_default()),
+                short_or(mv.to_head.as_deref(), "-"),
                 short(&mv.from_head),
                 if n == 1 { "" } else { "s" }
             ),

@@ -3,12 +3,17 @@
 //! problem is found. Without a cluster the git analyzers still run, and the output says what could
 //! not be checked.
 
-use std::io::{Read as _, Write as _};
-use std::net::ToSocketAddrs as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper::header::ACCEPT;
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use shopset::doctor::{Context, Finding, TierReport, cluster_facts, diagnose_tier, webhooks};
 
@@ -67,19 +72,28 @@ pub fn doctor(cli: &Cli, style: &Style, args: &DoctorArgs) -> Result<()> {
 
     let mut controller = ControllerReport { findings: Vec::new(), not_checked: Vec::new() };
     match &args.controller_url {
-        None => controller.not_checked.push("webhook: no --controller-url given (pass the controller's address, e.g. http://localhost:8080 after `kubectl -n shopset-system port-forward svc/shopset-controller 8080`)".into()),
+        None => controller.not_checked.push(
+            "webhook: no --controller-url given (pass the controller's address, e.g. http://localhost:8080 \
+             after `kubectl -n shopset-system port-forward svc/shopset-controller 8080`)"
+                .into(),
+        ),
         Some(url) => {
             let base = url.trim_end_matches('/').trim_end_matches("/metrics").to_string();
-            match http_get(&format!("{base}/metrics")) {
+            match rt.block_on(http_get(&format!("{base}/metrics"))) {
                 Ok(text) => controller.findings.extend(webhooks(&text, &base)),
                 Err(e) => controller.findings.push(Finding {
                     check: "webhook".into(),
                     tier: None,
                     problem: format!("cannot read the controller's metrics at {base}/metrics: {e:#}"),
-                    why: "the controller is down, or the address is wrong: without it nothing is synced except by hand".into(),
+                    why: "the controller is down, or the address is wrong: without it nothing is synced except by hand"
+                        .into(),
                     fix: vec![
                         format!("kubectl -n {} get deploy,pods", shopset::doctor::CONTROLLER_NAMESPACE),
-                        format!("kubectl -n {} port-forward svc/{} 8080", shopset::doctor::CONTROLLER_NAMESPACE, shopset::doctor::CONTROLLER_DEPLOYMENT),
+                        format!(
+                            "kubectl -n {} port-forward svc/{} 8080",
+                            shopset::doctor::CONTROLLER_NAMESPACE,
+                            shopset::doctor::CONTROLLER_DEPLOYMENT
+                        ),
                     ],
                 }),
             }
@@ -139,57 +153,108 @@ fn print_text(r: &DoctorReport, style: &Style) {
     }
 }
 
-/// A plain HTTP/1.1 GET (the metrics endpoint is plain HTTP inside the cluster; reach it with
-/// `kubectl port-forward`).
-fn http_get(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// URLs are read; fix: `kubectl port-forward` the controller's Service and pass http://localhost:<port>"))?;
-    let (host, path) = match rest.split_once('/') {
-        Some((h, p)) => (h, format!("/{p}")),
-        None => (rest, "/".to_string()),
-    };
-    let addr = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    let addrs: Vec<_> = addr.to_socket_addrs().with_context(|| format!("cannot resolve {host}"))?.collect();
-    let mut stream = addrs
-        .iter()
-        .find_map(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(5)).ok())
-        .ok_or_else(|| anyhow!("cannot connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("cannot read the answer of {url}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("{url} did not answer HTTP"))?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(anyhow!("{url} answered {status:?}"));
+/// A plain-HTTP GET (the metrics endpoint is plain HTTP inside the cluster; reach it with
+/// `kubectl port-forward`): the body of a 200 answer, whatever its transfer encoding.
+async fn http_get(url: &str) -> Result<String> {
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+    if !url.starts_with("http://") {
+        return Err(anyhow!(
+            "only http:// URLs are read; fix: `kubectl port-forward` the controller's Service and pass \
+             http://localhost:<port>"
+        ));
     }
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    let uri: Uri = url.parse().map_err(|e| anyhow!("{url:?} is not a URL ({e}); fix: pass http://host:port"))?;
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = Request::get(uri).header(ACCEPT, "text/plain").body(Empty::new())?;
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        let response = client.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!("cannot connect to {authority}: {}", root_cause(&e))
+            } else {
+                anyhow!("cannot read the answer of {url}: {}", root_cause(&e))
+            }
+        })?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            return Err(anyhow!("{url} answered {status}"));
+        }
+        let body = response.into_body().collect().await.with_context(|| format!("cannot read the answer of {url}"))?;
+        Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
     });
-    Ok(if chunked { dechunk(body) } else { body.to_string() })
+    answer.await.map_err(|_| anyhow!("{url} did not answer within {} s", ANSWER_TIMEOUT.as_secs()))?
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+/// The innermost error: what the OS or the peer said, without the client's wrappers.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(source) = cause.source() {
+        cause = source;
     }
-    out
+    cause.to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(super::dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "hello world");
+    use std::convert::Infallible;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::http_get;
+
+    /// A server on 127.0.0.1 whose /metrics answers in chunks (no Content-Length), as a
+    /// streaming server does, and whose other paths answer 404.
+    async fn chunked_server() -> String {
+        let metrics = get(|| async {
+            let chunks = ["shopset_", "webhook_deliveries_total", " 3\n", "# EOF\n"];
+            let stream = futures::stream::iter(chunks.map(|c| Ok::<_, Infallible>(c.to_string())));
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream)).into_response()
+        });
+        let app = Router::new().route("/metrics", metrics);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_read_whole() {
+        let base = chunked_server().await;
+        // The server does answer in chunks.
+        let mut raw = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+        raw.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        raw.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.to_ascii_lowercase().contains("\r\ntransfer-encoding: chunked\r\n"), "{answer}");
+
+        assert_eq!(http_get(&format!("{base}/metrics")).await.unwrap(), "shopset_webhook_deliveries_total 3\n# EOF\n");
+    }
+
+    #[tokio::test]
+    async fn a_non_200_answer_is_an_error_naming_the_status() {
+        let base = chunked_server().await;
+        let err = http_get(&format!("{base}/nothing")).await.unwrap_err();
+        assert_eq!(err.to_string(), format!("{base}/nothing answered 404 Not Found"));
+    }
+
+    #[tokio::test]
+    async fn only_http_urls_are_read() {
+        let err = http_get("https://127.0.0.1:1/metrics").await.unwrap_err();
+        assert!(err.to_string().starts_with("only http:// URLs are read; fix: `kubectl port-forward`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_said_with_the_address() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let err = http_get(&format!("http://{closed}/metrics")).await.unwrap_err();
+        assert!(err.to_string().starts_with(&format!("cannot connect to {closed}: ")), "{err}");
     }
 }

@@ -7,14 +7,17 @@ use std::process::ExitCode;
 mod apply;
 mod diff;
 mod doctor;
+mod man;
+mod progress;
 mod promote;
 mod status;
 
 use anyhow::{Context, Result, anyhow};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use shopset::gitops::{Auth, GitCache};
 use shopset::manifests::{Inventory, LoadError};
 use shopset::render::{Pins, Renderer};
+use shopset::revision::{short, short_or};
 use shopset::sync::{SyncError, SyncOptions, SyncReport, resolve_pins, sync_tier};
 
 /// Exit status for invalid input (bad manifests, flags or templates).
@@ -121,6 +124,17 @@ enum Command {
         /// Where to create the repositories and manifests.
         #[arg(default_value = "shopset-quickstart")]
         dir: PathBuf,
+    },
+    /// Print the shell completion script of shopctl, e.g. `source <(shopctl completion bash)`.
+    Completion {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of shopctl (roff), or write it and one page per command into a directory.
+    Man {
+        /// Write shopctl.1 and shopctl-<command>.1 for every command into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -271,20 +285,35 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
                 })?;
             }
             let mut reports = Vec::new();
+            let progress = progress::Progress::new(cli.output, order.len());
             for name in order {
                 let input = inventory.tier_input(&name)?;
-                if cli.output == Output::Text && std::io::stderr().is_terminal() {
-                    eprintln!("syncing {name}...");
-                }
+                progress.start(&format!("syncing {name}"));
                 let report = sync_tier(&cache, &auth, &input, &renderer, &opts)?;
                 if cli.output == Output::Text {
-                    print_report(&report, style);
+                    progress.suspend(|| print_report(&report, style));
                 }
+                progress.done();
                 reports.push(report);
             }
+            drop(progress);
             print_structured(cli.output, &reports)
         }
         Command::Quickstart { dir } => quickstart(cli, dir, style),
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "shopctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out: None } => man::print(Cli::command()),
+        Command::Man { out: Some(dir) } => {
+            let written = man::write_all(Cli::command(), dir)?;
+            if cli.output == Output::Text {
+                for path in &written {
+                    println!("wrote {}", path.display());
+                }
+            }
+            print_structured(cli.output, &written)
+        }
         Command::Promote(args) => promote::promote(cli, style, args),
         Command::Rollback(args) => promote::rollback(cli, style, args),
         Command::Status(args) => status::status(cli, style, args),
@@ -419,11 +448,7 @@ fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[
         std::fs::rename(&staging, &dir).with_context(|| format!("cannot move the render to {}", dir.display()))?;
         written.push(serde_json::json!({"tier": name, "dir": dir, "files": files, "pins": resolved}));
         if cli.output == Output::Text {
-            println!(
-                "{name}: {files} files written to {} (app {})",
-                dir.display(),
-                &resolved.app[..7.min(resolved.app.len())]
-            );
+            println!("{name}: {files} files written to {} (app {})", dir.display(), short(&resolved.app));
         }
     }
     print_structured(cli.output, &written)
@@ -438,8 +463,12 @@ pub(crate) fn print_structured<T: serde::Serialize>(output: Output, value: &T) -
     Ok(())
 }
 
+/// A head as the report prints it: short, or `-` when there is none.
+fn head(id: &Option<String>) -> &str {
+    short_or(id.as_deref(), "-")
+}
+
 fn print_report(r: &SyncReport, s: &Style) {
-    let short = |o: &Option<String>| o.as_deref().map(|x| &x[..7.min(x.len())]).unwrap_or("-").to_string();
     println!("{} {} (branch {})", s.bold("Tier"), s.bold(&r.tier), r.branch);
     for b in &r.branches {
         match &b.created_from {
@@ -448,9 +477,9 @@ fn print_report(r: &SyncReport, s: &Style) {
                 b.repository,
                 s.yellow(if r.dry_run { "would create branch from" } else { "created branch from" }),
                 from,
-                short(&b.head)
+                head(&b.head)
             ),
-            None => println!("  {:<20} {} {}", b.repository, b.branch, short(&b.head)),
+            None => println!("  {:<20} {} {}", b.repository, b.branch, head(&b.head)),
         }
     }
     if let Some(diff) = &r.diff {
@@ -469,13 +498,13 @@ fn print_report(r: &SyncReport, s: &Style) {
             println!(
                 "  {} {} ({} push attempt{})",
                 s.green("committed"),
-                &commit[..7],
+                short(commit),
                 r.attempts,
                 if r.attempts == 1 { "" } else { "s" }
             );
             println!("{}", indent(r.message.as_deref().unwrap_or_default()));
         }
-        None => println!("  no change: system branch already at {}", short(&r.head)),
+        None => println!("  no change: system branch already at {}", head(&r.head)),
     }
 }
 
@@ -492,7 +521,7 @@ fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
     println!("{} local repositories in {}", style.bold("Created"), setup.repos.display());
     println!("  app:    {}\n  config: {}\n  system: {}", setup.app_url, setup.config_url, setup.system_url);
     println!("  manifests: {}\n", setup.manifests.display());
-    let inventory = load(&[setup.manifests.clone()])?;
+    let inventory = load(std::slice::from_ref(&setup.manifests))?;
     let cache = GitCache::new(dir.join("cache"));
     let input = inventory.tier_input("tier-0")?;
     let report = sync_tier(&cache, &Auth::default(), &input, &renderer(cli)?, &SyncOptions::default())?;

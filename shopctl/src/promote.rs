@@ -161,7 +161,13 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     let moved = execute(&cache, &auth, &plan, &args.from, args.force)?;
     if cli.output == Output::Text {
         for mv in &moved {
-            println!("{} {} {} -> {}", style.green("moved"), mv.repository, mv.to_branch, &mv.from_head[..7]);
+            println!(
+                "{} {} {} -> {}",
+                style.green("moved"),
+                mv.repository,
+                mv.to_branch,
+                shopset::revision::short(&mv.from_head)
+            );
         }
         if moved.is_empty() {
             println!("nothing to promote: {} is already at {}", args.to, args.from);
@@ -185,12 +191,12 @@ fn print_plan(plan: &Plan, style: &Style, preview: bool) {
     for mv in &plan.repositories {
         let what = match &mv.kind {
             Move::UpToDate => "up to date".to_string(),
-            Move::Create => format!("create {} at {}", mv.to_branch, &mv.from_head[..7]),
+            Move::Create => format!("create {} at {}", mv.to_branch, shopset::revision::short(&mv.from_head)),
             Move::FastForward => format!(
                 "fast-forward {} {} -> {} ({} commit{})",
                 mv.to_branch,
-                &mv.to_head.as_deref().unwrap_or_default()[..7],
-                &mv.from_head[..7],
+                shopset::revision::short_or(mv.to_head.as_deref(), "-"),
+                shopset::revision::short(&mv.from_head),
                 mv.commits.len(),
                 if mv.commits.len() == 1 { "" } else { "s" }
             ),
@@ -279,8 +285,8 @@ pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
             style.bold(verb),
             done.repository,
             done.branch,
-            &done.previous[..7],
-            &done.head[..7]
+            shopset::revision::short(&done.previous),
+            shopset::revision::short(&done.head)
         );
         if !done.undone.is_empty() {
             println!(
@@ -291,7 +297,7 @@ pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
         if !args.dry_run {
             println!(
                 "next: the controller pins {} on the system branch {} (by hand: shopctl sync -f ... --tier {})",
-                &done.head[..7],
+                shopset::revision::short(&done.head),
                 done.branch,
                 args.tier
             );

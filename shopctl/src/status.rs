@@ -8,7 +8,7 @@ use kube::api::Api;
 use serde::Serialize;
 use shopset::api::Tier;
 use shopset::argocd::{AppState, Problem, application_states, problems};
-use shopset::revision::short_or;
+use shopset::revision::{short, short_or};
 use shopset::state::GitState;
 
 use crate::{Cli, Output, Style, auth, cache, load, print_structured, tier_order};
@@ -124,19 +124,15 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
     print_structured(cli.output, &views)
 }
 
-fn short(s: Option<&String>) -> String {
-    short_or(s.map(String::as_str), "-").to_string()
-}
-
 fn print_view(v: &TierView, style: &Style) {
     let from = v.promoted_from.as_deref().map(|f| format!(" (promoted from {f})")).unwrap_or_default();
     println!("{}{from}", style.bold(&format!("Tier {}", v.tier)));
     if let Some(g) = &v.git {
-        println!("  app            {} {}", g.branch, short(g.app_head.as_ref()));
+        println!("  app            {} {}", g.branch, short_or(g.app_head.as_deref(), "-"));
         for (name, head) in &g.configuration_heads {
-            println!("  config/{name:<7} {} {}", g.branch, short(head.as_ref()));
+            println!("  config/{name:<7} {} {}", g.branch, short_or(head.as_deref(), "-"));
         }
-        println!("  system         {} {}", g.branch, short(g.system_head.as_ref()));
+        println!("  system         {} {}", g.branch, short_or(g.system_head.as_deref(), "-"));
         for (path, oid) in &g.pinned {
             let stale = match path.as_str() {
                 "base" if g.app_head.as_ref() != Some(oid) => {
@@ -144,7 +140,7 @@ fn print_view(v: &TierView, style: &Style) {
                 }
                 _ => String::new(),
             };
-            println!("    pins {path:<18} {}{stale}", short(Some(oid)));
+            println!("    pins {path:<18} {}{stale}", short(oid));
         }
         if let (Some(behind), Some(ahead)) = (g.behind, g.ahead) {
             println!("  behind {}: {behind} commit(s); ahead: {ahead}", v.promoted_from.as_deref().unwrap_or("-"));
@@ -164,7 +160,7 @@ fn print_view(v: &TierView, style: &Style) {
                 a.application,
                 exists,
                 a.health.clone().unwrap_or_else(|| "-".into()),
-                short(a.revision.as_ref())
+                short_or(a.revision.as_deref(), "-")
             );
             if !view.deployed {
                 let why: Vec<String> = view.problems.iter().map(ToString::to_string).collect();

@@ -104,14 +104,19 @@ impl Files {
     }
 }
 
+/// How a case changes the valid input.
+type Edit = Box<dyn Fn(&mut Files, &Repos)>;
+/// What a case's stderr must say, given the repositories' URLs.
+type Expect = Box<dyn Fn(&Repos) -> Vec<String>>;
+
 struct Case {
     name: &'static str,
-    edit: Box<dyn Fn(&mut Files, &Repos)>,
+    edit: Edit,
     /// Extra arguments of `shopctl sync`.
     args: &'static [&'static str],
     exit: i32,
     /// Everything stderr must say: resource, field, offending value, what is wrong.
-    expect: Box<dyn Fn(&Repos) -> Vec<String>>,
+    expect: Expect,
     /// Refused before any repository is asked: `render --offline` must say the same.
     offline: bool,
     /// Words stderr must not contain (secrets).

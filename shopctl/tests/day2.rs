@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
+use std::convert::Infallible;
 use std::net::TcpListener;
 
 use common::{Fixture, example_manifest};
@@ -104,6 +104,42 @@ fn diff_lists_the_commits_and_the_changed_image_of_every_overlay() {
     let after = f.shopctl_env(&["diff", "tier-0", "tier-1", "-f", &m(&f)], &env).success();
     assert!(after.stdout.contains("app                  up to date"), "{after}");
     assert!(after.stdout.contains("ShopSet eu-west (namespace eu-west): no change"), "{after}");
+}
+
+#[test]
+fn diff_and_apply_show_progress_on_a_terminal_only() {
+    let f = Fixture::daemon();
+    f.sync_ok(&[]);
+    bump_checkout(&f, "tier-0", "1.2.0");
+    f.sync_ok(&["--tier", "tier-0"]);
+    let path = path_with_tools();
+    let env = [("PATH", path.as_str())];
+    let diff = ["diff", "tier-0", "tier-1", "-f", &m(&f)];
+
+    // diff: each ShopSet of tier-1 as its overlays are built, with how many are left.
+    let run = f.shopctl_in_terminal(&diff, &env);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.terminal.contains("building ShopSet eu-west (2 left)"), "{run}");
+    assert!(run.terminal.contains("building ShopSet us-east (1 left)"), "{run}");
+    assert!(!run.stdout.contains("building"), "progress went to stdout:\n{run}");
+    assert!(run.stdout.contains("ShopSet eu-west (namespace eu-west): changed"), "{run}");
+    let piped = f.shopctl_env(&diff, &env).success();
+    assert_eq!(piped.stderr, "", "{piped}");
+    let json = f.shopctl_in_terminal(&[&diff[..], &["-o", "json"]].concat(), &env);
+    assert_eq!((json.code, json.terminal.as_str()), (Some(0), ""), "{json}");
+
+    // apply: each ShopSet as it is applied. Without a cluster kubectl fails for each, but the
+    // progress has named every one and the report says which failed.
+    let apply = ["apply", "tier-0", "-f", &m(&f)];
+    let no_cluster = [("PATH", path.as_str()), ("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let run = f.shopctl_in_terminal(&apply, &no_cluster);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.terminal.contains("applying ShopSet canary-eu (2 left)"), "{run}");
+    assert!(run.terminal.contains("applying ShopSet canary-us (1 left)"), "{run}");
+    assert!(run.stdout.contains("ShopSet canary-us: failed"), "{run}");
+    let piped = f.shopctl_env(&apply, &no_cluster).failure(1);
+    assert!(!piped.stderr.contains("applying ShopSet"), "{piped}");
+    assert!(piped.stderr.starts_with("error: ShopSet canary-eu: `kubectl apply"), "{piped}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,29 +265,23 @@ fn doctor_finds_a_hotfix_not_merged_back() {
     assert!(run.stdout.contains("git checkout tier-0 && git merge origin/tier-1 && git push origin tier-0"), "{run}");
 }
 
-/// Serves `body` as /metrics to `requests` requests.
-fn metrics_server(body: String, requests: usize) -> String {
+/// Serves `body` as /metrics on 127.0.0.1, line by line in chunks (no Content-Length), as a
+/// server streaming its answer does.
+fn metrics_server(body: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let metrics = axum::routing::get(move || {
+        let lines: Vec<Result<String, Infallible>> = body.lines().map(|l| Ok(format!("{l}\n"))).collect();
+        async move { axum::body::Body::from_stream(futures::stream::iter(lines)) }
+    });
+    let app = axum::Router::new().route("/metrics", metrics);
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests) {
-            let mut stream = stream.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut chunk).unwrap();
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            assert!(String::from_utf8_lossy(&buf).starts_with("GET /metrics HTTP/1.1\r\n"));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
     });
     url
 }
@@ -262,17 +292,23 @@ fn doctor_reads_webhook_deliveries_from_the_controller_metrics() {
     f.sync_ok(&[]);
     // The controller's own metrics encoding: no delivery yet.
     let metrics = shopset::metrics::Metrics::default();
-    let url = metrics_server(metrics.encode(), 1);
+    let url = metrics_server(metrics.encode());
     let run = f.shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &url], &no_cluster()).failure(3);
     assert_eq!(problems(&run.stdout), ["the controller has seen no webhook delivery since it started"], "{run}");
     assert!(run.stdout.contains("/hooks/github"), "{run}");
 
     metrics.webhooks.inc();
-    let url = metrics_server(metrics.encode(), 1);
+    let url = metrics_server(metrics.encode());
     let run = f
         .shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("{url}/metrics")], &no_cluster())
         .success();
     assert!(run.stdout.contains("ok: webhook"), "{run}");
+
+    // An answer other than 200: said so, with the status.
+    let run = f
+        .shopctl_env(&["doctor", "-f", &m(&f), "--controller-url", &format!("{url}/elsewhere")], &no_cluster())
+        .failure(3);
+    assert!(problems(&run.stdout)[0].ends_with(&format!("{url}/elsewhere/metrics answered 404 Not Found")), "{run}");
 
     // Nothing listening: said so, with how to reach the controller.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -427,7 +463,11 @@ fn apply_and_doctor_against_a_real_api_server() {
     cp.kubectl_ok(["apply", "--server-side", "-f", &m(&f)]);
     let run = doctor(&[]).failure(3);
     assert!(problems(&run.stdout).contains(&"Tier default/tier-0 has no Ready condition".to_string()), "{run}");
-    let not_ready = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"GitUnavailable","message":"repository git://git.invalid/app.git is unreachable","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#;
+    let not_ready = concat!(
+        r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"GitUnavailable","#,
+        r#""message":"repository git://git.invalid/app.git is unreachable","#,
+        r#""lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#
+    );
     cp.kubectl_ok(["patch", "tier", "tier-0", "--subresource=status", "--type=merge", "-p", not_ready]);
     let run = doctor(&[]).failure(3);
     assert!(

@@ -299,7 +299,12 @@ fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand(
             .expect("us-east in the example"),
     );
     let changed = format!(
-        "{keep}---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: ap-south\nspec:\n  tier: tier-1\n  configuration: shop-config\n  shops: [shop-2001]\n  images:\n  - name: ghcr.io/acme/storefront\n    newTag: 1.0.1\n"
+        concat!(
+            "{keep}---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: ap-south\n",
+            "spec:\n  tier: tier-1\n  configuration: shop-config\n  shops: [shop-2001]\n",
+            "  images:\n  - name: ghcr.io/acme/storefront\n    newTag: 1.0.1\n"
+        ),
+        keep = keep
     );
     f.write_manifest("shopsets.yaml", &changed);
     hand.run("rerender", &[("TIER", "tier-1")]);
@@ -337,8 +342,17 @@ fn kubectl_blocks_apply_what_the_controller_and_argo_cd_apply() {
     // An Application of a ShopSet that is gone, and one of another tier: only the first goes.
     let stale = |name: &str, tier: &str| {
         format!(
-            "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: {name}\n  namespace: argocd\n  labels:\n    app.kubernetes.io/managed-by: shopset-controller\n    shopset.dev/tier: {tier}\nspec:\n  project: default\n  source:\n    repoURL: {}\n    targetRevision: {tier}\n    path: shopsets/{name}\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: {name}\n",
-            f.system
+            concat!(
+                "apiVersion: argoproj.io/v1alpha1\nkind: Application\n",
+                "metadata:\n  name: {name}\n  namespace: argocd\n",
+                "  labels:\n    app.kubernetes.io/managed-by: shopset-controller\n    shopset.dev/tier: {tier}\n",
+                "spec:\n  project: default\n",
+                "  source:\n    repoURL: {url}\n    targetRevision: {tier}\n    path: shopsets/{name}\n",
+                "  destination:\n    server: https://kubernetes.default.svc\n    namespace: {name}\n"
+            ),
+            name = name,
+            tier = tier,
+            url = f.system
         )
     };
     cp.kubectl_with_stdin_ok(

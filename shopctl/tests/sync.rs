@@ -164,6 +164,34 @@ fn json_output_parses_and_names_the_commit() {
     assert!(report["message"].as_str().unwrap().starts_with("tier-0: first render"), "{report:#}");
 }
 
+#[test]
+fn progress_shows_on_a_terminal_and_never_in_a_pipe_or_json() {
+    let f = Fixture::daemon();
+
+    // On a terminal: each tier as it is synced, with how many are left; the report on stdout.
+    let run = f.shopctl_in_terminal(&["sync", "-f", &manifests_arg(&f)], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.terminal.contains("syncing tier-0 (2 left)"), "{run}");
+    assert!(run.terminal.contains("syncing tier-1 (1 left)"), "{run}");
+    assert!(!run.stdout.contains("syncing"), "progress went to stdout:\n{run}");
+    for tier in ["tier-0", "tier-1"] {
+        assert!(run.stdout.contains(&format!("Tier {tier} (branch {tier})")), "{run}");
+    }
+
+    // Piped: nothing but the report.
+    let piped = f.sync_ok(&[]);
+    assert_eq!(piped.stderr, "", "{piped}");
+    assert!(piped.stdout.contains("Tier tier-1 (branch tier-1)"), "{piped}");
+
+    // JSON or YAML on a terminal: no progress either.
+    for format in ["json", "yaml"] {
+        let run = f.shopctl_in_terminal(&["-o", format, "sync", "-f", &manifests_arg(&f)], &[]);
+        assert_eq!(run.code, Some(0), "{run}");
+        assert_eq!(run.terminal, "", "{run}");
+        assert!(run.stdout.contains("tier-1"), "{run}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Promotion: tier-1 from tier-0
 

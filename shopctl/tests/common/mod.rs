@@ -113,6 +113,13 @@ impl Fixture {
         Run::of(cmd, args)
     }
 
+    /// Like [`shopctl_env`](Self::shopctl_env), under a pseudo-terminal: see [`run_in_terminal`].
+    pub fn shopctl_in_terminal(&self, args: &[&str], env: &[(&str, &str)]) -> TerminalRun {
+        let mut cmd = shopctl_command(&self.cache(), self.work.path());
+        cmd.args(args).envs(env.iter().copied());
+        run_in_terminal(&cmd, &self.work.path().join("terminal-stdout"))
+    }
+
     /// `shopctl sync -f <manifests> <extra>`, which must succeed.
     pub fn sync_ok(&self, extra: &[&str]) -> Run {
         let manifests = self.manifests();
@@ -225,4 +232,45 @@ pub fn shopctl_command(cache: &std::path::Path, home: &std::path::Path) -> Comma
     }
     cmd.env("HOME", home).env("XDG_CONFIG_HOME", home).env("GIT_CONFIG_NOSYSTEM", "1").stdin(Stdio::null());
     cmd
+}
+
+/// A run under a pseudo-terminal: what the terminal showed (stderr) and what went to stdout.
+#[derive(Debug)]
+pub struct TerminalRun {
+    pub code: Option<i32>,
+    /// Everything written to the terminal, escape sequences and carriage returns included.
+    pub terminal: String,
+    pub stdout: String,
+}
+
+impl std::fmt::Display for TerminalRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout\n{}--- terminal\n{:?}", self.code, self.stdout, self.terminal)
+    }
+}
+
+/// Runs a prepared command with its stderr on a pseudo-terminal, as at a person's shell (util-linux
+/// `script`, its environment and working directory kept), and its stdout redirected to
+/// `stdout_file`, so what is drawn on the terminal is told apart from the report.
+pub fn run_in_terminal(cmd: &Command, stdout_file: &std::path::Path) -> TerminalRun {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().expect("UTF-8 argument").replace('\'', r"'\''"));
+    let mut line: Vec<String> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(quote).collect();
+    line.push(format!("> {}", quote(stdout_file.as_os_str())));
+    let mut script = Command::new("script");
+    script.args(["--quiet", "--return", "--command", &line.join(" "), "/dev/null"]).stdin(Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => script.env(key, v),
+            None => script.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    let out = script.output().expect("run script (util-linux)");
+    TerminalRun {
+        code: out.status.code(),
+        terminal: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout: std::fs::read_to_string(stdout_file).unwrap_or_default(),
+    }
 }

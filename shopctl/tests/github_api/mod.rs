@@ -193,11 +193,12 @@ fn record(
     body
 }
 
-fn authorized(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+/// The 401 answer GitHub gives, unless the request carries the token.
+fn denial(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     let want = format!("Bearer {}", inner.token);
     match headers.get("authorization") {
-        Some(v) if v.as_bytes() == want.as_bytes() => Ok(()),
-        _ => Err((
+        Some(v) if v.as_bytes() == want.as_bytes() => None,
+        _ => Some((
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"})),
         )
@@ -212,7 +213,7 @@ async fn create_pull(
     body: Bytes,
 ) -> Response {
     let body = record(&inner, "POST", &owner, &repo, HashMap::new(), &headers, &body);
-    if let Err(denied) = authorized(&inner, &headers) {
+    if let Some(denied) = denial(&inner, &headers) {
         return denied;
     }
     let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
@@ -246,7 +247,7 @@ async fn list_pulls(
     headers: HeaderMap,
 ) -> Response {
     record(&inner, "GET", &owner, &repo, query.clone(), &headers, &Bytes::new());
-    if let Err(denied) = authorized(&inner, &headers) {
+    if let Some(denied) = denial(&inner, &headers) {
         return denied;
     }
     let api = inner.base_url.lock().unwrap().clone();
