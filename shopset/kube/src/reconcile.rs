@@ -396,3 +396,53 @@ mod tests {
         assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
     }
 }
+
+#[cfg(test)]
+mod policy_tests {
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    use super::*;
+
+    fn context() -> Arc<Context> {
+        let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let dir = std::env::temp_dir().join("shopset-policy-test");
+        Arc::new(Context::new(client, GitCache::new(dir), Renderer::embedded().unwrap(), Arc::default()))
+    }
+
+    fn tier() -> Arc<Tier> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "shopset.dev/v1alpha1", "kind": "Tier",
+                "metadata": {"name": "tier-0", "namespace": "shop"},
+                "spec": {"app": {"url": "https://g/app.git"}, "system": {"url": "https://g/system.git"}},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn terminal_errors_wait_for_a_change_and_others_back_off_with_jitter() {
+        let ctx = context();
+        let invalid = Error::Invalid("ShopSet/eu: spec.shops: ...".into());
+        assert_eq!(error_policy(tier(), &invalid, ctx.clone()), Action::await_change());
+        let down = Error::Kube("connection refused".into());
+        for n in 1..=3u64 {
+            let action = format!("{:?}", error_policy(tier(), &down, ctx.clone()));
+            let base = 5 * (1 << (n - 1));
+            // Action hides its delay; its Debug form shows it.
+            let secs: f64 = action.split("requeue_after: Some(").nth(1).and_then(|r| r.split('s').next()).and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("not a requeue: {action}"));
+            assert!(secs >= base as f64 && secs <= base as f64 * 1.1, "attempt {n}: {secs}s for a {base}s backoff");
+        }
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_tenth() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(60));
+            assert!(d >= Duration::from_secs(60) && d <= Duration::from_secs(66), "{d:?}");
+        }
+    }
+}

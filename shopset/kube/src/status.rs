@@ -217,3 +217,137 @@ async fn publish(recorder: &Recorder, tier: &Tier, type_: EventType, reason: &st
         tracing::warn!(tier = %tier.name_any(), reason, error = %e, "cannot publish an Event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The status writer against a mocked API server: what it sends for each outcome.
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn tier(conditions: &[(&str, &str)], generation: i64, observed: i64) -> Tier {
+        let mut tier: Tier = serde_json::from_value(json!({
+            "apiVersion": API_VERSION, "kind": "Tier",
+            "metadata": {"name": "tier-0", "namespace": "shop", "generation": generation, "uid": "u-1"},
+            "spec": {"app": {"url": "https://git.example.com/app.git"}, "system": {"url": "https://git.example.com/system.git"}},
+        }))
+        .unwrap();
+        let old = conditions.iter().map(|(t, s)| condition(&[], t, *s == "True", "Before", "before", Some(observed)));
+        tier.status = Some(shopset_core::api::TierStatus {
+            conditions: old.collect(),
+            observed_generation: Some(observed),
+            app_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            ..Default::default()
+        });
+        tier
+    }
+
+    /// Runs `write` against a mock API server; returns the status patch's body and the Event's.
+    async fn written(tier: &Tier, outcome: &Outcome<'_>, expect_event: bool) -> (Value, Option<Value>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+        let answer = serde_json::to_vec(tier).unwrap();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.expect("a status patch");
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(request.uri().path(), "/apis/shopset.dev/v1alpha1/namespaces/shop/tiers/tier-0/status");
+            assert!(request.uri().query().unwrap_or_default().contains("fieldManager=shopset-controller"));
+            let patch: Value = serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(Response::builder().body(Body::from(answer)).unwrap());
+            let mut event = None;
+            if expect_event {
+                let (request, send) = handle.next_request().await.expect("an Event");
+                assert_eq!(request.uri().path(), "/apis/events.k8s.io/v1/namespaces/shop/events");
+                let body = request.into_body().collect_bytes().await.unwrap();
+                send.send_response(Response::builder().body(Body::from(body.to_vec())).unwrap());
+                event = Some(serde_json::from_slice(&body).unwrap());
+            }
+            (patch, event)
+        });
+        write(&client, &recorder, tier, outcome).await.expect("status written");
+        server.await.unwrap()
+    }
+
+    fn find<'a>(patch: &'a Value, type_: &str) -> Option<&'a Value> {
+        patch["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_)
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_stalls_and_says_why_without_a_debug_dump() {
+        let tier = tier(&[("Ready", "True")], 2, 1);
+        let err = Error::Invalid("ShopSet/eu: spec.shops[0]: \"A B\" is not a shop ID; fix: use letters".into());
+        let (patch, event) = written(&tier, &Outcome::Failed(&err), true).await;
+        let ready = find(&patch, "Ready").unwrap();
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSpec")));
+        assert_eq!(find(&patch, "Stalled").unwrap()["status"], "True");
+        assert!(find(&patch, "Reconciling").is_none(), "a stalled Tier is not reconciling: {patch}");
+        assert_eq!(patch["status"]["observedGeneration"], 2);
+        // What the last success found stays: the APP column does not blank on a failure.
+        assert_eq!(patch["status"]["appCommit"], "0123456789abcdef0123456789abcdef01234567");
+        let event = event.unwrap();
+        assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("InvalidSpec")));
+        assert!(event["note"].as_str().unwrap().contains("spec.shops[0]"), "{event}");
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_keeps_reconciling_with_retry() {
+        let tier = tier(&[("Ready", "True")], 1, 1);
+        let err = Error::Kube("the server is currently unable to handle the request".into());
+        let (patch, _) = written(&tier, &Outcome::Failed(&err), true).await;
+        assert_eq!(find(&patch, "Ready").unwrap()["reason"], "KubernetesUnavailable");
+        let reconciling = find(&patch, "Reconciling").unwrap();
+        assert_eq!((reconciling["status"].as_str(), reconciling["reason"].as_str()), (Some("True"), Some("ProgressingWithRetry")));
+        assert!(find(&patch, "Stalled").is_none(), "{patch}");
+    }
+
+    #[tokio::test]
+    async fn a_new_generation_is_reconciling_and_keeps_the_last_verdict() {
+        let tier = tier(&[("Ready", "True"), ("Pushed", "True")], 3, 2);
+        let (patch, event) = written(&tier, &Outcome::Started, false).await;
+        assert!(event.is_none());
+        let reconciling = find(&patch, "Reconciling").unwrap();
+        assert_eq!((reconciling["status"].as_str(), reconciling["reason"].as_str()), (Some("True"), Some("Progressing")));
+        assert_eq!(find(&patch, "Ready").unwrap()["reason"], "Before", "Ready still says what the last reconcile found");
+        assert_eq!(patch["status"]["observedGeneration"], 2, "generation 3 is not observed yet");
+    }
+
+    #[test]
+    fn a_success_clears_reconciling_and_stalled() {
+        let old = tier(&[("Ready", "False"), ("Stalled", "True"), ("Reconciling", "True")], 2, 1);
+        let input: TierInput = TierInput { tier: old.clone(), from: None, configurations: vec![], shopsets: vec![] };
+        let report = SyncReport {
+            tier: "tier-0".into(),
+            branch: "tier-0".into(),
+            dry_run: false,
+            branches: vec![],
+            pins: Default::default(),
+            previous: None,
+            head: Some("89abcdef89abcdef89abcdef89abcdef89abcdef".into()),
+            commit: None,
+            message: None,
+            attempts: 0,
+            shopsets: Default::default(),
+            diff: None,
+            tree: Default::default(),
+        };
+        let outcome = Outcome::Synced { input: &input, report: &report, applied: &Applied::default() };
+        let after = conditions(&old.status.unwrap().conditions, Some(2), &outcome);
+        let types: Vec<&str> = after.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "Rendered", "Pushed"]);
+        assert_eq!(after[0].message, "system branch tier-0 at 89abcde; 0 Applications");
+    }
+
+    #[test]
+    fn the_transition_time_moves_only_with_the_status() {
+        let old = tier(&[("Ready", "False")], 1, 1);
+        let old = &old.status.unwrap().conditions;
+        let transition = old[0].last_transition_time.clone();
+        let failed = conditions(old, Some(2), &Outcome::Failed(&Error::Invalid("x".into())));
+        assert_eq!(failed[0].last_transition_time, transition, "still False: same transition time");
+    }
+}
