@@ -84,7 +84,8 @@ fn post_webhook(port: u16, app_url: &str) -> Result<(), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     write!(
         s,
-        "POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-GitHub-Event: \
+            push\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .map_err(|e| e.to_string())?;
@@ -103,11 +104,15 @@ fn manifests(app: &str, config: &str, system: &str, tiers: &[(&str, usize, &str)
     );
     for (tier, n, interval) in tiers {
         out.push_str(&format!(
-            "---\napiVersion: shopset.dev/v1alpha1\nkind: Tier\nmetadata:\n  name: {tier}\nspec:\n  branch: {tier}\n  app:\n    url: {app}\n    path: base\n  system:\n    url: {system}\n  interval: {interval}\n"
+            "---\napiVersion: shopset.dev/v1alpha1\nkind: Tier\nmetadata:\n  name: {tier}\nspec:\n  branch: \
+                {tier}\n  app:\n    url: {app}\n    path: base\n  system:\n    url: {system}\n  interval: \
+                {interval}\n"
         ));
         for i in 0..*n {
             out.push_str(&format!(
-                "---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: {tier}-cell-{i:04}\nspec:\n  tier: {tier}\n  configuration: shop-config\n  shops: [shop-{i:04}-a, shop-{i:04}-b]\n  replicas: 2\n"
+                "---\napiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: {tier}-cell-{i:04}\n\
+                    spec:\n  tier: {tier}\n  configuration: shop-config\n  shops: [shop-{i:04}-a, shop-{i:04}-b]\n  \
+                    replicas: 2\n"
             ));
         }
     }

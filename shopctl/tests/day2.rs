@@ -59,8 +59,8 @@ fn diff_lists_the_commits_and_the_changed_image_of_every_overlay() {
 
     let run = f.shopctl_env(&["diff", "tier-0", "tier-1", "-f", &m(&f)], &env).success();
     let out = &run.stdout;
-    assert!(out.contains(&format!("fast-forward tier-1 {} -> {} (1 commit)", &before[..7], &v2[..7])), "{run}");
-    assert!(out.contains(&format!("{} Bump checkout to 1.2.0", &v2[..7])), "{run}");
+    assert!(out.contains(&format!("fast-forward tier-1 {} -> {} (1 commit)", short(&before), short(&v2))), "{run}");
+    assert!(out.contains(&format!("{} Bump checkout to 1.2.0", short(&v2))), "{run}");
     assert!(out.contains("files: base/checkout.yaml"), "{run}");
     assert!(out.contains("config/shop-config   up to date"), "{run}");
     for ss in ["eu-west (namespace eu-west): changed", "us-east (namespace shops-us-east): changed"] {
@@ -174,8 +174,8 @@ fn doctor_finds_a_lagging_controller() {
         p,
         [format!(
             "the system branch tier-0 pins app {}, but the app branch tier-0 is at {} (1 commit not deployed)",
-            &pinned[..7],
-            &head[..7]
+            short(&pinned),
+            short(&head)
         )],
         "{run}"
     );
@@ -240,14 +240,14 @@ fn doctor_finds_a_pinned_commit_that_was_force_pushed_away() {
     assert!(
         p.contains(&format!(
             "the system branch tier-0 pins app commit {}, which no branch of {} contains any more",
-            &pinned[..7],
+            short(&pinned),
             f.app
         )),
         "{run}"
     );
     assert!(run.stdout.contains("someone rewrote branch tier-0 (a force push)"), "{run}");
     // The controller is also behind the rewritten branch.
-    assert!(p.iter().any(|l| l.starts_with(&format!("the system branch tier-0 pins app {}", &pinned[..7]))), "{run}");
+    assert!(p.iter().any(|l| l.starts_with(&format!("the system branch tier-0 pins app {}", short(&pinned)))), "{run}");
 }
 
 #[test]
@@ -363,7 +363,11 @@ fn apply_and_doctor_against_a_real_api_server() {
     // --- apply: every overlay's Deployments and Services appear in its namespace.
     let run = f.shopctl_env(&["apply", "tier-0", "-f", &m(&f)], &env).success();
     assert!(
-        run.stdout.contains(&format!("Applying tier tier-0 from {} branch tier-0 at {}", f.system, &system_head[..7])),
+        run.stdout.contains(&format!(
+            "Applying tier tier-0 from {} branch tier-0 at {}",
+            f.system,
+            short(&system_head)
+        )),
         "{run}"
     );
     assert!(run.stdout.contains("ShopSet canary-eu: kustomize build shopsets/canary-eu | kubectl apply --server-side --field-manager=shopset-manual --force-conflicts -f -"), "{run}");
@@ -457,7 +461,7 @@ fn apply_and_doctor_against_a_real_api_server() {
     let run = doctor(&[]).failure(3);
     let p = problems(&run.stdout);
     assert!(p.contains(&"Tier default/tier-0 is not applied to the cluster".to_string()), "{run}");
-    assert!(p.contains(&"ShopSet canary-eu: Application argocd/canary-eu does not exist".to_string()), "{run}");
+    assert!(p.contains(&"ShopSet canary-eu: Application argocd/canary-eu: it does not exist".to_string()), "{run}");
     assert!(!run.stdout.contains("not checked: tier-not-ready"), "{run}");
 
     cp.kubectl_ok(["apply", "--server-side", "-f", &m(&f)]);
@@ -494,9 +498,13 @@ fn apply_and_doctor_against_a_real_api_server() {
     assert_eq!(
         problems(&run.stdout),
         [
-            "ShopSet canary-eu: Application argocd/canary-eu points at revision main, not the tier branch tier-0",
-            "ShopSet canary-us: Application argocd/canary-us is OutOfSync",
-            "ShopSet canary-us: Application argocd/canary-us is Degraded",
+            "ShopSet canary-eu: Application argocd/canary-eu: it points at revision main, not the tier branch".to_string(),
+            "ShopSet canary-us: Application argocd/canary-us: sync is OutOfSync".to_string(),
+            "ShopSet canary-us: Application argocd/canary-us: health is Degraded".to_string(),
+            format!(
+                "ShopSet canary-us: Application argocd/canary-us: it runs revision 0000000 instead of {}",
+                short(&system_head)
+            ),
         ],
         "{run}"
     );
@@ -512,8 +520,8 @@ fn apply_and_doctor_against_a_real_api_server() {
     assert_eq!(
         problems(&run.stdout),
         [format!(
-            "ShopSet canary-us: Application argocd/canary-us runs system revision 0000000, not the head of tier-0 ({})",
-            &system_head[..7]
+            "ShopSet canary-us: Application argocd/canary-us: it runs revision 0000000 instead of {}",
+            short(&system_head)
         )],
         "{run}"
     );

@@ -144,9 +144,7 @@ fn head(url: &str, branch: &str) -> String {
     branch_head(url, branch).unwrap_or_else(|| panic!("{url} has no branch {branch}"))
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..7]
-}
+use shopset::revision::short;
 
 /// The example checkout Deployment with another image tag.
 fn checkout(tag: &str) -> String {
@@ -443,7 +441,7 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
     refused(&["ShopSet canary-eu", &format!("it runs revision {} instead of {}", short(&system0), short(&system1))]);
     set("canary-eu", "Synced", "Healthy", &system1);
     cp.kubectl_ok(["delete", "applications.argoproj.io", "canary-us", "-n", "argocd"]);
-    refused(&["ShopSet canary-us", "Application canary-us does not exist"]).lacks("ShopSet canary-eu");
+    refused(&["ShopSet canary-us", "Application canary-us: it does not exist"]).lacks("ShopSet canary-eu");
     apply("canary-us");
     set("canary-us", "Synced", "Healthy", &system1);
 

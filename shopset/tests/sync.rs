@@ -112,9 +112,7 @@ fn blob(repo: &Path, sha: &str) -> Vec<u8> {
     out.stdout
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..7]
-}
+use shopset::revision::short;
 
 /// A hook that runs `push` (a person pushing to the system branch by hand) before the attempts
 /// for which `when` holds, and records the commits they pushed.

@@ -229,7 +229,8 @@ fn durations() {
 
 fn tier(name: &str) -> shopset::api::Tier {
     serde_yaml::from_str(&format!(
-        "apiVersion: shopset.dev/v1alpha1\nkind: Tier\nmetadata: {{name: {name}}}\nspec:\n  app: {{url: https://git.example.com/app.git, path: base}}\n  system: {{url: https://git.example.com/system.git}}\n"
+        "apiVersion: shopset.dev/v1alpha1\nkind: Tier\nmetadata: {{name: {name}}}\nspec:\n  app: {{url: \
+            https://git.example.com/app.git, path: base}}\n  system: {{url: https://git.example.com/system.git}}\n"
     ))
     .expect("a Tier")
 }
@@ -288,7 +289,9 @@ fn a_tier_on_its_own() {
 #[test]
 fn a_shopset_on_its_own() {
     let ss: shopset::api::ShopSet = serde_yaml::from_str(
-        "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata: {name: eu-west}\nspec:\n  tier: Tier-1\n  configuration: shop_config\n  namespace: a/b\n  shops: [shop-1, shop-1, -bad, 'a b', '']\n  replicas: 1001\n  images:\n  - {name: ghcr.io/acme/shop}\n  - {name: 'a b', newTag: ' '}\n",
+        "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata: {name: eu-west}\nspec:\n  tier: Tier-1\n  \
+            configuration: shop_config\n  namespace: a/b\n  shops: [shop-1, shop-1, -bad, 'a b', '']\n  replicas: \
+            1001\n  images:\n  - {name: ghcr.io/acme/shop}\n  - {name: 'a b', newTag: ' '}\n",
     )
     .expect("a ShopSet");
     let mut out = Vec::new();

@@ -181,9 +181,7 @@ impl std::fmt::Display for Run {
 }
 
 /// The first 7 characters of a sha.
-pub fn short(sha: &str) -> &str {
-    &sha[..7]
-}
+pub use shopset::revision::short;
 
 /// The line of `text` that starts (after indentation) with `prefix`, trimmed.
 pub fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {

@@ -30,7 +30,7 @@ pub struct CommitInfo {
 
 impl std::fmt::Display for CommitInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} ({})", &self.id[..7.min(self.id.len())], self.subject, self.author)
+        write!(f, "{} {} ({})", shopset_core::revision::short(&self.id), self.subject, self.author)
     }
 }
 

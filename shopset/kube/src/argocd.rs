@@ -246,7 +246,7 @@ pub enum Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Problem::Missing => write!(f, "the Application does not exist"),
+            Problem::Missing => write!(f, "it does not exist"),
             Problem::Retargeted { target } => write!(f, "it points at revision {target}, not the tier branch"),
             Problem::ArgoError { condition, message } => write!(f, "Argo CD reports {condition}: {message}"),
             Problem::NotSynced { status } => write!(f, "sync is {status}"),

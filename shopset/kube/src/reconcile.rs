@@ -432,7 +432,11 @@ mod policy_tests {
             let action = format!("{:?}", error_policy(tier(), &down, ctx.clone()));
             let base = 5 * (1 << (n - 1));
             // Action hides its delay; its Debug form shows it.
-            let secs: f64 = action.split("requeue_after: Some(").nth(1).and_then(|r| r.split('s').next()).and_then(|s| s.parse().ok())
+            let secs: f64 = action
+                .split("requeue_after: Some(")
+                .nth(1)
+                .and_then(|r| r.split('s').next())
+                .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("not a requeue: {action}"));
             assert!(secs >= base as f64 && secs <= base as f64 * 1.1, "attempt {n}: {secs}s for a {base}s backoff");
         }

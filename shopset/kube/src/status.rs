@@ -301,7 +301,10 @@ mod tests {
         let (patch, _) = written(&tier, &Outcome::Failed(&err), true).await;
         assert_eq!(find(&patch, "Ready").unwrap()["reason"], "KubernetesUnavailable");
         let reconciling = find(&patch, "Reconciling").unwrap();
-        assert_eq!((reconciling["status"].as_str(), reconciling["reason"].as_str()), (Some("True"), Some("ProgressingWithRetry")));
+        assert_eq!(
+            (reconciling["status"].as_str(), reconciling["reason"].as_str()),
+            (Some("True"), Some("ProgressingWithRetry"))
+        );
         assert!(find(&patch, "Stalled").is_none(), "{patch}");
     }
 
@@ -311,8 +314,15 @@ mod tests {
         let (patch, event) = written(&tier, &Outcome::Started, false).await;
         assert!(event.is_none());
         let reconciling = find(&patch, "Reconciling").unwrap();
-        assert_eq!((reconciling["status"].as_str(), reconciling["reason"].as_str()), (Some("True"), Some("Progressing")));
-        assert_eq!(find(&patch, "Ready").unwrap()["reason"], "Before", "Ready still says what the last reconcile found");
+        assert_eq!(
+            (reconciling["status"].as_str(), reconciling["reason"].as_str()),
+            (Some("True"), Some("Progressing"))
+        );
+        assert_eq!(
+            find(&patch, "Ready").unwrap()["reason"],
+            "Before",
+            "Ready still says what the last reconcile found"
+        );
         assert_eq!(patch["status"]["observedGeneration"], 2, "generation 3 is not observed yet");
     }
 

@@ -36,7 +36,9 @@ impl GitError {
             // libgit2 checked ~/.ssh/known_hosts (no known_hosts in the credentials) and refused.
             (git2::ErrorClass::Ssh, git2::ErrorCode::Certificate) => GitError::HostKey {
                 detail: format!(
-                    "{detail}: the server's key is not one ~/.ssh/known_hosts lists for it; fix: set `known_hosts` in the credentials Secret (shopctl: SHOPSET_GIT_KNOWN_HOSTS_FILE) to the server's key line, e.g. from ssh-keyscan, checked against a fingerprint you trust"
+                    "{detail}: the server's key is not one ~/.ssh/known_hosts lists for it; fix: set `known_hosts` \
+                        in the credentials Secret (shopctl: SHOPSET_GIT_KNOWN_HOSTS_FILE) to the server's key line, \
+                        e.g. from ssh-keyscan, checked against a fingerprint you trust"
                 ),
                 url,
             },

@@ -72,7 +72,9 @@ pub(super) fn check_known_hosts(known_hosts: &str, name: &str, key: &[u8]) -> Re
         Ok(())
     } else if listed {
         Err(format!(
-            "the host key of {name} does not match known_hosts; fix: if the server's key was changed on purpose, replace its known_hosts line with the new key (`{keyscan}`, its fingerprint checked with the server's owner); otherwise someone may be intercepting the connection: do not connect"
+            "the host key of {name} does not match known_hosts; fix: if the server's key was changed on purpose, \
+                replace its known_hosts line with the new key (`{keyscan}`, its fingerprint checked with the \
+                server's owner); otherwise someone may be intercepting the connection: do not connect"
         ))
     } else {
         Err(format!(

@@ -140,7 +140,10 @@ impl Remote {
                     Ok(()) => return Ok(git2::CertificateCheckStatus::CertificateOk),
                     Err(why) => why,
                 },
-                None => format!("the server at {name} did not show its raw host key, so it cannot be checked against known_hosts; fix: use an SSH server that offers an ed25519, ECDSA or RSA host key"),
+                None => format!(
+                    "the server at {name} did not show its raw host key, so it cannot be checked \
+                    against known_hosts; fix: use an SSH server that offers an ed25519, ECDSA or RSA host key"
+                ),
             };
             *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
             Err(git2::Error::new(git2::ErrorCode::Certificate, git2::ErrorClass::Ssh, why))
