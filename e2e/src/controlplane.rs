@@ -8,8 +8,8 @@
 //! assert!(namespaces.contains("namespace/default"));
 //! ```
 //!
-//! [`ControlPlane::start_with`] an [`Options::argocd`] also runs a real Argo CD, and what it
-//! needs to report Healthy (kube-scheduler, kwok with one fake Node, Redis): see
+//! A plane started with [`ControlPlane::start_with`] and [`Options::argocd`] also runs a real Argo CD
+//! and what it needs to report Healthy (kube-scheduler, kwok with one fake Node, Redis): see
 //! [`crate::argocd`].
 //!
 //! Set `SHOPSET_E2E_KEEP=1` to keep the directory (logs, certificates, kubeconfig)
