@@ -8,6 +8,10 @@
 //! assert!(namespaces.contains("namespace/default"));
 //! ```
 //!
+//! A plane started with [`ControlPlane::start_with`] and [`Options::argocd`] also runs a real Argo CD
+//! and what it needs to report Healthy (kube-scheduler, kwok with one fake Node, Redis): see
+//! [`crate::argocd`].
+//!
 //! Set `SHOPSET_E2E_KEEP=1` to keep the directory (logs, certificates, kubeconfig)
 //! after the test; its path is printed.
 
@@ -18,6 +22,7 @@ use std::process::{Command, Output, Stdio};
 
 use tempfile::TempDir;
 
+use crate::argocd::{ArgoCd, ArgoCdEndpoints, ArgoCdOptions};
 use crate::tools::{kubectl, path_env, repo_root};
 
 /// A running control plane. Dropping it stops every process it started.
@@ -26,6 +31,23 @@ pub struct ControlPlane {
     path: PathBuf,
     kubeconfig: PathBuf,
     server: String,
+    argocd: Option<ArgoCdEndpoints>,
+}
+
+/// What a control plane runs besides etcd, kube-apiserver and kube-controller-manager.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Also Argo CD (argocd-repo-server, argocd-application-controller), Redis, kube-scheduler
+    /// and kwok with one fake Node (`e2e/up --argocd`). Start-up takes longer.
+    pub argocd: Option<ArgoCdOptions>,
+}
+
+impl Options {
+    /// With Argo CD, run as `options` say.
+    pub fn argocd(mut self, options: ArgoCdOptions) -> Options {
+        self.argocd = Some(options);
+        self
+    }
 }
 
 impl ControlPlane {
@@ -35,13 +57,26 @@ impl ControlPlane {
     /// # Panics
     /// If `e2e/up` fails; its output (with the tails of the server logs) is in the message.
     pub fn start() -> ControlPlane {
+        ControlPlane::start_with(Options::default())
+    }
+
+    /// [`start`](Self::start) with more servers, as `options` say.
+    ///
+    /// # Panics
+    /// If `e2e/up` fails; its output (with the tails of the server logs) is in the message.
+    pub fn start_with(options: Options) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("shopset-e2e-cluster-")
             .tempdir()
             .expect("create a temporary directory for the control plane");
         let path = dir.path().to_path_buf();
         let up = repo_root().join("e2e").join("up");
-        let output = Command::new(&up)
+        let mut command = Command::new(&up);
+        if let Some(argocd) = &options.argocd {
+            command.arg("--argocd").args(argocd.up_args());
+        }
+        let output = command
+            .arg("--")
             .arg(&path)
             .env("PATH", path_env())
             // If this test process dies without dropping us, a watchdog stops the servers.
@@ -49,7 +84,13 @@ impl ControlPlane {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", up.display()));
-        let mut cp = ControlPlane { kubeconfig: path.join("kubeconfig"), server: String::new(), dir: Some(dir), path };
+        let mut cp = ControlPlane {
+            kubeconfig: path.join("kubeconfig"),
+            server: String::new(),
+            argocd: None,
+            dir: Some(dir),
+            path,
+        };
         if !output.status.success() {
             panic!(
                 "e2e/up {} failed ({}):\n{}",
@@ -59,12 +100,31 @@ impl ControlPlane {
             );
         }
         let env = std::fs::read_to_string(cp.path.join("cluster.env")).expect("e2e/up writes cluster.env");
-        cp.server = env
-            .lines()
-            .find_map(|l| l.strip_prefix("KUBE_APISERVER_URL="))
-            .expect("cluster.env names KUBE_APISERVER_URL")
-            .to_string();
+        let value = |key: &str| -> Option<String> {
+            env.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_string)
+        };
+        cp.server = value("KUBE_APISERVER_URL").expect("cluster.env names KUBE_APISERVER_URL");
+        if options.argocd.is_some() {
+            let value = |key: &str| value(key).unwrap_or_else(|| panic!("e2e/up --argocd writes {key} in cluster.env"));
+            cp.argocd = Some(ArgoCdEndpoints {
+                namespace: value("ARGOCD_NAMESPACE"),
+                repo_server: value("ARGOCD_REPO_SERVER"),
+                controller_metrics_url: value("ARGOCD_CONTROLLER_METRICS_URL"),
+                redis: value("REDIS_ADDRESS"),
+                node: value("NODE"),
+            });
+        }
         cp
+    }
+
+    /// The Argo CD of this control plane.
+    ///
+    /// # Panics
+    /// If it was started without one ([`Options::argocd`]).
+    pub fn argocd(&self) -> ArgoCd<'_> {
+        let endpoints =
+            self.argocd.as_ref().expect("this control plane runs no Argo CD: start it with Options::argocd");
+        ArgoCd::new(self, endpoints)
     }
 
     /// The directory holding this control plane's kubeconfig, certificates, logs and data.
@@ -82,7 +142,9 @@ impl ControlPlane {
         &self.server
     }
 
-    /// The contents of a component's log: `etcd`, `kube-apiserver` or `kube-controller-manager`.
+    /// The contents of a component's log: `etcd`, `kube-apiserver` or `kube-controller-manager`;
+    /// with Argo CD also `kube-scheduler`, `kwok`, `redis`, `argocd-repo-server` and
+    /// `argocd-application-controller`.
     pub fn log(&self, component: &str) -> String {
         std::fs::read_to_string(self.path.join(format!("{component}.log"))).unwrap_or_default()
     }

@@ -1,8 +1,9 @@
 //! Test support: real servers on loopback, started and stopped by tests.
 //!
 //! Everything here drives upstream tools (git, lighttpd, etcd, kube-apiserver, kubectl,
-//! kustomize) installed by `e2e/install-tools`; nothing stands in for them.
+//! kustomize, Argo CD, kwok, Redis) installed by `e2e/install-tools`; nothing stands in for them.
 
+pub mod argocd;
 pub mod controlplane;
 pub mod gitserver;
 pub mod tools;
