@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::TcpListener;
 
 use common::{Fixture, example_manifest};
+use shopset::revision::short;
 use shopset_e2e::controlplane::ControlPlane;
 use shopset_e2e::gitserver::{branch_head, commit_files, git};
 use shopset_e2e::tools::{repo_root, tools_bin};
@@ -498,7 +499,8 @@ fn apply_and_doctor_against_a_real_api_server() {
     assert_eq!(
         problems(&run.stdout),
         [
-            "ShopSet canary-eu: Application argocd/canary-eu: it points at revision main, not the tier branch".to_string(),
+            "ShopSet canary-eu: Application argocd/canary-eu: it points at revision main, not the tier branch"
+                .to_string(),
             "ShopSet canary-us: Application argocd/canary-us: sync is OutOfSync".to_string(),
             "ShopSet canary-us: Application argocd/canary-us: health is Degraded".to_string(),
             format!(

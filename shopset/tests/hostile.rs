@@ -475,7 +475,8 @@ fn every_payload_reaches_every_field() {
 #[test]
 fn values_that_cannot_be_written_are_refused() {
     let base = Values::new("ok", true);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Values)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Values)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("NUL in the app URL", Box::new(|v| v.app_url.push('\0'))),
         ("CR in the configuration URL", Box::new(|v| v.config_url.push_str("\r\n[core]"))),
         ("NUL in the branch", Box::new(|v| v.branch.push('\0'))),

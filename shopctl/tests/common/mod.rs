@@ -180,7 +180,8 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// The first 7 characters of a sha.
+/// The short form of a commit id, as shopctl prints it.
+#[allow(unused_imports)] // each test binary compiles this module; not every one uses it
 pub use shopset::revision::short;
 
 /// The line of `text` that starts (after indentation) with `prefix`, trimmed.

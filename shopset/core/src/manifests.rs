@@ -361,24 +361,21 @@ fn schema_walk(schema: &Value, value: &Value, path: &str) -> Option<(String, Str
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    if let Some(want) = schema.get("type").and_then(Value::as_str) {
-        if want != got && !(want == "number" && got == "integer") {
-            return Some((
-                path.into(),
-                format!("Invalid value: {value}: must be of type {want}, not {got}"),
-                format!("give {path} a value of type {want} (see `shopctl crds`)"),
-            ));
-        }
+    if let Some(want) = schema.get("type").and_then(Value::as_str)
+        && want != got
+        && !(want == "number" && got == "integer")
+    {
+        return Some((
+            path.into(),
+            format!("Invalid value: {value}: must be of type {want}, not {got}"),
+            format!("give {path} a value of type {want} (see `shopctl crds`)"),
+        ));
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Some((
-                path.into(),
-                format!("Unsupported value: {value}"),
-                format!("use one of {}", list.join(", ")),
-            ));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        return Some((path.into(), format!("Unsupported value: {value}"), format!("use one of {}", list.join(", "))));
     }
     match value {
         Value::Object(map) => {

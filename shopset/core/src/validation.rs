@@ -161,15 +161,15 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
     let mut c = Checker { resource: resource(tier), out };
     c.name("metadata.name", &tier.name_any());
     let spec = &tier.spec;
-    if let Some(branch) = &spec.branch {
-        if let Some(problem) = branch_problem(branch) {
-            c.fail(
-                "spec.branch",
-                branch,
-                problem,
-                "choose a valid branch name such as `tier-0`, or leave it out to use the Tier's name",
-            );
-        }
+    if let Some(branch) = &spec.branch
+        && let Some(problem) = branch_problem(branch)
+    {
+        c.fail(
+            "spec.branch",
+            branch,
+            problem,
+            "choose a valid branch name such as `tier-0`, or leave it out to use the Tier's name",
+        );
     }
     c.url("spec.app.url", &spec.app.url);
     c.path("spec.app.path", &spec.app.path);
@@ -255,15 +255,15 @@ pub fn check_shopset(ss: &ShopSet, out: &mut Vec<Invalid>) {
             "split the shops over several ShopSets",
         );
     }
-    if let Some(replicas) = ss.spec.replicas {
-        if !(0..=1000).contains(&replicas) {
-            c.fail(
-                "spec.replicas",
-                &replicas.to_string(),
-                rules::REPLICAS_RANGE,
-                "set a replica count in that range, or leave it out",
-            );
-        }
+    if let Some(replicas) = ss.spec.replicas
+        && !(0..=1000).contains(&replicas)
+    {
+        c.fail(
+            "spec.replicas",
+            &replicas.to_string(),
+            rules::REPLICAS_RANGE,
+            "set a replica count in that range, or leave it out",
+        );
     }
     for (i, image) in ss.spec.images.iter().enumerate() {
         let field = format!("spec.images[{i}]");

@@ -45,7 +45,7 @@ pub enum GitHubError {
 /// `owner/repo` of a GitHub URL in any of its forms.
 pub fn owner_repo(url: &str) -> Option<(String, String)> {
     let norm = shopset_core::repository::normalize_url(url);
-    let mut parts = norm.splitn(2, '/').nth(1)?.split('/');
+    let mut parts = norm.split_once('/')?.1.split('/');
     let (owner, repo) = (parts.next()?, parts.next()?);
     (parts.next().is_none() && !owner.is_empty() && !repo.is_empty()).then(|| (owner.to_string(), repo.to_string()))
 }

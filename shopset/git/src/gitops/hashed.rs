@@ -268,6 +268,9 @@ impl<'a> Dir<'a> {
     }
 }
 
+/// A name in a directory: its stored entry (mode, id) and its rendered node, each if any.
+type Pair<'n> = (Option<(i32, Oid)>, Option<&'n Node<'n>>);
+
 fn diff_dir(
     repo: &Repository,
     old: Option<&git2::Tree<'_>>,
@@ -275,7 +278,7 @@ fn diff_dir(
     prefix: &str,
     out: &mut Vec<Change>,
 ) -> Result<(), git2::Error> {
-    let mut entries: BTreeMap<String, (Option<(i32, Oid)>, Option<&Node<'_>>)> = BTreeMap::new();
+    let mut entries: BTreeMap<String, Pair<'_>> = BTreeMap::new();
     for e in old.into_iter().flat_map(|t| t.iter()) {
         let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
         entries.entry(name).or_default().0 = Some((e.filemode(), e.id()));

@@ -103,17 +103,17 @@ impl Remote {
                     "credentials were refused",
                 ));
             }
-            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                if let Some(password) = &auth.password {
-                    let user = auth.username.as_deref().or(username_from_url).unwrap_or("git");
-                    return Cred::userpass_plaintext(user, password);
-                }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+                && let Some(password) = &auth.password
+            {
+                let user = auth.username.as_deref().or(username_from_url).unwrap_or("git");
+                return Cred::userpass_plaintext(user, password);
             }
-            if allowed.contains(CredentialType::SSH_KEY) {
-                if let Some(key) = &auth.ssh_key {
-                    let user = username_from_url.or(auth.username.as_deref()).unwrap_or("git");
-                    return Cred::ssh_key_from_memory(user, None, key, auth.ssh_passphrase.as_deref());
-                }
+            if allowed.contains(CredentialType::SSH_KEY)
+                && let Some(key) = &auth.ssh_key
+            {
+                let user = username_from_url.or(auth.username.as_deref()).unwrap_or("git");
+                return Cred::ssh_key_from_memory(user, None, key, auth.ssh_passphrase.as_deref());
             }
             if allowed.contains(CredentialType::USERNAME) {
                 return Cred::username(auth.username.as_deref().or(username_from_url).unwrap_or("git"));
