@@ -93,6 +93,13 @@ struct Http {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // A crash test that sets SHOPSET_FAULT against a build without fault points would pass for
+    // the wrong reason: refuse to run instead.
+    if std::env::var_os("SHOPSET_FAULT").is_some() && !cfg!(feature = "fault-injection") {
+        anyhow::bail!(
+            "SHOPSET_FAULT is set, but this build has no fault points; fix: build with --features fault-injection"
+        );
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     match args.log_format {

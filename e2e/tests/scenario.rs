@@ -206,7 +206,10 @@ fn first_sync_creates_tier_branches_pins_app_and_config_and_applies_applications
     let table = cp.kubectl_ok(["get", "tiers,shopsets", "-n", ns]);
     eprintln!("$ kubectl get tiers,shopsets\n{table}");
     let row = table.lines().find(|l| l.contains("tier.shopset.dev/tier-0")).unwrap_or_else(|| panic!("{table}"));
-    assert!(row.contains(&app0) && row.contains("True"), "tier-0 row shows the pinned commit and Ready: {row}");
+    assert!(
+        row.contains(short(&app0)) && row.contains("True"),
+        "tier-0 row shows the short pinned commit and Ready: {row}"
+    );
     assert_eq!(ex.jsonpath(cp, "tier", "tier-0", "{.status.appCommit}"), app0);
     assert_eq!(ex.jsonpath(cp, "tier", "tier-0", "{.status.systemCommit}"), system0);
     assert_eq!(ex.jsonpath(cp, "tier", "tier-0", "{.status.branch}"), "tier-0");
