@@ -294,7 +294,10 @@ async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) 
     let (tiers, configurations) =
         match (tiers.list(&ListParams::default()).await, configurations.list(&ListParams::default()).await) {
             (Ok(t), Ok(c)) => (t.items.into_iter().map(Arc::new).collect::<Vec<_>>(), c.items),
-            (Err(e), _) | (_, Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list tiers: {e}\n")),
+            (Err(e), _) | (_, Err(e)) => {
+                let e = shopset::error::api_message(&e);
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list tiers: {e}\n"));
+            }
         };
     let matched = tiers_for_push(&push, &tiers, &configurations);
     tracing::info!(branch = %push.branch, tiers = matched.len(), "webhook push");

@@ -8,6 +8,7 @@ use kube::api::Api;
 use serde::Serialize;
 use shopset::api::Tier;
 use shopset::argocd::{AppState, Problem, application_states, problems};
+use shopset::error::api_message;
 use shopset::revision::{short, short_or};
 use shopset::state::GitState;
 
@@ -96,7 +97,9 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
                             .collect()
                     }
                     Ok(None) => view.unavailable.push(format!("cluster: Tier {ns}/{name} is not applied")),
-                    Err(e) => view.unavailable.push(format!("cluster: cannot read Tier {ns}/{name}: {e}")),
+                    Err(e) => {
+                        view.unavailable.push(format!("cluster: cannot read Tier {ns}/{name}: {}", api_message(&e)))
+                    }
                 }
                 match rt.block_on(application_states(client, &input.tier, &input.shopsets)) {
                     Ok(apps) => {
@@ -110,7 +113,7 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
                             })
                             .collect();
                     }
-                    Err(e) => view.unavailable.push(format!("cluster: cannot read Applications: {e}")),
+                    Err(e) => view.unavailable.push(format!("cluster: cannot read Applications: {}", api_message(&e))),
                 }
             }
         }

@@ -16,6 +16,7 @@ use shopset_core::revision::short;
 pub use shopset_git::state::GitState;
 
 use crate::argocd::{AppState, Problem, application_states, problems};
+use crate::error::api_message;
 
 /// The controller's namespace and Deployment as `kubectl apply -k deploy/` installs them.
 pub const CONTROLLER_NAMESPACE: &str = "shopset-system";
@@ -602,8 +603,8 @@ pub fn webhooks(metrics: &str, controller_url: &str) -> Vec<Finding> {
 pub async fn cluster_facts(client: &kube::Client, input: &TierInput) -> ClusterFacts {
     let t = &input.tier;
     let ns = tier_namespace(t);
-    let tier = Api::<Tier>::namespaced(client.clone(), &ns).get_opt(&t.name_any()).await.map_err(|e| e.to_string());
-    let applications = application_states(client, t, &input.shopsets).await.map_err(|e| e.to_string());
+    let tier = Api::<Tier>::namespaced(client.clone(), &ns).get_opt(&t.name_any()).await.map_err(|e| api_message(&e));
+    let applications = application_states(client, t, &input.shopsets).await.map_err(|e| api_message(&e));
     let secret = match &t.spec.credentials {
         None => None,
         Some(c) => Some(
@@ -611,7 +612,7 @@ pub async fn cluster_facts(client: &kube::Client, input: &TierInput) -> ClusterF
                 .get_opt(&c.secret_ref.name)
                 .await
                 .map(|s| s.is_some())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| api_message(&e)),
         ),
     };
     ClusterFacts { tier, applications, secret }
