@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::{Predicate, PredicateConfig, predicates};
@@ -25,7 +25,7 @@ use shopset_git::sync::{Checkpoint, SyncOptions, sync_tier};
 
 pub use crate::error::Error;
 use crate::metrics::{Metrics, TierLabels};
-use crate::status::{self, Outcome};
+use crate::status::{self, Events, Outcome};
 use crate::{argocd, credentials};
 
 /// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
@@ -37,8 +37,8 @@ pub struct Context {
     pub cache: Arc<GitCache>,
     pub renderer: Arc<Renderer>,
     pub metrics: Arc<Metrics>,
-    /// Publishes the Events of every reconcile (one Recorder, as controller-rs keeps it).
-    pub recorder: Recorder,
+    /// Where every reconcile's Events go (its Recorder lives here, as in controller-rs).
+    pub events: Events,
     last: Mutex<HashMap<ObjectRef<Tier>, Checkpoint>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
     /// The watch caches a reconcile reads its inventory from; set by [`run`].
@@ -64,7 +64,7 @@ impl Context {
     pub fn new(client: kube::Client, cache: GitCache, renderer: Renderer, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter { controller: argocd::FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), reporter),
             client,
             cache: Arc::new(cache),
             renderer: Arc::new(renderer),
@@ -187,7 +187,10 @@ pub async fn reconcile(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Err
     .await
     .map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Kube(format!("finalizer {FINALIZER}: {other}")),
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+            Error::Kube(format!("cannot update finalizer {FINALIZER}: {}", crate::error::api_message(&e)))
+        }
+        other => Error::Internal(format!("finalizer {FINALIZER}: {other}")),
     });
     ctx.metrics.reconciled(&labels, started.elapsed());
     result
@@ -277,7 +280,7 @@ async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*tier);
     let observed = tier.status.as_ref().and_then(|s| s.observed_generation);
     if observed != tier.metadata.generation {
-        status::write(&ctx.client, &ctx.recorder, &tier, &Outcome::Started).await?;
+        status::write(&ctx.client, &ctx.events, &tier, &Outcome::Started).await?;
     }
     match sync_and_apply(&tier, &ctx).await {
         Ok(()) => {
@@ -286,7 +289,7 @@ async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
         }
         Err(err) => {
             // Status and an Event say why; the error policy decides when to try again.
-            if let Err(e) = status::write(&ctx.client, &ctx.recorder, &tier, &Outcome::Failed(&err)).await {
+            if let Err(e) = status::write(&ctx.client, &ctx.events, &tier, &Outcome::Failed(&err)).await {
                 tracing::warn!(error = %e, "cannot write the failure to the Tier's status");
             }
             Err(err)
@@ -336,7 +339,7 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         shopset_git::fault::point("before-status");
     }
     let outcome = Outcome::Synced { input: &input, report: &report, applied: &applied };
-    status::write(&ctx.client, &ctx.recorder, tier, &outcome).await?;
+    status::write(&ctx.client, &ctx.events, tier, &outcome).await?;
     ctx.metrics.synced(&labels);
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Checkpoint::after(&input, &report));
     Ok(())

@@ -8,7 +8,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use shopset_core::api::{API_VERSION, ShopSet, ShopSetStatus, Tier};
@@ -18,6 +18,44 @@ use shopset_git::sync::{SyncError, SyncReport};
 
 use crate::argocd::{self, Applied};
 use crate::error::Error;
+
+/// Where a reconcile's Events go. A failure repeated with the same reason joins one Event's series,
+/// as Kubernetes aggregates repeated events (a retrying Tier does not flood its namespace); each
+/// push, restore or prune is an Event of its own, since its note says what happened that time (a
+/// series keeps only its first note).
+#[derive(Clone)]
+pub struct Events {
+    client: kube::Client,
+    reporter: Reporter,
+    failures: Recorder,
+}
+
+impl Events {
+    pub fn new(client: kube::Client, reporter: Reporter) -> Self {
+        Self { failures: Recorder::new(client.clone(), reporter.clone()), client, reporter }
+    }
+
+    /// Publishes an Event on the Tier; a failure to publish is logged, never a reconcile error.
+    async fn publish(&self, tier: &Tier, aggregate: bool, type_: EventType, reason: &str, action: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        let fresh;
+        let recorder = if aggregate {
+            &self.failures
+        } else {
+            fresh = Recorder::new(self.client.clone(), self.reporter.clone());
+            &fresh
+        };
+        if let Err(e) = recorder.publish(&event, &tier.object_ref(&())).await {
+            tracing::warn!(tier = %tier.name_any(), reason, error = %crate::error::api_message(&e), "cannot publish an Event");
+        }
+    }
+}
 
 /// What a reconcile is reporting.
 pub enum Outcome<'a> {
@@ -101,12 +139,7 @@ fn condition(
 
 /// Writes what `outcome` says: the Tier's status (server-side apply), the ShopSets' status when it
 /// changed, and Events.
-pub async fn write(
-    client: &kube::Client,
-    recorder: &Recorder,
-    tier: &Tier,
-    outcome: &Outcome<'_>,
-) -> Result<(), Error> {
+pub async fn write(client: &kube::Client, events: &Events, tier: &Tier, outcome: &Outcome<'_>) -> Result<(), Error> {
     let old = tier.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let generation = tier.metadata.generation;
     // Server-side apply removes what this field manager applied before and leaves out now: the
@@ -134,12 +167,12 @@ pub async fn write(
         Outcome::Started => {}
         Outcome::Failed(err) => {
             let note = err.to_string();
-            publish(recorder, tier, EventType::Warning, err.reason(), "Sync", note).await;
+            events.publish(tier, true, EventType::Warning, err.reason(), "Sync", note).await;
         }
         Outcome::Synced { input, report, applied } => {
             write_shopsets(client, tier, input, report).await?;
-            for note in events(report, applied) {
-                publish(recorder, tier, note.0, note.1, note.2, note.3).await;
+            for (type_, reason, action, note) in success_events(report, applied) {
+                events.publish(tier, false, type_, reason, action, note).await;
             }
         }
     }
@@ -177,7 +210,7 @@ async fn write_shopsets(
 }
 
 /// The Events of a successful reconcile: (type, reason, action, note).
-pub fn events(report: &SyncReport, applied: &Applied) -> Vec<(EventType, &'static str, &'static str, String)> {
+pub fn success_events(report: &SyncReport, applied: &Applied) -> Vec<(EventType, &'static str, &'static str, String)> {
     let mut out = Vec::new();
     for b in report.branches.iter().filter(|b| b.created_from.is_some()) {
         let from = b.created_from.clone().unwrap_or_default();
@@ -204,27 +237,12 @@ pub fn events(report: &SyncReport, applied: &Applied) -> Vec<(EventType, &'stati
     out
 }
 
-/// Publishes an Event on the Tier; a failure to publish is logged, never a reconcile error.
-async fn publish(recorder: &Recorder, tier: &Tier, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &tier.object_ref(&())).await {
-        tracing::warn!(tier = %tier.name_any(), reason, error = %e, "cannot publish an Event");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The status writer against a mocked API server: what it sends for each outcome.
 
     use http::{Method, Request, Response};
     use kube::client::Body;
-    use kube::runtime::events::Reporter;
     use serde_json::Value;
 
     use super::*;
@@ -250,7 +268,7 @@ mod tests {
     async fn written(tier: &Tier, outcome: &Outcome<'_>, expect_event: bool) -> (Value, Option<Value>) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+        let events = Events::new(client.clone(), Reporter { controller: "test".into(), instance: None });
         let answer = serde_json::to_vec(tier).unwrap();
         let server = tokio::spawn(async move {
             let (request, send) = handle.next_request().await.expect("a status patch");
@@ -269,7 +287,7 @@ mod tests {
             }
             (patch, event)
         });
-        write(&client, &recorder, tier, outcome).await.expect("status written");
+        write(&client, &events, tier, outcome).await.expect("status written");
         server.await.unwrap()
     }
 
