@@ -453,7 +453,11 @@ fn build_controller() -> PathBuf {
     let profile = profile_dir.file_name().unwrap().to_str().unwrap();
     let target = profile_dir.parent().expect("<target> directory");
     let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    cmd.args(["build", "--quiet", "-p", "shopset-controller", "--target-dir"]).arg(target).current_dir(repo_root());
+    // With the features `make test` builds it with: the crash tests run this same binary, and a
+    // build without the fault points would replace theirs.
+    cmd.args(["build", "--quiet", "-p", "shopset-controller", "--features", "fault-injection", "--target-dir"])
+        .arg(target)
+        .current_dir(repo_root());
     // Cargo gives this test process the variables of *its* package (CARGO_MANIFEST_DIR=<repo>/e2e,
     // CARGO_PKG_NAME...). Some build scripts track them (ring: CARGO_MANIFEST_DIR), so passing them
     // on would make this build and everyone's next plain `cargo build` rebuild half the tree.
