@@ -127,6 +127,31 @@ pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObje
     Ok(out)
 }
 
+/// Annotation that makes Argo CD compare an Application with git now, not at its next poll.
+pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
+
+/// Asks Argo CD to refresh `apps` (after a push: the branch moved, the Application's spec did not,
+/// so Argo CD would otherwise notice only at its next poll, 3 minutes by default). A merge patch of
+/// one annotation, an update of its own that Argo CD removes once refreshed: it takes no field from
+/// the server-side apply of the rest. An Application gone meanwhile is skipped.
+pub async fn refresh(client: &kube::Client, apps: &[DynamicObject]) -> Result<Vec<String>, ArgoError> {
+    let ar = application_resource();
+    let patch = serde_json::json!({ "metadata": { "annotations": { REFRESH_ANNOTATION: "normal" } } });
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+    let mut out = Vec::new();
+    for app in apps {
+        let (ns, name) =
+            (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => out.push(format!("{ns}/{name}")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(ArgoError::of("refresh", &ns, &name, e)),
+        }
+    }
+    Ok(out)
+}
+
 /// Deletes the tier's Applications that are not in `keep`.
 pub async fn prune(
     client: &kube::Client,

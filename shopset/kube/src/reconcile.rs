@@ -333,6 +333,11 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     };
     let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
     if pushed {
+        // The branch moved under unchanged Applications: Argo CD would see it only at its poll.
+        let refreshed = argocd::refresh(&ctx.client, &apps).await?;
+        tracing::debug!(?refreshed, "asked Argo CD to refresh");
+    }
+    if pushed {
         shopset_git::fault::point("before-status");
     }
     let outcome = Outcome::Synced { input: &input, report: &report, applied: &applied };
