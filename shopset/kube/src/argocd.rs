@@ -102,9 +102,14 @@ pub struct Owner<'a> {
 }
 
 impl Owner<'_> {
-    fn owns(&self, app: &DynamicObject) -> bool {
+    /// Whether `app` is one of this tier's Applications.
+    pub fn owns(&self, app: &DynamicObject) -> bool {
         let text = |path: &str| app.data.pointer(path).and_then(|v| v.as_str());
-        text("/spec/source/repoURL") == Some(self.repo_url) && text("/spec/source/targetRevision") == Some(self.branch)
+        app.metadata.namespace.as_deref() == Some(self.namespace)
+            && app.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+            && app.labels().get(TIER_LABEL).map(String::as_str) == Some(self.tier)
+            && text("/spec/source/repoURL") == Some(self.repo_url)
+            && text("/spec/source/targetRevision") == Some(self.branch)
     }
 }
 
