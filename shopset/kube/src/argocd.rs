@@ -368,3 +368,52 @@ mod verdict_tests {
         assert_eq!(problems(&AppState::default(), "tier-0", Some("abc")), vec![Problem::Missing]);
     }
 }
+
+#[cfg(test)]
+mod refresh_tests {
+    //! The refresh against a mocked API server: what it sends.
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refresh_merge_patches_the_annotation_alone_and_skips_a_gone_application() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let app = |name: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": name, "namespace": "argocd"}, "spec": {"project": "default"},
+            }))
+            .unwrap()
+        };
+        let answer = serde_json::to_vec(&app("eu")).unwrap();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.expect("a patch of eu");
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(request.uri().path(), "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/eu");
+            assert_eq!(request.headers()["content-type"], "application/merge-patch+json");
+            let query = request.uri().query().unwrap_or_default().to_string();
+            let body: Value = serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(Response::builder().body(Body::from(answer)).unwrap());
+            let (_, send) = handle.next_request().await.expect("a patch of gone");
+            let missing = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                                 "code": 404, "message": "applications.argoproj.io \"gone\" not found",
+                                 "details": {"name": "gone", "group": "argoproj.io", "kind": "applications"}});
+            send.send_response(
+                Response::builder().status(404).body(Body::from(serde_json::to_vec(&missing).unwrap())).unwrap(),
+            );
+            (query, body)
+        });
+        let refreshed = refresh(&client, &[app("eu"), app("gone")]).await.expect("refreshed");
+        assert_eq!(refreshed, ["argocd/eu"]);
+        let (query, body) = server.await.unwrap();
+        // Not an apply: the spec and labels stay owned by the server-side apply of `apply`.
+        assert_eq!(body, json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}));
+        assert!(query.contains("fieldManager=shopset-controller"), "{query}");
+        assert!(!query.contains("force"), "{query}");
+    }
+}
