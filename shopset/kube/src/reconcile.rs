@@ -401,13 +401,16 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         if unchanged {
             tracing::debug!("nothing moved");
             let stores = ctx.stores.get();
-            let drifted = match stores.filter(|s| *s.applications_ready.borrow()) {
+            let suspects = match stores.filter(|s| *s.applications_ready.borrow()) {
                 Some(stores) => drift(&last.apps, |ns, name| {
                     stores.applications.get(&ObjectRef::new_with(name, argocd::application_resource()).within(ns))
                 }),
-                // No complete list of the cluster's Applications: apply them all, as a sync does.
-                None => last.apps.iter().filter_map(|a| a.metadata.name.clone()).collect(),
+                // No complete list of the cluster's Applications: ask for each.
+                None => last.apps.iter().map(|a| a.name_any()).collect(),
             };
+            // The cache may lag behind an apply of a moment ago: only what the API server confirms.
+            let drifted =
+                if suspects.is_empty() { suspects } else { confirm_drift(ctx, &last.apps, &suspects).await? };
             if !drifted.is_empty() {
                 let applied = argocd::apply(&ctx.client, &owner, &last.apps).await?;
                 status::restored(&ctx.recorder, tier, &drifted, &applied).await;
@@ -500,6 +503,21 @@ fn drift(rendered: &[DynamicObject], live: impl Fn(&str, &str) -> Option<Arc<Dyn
         }
     }
     out
+}
+
+/// The Applications of `suspects` that the API server, read directly, confirms as drifted.
+async fn confirm_drift(ctx: &Context, rendered: &[DynamicObject], suspects: &[String]) -> Result<Vec<String>, Error> {
+    let ar = argocd::application_resource();
+    let suspects: Vec<DynamicObject> = rendered.iter().filter(|a| suspects.contains(&a.name_any())).cloned().collect();
+    let mut live = HashMap::new();
+    for app in &suspects {
+        let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+        if let Some(obj) = api.get_opt(&name).await? {
+            live.insert((ns, name), Arc::new(obj));
+        }
+    }
+    Ok(drift(&suspects, |ns, name| live.get(&(ns.to_string(), name.to_string())).cloned()))
 }
 
 /// Whether `live` holds everything of `rendered`: every key of an object, every item of a list in
