@@ -122,6 +122,23 @@ fn the_controller_deploys_through_argo_cd_reports_what_it_runs_and_puts_back_a_d
         (!now.is_empty() && now != before).then_some(())
     });
     assert_eq!(branch_head(&system_url, TIER).as_deref(), Some(new_head.as_str()), "no commit to put it back");
+    let events = cp.kubectl_ok([
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        &format!("involvedObject.kind=Tier,involvedObject.name={TIER},reason=ApplicationsRestored"),
+        "-o",
+        "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
+    ]);
+    // One: an Application just applied and not yet in the controller's cache is no drift.
+    let events: Vec<&str> = events.lines().collect();
+    assert_eq!(events.len(), 1, "one ApplicationsRestored Event: {events:?}");
+    assert!(
+        events[0].starts_with("Warning ") && events[0].contains("canary-eu") && !events[0].contains("canary-us"),
+        "a Warning that names the Application put back, and only it: {events:?}"
+    );
     argocd.wait_synced_healthy(&SHOPSETS, &new_head, NEXT_DEPLOY);
     assert_eq!(wait_deployed(&cp, &ctl, &system_url, NEXT_DEPLOY), new_head);
 }
