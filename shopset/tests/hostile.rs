@@ -285,6 +285,9 @@ impl Values {
                             "shopset.dev/shopset": name,
                             "shopset.dev/tier": self.tier,
                         },
+                        "annotations": {
+                            "argocd.argoproj.io/manifest-generate-paths": format!(".;/base;/config/{}", self.config),
+                        },
                     },
                     "spec": {
                         "project": self.project,

@@ -309,6 +309,8 @@ pub struct ConfigurationStatus {
     printcolumn = r#"{"name":"Configuration","type":"string","jsonPath":".spec.configuration"}"#,
     printcolumn = r#"{"name":"Shops","type":"integer","jsonPath":".status.shopCount"}"#,
     printcolumn = r#"{"name":"Application","type":"string","jsonPath":".status.application"}"#,
+    printcolumn = r#"{"name":"Sync","type":"string","description":"Argo CD sync status of the Application","jsonPath":".status.syncStatus"}"#,
+    printcolumn = r#"{"name":"Health","type":"string","description":"Argo CD health status of the Application","jsonPath":".status.healthStatus"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

@@ -102,9 +102,14 @@ pub struct Owner<'a> {
 }
 
 impl Owner<'_> {
-    fn owns(&self, app: &DynamicObject) -> bool {
+    /// Whether `app` is one of this tier's Applications.
+    pub fn owns(&self, app: &DynamicObject) -> bool {
         let text = |path: &str| app.data.pointer(path).and_then(|v| v.as_str());
-        text("/spec/source/repoURL") == Some(self.repo_url) && text("/spec/source/targetRevision") == Some(self.branch)
+        app.metadata.namespace.as_deref() == Some(self.namespace)
+            && app.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+            && app.labels().get(TIER_LABEL).map(String::as_str) == Some(self.tier)
+            && text("/spec/source/repoURL") == Some(self.repo_url)
+            && text("/spec/source/targetRevision") == Some(self.branch)
     }
 }
 
@@ -124,6 +129,31 @@ pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObje
         out.applied.push(format!("{ns}/{name}"));
     }
     out.deleted = prune(client, owner, &keep).await?;
+    Ok(out)
+}
+
+/// Annotation that makes Argo CD compare an Application with git now, not at its next poll.
+pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
+
+/// Asks Argo CD to refresh `apps` (after a push: the branch moved, the Application's spec did not,
+/// so Argo CD would otherwise notice only at its next poll, 3 minutes by default). A merge patch of
+/// one annotation, an update of its own that Argo CD removes once refreshed: it takes no field from
+/// the server-side apply of the rest. An Application gone meanwhile is skipped.
+pub async fn refresh(client: &kube::Client, apps: &[DynamicObject]) -> Result<Vec<String>, ArgoError> {
+    let ar = application_resource();
+    let patch = serde_json::json!({ "metadata": { "annotations": { REFRESH_ANNOTATION: "normal" } } });
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+    let mut out = Vec::new();
+    for app in apps {
+        let (ns, name) =
+            (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => out.push(format!("{ns}/{name}")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(ArgoError::of("refresh", &ns, &name, e)),
+        }
+    }
     Ok(out)
 }
 
@@ -336,5 +366,54 @@ mod verdict_tests {
             ]
         );
         assert_eq!(problems(&AppState::default(), "tier-0", Some("abc")), vec![Problem::Missing]);
+    }
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    //! The refresh against a mocked API server: what it sends.
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refresh_merge_patches_the_annotation_alone_and_skips_a_gone_application() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let app = |name: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": name, "namespace": "argocd"}, "spec": {"project": "default"},
+            }))
+            .unwrap()
+        };
+        let answer = serde_json::to_vec(&app("eu")).unwrap();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.expect("a patch of eu");
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(request.uri().path(), "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/eu");
+            assert_eq!(request.headers()["content-type"], "application/merge-patch+json");
+            let query = request.uri().query().unwrap_or_default().to_string();
+            let body: Value = serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(Response::builder().body(Body::from(answer)).unwrap());
+            let (_, send) = handle.next_request().await.expect("a patch of gone");
+            let missing = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                                 "code": 404, "message": "applications.argoproj.io \"gone\" not found",
+                                 "details": {"name": "gone", "group": "argoproj.io", "kind": "applications"}});
+            send.send_response(
+                Response::builder().status(404).body(Body::from(serde_json::to_vec(&missing).unwrap())).unwrap(),
+            );
+            (query, body)
+        });
+        let refreshed = refresh(&client, &[app("eu"), app("gone")]).await.expect("refreshed");
+        assert_eq!(refreshed, ["argocd/eu"]);
+        let (query, body) = server.await.unwrap();
+        // Not an apply: the spec and labels stay owned by the server-side apply of `apply`.
+        assert_eq!(body, json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}));
+        assert!(query.contains("fieldManager=shopset-controller"), "{query}");
+        assert!(!query.contains("force"), "{query}");
     }
 }

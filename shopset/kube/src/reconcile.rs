@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::Api;
+use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -39,10 +41,21 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Where every reconcile's Events go (its Recorder lives here, as in controller-rs).
     pub events: Events,
-    last: Mutex<HashMap<ObjectRef<Tier>, Checkpoint>>,
+    last: Mutex<HashMap<ObjectRef<Tier>, Last>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
     /// The watch caches a reconcile reads its inventory from; set by [`run`].
     stores: std::sync::OnceLock<Stores>,
+}
+
+/// What the last successful sync of a tier left: enough to tell, without a render, that nothing
+/// moved in git and whether the cluster still has the Applications it applied.
+#[derive(Clone)]
+struct Last {
+    checkpoint: Checkpoint,
+    /// The Applications as rendered and applied.
+    apps: Vec<DynamicObject>,
+    /// The system branch's head after the sync.
+    head: Option<String>,
 }
 
 /// What the controller's watches hold: reading the inventory from them instead of listing every
@@ -58,6 +71,10 @@ struct Stores {
     /// reconcile on this: a store's `wait_until_ready` wakes only its latest waiter, so two
     /// reconciles waiting on it at once could leave one asleep for good.
     ready: tokio::sync::watch::Receiver<bool>,
+    /// The Applications the controller manages, in every namespace.
+    applications: Store<DynamicObject>,
+    /// True once `applications` holds a complete list; never without Argo CD's CRD.
+    applications_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Context {
@@ -111,9 +128,52 @@ pub async fn run(
         .modify(slim)
         .reflect(configuration_writer)
         .touched_objects();
+    // The Applications the controller manages: their deletion or an edit puts them back, and what
+    // Argo CD reports of them goes to the ShopSets' and Tier's status. Argo CD writes their status
+    // at every refresh; only a change of what ShopSet reads triggers the Tier.
+    let ar = argocd::application_resource();
+    let app_writer = Writer::new(ar.clone());
+    let app_store = app_writer.as_reader();
+    let managed = format!("{}={}", argocd::MANAGED_BY.0, argocd::MANAGED_BY.1);
+    let mut seen = HashMap::new();
+    let app_events = watcher::watcher(
+        Api::<DynamicObject>::all_with(ctx.client.clone(), &ar),
+        watcher::Config::default().labels(&managed),
+    )
+    .default_backoff()
+    .reflect(app_writer)
+    .filter_map(move |event| {
+        let out = match event {
+            // Without Argo CD (no Application CRD) this fails at every backoff: not worth a warning.
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch Applications");
+                None
+            }
+            Ok(watcher::Event::Apply(app) | watcher::Event::InitApply(app)) => {
+                let key = (app.metadata.namespace.clone(), app.metadata.name.clone());
+                let print = fingerprint(&app);
+                (seen.insert(key, print) != Some(print)).then_some(Ok(app))
+            }
+            Ok(watcher::Event::Delete(app)) => {
+                seen.remove(&(app.metadata.namespace.clone(), app.metadata.name.clone()));
+                Some(Ok(app))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+        };
+        futures::future::ready(out)
+    });
     let controller = Controller::for_stream(tier_events, reader);
     let store = controller.store();
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let (applications_ready_tx, applications_ready) = tokio::sync::watch::channel(false);
+    {
+        let applications = app_store.clone();
+        tokio::spawn(async move {
+            if applications.wait_until_ready().await.is_ok() {
+                let _ = applications_ready_tx.send(true);
+            }
+        });
+    }
     {
         let (shopsets, configurations) = (shopset_store.clone(), configuration_store.clone());
         tokio::spawn(async move {
@@ -125,7 +185,15 @@ pub async fn run(
             }
         });
     }
-    let stores = Stores { tiers: store.clone(), shopsets: shopset_store, configurations: configuration_store, ready };
+    let stores = Stores {
+        tiers: store.clone(),
+        shopsets: shopset_store,
+        configurations: configuration_store,
+        ready,
+        applications: app_store,
+        applications_ready,
+    };
+    let tiers_of_apps = store.clone();
     if ctx.stores.set(stores).is_err() {
         tracing::warn!("the controller's watch caches were set before: this Context already ran a controller");
     }
@@ -144,6 +212,18 @@ pub async fn run(
                 .map(|t| ObjectRef::from_obj(&*t))
                 .collect::<Vec<_>>()
         })
+        .watches_stream_with(
+            app_events,
+            move |app: DynamicObject| {
+                tiers_of_apps
+                    .state()
+                    .iter()
+                    .filter(|t| owned_by(t, &app))
+                    .map(|t| ObjectRef::from_obj(&**t))
+                    .collect::<Vec<_>>()
+            },
+            ar,
+        )
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -306,13 +386,46 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     let input = inventory.tier_input(&tier.name_any()).map_err(|p| Error::Invalid(p.to_string()))?;
     let auth = credentials::of_tier(tier, &ctx.client).await?;
 
-    // Poll fast path: one ls-remote per repository, and nothing else when nothing moved.
+    let (name, branch) = (tier.name_any(), tier.branch());
+    let owner = argocd::Owner {
+        tier: &name,
+        repo_url: &tier.spec.system.url,
+        branch: &branch,
+        namespace: &tier.spec.argocd.namespace,
+    };
+
+    // Poll fast path: one ls-remote per repository, and nothing else when nothing moved but to
+    // put back Applications changed in the cluster and say what Argo CD reports.
     let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
     if let Some(last) = last {
-        let (cache, auth, input) = (ctx.cache.clone(), auth.clone(), input.clone());
-        let unchanged = blocking(move || last.unchanged(&cache, &auth, &input)).await??;
+        let (cache, auth, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
+        let checkpoint = last.checkpoint.clone();
+        let unchanged = blocking(move || checkpoint.unchanged(&cache, &auth, &input2)).await??;
         if unchanged {
             tracing::debug!("nothing moved");
+            let stores = ctx.stores.get();
+            let suspects = match stores.filter(|s| *s.applications_ready.borrow()) {
+                Some(stores) => drift(&last.apps, |ns, name| {
+                    stores.applications.get(&ObjectRef::new_with(name, argocd::application_resource()).within(ns))
+                }),
+                // No complete list of the cluster's Applications: ask for each.
+                None => last.apps.iter().map(|a| a.name_any()).collect(),
+            };
+            // The cache may lag behind an apply of a moment ago: only what the API server confirms.
+            let drifted =
+                if suspects.is_empty() { suspects } else { confirm_drift(ctx, &last.apps, &suspects).await? };
+            if !drifted.is_empty() {
+                let applied = argocd::apply(&ctx.client, &owner, &last.apps).await?;
+                status::restored(&ctx.events, tier, &drifted, &applied).await;
+            }
+            // The status is written whole: from a cached Tier older than the last sync's write it
+            // would put back what that write replaced. The watch catches up; the next trigger writes.
+            let seen = tier.status.as_ref().and_then(|s| s.system_commit.as_deref()) == last.head.as_deref();
+            if seen {
+                let apps = app_states(ctx, tier, &input);
+                let outcome = Outcome::Observed { input: &input, head: last.head.as_deref(), apps: &apps };
+                status::write(&ctx.client, &ctx.events, tier, &outcome).await?;
+            }
             return Ok(());
         }
     }
@@ -327,6 +440,44 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         shopset_git::fault::point("after-push");
     }
     let apps = argocd::applications(&report.tree)?;
+    let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
+    if pushed {
+        // The branch moved under unchanged Applications: Argo CD would see it only at its poll.
+        let refreshed = argocd::refresh(&ctx.client, &apps).await?;
+        tracing::debug!(?refreshed, "asked Argo CD to refresh");
+    }
+    if pushed {
+        shopset_git::fault::point("before-status");
+    }
+    let states = app_states(ctx, tier, &input);
+    let outcome = Outcome::Synced { input: &input, report: &report, applied: &applied, apps: &states };
+    status::write(&ctx.client, &ctx.events, tier, &outcome).await?;
+    ctx.metrics.synced(&labels);
+    let last = Last { checkpoint: Checkpoint::after(&input, &report), apps, head: report.head.clone() };
+    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, last);
+    Ok(())
+}
+
+/// What Argo CD reports of the Applications of the tier's ShopSets, from the watch cache.
+fn app_states(ctx: &Context, tier: &Tier, input: &shopset_core::manifests::TierInput) -> Vec<argocd::AppState> {
+    let ar = argocd::application_resource();
+    let ns = &tier.spec.argocd.namespace;
+    let applications = ctx.stores.get().map(|s| &s.applications);
+    input
+        .shopsets
+        .iter()
+        .map(|ss| {
+            let name = ss.name_any();
+            match applications.and_then(|a| a.get(&ObjectRef::new_with(&name, ar.clone()).within(ns))) {
+                Some(app) if owned_by(tier, &app) => argocd::app_state(name, &app),
+                _ => argocd::AppState { shopset: name.clone(), application: name, ..argocd::AppState::default() },
+            }
+        })
+        .collect()
+}
+
+/// Whether `app` is one of `tier`'s Applications.
+fn owned_by(tier: &Tier, app: &DynamicObject) -> bool {
     let (name, branch) = (tier.name_any(), tier.branch());
     let owner = argocd::Owner {
         tier: &name,
@@ -334,15 +485,69 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         branch: &branch,
         namespace: &tier.spec.argocd.namespace,
     };
-    let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
-    if pushed {
-        shopset_git::fault::point("before-status");
+    owner.owns(app)
+}
+
+/// The names of the `rendered` Applications that the cluster (`live`, by namespace and name) lacks,
+/// is deleting, or holds with another value of a label, an annotation or the spec ShopSet rendered.
+/// What others add (Argo CD's status, its refresh annotation, defaults) is no drift.
+fn drift(rendered: &[DynamicObject], live: impl Fn(&str, &str) -> Option<Arc<DynamicObject>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for app in rendered {
+        let (ns, name) = (app.metadata.namespace.as_deref().unwrap_or_default(), app.name_any());
+        let same = live(ns, &name).is_some_and(|live| {
+            live.metadata.deletion_timestamp.is_none()
+                && app.labels().iter().all(|(k, v)| live.labels().get(k) == Some(v))
+                && app.annotations().iter().all(|(k, v)| live.annotations().get(k) == Some(v))
+                && contains(&live.data, &app.data)
+        });
+        if !same {
+            out.push(name);
+        }
     }
-    let outcome = Outcome::Synced { input: &input, report: &report, applied: &applied };
-    status::write(&ctx.client, &ctx.events, tier, &outcome).await?;
-    ctx.metrics.synced(&labels);
-    ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Checkpoint::after(&input, &report));
-    Ok(())
+    out
+}
+
+/// The Applications of `suspects` that the API server, read directly, confirms as drifted.
+async fn confirm_drift(ctx: &Context, rendered: &[DynamicObject], suspects: &[String]) -> Result<Vec<String>, Error> {
+    let ar = argocd::application_resource();
+    let suspects: Vec<DynamicObject> = rendered.iter().filter(|a| suspects.contains(&a.name_any())).cloned().collect();
+    let mut live = HashMap::new();
+    for app in &suspects {
+        let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+        if let Some(obj) = api.get_opt(&name).await? {
+            live.insert((ns, name), Arc::new(obj));
+        }
+    }
+    Ok(drift(&suspects, |ns, name| live.get(&(ns.to_string(), name.to_string())).cloned()))
+}
+
+/// Whether `live` holds everything of `rendered`: every key of an object, every item of a list in
+/// its place; a list of another length differs.
+fn contains(live: &serde_json::Value, rendered: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, rendered) {
+        (Value::Object(l), Value::Object(r)) => r.iter().all(|(k, v)| l.get(k).is_some_and(|lv| contains(lv, v))),
+        (Value::Array(l), Value::Array(r)) => l.len() == r.len() && l.iter().zip(r).all(|(lv, rv)| contains(lv, rv)),
+        _ => live == rendered,
+    }
+}
+
+/// What the controller reads of an Application: its spec, labels and annotations, what Argo CD
+/// reports (sync, health, revision, conditions), and whether it is being deleted. A change of
+/// anything else (Argo CD's timestamps, its resource list) triggers no reconcile.
+fn fingerprint(app: &DynamicObject) -> u64 {
+    let value = serde_json::json!({
+        "labels": app.labels(),
+        "annotations": app.annotations(),
+        "deleting": app.metadata.deletion_timestamp.is_some(),
+        "spec": app.data.get("spec"),
+        "sync": app.data.pointer("/status/sync"),
+        "health": app.data.pointer("/status/health/status"),
+        "conditions": app.data.pointer("/status/conditions"),
+    });
+    shopset_core::fingerprint::fnv1a(value.to_string().as_bytes())
 }
 
 /// Runs git work on the blocking pool; a panic there is a bug, reported as one.
@@ -391,6 +596,64 @@ pub fn tiers_for_push(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn app(json: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn drift_is_a_missing_deleted_or_edited_application_not_what_argo_cd_adds() {
+        let rendered = app(serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "eu", "namespace": "argocd", "labels": {"shopset.dev/tier": "tier-0"},
+                         "annotations": {"argocd.argoproj.io/manifest-generate-paths": ".;/base"}},
+            "spec": {"source": {"targetRevision": "tier-0"}, "syncPolicy": {"syncOptions": ["CreateNamespace=true"]}},
+        }));
+        let mut live = serde_json::to_value(&rendered).unwrap();
+        live["metadata"]["annotations"]["argocd.argoproj.io/refresh"] = "normal".into();
+        live["metadata"]["labels"]["extra"] = "x".into();
+        live["status"] = serde_json::json!({"sync": {"status": "Synced"}});
+        let check = |live: Option<serde_json::Value>| {
+            drift(std::slice::from_ref(&rendered), |ns, name| {
+                assert_eq!((ns, name), ("argocd", "eu"));
+                live.clone().map(|l| Arc::new(app(l)))
+            })
+        };
+        assert!(check(Some(live.clone())).is_empty(), "what Argo CD or others add is no drift");
+        assert_eq!(check(None), ["eu"], "deleted");
+        let mut edited = live.clone();
+        edited["spec"]["source"]["targetRevision"] = "main".into();
+        assert_eq!(check(Some(edited)), ["eu"], "retargeted");
+        let mut edited = live.clone();
+        edited["spec"]["syncPolicy"]["syncOptions"] = serde_json::json!([]);
+        assert_eq!(check(Some(edited)), ["eu"], "an option removed");
+        let mut edited = live.clone();
+        edited["metadata"]["labels"]["shopset.dev/tier"] = "tier-1".into();
+        assert_eq!(check(Some(edited)), ["eu"], "relabelled");
+        let mut deleting = live;
+        deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        assert_eq!(check(Some(deleting)), ["eu"], "being deleted");
+    }
+
+    #[test]
+    fn only_what_shopset_reads_of_an_application_triggers_a_reconcile() {
+        let base = serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "eu", "namespace": "argocd"},
+            "spec": {"source": {"targetRevision": "tier-0"}},
+            "status": {"sync": {"status": "OutOfSync", "revision": "a"}, "health": {"status": "Healthy"}, "reconciledAt": "t1"},
+        });
+        let mut later = base.clone();
+        later["status"]["reconciledAt"] = "t2".into();
+        assert_eq!(fingerprint(&app(base.clone())), fingerprint(&app(later)), "a timestamp only");
+        for (path, value) in
+            [("/status/sync/status", "Synced"), ("/status/sync/revision", "b"), ("/status/health/status", "Degraded")]
+        {
+            let mut changed = base.clone();
+            *changed.pointer_mut(path).unwrap() = value.into();
+            assert_ne!(fingerprint(&app(base.clone())), fingerprint(&app(changed)), "{path}");
+        }
+    }
 
     #[test]
     fn retries_double_from_five_seconds_and_stop_growing_at_five_minutes() {

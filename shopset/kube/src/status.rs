@@ -16,7 +16,7 @@ use shopset_core::manifests::TierInput;
 use shopset_core::revision::short;
 use shopset_git::sync::{SyncError, SyncReport};
 
-use crate::argocd::{self, Applied};
+use crate::argocd::{self, AppState, Applied};
 use crate::error::Error;
 
 /// Where a reconcile's Events go. A failure repeated with the same reason joins one Event's series,
@@ -61,10 +61,37 @@ impl Events {
 pub enum Outcome<'a> {
     /// A new generation is being worked on.
     Started,
-    /// Synced and applied.
-    Synced { input: &'a TierInput, report: &'a SyncReport, applied: &'a Applied },
+    /// Synced and applied; `apps` is what Argo CD reports of the tier's Applications.
+    Synced { input: &'a TierInput, report: &'a SyncReport, applied: &'a Applied, apps: &'a [AppState] },
+    /// Nothing moved in git: only what Argo CD reports may have changed. Written only when it did.
+    Observed { input: &'a TierInput, head: Option<&'a str>, apps: &'a [AppState] },
     /// Failed; the error policy retries unless the error is terminal.
     Failed(&'a Error),
+}
+
+/// The `Deployed` condition: how many of the tier's Applications run their ShopSet at the system
+/// branch's head, judged by [`argocd::problems`] (the promotion gate's verdict). True when all do.
+pub fn deployed(apps: &[AppState], branch: &str, head: Option<&str>) -> (bool, &'static str, String) {
+    let Some(head) = head else {
+        return (false, "NoSystemCommit", format!("branch {branch} has no commit yet"));
+    };
+    let mut first = None;
+    let mut ok = 0;
+    for app in apps {
+        match argocd::problems(app, branch, Some(head)).first() {
+            None => ok += 1,
+            Some(problem) if first.is_none() => first = Some(format!("{}: {problem}", app.application)),
+            Some(_) => {}
+        }
+    }
+    let mut message = format!("{ok}/{} at {}", apps.len(), short(head));
+    match first {
+        None => (true, "Deployed", message),
+        Some(why) => {
+            message.push_str(&format!("; {why}"));
+            (false, "Deploying", message)
+        }
+    }
 }
 
 /// The conditions of a Tier after `outcome`, given its current ones.
@@ -78,7 +105,7 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             out.push(c("Reconciling", true, "Progressing", &message));
             out
         }
-        Outcome::Synced { input, report, applied } => {
+        Outcome::Synced { input, report, applied, apps } => {
             let head = report.head.as_deref().unwrap_or_default();
             let pushed = match &report.commit {
                 Some(commit) => format!("pushed {} to {}", short(commit), report.branch),
@@ -86,11 +113,19 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             };
             let ready =
                 format!("system branch {} at {}; {} Applications", report.branch, short(head), applied.applied.len());
+            let (ok, reason, message) = deployed(apps, &report.branch, report.head.as_deref());
             vec![
                 c("Ready", true, "Synced", &ready),
                 c("Rendered", true, "Rendered", &format!("{} ShopSets rendered", input.shopsets.len())),
                 c("Pushed", true, if report.commit.is_some() { "Pushed" } else { "UpToDate" }, &pushed),
+                c("Deployed", ok, reason, &message),
             ]
+        }
+        Outcome::Observed { input, head, apps } => {
+            let (ok, reason, message) = deployed(apps, &input.tier.branch(), *head);
+            let mut out: Vec<Condition> = old.iter().filter(|c| c.type_ != "Deployed").cloned().collect();
+            out.push(c("Deployed", ok, reason, &message));
+            out
         }
         Outcome::Failed(err) => {
             let (reason, message) = (err.reason(), err.to_string());
@@ -107,6 +142,8 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             } else {
                 out.push(c("Reconciling", true, "ProgressingWithRetry", &message));
             }
+            // What Argo CD runs does not change because this reconcile failed.
+            out.extend(old.iter().filter(|c| c.type_ == "Deployed").cloned());
             out
         }
     }
@@ -146,8 +183,10 @@ pub async fn write(client: &kube::Client, events: &Events, tier: &Tier, outcome:
     // whole status is written every time, carried over where this outcome does not change it.
     let mut status = tier.status.clone().unwrap_or_default();
     status.conditions = conditions(&old, generation, outcome);
+    // Argo CD's reports come often and mostly change nothing: write only what changed.
+    let unchanged = matches!(outcome, Outcome::Observed { .. }) && status.conditions == old;
     match outcome {
-        Outcome::Started => {}
+        Outcome::Started | Outcome::Observed { .. } => {}
         Outcome::Failed(_) => status.observed_generation = generation,
         Outcome::Synced { report, .. } => {
             status.observed_generation = generation;
@@ -159,18 +198,21 @@ pub async fn write(client: &kube::Client, events: &Events, tier: &Tier, outcome:
             status.last_sync_time = Some(Time(Timestamp::now()));
         }
     }
-    let api: Api<Tier> = Api::namespaced(client.clone(), &tier.namespace().unwrap_or_default());
-    let patch = json!({ "apiVersion": API_VERSION, "kind": "Tier", "status": status });
-    api.patch_status(&tier.name_any(), &PatchParams::apply(argocd::FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    if !unchanged {
+        let api: Api<Tier> = Api::namespaced(client.clone(), &tier.namespace().unwrap_or_default());
+        let patch = json!({ "apiVersion": API_VERSION, "kind": "Tier", "status": status });
+        api.patch_status(&tier.name_any(), &PatchParams::apply(argocd::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+    }
     match outcome {
         Outcome::Started => {}
+        Outcome::Observed { input, apps, .. } => write_shopsets(client, tier, input, apps).await?,
         Outcome::Failed(err) => {
             let note = err.to_string();
             events.publish(tier, true, EventType::Warning, err.reason(), "Sync", note).await;
         }
-        Outcome::Synced { input, report, applied } => {
-            write_shopsets(client, tier, input, report).await?;
+        Outcome::Synced { input, applied, apps, report } => {
+            write_shopsets(client, tier, input, apps).await?;
             for (type_, reason, action, note) in success_events(report, applied) {
                 events.publish(tier, false, type_, reason, action, note).await;
             }
@@ -179,25 +221,24 @@ pub async fn write(client: &kube::Client, events: &Events, tier: &Tier, outcome:
     Ok(())
 }
 
-/// A ShopSet's status describes its own generation, not the branch head (the Tier's status has
-/// that): it is written only when it changes, so a bump costs no write per ShopSet.
-async fn write_shopsets(
-    client: &kube::Client,
-    tier: &Tier,
-    input: &TierInput,
-    report: &SyncReport,
-) -> Result<(), Error> {
+/// A ShopSet's status describes its own generation and what Argo CD reports of its Application,
+/// not the branch head (the Tier's status has that): it is written only when it changes, so a bump
+/// costs a write per ShopSet only when its Application follows.
+async fn write_shopsets(client: &kube::Client, tier: &Tier, input: &TierInput, apps: &[AppState]) -> Result<(), Error> {
     for ss in &input.shopsets {
         let name = ss.name_any();
         let old = ss.status.clone().unwrap_or_default();
-        let rendered = format!("rendered at shopsets/{name} on branch {}", report.branch);
+        let rendered = format!("rendered at shopsets/{name} on branch {}", tier.branch());
+        let app = apps.iter().find(|a| a.shopset == name && a.exists);
         let status = ShopSetStatus {
+            sync_status: app.and_then(|a| a.sync.clone()),
+            health_status: app.and_then(|a| a.health.clone()),
+            revision: app.and_then(|a| a.revision.clone()),
             conditions: vec![condition(&old.conditions, "Ready", true, "Rendered", &rendered, ss.metadata.generation)],
             observed_generation: ss.metadata.generation,
             shop_count: Some(ss.spec.shops.len() as i64),
             rendered_path: Some(format!("shopsets/{name}")),
             application: Some(format!("{}/{name}", tier.spec.argocd.namespace)),
-            ..old.clone()
         };
         if status == old {
             continue;
@@ -235,6 +276,17 @@ pub fn success_events(report: &SyncReport, applied: &Applied) -> Vec<(EventType,
         out.push((EventType::Normal, "ApplicationsDeleted", "Prune", note));
     }
     out
+}
+
+/// Says that Applications changed in the cluster (`drifted`: deleted or edited) were put back.
+pub async fn restored(events: &Events, tier: &Tier, drifted: &[String], applied: &Applied) {
+    let note = format!(
+        "put back Applications deleted or changed outside ShopSet: {} (in {})",
+        drifted.join(", "),
+        tier.spec.argocd.namespace
+    );
+    tracing::info!(tier = %tier.name_any(), ?drifted, applied = applied.applied.len(), "Applications put back");
+    events.publish(tier, false, EventType::Warning, "ApplicationsRestored", "Restore", note).await;
 }
 
 #[cfg(test)]
@@ -363,10 +415,10 @@ mod tests {
             diff: None,
             tree: Default::default(),
         };
-        let outcome = Outcome::Synced { input: &input, report: &report, applied: &Applied::default() };
+        let outcome = Outcome::Synced { input: &input, report: &report, applied: &Applied::default(), apps: &[] };
         let after = conditions(&old.status.unwrap().conditions, Some(2), &outcome);
         let types: Vec<&str> = after.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["Ready", "Rendered", "Pushed"]);
+        assert_eq!(types, ["Ready", "Rendered", "Pushed", "Deployed"]);
         assert_eq!(after[0].message, "system branch tier-0 at 89abcde; 0 Applications");
     }
 
@@ -377,5 +429,55 @@ mod tests {
         let transition = old[0].last_transition_time.clone();
         let failed = conditions(old, Some(2), &Outcome::Failed(&Error::Invalid("x".into())));
         assert_eq!(failed[0].last_transition_time, transition, "still False: same transition time");
+    }
+
+    fn app(name: &str, sync: &str, health: &str, revision: &str) -> AppState {
+        AppState {
+            shopset: name.into(),
+            application: name.into(),
+            exists: true,
+            sync: Some(sync.into()),
+            health: Some(health.into()),
+            revision: Some(revision.into()),
+            target_revision: Some("tier-0".into()),
+            conditions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn deployed_counts_the_applications_synced_and_healthy_at_the_head() {
+        let head = "1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d";
+        let old = "0000000000000000000000000000000000000000";
+        let all = [app("eu", "Synced", "Healthy", head), app("us", "Synced", "Healthy", head)];
+        assert_eq!(deployed(&all, "tier-0", Some(head)), (true, "Deployed", "2/2 at 1a2b3c4".into()));
+        // Synced and Healthy at the previous commit is not deployed: the bump is not out yet.
+        let behind = [app("eu", "Synced", "Healthy", head), app("us", "Synced", "Healthy", old)];
+        assert_eq!(
+            deployed(&behind, "tier-0", Some(head)),
+            (false, "Deploying", "1/2 at 1a2b3c4; us: it runs revision 0000000 instead of 1a2b3c4".into())
+        );
+        let missing = [AppState { shopset: "eu".into(), application: "eu".into(), ..AppState::default() }];
+        assert_eq!(
+            deployed(&missing, "tier-0", Some(head)),
+            (false, "Deploying", "0/1 at 1a2b3c4; eu: it does not exist".into())
+        );
+        assert!(!deployed(&all, "tier-0", None).0, "no system commit, nothing deployed");
+    }
+
+    #[test]
+    fn an_observation_changes_only_deployed_and_a_failure_keeps_it() {
+        let head = "1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d";
+        let old = tier(&[("Ready", "True"), ("Pushed", "True")], 1, 1);
+        let input = TierInput { tier: old.clone(), from: None, configurations: vec![], shopsets: vec![] };
+        let apps = [app("eu", "Synced", "Healthy", head)];
+        let old = old.status.unwrap().conditions;
+        let observed = conditions(&old, Some(1), &Outcome::Observed { input: &input, head: Some(head), apps: &apps });
+        let types: Vec<&str> = observed.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "Pushed", "Deployed"]);
+        assert_eq!(observed[..2], old[..], "Ready and Pushed as they were");
+        let again = conditions(&observed, Some(1), &Outcome::Observed { input: &input, head: Some(head), apps: &apps });
+        assert_eq!(again, observed, "the same report: nothing to write");
+        let failed = conditions(&observed, Some(1), &Outcome::Failed(&Error::Kube("down".into())));
+        assert_eq!(failed.iter().find(|c| c.type_ == "Deployed"), observed.last(), "{failed:?}");
     }
 }
