@@ -461,9 +461,6 @@ fn expected_yaml(input: RenderInput<'_>) -> BTreeMap<String, Value> {
                 "name": name,
                 "namespace": argocd.namespace,
                 "labels": {"app.kubernetes.io/managed-by": "shopset-controller", "shopset.dev/shopset": name, "shopset.dev/tier": tier_name},
-                "annotations": {
-                    "argocd.argoproj.io/manifest-generate-paths": format!(".;/base;/config/{}", ss.spec.configuration),
-                },
             },
             "spec": {
                 "project": argocd.project,

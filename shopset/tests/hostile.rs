@@ -285,9 +285,6 @@ impl Values {
                             "shopset.dev/shopset": name,
                             "shopset.dev/tier": self.tier,
                         },
-                        "annotations": {
-                            "argocd.argoproj.io/manifest-generate-paths": format!(".;/base;/config/{}", self.config),
-                        },
                     },
                     "spec": {
                         "project": self.project,
