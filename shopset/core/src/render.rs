@@ -265,7 +265,6 @@ impl Renderer {
                         server => argocd.destination.server.as_str(),
                         namespace => namespace.as_str(),
                         sync_policy => minijinja::value::Serde(&argocd.sync_policy),
-                        manifest_generate_paths => manifest_generate_paths(&ss.spec.configuration),
                     };
                     let what = format!("ShopSet/{name}");
                     let mut files = vec![
@@ -305,17 +304,6 @@ impl Renderer {
         self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(tier_name, TierMemo { tier_key, shopsets: memo });
         Ok(tree)
     }
-}
-
-/// The value of an Application's `argocd.argoproj.io/manifest-generate-paths`: the paths whose
-/// change can change what its overlay builds. Argo CD splits it at `;`, reads a relative path from
-/// the Application's own directory and one with a leading `/` from the repository root, and skips
-/// a refresh (from a webhook, or a new commit) that changed none of them. The overlay includes the
-/// app base and its configuration through submodules, and a bump of either changes nothing but
-/// that submodule's gitlink (`base`, `config/<name>`): those paths must be listed, or Argo CD
-/// would not rebuild the overlay for the very change ShopSet exists to deploy.
-pub fn manifest_generate_paths(configuration: &str) -> String {
-    format!(".;/base;/config/{configuration}")
 }
 
 /// `prefix/path`, without a trailing `/.`.
@@ -409,16 +397,4 @@ fn check_oid(what: &str, value: &str) -> Result<(), RenderError> {
     let ok = (value.len() == 40 || value.len() == 64)
         && value.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
     if ok { Ok(()) } else { Err(RenderError::BadPin { what: what.into(), value: value.into() }) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_application_is_refreshed_by_its_overlay_and_the_gitlinks_it_builds_from() {
-        // `.` is shopsets/<name> (relative to the Application's path); the others from the root,
-        // where the base and each configuration are gitlinks.
-        assert_eq!(manifest_generate_paths("shop-config"), ".;/base;/config/shop-config");
-    }
 }
