@@ -606,7 +606,7 @@ mod tests {
         let rendered = app(serde_json::json!({
             "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
             "metadata": {"name": "eu", "namespace": "argocd", "labels": {"shopset.dev/tier": "tier-0"},
-                         "annotations": {"argocd.argoproj.io/manifest-generate-paths": ".;/base"}},
+                         "annotations": {"shopset.dev/note": "rendered"}},
             "spec": {"source": {"targetRevision": "tier-0"}, "syncPolicy": {"syncOptions": ["CreateNamespace=true"]}},
         }));
         let mut live = serde_json::to_value(&rendered).unwrap();
