@@ -1,0 +1,192 @@
+//! The promotion gate, `shopctl status` and `shopctl doctor` against what a real Argo CD reports.
+//! The examples' tier-0 and tier-1 (promoted from tier-0) are applied with kubectl;
+//! `shopset-controller` (a process) deploys them through Argo CD v3.5 (kwok makes the Pods Ready).
+//!
+//! 1. tier-0 Deployed: `shopctl promote tier-0 tier-1`, gate on, passes; tier-1 becomes Deployed.
+//! 2. An app commit whose Deployment can never become ready (a nodeSelector no Node has, and a
+//!    short progress deadline): Argo CD reports it Degraded; the gate refuses (exit 3) naming each
+//!    ShopSet, `doctor` says Problem/Why/Fix (exit 3), `status` says "not deployed:".
+//! 3. `shopctl rollback tier-0 --steps 1`: tier-0 Deployed again, and the gate passes again.
+//!
+//! Nothing here writes a status: every Synced, Degraded and revision is Argo CD's.
+//!
+//! Build the workspace first: the test runs the `shopset-controller` and `shopctl` binaries of
+//! `cargo build`.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use shopset_e2e::argocd::ArgoCdOptions;
+use shopset_e2e::controlplane::{ControlPlane, Options};
+use shopset_e2e::gitserver::{branch_head, commit_files};
+use shopset_e2e::tools::{path_env, repo_root, workspace_bin};
+use support::{Controller, Examples, Run, jsonpath, replace_once, short, wait_until};
+
+const NS: &str = "gate";
+const TIER0_SHOPSETS: [&str; 2] = ["canary-eu", "canary-us"];
+const TIER1_SHOPSETS: [&str; 2] = ["eu-west", "us-east"];
+/// Generous: the first deployment clones, builds and applies from nothing, and Argo CD fills its
+/// cluster cache first; the machine may be slow and busy.
+const FIRST_DEPLOY: Duration = Duration::from_secs(600);
+const NEXT_DEPLOY: Duration = Duration::from_secs(300);
+
+#[test]
+fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_rollback() {
+    let cp = ControlPlane::start_with(Options::default().argocd(ArgoCdOptions::default()));
+    let argocd = cp.argocd();
+    let ex = Examples::new(&cp, NS, "10s");
+    // The Applications go where this Argo CD watches; tier-1 polls as often as tier-0 so that a
+    // promotion reaches it without a webhook.
+    let ours = format!("\n    namespace: {}\n", ex.argocd_ns);
+    let theirs = format!("\n    namespace: {}\n", argocd.namespace());
+    for (file, extra) in [("tier-0.yaml", None), ("tier-1.yaml", Some(("\n  interval: 1h\n", "\n  interval: 10s\n")))] {
+        let path = ex.manifests.join(file);
+        let text = fs::read_to_string(&path).expect("read manifest");
+        let mut text = replace_once(&text, file, &ours, &theirs);
+        if let Some((from, to)) = extra {
+            text = replace_once(&text, file, from, to);
+        }
+        fs::write(&path, text).expect("write manifest");
+    }
+    let mut ctl = ex.controller(&cp, "controller");
+    ctl.start(&Run::new("argocd-gate"));
+    ex.apply(&cp);
+
+    // 1. tier-0 deployed: the gate passes, and tier-1 follows.
+    let head0 = wait_deployed(&cp, &ctl, &ex.system_url, "tier-0", &TIER0_SHOPSETS, FIRST_DEPLOY);
+    argocd.wait_synced_healthy(&TIER0_SHOPSETS, &head0, NEXT_DEPLOY);
+    let promoted = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex)]);
+    assert!(promoted.status.success(), "the gate lets a deployed tier-0 through:\n{}", text(&promoted));
+    let head1 = wait_deployed(&cp, &ctl, &ex.system_url, "tier-1", &TIER1_SHOPSETS, FIRST_DEPLOY);
+    argocd.wait_synced_healthy(&TIER1_SHOPSETS, &head1, NEXT_DEPLOY);
+    let app0 = ex.gitlink("tier-0", "base");
+    assert_eq!(ex.gitlink("tier-1", "base"), app0, "tier-1 runs tier-0's app");
+
+    // 2. A commit that can never become ready: no Node has the label, so the Pod stays Pending,
+    // and after the progress deadline Kubernetes (and so Argo CD) calls the Deployment Degraded.
+    // (Argo CD must build the bumped base: an Application with manifest-generate-paths stayed
+    // Synced and Healthy here, built from the submodule checkout of the previous commit.)
+    let storefront =
+        fs::read_to_string(repo_root().join("examples/app/base/storefront.yaml")).expect("read storefront.yaml");
+    let stuck = replace_once(
+        &storefront,
+        "examples/app/base/storefront.yaml",
+        "\n  replicas: 1\n",
+        "\n  replicas: 1\n  progressDeadlineSeconds: 10\n",
+    );
+    let stuck = replace_once(
+        &stuck,
+        "examples/app/base/storefront.yaml",
+        "\n    spec:\n      containers:\n",
+        "\n    spec:\n      nodeSelector:\n        shopset.dev/no-such-node: \"true\"\n      containers:\n",
+    );
+    commit_files(&ex.app_url, "tier-0", &[("base/storefront.yaml", &stuck)], "storefront on no node");
+    let bad_head = wait_until("the poll to bump tier-0", NEXT_DEPLOY, &ctl, || {
+        branch_head(&ex.system_url, "tier-0").filter(|h| *h != head0)
+    });
+    argocd.wait(&format!("Applications {TIER0_SHOPSETS:?} Synced and Degraded at {bad_head}"), NEXT_DEPLOY, || {
+        let statuses: Vec<String> = TIER0_SHOPSETS
+            .iter()
+            .map(|name| argocd.application(name).map_or_else(|| format!("{name}: none"), |s| format!("{name}: {s}")))
+            .collect();
+        let degraded = TIER0_SHOPSETS.iter().all(|name| {
+            argocd
+                .application(name)
+                .is_some_and(|s| s.sync == "Synced" && s.health == "Degraded" && s.revision == bad_head)
+        });
+        if degraded { Ok(()) } else { Err(statuses.join("\n")) }
+    });
+
+    let refused = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex)]);
+    assert_eq!(refused.status.code(), Some(3), "the gate refuses a Degraded tier-0:\n{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    for shopset in TIER0_SHOPSETS {
+        assert!(
+            stderr.lines().any(|l| l.contains(&format!("ShopSet {shopset}:")) && l.contains("health is Degraded")),
+            "the refusal names ShopSet {shopset} and Argo CD's verdict:\n{stderr}"
+        );
+    }
+    assert_eq!(ex.gitlink("tier-1", "base"), app0, "nothing moved on tier-1");
+
+    let doctor = shopctl(&cp, ex.work.path(), &["doctor", "tier-0", "-f", manifests(&ex)]);
+    assert_eq!(doctor.status.code(), Some(3), "doctor finds the Degraded Applications:\n{}", text(&doctor));
+    let stdout = String::from_utf8_lossy(&doctor.stdout);
+    assert!(stdout.contains("Problem:") && stdout.contains("Why:") && stdout.contains("Fix:"), "{stdout}");
+    for shopset in TIER0_SHOPSETS {
+        assert!(stdout.contains(shopset), "doctor names ShopSet {shopset}:\n{stdout}");
+    }
+    assert!(stdout.contains("Degraded"), "doctor gives Argo CD's verdict:\n{stdout}");
+
+    let status = shopctl(&cp, ex.work.path(), &["status", "tier-0", "-f", manifests(&ex)]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("not deployed:") && stdout.contains("health is Degraded"), "{}", text(&status));
+
+    // 3. Rolled back: the controller pins the previous app commit, Argo CD syncs it, and the gate
+    // passes again.
+    let rollback = shopctl(&cp, ex.work.path(), &["rollback", "tier-0", "-f", manifests(&ex), "--steps", "1"]);
+    assert!(rollback.status.success(), "rollback:\n{}", text(&rollback));
+    let back = wait_until("the poll to pin the rolled back app", NEXT_DEPLOY, &ctl, || {
+        branch_head(&ex.system_url, "tier-0").filter(|h| *h != bad_head)
+    });
+    assert_eq!(ex.gitlink("tier-0", "base"), app0, "tier-0 pins the app commit before the bad one");
+    let deployed = wait_deployed(&cp, &ctl, &ex.system_url, "tier-0", &TIER0_SHOPSETS, NEXT_DEPLOY);
+    assert_eq!(deployed, back);
+    argocd.wait_synced_healthy(&TIER0_SHOPSETS, &back, NEXT_DEPLOY);
+    let preview = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex), "--dry-run"]);
+    assert!(preview.status.success(), "{}", text(&preview));
+    assert!(!text(&preview).contains("is not verified"), "the gate passes again:\n{}", text(&preview));
+}
+
+fn manifests(ex: &Examples) -> &str {
+    ex.manifests.to_str().expect("a UTF-8 path")
+}
+
+/// `kubectl wait --for=condition=Deployed tier/<tier>` until the condition is about the system
+/// branch's head and counts every ShopSet; that head.
+fn wait_deployed(
+    cp: &ControlPlane,
+    ctl: &Controller,
+    system_url: &str,
+    tier: &str,
+    shopsets: &[&str],
+    timeout: Duration,
+) -> String {
+    wait_until(&format!("Tier {tier} Deployed at the system branch's head"), timeout, ctl, || {
+        let out = cp.kubectl(["wait", "-n", NS, "--for=condition=Deployed", &format!("tier/{tier}"), "--timeout=30s"]);
+        let head = branch_head(system_url, tier)?;
+        let message = jsonpath(cp, NS, "tier", tier, "{.status.conditions[?(@.type==\"Deployed\")].message}");
+        let want = format!("{n}/{n} at {}", short(&head), n = shopsets.len());
+        (out.status.success() && message == want).then_some(head)
+    })
+}
+
+/// `shopctl --cache-dir cache --color never <args>` with the plane's KUBECONFIG, its own cache
+/// and HOME, and none of the caller's ShopSet or git settings.
+fn shopctl(cp: &ControlPlane, work: &Path, args: &[&str]) -> Output {
+    Command::new(workspace_bin("shopctl"))
+        .current_dir(work)
+        .args(["--cache-dir", "shopctl-cache", "--color", "never"])
+        .args(args)
+        .env("PATH", path_env())
+        .env("HOME", work)
+        .env("XDG_CONFIG_HOME", work)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("SHOPSET_CACHE_DIR")
+        .env_remove("SHOPSET_CREDENTIALS")
+        .env_remove("SHOPSET_TEMPLATES")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shopctl")
+}
+
+/// Exit status, stdout and stderr, for a failure message.
+fn text(out: &Output) -> String {
+    format!("{}\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
