@@ -7,6 +7,8 @@
 //!    short progress deadline): Argo CD reports it Degraded; the gate refuses (exit 3) naming each
 //!    ShopSet, `doctor` says Problem/Why/Fix (exit 3), `status` says "not deployed:".
 //! 3. `shopctl rollback tier-0 --steps 1`: tier-0 Deployed again, and the gate passes again.
+//! 4. An app commit whose kustomization names a file that does not exist: Argo CD's
+//!    ComparisonError, and the gate refuses naming it.
 //!
 //! Nothing here writes a status: every Synced, Degraded and revision is Argo CD's.
 //!
@@ -139,6 +141,30 @@ fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_r
     let preview = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex), "--dry-run"]);
     assert!(preview.status.success(), "{}", text(&preview));
     assert!(!text(&preview).contains("is not verified"), "the gate passes again:\n{}", text(&preview));
+
+    // 4. A base Argo CD cannot build (a resource file that does not exist): its ComparisonError
+    // is the verdict the gate gives.
+    let kustomization =
+        fs::read_to_string(repo_root().join("examples/app/base/kustomization.yaml")).expect("read kustomization.yaml");
+    let broken = format!("{kustomization}- no-such-file.yaml\n");
+    commit_files(&ex.app_url, "tier-0", &[("base/kustomization.yaml", &broken)], "a resource that is not there");
+    let broken_head = wait_until("the poll to bump tier-0 again", NEXT_DEPLOY, &ctl, || {
+        branch_head(&ex.system_url, "tier-0").filter(|h| *h != back)
+    });
+    argocd.wait(&format!("Application canary-eu's ComparisonError at {broken_head}"), NEXT_DEPLOY, || {
+        let status = argocd.application("canary-eu");
+        match &status {
+            Some(s) if s.messages.iter().any(|m| m.starts_with("ComparisonError:")) => Ok(()),
+            _ => Err(format!("{status:?}")),
+        }
+    });
+    let refused = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex)]);
+    assert_eq!(refused.status.code(), Some(3), "the gate refuses a base Argo CD cannot build:\n{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.lines().any(|l| l.contains("ShopSet canary-eu:") && l.contains("Argo CD reports ComparisonError")),
+        "the refusal names ShopSet canary-eu and Argo CD's ComparisonError:\n{stderr}"
+    );
 }
 
 fn manifests(ex: &Examples) -> &str {
