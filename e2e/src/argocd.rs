@@ -263,3 +263,64 @@ impl<'a> ArgoCd<'a> {
         out
     }
 }
+
+/// The example Configuration, tier-0 (polling every `interval`) and its two ShopSets, with the
+/// repositories given and Argo CD in `argocd_namespace` deploying to this cluster with automated sync:
+/// what the Argo CD tests apply or sync.
+pub fn tier0_manifests(app: &str, config: &str, system: &str, argocd_namespace: &str, interval: &str) -> String {
+    const TIER: &str = "tier-0";
+    format!(
+        "apiVersion: shopset.dev/v1alpha1
+kind: Configuration
+metadata:
+  name: shop-config
+spec:
+  url: {config}
+  path: component
+---
+apiVersion: shopset.dev/v1alpha1
+kind: Tier
+metadata:
+  name: {TIER}
+spec:
+  interval: {interval}
+  app:
+    url: {app}
+    path: base
+  system:
+    url: {system}
+  argocd:
+    namespace: {argocd_namespace}
+    project: default
+    destination:
+      server: https://kubernetes.default.svc
+    syncPolicy:
+      automated:
+        prune: true
+        selfHeal: true
+      syncOptions:
+      - ServerSideApply=true
+---
+apiVersion: shopset.dev/v1alpha1
+kind: ShopSet
+metadata:
+  name: canary-eu
+spec:
+  tier: {TIER}
+  configuration: shop-config
+  shops: [shop-0001, shop-0002]
+---
+apiVersion: shopset.dev/v1alpha1
+kind: ShopSet
+metadata:
+  name: canary-us
+spec:
+  tier: {TIER}
+  configuration: shop-config
+  shops: [shop-1001]
+  images:
+  - name: ghcr.io/acme/checkout
+    newTag: 1.1.0-rc.1
+"
+    )
+}

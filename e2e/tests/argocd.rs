@@ -58,7 +58,7 @@ fn argo_cd_deploys_the_system_branch_shopctl_writes_and_follows_an_app_change() 
     std::fs::create_dir(&manifests).expect("create manifests dir");
     std::fs::write(
         manifests.join("tier-0.yaml"),
-        manifests_yaml(&app_url, &config_url, &system_url, argocd.namespace()),
+        shopset_e2e::argocd::tier0_manifests(&app_url, &config_url, &system_url, argocd.namespace(), "1m"),
     )
     .expect("write manifests");
 
@@ -110,64 +110,6 @@ fn argo_cd_deploys_the_system_branch_shopctl_writes_and_follows_an_app_change() 
         wait_rolled_out(&cp, &argocd, shopset, "storefront", Some(new_image));
         wait_rolled_out(&cp, &argocd, shopset, "checkout", None);
     }
-}
-
-/// The ShopSet manifests of tier-0 as `examples/` has them, on this test's repositories, with
-/// the Applications in Argo CD's namespace.
-fn manifests_yaml(app: &str, config: &str, system: &str, argocd_namespace: &str) -> String {
-    format!(
-        "apiVersion: shopset.dev/v1alpha1
-kind: Configuration
-metadata:
-  name: shop-config
-spec:
-  url: {config}
-  path: component
----
-apiVersion: shopset.dev/v1alpha1
-kind: Tier
-metadata:
-  name: {TIER}
-spec:
-  app:
-    url: {app}
-    path: base
-  system:
-    url: {system}
-  argocd:
-    namespace: {argocd_namespace}
-    project: default
-    destination:
-      server: https://kubernetes.default.svc
-    syncPolicy:
-      automated:
-        prune: true
-        selfHeal: true
-      syncOptions:
-      - ServerSideApply=true
----
-apiVersion: shopset.dev/v1alpha1
-kind: ShopSet
-metadata:
-  name: canary-eu
-spec:
-  tier: {TIER}
-  configuration: shop-config
-  shops: [shop-0001, shop-0002]
----
-apiVersion: shopset.dev/v1alpha1
-kind: ShopSet
-metadata:
-  name: canary-us
-spec:
-  tier: {TIER}
-  configuration: shop-config
-  shops: [shop-1001]
-  images:
-  - name: ghcr.io/acme/checkout
-    newTag: 1.1.0-rc.1
-"
-    )
 }
 
 /// `shopctl sync -f <manifests> --tier tier-0`, which must succeed; with its own cache and HOME,

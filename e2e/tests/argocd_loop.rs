@@ -55,7 +55,13 @@ fn the_controller_deploys_through_argo_cd_reports_what_it_runs_and_puts_back_a_d
     ctl.start(&Run::new("argocd-loop"));
     cp.kubectl_with_stdin_ok(
         ["apply", "-n", NS, "-f", "-"],
-        &manifests_yaml(&app_url, &config_url, &system_url, argocd.namespace()),
+        &shopset_e2e::argocd::tier0_manifests(
+            &app_url,
+            &config_url,
+            &system_url,
+            argocd.namespace(),
+            &format!("{}s", INTERVAL.as_secs()),
+        ),
     );
 
     // 1. The controller pushes and applies; Argo CD deploys; the Tier says so. (The first
@@ -159,64 +165,4 @@ fn wait_deployed(cp: &ControlPlane, ctl: &Controller, system_url: &str, timeout:
 fn shopset_status(cp: &ControlPlane, shopset: &str) -> Vec<String> {
     let text = jsonpath(cp, NS, "shopset", shopset, "{.status.syncStatus}|{.status.healthStatus}|{.status.revision}");
     text.split('|').map(str::to_string).collect()
-}
-
-/// tier-0 as `examples/` has it, on this test's repositories, polling every [`INTERVAL`], with
-/// the Applications in Argo CD's namespace.
-fn manifests_yaml(app: &str, config: &str, system: &str, argocd_namespace: &str) -> String {
-    let interval = format!("{}s", INTERVAL.as_secs());
-    format!(
-        "apiVersion: shopset.dev/v1alpha1
-kind: Configuration
-metadata:
-  name: shop-config
-spec:
-  url: {config}
-  path: component
----
-apiVersion: shopset.dev/v1alpha1
-kind: Tier
-metadata:
-  name: {TIER}
-spec:
-  interval: {interval}
-  app:
-    url: {app}
-    path: base
-  system:
-    url: {system}
-  argocd:
-    namespace: {argocd_namespace}
-    project: default
-    destination:
-      server: https://kubernetes.default.svc
-    syncPolicy:
-      automated:
-        prune: true
-        selfHeal: true
-      syncOptions:
-      - ServerSideApply=true
----
-apiVersion: shopset.dev/v1alpha1
-kind: ShopSet
-metadata:
-  name: canary-eu
-spec:
-  tier: {TIER}
-  configuration: shop-config
-  shops: [shop-0001, shop-0002]
----
-apiVersion: shopset.dev/v1alpha1
-kind: ShopSet
-metadata:
-  name: canary-us
-spec:
-  tier: {TIER}
-  configuration: shop-config
-  shops: [shop-1001]
-  images:
-  - name: ghcr.io/acme/checkout
-    newTag: 1.1.0-rc.1
-"
-    )
 }

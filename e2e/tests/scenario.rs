@@ -363,6 +363,7 @@ fn the_system_branch_clones_with_submodules_and_renders_what_argocd_applies() {
         // Standalone kustomize renders the same as kubectl's built-in one (what Argo CD runs).
         let standalone = run_ok(Command::new(tool("kustomize")).args(["build", path_str(&dir)]));
         assert_eq!(rendered, standalone, "kubectl kustomize and kustomize build agree for {ss}");
+        // The built overlay's workloads applied as a person does with Argo CD down: no status is written.
         cp.kubectl_with_stdin_ok(["apply", "--server-side", "--field-manager=e2e-argocd", "-f", "-"], &rendered);
     }
     let image = |ns: &str, deploy: &str| {
