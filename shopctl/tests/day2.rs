@@ -468,6 +468,9 @@ fn apply_and_doctor_against_a_real_api_server() {
     cp.kubectl_ok(["apply", "--server-side", "-f", &m(&f)]);
     let run = doctor(&[]).failure(3);
     assert!(problems(&run.stdout).contains(&"Tier default/tier-0 has no Ready condition".to_string()), "{run}");
+    // A Tier condition written by hand: no controller runs in this test (doctor is the unit under
+    // test); the controller writing the same reason for an unreachable repository is covered by
+    // e2e/tests/faults.rs.
     let not_ready = concat!(
         r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"GitUnavailable","#,
         r#""message":"repository git://git.invalid/app.git is unreachable","#,

@@ -409,6 +409,11 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
         let yaml = fx.system_git(&["show", &format!("tier-0:applications/{app}.yaml")]);
         cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &yaml);
     };
+    // Written by hand: this test's plane runs no Argo CD (every shopctl test would pay its start-up),
+    // and it walks the gate through states a real Argo CD reaches only slowly or never on its own
+    // here (Synced at an old revision, OutOfSync with Healthy). The real ones are proven against a
+    // real Argo CD in e2e/tests/argocd_gate.rs (Degraded, ComparisonError, a rollback); the rest of
+    // this table is to move there.
     let set = |app: &str, sync: &str, health: &str, revision: &str| {
         let patch = json!({"status": {"sync": {"status": sync, "revision": revision}, "health": {"status": health}}})
             .to_string();
@@ -483,6 +488,8 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
     // status with a cluster: the Tier's conditions and the Applications.
     let tier0 = std::fs::read_to_string(fx.manifests().join("tier-0.yaml")).unwrap();
     cp.kubectl_with_stdin_ok(["apply", "-n", "default", "-f", "-"], &tier0);
+    // Conditions written by hand: no controller runs here (what `status` prints of them is under
+    // test); the controller writing them is covered by the e2e scenario and fault tests.
     let conditions = json!({"status": {"conditions": [
         {"type": "Ready", "status": "True", "reason": "Synced", "message": format!("system branch tier-0 at {}", short(&system2)), "lastTransitionTime": "2025-01-01T00:00:00Z"},
         {"type": "Pushed", "status": "False", "reason": "LeaseBroken", "message": "another writer moved the branch", "lastTransitionTime": "2025-01-01T00:00:00Z"},
