@@ -3,11 +3,12 @@
 //! `shopset-controller` (a process) deploys them through Argo CD v3.5 (kwok makes the Pods Ready).
 //!
 //! 1. tier-0 Deployed: `shopctl promote tier-0 tier-1`, gate on, passes; tier-1 becomes Deployed.
-//! 2. An app commit whose Deployment can never become ready (a nodeSelector no Node has, and a
+//! 2. A new storefront image on tier-0, deployed, then promoted: tier-1 runs it.
+//! 3. An app commit whose Deployment can never become ready (a nodeSelector no Node has, and a
 //!    short progress deadline): Argo CD reports it Degraded; the gate refuses (exit 3) naming each
 //!    ShopSet, `doctor` says Problem/Why/Fix (exit 3), `status` says "not deployed:".
-//! 3. `shopctl rollback tier-0 --steps 1`: tier-0 Deployed again, and the gate passes again.
-//! 4. An app commit whose kustomization names a file that does not exist: Argo CD's
+//! 4. `shopctl rollback tier-0 --steps 1`: tier-0 Deployed again, and the gate passes again.
+//! 5. An app commit whose kustomization names a file that does not exist: Argo CD's
 //!    ComparisonError, and the gate refuses naming it.
 //!
 //! Nothing here writes a status: every Synced, Degraded and revision is Argo CD's.
@@ -65,17 +66,41 @@ fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_r
     assert!(promoted.status.success(), "the gate lets a deployed tier-0 through:\n{}", text(&promoted));
     let head1 = wait_deployed(&cp, &ctl, &ex.system_url, "tier-1", &TIER1_SHOPSETS, FIRST_DEPLOY);
     argocd.wait_synced_healthy(&TIER1_SHOPSETS, &head1, NEXT_DEPLOY);
-    let app0 = ex.gitlink("tier-0", "base");
-    assert_eq!(ex.gitlink("tier-1", "base"), app0, "tier-1 runs tier-0's app");
+    assert_eq!(ex.gitlink("tier-1", "base"), ex.gitlink("tier-0", "base"), "tier-1 runs tier-0's app");
 
-    // 2. A commit that can never become ready: no Node has the label, so the Pod stays Pending,
+    // 2. A promotion that moves tier-1: a new storefront image deployed on tier-0, promoted with
+    // the gate on, and Argo CD runs it on tier-1 too.
+    let storefront =
+        fs::read_to_string(repo_root().join("examples/app/base/storefront.yaml")).expect("read storefront.yaml");
+    let (old_image, new_image) = ("ghcr.io/acme/storefront:1.0.0", "ghcr.io/acme/storefront:1.1.0");
+    let upgraded = replace_once(&storefront, "examples/app/base/storefront.yaml", old_image, new_image);
+    commit_files(&ex.app_url, "tier-0", &[("base/storefront.yaml", &upgraded)], "storefront 1.1.0");
+    let upgraded0 = wait_until("the poll to bump tier-0 to storefront 1.1.0", NEXT_DEPLOY, &ctl, || {
+        branch_head(&ex.system_url, "tier-0").filter(|h| *h != head0)
+    });
+    assert_eq!(wait_deployed(&cp, &ctl, &ex.system_url, "tier-0", &TIER0_SHOPSETS, NEXT_DEPLOY), upgraded0);
+    argocd.wait_synced_healthy(&TIER0_SHOPSETS, &upgraded0, NEXT_DEPLOY);
+    let promoted = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex)]);
+    assert!(promoted.status.success(), "the gate lets storefront 1.1.0 through:\n{}", text(&promoted));
+    let moved1 = wait_until("the poll to bump tier-1 to the promoted app", NEXT_DEPLOY, &ctl, || {
+        branch_head(&ex.system_url, "tier-1").filter(|h| *h != head1)
+    });
+    let app0 = ex.gitlink("tier-0", "base");
+    assert_eq!(ex.gitlink("tier-1", "base"), app0, "tier-1 pins the promoted app commit");
+    assert_eq!(wait_deployed(&cp, &ctl, &ex.system_url, "tier-1", &TIER1_SHOPSETS, NEXT_DEPLOY), moved1);
+    argocd.wait_synced_healthy(&TIER1_SHOPSETS, &moved1, NEXT_DEPLOY);
+    // The examples' us-east sets its own namespace; eu-west deploys to one named after it.
+    for (shopset, namespace) in [("eu-west", "eu-west"), ("us-east", "shops-us-east")] {
+        let image = jsonpath(&cp, namespace, "deployment", "storefront", "{.spec.template.spec.containers[0].image}");
+        assert_eq!(image, new_image, "Argo CD runs the promoted storefront in ShopSet {shopset}");
+    }
+
+    // 3. A commit that can never become ready: no Node has the label, so the Pod stays Pending,
     // and after the progress deadline Kubernetes (and so Argo CD) calls the Deployment Degraded.
     // (Argo CD must build the bumped base: an Application with manifest-generate-paths stayed
     // Synced and Healthy here, built from the submodule checkout of the previous commit.)
-    let storefront =
-        fs::read_to_string(repo_root().join("examples/app/base/storefront.yaml")).expect("read storefront.yaml");
     let stuck = replace_once(
-        &storefront,
+        &upgraded,
         "examples/app/base/storefront.yaml",
         "\n  replicas: 1\n",
         "\n  replicas: 1\n  progressDeadlineSeconds: 10\n",
@@ -88,7 +113,7 @@ fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_r
     );
     commit_files(&ex.app_url, "tier-0", &[("base/storefront.yaml", &stuck)], "storefront on no node");
     let bad_head = wait_until("the poll to bump tier-0", NEXT_DEPLOY, &ctl, || {
-        branch_head(&ex.system_url, "tier-0").filter(|h| *h != head0)
+        branch_head(&ex.system_url, "tier-0").filter(|h| *h != upgraded0)
     });
     argocd.wait(&format!("Applications {TIER0_SHOPSETS:?} Synced and Degraded at {bad_head}"), NEXT_DEPLOY, || {
         let statuses: Vec<String> = TIER0_SHOPSETS
@@ -127,7 +152,7 @@ fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_r
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("not deployed:") && stdout.contains("health is Degraded"), "{}", text(&status));
 
-    // 3. Rolled back: the controller pins the previous app commit, Argo CD syncs it, and the gate
+    // 4. Rolled back: the controller pins the previous app commit, Argo CD syncs it, and the gate
     // passes again.
     let rollback = shopctl(&cp, ex.work.path(), &["rollback", "tier-0", "-f", manifests(&ex), "--steps", "1"]);
     assert!(rollback.status.success(), "rollback:\n{}", text(&rollback));
@@ -142,7 +167,7 @@ fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_r
     assert!(preview.status.success(), "{}", text(&preview));
     assert!(!text(&preview).contains("is not verified"), "the gate passes again:\n{}", text(&preview));
 
-    // 4. A base Argo CD cannot build (a resource file that does not exist): its ComparisonError
+    // 5. A base Argo CD cannot build (a resource file that does not exist): its ComparisonError
     // is the verdict the gate gives.
     let kustomization =
         fs::read_to_string(repo_root().join("examples/app/base/kustomization.yaml")).expect("read kustomization.yaml");
