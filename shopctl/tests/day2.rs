@@ -326,7 +326,7 @@ fn doctor_reads_webhook_deliveries_from_the_controller_metrics() {
 // ---------------------------------------------------------------------------------------------
 // apply and doctor against one real API server
 
-/// An Application as the controller renders it, with the status Argo CD would write.
+/// An Application as the controller renders it, with a status written by hand (no Argo CD here).
 fn application(f: &Fixture, name: &str, sync: &str, health: &str, revision: &str, target: &str) -> String {
     let rendered = f.system_git(&["show", &format!("tier-0:applications/{name}.yaml")]);
     let mut app: serde_yaml::Value = serde_yaml::from_str(&rendered).unwrap();
@@ -487,13 +487,15 @@ fn apply_and_doctor_against_a_real_api_server() {
     );
     assert!(run.stdout.contains("kubectl -n default describe tier tier-0"), "{run}");
 
-    // Applications: one OutOfSync and Degraded at an old revision, one pointing at another branch.
+    // Applications: one pointing at another branch than the tier's. Their statuses are written by
+    // hand (this plane runs no Argo CD), and only as Synced and Healthy at the system head, so the
+    // one problem is the spec's; Argo CD's own verdicts (OutOfSync in a freeze, Degraded, a
+    // previous revision, ComparisonError) reach doctor in e2e/tests/argocd_gate.rs.
     cp.kubectl_ok(["create", "namespace", "argocd"]);
-    let old = "0".repeat(40);
     let apps = format!(
         "{}---\n{}",
         application(&f, "canary-eu", "Synced", "Healthy", &system_head, "main"),
-        application(&f, "canary-us", "OutOfSync", "Degraded", &old, "tier-0")
+        application(&f, "canary-us", "Synced", "Healthy", &system_head, "tier-0")
     );
     cp.kubectl_with_stdin_ok(["apply", "--server-side", "-f", "-"], &apps);
     let ready = r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"Synced","message":"ok","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#;
@@ -501,38 +503,14 @@ fn apply_and_doctor_against_a_real_api_server() {
     let run = doctor(&[]).failure(3);
     assert_eq!(
         problems(&run.stdout),
-        [
-            "ShopSet canary-eu: Application argocd/canary-eu: it points at revision main, not the tier branch"
-                .to_string(),
-            "ShopSet canary-us: Application argocd/canary-us: sync is OutOfSync".to_string(),
-            "ShopSet canary-us: Application argocd/canary-us: health is Degraded".to_string(),
-            format!(
-                "ShopSet canary-us: Application argocd/canary-us: it runs revision 0000000 instead of {}",
-                short(&system_head)
-            ),
-        ],
+        ["ShopSet canary-eu: Application argocd/canary-eu: it points at revision main, not the tier branch"
+            .to_string()],
         "{run}"
     );
-    assert!(run.stdout.contains("shopctl apply tier-0 -f") && run.stdout.contains("--shopset canary-us"), "{run}");
-    // Synced, but at an older system commit than the branch head.
-    let apps = format!(
-        "{}---\n{}",
-        application(&f, "canary-eu", "Synced", "Healthy", &system_head, "tier-0"),
-        application(&f, "canary-us", "Synced", "Healthy", &old, "tier-0")
-    );
-    cp.kubectl_with_stdin_ok(["apply", "--server-side", "--force-conflicts", "-f", "-"], &apps);
-    let run = doctor(&[]).failure(3);
-    assert_eq!(
-        problems(&run.stdout),
-        [format!(
-            "ShopSet canary-us: Application argocd/canary-us: it runs revision 0000000 instead of {}",
-            short(&system_head)
-        )],
-        "{run}"
-    );
+    assert!(run.stdout.contains("-f applications/canary-eu.yaml"), "the fix applies the rendered Application: {run}");
 
     // Healthy: exit 0.
-    let apps = application(&f, "canary-us", "Synced", "Healthy", &system_head, "tier-0");
+    let apps = application(&f, "canary-eu", "Synced", "Healthy", &system_head, "tier-0");
     cp.kubectl_with_stdin_ok(["apply", "--server-side", "--force-conflicts", "-f", "-"], &apps);
     let run = doctor(&[]).success();
     assert!(
