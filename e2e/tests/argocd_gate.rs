@@ -8,8 +8,14 @@
 //!    short progress deadline): Argo CD reports it Degraded; the gate refuses (exit 3) naming each
 //!    ShopSet, `doctor` says Problem/Why/Fix (exit 3), `status` says "not deployed:".
 //! 4. `shopctl rollback tier-0 --steps 1`: tier-0 Deployed again, and the gate passes again.
-//! 5. An app commit whose kustomization names a file that does not exist: Argo CD's
+//! 5. A freeze (a deny sync window): a good commit is OutOfSync, and the gate refuses.
+//! 6. Argo CD behind the branch (`shopctl sync` with the controller stopped, no refresh): Synced
+//!    at the previous commit, and the gate refuses naming both commits.
+//! 7. An app commit whose kustomization names a file that does not exist: Argo CD's
 //!    ComparisonError, and the gate refuses naming it.
+//!
+//! Argo CD's periodic refresh is off: only the controller's refresh annotation after a push (or
+//! a change of an Application) makes it read the system branch again, so step 6 holds still.
 //!
 //! Nothing here writes a status: every Synced, Degraded and revision is Argo CD's.
 //!
@@ -39,7 +45,9 @@ const NEXT_DEPLOY: Duration = Duration::from_secs(300);
 
 #[test]
 fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_rollback() {
-    let cp = ControlPlane::start_with(Options::default().argocd(ArgoCdOptions::default()));
+    let cp = ControlPlane::start_with(
+        Options::default().argocd(ArgoCdOptions { app_resync: Duration::ZERO, ..ArgoCdOptions::default() }),
+    );
     let argocd = cp.argocd();
     let ex = Examples::new(&cp, NS, "10s");
     // The Applications go where this Argo CD watches; tier-1 polls as often as tier-0 so that a
@@ -167,14 +175,100 @@ fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_r
     assert!(preview.status.success(), "{}", text(&preview));
     assert!(!text(&preview).contains("is not verified"), "the gate passes again:\n{}", text(&preview));
 
-    // 5. A base Argo CD cannot build (a resource file that does not exist): its ComparisonError
+    // 5. A freeze: a sync window of the AppProject denies every sync. A good commit is bumped and
+    // refreshed; Argo CD compares it, reports it OutOfSync (still Healthy, running the previous
+    // one), and the gate refuses. The window lifted, Argo CD syncs and the gate passes.
+    let project = |windows: &str| {
+        let patch = format!(r#"{{"spec":{{"syncWindows":{windows}}}}}"#);
+        cp.kubectl_ok(["patch", "appproject", "default", "-n", argocd.namespace(), "--type=merge", "-p", &patch]);
+    };
+    project(r#"[{"kind":"deny","schedule":"* * * * *","duration":"24h","applications":["*"]}]"#);
+    let frozen = replace_once(&upgraded, "storefront 1.1.0", new_image, "ghcr.io/acme/storefront:1.2.0");
+    commit_files(&ex.app_url, "tier-0", &[("base/storefront.yaml", &frozen)], "storefront 1.2.0");
+    let frozen_head = wait_until("the poll to bump tier-0 during the freeze", NEXT_DEPLOY, &ctl, || {
+        branch_head(&ex.system_url, "tier-0").filter(|h| *h != back)
+    });
+    argocd.wait(&format!("Applications {TIER0_SHOPSETS:?} OutOfSync at {frozen_head}"), NEXT_DEPLOY, || {
+        let statuses: Vec<String> =
+            TIER0_SHOPSETS.iter().map(|n| format!("{n}: {:?}", argocd.application(n))).collect();
+        let out_of_sync = TIER0_SHOPSETS.iter().all(|name| {
+            argocd
+                .application(name)
+                .is_some_and(|s| s.sync == "OutOfSync" && s.health == "Healthy" && s.revision == frozen_head)
+        });
+        if out_of_sync { Ok(()) } else { Err(statuses.join("\n")) }
+    });
+    let refused = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex)]);
+    assert_eq!(refused.status.code(), Some(3), "the gate refuses an OutOfSync tier-0:\n{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    for shopset in TIER0_SHOPSETS {
+        assert!(
+            stderr.lines().any(|l| l.contains(&format!("ShopSet {shopset}:")) && l.contains("sync is OutOfSync")),
+            "the refusal names ShopSet {shopset} and its sync status:\n{stderr}"
+        );
+    }
+    let mut findings = TIER0_SHOPSETS
+        .map(|n| format!("ShopSet {n}: Application {}/{n}: sync is OutOfSync", argocd.namespace()))
+        .to_vec();
+    findings.push(format!("shopctl apply tier-0 -f {} --shopset canary-eu", manifests(&ex)));
+    doctor_finds(&cp, &ex, &findings);
+    project("[]");
+    // Lifting a window makes Argo CD look again only at its next periodic refresh (off here), so
+    // ask, as `argocd app get --refresh` does.
+    for shopset in TIER0_SHOPSETS {
+        argocd.refresh(shopset);
+    }
+    argocd.wait_synced_healthy(&TIER0_SHOPSETS, &frozen_head, NEXT_DEPLOY);
+
+    // 6. Argo CD behind the branch: with the controller stopped, `shopctl sync` pushes a bump and
+    // nobody asks Argo CD to look again (this plane's Argo CD has no periodic refresh). It still
+    // reports Synced and Healthy, at the previous commit; the gate refuses naming both.
+    ctl.stop();
+    let behind =
+        replace_once(&frozen, "storefront 1.2.0", "ghcr.io/acme/storefront:1.2.0", "ghcr.io/acme/storefront:1.3.0");
+    commit_files(&ex.app_url, "tier-0", &[("base/storefront.yaml", &behind)], "storefront 1.3.0");
+    let synced = shopctl(&cp, ex.work.path(), &["sync", "--tier", "tier-0", "-f", manifests(&ex)]);
+    assert!(synced.status.success(), "shopctl sync:\n{}", text(&synced));
+    let behind_head = branch_head(&ex.system_url, "tier-0").expect("tier-0 system branch");
+    assert_ne!(behind_head, frozen_head, "shopctl sync pushed the bump");
+    for shopset in TIER0_SHOPSETS {
+        let status = argocd.application(shopset).expect("Application exists");
+        assert!(status.synced_healthy_at(&frozen_head), "Argo CD has not looked again: {shopset}: {status}");
+    }
+    let refused = shopctl(&cp, ex.work.path(), &["promote", "tier-0", "tier-1", "-f", manifests(&ex)]);
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "the gate refuses a tier-0 Argo CD has not caught up with:\n{}",
+        text(&refused)
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let instead = format!("it runs revision {} instead of {}", short(&frozen_head), short(&behind_head));
+    assert!(
+        stderr.lines().any(|l| l.contains("ShopSet canary-eu:") && l.contains(&instead)),
+        "the refusal names ShopSet canary-eu and both revisions:\n{stderr}"
+    );
+    doctor_finds(
+        &cp,
+        &ex,
+        &[
+            format!("ShopSet canary-eu: Application {}/canary-eu: {instead}", argocd.namespace()),
+            format!(
+                "kubectl -n {} annotate application canary-eu argocd.argoproj.io/refresh=hard --overwrite",
+                argocd.namespace()
+            ),
+        ],
+    );
+    ctl.start(&Run::new("argocd-gate-again"));
+
+    // 7. A base Argo CD cannot build (a resource file that does not exist): its ComparisonError
     // is the verdict the gate gives.
     let kustomization =
         fs::read_to_string(repo_root().join("examples/app/base/kustomization.yaml")).expect("read kustomization.yaml");
     let broken = format!("{kustomization}- no-such-file.yaml\n");
     commit_files(&ex.app_url, "tier-0", &[("base/kustomization.yaml", &broken)], "a resource that is not there");
     let broken_head = wait_until("the poll to bump tier-0 again", NEXT_DEPLOY, &ctl, || {
-        branch_head(&ex.system_url, "tier-0").filter(|h| *h != back)
+        branch_head(&ex.system_url, "tier-0").filter(|h| *h != behind_head)
     });
     argocd.wait(&format!("Application canary-eu's ComparisonError at {broken_head}"), NEXT_DEPLOY, || {
         let status = argocd.application("canary-eu");
@@ -190,6 +284,18 @@ fn the_gate_status_and_doctor_follow_argo_cd_through_a_degraded_commit_and_its_r
         stderr.lines().any(|l| l.contains("ShopSet canary-eu:") && l.contains("Argo CD reports ComparisonError")),
         "the refusal names ShopSet canary-eu and Argo CD's ComparisonError:\n{stderr}"
     );
+}
+
+/// `shopctl doctor tier-0` exits 3 and says each of `findings` (problems and fixes).
+fn doctor_finds(cp: &ControlPlane, ex: &Examples, findings: &[String]) {
+    let doctor = shopctl(cp, ex.work.path(), &["doctor", "tier-0", "-f", manifests(ex)]);
+    assert_eq!(doctor.status.code(), Some(3), "doctor finds a problem:\n{}", text(&doctor));
+    let stdout = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!stdout.contains("is not applied"), "doctor reads the Tiers of --namespace {NS}:\n{stdout}");
+    for finding in findings {
+        assert!(stdout.contains(finding.as_str()), "doctor says {finding:?}:\n{stdout}");
+    }
+    assert!(stdout.contains("Fix:"), "{stdout}");
 }
 
 fn manifests(ex: &Examples) -> &str {
@@ -215,12 +321,12 @@ fn wait_deployed(
     })
 }
 
-/// `shopctl --cache-dir cache --color never <args>` with the plane's KUBECONFIG, its own cache
+/// `shopctl --cache-dir cache --color never --namespace NS <args>` with the plane's KUBECONFIG, its own cache
 /// and HOME, and none of the caller's ShopSet or git settings.
 fn shopctl(cp: &ControlPlane, work: &Path, args: &[&str]) -> Output {
     Command::new(workspace_bin("shopctl"))
         .current_dir(work)
-        .args(["--cache-dir", "shopctl-cache", "--color", "never"])
+        .args(["--cache-dir", "shopctl-cache", "--color", "never", "--namespace", NS])
         .args(args)
         .env("PATH", path_env())
         .env("HOME", work)

@@ -81,7 +81,7 @@ struct Report {
 }
 
 pub fn apply(cli: &Cli, style: &Style, args: &ApplyArgs) -> Result<()> {
-    let inv = load(&args.files)?;
+    let inv = load(cli, &args.files)?;
     let input = inv.tier_input(&args.tier)?;
     let tier = &input.tier;
     let branch = tier.branch();

@@ -64,7 +64,7 @@ pub struct DiffReport {
 }
 
 pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
-    let inv = load(&args.files)?;
+    let inv = load(cli, &args.files)?;
     let (from, to) = (inv.find_tier(&args.from)?, inv.find_tier(&args.to)?);
     let to_input = inv.tier_input(&args.to)?;
     let cfgs = inv.configurations_of(&[&args.from, &args.to])?;

@@ -49,7 +49,7 @@ struct DoctorReport {
 }
 
 pub fn doctor(cli: &Cli, style: &Style, args: &DoctorArgs) -> Result<()> {
-    let inv = load(&args.files)?;
+    let inv = load(cli, &args.files)?;
     let (cache, auth) = (cache(cli)?, auth(cli)?);
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);

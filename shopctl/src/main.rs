@@ -48,6 +48,9 @@ pub(crate) struct Cli {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text, global = true)]
     pub(crate) output: Output,
+    /// The namespace of objects whose manifests name none, as `kubectl -n` (default: default).
+    #[arg(short, long, global = true)]
+    pub(crate) namespace: Option<String>,
     /// Where fetched repositories are cached.
     #[arg(long, global = true, env = "SHOPSET_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -261,7 +264,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         }
         Command::Render { files, tier, out, pins, offline } => render(cli, files, tier.as_deref(), out, pins, *offline),
         Command::Sync { files, tier, dry_run, max_attempts } => {
-            let inventory = load(files)?;
+            let inventory = load(cli, files)?;
             let opts = SyncOptions { dry_run: *dry_run, max_attempts: *max_attempts, ..SyncOptions::default() };
             let (cache, auth, renderer) = (cache(cli)?, auth(cli)?, renderer(cli)?);
             let order = tier_order(&inventory, tier.as_deref())?;
@@ -323,8 +326,11 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
     }
 }
 
-pub(crate) fn load(files: &[PathBuf]) -> Result<Inventory> {
-    let inventory = Inventory::load(files)?;
+pub(crate) fn load(cli: &Cli, files: &[PathBuf]) -> Result<Inventory> {
+    let mut inventory = Inventory::load(files)?;
+    if let Some(namespace) = &cli.namespace {
+        inventory = inventory.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+    }
     inventory.check().map_err(|p| anyhow!(LoadError::Invalid(p)))?;
     Ok(inventory)
 }
@@ -400,7 +406,7 @@ fn parse_pins(pins: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[String], offline: bool) -> Result<()> {
-    let inventory = load(files)?;
+    let inventory = load(cli, files)?;
     let renderer = renderer(cli)?;
     let given = parse_pins(pins)?;
     let names = tier_order(&inventory, tier)?;
@@ -521,7 +527,7 @@ fn quickstart(cli: &Cli, dir: &Path, style: &Style) -> Result<()> {
     println!("{} local repositories in {}", style.bold("Created"), setup.repos.display());
     println!("  app:    {}\n  config: {}\n  system: {}", setup.app_url, setup.config_url, setup.system_url);
     println!("  manifests: {}\n", setup.manifests.display());
-    let inventory = load(std::slice::from_ref(&setup.manifests))?;
+    let inventory = load(cli, std::slice::from_ref(&setup.manifests))?;
     let cache = GitCache::new(dir.join("cache"));
     let input = inventory.tier_input("tier-0")?;
     let report = sync_tier(&cache, &Auth::default(), &input, &renderer(cli)?, &SyncOptions::default())?;

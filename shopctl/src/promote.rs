@@ -105,7 +105,7 @@ fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str) -> Result<Ve
 }
 
 pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
-    let inv = load(&args.files)?;
+    let inv = load(cli, &args.files)?;
     let (from, to) = (tier(&inv, &args.from)?, tier(&inv, &args.to)?);
     check_order(from, to)?;
     let only = match args.only {
@@ -266,7 +266,7 @@ fn open_prs(
 }
 
 pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
-    let inv = load(&args.files)?;
+    let inv = load(cli, &args.files)?;
     let t = tier(&inv, &args.tier)?;
     let target = match (&args.to, args.steps) {
         (Some(c), _) => RollbackTarget::Commit(c.clone()),

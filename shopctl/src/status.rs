@@ -56,7 +56,7 @@ pub struct ConditionView {
 }
 
 pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
-    let inv = load(&args.files)?;
+    let inv = load(cli, &args.files)?;
     let (cache, auth) = (cache(cli)?, auth(cli)?);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = rt.block_on(kube::Client::try_default());

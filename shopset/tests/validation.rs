@@ -550,3 +550,24 @@ fn parse_reads_a_stream_as_load_reads_a_file() {
         other => panic!("a duplicate must be refused alike: {other:?}"),
     }
 }
+
+#[test]
+fn a_namespace_given_places_the_objects_that_name_none_and_refuses_the_others() {
+    let yaml = format!("{TIERS}{}", shopset("a", ""));
+    let placed = inventory(&yaml).in_namespace("shops").expect("placed");
+    assert!(placed.tiers.keys().chain(placed.shopsets.keys()).all(|(ns, _)| ns == "shops"), "{placed:?}");
+    assert!(placed.tiers.values().all(|t| t.metadata.namespace.as_deref() == Some("shops")));
+    placed.check().expect("the ShopSet finds its Tier in the namespace given");
+    assert_eq!(placed.tier_input("tier-0").expect("tier-0").shopsets.len(), 1);
+
+    let elsewhere = yaml.replacen("metadata: {name: a}", "metadata: {name: a, namespace: other}", 1);
+    let refused = inventory(&elsewhere).in_namespace("shops").expect_err("kubectl refuses it too");
+    let text = refused.to_string();
+    assert!(
+        text.contains("ShopSet/a")
+            && text.contains("metadata.namespace")
+            && text.contains("other")
+            && text.contains("--namespace (shops)"),
+        "{text}"
+    );
+}

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::Value;
@@ -86,6 +87,37 @@ impl Inventory {
             return Err(LoadError::Invalid(Problems(problems)));
         }
         Ok(inv)
+    }
+
+    /// Puts every object whose manifest names no namespace into `namespace`, as `kubectl apply
+    /// -n NAMESPACE -f` does; an object that names another namespace is refused, as kubectl
+    /// refuses it.
+    pub fn in_namespace(self, namespace: &str) -> Result<Self, Problems> {
+        let mut problems = Vec::new();
+        let mut place = |kind: &str, meta: &mut ObjectMeta| match &meta.namespace {
+            Some(ns) if ns != namespace => problems.push(Invalid {
+                resource: format!("{kind}/{}", meta.name.as_deref().unwrap_or_default()),
+                field: "metadata.namespace".into(),
+                value: ns.clone(),
+                problem: format!("does not match the namespace given with --namespace ({namespace})"),
+                fix: format!("drop --namespace, or drop metadata.namespace from the manifest, or make it {namespace}"),
+            }),
+            _ => meta.namespace = Some(namespace.to_string()),
+        };
+        let mut out = Inventory::default();
+        for mut obj in self.tiers.into_values() {
+            place("Tier", &mut obj.metadata);
+            out.tiers.insert(key(&obj), obj);
+        }
+        for mut obj in self.configurations.into_values() {
+            place("Configuration", &mut obj.metadata);
+            out.configurations.insert(key(&obj), obj);
+        }
+        for mut obj in self.shopsets.into_values() {
+            place("ShopSet", &mut obj.metadata);
+            out.shopsets.insert(key(&obj), obj);
+        }
+        if problems.is_empty() { Ok(out) } else { Err(Problems(problems)) }
     }
 
     /// Reads one YAML stream that is not a file on disk (`path` only names it in messages): what
