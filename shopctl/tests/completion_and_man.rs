@@ -18,6 +18,7 @@ const COMMANDS: &[&str] = &[
     "diff",
     "apply",
     "doctor",
+    "argocd-creds",
     "quickstart",
     "completion",
     "man",

@@ -28,7 +28,7 @@ use shopset_git::sync::{Checkpoint, SyncOptions, sync_tier};
 pub use crate::error::Error;
 use crate::metrics::{Metrics, TierLabels};
 use crate::status::{self, Events, Outcome};
-use crate::{argocd, credentials};
+use crate::{argocd, credentials, repo_creds};
 
 /// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
 pub const FINALIZER: &str = "shopset.dev/cleanup";
@@ -398,11 +398,13 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     // put back Applications changed in the cluster and say what Argo CD reports.
     let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
     if let Some(last) = last {
-        let (cache, auth, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
+        let (cache, auth2, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
         let checkpoint = last.checkpoint.clone();
-        let unchanged = blocking(move || checkpoint.unchanged(&cache, &auth, &input2)).await??;
+        let unchanged = blocking(move || checkpoint.unchanged(&cache, &auth2, &input2)).await??;
         if unchanged {
             tracing::debug!("nothing moved");
+            // Every reconcile: one deleted or edited in the cluster is put back within a poll.
+            write_repo_creds(ctx, tier, &input, &auth).await?;
             let stores = ctx.stores.get();
             let suspects = match stores.filter(|s| *s.applications_ready.borrow()) {
                 Some(stores) => drift(&last.apps, |ns, name| {
@@ -430,8 +432,8 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         }
     }
 
-    let (cache, renderer, input2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone());
-    let report = blocking(move || sync_tier(&cache, &auth, &input2, &renderer, &SyncOptions::default())).await??;
+    let (cache, renderer, input2, auth2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone(), auth.clone());
+    let report = blocking(move || sync_tier(&cache, &auth2, &input2, &renderer, &SyncOptions::default())).await??;
     let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
     // The fault points are those of a sync that pushed a change; a no-op sync passes them.
     let pushed = report.commit.is_some();
@@ -440,6 +442,8 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         shopset_git::fault::point("after-push");
     }
     let apps = argocd::applications(&report.tree)?;
+    // Before the Applications: Argo CD needs them to clone the system branch and its submodules.
+    write_repo_creds(ctx, tier, &input, &auth).await?;
     let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
     if pushed {
         // The branch moved under unchanged Applications: Argo CD would see it only at its poll.
@@ -455,6 +459,23 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     ctx.metrics.synced(&labels);
     let last = Last { checkpoint: Checkpoint::after(&input, &report), apps, head: report.head.clone() };
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, last);
+    Ok(())
+}
+
+/// Applies Argo CD's credential templates for the tier's repositories and prunes its stale ones
+/// (all of them when the Tier names no credentials). Names only reach the log.
+async fn write_repo_creds(
+    ctx: &Context,
+    tier: &Tier,
+    input: &shopset_core::manifests::TierInput,
+    auth: &shopset_git::gitops::Auth,
+) -> Result<(), Error> {
+    let secrets = repo_creds::secrets(tier, &input.configurations, auth);
+    let written = repo_creds::apply(&ctx.client, tier, auth, &secrets).await?;
+    if !written.deleted.is_empty() {
+        tracing::info!(deleted = ?written.deleted, "deleted stale Argo CD credential templates");
+    }
+    tracing::debug!(applied = ?written.applied, "applied Argo CD credential templates");
     Ok(())
 }
 
@@ -567,6 +588,11 @@ async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
         };
         let deleted = argocd::delete_all(&ctx.client, &owner).await?;
         tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Applications (deletionPolicy: Delete)");
+    }
+    // Whatever the policy: nothing keeps these copies of the credentials up to date any more.
+    let deleted = repo_creds::delete_all(&ctx.client, &tier).await?;
+    if !deleted.is_empty() {
+        tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Argo CD credential templates");
     }
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
     Ok(Action::await_change())
