@@ -130,13 +130,7 @@ fn install_rbac_and_the_controller_as_its_service_account() {
         Ok(false),
         "create secrets in argocd before the repo-creds binding"
     );
-    cp.kubectl_ok([
-        "apply",
-        "-n",
-        "argocd",
-        "-f",
-        path_str(&deploy_dir().join("argocd/repo-creds-rolebinding.yaml")),
-    ]);
+    cp.kubectl_ok(["apply", "-n", "argocd", "-f", path_str(&deploy_dir().join("argocd/repo-creds-rolebinding.yaml"))]);
     rbac_matrix(&cp);
     phase(TEST, "RBAC matrix checked");
 
@@ -636,7 +630,9 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
         "-n",
         "argocd",
         "-l",
-        &format!("argocd.argoproj.io/secret-type=repo-creds,shopset.dev/tier=tier-0,shopset.dev/tier-namespace={TENANT}"),
+        &format!(
+            "argocd.argoproj.io/secret-type=repo-creds,shopset.dev/tier=tier-0,shopset.dev/tier-namespace={TENANT}"
+        ),
         "-o",
         "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
     ]);

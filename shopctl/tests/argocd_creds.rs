@@ -34,7 +34,8 @@ fn manifests(dir: &Path, credentials: bool) -> PathBuf {
     for file in ["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"] {
         let mut text = std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap();
         if file == "configuration.yaml" {
-            text = text.replace("https://git.example.com/acme/shop-config.git", "https://config.example.org/shop-config.git");
+            text = text
+                .replace("https://git.example.com/acme/shop-config.git", "https://config.example.org/shop-config.git");
         }
         if file == "tier-0.yaml" && credentials {
             assert_eq!(text.matches("\n  interval: 1m\n").count(), 1, "examples/tier-0.yaml changed: adapt this test");
@@ -93,7 +94,10 @@ fn prints_the_secrets_the_controller_applies_byte_for_byte() {
         assert_eq!(labels["app.kubernetes.io/managed-by"], "shopset-controller");
         let data = doc.data.clone().unwrap_or_default();
         let value = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-        assert_eq!((value("type"), value("username"), value("password")), ("git".into(), "shopset".into(), PASSWORD.into()));
+        assert_eq!(
+            (value("type"), value("username"), value("password")),
+            ("git".into(), "shopset".into(), PASSWORD.into())
+        );
         assert!(doc.metadata.name.as_deref().unwrap().starts_with("shopset-shops-tier-0-"), "{doc:?}");
         urls.push(value("url"));
     }
@@ -124,6 +128,9 @@ fn nothing_for_a_tier_without_credentials_and_an_error_without_the_secret() {
     let out = shopctl(&["argocd-creds", "tier-0", "-f", manifests.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("git-credentials") && stderr.contains("--credentials"), "names the Secret and the fix: {stderr}");
+    assert!(
+        stderr.contains("git-credentials") && stderr.contains("--credentials"),
+        "names the Secret and the fix: {stderr}"
+    );
     assert_eq!(text(&out.stdout), "");
 }

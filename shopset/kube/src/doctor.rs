@@ -430,7 +430,10 @@ pub fn tier_not_ready(input: &TierInput, applied: Option<&Tier>, ctx: &Context) 
         "RepoCredsFailed" => (
             "Argo CD's credential templates for the tier's repositories could not be written (RBAC, or the namespace)",
             vec![
-                format!("kubectl -n {} get secrets -l shopset.dev/tier={tier},shopset.dev/tier-namespace={ns}", t.spec.argocd.namespace),
+                format!(
+                    "kubectl -n {} get secrets -l shopset.dev/tier={tier},shopset.dev/tier-namespace={ns}",
+                    t.spec.argocd.namespace
+                ),
                 format!("kubectl apply -n {} -f deploy/argocd/repo-creds-rolebinding.yaml", t.spec.argocd.namespace),
             ],
         ),
