@@ -43,6 +43,9 @@ pub struct Context {
     pub events: Events,
     last: Mutex<HashMap<ObjectRef<Tier>, Last>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
+    /// The names of the Argo CD credential templates last written for each tier (none: not since
+    /// this process started, so the cluster may hold stale ones to prune).
+    repo_creds: Mutex<HashMap<ObjectRef<Tier>, BTreeSet<String>>>,
     /// The watch caches a reconcile reads its inventory from; set by [`run`].
     stores: std::sync::OnceLock<Stores>,
 }
@@ -88,6 +91,7 @@ impl Context {
             metrics,
             last: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            repo_creds: Mutex::new(HashMap::new()),
             stores: std::sync::OnceLock::new(),
         }
     }
@@ -462,16 +466,27 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
-/// Applies Argo CD's credential templates for the tier's repositories and prunes its stale ones
-/// (all of them when the Tier names no credentials). Names only reach the log.
+/// Applies Argo CD's credential templates for the tier's repositories (every time: one deleted or
+/// edited is back within a poll) and prunes its stale ones (all of them when the Tier names no
+/// credentials). The list for pruning is skipped while the templates are the ones this process
+/// last wrote: stale ones come only from an earlier set, so a Tier without credentials costs one
+/// list per process, not one per poll. Names only reach the log.
 async fn write_repo_creds(
     ctx: &Context,
     tier: &Tier,
     input: &shopset_core::manifests::TierInput,
     auth: &shopset_git::gitops::Auth,
 ) -> Result<(), Error> {
+    let key = ObjectRef::from_obj(tier);
     let secrets = repo_creds::secrets(tier, &input.configurations, auth);
-    let written = repo_creds::apply(&ctx.client, tier, auth, &secrets).await?;
+    let names: BTreeSet<String> = secrets.iter().map(|s| s.name_any()).collect();
+    let last = ctx.repo_creds.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    if secrets.is_empty() && last.as_ref().is_some_and(BTreeSet::is_empty) {
+        return Ok(());
+    }
+    let prune = last.as_ref() != Some(&names);
+    let written = repo_creds::apply(&ctx.client, tier, auth, &secrets, prune).await?;
+    ctx.repo_creds.lock().unwrap_or_else(|p| p.into_inner()).insert(key, names);
     if !written.deleted.is_empty() {
         tracing::info!(deleted = ?written.deleted, "deleted stale Argo CD credential templates");
     }
@@ -595,6 +610,7 @@ async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
         tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Argo CD credential templates");
     }
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
+    ctx.repo_creds.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
     Ok(Action::await_change())
 }
 
@@ -732,6 +748,38 @@ mod policy_tests {
                 .unwrap_or_else(|| panic!("not a requeue: {action}"));
             assert!(secs >= base as f64 && secs <= base as f64 * 1.1, "attempt {n}: {secs}s for a {base}s backoff");
         }
+    }
+
+    #[tokio::test]
+    async fn a_tier_without_credentials_lists_templates_to_prune_once_per_process() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let dir = std::env::temp_dir().join("shopset-policy-test");
+        let ctx = Arc::new(Context::new(client, GitCache::new(dir), Renderer::embedded().unwrap(), Arc::default()));
+        let tier = tier();
+        let input = shopset_core::manifests::TierInput {
+            tier: (*tier).clone(),
+            from: None,
+            configurations: Vec::new(),
+            shopsets: Vec::new(),
+        };
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.expect("a list of the tier's templates");
+            assert_eq!(request.method(), http::Method::GET);
+            assert!(request.uri().path().ends_with("/secrets"), "{}", request.uri());
+            let query = request.uri().query().unwrap_or_default().to_string();
+            assert!(query.contains("repo-creds") && query.contains("tier-0") && query.contains("shop"), "{query}");
+            let empty = serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                                           "metadata": {}, "items": []});
+            send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&empty).unwrap())).unwrap());
+            // Kept open: a request from here on would wait for an answer that never comes.
+            handle
+        });
+        let auth = shopset_git::gitops::Auth::default();
+        write_repo_creds(&ctx, &tier, &input, &auth).await.expect("the first time: listed, nothing to prune");
+        let _handle = server.await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(30), write_repo_creds(&ctx, &tier, &input, &auth));
+        again.await.expect("no request the second time").expect("nothing to do");
     }
 
     #[test]

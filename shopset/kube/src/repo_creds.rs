@@ -237,13 +237,15 @@ fn selector(namespace: &str, tier: &str) -> String {
     )
 }
 
-/// Applies `secrets` (from [`secrets`]) in the Tier's Argo CD namespace and deletes the Tier's
-/// templates there that are not among them. Fails closed: when listing fails, nothing is deleted.
+/// Applies `secrets` (from [`secrets`]) in the Tier's Argo CD namespace and, with `prune`,
+/// deletes the Tier's templates there that are not among them. Fails closed: when listing fails,
+/// nothing is deleted.
 pub async fn apply(
     client: &kube::Client,
     tier: &Tier,
     auth: &Auth,
     secrets: &[Secret],
+    prune: bool,
 ) -> Result<Applied, RepoCredsError> {
     let namespace = &tier.spec.argocd.namespace;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -256,8 +258,10 @@ pub async fn apply(
             .map_err(|e| RepoCredsError::of("apply", namespace, &name, auth, e))?;
         out.applied.push(format!("{namespace}/{name}"));
     }
-    let keep: BTreeSet<String> = secrets.iter().map(|s| s.name_any()).collect();
-    out.deleted = prune(client, tier, auth, &keep).await?;
+    if prune {
+        let keep: BTreeSet<String> = secrets.iter().map(|s| s.name_any()).collect();
+        out.deleted = self::prune(client, tier, auth, &keep).await?;
+    }
     Ok(out)
 }
 
