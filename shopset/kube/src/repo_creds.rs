@@ -189,9 +189,8 @@ pub fn secrets(tier: &Tier, configurations: &[Configuration], auth: &Auth) -> Ve
             data.insert("sshPrivateKey".into(), key.clone());
         } else {
             let Some(password) = &auth.password else { continue };
-            if let Some(username) = &auth.username {
-                data.insert("username".into(), username.clone());
-            }
+            // The user the controller's own git gives a token without one (Argo CD wants one).
+            data.insert("username".into(), auth.username.clone().unwrap_or_else(|| "git".into()));
             data.insert("password".into(), password.clone());
         }
         let labels = BTreeMap::from([
@@ -454,6 +453,14 @@ mod tests {
         assert_eq!(names.len(), 2, "a name per template: {names:?}");
         let yaml = to_yaml(&out).unwrap();
         assert_eq!(yaml.matches("\n---\n").count(), 1, "{yaml}");
+    }
+
+    #[test]
+    fn a_token_without_a_username_goes_as_user_git_as_the_controllers_own_git_sends_it() {
+        let token = Auth { password: Some("ghp_token".into()), ..Auth::default() };
+        let out = secrets(&tier(true), &[], &token);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((data(&out[0])["username"].as_str(), data(&out[0])["password"].as_str()), ("git", "ghp_token"));
     }
 
     #[test]
