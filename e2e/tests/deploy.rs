@@ -11,8 +11,9 @@
 //! - `shopset-controller` (built by `cargo build -p shopset-controller`) runs with a token of the
 //!   ServiceAccount against Tiers on a git server behind basic auth: it takes the Lease, reads the
 //!   credentials Secret where a namespace owner bound `deploy/tenant/`, pushes, applies and prunes
-//!   Argo CD Applications, writes status and Events — and is refused the Secret of a namespace
-//!   without that binding.
+//!   Argo CD Applications and their credential template where Argo CD's admin bound
+//!   `deploy/argocd/`, writes status and Events — and is refused the Secret of a namespace
+//!   without the tenant binding.
 
 mod support;
 
@@ -80,6 +81,7 @@ fn kustomization_builds_with_current_fields_only() {
         sorted.sort();
         let expected = [
             ("ClusterRole", "shopset-controller"),
+            ("ClusterRole", "shopset-controller-argocd-repo-creds"),
             ("ClusterRole", "shopset-controller-credentials"),
             ("ClusterRoleBinding", "shopset-controller"),
             ("CustomResourceDefinition", "configurations.shopset.dev"),
@@ -93,7 +95,7 @@ fn kustomization_builds_with_current_fields_only() {
             ("ServiceAccount", "shopset-controller"),
         ]
         .map(|(k, n)| (k.to_string(), n.to_string()));
-        // Notably: no Secret, and no binding of the credentials ClusterRole.
+        // Notably: no Secret, and no binding of the credentials or repo-creds ClusterRoles.
         assert_eq!(sorted, expected, "{tool} deploy/ objects");
     }
 }
@@ -122,6 +124,13 @@ fn install_rbac_and_the_controller_as_its_service_account() {
         "get secrets in {TENANT} before the tenant binding"
     );
     cp.kubectl_ok(["apply", "-n", TENANT, "-f", path_str(&deploy_dir().join("tenant/credentials-rolebinding.yaml"))]);
+    // Before Argo CD's admin opts in, the controller may not touch Argo CD's Secrets.
+    assert_eq!(
+        can_i(&cp, &["create", "secrets", "-n", "argocd"]),
+        Ok(false),
+        "create secrets in argocd before the repo-creds binding"
+    );
+    cp.kubectl_ok(["apply", "-n", "argocd", "-f", path_str(&deploy_dir().join("argocd/repo-creds-rolebinding.yaml"))]);
     rbac_matrix(&cp);
     phase(TEST, "RBAC matrix checked");
 
@@ -153,6 +162,7 @@ fn install(cp: &ControlPlane) {
             "serviceaccount/shopset-controller",
             "clusterrole.rbac.authorization.k8s.io/shopset-controller",
             "clusterrole.rbac.authorization.k8s.io/shopset-controller-credentials",
+            "clusterrole.rbac.authorization.k8s.io/shopset-controller-argocd-repo-creds",
             "clusterrolebinding.rbac.authorization.k8s.io/shopset-controller",
             "role.rbac.authorization.k8s.io/shopset-controller-leader-election",
             "rolebinding.rbac.authorization.k8s.io/shopset-controller-leader-election",
@@ -357,6 +367,12 @@ const MATRIX: &[(bool, &str)] = &[
     // Credentials, where the namespace owner bound deploy/tenant/.
     (true, "get secrets -n shops"),
     (true, "get secrets/git-credentials -n shops"),
+    // Argo CD credential templates, where Argo CD's admin bound deploy/argocd/.
+    (true, "get secrets -n argocd"),
+    (true, "list secrets -n argocd"),
+    (true, "create secrets -n argocd"),
+    (true, "patch secrets -n argocd"),
+    (true, "delete secrets -n argocd"),
     // Events (events.k8s.io/v1) on Tiers, in their namespace.
     (true, "create events.events.k8s.io -n shops"),
     (true, "patch events.events.k8s.io -n shops"),
@@ -376,6 +392,8 @@ const MATRIX: &[(bool, &str)] = &[
     (false, "get secrets -n shops-unbound"),
     (false, "get secrets -n kube-system"),
     (false, "get secrets -n shopset-system"),
+    (false, "watch secrets -n argocd"),
+    (false, "update secrets -n argocd"),
     // Workloads and namespaces.
     (false, "create deployments.apps -n shops"),
     (false, "create pods -n shops"),
@@ -604,6 +622,21 @@ fn controller_as_service_account(cp: &ControlPlane, bin: &Path) {
     );
     assert!(branch_head(&http.authed_url("system"), "tier-0").is_some(), "system branch tier-0 pushed");
     assert_eq!(applications(cp, "argocd"), ["canary-eu", "canary-us"], "Applications of tier-0");
+    // Argo CD's credential template for the Tier's repositories (one host), where Argo CD's admin
+    // bound deploy/argocd/.
+    let templates = cp.kubectl_ok([
+        "get",
+        "secrets",
+        "-n",
+        "argocd",
+        "-l",
+        &format!(
+            "argocd.argoproj.io/secret-type=repo-creds,shopset.dev/tier=tier-0,shopset.dev/tier-namespace={TENANT}"
+        ),
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(templates.lines().count(), 1, "one repo-creds Secret of {TENANT}/tier-0: {templates:?}");
     let finalizers =
         cp.kubectl_ok(["get", "tiers.shopset.dev", "tier-0", "-n", TENANT, "-o", "jsonpath={.metadata.finalizers}"]);
     assert!(finalizers.contains("shopset.dev/cleanup"), "finalizer: {finalizers}");

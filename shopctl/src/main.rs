@@ -10,6 +10,7 @@ mod doctor;
 mod man;
 mod progress;
 mod promote;
+mod repo_creds;
 mod status;
 
 use anyhow::{Context, Result, anyhow};
@@ -122,6 +123,9 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Find what is wrong with tiers: Problem, Why and the commands that Fix it (exit 3 when something is).
     Doctor(doctor::DoctorArgs),
+    /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
+    #[command(name = "argocd-creds")]
+    ArgoCdCreds(repo_creds::ArgoCdCredsArgs),
     /// Create local example repositories in DIR, sync tier-0 and show the result (no cluster needed).
     Quickstart {
         /// Where to create the repositories and manifests.
@@ -323,6 +327,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Diff(args) => diff::diff(cli, style, args),
         Command::Apply(args) => apply::apply(cli, style, args),
         Command::Doctor(args) => doctor::doctor(cli, style, args),
+        Command::ArgoCdCreds(args) => repo_creds::argocd_creds(cli, args),
     }
 }
 

@@ -18,6 +18,7 @@ const COMMANDS: &[&str] = &[
     "diff",
     "apply",
     "doctor",
+    "argocd-creds",
     "quickstart",
     "completion",
     "man",
@@ -132,7 +133,9 @@ fn man_page_of_shopctl_lists_every_command_and_renders() {
     }
     assert!(page.contains("shopctl \\- Roll one application out tier by tier with GitOps"), "{page}");
     for command in COMMANDS {
-        assert!(page.contains(&format!("shopctl\\-{command}(1)")), "no shopctl-{command}(1):\n{page}");
+        // roff escapes every hyphen.
+        let escaped = command.replace('-', "\\-");
+        assert!(page.contains(&format!("shopctl\\-{escaped}(1)")), "no shopctl-{command}(1):\n{page}");
     }
     assert!(!page.contains("shopctl\\-help(1)"), "help has no page of its own:\n{page}");
 

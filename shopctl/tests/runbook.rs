@@ -23,6 +23,7 @@ use shopset_e2e::tools::{repo_root, tools_bin};
 /// Every block of the runbook, and the tests below run each of them.
 const BLOCKS: &[&str] = &[
     "apply-applications",
+    "argocd-creds",
     "argocd-down",
     "bump",
     "create-branches",
@@ -434,4 +435,104 @@ fn kubectl_blocks_apply_what_the_controller_and_argo_cd_apply() {
         "jsonpath={.items[*].data.SHOP_IDS}",
     ]);
     assert!(env.contains("shop-0001,shop-0002"), "{env}");
+}
+
+/// The credential templates block against a real API server: the Secrets the controller applies
+/// (the library's `repo_creds::secrets`), by its field manager, and the tier's stale one deleted,
+/// another tier's kept.
+#[test]
+fn argocd_creds_block_applies_the_templates_the_controller_applies() {
+    let cp = ControlPlane::start();
+    let f = Fixture::daemon();
+    let mut hand = Hand::new(&f);
+    hand.kubeconfig = Some(cp.kubeconfig().to_path_buf());
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+
+    // The examples (https URLs on one host), tier-0 naming its credentials.
+    let manifests = f.work.path().join("creds-manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    for file in ["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"] {
+        let mut text = example(file);
+        if file == "tier-0.yaml" {
+            text = text.replacen(
+                "\n  interval: 1m\n",
+                "\n  interval: 1m\n  credentials:\n    secretRef:\n      name: git-credentials\n",
+                1,
+            );
+        }
+        std::fs::write(manifests.join(file), text).unwrap();
+    }
+    let credentials = f.work.path().join("git-credentials.yaml");
+    std::fs::write(
+        &credentials,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: git-credentials\nstringData:\n  username: shopset\n  password: runbook-pw\n",
+    )
+    .unwrap();
+    // A template of tier-0 no longer wanted, and one of tier-1: only the first goes.
+    let template = |name: &str, tier: &str| {
+        format!(
+            concat!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: argocd\n  labels:\n",
+                "    app.kubernetes.io/managed-by: shopset-controller\n    argocd.argoproj.io/secret-type: repo-creds\n",
+                "    shopset.dev/tier: {tier}\n    shopset.dev/tier-namespace: shops\n",
+                "stringData:\n  type: git\n  url: https://old.example.com/\n"
+            ),
+            name = name,
+            tier = tier
+        )
+    };
+    cp.kubectl_with_stdin_ok(
+        ["apply", "--server-side", "-f", "-"],
+        &format!("{}---\n{}", template("old-tier-0", "tier-0"), template("other-tier-1", "tier-1")),
+    );
+
+    let vars = [
+        ("TIER", "tier-0"),
+        ("TIER_NAMESPACE", "shops"),
+        ("MANIFESTS", manifests.to_str().unwrap()),
+        ("CREDENTIALS", credentials.to_str().unwrap()),
+    ];
+    hand.run("argocd-creds", &vars);
+
+    let inventory = Inventory::load(&[manifests]).unwrap();
+    let input = inventory.tier_input("tier-0").unwrap();
+    let mut tier = input.tier.clone();
+    tier.metadata.namespace = Some("shops".into());
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_yaml::from_str(&std::fs::read_to_string(&credentials).unwrap()).unwrap();
+    let auth = shopset::credentials::from_secret(&secret).unwrap();
+    let expected = shopset::repo_creds::secrets(&tier, &input.configurations, &auth);
+    assert_eq!(expected.len(), 1, "one host: one template");
+    let name = expected[0].metadata.name.clone().unwrap();
+
+    let names = cp.kubectl_ok([
+        "-n",
+        "argocd",
+        "get",
+        "secrets",
+        "-l",
+        "argocd.argoproj.io/secret-type=repo-creds",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+    ]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    let mut want = vec![name.as_str(), "other-tier-1"];
+    want.sort();
+    assert_eq!(names, want, "the tier's template applied, its stale one deleted, tier-1's kept");
+    let live: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_str(&cp.kubectl_ok(["-n", "argocd", "get", "secret", &name, "-o", "json"])).unwrap();
+    assert_eq!(live.data, expected[0].data);
+    assert_eq!(live.metadata.labels, expected[0].metadata.labels);
+    let managers = cp.kubectl_ok([
+        "-n",
+        "argocd",
+        "get",
+        "secret",
+        &name,
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(managers.trim(), "shopset-controller");
 }

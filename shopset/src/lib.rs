@@ -14,4 +14,6 @@
 
 pub use shopset_core::{api, duration, fingerprint, manifests, render, repository, revision, rules, tree, validation};
 pub use shopset_git::{fault, github, gitops, promote, quickstart, state, sync};
-pub use shopset_kube::{argocd, credentials, doctor, error, gate, lease, metrics, reconcile, status, webhook};
+pub use shopset_kube::{
+    argocd, credentials, doctor, error, gate, lease, metrics, reconcile, repo_creds, status, webhook,
+};

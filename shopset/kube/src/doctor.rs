@@ -427,6 +427,16 @@ pub fn tier_not_ready(input: &TierInput, applied: Option<&Tier>, ctx: &Context) 
             "the Applications could not be applied (Argo CD's CRD missing, RBAC, or the namespace)",
             vec![format!("kubectl -n {} get applications", t.spec.argocd.namespace)],
         ),
+        "RepoCredsFailed" => (
+            "Argo CD's credential templates for the tier's repositories could not be written (RBAC, or the namespace)",
+            vec![
+                format!(
+                    "kubectl -n {} get secrets -l shopset.dev/tier={tier},shopset.dev/tier-namespace={ns}",
+                    t.spec.argocd.namespace
+                ),
+                format!("kubectl apply -n {} -f deploy/argocd/repo-creds-rolebinding.yaml", t.spec.argocd.namespace),
+            ],
+        ),
         _ => ("the controller's last reconcile of this tier failed", vec![]),
     };
     fix.insert(0, describe);

@@ -5,6 +5,7 @@ use shopset_git::sync::SyncError;
 
 use crate::argocd::ArgoError;
 use crate::credentials::CredentialsError;
+use crate::repo_creds::RepoCredsError;
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,9 @@ pub enum Error {
     Sync(#[from] SyncError),
     #[error(transparent)]
     Argo(#[from] ArgoError),
+    /// Argo CD's credential templates for the Tier's repositories could not be written.
+    #[error(transparent)]
+    RepoCreds(#[from] RepoCredsError),
     /// The API server did not answer as it should (down, refused, or a watch cache not filled).
     #[error("Kubernetes API: {0}")]
     Kube(String),
@@ -40,6 +44,7 @@ impl Error {
             Error::Credentials(_) => "CredentialsMissing",
             Error::Sync(e) => e.reason(),
             Error::Argo(_) => "ApplicationsFailed",
+            Error::RepoCreds(_) => "RepoCredsFailed",
             Error::Kube(_) => "KubernetesUnavailable",
             Error::Internal(_) => "InternalError",
         }

@@ -1,6 +1,7 @@
 //! ShopSet's cluster layer: the Tier [`reconcile`]r and what it writes, the Argo CD
 //! Applications ([`argocd`]), leader election ([`lease`]), GitHub push [`webhook`]s, [`metrics`],
-//! the promotion [`gate`], the [`credentials`] Secret and `doctor`'s analyzers.
+//! the promotion [`gate`], the [`credentials`] Secret, Argo CD's credential templates
+//! ([`repo_creds`]) and `doctor`'s analyzers.
 
 pub mod argocd;
 pub mod credentials;
@@ -10,5 +11,6 @@ pub mod gate;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;
+pub mod repo_creds;
 pub mod status;
 pub mod webhook;

@@ -28,7 +28,7 @@ use shopset_git::sync::{Checkpoint, SyncOptions, sync_tier};
 pub use crate::error::Error;
 use crate::metrics::{Metrics, TierLabels};
 use crate::status::{self, Events, Outcome};
-use crate::{argocd, credentials};
+use crate::{argocd, credentials, repo_creds};
 
 /// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
 pub const FINALIZER: &str = "shopset.dev/cleanup";
@@ -43,6 +43,9 @@ pub struct Context {
     pub events: Events,
     last: Mutex<HashMap<ObjectRef<Tier>, Last>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
+    /// The names of the Argo CD credential templates last written for each tier (none: not since
+    /// this process started, so the cluster may hold stale ones to prune).
+    repo_creds: Mutex<HashMap<ObjectRef<Tier>, BTreeSet<String>>>,
     /// The watch caches a reconcile reads its inventory from; set by [`run`].
     stores: std::sync::OnceLock<Stores>,
 }
@@ -88,6 +91,7 @@ impl Context {
             metrics,
             last: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            repo_creds: Mutex::new(HashMap::new()),
             stores: std::sync::OnceLock::new(),
         }
     }
@@ -398,11 +402,13 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     // put back Applications changed in the cluster and say what Argo CD reports.
     let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
     if let Some(last) = last {
-        let (cache, auth, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
+        let (cache, auth2, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
         let checkpoint = last.checkpoint.clone();
-        let unchanged = blocking(move || checkpoint.unchanged(&cache, &auth, &input2)).await??;
+        let unchanged = blocking(move || checkpoint.unchanged(&cache, &auth2, &input2)).await??;
         if unchanged {
             tracing::debug!("nothing moved");
+            // Every reconcile: one deleted or edited in the cluster is put back within a poll.
+            write_repo_creds(ctx, tier, &input, &auth).await?;
             let stores = ctx.stores.get();
             let suspects = match stores.filter(|s| *s.applications_ready.borrow()) {
                 Some(stores) => drift(&last.apps, |ns, name| {
@@ -430,8 +436,8 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         }
     }
 
-    let (cache, renderer, input2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone());
-    let report = blocking(move || sync_tier(&cache, &auth, &input2, &renderer, &SyncOptions::default())).await??;
+    let (cache, renderer, input2, auth2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone(), auth.clone());
+    let report = blocking(move || sync_tier(&cache, &auth2, &input2, &renderer, &SyncOptions::default())).await??;
     let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
     // The fault points are those of a sync that pushed a change; a no-op sync passes them.
     let pushed = report.commit.is_some();
@@ -440,6 +446,8 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         shopset_git::fault::point("after-push");
     }
     let apps = argocd::applications(&report.tree)?;
+    // Before the Applications: Argo CD needs them to clone the system branch and its submodules.
+    write_repo_creds(ctx, tier, &input, &auth).await?;
     let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
     if pushed {
         // The branch moved under unchanged Applications: Argo CD would see it only at its poll.
@@ -455,6 +463,34 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     ctx.metrics.synced(&labels);
     let last = Last { checkpoint: Checkpoint::after(&input, &report), apps, head: report.head.clone() };
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, last);
+    Ok(())
+}
+
+/// Applies Argo CD's credential templates for the tier's repositories (every time: one deleted or
+/// edited is back within a poll) and prunes its stale ones (all of them when the Tier names no
+/// credentials). The list for pruning is skipped while the templates are the ones this process
+/// last wrote: stale ones come only from an earlier set, so a Tier without credentials costs one
+/// list per process, not one per poll. Names only reach the log.
+async fn write_repo_creds(
+    ctx: &Context,
+    tier: &Tier,
+    input: &shopset_core::manifests::TierInput,
+    auth: &shopset_git::gitops::Auth,
+) -> Result<(), Error> {
+    let key = ObjectRef::from_obj(tier);
+    let secrets = repo_creds::secrets(tier, &input.configurations, auth);
+    let names: BTreeSet<String> = secrets.iter().map(|s| s.name_any()).collect();
+    let last = ctx.repo_creds.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    if secrets.is_empty() && last.as_ref().is_some_and(BTreeSet::is_empty) {
+        return Ok(());
+    }
+    let prune = last.as_ref() != Some(&names);
+    let written = repo_creds::apply(&ctx.client, tier, auth, &secrets, prune).await?;
+    ctx.repo_creds.lock().unwrap_or_else(|p| p.into_inner()).insert(key, names);
+    if !written.deleted.is_empty() {
+        tracing::info!(deleted = ?written.deleted, "deleted stale Argo CD credential templates");
+    }
+    tracing::debug!(applied = ?written.applied, "applied Argo CD credential templates");
     Ok(())
 }
 
@@ -568,7 +604,13 @@ async fn cleanup(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
         let deleted = argocd::delete_all(&ctx.client, &owner).await?;
         tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Applications (deletionPolicy: Delete)");
     }
+    // Whatever the policy: nothing keeps these copies of the credentials up to date any more.
+    let deleted = repo_creds::delete_all(&ctx.client, &tier).await?;
+    if !deleted.is_empty() {
+        tracing::info!(tier = %tier.name_any(), ?deleted, "deleted Argo CD credential templates");
+    }
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
+    ctx.repo_creds.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from_obj(&*tier));
     Ok(Action::await_change())
 }
 
@@ -706,6 +748,38 @@ mod policy_tests {
                 .unwrap_or_else(|| panic!("not a requeue: {action}"));
             assert!(secs >= base as f64 && secs <= base as f64 * 1.1, "attempt {n}: {secs}s for a {base}s backoff");
         }
+    }
+
+    #[tokio::test]
+    async fn a_tier_without_credentials_lists_templates_to_prune_once_per_process() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let dir = std::env::temp_dir().join("shopset-policy-test");
+        let ctx = Arc::new(Context::new(client, GitCache::new(dir), Renderer::embedded().unwrap(), Arc::default()));
+        let tier = tier();
+        let input = shopset_core::manifests::TierInput {
+            tier: (*tier).clone(),
+            from: None,
+            configurations: Vec::new(),
+            shopsets: Vec::new(),
+        };
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.expect("a list of the tier's templates");
+            assert_eq!(request.method(), http::Method::GET);
+            assert!(request.uri().path().ends_with("/secrets"), "{}", request.uri());
+            let query = request.uri().query().unwrap_or_default().to_string();
+            assert!(query.contains("repo-creds") && query.contains("tier-0") && query.contains("shop"), "{query}");
+            let empty = serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                                           "metadata": {}, "items": []});
+            send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&empty).unwrap())).unwrap());
+            // Kept open: a request from here on would wait for an answer that never comes.
+            handle
+        });
+        let auth = shopset_git::gitops::Auth::default();
+        write_repo_creds(&ctx, &tier, &input, &auth).await.expect("the first time: listed, nothing to prune");
+        let _handle = server.await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(30), write_repo_creds(&ctx, &tier, &input, &auth));
+        again.await.expect("no request the second time").expect("nothing to do");
     }
 
     #[test]
