@@ -20,19 +20,13 @@ pub struct ArgoCdCredsArgs {
     /// Manifest files or directories holding the Tier, its ShopSets and Configurations.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
-    /// The Tier's namespace in the cluster, when the manifest names none (the Secrets' names and
-    /// labels carry it). Default: the manifest's, else `default`.
-    #[arg(long)]
-    namespace: Option<String>,
 }
 
 pub fn argocd_creds(cli: &Cli, args: &ArgoCdCredsArgs) -> Result<()> {
-    let inventory = load(&args.files)?;
+    // The Secrets' names and labels carry the Tier's namespace: the manifest's, or --namespace.
+    let inventory = load(cli, &args.files)?;
     let input = inventory.tier_input(&args.tier)?;
-    let mut tier = input.tier.clone();
-    if let Some(ns) = &args.namespace {
-        tier.metadata.namespace = Some(ns.clone());
-    }
+    let tier = input.tier.clone();
     let Some(creds) = &tier.spec.credentials else {
         eprintln!(
             "Tier {} names no credentials (spec.credentials): Argo CD reads its repositories without any",
