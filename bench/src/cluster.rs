@@ -14,9 +14,9 @@ use crate::Row;
 
 const SECRET: &str = "bench-webhook-secret";
 
-struct Controller {
-    child: Child,
-    port: u16,
+pub(crate) struct Controller {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Drop for Controller {
@@ -45,7 +45,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18081)
 }
 
-fn start_controller(cp: &ControlPlane, scratch: &Path, name: &str) -> Result<Controller, String> {
+pub(crate) fn start_controller(cp: &ControlPlane, scratch: &Path, name: &str) -> Result<Controller, String> {
+    start_controller_with(cp, scratch, name, &[])
+}
+
+/// [`start_controller`] with more arguments.
+pub(crate) fn start_controller_with(
+    cp: &ControlPlane,
+    scratch: &Path,
+    name: &str,
+    extra: &[&str],
+) -> Result<Controller, String> {
     let secret = scratch.join("webhook-secret");
     std::fs::write(&secret, SECRET).map_err(|e| e.to_string())?;
     let port = free_port();
@@ -56,6 +66,7 @@ fn start_controller(cp: &ControlPlane, scratch: &Path, name: &str) -> Result<Con
         .arg(scratch.join(format!("{name}-cache")))
         .arg("--webhook-secret-file")
         .arg(&secret)
+        .args(extra)
         .env("KUBECONFIG", cp.kubeconfig())
         .env("RUST_LOG", "warn")
         // As deploy/deployment.yaml runs it.
@@ -67,7 +78,7 @@ fn start_controller(cp: &ControlPlane, scratch: &Path, name: &str) -> Result<Con
     Ok(Controller { child, port })
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if f() {
@@ -78,7 +89,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn post_webhook(port: u16, app_url: &str) -> Result<(), String> {
+pub(crate) fn post_webhook(port: u16, app_url: &str) -> Result<(), String> {
     let body = format!(r#"{{"ref":"refs/heads/tier-0","repository":{{"clone_url":"{app_url}"}}}}"#);
     let sig = shopset::webhook::sign(SECRET.as_bytes(), body.as_bytes());
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
@@ -139,12 +150,12 @@ fn bumps(
     Ok(samples)
 }
 
-fn proc_field(pid: u32, key: &str) -> Option<u64> {
+pub(crate) fn proc_field(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();

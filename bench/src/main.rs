@@ -2,7 +2,8 @@
 //!
 //! Every scenario runs over a real git daemon on loopback; the cluster scenarios start a real
 //! control plane and the controller as a process. Results are printed as a table and written,
-//! raw, to `bench/results/latest.txt`. This is a benchmark, not a test: nothing here asserts.
+//! raw, to `bench/results/latest.txt`; `--argocd` runs only the scenarios with a real Argo CD
+//! ([`argocd`], `bench/results/argocd.txt`). This is a benchmark, not a test: nothing here asserts.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +16,7 @@ use shopset::render::{Entry, RenderInput, Renderer};
 use shopset::sync::{Checkpoint, SyncOptions, sync_tier};
 use shopset_e2e::gitserver::{GitDaemon, commit_files, git, seed_dir};
 
+mod argocd;
 mod cluster;
 
 /// One measured scenario.
@@ -311,6 +313,25 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    if args.iter().any(|a| a == "--argocd") {
+        // `--argocd-sizes 10`, `--argocd-bumps 5`, `--argocd-poll-bumps 3`: a shorter run.
+        let plan = argocd::Plan {
+            sizes: value("--argocd-sizes")
+                .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_else(|| vec![10, 100]),
+            bumps: value("--argocd-bumps").and_then(|v| v.parse().ok()).unwrap_or(5),
+            poll_bumps: value("--argocd-poll-bumps").and_then(|v| v.parse().ok()).unwrap_or(3),
+        };
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let (mut rows, mut notes) = (Vec::new(), Vec::new());
+        eprintln!("bench: Argo CD (control plane + Argo CD + kwok + controller)");
+        if let Err(e) = argocd::run(&plan, scratch.path(), &mut rows, &mut notes) {
+            notes.push(format!("Argo CD scenario stopped: {e}"));
+        }
+        write_results(&rows, &notes, "argocd.txt");
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let skip_cluster = args.iter().any(|a| a == "--no-cluster");
     // `--no-baseline` skips the by-hand script (minutes at 1,000 ShopSets) when profiling.
@@ -340,20 +361,27 @@ fn main() {
             notes.push(format!("cluster scenarios failed: {e}"));
         }
     }
+    // Only a complete run replaces the figures the README quotes.
+    let file = if chosen_sizes || !by_hand || skip_cluster || quick { "partial.txt" } else { "latest.txt" };
+    write_results(&rows, &notes, file);
+}
+
+/// Prints the table, notes and raw samples, and writes them to `bench/results/<file>`.
+fn write_results(rows: &[Row], notes: &[String], file: &str) {
     let machine = machine();
     let mut out = String::new();
     out.push_str(&format!("machine: {machine}\n\n"));
     out.push_str("| scenario | median | min – max | by hand (median) | ratio | note |\n|---|---|---|---|---|---|\n");
-    for row in &rows {
+    for row in rows {
         out.push_str(&row.render());
         out.push('\n');
     }
-    for n in &notes {
+    for n in notes {
         out.push_str(&format!("\n{n}"));
     }
     out.push('\n');
     out.push_str("\nraw samples (ms):\n");
-    for row in &rows {
+    for row in rows {
         let list =
             |v: &[Duration]| v.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(" ");
         out.push_str(&format!("{}: {}", row.scenario, list(&row.samples)));
@@ -365,8 +393,6 @@ fn main() {
     print!("{out}");
     let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&results).expect("results dir");
-    // Only a complete run replaces the figures the README quotes.
-    let file = if chosen_sizes || !by_hand || skip_cluster || quick { "partial.txt" } else { "latest.txt" };
     std::fs::write(results.join(file), &out).expect("write results");
     eprintln!("bench: written to {}", results.join(file).display());
 }

@@ -21,7 +21,7 @@ use shopset::api::{Configuration, Tier};
 use shopset::gitops::GitCache;
 use shopset::lease::LeaseLock;
 use shopset::metrics::Metrics;
-use shopset::reconcile::{Context, api, tiers_for_push};
+use shopset::reconcile::{ArgoCdSettings, Context, api, tiers_for_push};
 use shopset::render::Renderer;
 use shopset::webhook;
 
@@ -65,6 +65,11 @@ struct Args {
     /// This replica's identity in the Lease (default: POD_NAME or host name and process id).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// After each push, set `argocd.argoproj.io/refresh: normal` on the tier's Applications so
+    /// Argo CD deploys at once. `false` when Argo CD gets the system repository's webhook itself
+    /// (then it sees a push at that webhook or its own poll, `timeout.reconciliation`).
+    #[arg(long, env = "SHOPSET_ARGOCD_REFRESH", default_value_t = true, action = clap::ArgAction::Set)]
+    argocd_refresh: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SHOPSET_LOG_FORMAT")]
     log_format: LogFormat,
@@ -181,7 +186,10 @@ async fn main() -> Result<()> {
         });
     }
     ready.store(true, Ordering::SeqCst);
-    let ctx = Arc::new(Context::new(client, GitCache::new(&args.cache_dir), renderer, metrics));
+    let ctx = Arc::new(
+        Context::new(client, GitCache::new(&args.cache_dir), renderer, metrics)
+            .with_argocd(ArgoCdSettings { refresh: args.argocd_refresh }),
+    );
     shopset::reconcile::run(ctx, args.namespace, rx, args.concurrency, shutdown).await;
     if let Some(lock) = lease {
         let _ = lock.release().await;
@@ -306,4 +314,20 @@ async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) 
         let _ = http.triggers.unbounded_send(r);
     }
     (StatusCode::ACCEPTED, format!("reconciling: {}\n", names.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Args;
+
+    #[test]
+    fn argocd_refresh_is_on_unless_set_to_false() {
+        let parse = |extra: &[&str]| Args::try_parse_from([&["shopset-controller"], extra].concat()).unwrap();
+        assert!(parse(&[]).argocd_refresh);
+        assert!(parse(&["--argocd-refresh", "true"]).argocd_refresh);
+        assert!(!parse(&["--argocd-refresh=false"]).argocd_refresh);
+        assert!(Args::try_parse_from(["shopset-controller", "--argocd-refresh=maybe"]).is_err());
+    }
 }

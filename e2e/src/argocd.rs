@@ -59,6 +59,7 @@ pub(crate) struct ArgoCdEndpoints {
     pub(crate) namespace: String,
     pub(crate) repo_server: String,
     pub(crate) controller_metrics_url: String,
+    pub(crate) repo_server_metrics_url: String,
     pub(crate) redis: String,
     pub(crate) node: String,
 }
@@ -151,7 +152,7 @@ impl<'a> ArgoCd<'a> {
         &self.endpoints.namespace
     }
 
-    /// The fake Node kwok runs Pods on (Ready, room for a few hundred Pods).
+    /// The fake Node kwok runs Pods on (Ready, room for 1,000 Pods: 100 ShopSets rolling out).
     pub fn node(&self) -> &str {
         &self.endpoints.node
     }
@@ -169,6 +170,22 @@ impl<'a> ArgoCd<'a> {
     /// `http://127.0.0.1:<port>/metrics` of argocd-application-controller (Prometheus text).
     pub fn controller_metrics_url(&self) -> &str {
         &self.endpoints.controller_metrics_url
+    }
+
+    /// `http://127.0.0.1:<port>/metrics` of argocd-repo-server (Prometheus text).
+    pub fn repo_server_metrics_url(&self) -> &str {
+        &self.endpoints.repo_server_metrics_url
+    }
+
+    /// The process id of argocd-repo-server (the process itself: the git and kustomize it runs
+    /// are its children).
+    pub fn repo_server_pid(&self) -> Option<u32> {
+        self.cp.pid("argocd-repo-server")
+    }
+
+    /// The process id of argocd-application-controller.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.cp.pid("argocd-application-controller")
     }
 
     /// The Application's status, or `None` if there is no such Application.

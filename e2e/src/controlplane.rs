@@ -110,6 +110,7 @@ impl ControlPlane {
                 namespace: value("ARGOCD_NAMESPACE"),
                 repo_server: value("ARGOCD_REPO_SERVER"),
                 controller_metrics_url: value("ARGOCD_CONTROLLER_METRICS_URL"),
+                repo_server_metrics_url: value("ARGOCD_REPO_SERVER_METRICS_URL"),
                 redis: value("REDIS_ADDRESS"),
                 node: value("NODE"),
             });
@@ -147,6 +148,12 @@ impl ControlPlane {
     /// `argocd-application-controller`.
     pub fn log(&self, component: &str) -> String {
         std::fs::read_to_string(self.path.join(format!("{component}.log"))).unwrap_or_default()
+    }
+
+    /// The process id of a server this plane started (as [`log`](Self::log) names them), from
+    /// the `NAME.pid` file `e2e/up` writes; `None` if there is no such server.
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        std::fs::read_to_string(self.path.join(format!("{component}.pid"))).ok()?.trim().parse().ok()
     }
 
     /// A `kubectl` command aimed at this control plane (admin credentials), to add

@@ -41,6 +41,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Where every reconcile's Events go (its Recorder lives here, as in controller-rs).
     pub events: Events,
+    /// How the controller deals with Argo CD ([`Context::with_argocd`]).
+    pub argocd: ArgoCdSettings,
     last: Mutex<HashMap<ObjectRef<Tier>, Last>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
     /// The names of the Argo CD credential templates last written for each tier (none: not since
@@ -89,11 +91,41 @@ impl Context {
             cache: Arc::new(cache),
             renderer: Arc::new(renderer),
             metrics,
+            argocd: ArgoCdSettings::default(),
             last: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             repo_creds: Mutex::new(HashMap::new()),
             stores: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This context, dealing with Argo CD as `settings` say.
+    pub fn with_argocd(mut self, settings: ArgoCdSettings) -> Self {
+        self.argocd = settings;
+        self
+    }
+}
+
+/// How the controller deals with Argo CD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgoCdSettings {
+    /// After a push, set `argocd.argoproj.io/refresh: normal` on the tier's Applications so Argo
+    /// CD reads the branch at once (default). Off for those whose Argo CD gets the system
+    /// repository's webhook itself: then Argo CD sees a push at that webhook or its own poll.
+    pub refresh: bool,
+}
+
+impl Default for ArgoCdSettings {
+    fn default() -> Self {
+        ArgoCdSettings { refresh: true }
+    }
+}
+
+impl ArgoCdSettings {
+    /// Whether a sync that did (`pushed`) or did not push asks Argo CD to refresh: only a push
+    /// moves the branch under unchanged Applications, and only when refreshing is on.
+    pub fn refresh_after(&self, pushed: bool) -> bool {
+        self.refresh && pushed
     }
 }
 
@@ -449,7 +481,7 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     // Before the Applications: Argo CD needs them to clone the system branch and its submodules.
     write_repo_creds(ctx, tier, &input, &auth).await?;
     let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
-    if pushed {
+    if ctx.argocd.refresh_after(pushed) {
         // The branch moved under unchanged Applications: Argo CD would see it only at its poll.
         let refreshed = argocd::refresh(&ctx.client, &apps).await?;
         tracing::debug!(?refreshed, "asked Argo CD to refresh");
@@ -695,6 +727,17 @@ mod tests {
             *changed.pointer_mut(path).unwrap() = value.into();
             assert_ne!(fingerprint(&app(base.clone())), fingerprint(&app(changed)), "{path}");
         }
+    }
+
+    #[test]
+    fn argo_cd_is_asked_to_refresh_after_a_push_only_and_never_when_refresh_is_off() {
+        let on = ArgoCdSettings::default();
+        assert!(on.refresh, "refreshing is the default");
+        assert!(on.refresh_after(true), "a push moved the branch");
+        assert!(!on.refresh_after(false), "nothing pushed, nothing to refresh");
+        let off = ArgoCdSettings { refresh: false };
+        assert!(!off.refresh_after(true), "off: Argo CD's own webhook or poll sees the push");
+        assert!(!off.refresh_after(false));
     }
 
     #[test]

@@ -1,0 +1,401 @@
+//! `--argocd`: from an app commit to every Application Synced and Healthy at the new system
+//! commit, with a real Argo CD (argocd-application-controller, argocd-repo-server, Redis), kwok
+//! making the Pods of what it deploys Ready, and the release controller as a process.
+//!
+//! One control plane: 10 ShopSets first, then 90 more (100). At each size, bumps with the
+//! controller's refresh annotation after its push, and bumps with `--argocd-refresh=false`, when
+//! only Argo CD's own periodic refresh (`--app-resync`, shortened for the run) finds the new
+//! commit. Each bump changes the storefront image, so every ShopSet rolls a Deployment. Also the
+//! CPU and peak memory of Argo CD's two servers per run, and how many manifests Argo CD generates
+//! when one ShopSet among 100 changes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shopset_e2e::argocd::{ArgoCd, ArgoCdOptions};
+use shopset_e2e::controlplane::{ControlPlane, Options};
+use shopset_e2e::gitserver::{branch_head, commit_files};
+
+use crate::Row;
+use crate::cluster::{Controller, cpu_ticks, post_webhook, proc_field, start_controller_with, wait_until};
+
+const TIER: &str = "tier-0";
+/// Argo CD's own periodic refresh during the run (its default is 120 s + up to 60 s).
+const APP_RESYNC: Duration = Duration::from_secs(30);
+const APP_RESYNC_JITTER: Duration = Duration::from_secs(5);
+/// How often the Applications' status is read: the resolution of the figures.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What the run measures; `bumps` per size with the refresh, `poll_bumps` without.
+pub struct Plan {
+    pub sizes: Vec<usize>,
+    pub bumps: usize,
+    pub poll_bumps: usize,
+}
+
+fn manifests(app: &str, config: &str, system: &str, argocd_ns: &str, shopsets: std::ops::Range<usize>) -> String {
+    let mut out = format!(
+        "apiVersion: shopset.dev/v1alpha1
+kind: Configuration
+metadata:
+  name: shop-config
+spec:
+  url: {config}
+  path: component
+---
+apiVersion: shopset.dev/v1alpha1
+kind: Tier
+metadata:
+  name: {TIER}
+spec:
+  interval: 1h
+  app:
+    url: {app}
+    path: base
+  system:
+    url: {system}
+  argocd:
+    namespace: {argocd_ns}
+    project: default
+    destination:
+      server: https://kubernetes.default.svc
+    syncPolicy:
+      automated:
+        prune: true
+        selfHeal: true
+      syncOptions:
+      - ServerSideApply=true
+"
+    );
+    for i in shopsets {
+        out.push_str(&shopset(i, 0));
+    }
+    out
+}
+
+/// ShopSet `cell-NNN`; `generation` changes its shops, hence its overlay only.
+fn shopset(i: usize, generation: usize) -> String {
+    format!(
+        "---
+apiVersion: shopset.dev/v1alpha1
+kind: ShopSet
+metadata:
+  name: cell-{i:03}
+spec:
+  tier: {TIER}
+  configuration: shop-config
+  shops: [shop-{i:03}-a, shop-{i:03}-g{generation}]
+"
+    )
+}
+
+/// How many Applications are Synced and Healthy at `revision`, of how many.
+fn synced_at(cp: &ControlPlane, argocd: &ArgoCd, revision: &str) -> (usize, usize) {
+    let out = cp.kubectl([
+        "get",
+        "applications",
+        "-n",
+        argocd.namespace(),
+        "-o",
+        "jsonpath={range .items[*]}{.status.sync.status} {.status.health.status} {.status.sync.revision}{\"\\n\"}{end}",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("Synced Healthy {revision}");
+    (text.lines().filter(|l| l.trim() == want).count(), text.lines().count())
+}
+
+fn wait_synced(cp: &ControlPlane, argocd: &ArgoCd, n: usize, revision: &str, timeout: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let (ok, all) = synced_at(cp, argocd, revision);
+        if ok >= n {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "{ok} of {all} Applications Synced and Healthy at {revision} after {timeout:?} (want {n})"
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// CPU and peak memory of one of Argo CD's servers over a run.
+struct Usage {
+    pid: u32,
+    name: &'static str,
+    own: u64,
+    children: u64,
+}
+
+/// utime+stime, and cutime+cstime (the git and kustomize it ran and waited for), in ticks.
+fn ticks(pid: u32) -> (u64, u64) {
+    let own = cpu_ticks(pid).unwrap_or(0);
+    let children = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> =
+                stat.rsplit_once(')')?.1.split_whitespace().skip(13).take(2).filter_map(|f| f.parse().ok()).collect();
+            Some(fields.iter().sum())
+        })
+        .unwrap_or(0);
+    (own, children)
+}
+
+impl Usage {
+    /// Starts measuring: resets the peak RSS (`clear_refs` 5) so that VmHWM is this run's.
+    fn start(pid: u32, name: &'static str) -> Usage {
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        let (own, children) = ticks(pid);
+        Usage { pid, name, own, children }
+    }
+
+    fn report(&self, seconds: f64) -> String {
+        let (own, children) = ticks(self.pid);
+        let cpu = (own - self.own) as f64 / 100.0;
+        let kids = (children - self.children) as f64 / 100.0;
+        let hwm = proc_field(self.pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
+        format!(
+            "{}: CPU {cpu:.1} s ({:.0}% of a core over {seconds:.0} s){}, peak RSS {hwm:.0} MiB",
+            self.name,
+            cpu / seconds.max(1e-9) * 100.0,
+            if kids > 0.0 { format!(" + {kids:.1} s in git/kustomize") } else { String::new() }
+        )
+    }
+}
+
+/// GenerateManifest calls the repo-server answered so far: its gRPC metric if it has one, else
+/// the calls its log records.
+fn generate_manifest_calls(cp: &ControlPlane, argocd: &ArgoCd) -> (u64, &'static str) {
+    let metrics = std::process::Command::new(shopset_e2e::tools::tool("curl"))
+        .args(["-fsS", "--max-time", "5", argocd.repo_server_metrics_url()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let from_metrics: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total") && l.contains("grpc_method=\"GenerateManifest\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64))
+        .collect();
+    if !from_metrics.is_empty() {
+        return (from_metrics.iter().sum(), "grpc_server_handled_total");
+    }
+    let log = cp.log("argocd-repo-server");
+    (log.lines().filter(|l| l.contains("GenerateManifest") && l.contains("finished")).count() as u64, "log")
+}
+
+struct Bumps {
+    from_webhook: Vec<Duration>,
+    from_push: Vec<Duration>,
+}
+
+/// `count` app commits, each delivered to the controller by webhook; the clock stops when all `n`
+/// Applications are Synced and Healthy at the system commit it pushed.
+#[allow(clippy::too_many_arguments)]
+fn bumps(
+    cp: &ControlPlane,
+    argocd: &ArgoCd,
+    ctrl: &Controller,
+    app: &str,
+    system: &str,
+    n: usize,
+    count: usize,
+    seq: &mut usize,
+    timeout: Duration,
+) -> Result<Bumps, String> {
+    let storefront =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/app/base/storefront.yaml"))
+            .map_err(|e| format!("read examples/app/base/storefront.yaml: {e}"))?;
+    let mut out = Bumps { from_webhook: Vec::new(), from_push: Vec::new() };
+    for _ in 0..count {
+        *seq += 1;
+        let before = branch_head(system, TIER);
+        let image = format!("ghcr.io/acme/storefront:1.1.{seq}");
+        let changed = storefront.replace("ghcr.io/acme/storefront:1.0.0", &image);
+        commit_files(app, TIER, &[("base/storefront.yaml", &changed)], &format!("storefront {image}"));
+        let t = Instant::now();
+        post_webhook(ctrl.port, app)?;
+        let mut head = None;
+        if !wait_until(Duration::from_secs(60), || {
+            head = branch_head(system, TIER).filter(|h| Some(h) != before.as_ref());
+            head.is_some()
+        }) {
+            return Err(format!("bump {seq} did not reach the system branch within 60 s"));
+        }
+        let pushed = Instant::now();
+        let head = head.unwrap_or_default();
+        wait_synced(cp, argocd, n, &head, timeout).map_err(|e| format!("bump {seq}: {e}"))?;
+        out.from_webhook.push(t.elapsed());
+        out.from_push.push(pushed.elapsed());
+        eprintln!("bench: argocd bump {seq}: {:.1?} from webhook, {:.1?} from push", t.elapsed(), pushed.elapsed());
+    }
+    Ok(out)
+}
+
+fn controller(cp: &ControlPlane, scratch: &Path, refresh: bool, name: &str) -> Result<Controller, String> {
+    let refresh = format!("--argocd-refresh={refresh}");
+    // No Lease: the controller started before this one may still hold it.
+    let ctrl = start_controller_with(cp, scratch, name, &["--leader-elect", "false", &refresh])?;
+    // Its caches fill and the first reconcile (nothing to push) passes.
+    std::thread::sleep(Duration::from_secs(5));
+    Ok(ctrl)
+}
+
+fn p(v: &[Duration], q: f64) -> String {
+    format!("{:.1} s", crate::percentile(v, q).as_secs_f64())
+}
+
+/// Rows of one size and mode, and the Argo CD usage note.
+fn record(rows: &mut Vec<Row>, notes: &mut Vec<String>, n: usize, mode: &str, b: Bumps, usage: &[Usage], seconds: f64) {
+    let count = b.from_webhook.len();
+    let p99 = if count < 100 { format!("p99 = max of {count}") } else { "p99".into() };
+    notes.push(format!(
+        "Argo CD, {n} ShopSets, {mode}: from webhook p50 {} / {p99} {}; from push p50 {} / {p99} {}",
+        p(&b.from_webhook, 0.5),
+        p(&b.from_webhook, 0.99),
+        p(&b.from_push, 0.5),
+        p(&b.from_push, 0.99)
+    ));
+    for u in usage {
+        notes.push(format!("  during those bumps, {}", u.report(seconds)));
+    }
+    rows.push(Row {
+        scenario: format!(
+            "Argo CD: app commit to {n} Applications Synced+Healthy, {mode} (p50; {p99} {})",
+            p(&b.from_webhook, 0.99)
+        ),
+        samples: b.from_webhook,
+        baseline: None,
+        note: format!("{count} bumps, clock from webhook"),
+    });
+    rows.push(Row {
+        scenario: format!("  same, clock from the controller's push (p50; {p99} {})", p(&b.from_push, 0.99)),
+        samples: b.from_push,
+        baseline: None,
+        note: format!("{count} bumps, clock from push"),
+    });
+}
+
+/// The Argo CD scenarios; rows and notes measured before a failure are kept.
+pub fn run(plan: &Plan, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<(), String> {
+    let started = Instant::now();
+    let cp = ControlPlane::start_with(
+        Options::default().argocd(ArgoCdOptions { app_resync: APP_RESYNC, app_resync_jitter: APP_RESYNC_JITTER }),
+    );
+    let argocd = cp.argocd();
+    eprintln!("bench: control plane with Argo CD up in {:.1?}", started.elapsed());
+    notes.push(format!(
+        "Argo CD v3.5 (application-controller + repo-server + Redis) on the same 2 shared cores, Pods made \
+         Ready by kwok; its own periodic refresh shortened to --app-resync={}s --app-resync-jitter={}s for \
+         the run (default 120 s + up to 60 s); each bump changes the storefront image: one Deployment \
+         rolls per ShopSet; status read every {} ms",
+        APP_RESYNC.as_secs(),
+        APP_RESYNC_JITTER.as_secs(),
+        POLL.as_millis()
+    ));
+    let pids = [
+        (argocd.repo_server_pid().ok_or("no argocd-repo-server.pid")?, "argocd-repo-server"),
+        (argocd.controller_pid().ok_or("no argocd-application-controller.pid")?, "argocd-application-controller"),
+    ];
+    let crate::Repos { daemon, app, config } = crate::repos();
+    let system = daemon.create_repo("system");
+    let mut seq = 0;
+    let mut deployed = 0;
+    let mut refresh_on = true;
+    let mut ctrl = controller(&cp, scratch, refresh_on, "argocd-refresh")?;
+    for (k, &n) in plan.sizes.iter().enumerate() {
+        let t = Instant::now();
+        cp.kubectl_with_stdin_ok(
+            ["apply", "-n", "default", "-f", "-"],
+            &manifests(&app, &config, &system, argocd.namespace(), deployed..n),
+        );
+        deployed = n;
+        // The controller pushes once it has every ShopSet: wait for a head that Argo CD deploys
+        // for all of them.
+        let first = Instant::now();
+        loop {
+            let head = branch_head(&system, TIER).unwrap_or_default();
+            if !head.is_empty() && synced_at(&cp, &argocd, &head).0 >= n {
+                break;
+            }
+            if first.elapsed() > Duration::from_secs(900) {
+                return Err(format!("{n} Applications not Synced and Healthy within 15 minutes"));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        notes.push(format!("Argo CD: {n} ShopSets applied to all Synced and Healthy in {:.1?}", t.elapsed()));
+        eprintln!("bench: {n} Applications deployed in {:.1?}", t.elapsed());
+        // Alternate so each size ends in the mode the next starts with: one restart per size.
+        let modes = if k % 2 == 0 { [true, false] } else { [false, true] };
+        for refresh in modes {
+            if refresh != refresh_on {
+                drop(ctrl);
+                refresh_on = refresh;
+                ctrl = controller(&cp, scratch, refresh, if refresh { "argocd-refresh" } else { "argocd-no-refresh" })?;
+            }
+            let (count, timeout, mode) = if refresh {
+                (plan.bumps, Duration::from_secs(300), "controller's refresh".to_string())
+            } else {
+                (
+                    plan.poll_bumps,
+                    Duration::from_secs(600),
+                    format!(
+                        "no refresh, Argo CD's poll ({}s + {}s jitter)",
+                        APP_RESYNC.as_secs(),
+                        APP_RESYNC_JITTER.as_secs()
+                    ),
+                )
+            };
+            let usage: Vec<Usage> = pids.iter().map(|(pid, name)| Usage::start(*pid, name)).collect();
+            let t = Instant::now();
+            let b = bumps(&cp, &argocd, &ctrl, &app, &system, n, count, &mut seq, timeout)?;
+            record(rows, notes, n, &mode, b, &usage, t.elapsed().as_secs_f64());
+        }
+        if n >= 100 || k + 1 == plan.sizes.len() {
+            one_changed(&cp, &argocd, &system, n, refresh_on, notes)?;
+        }
+    }
+    drop(ctrl);
+    Ok(())
+}
+
+/// One ShopSet's spec changed among `n`: the controller pushes a commit that changes its overlay
+/// only; how many manifests the repo-server generates until every Application follows.
+fn one_changed(
+    cp: &ControlPlane,
+    argocd: &ArgoCd,
+    system: &str,
+    n: usize,
+    refresh: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    // Calls still in flight from the last bump settle first.
+    std::thread::sleep(Duration::from_secs(5));
+    let (before, source) = generate_manifest_calls(cp, argocd);
+    let head = branch_head(system, TIER);
+    let t = Instant::now();
+    cp.kubectl_with_stdin_ok(["apply", "-n", "default", "-f", "-"], &shopset(n / 2, 1));
+    let mut new_head = None;
+    if !wait_until(Duration::from_secs(60), || {
+        new_head = branch_head(system, TIER).filter(|h| Some(h) != head.as_ref());
+        new_head.is_some()
+    }) {
+        return Err("the ShopSet change did not reach the system branch within 60 s".into());
+    }
+    let new_head = new_head.unwrap_or_default();
+    let timeout = if refresh { Duration::from_secs(300) } else { Duration::from_secs(600) };
+    wait_synced(cp, argocd, n, &new_head, timeout)?;
+    let took = t.elapsed();
+    // Stragglers (an Application whose refresh comes after it is already Synced) and nothing else.
+    std::thread::sleep(Duration::from_secs(5));
+    let (after, _) = generate_manifest_calls(cp, argocd);
+    notes.push(format!(
+        "Argo CD, one ShopSet's shops changed among {n} ({}): all {n} Synced and Healthy at the new commit \
+         in {:.1} s; the repo-server answered {} GenerateManifest calls for {n} Applications (counted from \
+         its {source}; each Application tracks the system branch, whose head moved for all of them)",
+        if refresh { "controller's refresh" } else { "no refresh" },
+        took.as_secs_f64(),
+        after - before
+    ));
+    Ok(())
+}
