@@ -571,3 +571,18 @@ fn a_namespace_given_places_the_objects_that_name_none_and_refuses_the_others() 
         "{text}"
     );
 }
+
+#[test]
+fn a_misspelt_field_is_refused_at_any_depth_and_in_list_items() {
+    let deep = TIERS.replacen(
+        "  system: {url: https://git.example.com/system.git}\n",
+        "  system: {url: https://git.example.com/system.git}\n  argocd: {syncPolicy: {automated: {prunee: true}}}\n",
+        1,
+    );
+    let item = format!("{TIERS}{}", shopset("a", ", images: [{name: ghcr.io/acme/checkout, newTg: '2'}]"));
+    for (yaml, field) in [(deep, "spec.argocd.syncPolicy.automated.prunee"), (item, "spec.images[0].newTg")] {
+        let err = Inventory::parse(Path::new("input.yaml"), &yaml).expect_err("an unknown field is refused");
+        let text = err.to_string();
+        assert!(text.contains(&format!("{field}: unknown field \"{field}\"; fix: remove it")), "{text}");
+    }
+}

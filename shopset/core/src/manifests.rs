@@ -168,6 +168,10 @@ impl Inventory {
                     fix,
                 }
             };
+            if let Some((field, problem, fix)) = unknown_field(&kind, &value) {
+                let (path, kind, name) = (path.to_path_buf(), kind.clone(), name.clone());
+                return Err(LoadError::Schema { path, index, kind, name, field, problem, fix });
+            }
             let duplicate = |problems: &mut Vec<Invalid>| {
                 problems.push(Invalid {
                     resource: format!("{kind}/{name}"),
@@ -380,6 +384,45 @@ fn schema_violation(kind: &str, value: &Value) -> Option<(String, String, String
     let crd = crate::api::crds().into_iter().find(|c| c.spec.names.kind == kind)?;
     let schema = crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?;
     schema_walk(&serde_json::to_value(schema).ok()?, value, "")
+}
+
+/// The first field the CRD's schema does not know, worded as the API server's strict field
+/// validation (kubectl's default) refuses it: a misspelt field must not pass as an absent one.
+fn unknown_field(kind: &str, value: &Value) -> Option<(String, String, String)> {
+    let crd = crate::api::crds().into_iter().find(|c| c.spec.names.kind == kind)?;
+    let schema = crd.spec.versions.first()?.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+    unknown_walk(&serde_json::to_value(schema).ok()?, value, "")
+}
+
+fn unknown_walk(schema: &Value, value: &Value, path: &str) -> Option<(String, String, String)> {
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match value {
+        Value::Object(map) => {
+            // An object without properties (metadata, maps) or one that keeps unknown fields is
+            // not checked here, as the API server does not.
+            let properties = schema.get("properties")?.as_object()?;
+            if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true) {
+                return None;
+            }
+            map.iter().find_map(|(key, v)| match properties.get(key) {
+                // metadata is an ObjectMeta, checked by the API server as such, not by the CRD.
+                _ if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") => None,
+                Some(inner) => unknown_walk(inner, v, &join(key)),
+                None => {
+                    let field = join(key);
+                    let known: Vec<&str> = properties.keys().map(String::as_str).collect();
+                    let parent = if path.is_empty() { "the object" } else { path };
+                    let fix = format!("remove it or correct its name ({parent} has {})", known.join(", "));
+                    Some((field.clone(), format!("unknown field \"{field}\""), fix))
+                }
+            })
+        }
+        Value::Array(items) => {
+            let item = schema.get("items")?;
+            items.iter().enumerate().find_map(|(i, v)| unknown_walk(item, v, &format!("{path}[{i}]")))
+        }
+        _ => None,
+    }
 }
 
 fn schema_walk(schema: &Value, value: &Value, path: &str) -> Option<(String, String, String)> {
