@@ -34,39 +34,7 @@ pub struct Plan {
 }
 
 fn manifests(app: &str, config: &str, system: &str, argocd_ns: &str, shopsets: std::ops::Range<usize>) -> String {
-    let mut out = format!(
-        "apiVersion: shopset.dev/v1alpha1
-kind: Configuration
-metadata:
-  name: shop-config
-spec:
-  url: {config}
-  path: component
----
-apiVersion: shopset.dev/v1alpha1
-kind: Tier
-metadata:
-  name: {TIER}
-spec:
-  interval: 1h
-  app:
-    url: {app}
-    path: base
-  system:
-    url: {system}
-  argocd:
-    namespace: {argocd_ns}
-    project: default
-    destination:
-      server: https://kubernetes.default.svc
-    syncPolicy:
-      automated:
-        prune: true
-        selfHeal: true
-      syncOptions:
-      - ServerSideApply=true
-"
-    );
+    let mut out = shopset_e2e::argocd::tier0_and_configuration(app, config, system, argocd_ns, "1h");
     for i in shopsets {
         out.push_str(&shopset(i, 0));
     }

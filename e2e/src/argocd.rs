@@ -281,10 +281,16 @@ impl<'a> ArgoCd<'a> {
     }
 }
 
-/// The example Configuration, tier-0 (polling every `interval`) and its two ShopSets, with the
-/// repositories given and Argo CD in `argocd_namespace` deploying to this cluster with automated sync:
-/// what the Argo CD tests apply or sync.
-pub fn tier0_manifests(app: &str, config: &str, system: &str, argocd_namespace: &str, interval: &str) -> String {
+/// The example Configuration and tier-0 (polling every `interval`), with the repositories given
+/// and Argo CD in `argocd_namespace` deploying to this cluster with automated sync: what the Argo
+/// CD tests and the benchmark apply, before their ShopSets.
+pub fn tier0_and_configuration(
+    app: &str,
+    config: &str,
+    system: &str,
+    argocd_namespace: &str,
+    interval: &str,
+) -> String {
     const TIER: &str = "tier-0";
     format!(
         "apiVersion: shopset.dev/v1alpha1
@@ -317,7 +323,16 @@ spec:
         selfHeal: true
       syncOptions:
       - ServerSideApply=true
----
+"
+    )
+}
+
+/// [`tier0_and_configuration`] and the example's two ShopSets of tier-0: what the Argo CD tests
+/// apply or sync.
+pub fn tier0_manifests(app: &str, config: &str, system: &str, argocd_namespace: &str, interval: &str) -> String {
+    const TIER: &str = "tier-0";
+    let shopsets = format!(
+        "---
 apiVersion: shopset.dev/v1alpha1
 kind: ShopSet
 metadata:
@@ -339,5 +354,6 @@ spec:
   - name: ghcr.io/acme/checkout
     newTag: 1.1.0-rc.1
 "
-    )
+    );
+    tier0_and_configuration(app, config, system, argocd_namespace, interval) + &shopsets
 }
