@@ -364,7 +364,7 @@ fn the_system_branch_clones_with_submodules_and_renders_what_argocd_applies() {
         let standalone = run_ok(Command::new(tool("kustomize")).args(["build", path_str(&dir)]));
         assert_eq!(rendered, standalone, "kubectl kustomize and kustomize build agree for {ss}");
         // The built overlay's workloads applied as a person does with Argo CD down: no status is written.
-        cp.kubectl_with_stdin_ok(["apply", "--server-side", "--field-manager=e2e-argocd", "-f", "-"], &rendered);
+        cp.kubectl_with_stdin_ok(["apply", "--server-side", "--field-manager=e2e-by-hand", "-f", "-"], &rendered);
     }
     let image = |ns: &str, deploy: &str| {
         support::jsonpath(cp, ns, "deployment", deploy, "{.spec.template.spec.containers[0].image}")
