@@ -377,6 +377,21 @@ fn files_a_person_adds_outside_shopsets_paths_are_kept_by_every_sync() {
 }
 
 #[test]
+fn a_new_tier_branch_is_the_render_alone_not_the_files_kept_on_its_source() {
+    let f = Fixture::daemon();
+    f.sync_ok(&["--tier", "tier-0"]);
+    let theirs = commit_files(&f.read_url("system"), "tier-0", KEPT, "notes and owners, by hand");
+
+    // tier-1's system branch starts on tier-0's (its promotion source), as the runbook's first
+    // render starts from nothing: the person's files of tier-0 are not carried over.
+    f.sync_ok(&["--tier", "tier-1"]);
+    assert_eq!(f.system_git(&["rev-parse", "tier-1^"]), theirs, "parented on tier-0's head");
+    let tree = ls_tree(&f, "tier-1");
+    assert!(tree.keys().all(|p| shopset::render::is_owned(p)), "{tree:#?}");
+    assert_kept(&f, "tier-0 after tier-1's first sync");
+}
+
+#[test]
 fn generated_files_edited_or_deleted_by_hand_are_restored_and_named() {
     let f = Fixture::daemon();
     f.sync_ok(&["--tier", "tier-0"]);
