@@ -600,6 +600,17 @@ pub fn commit_files(url: &str, branch: &str, files: &[(&str, &str)], message: &s
     commit_to_branch(url, branch, message, &git, |work| write_files(work, files))
 }
 
+/// Clones `url`, deletes `paths` (files, repository-relative) on `branch`, commits and pushes;
+/// returns the new commit's sha.
+pub fn remove_files(url: &str, branch: &str, paths: &[&str], message: &str) -> String {
+    commit_to_branch(url, branch, message, &git, |work| {
+        for path in paths {
+            let dest = work.join(path);
+            fs::remove_file(&dest).unwrap_or_else(|e| panic!("remove {}: {e}", dest.display()));
+        }
+    })
+}
+
 /// Writes `files` (repository-relative paths) into a work tree.
 fn write_files(work: &Path, files: &[(&str, &str)]) {
     for (path, content) in files {

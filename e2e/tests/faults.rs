@@ -5,7 +5,8 @@
 //! - Crash at each step of a sync (`SHOPSET_FAULT=before-push|after-push|before-status`) and
 //!   SIGKILL while a push is in flight: after a restart exactly one commit for the change.
 //! - A person pushes to the system branch: their commit stays in history, the generated files
-//!   are restored, the commit message and a Warning Event name the files.
+//!   are restored, the commit message and a Warning Event name the files; files outside
+//!   ShopSet's paths are kept.
 //! - The git server goes down: Ready=False GitUnavailable, retries back off, no Application is
 //!   deleted; it comes back: converged by the next retry.
 //! - kube-apiserver restarts: the watches resume, no duplicate commit.
@@ -266,17 +267,23 @@ fn hand_pushed_commits_stay_in_history_and_generated_files_are_restored() {
     assert!(!message.contains("shopsets changed"), "no ShopSet changed, a file was restored:\n{message}");
     phase(test, "generated file restored");
 
-    // (b) An unrelated file added by hand: the system branch is the render, so it goes too.
-    let theirs2 = commit_files(&w.s.system_url, TIER, &[("NOTES.md", "on call this week: ana\n")], "notes, by hand");
-    let restored2 =
-        wait_until("the controller to restore the tree", INTERVAL + Duration::from_secs(30), &w.ctl, || {
-            let head = w.head();
-            (head != theirs2).then_some(head)
-        });
-    check_restored(&w, &repo, &theirs2, &restored2, &tree0, "NOTES.md");
-    assert!(is_ancestor(&repo, &theirs, &restored2), "the first hand-made commit is still in history");
-    assert_eq!(w.s.system_log().len(), 5, "render, hand edit, restore, hand edit, restore");
-    phase(test, "unrelated file removed");
+    // (b) Files a person keeps outside ShopSet's paths: every sync keeps them. The next app change
+    // is committed right on top of them, and they stay byte for byte.
+    let kept = [("NOTES.md", "on call this week: ana\n"), (".github/CODEOWNERS", "* @acme/platform\n")];
+    let theirs2 = commit_files(&w.s.system_url, TIER, &kept, "notes and owners, by hand");
+    let app1 = w.app_change("a change after the notes");
+    w.converged(&app1, INTERVAL + Duration::from_secs(30));
+    let head = w.head();
+    assert_eq!(git(&repo, &["rev-parse", &format!("{head}^")]), theirs2, "built directly on the person's commit");
+    assert!(is_ancestor(&repo, &theirs, &head), "the first hand-made commit is still in history");
+    for (path, content) in kept {
+        // `git` trims the output: each file ends with one newline.
+        assert_eq!(git(&repo, &["show", &format!("{head}:{path}")]) + "\n", content, "{path} kept byte for byte");
+    }
+    let message = git(&repo, &["log", "-1", "--format=%B", &head]);
+    assert!(!message.contains("NOTES.md") && !message.contains("CODEOWNERS"), "{message}");
+    assert_eq!(w.s.system_log().len(), 5, "render, hand edit, restore, hand-kept files, app change");
+    phase(test, "files outside ShopSet's paths kept");
 
     // A fresh render (`shopctl sync --dry-run`) has nothing to change.
     let out = Command::new(workspace_bin("shopctl"))
@@ -296,13 +303,13 @@ fn hand_pushed_commits_stay_in_history_and_generated_files_are_restored() {
 }
 
 /// `restored` is one commit on top of the hand-made `theirs`, its tree the render `tree0`, its
-/// message and a Warning Event on the Tier name `path`.
+/// message ("restored: `path`") and a Warning Event on the Tier name `path`.
 fn check_restored(w: &World, repo: &Path, theirs: &str, restored: &str, tree0: &str, path: &str) {
     assert!(is_ancestor(repo, theirs, restored), "the person's commit {theirs} stays in history");
     assert_eq!(git(repo, &["rev-parse", &format!("{restored}^")]), theirs, "built directly on the person's commit");
     assert_eq!(git(repo, &["rev-parse", &format!("{restored}^{{tree}}")]), tree0, "the tree is the render again");
     let message = git(repo, &["log", "-1", "--format=%B", restored]);
-    assert!(message.lines().any(|l| l == format!("files rewritten: {path}")), "the message names {path}:\n{message}");
+    assert!(message.lines().any(|l| l == format!("restored: {path}")), "the message names {path}:\n{message}");
     let events = wait_until("a GeneratedFilesRestored Event", Duration::from_secs(20), &w.ctl, || {
         let out = w.cp.kubectl_ok([
             "get",

@@ -72,6 +72,9 @@ pub(crate) struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Render the system tree of tiers into a directory (no cluster; git is only asked for branch heads).
+    ///
+    /// The render holds the paths ShopSet owns on a system branch (.gitmodules, base, config/,
+    /// shopsets/, applications/, README.md); a sync keeps every other path of the branch as it is.
     Render {
         /// Manifest files or directories (their *.yaml files), as `kubectl apply -f`.
         #[arg(short = 'f', long = "filename", required = true)]
@@ -461,6 +464,13 @@ fn render(cli: &Cli, files: &[PathBuf], tier: Option<&str>, out: &Path, pins: &[
         if cli.output == Output::Text {
             println!("{name}: {files} files written to {} (app {})", dir.display(), short(&resolved.app));
         }
+    }
+    if cli.output == Output::Text {
+        // What a person copying the render by hand must replace, and what they must leave alone.
+        println!(
+            "ShopSet owns these paths of a system branch: {}; a sync keeps every other path as it is",
+            shopset::render::OWNED_PATHS.join(", ")
+        );
     }
     print_structured(cli.output, &written)
 }

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use common::Fixture;
 use shopset::gitops::{Auth, GitCache};
 use shopset::manifests::Inventory;
-use shopset::render::{Pins, RenderInput, Renderer};
+use shopset::render::{Entry, OWNED_PATHS, Pins, RenderInput, Renderer, is_owned};
 use shopset_e2e::controlplane::ControlPlane;
 use shopset_e2e::gitserver::{branch_head, commit_files};
 use shopset_e2e::tools::{repo_root, tools_bin};
@@ -147,7 +147,8 @@ fn tree(f: &Fixture, branch: &str) -> String {
 }
 
 /// The tree ShopSet writes for `tier` at the current heads of its app and configuration branches:
-/// the library's render, written as git objects by its git engine (nothing is pushed).
+/// the library's render for ShopSet's paths, and every other file of the branch as it is (read
+/// with the git CLI), written as git objects by its git engine (nothing is pushed).
 fn shopset_tree(f: &Fixture, tier: &str) -> String {
     let inventory = Inventory::load(&[f.manifests()]).expect("manifests load");
     let input = inventory.tier_input(tier).expect("tier input");
@@ -164,6 +165,16 @@ fn shopset_tree(f: &Fixture, tier: &str) -> String {
             pins: &pins,
         })
         .expect("render");
+    let mut rendered = rendered;
+    for path in f.system_git(&["ls-tree", "-r", "--name-only", tier]).lines().filter(|p| !is_owned(p)) {
+        let out = Command::new("git")
+            .current_dir(f.repo_path("system"))
+            .args(["cat-file", "blob", &format!("{tier}:{path}")])
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        rendered.entries.insert(path.to_string(), Entry::file(out.stdout));
+    }
     let scratch = f.work.path().join("scratch-cache");
     let remote = GitCache::new(&scratch).open(&f.system, &Auth::default()).expect("open scratch cache");
     remote.write_tree(&rendered).expect("write tree").to_string()
@@ -188,6 +199,23 @@ fn assert_sync_is_a_no_op(f: &Fixture, tier: &str) {
     assert_eq!(branch_head(&f.system, tier), before, "sync moved {tier}:\n{run}");
 }
 
+/// Files a person keeps on a system branch, outside ShopSet's paths.
+const KEPT: &[(&str, &str)] =
+    &[("NOTES.md", "# Incident notes\n\nkeep me\n"), (".github/CODEOWNERS", "* @acme/platform\n")];
+
+/// The system branch `branch` holds the files of [`KEPT`], byte for byte.
+fn assert_kept(f: &Fixture, branch: &str) {
+    for (path, content) in KEPT {
+        let out = Command::new("git")
+            .current_dir(f.repo_path("system"))
+            .args(["cat-file", "blob", &format!("{branch}:{path}")])
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "{branch}: {path} is gone: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), *content, "{branch}: {path} changed");
+    }
+}
+
 fn example(path: &str) -> String {
     std::fs::read_to_string(repo_root().join("examples").join(path)).unwrap()
 }
@@ -210,7 +238,11 @@ fn first_render_and_bump_by_hand_write_the_tree_shopctl_sync_writes() {
     hand.run("create-branches", &[("TIER", "tier-0"), ("FROM", "main")]);
     assert_eq!(branch_head(&f.app, "tier-0"), branch_head(&f.app, "main"));
     assert_eq!(branch_head(&f.config, "tier-0"), branch_head(&f.config, "main"));
-    hand.run("first-render", &[("TIER", "tier-0")]);
+    let first = hand.run("first-render", &[("TIER", "tier-0")]);
+    assert!(
+        first.contains(&format!("ShopSet owns these paths of a system branch: {}", OWNED_PATHS.join(", "))),
+        "shopctl render names ShopSet's paths:\n{first}"
+    );
     assert_tree_is_shopsets(&f, "tier-0", "first render");
     let by_hand = tree(&f, "tier-0");
 
@@ -221,6 +253,9 @@ fn first_render_and_bump_by_hand_write_the_tree_shopctl_sync_writes() {
     let run = f.sync_ok(&["--tier", "tier-0"]);
     assert!(run.stdout.contains("committed"), "{run}");
     assert_eq!(tree(&f, "tier-0"), by_hand, "shopctl sync wrote another tree than the runbook:\n{run}");
+
+    // A person keeps notes and owners on the branch: every step below keeps them, by hand or not.
+    commit_files(&f.read_url("system"), "tier-0", KEPT, "notes and owners, by hand");
 
     // 3. A merge into the app and the configuration tier branches, pinned by hand.
     let checkout = example("app/base/checkout.yaml").replace("checkout:1.0.0", "checkout:1.2.0");
@@ -238,6 +273,7 @@ fn first_render_and_bump_by_hand_write_the_tree_shopctl_sync_writes() {
     let verify = hand.run("verify", &[("TIER", "tier-0")]);
     assert!(verify.contains("no change: the system branch is up to date"), "{verify}");
     assert_sync_is_a_no_op(&f, "tier-0");
+    assert_kept(&f, "tier-0");
 
     // A bump with nothing new is a no-op too (no empty commit).
     let head = branch_head(&f.system, "tier-0");
@@ -308,11 +344,14 @@ fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand(
         keep = keep
     );
     f.write_manifest("shopsets.yaml", &changed);
+    commit_files(&f.read_url("system"), "tier-1", KEPT, "notes and owners, by hand");
     hand.run("rerender", &[("TIER", "tier-1")]);
+    assert_kept(&f, "tier-1");
     let files = f.system_git(&["ls-tree", "-r", "--name-only", "tier-1"]);
     assert!(files.contains("applications/ap-south.yaml") && !files.contains("us-east"), "{files}");
     assert_tree_is_shopsets(&f, "tier-1", "re-render");
     assert_sync_is_a_no_op(&f, "tier-1");
+    assert_kept(&f, "tier-1");
 
     // A hotfix on tier-1: the plain promotion push is refused (a fast-forward or nothing).
     commit_files(&f.read_url("app"), "tier-1", &[("HOTFIX.md", "hotfix\n")], "Hotfix on tier-1");

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::{Fixture, example_manifest, line_starting, short, tier_section};
 use serde::Deserialize as _;
-use shopset_e2e::gitserver::{branch_head, clone_recursive, commit_files, log, ls_remote};
+use shopset_e2e::gitserver::{branch_head, clone_recursive, commit_files, log, ls_remote, remove_files};
 use shopset_e2e::tools::{kubectl, kustomize};
 
 /// `git ls-tree -r <rev>` of the system repository: path -> (mode, sha).
@@ -289,6 +289,7 @@ fn removed_shopset_loses_its_overlay_and_application() {
     );
     let message = head_message(&f, "tier-0");
     assert!(message.lines().any(|l| l == "shopsets removed: canary-us"), "{message}");
+    assert!(message.lines().any(|l| l == "removed: shopsets/canary-us/, applications/canary-us.yaml"), "{message}");
     assert!(message.lines().next().unwrap().contains("shopsets removed: canary-us"), "{message}");
     assert!(!message.contains("shopsets changed") && !message.contains("shopsets added"), "{message}");
     assert!(run.stdout.contains("shopsets removed: canary-us"), "{run}");
@@ -321,6 +322,121 @@ fn added_and_changed_shopsets_are_named_in_the_commit() {
     assert!(message.lines().any(|l| l == "shopsets changed: canary-eu"), "only canary-eu changed:\n{message}");
     let kustomization = f.system_git(&["show", "tier-0:shopsets/canary-eu/kustomization.yaml"]);
     assert!(kustomization.contains("\"SHOP_IDS=shop-0001,shop-0002,shop-0003\""), "{kustomization}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Paths people keep on the system branch
+
+/// Files a person keeps on a system branch, outside ShopSet's paths.
+const KEPT: &[(&str, &str)] = &[
+    ("NOTES.md", "# Incident 2026-11-02\n\ncanary-eu scaled by hand, see the ticket.\n"),
+    (".github/CODEOWNERS", "* @acme/platform\nshopsets/ @acme/shops\n"),
+];
+
+/// Asserts the system branch holds the files of [`KEPT`], byte for byte.
+fn assert_kept(f: &Fixture, step: &str) {
+    for (path, content) in KEPT {
+        let out = Command::new("git")
+            .current_dir(f.repo_path("system"))
+            .args(["cat-file", "blob", &format!("tier-0:{path}")])
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "{step}: {path} is gone: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), *content, "{step}: {path} changed");
+    }
+}
+
+#[test]
+fn files_a_person_adds_outside_shopsets_paths_are_kept_by_every_sync() {
+    let f = Fixture::daemon();
+    f.sync_ok(&["--tier", "tier-0"]);
+    let theirs = commit_files(&f.read_url("system"), "tier-0", KEPT, "notes and owners, by hand");
+
+    // Nothing of ShopSet's changed: no commit, and the person's files stay.
+    let run = f.sync_ok(&["--tier", "tier-0"]);
+    assert!(run.stdout.contains("no change: system branch already at"), "{run}");
+    assert_eq!(branch_head(&f.system, "tier-0").as_deref(), Some(theirs.as_str()), "{run}");
+    assert_kept(&f, "no-op sync");
+
+    // A new app commit: the sync commits, keeping them, and its message does not name them.
+    let checkout = example_manifest("app/base/checkout.yaml").replace("checkout:1.0.0", "checkout:1.2.0");
+    commit_files(&f.read_url("app"), "tier-0", &[("base/checkout.yaml", &checkout)], "Bump checkout");
+    let run = f.sync_ok(&["--tier", "tier-0"]);
+    assert!(run.stdout.contains("committed"), "{run}");
+    assert_kept(&f, "sync of a new app commit");
+    let message = head_message(&f, "tier-0");
+    assert!(!message.contains("NOTES.md") && !message.contains("CODEOWNERS"), "{message}");
+    assert!(
+        !message.contains("restored") && !message.contains("rewritten"),
+        "nobody edited ShopSet's files:\n{message}"
+    );
+
+    // A dry run has nothing to say about them either.
+    let run = f.sync_ok(&["--tier", "tier-0", "--dry-run"]);
+    assert!(run.stdout.contains("no change: the system branch is up to date"), "{run}");
+}
+
+#[test]
+fn a_new_tier_branch_is_the_render_alone_not_the_files_kept_on_its_source() {
+    let f = Fixture::daemon();
+    f.sync_ok(&["--tier", "tier-0"]);
+    let theirs = commit_files(&f.read_url("system"), "tier-0", KEPT, "notes and owners, by hand");
+
+    // tier-1's system branch starts on tier-0's (its promotion source), as the runbook's first
+    // render starts from nothing: the person's files of tier-0 are not carried over.
+    f.sync_ok(&["--tier", "tier-1"]);
+    assert_eq!(f.system_git(&["rev-parse", "tier-1^"]), theirs, "parented on tier-0's head");
+    let tree = ls_tree(&f, "tier-1");
+    assert!(tree.keys().all(|p| shopset::render::is_owned(p)), "{tree:#?}");
+    assert_kept(&f, "tier-0 after tier-1's first sync");
+}
+
+#[test]
+fn generated_files_edited_or_deleted_by_hand_are_restored_and_named() {
+    let f = Fixture::daemon();
+    f.sync_ok(&["--tier", "tier-0"]);
+    let rendered = ls_tree(&f, "tier-0");
+    let system = f.read_url("system");
+    commit_files(&system, "tier-0", KEPT, "notes and owners, by hand");
+    let kustomization = f.system_git(&["show", "tier-0:shopsets/canary-eu/kustomization.yaml"]);
+    commit_files(
+        &system,
+        "tier-0",
+        &[
+            ("shopsets/canary-eu/kustomization.yaml", &format!("{kustomization}\n# scaled up by hand\n")),
+            ("shopsets/canary-eu/extra.yaml", "kind: ConfigMap\n"),
+        ],
+        "canary-eu: hand edit",
+    );
+    remove_files(&system, "tier-0", &["applications/canary-us.yaml"], "canary-us: deleted by hand");
+
+    let run = f.sync_ok(&["--tier", "tier-0"]);
+    assert!(run.stdout.contains("committed"), "{run}");
+
+    // ShopSet's paths are the render again (the extra file under shopsets/ goes); the rest stays.
+    let tree = ls_tree(&f, "tier-0");
+    let (ours, theirs): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        tree.into_iter().partition(|(p, _)| shopset::render::is_owned(p));
+    assert_eq!(ours, rendered, "ShopSet's paths differ from the render");
+    assert_eq!(theirs.keys().map(String::as_str).collect::<Vec<_>>(), [".github/CODEOWNERS", "NOTES.md"]);
+    assert_kept(&f, "restoring sync");
+    let message = head_message(&f, "tier-0");
+    assert!(
+        message.lines().any(|l| l == "restored: applications/canary-us.yaml, shopsets/canary-eu/kustomization.yaml"),
+        "{message}"
+    );
+    assert!(message.lines().any(|l| l == "dropped: shopsets/canary-eu/extra.yaml"), "{message}");
+    assert!(!message.contains("removed") && !message.contains("shopsets changed"), "{message}");
+
+    // The ShopSet removed from the manifests: its files go, and only they are "removed".
+    f.write_manifest("shopsets.yaml", &shopsets_yaml(&["canary-us"], ""));
+    f.sync_ok(&["--tier", "tier-0"]);
+    let tree = ls_tree(&f, "tier-0");
+    assert!(!tree.keys().any(|p| p.contains("canary-us")), "{tree:#?}");
+    assert_kept(&f, "sync of a removed ShopSet");
+    let message = head_message(&f, "tier-0");
+    assert!(message.lines().any(|l| l == "removed: shopsets/canary-us/, applications/canary-us.yaml"), "{message}");
+    assert!(!message.contains("restored"), "{message}");
 }
 
 // ---------------------------------------------------------------------------------------------

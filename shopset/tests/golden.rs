@@ -122,6 +122,27 @@ fn gitlinks_pin_the_given_commits() {
 }
 
 #[test]
+fn every_rendered_path_is_one_shopset_owns_and_nothing_else_is() {
+    use shopset::render::{OWNED_PATHS, is_owned};
+    for tier in ["tier-0", "tier-1"] {
+        let tree = render(&examples(), tier);
+        for path in tree.entries.keys() {
+            assert!(is_owned(path), "{tier}: the renderer writes {path}, outside OWNED_PATHS {OWNED_PATHS:?}");
+        }
+        // Each owned path is produced (a ShopSet's files and a Configuration's gitlink included).
+        for owned in OWNED_PATHS {
+            assert!(tree.entries.keys().any(|p| p == owned || p.starts_with(owned)), "{tier}: nothing at {owned}");
+        }
+    }
+    for path in ["NOTES.md", ".github/CODEOWNERS", "shopsets.md", "config.d/x", "applicationsx.yaml", "basement"] {
+        assert!(!is_owned(path), "{path} is a person's");
+    }
+    for path in ["shopsets", "config", "applications/x.yaml", "shopsets/x/extra.yaml"] {
+        assert!(is_owned(path), "{path} is ShopSet's");
+    }
+}
+
+#[test]
 fn overlays_use_only_current_kustomize_fields() {
     let tree = render(&examples(), "tier-1");
     for (path, entry) in &tree.entries {

@@ -23,6 +23,22 @@ pub const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
     ("README.md", include_str!("../../../templates/README.md")),
 ];
 
+/// The paths of the system branch ShopSet generates, and so owns: a file or gitlink, or (ending in
+/// `/`) a directory and everything under it. Every one is at the root of the branch. A sync writes
+/// these paths as the renderer produces them (a file under them the renderer does not produce goes)
+/// and keeps every other path byte for byte: people keep repository metadata on a system branch
+/// (`.github/CODEOWNERS`, notes after an incident), and a sync must not delete it.
+pub const OWNED_PATHS: &[&str] = &[".gitmodules", "base", "config/", "shopsets/", "applications/", "README.md"];
+
+/// Whether `path` (repository-relative, with `/`) is one ShopSet owns ([`OWNED_PATHS`]); a
+/// directory's own name (`shopsets`) counts as owned.
+pub fn is_owned(path: &str) -> bool {
+    OWNED_PATHS.iter().any(|owned| match owned.strip_suffix('/') {
+        Some(dir) => path == dir || path.starts_with(owned),
+        None => path == *owned,
+    })
+}
+
 /// The commits a render pins.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Pins {

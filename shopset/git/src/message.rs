@@ -4,7 +4,7 @@
 use git2::Oid;
 use shopset_core::revision::short;
 
-use crate::gitops::Remote;
+use crate::gitops::{Change, Remote};
 use crate::sync::ShopSetChanges;
 use crate::sync::compare::Compare;
 
@@ -43,9 +43,13 @@ fn pin_change(old: Option<String>, pinned: &Pinned<'_>) -> Option<String> {
     }
 }
 
-/// A message a person can read: what moved, which ShopSets changed, and files restored.
-/// `ours` is the root tree of ShopSet's own last commit on the branch: only files that differ from
-/// it were changed by someone else ("files rewritten"); the rest changed with the render (README.md).
+/// A message a person can read: what moved, which ShopSets changed, and which of ShopSet's files
+/// a person had changed. `ours` is the root tree of ShopSet's own last commit on the branch: only
+/// files that differ from it were changed by someone else; the rest changed with the render
+/// (README.md). Of those, "restored" are written back as they were (nothing they are made from
+/// changed), "files rewritten" are written with the render's new content, "dropped" are under
+/// ShopSet's paths but not generated. "removed" names only the files of ShopSets that are gone.
+/// Paths outside ShopSet's are kept by every sync and never appear.
 pub(crate) fn commit_message(
     tier: &str,
     new_branch: bool,
@@ -67,11 +71,21 @@ pub(crate) fn commit_message(
         lines.push(format!("{}: no longer used", c.path));
     }
     let list = |v: &[String]| v.join(", ");
+    // A path of the branch that differs from what ShopSet last wrote there was changed by a person.
+    let by_hand = |c: &Change| ours.is_some_and(|_| cmp.stored(ours, &c.path) != c.old);
+    // A ShopSet is gone when ShopSet had written its files; a directory a person added under
+    // `shopsets/` is not one (its files are "dropped", below).
+    let removed: Vec<String> = changes
+        .removed
+        .iter()
+        .filter(|n| ours.is_none() || cmp.stored_ids(ours, n).iter().any(Option::is_some))
+        .cloned()
+        .collect();
     if !changes.added.is_empty() {
         lines.push(format!("shopsets added: {}", list(&changes.added)));
     }
-    if !changes.removed.is_empty() {
-        lines.push(format!("shopsets removed: {}", list(&changes.removed)));
+    if !removed.is_empty() {
+        lines.push(format!("shopsets removed: {}", list(&removed)));
     }
     // A ShopSet whose files differ only because someone edited them is restored, not changed.
     let changed: Vec<String> = changes
@@ -83,22 +97,43 @@ pub(crate) fn commit_message(
     if !changed.is_empty() {
         lines.push(format!("shopsets changed: {}", list(&changed)));
     }
-    // Whatever else differs was changed outside ShopSet (by hand) or by a template change; a
-    // ShopSet's generated files count when they differ from what ShopSet last wrote.
-    let generated = |p: &str| p.starts_with("shopsets/") || p.starts_with("applications/");
-    let other: Vec<&str> = cmp
-        .delta
+    // The files of the ShopSets that are gone, as directories: "removed" says nothing else.
+    let gone: Vec<String> = removed
         .iter()
-        .filter(|c| c.path != "base" && !c.path.starts_with("config/"))
-        .filter(|c| match ours {
-            Some(_) => cmp.stored(ours, &c.path) != c.old,
-            None => !generated(&c.path),
+        .flat_map(|n| {
+            let (dir, app) = (format!("shopsets/{n}/"), format!("applications/{n}.yaml"));
+            let had = |p: &str| cmp.delta.iter().any(|c| c.new.is_none() && c.path.starts_with(p));
+            [had(&dir).then_some(dir), had(&app).then_some(app)]
         })
-        .map(|c| c.path.as_str())
+        .flatten()
         .collect();
+    if !gone.is_empty() {
+        lines.push(format!("removed: {}", gone.join(", ")));
+    }
+    let of_gone = |p: &str| gone.iter().any(|g| p.starts_with(g.as_str()));
+    // The other paths that differ; the branch keeps every path outside ShopSet's, so these are all
+    // ShopSet's. Gitlinks are named above; a file whose change came with the render is not listed.
+    let (mut restored, mut rewritten, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+    for c in cmp.delta.iter().filter(|c| c.path != "base" && !c.path.starts_with("config/") && !of_gone(&c.path)) {
+        let path = c.path.as_str();
+        match ours {
+            // No commit of ShopSet's on the branch: its generated files cannot be told from a person's.
+            None if !(path.starts_with("shopsets/") || path.starts_with("applications/")) => rewritten.push(path),
+            None => {}
+            // Edited or deleted by hand, and written back as ShopSet last wrote it.
+            Some(_) if by_hand(c) && c.new.is_some() && cmp.stored(ours, path) == c.new => restored.push(path),
+            // Edited by hand, and the render changed it too.
+            Some(_) if by_hand(c) && c.new.is_some() => rewritten.push(path),
+            // Not generated (any more), under ShopSet's paths: a person's file there, or one edited by hand.
+            Some(_) if by_hand(c) => dropped.push(path),
+            Some(_) => {}
+        }
+    }
     let old_empty = cmp.old_is_empty();
-    if !other.is_empty() && !old_empty {
-        lines.push(format!("files rewritten: {}", other.join(", ")));
+    for (label, paths) in [("restored", restored), ("files rewritten", rewritten), ("dropped", dropped)] {
+        if !paths.is_empty() && !old_empty {
+            lines.push(format!("{label}: {}", paths.join(", ")));
+        }
     }
     let subject = if old_empty || new_branch {
         let apps = cmp.new.entries.keys().filter(|p| p.starts_with("applications/")).count();

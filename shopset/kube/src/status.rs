@@ -262,7 +262,12 @@ pub fn success_events(report: &SyncReport, applied: &Applied) -> Vec<(EventType,
         let note: String = message.lines().filter(|l| !l.is_empty()).take(6).collect::<Vec<_>>().join("; ");
         out.push((EventType::Normal, "Pushed", "Push", note));
         // Someone changed generated files on the system branch: say which were put back.
-        if let Some(files) = message.lines().find_map(|l| l.strip_prefix("files rewritten: ")) {
+        let files: Vec<&str> = message
+            .lines()
+            .filter_map(|l| ["restored: ", "files rewritten: ", "dropped: "].iter().find_map(|p| l.strip_prefix(p)))
+            .collect();
+        if !files.is_empty() {
+            let files = files.join(", ");
             let note = format!(
                 "restored files changed outside ShopSet on branch {}: {files} (commit {}; the hand-made commit stays in history)",
                 report.branch,

@@ -102,6 +102,9 @@ struct Dir<'a> {
     /// The tree object, as it is stored.
     object: Vec<u8>,
     entries: BTreeMap<&'a str, Node<'a>>,
+    /// Entries of the branch kept as they are (paths ShopSet does not own; root only): name as
+    /// stored, mode and id, already in the repository they were read from.
+    kept: Vec<(Vec<u8>, i32, Oid)>,
 }
 
 #[derive(Debug)]
@@ -151,6 +154,31 @@ impl<'a> HashedTree<'a> {
         Ok(Self { root })
     }
 
+    /// Takes the root entries of the stored tree `branch` (None: none) whose names `owned` does
+    /// not claim, as they are, in place of those taken before: the tree then holds every path of the
+    /// branch outside ShopSet's own. Only the root tree is read and hashed again (ShopSet's paths are
+    /// all at the root), so this costs the same whatever the number of files.
+    pub fn keep_unowned(
+        &mut self,
+        repo: &Repository,
+        branch: Option<Oid>,
+        owned: impl Fn(&str) -> bool,
+    ) -> Result<(), git2::Error> {
+        self.root.kept.clear();
+        if let Some(tree) = branch.map(|id| repo.find_tree(id)).transpose()? {
+            for entry in tree.iter() {
+                // A name that is not UTF-8 cannot be one of ShopSet's: a person's, kept.
+                let name = std::str::from_utf8(entry.name_bytes()).ok();
+                if name.is_some_and(|n| owned(n) || self.root.entries.contains_key(n)) {
+                    continue;
+                }
+                self.root.kept.push((entry.name_bytes().to_vec(), entry.filemode(), entry.id()));
+            }
+        }
+        self.root.serialize()?;
+        Ok(())
+    }
+
     /// The root tree id.
     pub fn id(&self) -> Oid {
         self.root.tree_id()
@@ -197,7 +225,7 @@ impl<'a> HashedTree<'a> {
     pub fn changes(&self, repo: &Repository, old: Option<Oid>) -> Result<Vec<Change>, git2::Error> {
         let mut out = Vec::new();
         let old = old.map(|id| repo.find_tree(id)).transpose()?;
-        diff_dir(repo, old.as_ref(), Some(&self.root), "", &mut out)?;
+        diff_dir(repo, old.as_ref(), Some(&NewDir::Rendered(&self.root)), "", &mut out)?;
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
@@ -226,23 +254,38 @@ impl<'a> Dir<'a> {
 
     /// Computes the ids bottom-up and serializes the tree object in git's entry order.
     fn hash(&mut self) -> Result<Oid, git2::Error> {
-        let mut sorted: Vec<(Vec<u8>, i32, Oid, &str)> = Vec::with_capacity(self.entries.len());
-        for (name, node) in self.entries.iter_mut() {
+        for node in self.entries.values_mut() {
             if let Node::Dir(d) = node {
                 d.hash()?;
             }
-            let (mode, id) = node.mode_id();
-            // git orders a directory as if its name ended in '/'.
-            let mut key = name.as_bytes().to_vec();
-            if mode == MODE_DIR {
-                key.push(b'/');
-            }
-            sorted.push((key, mode, id, name));
         }
+        self.serialize()
+    }
+
+    /// Serializes this tree object from the ids of its entries (computed already) and hashes it.
+    fn serialize(&mut self) -> Result<Oid, git2::Error> {
+        let rendered = self.entries.iter().map(|(name, node)| {
+            let (mode, id) = node.mode_id();
+            (name.as_bytes(), mode, id)
+        });
+        let kept = self.kept.iter().map(|(name, mode, id)| (name.as_slice(), *mode, *id));
+        let mut sorted: Vec<(Vec<u8>, i32, Oid, &[u8])> = rendered
+            .chain(kept)
+            .map(|(name, mode, id)| {
+                // git orders a directory as if its name ended in '/'.
+                let mut key = name.to_vec();
+                if mode == MODE_DIR {
+                    key.push(b'/');
+                }
+                (key, mode, id, name)
+            })
+            .collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut object = Vec::with_capacity(sorted.len() * 48);
         for (_, mode, id, name) in sorted {
-            object.extend_from_slice(format!("{mode:o} {name}\0").as_bytes());
+            object.extend_from_slice(format!("{mode:o} ").as_bytes());
+            object.extend_from_slice(name);
+            object.push(0);
             object.extend_from_slice(id.as_bytes());
         }
         let id = Oid::hash_object(ObjectType::Tree, &object)?;
@@ -268,26 +311,52 @@ impl<'a> Dir<'a> {
     }
 }
 
-/// A name in a directory: its stored entry (mode, id) and its rendered node, each if any.
-type Pair<'n> = (Option<(i32, Oid)>, Option<&'n Node<'n>>);
+/// The new side of a directory compared: rendered (with what it keeps of the branch), or a stored
+/// tree (a kept directory, or one under it).
+enum NewDir<'n, 'r> {
+    Rendered(&'n Dir<'n>),
+    Stored(git2::Tree<'r>),
+}
 
-fn diff_dir(
-    repo: &Repository,
+/// A name in a directory: its stored entry (mode, id) and its new entry (mode, id) with the
+/// rendered directory when it is one, each if any.
+type Pair<'n> = (Option<(i32, Oid)>, Option<(i32, Oid, Option<&'n Dir<'n>>)>);
+
+fn diff_dir<'r>(
+    repo: &'r Repository,
     old: Option<&git2::Tree<'_>>,
-    new: Option<&Dir<'_>>,
+    new: Option<&NewDir<'_, 'r>>,
     prefix: &str,
     out: &mut Vec<Change>,
 ) -> Result<(), git2::Error> {
     let mut entries: BTreeMap<String, Pair<'_>> = BTreeMap::new();
+    let name_of = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     for e in old.into_iter().flat_map(|t| t.iter()) {
-        let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
-        entries.entry(name).or_default().0 = Some((e.filemode(), e.id()));
+        entries.entry(name_of(e.name_bytes())).or_default().0 = Some((e.filemode(), e.id()));
     }
-    for (name, node) in new.into_iter().flat_map(|d| d.entries.iter()) {
-        entries.entry((*name).to_string()).or_default().1 = Some(node);
+    match new {
+        Some(NewDir::Rendered(d)) => {
+            for (name, node) in &d.entries {
+                let (mode, id) = node.mode_id();
+                let dir = match node {
+                    Node::Dir(d) => Some(d),
+                    _ => None,
+                };
+                entries.entry((*name).to_string()).or_default().1 = Some((mode, id, dir));
+            }
+            for (name, mode, id) in &d.kept {
+                entries.entry(name_of(name)).or_default().1 = Some((*mode, *id, None));
+            }
+        }
+        Some(NewDir::Stored(t)) => {
+            for e in t.iter() {
+                entries.entry(name_of(e.name_bytes())).or_default().1 = Some((e.filemode(), e.id(), None));
+            }
+        }
+        None => {}
     }
     for (name, (o, n)) in entries {
-        let nm = n.map(Node::mode_id);
+        let nm = n.map(|(mode, id, _)| (mode, id));
         if o == nm {
             continue;
         }
@@ -297,11 +366,12 @@ fn diff_dir(
             _ => None,
         };
         let new_dir = match n {
-            Some(Node::Dir(d)) => Some(d),
+            Some((_, _, Some(d))) => Some(NewDir::Rendered(d)),
+            Some((MODE_DIR, id, None)) => Some(NewDir::Stored(repo.find_tree(id)?)),
             _ => None,
         };
         if old_dir.is_some() || new_dir.is_some() {
-            diff_dir(repo, old_dir.as_ref(), new_dir, &format!("{path}/"), out)?;
+            diff_dir(repo, old_dir.as_ref(), new_dir.as_ref(), &format!("{path}/"), out)?;
         }
         let o_file = o.filter(|(m, _)| *m != MODE_DIR);
         let n_file = nm.filter(|(m, _)| *m != MODE_DIR);
@@ -409,6 +479,44 @@ mod tests {
         assert_eq!(hashed.get("shopsets/a").map(|(m, _)| m), Some(MODE_DIR));
         assert_eq!(hashed.get("base").map(|(m, _)| m), Some(MODE_GITLINK));
         assert_eq!(hashed.get("shopsets/zzz"), None);
+    }
+
+    #[test]
+    fn unowned_root_entries_of_the_branch_are_kept_as_they_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let owned = |name: &str| ["base", "shopsets", "README.md"].contains(&name);
+        let branch = tree(&[
+            ("shopsets/a/k.yaml", "edited by hand\n"),
+            ("shopsets/stale/k.yaml", "gone\n"),
+            ("NOTES.md", "notes\n"),
+            (".github/CODEOWNERS", "* @ops\n"),
+        ]);
+        let branch_id = HashedTree::new(&branch).expect("hash").write(&repo).expect("write");
+        let render = tree(&[("shopsets/a/k.yaml", "1\n"), ("README.md", "r\n")]);
+        let mut hashed = HashedTree::new(&render).expect("hash");
+        hashed.keep_unowned(&repo, Some(branch_id), owned).expect("keep");
+        // The same tree as the render with the person's files added to it.
+        let mut expected = render.clone();
+        for p in ["NOTES.md", ".github/CODEOWNERS"] {
+            expected.entries.insert(p.to_string(), branch.entries[p].clone());
+        }
+        assert_eq!(hashed.id(), HashedTree::new(&expected).expect("hash").id());
+        let changes = hashed.changes(&repo, Some(branch_id)).expect("changes");
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["README.md", "shopsets/a/k.yaml", "shopsets/stale/k.yaml"]);
+        assert_eq!(hashed.write(&repo).expect("write"), hashed.id());
+        // Taken again from another head: what was kept before goes.
+        hashed.keep_unowned(&repo, None, owned).expect("keep");
+        assert_eq!(hashed.id(), HashedTree::new(&render).expect("hash").id());
+        // A kept directory compared with another version of it lists the files that differ.
+        let later = tree(&[(".github/CODEOWNERS", "* @ops @dev\n"), (".github/x", "x\n")]);
+        let later_id = HashedTree::new(&later).expect("hash").write(&repo).expect("write");
+        hashed.keep_unowned(&repo, Some(later_id), owned).expect("keep");
+        let changes = hashed.changes(&repo, Some(branch_id)).expect("changes");
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert!(paths.contains(&".github/CODEOWNERS") && paths.contains(&".github/x"), "{paths:?}");
+        assert!(paths.contains(&"NOTES.md"), "not in that head, so not kept: {paths:?}");
     }
 }
 

@@ -21,7 +21,7 @@ use git2::Oid;
 use serde::Serialize;
 use shopset_core::api::ResourceExt;
 use shopset_core::manifests::TierInput;
-use shopset_core::render::{Pins, RenderError, RenderInput, Renderer};
+use shopset_core::render::{Pins, RenderError, RenderInput, Renderer, is_owned};
 use shopset_core::tree::Tree;
 
 pub use self::checkpoint::Checkpoint;
@@ -179,13 +179,13 @@ pub fn sync_tier(
     let system_err = git_err(&resolved.tier, "spec.system.url");
     let target =
         system_target(&system, &heads, &resolved.branch, resolved.from_branch.as_deref()).map_err(&system_err)?;
-    let hashed = hash(cache, &resolved, &tree).map_err(&system_err)?;
+    let mut hashed = hash(cache, &resolved, &tree).map_err(&system_err)?;
     if opts.dry_run {
-        let outcome = preview(&resolved, &system, &target, &tree, &hashed)?;
+        let outcome = preview(&resolved, &system, &target, &tree, &mut hashed)?;
         return Ok(outcome.into_report(&resolved, true, tree));
     }
     resolved.create_missing_branches()?;
-    let outcome = push_with_retry(&resolved, &system, target, &tree, &hashed, opts)?;
+    let outcome = push_with_retry(&resolved, &system, target, &tree, &mut hashed, opts)?;
     tracing::debug!(
         resolve_ms = resolved_at.as_millis() as u64,
         render_ms = rendered_at.as_millis() as u64,
@@ -204,6 +204,15 @@ fn hash<'t>(cache: &GitCache, resolved: &Resolved, tree: &'t Tree) -> Result<Has
     known.remember(tree, &hashed);
     cache.keep_blob_ids(&resolved.system_url, &resolved.branch, known);
     Ok(hashed)
+}
+
+/// The tree a commit on `branch_tree` (the root tree of the branch's head; None for a new branch)
+/// writes: the render for ShopSet's paths ([`is_owned`]), every other path of the branch as it is.
+/// A new branch is the render alone, whatever it is created from, as the runbook's first render.
+fn keep_unowned(system: &Remote, hashed: &mut HashedTree<'_>, branch_tree: Option<Oid>) -> Result<(), GitError> {
+    hashed
+        .keep_unowned(system.repo(), branch_tree, is_owned)
+        .map_err(|e| GitError::Other { url: system.url().to_string(), detail: e.message().to_string() })
 }
 
 /// What a sync did to the system branch, beyond what every report says.
@@ -262,10 +271,12 @@ fn preview(
     system: &Remote,
     target: &SystemTarget,
     tree: &Tree,
-    hashed: &HashedTree<'_>,
+    hashed: &mut HashedTree<'_>,
 ) -> Result<Outcome, SyncError> {
     let system_err = git_err(&resolved.tier, "spec.system.url");
     let old = target.parent.map(|p| system.tree_of(p)).transpose().map_err(&system_err)?;
+    keep_unowned(system, hashed, old.filter(|_| target.previous.is_some())).map_err(&system_err)?;
+    let hashed = &*hashed;
     let delta = system.changes(old, hashed).map_err(&system_err)?;
     let cmp = Compare { system, old, new: tree, hashed, delta: &delta };
     let shopsets = cmp.shopset_changes();
@@ -292,7 +303,7 @@ fn push_with_retry(
     system: &Remote,
     target: SystemTarget,
     tree: &Tree,
-    hashed: &HashedTree<'_>,
+    hashed: &mut HashedTree<'_>,
     opts: &SyncOptions,
 ) -> Result<Outcome, SyncError> {
     let system_err = git_err(&resolved.tier, "spec.system.url");
@@ -303,12 +314,16 @@ fn push_with_retry(
     let system_status = |head: Option<Oid>, created_from: Option<String>| {
         system_status(&resolved.system_url, &resolved.branch, head, created_from)
     };
-    let new_tree = hashed.id();
     let SystemTarget { previous, mut parent, created_from } = target;
     let mut expected = previous;
-    let (mut written, mut attempts) = (false, 0);
+    let (mut written, mut attempts) = (None, 0);
     loop {
         let old_tree = parent.map(|p| system.tree_of(p)).transpose().map_err(&system_err)?;
+        // What people keep on the branch is taken from the head this commit goes on, again on
+        // every attempt: a file committed by hand during the sync is kept too.
+        keep_unowned(system, hashed, old_tree.filter(|_| expected.is_some())).map_err(&system_err)?;
+        let hashed = &*hashed;
+        let new_tree = hashed.id();
         if old_tree == Some(new_tree) && expected.is_some() {
             tracing::info!(head = %expected.map(|o| o.to_string()).unwrap_or_default(), "system branch already up to date");
             let branches = branches.into_iter().chain([system_status(expected, None)]).collect();
@@ -322,9 +337,9 @@ fn push_with_retry(
         let (commit, message) = match parent.filter(|_| old_tree == Some(new_tree)) {
             Some(parent) => (parent, None),
             None => {
-                if !written {
-                    system.write_hashed(hashed).map_err(&system_err)?;
-                    written = true;
+                // Only the root differs between attempts; what is stored already is skipped.
+                if written != Some(new_tree) {
+                    written = Some(system.write_hashed(hashed).map_err(&system_err)?);
                 }
                 let message = message(resolved, system, &cmp, &shopsets, parent, previous.is_none());
                 (system.commit(new_tree, parent, &message, &author).map_err(&system_err)?, Some(message))
