@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -19,6 +18,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use shopset::api::{Configuration, Tier};
 use shopset::gitops::GitCache;
+use shopset::health::Health;
 use shopset::lease::LeaseLock;
 use shopset::metrics::Metrics;
 use shopset::reconcile::{ArgoCdSettings, Context, api, tiers_for_push};
@@ -70,6 +70,16 @@ struct Args {
     /// (then it sees a push at that webhook or its own poll, `timeout.reconciliation`).
     #[arg(long, env = "SHOPSET_ARGOCD_REFRESH", default_value_t = true, action = clap::ArgAction::Set)]
     argocd_refresh: bool,
+    /// Accept Tiers and Configurations naming local repositories (file:// URLs, paths). FOR TESTS
+    /// AND LOCAL DEMOS ONLY: with it, whoever may create a Tier can make the controller read its
+    /// own filesystem, including every tenant's cached repositories. Without it such a Tier is
+    /// Stalled with reason LocalURLRefused.
+    #[arg(long, env = "SHOPSET_ALLOW_LOCAL_URLS")]
+    allow_local_urls: bool,
+    /// /healthz answers 503 when reconciles are running and none has finished for this long
+    /// (then the kubelet restarts a stuck controller).
+    #[arg(long, env = "SHOPSET_STALL_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    stall_timeout: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SHOPSET_LOG_FORMAT")]
     log_format: LogFormat,
@@ -88,7 +98,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Clone)]
 struct Http {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     secret: Option<Arc<Vec<u8>>>,
     client: kube::Client,
     namespace: Option<String>,
@@ -117,11 +127,11 @@ async fn main() -> Result<()> {
     let renderer = Renderer::with_overrides(args.templates.as_deref()).context("templates")?;
     let secret = webhook_secret(args.webhook_secret_file.as_deref());
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(args.stall_timeout));
     let (tx, rx) = mpsc::unbounded();
     let http = Http {
         metrics: metrics.clone(),
-        ready: ready.clone(),
+        health: health.clone(),
         secret,
         client: client.clone(),
         namespace: args.namespace.clone(),
@@ -132,7 +142,7 @@ async fn main() -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /hooks/github");
     let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/hooks/github", post(github_hook))
@@ -185,10 +195,16 @@ async fn main() -> Result<()> {
             }
         });
     }
-    ready.store(true, Ordering::SeqCst);
+    if args.allow_local_urls {
+        tracing::warn!(
+            "--allow-local-urls: Tiers may make this controller read local repositories; tests and local demos only"
+        );
+    }
     let ctx = Arc::new(
         Context::new(client, GitCache::new(&args.cache_dir), renderer, metrics)
-            .with_argocd(ArgoCdSettings { refresh: args.argocd_refresh }),
+            .with_argocd(ArgoCdSettings { refresh: args.argocd_refresh })
+            .with_local_urls(args.allow_local_urls)
+            .with_health(health),
     );
     shopset::reconcile::run(ctx, args.namespace, rx, args.concurrency, shutdown).await;
     if let Some(lock) = lease {
@@ -258,11 +274,20 @@ async fn keep_leadership(lock: Arc<LeaseLock>, stop: tokio::sync::watch::Sender<
     }
 }
 
-async fn readyz(State(http): State<Http>) -> (StatusCode, &'static str) {
-    if http.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+/// 200 once every watch cache holds a complete list; 503 saying which do not yet.
+async fn readyz(State(http): State<Http>) -> (StatusCode, String) {
+    probe(http.health.readiness())
+}
+
+/// 503 when reconciles run and none has finished within the stall timeout, saying since when.
+async fn healthz(State(http): State<Http>) -> (StatusCode, String) {
+    probe(http.health.liveness())
+}
+
+fn probe(answer: Result<String, String>) -> (StatusCode, String) {
+    match answer {
+        Ok(text) => (StatusCode::OK, format!("{text}\n")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
@@ -329,5 +354,26 @@ mod tests {
         assert!(parse(&["--argocd-refresh", "true"]).argocd_refresh);
         assert!(!parse(&["--argocd-refresh=false"]).argocd_refresh);
         assert!(Args::try_parse_from(["shopset-controller", "--argocd-refresh=maybe"]).is_err());
+    }
+
+    #[test]
+    fn local_urls_are_refused_unless_the_flag_says_otherwise_and_help_says_what_it_is_for() {
+        let parse = |extra: &[&str]| Args::try_parse_from([&["shopset-controller"], extra].concat()).unwrap();
+        assert!(!parse(&[]).allow_local_urls);
+        assert!(parse(&["--allow-local-urls"]).allow_local_urls);
+        let help = <Args as clap::CommandFactory>::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            help.contains("--allow-local-urls Accept Tiers and Configurations naming local repositories"),
+            "{help}"
+        );
+        assert!(help.contains("FOR TESTS AND LOCAL DEMOS ONLY"), "{help}");
+    }
+
+    #[test]
+    fn the_stall_timeout_is_five_minutes_unless_set() {
+        let parse = |extra: &[&str]| Args::try_parse_from([&["shopset-controller"], extra].concat()).unwrap();
+        assert_eq!(parse(&[]).stall_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(parse(&["--stall-timeout=30s"]).stall_timeout, std::time::Duration::from_secs(30));
     }
 }

@@ -9,6 +9,10 @@
 //!   cannot see a change.
 //! - [`Expect::CrossObject`]: references between objects, which the API server cannot see without
 //!   an admission webhook (ShopSet has none, by design): it accepts them, and `shopctl` refuses.
+//! - [`Expect::ControllerOnly`]: local repositories (`file://`). The API server and `shopctl`
+//!   accept them (`shopctl` runs on its user's own files); the controller refuses them, unless
+//!   started with `--allow-local-urls`, with the words of [`shopset::tenancy`], checked here on the
+//!   same manifests (`e2e/tests/tenants.rs` shows a running controller refusing one).
 //!
 //! Build the workspace first: the test runs the `shopctl` binary of `cargo build`.
 
@@ -28,9 +32,10 @@ const NS: &str = "bad-input";
 const FILES: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
 
 /// Rows of the table per [`Expect`]ation.
-const REFUSED: usize = 58;
+const REFUSED: usize = 59;
 const REFUSED_ON_UPDATE: usize = 2;
 const CROSS_OBJECT: usize = 5;
+const CONTROLLER_ONLY: usize = 3;
 const _: () = assert!(REFUSED + REFUSED_ON_UPDATE >= 30, "the issue asks for at least 30 cases the API server refuses");
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,6 +43,7 @@ enum Expect {
     Refused,
     RefusedOnUpdate,
     CrossObject,
+    ControllerOnly,
 }
 
 struct Case {
@@ -338,6 +344,15 @@ fn cases() -> Vec<Case> {
             "spec.credentials.secretRef.name",
             subdomain,
         ),
+        case(
+            "credentials Secret of another namespace",
+            T0,
+            "interval: 1m",
+            "interval: 1m\n  credentials:\n    secretRef:\n      name: other-ns/git-credentials",
+            "Tier",
+            "spec.credentials.secretRef.name",
+            rules::SECRET_OTHER_NAMESPACE,
+        ),
         // ShopSets
         case(
             "duplicate shop IDs",
@@ -565,7 +580,44 @@ fn cases() -> Vec<Case> {
         ]
         .map(|c| Case { expect: Expect::CrossObject, ..c }),
     );
+    // What the controller alone refuses: the words after the field are those of its message.
+    let local = "is a local repository";
+    cases.extend(
+        [
+            case("app URL file://", T0, APP_URL, "url: file:///var/cache/shopset/app", "Tier", "spec.app.url", local),
+            case(
+                "system URL file://",
+                T0,
+                SYSTEM_URL,
+                "url: file:///var/cache/shopset/system",
+                "Tier",
+                "spec.system.url",
+                local,
+            ),
+            case(
+                "Configuration URL file://",
+                CFG,
+                CFG_URL,
+                "url: file:///var/cache/shopset/config",
+                "Configuration",
+                "Configuration/shop-config spec.url",
+                local,
+            ),
+        ]
+        .map(|c| Case { expect: Expect::ControllerOnly, ..c }),
+    );
     cases
+}
+
+/// What the controller says of the case's manifests (before any git), if it refuses them.
+fn controller_refusal(dir: &Path) -> Option<String> {
+    // As `kubectl create -n NS` places them.
+    let inventory = shopset::manifests::Inventory::load(&[dir.to_path_buf()])
+        .expect("the manifests load")
+        .in_namespace(NS)
+        .expect("the manifests name no other namespace");
+    let input = inventory.tier_input("tier-0").expect("tier-0's input");
+    shopset::tenancy::local_urls(&input).err().map(|e| e.to_string())
 }
 
 /// Whether a line of `text` names `field` and says `words` after it.
@@ -623,10 +675,16 @@ fn server_dry_run(cp: &ControlPlane, dir: &Path) -> Output {
 fn the_table_has_the_cases_it_had_of_each_kind() {
     let cases = cases();
     let count = |e: Expect| cases.iter().filter(|c| c.expect == e).count();
-    let counts = [Expect::Refused, Expect::RefusedOnUpdate, Expect::CrossObject].map(|e| (e, count(e)));
+    let counts =
+        [Expect::Refused, Expect::RefusedOnUpdate, Expect::CrossObject, Expect::ControllerOnly].map(|e| (e, count(e)));
     assert_eq!(
         counts,
-        [(Expect::Refused, REFUSED), (Expect::RefusedOnUpdate, REFUSED_ON_UPDATE), (Expect::CrossObject, CROSS_OBJECT)],
+        [
+            (Expect::Refused, REFUSED),
+            (Expect::RefusedOnUpdate, REFUSED_ON_UPDATE),
+            (Expect::CrossObject, CROSS_OBJECT),
+            (Expect::ControllerOnly, CONTROLLER_ONLY)
+        ],
         "rows per expectation: update the counts with the table"
     );
 }
@@ -640,11 +698,12 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
     cp.kubectl_ok(["create", "namespace", NS]);
     let count = |e: Expect| cases.iter().filter(|c| c.expect == e).count();
     eprintln!(
-        "{} cases: {} refused by both, {} refused on update (API server only), {} cross-object (shopctl only)",
+        "{} cases: {} refused by both, {} refused on update (API server only), {} cross-object (shopctl only), {} controller only",
         cases.len(),
         count(Expect::Refused),
         count(Expect::RefusedOnUpdate),
-        count(Expect::CrossObject)
+        count(Expect::CrossObject),
+        count(Expect::ControllerOnly)
     );
 
     // Control: the unedited examples pass both.
@@ -665,7 +724,7 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
 
         // The API server.
         let api = match case.expect {
-            Expect::Refused | Expect::CrossObject => server_dry_run(&cp, &dir),
+            Expect::Refused | Expect::CrossObject | Expect::ControllerOnly => server_dry_run(&cp, &dir),
             Expect::RefusedOnUpdate => {
                 // Store the unedited object in a namespace of the case's own, then change it.
                 let ns = format!("update-{i}");
@@ -706,10 +765,32 @@ fn invalid_input_is_refused_by_the_api_server_and_shopctl_with_the_same_words() 
                     wrong.push("the API server refused it (it cannot see other objects)".to_string());
                 }
             }
+            Expect::ControllerOnly => {
+                if !api.status.success() {
+                    wrong.push("the API server refused it (local URLs are the controller's to refuse)".to_string());
+                }
+                let render = shopctl(
+                    work.path(),
+                    &["render", "--offline", "-f", &dir_name, "--out", &format!("{dir_name}-out")],
+                );
+                if !render.status.success() {
+                    wrong.push(format!("shopctl render --offline refused it:\n{}", text(&render.stderr)));
+                }
+                match controller_refusal(&dir) {
+                    Some(said)
+                        if says(&said, case.field, case.words)
+                            && said.contains(&format!("Tier {NS}/tier-0: "))
+                            && said.contains("fix: ") => {}
+                    said => wrong.push(format!(
+                        "the controller does not say {:?}: {:?} (with the Tier and a fix): {said:?}",
+                        case.field, case.words
+                    )),
+                }
+            }
         }
 
         // shopctl, offline (render) and before any git (sync): exit 2, the same words.
-        if case.expect != Expect::RefusedOnUpdate {
+        if !matches!(case.expect, Expect::RefusedOnUpdate | Expect::ControllerOnly) {
             let render =
                 shopctl(work.path(), &["render", "--offline", "-f", &dir_name, "--out", &format!("{dir_name}-out")]);
             let sync = shopctl(work.path(), &["sync", "-f", &dir_name]);

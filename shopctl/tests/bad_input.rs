@@ -382,6 +382,26 @@ fn cases() -> Vec<Case> {
             )
         },
     ];
+    cases.push(case(
+        "credentials Secret of another namespace",
+        2,
+        true,
+        |f, _| {
+            f.edit(
+                "m/tier-0.yaml",
+                "interval: 1m",
+                "interval: 1m\n  credentials:\n    secretRef:\n      name: other-ns/git-credentials",
+            )
+        },
+        |_| {
+            strings(&[
+                "Tier/tier-0",
+                "spec.credentials.secretRef.name",
+                "\"other-ns/git-credentials\"",
+                shopset::rules::SECRET_OTHER_NAMESPACE,
+            ])
+        },
+    ));
     for (name, problem) in [
         ("EU-West", "must be lower case"),
         ("a/b", "must not contain '/' or '..'"),

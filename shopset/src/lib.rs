@@ -15,5 +15,5 @@
 pub use shopset_core::{api, duration, fingerprint, manifests, render, repository, revision, rules, tree, validation};
 pub use shopset_git::{fault, github, gitops, promote, quickstart, state, sync};
 pub use shopset_kube::{
-    argocd, credentials, doctor, error, gate, lease, metrics, reconcile, repo_creds, status, webhook,
+    argocd, credentials, doctor, error, gate, health, lease, metrics, reconcile, repo_creds, status, tenancy, webhook,
 };

@@ -483,6 +483,10 @@ pub struct Run {
     pub fault: Option<String>,
     pub log_format: Option<String>,
     pub rust_log: String,
+    /// More flags, e.g. `--stall-timeout=2s`.
+    pub flags: Vec<String>,
+    /// `SHOPSET_FAULT_HOLD`: the file whose presence holds the `hold-reconcile` fault point.
+    pub hold: Option<PathBuf>,
 }
 
 impl Run {
@@ -493,7 +497,23 @@ impl Run {
             fault: None,
             log_format: None,
             rust_log: "info,kube=warn".into(),
+            flags: Vec::new(),
+            hold: None,
         }
+    }
+    pub fn flag(mut self, flag: &str) -> Run {
+        self.flags.push(flag.into());
+        self
+    }
+    /// `--allow-local-urls`: for tests whose Tiers name `file://` repositories.
+    pub fn allow_local_urls(self) -> Run {
+        self.flag("--allow-local-urls")
+    }
+    /// Every reconcile waits at its start while `file` exists (fault point `hold-reconcile`).
+    pub fn hold_reconciles_while(mut self, file: &Path) -> Run {
+        self.fault = Some("hold-reconcile".into());
+        self.hold = Some(file.to_path_buf());
+        self
     }
     pub fn fault(mut self, point: &str) -> Run {
         self.fault = Some(point.into());
@@ -625,7 +645,10 @@ impl Controller {
             "SHOPSET_LISTEN",
             "SHOPSET_WEBHOOK_SECRET_FILE",
             "SHOPSET_FAULT",
+            "SHOPSET_FAULT_HOLD",
             "SHOPSET_LOG_FORMAT",
+            "SHOPSET_ALLOW_LOCAL_URLS",
+            "SHOPSET_STALL_TIMEOUT",
         ] {
             cmd.env_remove(var);
         }
@@ -641,6 +664,10 @@ impl Controller {
         if let Some(format) = &run.log_format {
             cmd.arg(format!("--log-format={format}"));
         }
+        if let Some(hold) = &run.hold {
+            cmd.env("SHOPSET_FAULT_HOLD", hold);
+        }
+        cmd.args(&run.flags);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         *self.child() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -76,8 +76,8 @@ fn default_interval() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppSource {
-    /// Repository URL (`https://`, `http://`, `ssh://`, `git://`, `file://` or `user@host:path`),
-    /// without credentials.
+    /// Repository URL (`https://`, `http://`, `ssh://`, `git://` or `user@host:path`), without
+    /// credentials. `file://` only for `shopctl`, or a controller started with `--allow-local-urls`.
     #[schemars(length(max = 2048))]
     pub url: String,
     /// Path of the Kustomize base inside the repository. Default: the repository root.

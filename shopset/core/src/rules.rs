@@ -120,6 +120,18 @@ pub const DNS_SUBDOMAIN: &[Check] = &[
     ),
 ];
 
+/// Message of a credentials Secret named with a namespace (`other-ns/secret`).
+pub const SECRET_OTHER_NAMESPACE: &str = "names a namespace: a Tier may use only a Secret of its own namespace; copy the Secret into the Tier's namespace and write its name alone";
+
+/// The credentials Secret: a name in the Tier's namespace, never `namespace/name`.
+pub const SECRET_NAME: &[Check] = &[
+    check(Test::NonEmpty, "must not be empty"),
+    check(Test::NotMatches("/"), SECRET_OTHER_NAMESPACE),
+    DNS_SUBDOMAIN[1],
+    DNS_SUBDOMAIN[2],
+    DNS_SUBDOMAIN[3],
+];
+
 // ---------------------------------------------------------------------------------------------
 // Repositories
 
@@ -285,7 +297,7 @@ pub const FIELDS: &[(&str, &str, FieldRules)] = &[
     ("Tier", "spec.argocd.namespace", FieldRules::Checks(DNS_LABEL)),
     ("Tier", "spec.argocd.project", FieldRules::Checks(DNS_SUBDOMAIN)),
     ("Tier", "spec.argocd.destination.namespace", FieldRules::Checks(DNS_LABEL)),
-    ("Tier", "spec.credentials.secretRef.name", FieldRules::Checks(DNS_SUBDOMAIN)),
+    ("Tier", "spec.credentials.secretRef.name", FieldRules::Checks(SECRET_NAME)),
     ("Tier", "spec.interval", FieldRules::Checks(INTERVAL)),
     ("Configuration", "spec.url", FieldRules::Checks(URL)),
     ("Configuration", "spec.path", FieldRules::Checks(REPO_PATH)),
@@ -380,9 +392,19 @@ mod tests {
 
     #[test]
     fn every_regex_compiles() {
-        for checks in
-            [DNS_LABEL, DNS_SUBDOMAIN, URL, REPO_PATH, BRANCH, INTERVAL, SHOP_ID, IMAGE_NAME, IMAGE_TAG, IMAGE_DIGEST]
-        {
+        for checks in [
+            DNS_LABEL,
+            DNS_SUBDOMAIN,
+            SECRET_NAME,
+            URL,
+            REPO_PATH,
+            BRANCH,
+            INTERVAL,
+            SHOP_ID,
+            IMAGE_NAME,
+            IMAGE_TAG,
+            IMAGE_DIGEST,
+        ] {
             for c in checks {
                 if let Test::Matches(re) | Test::NotMatches(re) = c.test {
                     Regex::new(re).unwrap_or_else(|e| panic!("{re}: {e}"));

@@ -199,7 +199,7 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
         c.checks(
             "spec.credentials.secretRef.name",
             &credentials.secret_ref.name,
-            rules::DNS_SUBDOMAIN,
+            rules::SECRET_NAME,
             "name a Secret in the Tier's namespace",
         );
     }

@@ -6,6 +6,7 @@ use shopset_git::sync::SyncError;
 use crate::argocd::ArgoError;
 use crate::credentials::CredentialsError;
 use crate::repo_creds::RepoCredsError;
+use crate::tenancy::LocalUrlRefused;
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,9 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// A repository on the controller's own filesystem, refused without `--allow-local-urls`.
+    #[error(transparent)]
+    LocalUrl(#[from] LocalUrlRefused),
     #[error(transparent)]
     Sync(#[from] SyncError),
     #[error(transparent)]
@@ -42,6 +46,7 @@ impl Error {
         match self {
             Error::Invalid(_) => "InvalidSpec",
             Error::Credentials(_) => "CredentialsMissing",
+            Error::LocalUrl(_) => crate::tenancy::LOCAL_URL_REFUSED,
             Error::Sync(e) => e.reason(),
             Error::Argo(_) => "ApplicationsFailed",
             Error::RepoCreds(_) => "RepoCredsFailed",
@@ -53,7 +58,7 @@ impl Error {
     /// Whether retrying cannot help: only a change of the Tier, its ShopSets, Configurations or
     /// templates can, and the watches reconcile on such a change. The Tier is Stalled meanwhile.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Error::Invalid(_) | Error::Sync(SyncError::Render(_)))
+        matches!(self, Error::Invalid(_) | Error::LocalUrl(_) | Error::Sync(SyncError::Render(_)))
     }
 }
 

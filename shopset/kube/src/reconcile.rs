@@ -26,9 +26,10 @@ use shopset_git::gitops::GitCache;
 use shopset_git::sync::{Checkpoint, SyncOptions, sync_tier};
 
 pub use crate::error::Error;
+use crate::health::Health;
 use crate::metrics::{Metrics, TierLabels};
 use crate::status::{self, Events, Outcome};
-use crate::{argocd, credentials, repo_creds};
+use crate::{argocd, credentials, repo_creds, tenancy};
 
 /// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
 pub const FINALIZER: &str = "shopset.dev/cleanup";
@@ -43,6 +44,10 @@ pub struct Context {
     pub events: Events,
     /// How the controller deals with Argo CD ([`Context::with_argocd`]).
     pub argocd: ArgoCdSettings,
+    /// Whether Tiers may name local repositories (`--allow-local-urls`: tests and local demos).
+    pub allow_local_urls: bool,
+    /// Watch caches synced and reconciles running, for the probes.
+    pub health: Arc<Health>,
     last: Mutex<HashMap<ObjectRef<Tier>, Last>>,
     failures: Mutex<HashMap<ObjectRef<Tier>, u32>>,
     /// The names of the Argo CD credential templates last written for each tier (none: not since
@@ -92,11 +97,25 @@ impl Context {
             renderer: Arc::new(renderer),
             metrics,
             argocd: ArgoCdSettings::default(),
+            allow_local_urls: false,
+            health: Arc::default(),
             last: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             repo_creds: Mutex::new(HashMap::new()),
             stores: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This context, accepting local repositories (`file://` URLs, paths) or not (the default).
+    pub fn with_local_urls(mut self, allow: bool) -> Self {
+        self.allow_local_urls = allow;
+        self
+    }
+
+    /// This context, telling `health` what its watches and reconciles do.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
     }
 
     /// This context, dealing with Argo CD as `settings` say.
@@ -144,10 +163,14 @@ pub async fn run(
     );
     // Status writes (ours) change neither generation nor finalizers: they trigger no reconcile.
     let changed = predicates::generation.combine(predicates::finalizers);
+    for kind in ["Tier", "ShopSet", "Configuration"] {
+        ctx.health.watching(kind);
+    }
     let (reader, writer) = reflector::store();
     let tier_events = watcher::watcher(tiers, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect(synced(&ctx.health, "Tier"))
         .applied_objects()
         .predicate_filter(changed, PredicateConfig::default());
     // Not filtered: a deleted ShopSet must trigger its Tier. Our own status writes do too, and
@@ -157,12 +180,14 @@ pub async fn run(
         .default_backoff()
         .modify(slim)
         .reflect(shopset_writer)
+        .inspect(synced(&ctx.health, "ShopSet"))
         .touched_objects();
     let (configuration_store, configuration_writer) = reflector::store();
     let configuration_events = watcher::watcher(configurations, watcher::Config::default())
         .default_backoff()
         .modify(slim)
         .reflect(configuration_writer)
+        .inspect(synced(&ctx.health, "Configuration"))
         .touched_objects();
     // The Applications the controller manages: their deletion or an edit puts them back, and what
     // Argo CD reports of them goes to the ShopSets' and Tier's status. Argo CD writes their status
@@ -275,6 +300,21 @@ pub async fn run(
         .await;
 }
 
+/// Marks the watch cache of `kind` synced at its first complete list (the reflector has stored
+/// it when the event passes here). Not `Store::wait_until_ready`: a store wakes only its latest
+/// waiter, and the reconciles' readiness task waits on these stores.
+fn synced<K>(
+    health: &Arc<Health>,
+    kind: &'static str,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+    let health = health.clone();
+    move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            health.synced(kind);
+        }
+    }
+}
+
 /// The Api of a kind in one namespace, or in all of them.
 pub fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
@@ -293,7 +333,12 @@ pub async fn reconcile(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Err
     let ns = tier.namespace().unwrap_or_else(|| "default".into());
     let api: Api<Tier> = Api::namespaced(ctx.client.clone(), &ns);
     let started = Instant::now();
+    let _running = ctx.health.reconcile_started();
     let labels = TierLabels { namespace: ns.clone(), tier: tier.name_any() };
+    // For the liveness test only: a reconcile that makes no progress until the test lets it.
+    while shopset_git::fault::holds("hold-reconcile") {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let result = finalizer(&api, FINALIZER, tier, |event| async {
         match event {
             finalizer::Event::Apply(tier) => apply(tier, ctx.clone()).await,
@@ -420,6 +465,10 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         return Err(Error::Invalid(problems.join("; ")));
     }
     let input = inventory.tier_input(&tier.name_any()).map_err(|p| Error::Invalid(p.to_string()))?;
+    // Before any git: a tenant's Tier must not make the controller read its own files.
+    if !ctx.allow_local_urls {
+        tenancy::local_urls(&input)?;
+    }
     let auth = credentials::of_tier(tier, &ctx.client).await?;
 
     let (name, branch) = (tier.name_any(), tier.branch());
