@@ -7,9 +7,12 @@ use clap::ValueEnum;
 use kube::ResourceExt;
 use shopset::api::Tier;
 use shopset::github::GitHub;
-use shopset::promote::{Move, Only, Plan, RollbackTarget, check_order, execute, plan};
+use shopset::promote::{
+    Completed, MarkerError, Move, Only, Plan, RollbackTarget, abort, check_order, check_source, finish, in_progress,
+    marker_to_abort, plan, start, targets,
+};
 
-use crate::{Cli, Output, Style, auth, cache, indent, load, print_structured};
+use crate::{Cli, Output, Style, auth, cache, indent, load, print_structured, renderer};
 
 /// A safety check said no.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,9 @@ pub struct PromoteArgs {
     /// Promote even when FROM's Applications are not all Synced and Healthy at its pinned commit.
     #[arg(long)]
     skip_checks: bool,
+    /// Undo an interrupted promotion into TO: move back the branches it moved, delete its marker.
+    #[arg(long, conflicts_with_all = ["pr", "only", "force"])]
+    abort: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -115,6 +121,52 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     };
     let cfgs = inv.configurations_of(&[&args.from, &args.to])?;
     let (cache, auth) = (cache(cli)?, auth(cli)?);
+    if !args.pr {
+        // A promotion into TO that was interrupted: this run finishes it (or, with --abort, undoes it).
+        let marked = if args.abort {
+            Some(marker_to_abort(&cache, &auth, to).map_err(lift)?)
+        } else {
+            in_progress(&cache, &auth, to)?
+        };
+        if let Some(marker) = marked {
+            check_source(&marker, &args.from).map_err(lift)?;
+            let input = inv.tier_input(&args.to)?;
+            let targets = targets(to, &cfgs);
+            if cli.output == Output::Text {
+                let verb = if args.abort { "Undoing" } else { "Finishing" };
+                println!(
+                    "{} the promotion {} -> {} marked by {} ({})",
+                    style.bold(verb),
+                    marker.from,
+                    marker.to,
+                    marker.refname,
+                    shopset::revision::short(&marker.id)
+                );
+                for m in &marker.repositories {
+                    println!(
+                        "  {:<20} {} -> {}",
+                        m.repository,
+                        shopset::revision::short_or(m.previous.as_deref(), "-"),
+                        shopset::revision::short(&m.target)
+                    );
+                }
+            }
+            if args.dry_run {
+                return print_structured(cli.output, &marker);
+            }
+            let renderer = renderer(cli)?;
+            let done = if args.abort {
+                abort(&cache, &auth, &marker, &input, &renderer, &targets)
+            } else {
+                finish(&cache, &auth, &marker, &input, &renderer, &targets)
+            }
+            .map_err(lift)?;
+            if cli.output == Output::Text {
+                print_completed(style, &done, &args.to, if args.abort { "moved back" } else { "moved" });
+            }
+            return print_structured(cli.output, &done);
+        }
+    }
     let plan = plan(&cache, &auth, from, to, &cfgs, only)?;
 
     let problems = match (args.skip_checks, args.dry_run) {
@@ -158,24 +210,21 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     if args.pr {
         return open_prs(cli, style, args, &inv, &plan);
     }
-    let moved = execute(&cache, &auth, &plan, &args.from, args.force)?;
+    let input = inv.tier_input(&args.to)?;
+    let done = start(&cache, &auth, &plan, args.force, &input, &renderer(cli)?, &targets(to, &cfgs)).map_err(lift)?;
+    let moved: Vec<_> = match &done {
+        Some(done) => plan
+            .repositories
+            .iter()
+            .filter(|mv| done.moved.iter().any(|m| m.repository == mv.repository))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
     if cli.output == Output::Text {
-        for mv in &moved {
-            println!(
-                "{} {} {} -> {}",
-                style.green("moved"),
-                mv.repository,
-                mv.to_branch,
-                shopset::revision::short(&mv.from_head)
-            );
-        }
-        if moved.is_empty() {
-            println!("nothing to promote: {} is already at {}", args.to, args.from);
-        } else {
-            println!(
-                "next: the controller syncs tier {} (at once on a webhook, else within its interval); by hand: shopctl sync -f ... --tier {}",
-                args.to, args.to
-            );
+        match &done {
+            Some(done) => print_completed(style, done, &args.to, "moved"),
+            None => println!("nothing to promote: {} is already at {}", args.to, args.from),
         }
         if let Some(m) = &args.message {
             println!(
@@ -184,6 +233,30 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
         }
     }
     print_structured(cli.output, &moved)
+}
+
+/// The library's promotion errors as the ones `main` sorts into exit statuses.
+fn lift(e: MarkerError) -> anyhow::Error {
+    match e {
+        MarkerError::Promote(e) => e.into(),
+        MarkerError::Sync(e) => e.into(),
+        other => other.into(),
+    }
+}
+
+fn print_completed(style: &Style, done: &Completed, to: &str, verb: &str) {
+    for m in &done.moved {
+        println!("{} {} {} -> {}", style.green(verb), m.repository, to, shopset::revision::short(&m.target));
+    }
+    match (&done.system_commit, &done.system_head) {
+        (Some(c), _) => println!(
+            "pinned: system branch {to} at {} (app and configurations together, one commit)",
+            shopset::revision::short(c)
+        ),
+        (None, Some(h)) => println!("pinned: system branch {to} already pins them at {}", shopset::revision::short(h)),
+        (None, None) => {}
+    }
+    println!("{} {} removed: the promotion is complete", style.green("marker"), done.marker.refname);
 }
 
 fn print_plan(plan: &Plan, style: &Style, preview: bool) {
