@@ -64,24 +64,36 @@ pub struct PromoteArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Which branches move: the app's by default; --configuration NAME (repeatable) for a \
+configuration's; --app with --configuration for both, pinned together in one system commit (marked like a \
+promotion: if it is interrupted, running the same command again finishes it, --abort undoes it).")]
 pub struct RollbackArgs {
-    /// The tier whose app branch moves back.
+    /// The tier whose branches move back.
     tier: String,
     /// Manifest files or directories holding the Tier.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
-    /// A commit of the branch's history to return to.
-    #[arg(long, conflicts_with = "steps", required_unless_present = "steps")]
+    /// A commit of the branch's history to return to (one repository only).
+    #[arg(long, conflicts_with = "steps", required_unless_present_any = ["steps", "abort"])]
     to: Option<String>,
-    /// Go back N commits (first parents).
+    /// Go back N commits (first parents), in each repository rolled back.
     #[arg(long)]
     steps: Option<usize>,
+    /// Roll back the app branch (the default when no --configuration is given).
+    #[arg(long)]
+    app: bool,
+    /// Roll back this Configuration's branch of the tier (repeatable).
+    #[arg(long = "configuration", value_name = "NAME")]
+    configurations: Vec<String>,
     /// Add a commit that restores the older tree instead of moving the branch back.
     #[arg(long)]
     revert: bool,
     /// Show what would move and write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Undo an interrupted rollback of several repositories: move them forward again, delete its marker.
+    #[arg(long, conflicts_with_all = ["to", "steps", "revert"])]
+    abort: bool,
 }
 
 fn tier<'a>(inv: &'a shopset::manifests::Inventory, name: &str) -> Result<&'a Tier> {
@@ -129,27 +141,12 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
             in_progress(&cache, &auth, to)?
         };
         if let Some(marker) = marked {
-            check_source(&marker, &args.from).map_err(lift)?;
+            check_source(&marker, Some(&args.from)).map_err(lift)?;
             let input = inv.tier_input(&args.to)?;
             let targets = targets(to, &cfgs);
             if cli.output == Output::Text {
                 let verb = if args.abort { "Undoing" } else { "Finishing" };
-                println!(
-                    "{} the promotion {} -> {} marked by {} ({})",
-                    style.bold(verb),
-                    marker.from,
-                    marker.to,
-                    marker.refname,
-                    shopset::revision::short(&marker.id)
-                );
-                for m in &marker.repositories {
-                    println!(
-                        "  {:<20} {} -> {}",
-                        m.repository,
-                        shopset::revision::short_or(m.previous.as_deref(), "-"),
-                        shopset::revision::short(&m.target)
-                    );
-                }
+                print_marker(style, verb, &marker);
             }
             if args.dry_run {
                 return print_structured(cli.output, &marker);
@@ -244,6 +241,24 @@ fn lift(e: MarkerError) -> anyhow::Error {
     }
 }
 
+fn print_marker(style: &Style, verb: &str, marker: &shopset::promote::marker::Marker) {
+    println!(
+        "{} {} marked by {} ({})",
+        style.bold(verb),
+        marker.what(),
+        marker.refname,
+        shopset::revision::short(&marker.id)
+    );
+    for m in &marker.repositories {
+        println!(
+            "  {:<20} {} -> {}",
+            m.repository,
+            shopset::revision::short_or(m.previous.as_deref(), "-"),
+            shopset::revision::short(&m.target)
+        );
+    }
+}
+
 fn print_completed(style: &Style, done: &Completed, to: &str, verb: &str) {
     for m in &done.moved {
         println!("{} {} {} -> {}", style.green(verb), m.repository, to, shopset::revision::short(&m.target));
@@ -256,7 +271,7 @@ fn print_completed(style: &Style, done: &Completed, to: &str, verb: &str) {
         (None, Some(h)) => println!("pinned: system branch {to} already pins them at {}", shopset::revision::short(h)),
         (None, None) => {}
     }
-    println!("{} {} removed: the promotion is complete", style.green("marker"), done.marker.refname);
+    println!("{} {} removed: {} is complete", style.green("marker"), done.marker.refname, done.marker.what());
 }
 
 fn print_plan(plan: &Plan, style: &Style, preview: bool) {
@@ -341,40 +356,125 @@ fn open_prs(
 pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
     let inv = load(cli, &args.files)?;
     let t = tier(&inv, &args.tier)?;
+    let input = inv.tier_input(&args.tier)?;
+    let (cache, auth) = (cache(cli)?, auth(cli)?);
+    let all = targets(t, &input.configurations);
+    let mut chosen = Vec::new();
+    if args.app || args.configurations.is_empty() {
+        chosen.push(all[0].clone());
+    }
+    for name in &args.configurations {
+        let label = format!("config/{name}");
+        let found = all.iter().find(|r| r.repository == label).ok_or_else(|| {
+            let known: Vec<&str> = all.iter().filter_map(|r| r.repository.strip_prefix("config/")).collect();
+            shopset::promote::PromoteError::BadRevision {
+                repository: label.clone(),
+                url: t.spec.system.url.clone(),
+                what: format!("--configuration {name}"),
+                detail: format!("tier {} uses no Configuration {name:?} (it uses: {})", args.tier, known.join(", ")),
+            }
+        })?;
+        chosen.push(found.clone());
+    }
+
+    // A rollback of several repositories that was interrupted: this run finishes it (or undoes it).
+    let marked = if args.abort {
+        Some(marker_to_abort(&cache, &auth, t).map_err(lift)?)
+    } else {
+        in_progress(&cache, &auth, t)?
+    };
+    if let Some(marker) = marked {
+        check_source(&marker, None).map_err(lift)?;
+        if cli.output == Output::Text {
+            print_marker(style, if args.abort { "Undoing" } else { "Finishing" }, &marker);
+        }
+        if args.dry_run {
+            return print_structured(cli.output, &marker);
+        }
+        let renderer = renderer(cli)?;
+        let done = if args.abort {
+            abort(&cache, &auth, &marker, &input, &renderer, &all)
+        } else {
+            finish(&cache, &auth, &marker, &input, &renderer, &all)
+        }
+        .map_err(lift)?;
+        if cli.output == Output::Text {
+            print_completed(style, &done, &args.tier, if args.abort { "moved" } else { "moved back" });
+        }
+        return print_structured(cli.output, &done);
+    }
+
     let target = match (&args.to, args.steps) {
+        (Some(_), _) if chosen.len() > 1 => {
+            return Err(anyhow!(
+                "--to names a commit of one repository, and {} are rolled back; fix: use --steps N, or roll them back one at a time",
+                chosen.len()
+            ));
+        }
         (Some(c), _) => RollbackTarget::Commit(c.clone()),
         (None, Some(n)) => RollbackTarget::Steps(n),
         (None, None) => return Err(anyhow!("name a target: --to <commit> or --steps N")),
     };
-    let done = shopset::promote::rollback(&cache(cli)?, &auth(cli)?, t, &target, args.revert, args.dry_run)?;
+    let (done, completed) = if chosen.len() == 1 {
+        let one =
+            shopset::promote::rollback_repository(&cache, &auth, t, &chosen[0], &target, args.revert, args.dry_run)?;
+        (vec![one], None)
+    } else {
+        let renderer = renderer(cli)?;
+        shopset::promote::rollback_together(
+            &cache,
+            &auth,
+            &input,
+            &renderer,
+            &chosen,
+            &target,
+            args.revert,
+            args.dry_run,
+        )
+        .map_err(lift)?
+    };
     if cli.output == Output::Text {
         let verb = match (args.dry_run, args.revert) {
             (true, _) => "would move",
             (false, true) => "reverted",
             (false, false) => "moved back",
         };
-        println!(
-            "{} {} {} {} -> {}",
-            style.bold(verb),
-            done.repository,
-            done.branch,
-            shopset::revision::short(&done.previous),
-            shopset::revision::short(&done.head)
-        );
-        if !done.undone.is_empty() {
+        for d in &done {
             println!(
-                "  undone:\n{}",
-                indent(&done.undone.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"))
+                "{} {} {} {} -> {}",
+                style.bold(verb),
+                d.repository,
+                d.branch,
+                shopset::revision::short(&d.previous),
+                shopset::revision::short(&d.head)
             );
+            if !d.undone.is_empty() {
+                println!(
+                    "  undone:\n{}",
+                    indent(&d.undone.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"))
+                );
+            }
         }
-        if !args.dry_run {
-            println!(
+        match (&completed, args.dry_run) {
+            (Some(c), _) => match &c.system_commit {
+                Some(commit) => println!(
+                    "pinned: system branch {} at {} (all of them together, one commit)",
+                    args.tier,
+                    shopset::revision::short(commit)
+                ),
+                None => println!("pinned: the system branch {} already pins them", args.tier),
+            },
+            (None, false) => println!(
                 "next: the controller pins {} on the system branch {} (by hand: shopctl sync -f ... --tier {})",
-                shopset::revision::short(&done.head),
-                done.branch,
+                done.iter().map(|d| shopset::revision::short(&d.head)).collect::<Vec<_>>().join(", "),
+                args.tier,
                 args.tier
-            );
+            ),
+            (None, true) => {}
         }
+    }
+    if done.len() == 1 {
+        return print_structured(cli.output, &done[0]);
     }
     print_structured(cli.output, &done)
 }

@@ -153,18 +153,17 @@ fn print_view(v: &TierView, style: &Style) {
         }
         if let Some(m) = &g.promotion {
             println!(
-                "  {} {} -> {} ({} at {}): pins held until it completes",
-                style.yellow("promotion in progress:"),
-                m.from,
-                m.to,
+                "  {} {} ({} at {}): pins held until it completes",
+                style.yellow("in progress:"),
+                m.what(),
                 m.refname,
                 short(&m.id)
             );
             for r in &m.repositories {
                 println!("    {:<20} {} -> {}", r.repository, short_or(r.previous.as_deref(), "-"), short(&r.target));
             }
-            println!("    finish: shopctl promote {} {} -f MANIFESTS", m.from, m.to);
-            println!("    undo:   shopctl promote {} {} -f MANIFESTS --abort", m.from, m.to);
+            println!("    finish: {}", m.finish_command("MANIFESTS"));
+            println!("    undo:   {}", m.undo_command("MANIFESTS"));
         }
     }
     for c in &v.conditions {

@@ -863,7 +863,7 @@ fn a_refused_configuration_push_holds_the_pins_until_promote_runs_again_and_pins
     // status and doctor say so, with the commands that finish or undo it.
     let status = fx.run(&["status", "tier-1", "-f", &m]).success();
     status
-        .has("promotion in progress: tier-0 -> tier-1 (refs/shopset/promotions/tier-1")
+        .has("in progress: the promotion tier-0 -> tier-1 (refs/shopset/promotions/tier-1")
         .has("held until the promotion completes")
         .has("finish: shopctl promote tier-0 tier-1 -f MANIFESTS")
         .has("undo:   shopctl promote tier-0 tier-1 -f MANIFESTS --abort");
@@ -880,7 +880,7 @@ fn a_refused_configuration_push_holds_the_pins_until_promote_runs_again_and_pins
     let git = shopset::state::read(&fx_cache(&fx), &Auth::default(), &inventory(&fx).tier_input("tier-1").unwrap())
         .expect("read tier-1");
     let refusals = shopset::gate::refusals(&git, &[]);
-    assert!(refusals.iter().any(|r| r.contains("a promotion tier-0 -> tier-1 is in progress")), "{refusals:?}");
+    assert!(refusals.iter().any(|r| r.contains("the promotion tier-0 -> tier-1 is in progress")), "{refusals:?}");
 
     // The same command again finishes it: the configuration moves, one system commit pins both.
     std::fs::remove_file(hook).unwrap();
@@ -951,4 +951,56 @@ fn fx_cache(fx: &Fx) -> GitCache {
 
 fn inventory(fx: &Fx) -> Inventory {
     Inventory::load(&[fx.manifests()]).expect("load manifests")
+}
+
+#[test]
+fn rollback_moves_a_configuration_back_or_app_and_configuration_together_in_one_commit() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let m = fx.m();
+    let (c0, k0) = (fx.app_seed.clone(), head(&fx.config, "tier-0"));
+    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug");
+    fx.sync(Some("tier-0"));
+    assert_eq!(pinned_config(&fx, "tier-0"), k1);
+
+    // --configuration NAME: that configuration's branch, the app's stays.
+    let run = fx.run(&["rollback", "tier-0", "-f", &m, "--configuration", "shop-config", "--steps", "1"]).success();
+    run.has(&format!("moved back config/shop-config tier-0 {} -> {}", short(&k1), short(&k0)));
+    assert_eq!(head(&fx.config, "tier-0"), k0);
+    assert_eq!(head(&fx.app, "tier-0"), c0);
+    fx.sync(Some("tier-0"));
+    assert_eq!(pinned_config(&fx, "tier-0"), k0);
+    fx.run(&["rollback", "tier-0", "-f", &m, "--configuration", "nope", "--steps", "1"])
+        .failure(2)
+        .has_err("uses no Configuration \"nope\"");
+
+    // --app and --configuration: both move back and are pinned together, in one system commit.
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let k2 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("warn"))], "Warn");
+    assert_eq!(fx.pinned_app("tier-0"), c0, "not synced yet");
+    fx.sync(Some("tier-0"));
+    assert_eq!((fx.pinned_app("tier-0"), pinned_config(&fx, "tier-0")), (c1, k2.clone()));
+    let before = head(&fx.system, "tier-0");
+    let both = ["rollback", "tier-0", "-f", &m, "--app", "--configuration", "shop-config", "--steps", "1"];
+
+    // Killed between the two pushes: the pins hold; the same command again finishes it.
+    let run = fx.run_env(&both, &[("SHOPSET_FAULT", "promote-between-pushes")]);
+    assert_eq!(run.code, None, "aborted at the fault point:\n{run}");
+    assert_eq!(head(&fx.app, "tier-0"), c0);
+    assert_eq!(head(&fx.config, "tier-0"), k2);
+    fx.run(&["sync", "-f", &m, "--tier", "tier-0"]).failure(3);
+    assert_eq!(head(&fx.system, "tier-0"), before);
+    fx.run(&["status", "tier-0", "-f", &m])
+        .success()
+        .has("in progress: the rollback of tier-0")
+        .has("finish: shopctl rollback tier-0 -f MANIFESTS");
+    let run = fx.run(&both).success();
+    run.has("Finishing the rollback of tier-0")
+        .has(&format!("moved back config/shop-config tier-0 -> {}", short(&k0)))
+        .has("one commit");
+    // k2 was committed on k0 (where the first rollback left the branch): one step back is k0.
+    assert_eq!((head(&fx.app, "tier-0"), head(&fx.config, "tier-0")), (c0.clone(), k0.clone()));
+    assert_eq!(fx.system_git(&["rev-list", &format!("{before}..tier-0")]).lines().count(), 1);
+    assert_eq!((fx.pinned_app("tier-0"), pinned_config(&fx, "tier-0")), (c0, k0));
+    assert!(fx.system_git(&["for-each-ref", "refs/shopset/"]).is_empty(), "the marker is removed");
 }

@@ -280,7 +280,7 @@ fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand(
     assert_eq!(branch_head(&f.config, "tier-1"), branch_head(&f.config, "tier-0"));
     // The marker written by hand is the one shopctl writes: it reads it, and sync holds the pins.
     let status = f.shopctl(&["status", "tier-1", "-f", manifests]).success();
-    assert!(status.stdout.contains("promotion in progress: tier-0 -> tier-1"), "{status}");
+    assert!(status.stdout.contains("in progress: the promotion tier-0 -> tier-1"), "{status}");
     assert!(status.stdout.contains(&format!("app                  {} -> {}", &v1[..7], &v2[..7])), "{status}");
     f.shopctl(&["sync", "-f", manifests, "--tier", "tier-1"]).failure(3);
     assert_ne!(f.system_git(&["rev-parse", "tier-1:base"]), v2, "the pins wait for the marker");

@@ -332,7 +332,90 @@ pub fn rollback(
     revert: bool,
     dry_run: bool,
 ) -> Result<Rollback, PromoteError> {
-    let (label, url, branch) = ("app", tier.spec.app.url.as_str(), tier.branch());
+    let app = Target { repository: "app".into(), url: tier.spec.app.url.clone() };
+    rollback_repository(cache, auth, tier, &app, target, revert, dry_run)
+}
+
+/// [`rollback`] of one repository of the tier (`app` or `config/<name>`).
+pub fn rollback_repository(
+    cache: &GitCache,
+    auth: &Auth,
+    tier: &Tier,
+    repository: &Target,
+    target: &RollbackTarget,
+    revert: bool,
+    dry_run: bool,
+) -> Result<Rollback, PromoteError> {
+    let (remote, done) = prepare_rollback(cache, auth, tier, repository, target, revert, dry_run)?;
+    if !dry_run && done.head != done.previous {
+        let err = git_err(&done.repository, &done.url);
+        let (head, new) = (
+            parse_id(&done.repository, &done.url, &done.previous)?,
+            parse_id(&done.repository, &done.url, &done.head)?,
+        );
+        remote
+            .push(&[RefUpdate { branch: done.branch.clone(), expected: Some(head), new, force: !revert }])
+            .map_err(&err)?;
+    }
+    Ok(done)
+}
+
+/// Rolls several repositories of the tier back together: each new head is prepared (a revert
+/// commit written to the cache), then, as a promotion is, marked, pushed, pinned in one system
+/// commit and unmarked ([`finish`]). A dry run only prepares.
+#[allow(clippy::too_many_arguments)] // the rollback's own three choices, and what a sync needs
+pub fn rollback_together(
+    cache: &GitCache,
+    auth: &Auth,
+    input: &TierInput,
+    renderer: &Renderer,
+    repositories: &[Target],
+    target: &RollbackTarget,
+    revert: bool,
+    dry_run: bool,
+) -> Result<(Vec<Rollback>, Option<Completed>), MarkerError> {
+    let tier = &input.tier;
+    let mut done = Vec::new();
+    for r in repositories {
+        // The remote handle is dropped: the prepared commit stays in the cache for the push.
+        done.push(prepare_rollback(cache, auth, tier, r, target, revert, dry_run)?.1);
+    }
+    let moves: Vec<MarkedMove> = done
+        .iter()
+        .filter(|d| d.head != d.previous)
+        .map(|d| MarkedMove {
+            repository: d.repository.clone(),
+            previous: Some(d.previous.clone()),
+            target: d.head.clone(),
+        })
+        .collect();
+    if dry_run || moves.is_empty() {
+        return Ok((done, None));
+    }
+    let url = &tier.spec.system.url;
+    let system = cache.open(url, auth).map_err(git_err("system", url))?;
+    let id = marker::create(&system, None, &tier.name_any(), &moves).map_err(git_err("system", url))?;
+    let marker = Marker {
+        id: id.to_string(),
+        refname: marker::refname(&tier.name_any()),
+        from: None,
+        to: tier.name_any(),
+        repositories: moves,
+    };
+    let completed = finish(cache, auth, &marker, input, renderer, repositories)?;
+    Ok((done, Some(completed)))
+}
+
+fn prepare_rollback(
+    cache: &GitCache,
+    auth: &Auth,
+    tier: &Tier,
+    repository: &Target,
+    target: &RollbackTarget,
+    revert: bool,
+    dry_run: bool,
+) -> Result<(Remote, Rollback), PromoteError> {
+    let (label, url, branch) = (repository.repository.as_str(), repository.url.as_str(), tier.branch());
     let err = git_err(label, url);
     let remote = cache.open(url, auth).map_err(&err)?;
     let heads = remote.heads().map_err(&err)?;
@@ -395,12 +478,7 @@ pub fn rollback(
     } else {
         target_id
     };
-    if !dry_run && new_head != head {
-        remote
-            .push(&[RefUpdate { branch: branch.clone(), expected: Some(head), new: new_head, force: !revert }])
-            .map_err(&err)?;
-    }
-    Ok(Rollback {
+    let done = Rollback {
         repository: label.into(),
         url: url.into(),
         branch,
@@ -408,7 +486,8 @@ pub fn rollback(
         head: new_head.to_string(),
         undone,
         reverted: revert,
-    })
+    };
+    Ok((remote, done))
 }
 
 /// A repository a promotion into a tier may move: `app` or `config/<name>`, its URL.
@@ -446,11 +525,8 @@ pub enum MarkerError {
     Promote(#[from] PromoteError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
-    #[error(
-        "a promotion {marker_from} -> {to} is in progress (marker {refname}), not {from} -> {to}; fix: finish it \
-         (`shopctl promote {marker_from} {to} -f MANIFESTS`) or undo it (`shopctl promote {marker_from} {to} -f MANIFESTS --abort`) first"
-    )]
-    OtherSource { from: String, to: String, marker_from: String, refname: String },
+    #[error("{what} is in progress (marker {refname}); fix: finish it (`{finish}`) or undo it (`{undo}`) first")]
+    OtherSource { what: String, refname: String, finish: String, undo: String },
     #[error("no promotion into tier {to} is in progress (no {refname} in {url}): nothing to undo")]
     NoneInProgress { to: String, refname: String, url: String },
     #[error(
@@ -526,12 +602,12 @@ pub fn start(
     let url = &input.tier.spec.system.url;
     let err = git_err("system", url);
     let system = cache.open(url, auth).map_err(&err)?;
-    let id = marker::create(&system, &plan.from, &plan.to, &moves).map_err(&err)?;
+    let id = marker::create(&system, Some(&plan.from), &plan.to, &moves).map_err(&err)?;
     tracing::info!(marker = %id, to = %plan.to, "promotion marked");
     let marker = Marker {
         id: id.to_string(),
         refname: marker::refname(&plan.to),
-        from: plan.from.clone(),
+        from: Some(plan.from.clone()),
         to: plan.to.clone(),
         repositories: moves,
     };
@@ -572,7 +648,7 @@ pub fn finish(
     renderer: &Renderer,
     targets: &[Target],
 ) -> Result<Completed, MarkerError> {
-    let undo = format!("undo it (`shopctl promote {} {} -f MANIFESTS --abort`)", marker.from, marker.to);
+    let undo = format!("undo it (`{}`)", marker.undo_command("MANIFESTS"));
     let moved = move_all(cache, auth, marker, targets, false, &undo)?;
     complete(cache, auth, marker, input, renderer, moved)
 }
@@ -589,8 +665,9 @@ pub fn abort(
     targets: &[Target],
 ) -> Result<Completed, MarkerError> {
     let fix = format!(
-        "move that branch back by hand (`shopctl rollback {}`), or finish the promotion (`shopctl promote {} {} -f MANIFESTS`)",
-        marker.to, marker.from, marker.to
+        "move that branch by hand (runbook step 8) or finish {} (`{}`)",
+        marker.what(),
+        marker.finish_command("MANIFESTS")
     );
     let moved = move_all(cache, auth, marker, targets, true, &fix)?;
     complete(cache, auth, marker, input, renderer, moved)
@@ -687,15 +764,15 @@ pub fn marker_to_abort(cache: &GitCache, auth: &Auth, to: &Tier) -> Result<Marke
     })
 }
 
-/// A marker of another source than `from` is not finished by this promotion.
-pub fn check_source(marker: &Marker, from: &str) -> Result<(), MarkerError> {
-    if marker.from == from {
+/// A marker of another source than `from` (None: a rollback) is not finished by this command.
+pub fn check_source(marker: &Marker, from: Option<&str>) -> Result<(), MarkerError> {
+    if marker.from.as_deref() == from {
         return Ok(());
     }
     Err(MarkerError::OtherSource {
-        from: from.into(),
-        to: marker.to.clone(),
-        marker_from: marker.from.clone(),
+        what: marker.what(),
         refname: marker.refname.clone(),
+        finish: marker.finish_command("MANIFESTS"),
+        undo: marker.undo_command("MANIFESTS"),
     })
 }

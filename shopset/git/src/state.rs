@@ -63,7 +63,7 @@ pub fn read(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<GitState
         let unreadable = || Marker {
             id: id.to_string(),
             refname: marker::refname(&tier.name_any()),
-            from: input.from.as_ref().map_or_else(|| "FROM".into(), |t| t.name_any()),
+            from: input.from.as_ref().map(|t| t.name_any()),
             to: tier.name_any(),
             repositories: Vec::new(),
         };

@@ -291,8 +291,8 @@ pub fn promotion_in_progress(input: &TierInput, git: &GitState, ctx: &Context) -
         "promotion-in-progress",
         &tier,
         format!(
-            "the promotion {} -> {tier} did not complete: its marker {} ({}) is still in the system repository{}",
-            m.from,
+            "{} did not complete: its marker {} ({}) is still in the system repository{}",
+            m.what(),
             m.refname,
             short(&m.id),
             if moves.is_empty() { String::new() } else { format!(" ({})", moves.join(", ")) }
@@ -304,9 +304,9 @@ pub fn promotion_in_progress(input: &TierInput, git: &GitState, ctx: &Context) -
         ),
         vec![
             "# finish it (pushes what is missing, pins the whole set in one commit, removes the marker):".into(),
-            format!("shopctl promote {} {tier} -f {}", m.from, ctx.manifests),
+            m.finish_command(&ctx.manifests),
             "# or undo it (moves back what it moved, removes the marker):".into(),
-            format!("shopctl promote {} {tier} -f {} --abort", m.from, ctx.manifests),
+            m.undo_command(&ctx.manifests),
         ],
     )]
 }

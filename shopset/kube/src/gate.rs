@@ -17,8 +17,11 @@ pub fn refusals(git: &GitState, apps: &[AppState]) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(m) = &git.promotion {
         out.push(format!(
-            "a promotion {} -> {} is in progress ({}): finish it (`shopctl promote {} {} -f MANIFESTS`) or undo it (add --abort)",
-            m.from, m.to, m.refname, m.from, m.to
+            "{} is in progress ({}): finish it (`{}`) or undo it (`{}`)",
+            m.what(),
+            m.refname,
+            m.finish_command("MANIFESTS"),
+            m.undo_command("MANIFESTS")
         ));
     }
     if git.pinned.get("base") != git.app_head.as_ref() {

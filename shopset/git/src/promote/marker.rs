@@ -40,9 +40,33 @@ pub struct Marker {
     pub id: String,
     /// `refs/shopset/promotions/<tier>`.
     pub refname: String,
-    pub from: String,
+    /// The tier promoted from; None for a rollback of several repositories (`Roll back <to>`).
+    pub from: Option<String>,
     pub to: String,
     pub repositories: Vec<MarkedMove>,
+}
+
+impl Marker {
+    /// What it marks, as people say it.
+    pub fn what(&self) -> String {
+        match &self.from {
+            Some(from) => format!("the promotion {from} -> {}", self.to),
+            None => format!("the rollback of {}", self.to),
+        }
+    }
+
+    /// The command that finishes it: the one that started it, run again.
+    pub fn finish_command(&self, manifests: &str) -> String {
+        match &self.from {
+            Some(from) => format!("shopctl promote {from} {} -f {manifests}", self.to),
+            None => format!("shopctl rollback {} -f {manifests}", self.to),
+        }
+    }
+
+    /// The command that undoes it.
+    pub fn undo_command(&self, manifests: &str) -> String {
+        format!("{} --abort", self.finish_command(manifests))
+    }
 }
 
 /// The marker ref of a promotion into `tier`.
@@ -52,9 +76,12 @@ pub fn refname(tier: &str) -> String {
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
-/// The marker commit's message.
-pub fn message(from: &str, to: &str, moves: &[MarkedMove]) -> String {
-    let mut text = format!("Promote {from} to {to}\n\n");
+/// The marker commit's message (`from` None: a rollback).
+pub fn message(from: Option<&str>, to: &str, moves: &[MarkedMove]) -> String {
+    let mut text = match from {
+        Some(from) => format!("Promote {from} to {to}\n\n"),
+        None => format!("Roll back {to}\n\n"),
+    };
     for m in moves {
         text.push_str(&format!("{} {} {}\n", m.repository, m.previous.as_deref().unwrap_or(ZERO), m.target));
     }
@@ -69,7 +96,10 @@ fn is_id(s: &str) -> bool {
 pub fn parse(id: &str, to: &str, message: &str) -> Option<Marker> {
     let mut lines = message.lines();
     let subject = lines.next()?.trim();
-    let (from, into) = subject.strip_prefix("Promote ")?.split_once(" to ")?;
+    let (from, into) = match subject.strip_prefix("Roll back ") {
+        Some(into) => (None, into),
+        None => subject.strip_prefix("Promote ")?.split_once(" to ").map(|(f, t)| (Some(f.trim().to_string()), t))?,
+    };
     if into.trim() != to {
         return None;
     }
@@ -84,13 +114,7 @@ pub fn parse(id: &str, to: &str, message: &str) -> Option<Marker> {
             })
         })
         .collect();
-    Some(Marker {
-        id: id.to_string(),
-        refname: refname(to),
-        from: from.trim().to_string(),
-        to: to.to_string(),
-        repositories,
-    })
+    Some(Marker { id: id.to_string(), refname: refname(to), from, to: to.to_string(), repositories })
 }
 
 /// Fetches and reads the marker `id` of a promotion into `to`.
@@ -101,14 +125,14 @@ pub fn read(system: &Remote, to: &str, id: Oid) -> Result<Marker, GitError> {
     parse(&fetched.to_string(), to, &text).ok_or_else(|| GitError::Other {
         url: system.url().to_string(),
         detail: format!(
-            "{name} ({id}) is not a promotion marker (its message does not start with \"Promote <from> to {to}\"); \
+            "{name} ({id}) is not a promotion marker (its message does not start with \"Promote <from> to {to}\" or \"Roll back {to}\"); \
              fix: delete it (`git push --force-with-lease={name}:{id} <system url> :{name}`) once no promotion runs"
         ),
     })
 }
 
 /// Writes the marker commit and creates the ref, only where there is none.
-pub fn create(system: &Remote, from: &str, to: &str, moves: &[MarkedMove]) -> Result<Oid, GitError> {
+pub fn create(system: &Remote, from: Option<&str>, to: &str, moves: &[MarkedMove]) -> Result<Oid, GitError> {
     let repo = system.repo();
     let other = |e: git2::Error| GitError::Other { url: system.url().to_string(), detail: e.message().to_string() };
     let empty = repo.treebuilder(None).and_then(|b| b.write()).map_err(other)?;
@@ -136,9 +160,12 @@ mod tests {
             MarkedMove { repository: "app".into(), previous: Some(a.clone()), target: b.clone() },
             MarkedMove { repository: "config/shop".into(), previous: None, target: a.clone() },
         ];
-        let text = message("tier-0", "tier-1", &moves);
+        let text = message(Some("tier-0"), "tier-1", &moves);
         let m = parse("x", "tier-1", &text).expect("a marker");
-        assert_eq!((m.from.as_str(), m.to.as_str()), ("tier-0", "tier-1"));
+        assert_eq!((m.from.as_deref(), m.to.as_str()), (Some("tier-0"), "tier-1"));
+        assert_eq!(m.finish_command("m"), "shopctl promote tier-0 tier-1 -f m");
+        let back = parse("x", "tier-1", &message(None, "tier-1", &moves)).expect("a rollback marker");
+        assert_eq!((back.from, back.repositories), (None, moves.clone()));
         assert_eq!(m.repositories, moves);
         assert_eq!(m.refname, "refs/shopset/promotions/tier-1");
         // git commit-tree -m ... -m ... writes the same lines (with a trailing newline trimmed).
