@@ -114,7 +114,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
     },
-    /// Move tier TO's app and configuration branches to tier FROM's heads (fast-forward under a lease), or open pull requests.
+    /// Move tier TO's app and configuration branches to tier FROM's heads (fast-forward under a lease) and pin them in one system commit, or open pull requests.
     Promote(promote::PromoteArgs),
     /// Move a tier's app branch back (under a lease), or revert to an earlier commit with a new commit.
     Rollback(promote::RollbackArgs),
@@ -219,6 +219,13 @@ fn main() -> ExitCode {
                                 | shopset::promote::PromoteError::SourceMissing { .. }
                         )
                     )
+                    || matches!(
+                        e.downcast_ref::<shopset::promote::MarkerError>(),
+                        Some(
+                            shopset::promote::MarkerError::NoneInProgress { .. }
+                                | shopset::promote::MarkerError::UnknownRepository { .. }
+                        )
+                    )
             });
             let refused = err.chain().any(|e| {
                 e.downcast_ref::<promote::Refused>().is_some()
@@ -226,6 +233,15 @@ fn main() -> ExitCode {
                         e.downcast_ref::<shopset::promote::PromoteError>(),
                         Some(shopset::promote::PromoteError::Diverged { .. })
                     )
+                    || matches!(
+                        e.downcast_ref::<shopset::promote::MarkerError>(),
+                        Some(
+                            shopset::promote::MarkerError::OtherSource { .. }
+                                | shopset::promote::MarkerError::Moved { .. }
+                        )
+                    )
+                    // A promotion in progress holds the tier's pins: a safety check, like the gate.
+                    || matches!(e.downcast_ref::<SyncError>(), Some(SyncError::PromotionInProgress { .. }))
             });
             eprintln!("error: {err:#}");
             ExitCode::from(if refused {

@@ -7,9 +7,12 @@ use clap::ValueEnum;
 use kube::ResourceExt;
 use shopset::api::Tier;
 use shopset::github::GitHub;
-use shopset::promote::{Move, Only, Plan, RollbackTarget, check_order, execute, plan};
+use shopset::promote::{
+    Completed, MarkerError, Move, Only, Plan, RollbackTarget, abort, check_order, check_source, finish, in_progress,
+    marker_to_abort, plan, start, targets,
+};
 
-use crate::{Cli, Output, Style, auth, cache, indent, load, print_structured};
+use crate::{Cli, Output, Style, auth, cache, indent, load, print_structured, renderer};
 
 /// A safety check said no.
 #[derive(Debug, thiserror::Error)]
@@ -55,27 +58,42 @@ pub struct PromoteArgs {
     /// Promote even when FROM's Applications are not all Synced and Healthy at its pinned commit.
     #[arg(long)]
     skip_checks: bool,
+    /// Undo an interrupted promotion into TO: move back the branches it moved, delete its marker.
+    #[arg(long, conflicts_with_all = ["pr", "only", "force"])]
+    abort: bool,
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Which branches move: the app's by default; --configuration NAME (repeatable) for a \
+configuration's; --app with --configuration for both, pinned together in one system commit (marked like a \
+promotion: if it is interrupted, running the same command again finishes it, --abort undoes it).")]
 pub struct RollbackArgs {
-    /// The tier whose app branch moves back.
+    /// The tier whose branches move back.
     tier: String,
     /// Manifest files or directories holding the Tier.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
-    /// A commit of the branch's history to return to.
-    #[arg(long, conflicts_with = "steps", required_unless_present = "steps")]
+    /// A commit of the branch's history to return to (one repository only).
+    #[arg(long, conflicts_with = "steps", required_unless_present_any = ["steps", "abort"])]
     to: Option<String>,
-    /// Go back N commits (first parents).
+    /// Go back N commits (first parents), in each repository rolled back.
     #[arg(long)]
     steps: Option<usize>,
+    /// Roll back the app branch (the default when no --configuration is given).
+    #[arg(long)]
+    app: bool,
+    /// Roll back this Configuration's branch of the tier (repeatable).
+    #[arg(long = "configuration", value_name = "NAME")]
+    configurations: Vec<String>,
     /// Add a commit that restores the older tree instead of moving the branch back.
     #[arg(long)]
     revert: bool,
     /// Show what would move and write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Undo an interrupted rollback of several repositories: move them forward again, delete its marker.
+    #[arg(long, conflicts_with_all = ["to", "steps", "revert"])]
+    abort: bool,
 }
 
 fn tier<'a>(inv: &'a shopset::manifests::Inventory, name: &str) -> Result<&'a Tier> {
@@ -115,6 +133,37 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     };
     let cfgs = inv.configurations_of(&[&args.from, &args.to])?;
     let (cache, auth) = (cache(cli)?, auth(cli)?);
+    if !args.pr {
+        // A promotion into TO that was interrupted: this run finishes it (or, with --abort, undoes it).
+        let marked = if args.abort {
+            Some(marker_to_abort(&cache, &auth, to).map_err(lift)?)
+        } else {
+            in_progress(&cache, &auth, to)?
+        };
+        if let Some(marker) = marked {
+            check_source(&marker, Some(&args.from)).map_err(lift)?;
+            let input = inv.tier_input(&args.to)?;
+            let targets = targets(to, &cfgs);
+            if cli.output == Output::Text {
+                let verb = if args.abort { "Undoing" } else { "Finishing" };
+                print_marker(style, verb, &marker);
+            }
+            if args.dry_run {
+                return print_structured(cli.output, &marker);
+            }
+            let renderer = renderer(cli)?;
+            let done = if args.abort {
+                abort(&cache, &auth, &marker, &input, &renderer, &targets)
+            } else {
+                finish(&cache, &auth, &marker, &input, &renderer, &targets)
+            }
+            .map_err(lift)?;
+            if cli.output == Output::Text {
+                print_completed(style, &done, &args.to, if args.abort { "moved back" } else { "moved" });
+            }
+            return print_structured(cli.output, &done);
+        }
+    }
     let plan = plan(&cache, &auth, from, to, &cfgs, only)?;
 
     let problems = match (args.skip_checks, args.dry_run) {
@@ -158,24 +207,21 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     if args.pr {
         return open_prs(cli, style, args, &inv, &plan);
     }
-    let moved = execute(&cache, &auth, &plan, &args.from, args.force)?;
+    let input = inv.tier_input(&args.to)?;
+    let done = start(&cache, &auth, &plan, args.force, &input, &renderer(cli)?, &targets(to, &cfgs)).map_err(lift)?;
+    let moved: Vec<_> = match &done {
+        Some(done) => plan
+            .repositories
+            .iter()
+            .filter(|mv| done.moved.iter().any(|m| m.repository == mv.repository))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
     if cli.output == Output::Text {
-        for mv in &moved {
-            println!(
-                "{} {} {} -> {}",
-                style.green("moved"),
-                mv.repository,
-                mv.to_branch,
-                shopset::revision::short(&mv.from_head)
-            );
-        }
-        if moved.is_empty() {
-            println!("nothing to promote: {} is already at {}", args.to, args.from);
-        } else {
-            println!(
-                "next: the controller syncs tier {} (at once on a webhook, else within its interval); by hand: shopctl sync -f ... --tier {}",
-                args.to, args.to
-            );
+        match &done {
+            Some(done) => print_completed(style, done, &args.to, "moved"),
+            None => println!("nothing to promote: {} is already at {}", args.to, args.from),
         }
         if let Some(m) = &args.message {
             println!(
@@ -184,6 +230,48 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
         }
     }
     print_structured(cli.output, &moved)
+}
+
+/// The library's promotion errors as the ones `main` sorts into exit statuses.
+fn lift(e: MarkerError) -> anyhow::Error {
+    match e {
+        MarkerError::Promote(e) => e.into(),
+        MarkerError::Sync(e) => e.into(),
+        other => other.into(),
+    }
+}
+
+fn print_marker(style: &Style, verb: &str, marker: &shopset::promote::marker::Marker) {
+    println!(
+        "{} {} marked by {} ({})",
+        style.bold(verb),
+        marker.what(),
+        marker.refname,
+        shopset::revision::short(&marker.id)
+    );
+    for m in &marker.repositories {
+        println!(
+            "  {:<20} {} -> {}",
+            m.repository,
+            shopset::revision::short_or(m.previous.as_deref(), "-"),
+            shopset::revision::short(&m.target)
+        );
+    }
+}
+
+fn print_completed(style: &Style, done: &Completed, to: &str, verb: &str) {
+    for m in &done.moved {
+        println!("{} {} {} -> {}", style.green(verb), m.repository, to, shopset::revision::short(&m.target));
+    }
+    match (&done.system_commit, &done.system_head) {
+        (Some(c), _) => println!(
+            "pinned: system branch {to} at {} (app and configurations together, one commit)",
+            shopset::revision::short(c)
+        ),
+        (None, Some(h)) => println!("pinned: system branch {to} already pins them at {}", shopset::revision::short(h)),
+        (None, None) => {}
+    }
+    println!("{} {} removed: {} is complete", style.green("marker"), done.marker.refname, done.marker.what());
 }
 
 fn print_plan(plan: &Plan, style: &Style, preview: bool) {
@@ -268,40 +356,125 @@ fn open_prs(
 pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
     let inv = load(cli, &args.files)?;
     let t = tier(&inv, &args.tier)?;
+    let input = inv.tier_input(&args.tier)?;
+    let (cache, auth) = (cache(cli)?, auth(cli)?);
+    let all = targets(t, &input.configurations);
+    let mut chosen = Vec::new();
+    if args.app || args.configurations.is_empty() {
+        chosen.push(all[0].clone());
+    }
+    for name in &args.configurations {
+        let label = format!("config/{name}");
+        let found = all.iter().find(|r| r.repository == label).ok_or_else(|| {
+            let known: Vec<&str> = all.iter().filter_map(|r| r.repository.strip_prefix("config/")).collect();
+            shopset::promote::PromoteError::BadRevision {
+                repository: label.clone(),
+                url: t.spec.system.url.clone(),
+                what: format!("--configuration {name}"),
+                detail: format!("tier {} uses no Configuration {name:?} (it uses: {})", args.tier, known.join(", ")),
+            }
+        })?;
+        chosen.push(found.clone());
+    }
+
+    // A rollback of several repositories that was interrupted: this run finishes it (or undoes it).
+    let marked = if args.abort {
+        Some(marker_to_abort(&cache, &auth, t).map_err(lift)?)
+    } else {
+        in_progress(&cache, &auth, t)?
+    };
+    if let Some(marker) = marked {
+        check_source(&marker, None).map_err(lift)?;
+        if cli.output == Output::Text {
+            print_marker(style, if args.abort { "Undoing" } else { "Finishing" }, &marker);
+        }
+        if args.dry_run {
+            return print_structured(cli.output, &marker);
+        }
+        let renderer = renderer(cli)?;
+        let done = if args.abort {
+            abort(&cache, &auth, &marker, &input, &renderer, &all)
+        } else {
+            finish(&cache, &auth, &marker, &input, &renderer, &all)
+        }
+        .map_err(lift)?;
+        if cli.output == Output::Text {
+            print_completed(style, &done, &args.tier, if args.abort { "moved" } else { "moved back" });
+        }
+        return print_structured(cli.output, &done);
+    }
+
     let target = match (&args.to, args.steps) {
+        (Some(_), _) if chosen.len() > 1 => {
+            return Err(anyhow!(
+                "--to names a commit of one repository, and {} are rolled back; fix: use --steps N, or roll them back one at a time",
+                chosen.len()
+            ));
+        }
         (Some(c), _) => RollbackTarget::Commit(c.clone()),
         (None, Some(n)) => RollbackTarget::Steps(n),
         (None, None) => return Err(anyhow!("name a target: --to <commit> or --steps N")),
     };
-    let done = shopset::promote::rollback(&cache(cli)?, &auth(cli)?, t, &target, args.revert, args.dry_run)?;
+    let (done, completed) = if chosen.len() == 1 {
+        let one =
+            shopset::promote::rollback_repository(&cache, &auth, t, &chosen[0], &target, args.revert, args.dry_run)?;
+        (vec![one], None)
+    } else {
+        let renderer = renderer(cli)?;
+        shopset::promote::rollback_together(
+            &cache,
+            &auth,
+            &input,
+            &renderer,
+            &chosen,
+            &target,
+            args.revert,
+            args.dry_run,
+        )
+        .map_err(lift)?
+    };
     if cli.output == Output::Text {
         let verb = match (args.dry_run, args.revert) {
             (true, _) => "would move",
             (false, true) => "reverted",
             (false, false) => "moved back",
         };
-        println!(
-            "{} {} {} {} -> {}",
-            style.bold(verb),
-            done.repository,
-            done.branch,
-            shopset::revision::short(&done.previous),
-            shopset::revision::short(&done.head)
-        );
-        if !done.undone.is_empty() {
+        for d in &done {
             println!(
-                "  undone:\n{}",
-                indent(&done.undone.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"))
+                "{} {} {} {} -> {}",
+                style.bold(verb),
+                d.repository,
+                d.branch,
+                shopset::revision::short(&d.previous),
+                shopset::revision::short(&d.head)
             );
+            if !d.undone.is_empty() {
+                println!(
+                    "  undone:\n{}",
+                    indent(&d.undone.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n"))
+                );
+            }
         }
-        if !args.dry_run {
-            println!(
+        match (&completed, args.dry_run) {
+            (Some(c), _) => match &c.system_commit {
+                Some(commit) => println!(
+                    "pinned: system branch {} at {} (all of them together, one commit)",
+                    args.tier,
+                    shopset::revision::short(commit)
+                ),
+                None => println!("pinned: the system branch {} already pins them", args.tier),
+            },
+            (None, false) => println!(
                 "next: the controller pins {} on the system branch {} (by hand: shopctl sync -f ... --tier {})",
-                shopset::revision::short(&done.head),
-                done.branch,
+                done.iter().map(|d| shopset::revision::short(&d.head)).collect::<Vec<_>>().join(", "),
+                args.tier,
                 args.tier
-            );
+            ),
+            (None, true) => {}
         }
+    }
+    if done.len() == 1 {
+        return print_structured(cli.output, &done[0]);
     }
     print_structured(cli.output, &done)
 }

@@ -138,6 +138,9 @@ fn print_view(v: &TierView, style: &Style) {
         println!("  system         {} {}", g.branch, short_or(g.system_head.as_deref(), "-"));
         for (path, oid) in &g.pinned {
             let stale = match path.as_str() {
+                "base" if g.app_head.as_ref() != Some(oid) && g.promotion.is_some() => {
+                    style.yellow(" (app branch has moved on: held until the promotion completes)")
+                }
                 "base" if g.app_head.as_ref() != Some(oid) => {
                     style.yellow(" (app branch has moved on: controller lagging)")
                 }
@@ -147,6 +150,20 @@ fn print_view(v: &TierView, style: &Style) {
         }
         if let (Some(behind), Some(ahead)) = (g.behind, g.ahead) {
             println!("  behind {}: {behind} commit(s); ahead: {ahead}", v.promoted_from.as_deref().unwrap_or("-"));
+        }
+        if let Some(m) = &g.promotion {
+            println!(
+                "  {} {} ({} at {}): pins held until it completes",
+                style.yellow("in progress:"),
+                m.what(),
+                m.refname,
+                short(&m.id)
+            );
+            for r in &m.repositories {
+                println!("    {:<20} {} -> {}", r.repository, short_or(r.previous.as_deref(), "-"), short(&r.target));
+            }
+            println!("    finish: {}", m.finish_command("MANIFESTS"));
+            println!("    undo:   {}", m.undo_command("MANIFESTS"));
         }
     }
     for c in &v.conditions {

@@ -515,7 +515,7 @@ fn apply_and_doctor_against_a_real_api_server() {
     let run = doctor(&[]).success();
     assert!(
         run.stdout.contains(
-            "ok: git, branch-missing, stale-pin, pin-unreachable, hotfix-not-merged, tier-not-ready, application"
+            "ok: git, branch-missing, stale-pin, pin-unreachable, hotfix-not-merged, promotion-in-progress, tier-not-ready, application"
         ),
         "{run}"
     );

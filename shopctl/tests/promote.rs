@@ -794,3 +794,213 @@ fn status_without_a_cluster_reports_git_and_says_what_it_could_not_read() {
         "{status:#}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. A promotion is never deployed half-way
+
+/// A pre-receive hook on the server's configuration repository that refuses every push to tier-1.
+fn refuse_config_pushes_to_tier_1(fx: &Fx) -> PathBuf {
+    let hook = fx.daemon.path(repo_name(&fx.config)).join("hooks").join("pre-receive");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/heads/tier-1 ]; then\n    echo \"tier-1 is frozen\" >&2\n    exit 1\n  fi\ndone\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    hook
+}
+
+/// The configuration commit the system branch of `tier` pins.
+fn pinned_config(fx: &Fx, tier: &str) -> String {
+    fx.system_git(&["rev-parse", &format!("{tier}:config/shop-config")])
+}
+
+fn marker(fx: &Fx) -> Option<String> {
+    shopset_e2e::gitserver::try_git(
+        &fx.daemon.path(repo_name(&fx.system)),
+        &["rev-parse", "--verify", "--quiet", "refs/shopset/promotions/tier-1"],
+    )
+    .ok()
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
+}
+
+#[test]
+fn a_refused_configuration_push_holds_the_pins_until_promote_runs_again_and_pins_all_in_one_commit() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let m = fx.m();
+    let (app_before, config_before) = (head(&fx.app, "tier-1"), head(&fx.config, "tier-1"));
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let k1 =
+        commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    fx.sync(Some("tier-0"));
+    let system_before = head(&fx.system, "tier-1");
+
+    // The app push goes through, the configuration push is refused by the server.
+    let hook = refuse_config_pushes_to_tier_1(&fx);
+    let run = fx.promote(&["--skip-checks"]).failure(1);
+    run.has_err("rejected").has_err("tier-1 is frozen");
+    assert_eq!(head(&fx.app, "tier-1"), c1, "the app branch moved");
+    assert_eq!(head(&fx.config, "tier-1"), config_before, "the configuration branch did not");
+    let id = marker(&fx).expect("the promotion marker stays while the promotion is incomplete");
+    let text = fx.system_git(&["log", "-1", "--format=%B", &id]);
+    assert!(text.starts_with("Promote tier-0 to tier-1\n"), "{text}");
+    assert!(text.contains(&format!("app {app_before} {c1}")), "{text}");
+    assert!(text.contains(&format!("config/shop-config {config_before} {k1}")), "{text}");
+
+    // A sync (what the controller runs) keeps tier-1's pins: no new app with the old configuration.
+    let sync = fx.run(&["sync", "-f", &m, "--tier", "tier-1"]).failure(3);
+    sync.has_err("a promotion into it is in progress")
+        .has_err("refs/shopset/promotions/tier-1")
+        .has_err("shopctl promote tier-0 tier-1 -f MANIFESTS");
+    assert_eq!(head(&fx.system, "tier-1"), system_before);
+    assert_eq!(fx.pinned_app("tier-1"), app_before);
+    assert_eq!(pinned_config(&fx, "tier-1"), config_before);
+
+    // status and doctor say so, with the commands that finish or undo it.
+    let status = fx.run(&["status", "tier-1", "-f", &m]).success();
+    status
+        .has("in progress: the promotion tier-0 -> tier-1 (refs/shopset/promotions/tier-1")
+        .has("held until the promotion completes")
+        .has("finish: shopctl promote tier-0 tier-1 -f MANIFESTS")
+        .has("undo:   shopctl promote tier-0 tier-1 -f MANIFESTS --abort");
+    let json = fx.run(&["status", "tier-1", "-f", &m, "-o", "json"]).success().json();
+    assert_eq!(json[0]["git"]["promotion"]["id"], id.as_str(), "{json:#}");
+    assert_eq!(json[0]["git"]["promotion"]["repositories"][1]["target"], k1.as_str(), "{json:#}");
+    let doctor = fx.run(&["doctor", "tier-1", "-f", &m]).failure(3);
+    doctor
+        .has("the promotion tier-0 -> tier-1 did not complete")
+        .has(&format!("shopctl promote tier-0 tier-1 -f {m}"))
+        .has(&format!("shopctl promote tier-0 tier-1 -f {m} --abort"))
+        .lacks("pins app");
+    // The gate of a promotion from tier-1 refuses it while tier-1 is half-promoted.
+    let git = shopset::state::read(&fx_cache(&fx), &Auth::default(), &inventory(&fx).tier_input("tier-1").unwrap())
+        .expect("read tier-1");
+    let refusals = shopset::gate::refusals(&git, &[]);
+    assert!(refusals.iter().any(|r| r.contains("the promotion tier-0 -> tier-1 is in progress")), "{refusals:?}");
+
+    // The same command again finishes it: the configuration moves, one system commit pins both.
+    std::fs::remove_file(hook).unwrap();
+    let run = fx.promote(&["--skip-checks"]).success();
+    run.has("Finishing the promotion tier-0 -> tier-1")
+        .has(&format!("moved config/shop-config tier-1 -> {}", short(&k1)))
+        .lacks("moved app")
+        .has("marker refs/shopset/promotions/tier-1 removed");
+    assert_eq!(head(&fx.config, "tier-1"), k1);
+    assert_eq!(marker(&fx), None, "the marker is removed");
+    let commits = fx.system_git(&["rev-list", &format!("{system_before}..tier-1")]);
+    assert_eq!(commits.lines().count(), 1, "one system commit: {commits}");
+    let changed = fx.system_git(&["diff-tree", "--no-commit-id", "--name-only", "-r", "tier-1"]);
+    assert!(changed.lines().any(|l| l == "base") && changed.lines().any(|l| l == "config/shop-config"), "{changed}");
+    assert_eq!(fx.pinned_app("tier-1"), c1);
+    assert_eq!(pinned_config(&fx, "tier-1"), k1);
+
+    // Nothing is left to do for promote or sync.
+    fx.promote(&["--skip-checks"]).success().has("nothing to promote");
+    let system_after = head(&fx.system, "tier-1");
+    fx.sync(Some("tier-1"));
+    assert_eq!(head(&fx.system, "tier-1"), system_after);
+}
+
+#[test]
+fn a_promotion_killed_between_pushes_is_undone_by_abort_and_a_complete_one_is_one_commit() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let (app_before, config_before) = (head(&fx.app, "tier-1"), head(&fx.config, "tier-1"));
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let k1 =
+        commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let system_before = head(&fx.system, "tier-1");
+
+    // Killed after the app push, before the configuration's (as SIGKILL would).
+    let run = fx.promote_env(&["--skip-checks"], &[("SHOPSET_FAULT", "promote-between-pushes")]);
+    assert_eq!(run.code, None, "the process was aborted at the fault point:\n{run}");
+    assert_eq!(head(&fx.app, "tier-1"), c1);
+    assert_eq!(head(&fx.config, "tier-1"), config_before);
+    assert!(marker(&fx).is_some());
+    fx.run(&["sync", "-f", &fx.m(), "--tier", "tier-1"]).failure(3);
+    assert_eq!(head(&fx.system, "tier-1"), system_before);
+
+    // --abort undoes it: the app branch goes back, the marker goes, the pins never moved.
+    let preview = fx.promote(&["--abort", "--dry-run"]).success();
+    preview.has("Undoing the promotion tier-0 -> tier-1");
+    assert!(marker(&fx).is_some(), "a dry run writes nothing");
+    let run = fx.promote(&["--abort"]).success();
+    run.has(&format!("moved back app tier-1 -> {}", short(&app_before))).lacks("moved back config");
+    assert_eq!(head(&fx.app, "tier-1"), app_before);
+    assert_eq!(marker(&fx), None);
+    assert_eq!(head(&fx.system, "tier-1"), system_before, "nothing to pin: the pins never moved");
+    fx.promote(&["--abort"]).failure(2).has_err("no promotion into tier tier-1 is in progress");
+
+    // A promotion that runs through: both branches, one system commit, no marker left.
+    let run = fx.promote(&["--skip-checks"]).success();
+    run.has(&format!("moved app tier-1 -> {}", short(&c1)))
+        .has(&format!("moved config/shop-config tier-1 -> {}", short(&k1)))
+        .has("one commit");
+    assert_eq!(marker(&fx), None);
+    assert_eq!(fx.system_git(&["rev-list", &format!("{system_before}..tier-1")]).lines().count(), 1);
+    assert_eq!((fx.pinned_app("tier-1"), pinned_config(&fx, "tier-1")), (c1, k1));
+}
+
+fn fx_cache(fx: &Fx) -> GitCache {
+    GitCache::new(fx.work.path().join("lib-cache"))
+}
+
+fn inventory(fx: &Fx) -> Inventory {
+    Inventory::load(&[fx.manifests()]).expect("load manifests")
+}
+
+#[test]
+fn rollback_moves_a_configuration_back_or_app_and_configuration_together_in_one_commit() {
+    let fx = Fx::new();
+    fx.sync(None);
+    let m = fx.m();
+    let (c0, k0) = (fx.app_seed.clone(), head(&fx.config, "tier-0"));
+    let k1 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug");
+    fx.sync(Some("tier-0"));
+    assert_eq!(pinned_config(&fx, "tier-0"), k1);
+
+    // --configuration NAME: that configuration's branch, the app's stays.
+    let run = fx.run(&["rollback", "tier-0", "-f", &m, "--configuration", "shop-config", "--steps", "1"]).success();
+    run.has(&format!("moved back config/shop-config tier-0 {} -> {}", short(&k1), short(&k0)));
+    assert_eq!(head(&fx.config, "tier-0"), k0);
+    assert_eq!(head(&fx.app, "tier-0"), c0);
+    fx.sync(Some("tier-0"));
+    assert_eq!(pinned_config(&fx, "tier-0"), k0);
+    fx.run(&["rollback", "tier-0", "-f", &m, "--configuration", "nope", "--steps", "1"])
+        .failure(2)
+        .has_err("uses no Configuration \"nope\"");
+
+    // --app and --configuration: both move back and are pinned together, in one system commit.
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let k2 = commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("warn"))], "Warn");
+    assert_eq!(fx.pinned_app("tier-0"), c0, "not synced yet");
+    fx.sync(Some("tier-0"));
+    assert_eq!((fx.pinned_app("tier-0"), pinned_config(&fx, "tier-0")), (c1, k2.clone()));
+    let before = head(&fx.system, "tier-0");
+    let both = ["rollback", "tier-0", "-f", &m, "--app", "--configuration", "shop-config", "--steps", "1"];
+
+    // Killed between the two pushes: the pins hold; the same command again finishes it.
+    let run = fx.run_env(&both, &[("SHOPSET_FAULT", "promote-between-pushes")]);
+    assert_eq!(run.code, None, "aborted at the fault point:\n{run}");
+    assert_eq!(head(&fx.app, "tier-0"), c0);
+    assert_eq!(head(&fx.config, "tier-0"), k2);
+    fx.run(&["sync", "-f", &m, "--tier", "tier-0"]).failure(3);
+    assert_eq!(head(&fx.system, "tier-0"), before);
+    fx.run(&["status", "tier-0", "-f", &m])
+        .success()
+        .has("in progress: the rollback of tier-0")
+        .has("finish: shopctl rollback tier-0 -f MANIFESTS");
+    let run = fx.run(&both).success();
+    run.has("Finishing the rollback of tier-0")
+        .has(&format!("moved back config/shop-config tier-0 -> {}", short(&k0)))
+        .has("one commit");
+    // k2 was committed on k0 (where the first rollback left the branch): one step back is k0.
+    assert_eq!((head(&fx.app, "tier-0"), head(&fx.config, "tier-0")), (c0.clone(), k0.clone()));
+    assert_eq!(fx.system_git(&["rev-list", &format!("{before}..tier-0")]).lines().count(), 1);
+    assert_eq!((fx.pinned_app("tier-0"), pinned_config(&fx, "tier-0")), (c0, k0));
+    assert!(fx.system_git(&["for-each-ref", "refs/shopset/"]).is_empty(), "the marker is removed");
+}

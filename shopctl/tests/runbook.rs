@@ -29,6 +29,7 @@ const BLOCKS: &[&str] = &[
     "create-branches",
     "first-render",
     "promote",
+    "promote-done",
     "rerender",
     "rollback",
     "verify",
@@ -313,9 +314,17 @@ fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand(
     hand.run("promote", &[("TIER", "tier-1"), ("FROM", "tier-0")]);
     assert_eq!(branch_head(&f.app, "tier-1").as_deref(), Some(v2.as_str()));
     assert_eq!(branch_head(&f.config, "tier-1"), branch_head(&f.config, "tier-0"));
+    // The marker written by hand is the one shopctl writes: it reads it, and sync holds the pins.
+    let status = f.shopctl(&["status", "tier-1", "-f", manifests]).success();
+    assert!(status.stdout.contains("in progress: the promotion tier-0 -> tier-1"), "{status}");
+    assert!(status.stdout.contains(&format!("app                  {} -> {}", &v1[..7], &v2[..7])), "{status}");
+    f.shopctl(&["sync", "-f", manifests, "--tier", "tier-1"]).failure(3);
+    assert_ne!(f.system_git(&["rev-parse", "tier-1:base"]), v2, "the pins wait for the marker");
     hand.run("bump", &[("TIER", "tier-1")]);
     assert_eq!(f.system_git(&["rev-parse", "tier-1:base"]), v2);
     assert_tree_is_shopsets(&f, "tier-1", "bump after promotion");
+    hand.run("promote-done", &[("TIER", "tier-1")]);
+    assert_eq!(f.system_git(&["for-each-ref", "refs/shopset/"]), "", "the marker is removed");
     // The controller, started again, has nothing to do on either tier.
     assert_sync_is_a_no_op(&f, "tier-0");
     assert_sync_is_a_no_op(&f, "tier-1");

@@ -1,6 +1,8 @@
 //! Promotion and rollback: moving a tier's branches in the human-owned app and configuration
 //! repositories, always under a lease. The controller then follows the moved branch.
 
+pub mod marker;
+
 use std::collections::BTreeSet;
 
 use git2::Oid;
@@ -330,7 +332,90 @@ pub fn rollback(
     revert: bool,
     dry_run: bool,
 ) -> Result<Rollback, PromoteError> {
-    let (label, url, branch) = ("app", tier.spec.app.url.as_str(), tier.branch());
+    let app = Target { repository: "app".into(), url: tier.spec.app.url.clone() };
+    rollback_repository(cache, auth, tier, &app, target, revert, dry_run)
+}
+
+/// [`rollback`] of one repository of the tier (`app` or `config/<name>`).
+pub fn rollback_repository(
+    cache: &GitCache,
+    auth: &Auth,
+    tier: &Tier,
+    repository: &Target,
+    target: &RollbackTarget,
+    revert: bool,
+    dry_run: bool,
+) -> Result<Rollback, PromoteError> {
+    let (remote, done) = prepare_rollback(cache, auth, tier, repository, target, revert, dry_run)?;
+    if !dry_run && done.head != done.previous {
+        let err = git_err(&done.repository, &done.url);
+        let (head, new) = (
+            parse_id(&done.repository, &done.url, &done.previous)?,
+            parse_id(&done.repository, &done.url, &done.head)?,
+        );
+        remote
+            .push(&[RefUpdate { branch: done.branch.clone(), expected: Some(head), new, force: !revert }])
+            .map_err(&err)?;
+    }
+    Ok(done)
+}
+
+/// Rolls several repositories of the tier back together: each new head is prepared (a revert
+/// commit written to the cache), then, as a promotion is, marked, pushed, pinned in one system
+/// commit and unmarked ([`finish`]). A dry run only prepares.
+#[allow(clippy::too_many_arguments)] // the rollback's own three choices, and what a sync needs
+pub fn rollback_together(
+    cache: &GitCache,
+    auth: &Auth,
+    input: &TierInput,
+    renderer: &Renderer,
+    repositories: &[Target],
+    target: &RollbackTarget,
+    revert: bool,
+    dry_run: bool,
+) -> Result<(Vec<Rollback>, Option<Completed>), MarkerError> {
+    let tier = &input.tier;
+    let mut done = Vec::new();
+    for r in repositories {
+        // The remote handle is dropped: the prepared commit stays in the cache for the push.
+        done.push(prepare_rollback(cache, auth, tier, r, target, revert, dry_run)?.1);
+    }
+    let moves: Vec<MarkedMove> = done
+        .iter()
+        .filter(|d| d.head != d.previous)
+        .map(|d| MarkedMove {
+            repository: d.repository.clone(),
+            previous: Some(d.previous.clone()),
+            target: d.head.clone(),
+        })
+        .collect();
+    if dry_run || moves.is_empty() {
+        return Ok((done, None));
+    }
+    let url = &tier.spec.system.url;
+    let system = cache.open(url, auth).map_err(git_err("system", url))?;
+    let id = marker::create(&system, None, &tier.name_any(), &moves).map_err(git_err("system", url))?;
+    let marker = Marker {
+        id: id.to_string(),
+        refname: marker::refname(&tier.name_any()),
+        from: None,
+        to: tier.name_any(),
+        repositories: moves,
+    };
+    let completed = finish(cache, auth, &marker, input, renderer, repositories)?;
+    Ok((done, Some(completed)))
+}
+
+fn prepare_rollback(
+    cache: &GitCache,
+    auth: &Auth,
+    tier: &Tier,
+    repository: &Target,
+    target: &RollbackTarget,
+    revert: bool,
+    dry_run: bool,
+) -> Result<(Remote, Rollback), PromoteError> {
+    let (label, url, branch) = (repository.repository.as_str(), repository.url.as_str(), tier.branch());
     let err = git_err(label, url);
     let remote = cache.open(url, auth).map_err(&err)?;
     let heads = remote.heads().map_err(&err)?;
@@ -393,12 +478,7 @@ pub fn rollback(
     } else {
         target_id
     };
-    if !dry_run && new_head != head {
-        remote
-            .push(&[RefUpdate { branch: branch.clone(), expected: Some(head), new: new_head, force: !revert }])
-            .map_err(&err)?;
-    }
-    Ok(Rollback {
+    let done = Rollback {
         repository: label.into(),
         url: url.into(),
         branch,
@@ -406,5 +486,293 @@ pub fn rollback(
         head: new_head.to_string(),
         undone,
         reverted: revert,
+    };
+    Ok((remote, done))
+}
+
+/// A repository a promotion into a tier may move: `app` or `config/<name>`, its URL.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub repository: String,
+    pub url: String,
+}
+
+/// The repositories of a promotion into `to`, for finishing or undoing a marked one.
+pub fn targets(to: &Tier, configurations: &[Configuration]) -> Vec<Target> {
+    repositories(to, configurations, Only::All)
+        .into_iter()
+        .map(|(repository, url, _)| Target { repository, url })
+        .collect()
+}
+
+/// What a promotion (or its undoing) did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Completed {
+    pub marker: Marker,
+    /// Repositories whose tier branch this run moved (`previous` -> `target`, or back when undone).
+    pub moved: Vec<MarkedMove>,
+    /// The system commit pinning the whole set (None: the pins were already there).
+    pub system_commit: Option<String>,
+    /// The system branch head after the promotion.
+    pub system_head: Option<String>,
+}
+
+/// Why a marked promotion cannot be finished or undone.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    #[error(transparent)]
+    Promote(#[from] PromoteError),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+    #[error("{what} is in progress (marker {refname}); fix: finish it (`{finish}`) or undo it (`{undo}`) first")]
+    OtherSource { what: String, refname: String, finish: String, undo: String },
+    #[error("no promotion into tier {to} is in progress (no {refname} in {url}): nothing to undo")]
+    NoneInProgress { to: String, refname: String, url: String },
+    #[error(
+        "{repository} ({url}): branch {branch:?} is at {head}, which is neither where the promotion found it ({previous}) \
+         nor where it moves it ({target}): someone pushed meanwhile; fix: {fix}"
+    )]
+    Moved {
+        repository: String,
+        url: String,
+        branch: String,
+        head: String,
+        previous: String,
+        target: String,
+        fix: String,
+    },
+    #[error("the marker {refname} names repository {repository:?}, which tier {to} does not have; fix: {fix}")]
+    UnknownRepository { repository: String, refname: String, to: String, fix: String },
+}
+
+use self::marker::{MarkedMove, Marker};
+use crate::sync::{SyncOptions, sync_tier};
+use shopset_core::manifests::TierInput;
+use shopset_core::render::Renderer;
+
+/// The promotion marker of `to`, if one exists.
+pub fn in_progress(cache: &GitCache, auth: &Auth, to: &Tier) -> Result<Option<Marker>, PromoteError> {
+    let url = &to.spec.system.url;
+    let err = git_err("system", url);
+    let system = cache.open(url, auth).map_err(&err)?;
+    let heads = system.heads().map_err(&err)?;
+    let Some(id) = heads.promotions.get(&to.name_any()) else { return Ok(None) };
+    Ok(Some(marker::read(&system, &to.name_any(), *id).map_err(&err)?))
+}
+
+/// Starts a promotion: the diverged check of [`execute`], then the marker (created only where
+/// there is none), then [`finish`]. A plan that moves nothing writes nothing.
+pub fn start(
+    cache: &GitCache,
+    auth: &Auth,
+    plan: &Plan,
+    force: bool,
+    input: &TierInput,
+    renderer: &Renderer,
+    targets: &[Target],
+) -> Result<Option<Completed>, MarkerError> {
+    for mv in &plan.repositories {
+        if let (Move::Diverged { only_on_target }, false) = (&mv.kind, force) {
+            return Err(PromoteError::Diverged {
+                repository: mv.repository.clone(),
+                url: mv.url.clone(),
+                from: mv.from_branch.clone(),
+                to: mv.to_branch.clone(),
+                from_tier: plan.from.clone(),
+                n: only_on_target.len(),
+                list: only_on_target.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"),
+            }
+            .into());
+        }
+    }
+    let moves: Vec<MarkedMove> = plan
+        .repositories
+        .iter()
+        .filter(|m| m.kind != Move::UpToDate)
+        .map(|m| MarkedMove {
+            repository: m.repository.clone(),
+            previous: m.to_head.clone(),
+            target: m.from_head.clone(),
+        })
+        .collect();
+    if moves.is_empty() {
+        return Ok(None);
+    }
+    let url = &input.tier.spec.system.url;
+    let err = git_err("system", url);
+    let system = cache.open(url, auth).map_err(&err)?;
+    let id = marker::create(&system, Some(&plan.from), &plan.to, &moves).map_err(&err)?;
+    tracing::info!(marker = %id, to = %plan.to, "promotion marked");
+    let marker = Marker {
+        id: id.to_string(),
+        refname: marker::refname(&plan.to),
+        from: Some(plan.from.clone()),
+        to: plan.to.clone(),
+        repositories: moves,
+    };
+    finish(cache, auth, &marker, input, renderer, targets).map(Some)
+}
+
+fn target_of<'a>(marker: &Marker, targets: &'a [Target], repository: &str) -> Result<&'a Target, MarkerError> {
+    targets.iter().find(|t| t.repository == repository).ok_or_else(|| MarkerError::UnknownRepository {
+        repository: repository.into(),
+        refname: marker.refname.clone(),
+        to: marker.to.clone(),
+        fix: format!(
+            "put the Configuration back, or undo the promotion by hand (runbook step 7) and delete the marker \
+             (`git push --force-with-lease={r}:{id} <system url> :{r}`)",
+            r = marker.refname,
+            id = marker.id
+        ),
+    })
+}
+
+fn parse_id(repository: &str, url: &str, s: &str) -> Result<Oid, PromoteError> {
+    Oid::from_str(s).map_err(|e| PromoteError::BadRevision {
+        repository: repository.into(),
+        url: url.into(),
+        what: s.into(),
+        detail: e.message().to_string(),
+    })
+}
+
+/// Moves every repository of a marked promotion from `previous` to `target` (one already there
+/// is left alone: running it again is idempotent), syncs the tier once (the pins of the whole set
+/// move in one system commit), then deletes the marker. Every push carries a lease.
+pub fn finish(
+    cache: &GitCache,
+    auth: &Auth,
+    marker: &Marker,
+    input: &TierInput,
+    renderer: &Renderer,
+    targets: &[Target],
+) -> Result<Completed, MarkerError> {
+    let undo = format!("undo it (`{}`)", marker.undo_command("MANIFESTS"));
+    let moved = move_all(cache, auth, marker, targets, false, &undo)?;
+    complete(cache, auth, marker, input, renderer, moved)
+}
+
+/// Undoes a marked promotion: every repository it moved goes back to `previous` (a branch it
+/// created is deleted), the tier is synced (pins that had already moved move back together), and
+/// the marker is deleted.
+pub fn abort(
+    cache: &GitCache,
+    auth: &Auth,
+    marker: &Marker,
+    input: &TierInput,
+    renderer: &Renderer,
+    targets: &[Target],
+) -> Result<Completed, MarkerError> {
+    let fix = format!(
+        "move that branch by hand (runbook step 8) or finish {} (`{}`)",
+        marker.what(),
+        marker.finish_command("MANIFESTS")
+    );
+    let moved = move_all(cache, auth, marker, targets, true, &fix)?;
+    complete(cache, auth, marker, input, renderer, moved)
+}
+
+fn move_all(
+    cache: &GitCache,
+    auth: &Auth,
+    marker: &Marker,
+    targets: &[Target],
+    back: bool,
+    fix: &str,
+) -> Result<Vec<MarkedMove>, MarkerError> {
+    let branch = marker.to.clone();
+    let mut moved = Vec::new();
+    for (i, mv) in marker.repositories.iter().enumerate() {
+        let t = target_of(marker, targets, &mv.repository)?;
+        let err = git_err(&t.repository, &t.url);
+        let remote = cache.open(&t.url, auth).map_err(&err)?;
+        let heads = remote.heads().map_err(&err)?;
+        let head = heads.branches.get(&branch).map(|h| h.to_string());
+        let (from, to) = if back {
+            (Some(mv.target.clone()), mv.previous.clone())
+        } else {
+            (mv.previous.clone(), Some(mv.target.clone()))
+        };
+        if head == to {
+            continue;
+        }
+        if head != from {
+            return Err(MarkerError::Moved {
+                repository: t.repository.clone(),
+                url: t.url.clone(),
+                branch,
+                head: head.unwrap_or_else(|| "no branch".into()),
+                previous: mv.previous.clone().unwrap_or_else(|| "no branch".into()),
+                target: mv.target.clone(),
+                fix: fix.to_string(),
+            });
+        }
+        let new = match &to {
+            Some(id) => {
+                let id = parse_id(&t.repository, &t.url, id)?;
+                if !remote.has_commit(&id.to_string()) {
+                    // The commit is on the source branch (or was on this one): fetch them all.
+                    let names: Vec<&str> = heads.branches.keys().map(String::as_str).collect();
+                    remote.fetch(&names).map_err(&err)?;
+                }
+                id
+            }
+            None => Oid::ZERO_SHA1,
+        };
+        let expected = from.as_deref().map(|s| parse_id(&t.repository, &t.url, s)).transpose()?;
+        remote.push(&[RefUpdate { branch: branch.clone(), expected, new, force: true }]).map_err(&err)?;
+        tracing::info!(repository = %t.repository, branch = %branch, head = ?to, back, "promotion moved a branch");
+        moved.push(MarkedMove {
+            repository: mv.repository.clone(),
+            previous: from,
+            target: to.unwrap_or_else(|| Oid::ZERO_SHA1.to_string()),
+        });
+        if i + 1 < marker.repositories.len() {
+            // Between two pushes: where a crash leaves a promotion half-way.
+            crate::fault::point("promote-between-pushes");
+        }
+    }
+    Ok(moved)
+}
+
+fn complete(
+    cache: &GitCache,
+    auth: &Auth,
+    marker: &Marker,
+    input: &TierInput,
+    renderer: &Renderer,
+    moved: Vec<MarkedMove>,
+) -> Result<Completed, MarkerError> {
+    let url = &input.tier.spec.system.url;
+    let err = git_err("system", url);
+    let id = parse_id("system", url, &marker.id)?;
+    let opts = SyncOptions { promotion: Some(id), ..SyncOptions::default() };
+    let report = sync_tier(cache, auth, input, renderer, &opts)?;
+    let system = cache.open(url, auth).map_err(&err)?;
+    marker::remove(&system, &marker.to, id).map_err(&err)?;
+    tracing::info!(marker = %id, to = %marker.to, "promotion complete: marker removed");
+    Ok(Completed { marker: marker.clone(), moved, system_commit: report.commit, system_head: report.head })
+}
+
+/// `abort` needs the marker; this reads it or says there is none.
+pub fn marker_to_abort(cache: &GitCache, auth: &Auth, to: &Tier) -> Result<Marker, MarkerError> {
+    in_progress(cache, auth, to)?.ok_or_else(|| MarkerError::NoneInProgress {
+        to: to.name_any(),
+        refname: marker::refname(&to.name_any()),
+        url: to.spec.system.url.clone(),
+    })
+}
+
+/// A marker of another source than `from` (None: a rollback) is not finished by this command.
+pub fn check_source(marker: &Marker, from: Option<&str>) -> Result<(), MarkerError> {
+    if marker.from.as_deref() == from {
+        return Ok(());
+    }
+    Err(MarkerError::OtherSource {
+        what: marker.what(),
+        refname: marker.refname.clone(),
+        finish: marker.finish_command("MANIFESTS"),
+        undo: marker.undo_command("MANIFESTS"),
     })
 }

@@ -10,6 +10,7 @@ use shopset_core::api::ResourceExt;
 use shopset_core::manifests::TierInput;
 
 use crate::gitops::{Auth, GitCache, GitError, MODE_GITLINK};
+use crate::promote::marker::{self, Marker};
 
 /// The git side of one tier.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -40,6 +41,10 @@ pub struct GitState {
     pub unreachable: BTreeMap<String, String>,
     /// Commits on each configuration's tier branch that the promotion source's branch lacks.
     pub configuration_ahead: BTreeMap<String, usize>,
+    /// A promotion into this tier that has not completed (its marker in the system repository):
+    /// the controller holds the tier's pins until it is finished or undone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Marker>,
 }
 
 /// Reads the git side of a tier: one ls-remote per repository, a fetch of the system branch and of
@@ -52,7 +57,19 @@ pub fn read(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<GitState
     let mut state = GitState { branch: branch.clone(), ..GitState::default() };
 
     let system = cache.open(&tier.spec.system.url, auth)?;
-    if let Some(head) = system.heads()?.branches.get(&branch).copied() {
+    let system_heads = system.heads()?;
+    if let Some(id) = system_heads.promotions.get(&tier.name_any()) {
+        // A ref there that is no marker still holds the pins: it is shown with what is known.
+        let unreadable = || Marker {
+            id: id.to_string(),
+            refname: marker::refname(&tier.name_any()),
+            from: input.from.as_ref().map(|t| t.name_any()),
+            to: tier.name_any(),
+            repositories: Vec::new(),
+        };
+        state.promotion = Some(marker::read(&system, &tier.name_any(), *id).unwrap_or_else(|_| unreadable()));
+    }
+    if let Some(head) = system_heads.branches.get(&branch).copied() {
         system.fetch(&[branch.as_str()])?;
         state.system_head = Some(head.to_string());
         let root = system.tree_of(head)?;

@@ -12,7 +12,7 @@ use kube::api::Api;
 use serde::Serialize;
 use shopset_core::api::Tier;
 use shopset_core::manifests::TierInput;
-use shopset_core::revision::short;
+use shopset_core::revision::{short, short_or};
 pub use shopset_git::state::GitState;
 
 use crate::argocd::{AppState, Problem, application_states, problems};
@@ -121,10 +121,11 @@ pub fn diagnose_tier(
             ran(&mut report, "stale-pin", stale_pins(input, g, ctx));
             ran(&mut report, "pin-unreachable", unreachable_pins(input, g, ctx));
             ran(&mut report, "hotfix-not-merged", hotfix_not_merged(input, g, ctx));
+            ran(&mut report, "promotion-in-progress", promotion_in_progress(input, g, ctx));
         }
         Err(e) => {
             ran(&mut report, "git", vec![git_unreadable(input, e, ctx)]);
-            report.not_checked.push(format!("branch-missing, stale-pin, pin-unreachable, hotfix-not-merged: the repositories could not be read ({e})"));
+            report.not_checked.push(format!("branch-missing, stale-pin, pin-unreachable, hotfix-not-merged, promotion-in-progress: the repositories could not be read ({e})"));
         }
     }
     match cluster {
@@ -225,7 +226,8 @@ pub fn missing_branches(input: &TierInput, git: &GitState, ctx: &Context) -> Vec
 pub fn stale_pins(input: &TierInput, git: &GitState, ctx: &Context) -> Vec<Finding> {
     let t = &input.tier;
     let (tier, branch) = (t.name_any(), t.branch());
-    if git.system_head.is_none() {
+    // During a promotion the pins wait for it on purpose: promotion-in-progress says so.
+    if git.system_head.is_none() || git.promotion.is_some() {
         return Vec::new();
     }
     let mut pairs: Vec<(String, String, Option<String>, Option<i64>)> =
@@ -273,6 +275,40 @@ pub fn stale_pins(input: &TierInput, git: &GitState, ctx: &Context) -> Vec<Findi
         ));
     }
     out
+}
+
+/// A promotion into the tier that did not complete (its marker is in the system repository): the
+/// controller holds the tier's pins until it is finished or undone.
+pub fn promotion_in_progress(input: &TierInput, git: &GitState, ctx: &Context) -> Vec<Finding> {
+    let Some(m) = &git.promotion else { return Vec::new() };
+    let tier = input.tier.name_any();
+    let moves: Vec<String> = m
+        .repositories
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.repository, short_or(r.previous.as_deref(), "-"), short(&r.target)))
+        .collect();
+    vec![finding(
+        "promotion-in-progress",
+        &tier,
+        format!(
+            "{} did not complete: its marker {} ({}) is still in the system repository{}",
+            m.what(),
+            m.refname,
+            short(&m.id),
+            if moves.is_empty() { String::new() } else { format!(" ({})", moves.join(", ")) }
+        ),
+        format!(
+            "a promotion pushes the app and configuration branches one after the other and pins them in one system commit; \
+             it was interrupted between (a refused push, a crash), so the controller keeps tier {tier}'s pins where they are \
+             rather than deploy a new app with an old configuration"
+        ),
+        vec![
+            "# finish it (pushes what is missing, pins the whole set in one commit, removes the marker):".into(),
+            m.finish_command(&ctx.manifests),
+            "# or undo it (moves back what it moved, removes the marker):".into(),
+            m.undo_command(&ctx.manifests),
+        ],
+    )]
 }
 
 /// A pinned commit that no branch of its repository contains (force-pushed away).

@@ -15,6 +15,15 @@ pub fn refusals(git: &GitState, apps: &[AppState]) -> Vec<String> {
         return vec![format!("the system branch {} does not exist yet: sync the tier first", git.branch)];
     };
     let mut out = Vec::new();
+    if let Some(m) = &git.promotion {
+        out.push(format!(
+            "{} is in progress ({}): finish it (`{}`) or undo it (`{}`)",
+            m.what(),
+            m.refname,
+            m.finish_command("MANIFESTS"),
+            m.undo_command("MANIFESTS")
+        ));
+    }
     if git.pinned.get("base") != git.app_head.as_ref() {
         out.push(format!(
             "the system branch {} pins app {} but the app branch is at {}: the controller has not caught up yet",

@@ -26,5 +26,5 @@ pub use cache::GitCache;
 pub use diff::diff_trees;
 pub use error::GitError;
 pub use hashed::{BlobIds, Change, HashedTree, MODE_DIR, MODE_FILE, MODE_GITLINK};
-pub use remote::{RefUpdate, Remote, RemoteHeads};
+pub use remote::{PROMOTIONS_PREFIX, RefUpdate, Remote, RemoteHeads};
 pub use stream::{connections, connections_with_nagle};

@@ -18,13 +18,20 @@ pub struct RemoteHeads {
     pub branches: BTreeMap<String, Oid>,
     /// The branch HEAD points to, when the server says.
     pub default_branch: Option<String>,
+    /// Promotion markers (`refs/shopset/promotions/<tier>`), by tier: seen by the same ls-remote.
+    pub promotions: BTreeMap<String, Oid>,
 }
 
-/// One branch update of a push: `expected` is the lease (None: the branch must not exist yet).
+/// Where the system repository keeps the marker of a promotion into a tier.
+pub const PROMOTIONS_PREFIX: &str = "refs/shopset/promotions/";
+
+/// One ref update of a push: `expected` is the lease (None: the ref must not exist yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefUpdate {
+    /// A branch name, or a full ref name starting with `refs/`.
     pub branch: String,
     pub expected: Option<Oid>,
+    /// The new value; the zero id deletes the ref.
     pub new: Oid,
     /// Allow a non-fast-forward update (still under the lease).
     pub force: bool,
@@ -171,6 +178,8 @@ impl Remote {
         for head in conn.list().map_err(|e| GitError::from_git(&self.url, e))? {
             if let Some(branch) = head.name().strip_prefix("refs/heads/") {
                 heads.branches.insert(branch.to_string(), head.oid());
+            } else if let Some(tier) = head.name().strip_prefix(PROMOTIONS_PREFIX) {
+                heads.promotions.insert(tier.to_string(), head.oid());
             }
         }
         heads.default_branch = conn
@@ -221,12 +230,16 @@ impl Remote {
         // The pack is built from local refs: point a scratch ref at each new commit.
         let mut refspecs = Vec::new();
         for u in updates {
+            if u.new.is_zero() {
+                refspecs.push(format!(":{}", full_ref(&u.branch)));
+                continue;
+            }
             let local = format!("refs/shopset/push/{}", u.branch);
             self.repo().reference(&local, u.new, true, "shopset: push").map_err(|e| GitError::Cache {
                 path: self.repo().path().to_path_buf(),
                 detail: e.message().to_string(),
             })?;
-            refspecs.push(format!("{}{local}:refs/heads/{}", if u.force { "+" } else { "" }, u.branch));
+            refspecs.push(format!("{}{local}:{}", if u.force { "+" } else { "" }, full_ref(&u.branch)));
         }
         let broken: RefCell<Option<GitError>> = RefCell::new(None);
         let rejected: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());
@@ -239,8 +252,9 @@ impl Remote {
         });
         cb.push_negotiation(|proposed| {
             for p in proposed {
-                let Some(branch) = p.dst_refname().ok().and_then(|r| r.strip_prefix("refs/heads/")) else { continue };
-                let Some(u) = updates.iter().find(|u| u.branch == branch) else { continue };
+                let Some(dst) = p.dst_refname().ok() else { continue };
+                let Some(u) = updates.iter().find(|u| full_ref(&u.branch) == dst) else { continue };
+                let branch = u.branch.as_str();
                 let found = (!p.src().is_zero()).then(|| p.src());
                 if found != u.expected {
                     *broken.borrow_mut() = Some(GitError::LeaseBroken {
@@ -308,6 +322,27 @@ impl Remote {
             }
             Err(e) => Err(self.git_error(e)),
         }
+    }
+
+    /// Fetches one ref that is not a branch (a promotion marker) and returns its value.
+    pub fn fetch_ref(&self, refname: &str) -> Result<Oid, GitError> {
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
+            let mut opts = FetchOptions::new();
+            opts.remote_callbacks(self.callbacks());
+            opts.download_tags(git2::AutotagOption::None);
+            let refspec = format!("+{refname}:refs/shopset/fetched/{refname}");
+            remote.fetch(&[refspec], Some(&mut opts), None).map_err(|e| self.git_error(e))?;
+        }
+        self.repo()
+            .refname_to_id(&format!("refs/shopset/fetched/{refname}"))
+            .map_err(|e| GitError::Other { url: self.url.clone(), detail: format!("{refname}: {}", e.message()) })
+    }
+
+    /// The message of a cached commit.
+    pub fn commit_message(&self, commit: Oid) -> Option<String> {
+        self.repo().find_commit(commit).ok().and_then(|c| c.message().ok().map(str::to_string))
     }
 
     /// The fetched head of `branch`, if it was fetched.
@@ -438,4 +473,9 @@ impl Remote {
         };
         sub.iter().filter_map(|e| e.name().ok().map(|n| (n.to_string(), e.id()))).collect()
     }
+}
+
+/// `refs/heads/<branch>`, or the name itself when it is a full ref name.
+fn full_ref(name: &str) -> String {
+    if name.starts_with("refs/") { name.to_string() } else { format!("refs/heads/{name}") }
 }

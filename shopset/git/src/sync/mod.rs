@@ -44,11 +44,14 @@ pub struct SyncOptions {
     pub max_attempts: u32,
     /// A seam for tests and fault injection: runs just before each system push.
     pub before_push: Option<PushHook>,
+    /// The marker of the promotion this sync completes (`shopctl promote`): the tier's pins move
+    /// while exactly this marker exists. Any other marker holds them ([`SyncError::PromotionInProgress`]).
+    pub promotion: Option<Oid>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        Self { dry_run: false, max_attempts: 5, before_push: None }
+        Self { dry_run: false, max_attempts: 5, before_push: None, promotion: None }
     }
 }
 
@@ -58,6 +61,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("dry_run", &self.dry_run)
             .field("max_attempts", &self.max_attempts)
             .field("before_push", &self.before_push.is_some())
+            .field("promotion", &self.promotion)
             .finish()
     }
 }
@@ -74,6 +78,12 @@ pub enum SyncError {
     Git { tier: String, field: String, error: GitError },
     #[error(transparent)]
     Render(#[from] RenderError),
+    #[error(
+        "Tier/{tier}: a promotion into it is in progress (marker {refname} at {marker} in {url}), so its pins stay where they are: \
+         what Argo CD deploys moves only once every repository is promoted; fix: finish it with the same command again \
+         (`shopctl promote {from} {tier} -f MANIFESTS`), or undo it (`shopctl promote {from} {tier} -f MANIFESTS --abort`)"
+    )]
+    PromotionInProgress { tier: String, from: String, refname: String, marker: String, url: String },
     #[error(
         "Tier/{tier}: branch {branch} of {url} kept moving: gave up after {attempts} attempts; fix: stop the other writer (only ShopSet writes the system repository) and sync again"
     )]
@@ -92,6 +102,7 @@ impl SyncError {
             SyncError::Git { error: GitError::LeaseBroken { .. }, .. } | SyncError::Contention { .. } => "PushConflict",
             SyncError::Git { .. } => "GitUnavailable",
             SyncError::Render(_) => "RenderFailed",
+            SyncError::PromotionInProgress { .. } => "PromotionInProgress",
         }
     }
 }
@@ -166,7 +177,7 @@ pub fn sync_tier(
     let tier = &input.tier;
     let _span = tracing::info_span!("sync", tier = %tier.name_any(), branch = %tier.branch()).entered();
     let started = Instant::now();
-    let (mut resolved, system) = resolve::resolve(cache, auth, input, opts.dry_run)?;
+    let (mut resolved, system) = resolve::resolve(cache, auth, input, opts.dry_run, opts.promotion)?;
     let resolved_at = started.elapsed();
     let tree = renderer.render(RenderInput {
         tier,

@@ -57,10 +57,52 @@ impl Resolved {
     }
 }
 
-/// Resolves every branch a tier pins, asking the repositories at once: a sync waits for the
+/// Resolves every branch a tier pins, unless a promotion into the tier is in progress (a marker
+/// other than `promotion` in the system repository): then its pins stay where they are.
+///
+/// The system repository is asked again once the branches are read: a marker that appeared
+/// meanwhile holds the pins too, and a system branch that moved meanwhile (a promotion may have
+/// begun and completed in between, leaving heads read half-way) means reading them all again.
+pub(super) fn resolve(
+    cache: &GitCache,
+    auth: &Auth,
+    input: &TierInput,
+    dry_run: bool,
+    promotion: Option<Oid>,
+) -> Result<(Resolved, System), SyncError> {
+    let mut reads = 0;
+    loop {
+        reads += 1;
+        let (resolved, system) = resolve_once(cache, auth, input, dry_run)?;
+        let Ok((remote, heads)) = &system else { return Ok((resolved, system)) };
+        held(&resolved, input, heads, promotion)?;
+        let after = remote.heads().map_err(git_err(&resolved.tier, "spec.system.url"))?;
+        held(&resolved, input, &after, promotion)?;
+        if after.branches.get(&resolved.branch) == heads.branches.get(&resolved.branch) || reads >= 3 {
+            return Ok((resolved, system));
+        }
+        tracing::info!(branch = %resolved.branch, "the system branch moved while the branches were read: reading them again");
+    }
+}
+
+/// Refuses to move pins while a promotion other than `promotion` is marked for the tier.
+fn held(resolved: &Resolved, input: &TierInput, heads: &RemoteHeads, promotion: Option<Oid>) -> Result<(), SyncError> {
+    match heads.promotions.get(&resolved.tier) {
+        Some(id) if Some(*id) != promotion => Err(SyncError::PromotionInProgress {
+            tier: resolved.tier.clone(),
+            from: input.from.as_ref().map_or_else(|| "FROM".to_string(), |t| t.name_any()),
+            refname: crate::promote::marker::refname(&resolved.tier),
+            marker: id.to_string(),
+            url: resolved.system_url.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// One read of every branch a tier pins, asking the repositories at once: a sync waits for the
 /// slowest ls-remote rather than their sum. Results are taken in a fixed order, so the error
 /// reported is the same as if they had been asked one by one.
-pub(super) fn resolve(
+fn resolve_once(
     cache: &GitCache,
     auth: &Auth,
     input: &TierInput,
