@@ -404,6 +404,10 @@ async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
             Ok(Action::requeue(jitter(interval(&tier))))
         }
         Err(err) => {
+            // The next success is a full sync: its status replaces this failure's. Through the
+            // "nothing moved" path, an input put back as it was at the last sync (a Configuration
+            // reverted, a Secret re-created) would leave Ready=False for good.
+            ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
             // Status and an Event say why; the error policy decides when to try again.
             if let Err(e) = status::write(&ctx.client, &ctx.events, &tier, &Outcome::Failed(&err)).await {
                 tracing::warn!(error = %e, "cannot write the failure to the Tier's status");
