@@ -483,6 +483,8 @@ pub struct Run {
     pub fault: Option<String>,
     pub log_format: Option<String>,
     pub rust_log: String,
+    /// `--templates`: a directory whose templates replace the embedded ones.
+    pub templates: Option<PathBuf>,
 }
 
 impl Run {
@@ -493,6 +495,7 @@ impl Run {
             fault: None,
             log_format: None,
             rust_log: "info,kube=warn".into(),
+            templates: None,
         }
     }
     pub fn fault(mut self, point: &str) -> Run {
@@ -501,6 +504,10 @@ impl Run {
     }
     pub fn lease(mut self, duration: &str) -> Run {
         self.lease_duration = duration.into();
+        self
+    }
+    pub fn templates(mut self, dir: &Path) -> Run {
+        self.templates = Some(dir.to_path_buf());
         self
     }
     pub fn json(mut self) -> Run {
@@ -640,6 +647,9 @@ impl Controller {
         }
         if let Some(format) = &run.log_format {
             cmd.arg(format!("--log-format={format}"));
+        }
+        if let Some(dir) = &run.templates {
+            cmd.arg(format!("--templates={}", dir.display()));
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         *self.child() = Some(child);
