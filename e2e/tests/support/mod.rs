@@ -487,6 +487,8 @@ pub struct Run {
     pub flags: Vec<String>,
     /// `SHOPSET_FAULT_HOLD`: the file whose presence holds the `hold-reconcile` fault point.
     pub hold: Option<PathBuf>,
+    /// `--templates`: a directory whose templates replace the embedded ones.
+    pub templates: Option<PathBuf>,
 }
 
 impl Run {
@@ -499,6 +501,7 @@ impl Run {
             rust_log: "info,kube=warn".into(),
             flags: Vec::new(),
             hold: None,
+            templates: None,
         }
     }
     pub fn flag(mut self, flag: &str) -> Run {
@@ -521,6 +524,10 @@ impl Run {
     }
     pub fn lease(mut self, duration: &str) -> Run {
         self.lease_duration = duration.into();
+        self
+    }
+    pub fn templates(mut self, dir: &Path) -> Run {
+        self.templates = Some(dir.to_path_buf());
         self
     }
     pub fn json(mut self) -> Run {
@@ -668,6 +675,9 @@ impl Controller {
             cmd.env("SHOPSET_FAULT_HOLD", hold);
         }
         cmd.args(&run.flags);
+        if let Some(dir) = &run.templates {
+            cmd.arg(format!("--templates={}", dir.display()));
+        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         *self.child() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -34,7 +34,13 @@ pub async fn of_tier(tier: &Tier, client: &kube::Client) -> Result<Auth, Credent
         |detail: String| CredentialsError::Unusable { namespace: namespace.clone(), name: name.clone(), detail };
     let secret = match Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&name).await {
         Ok(Some(secret)) => secret,
-        Ok(None) => return Err(unusable("does not exist".into())),
+        Ok(None) => {
+            return Err(unusable(format!(
+                "does not exist; nothing is committed or pruned until it does; fix: create it in namespace \
+                 {namespace} (keys username and password, or identity and known_hosts), or remove \
+                 spec.credentials from the Tier"
+            )));
+        }
         Err(kube::Error::Api(s)) if s.code == 403 => {
             return Err(unusable(format!(
                 "cannot be read: the controller may not read Secrets in namespace {namespace}; fix: kubectl apply -n {namespace} -f deploy/tenant/credentials-rolebinding.yaml"

@@ -449,6 +449,10 @@ async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
             Ok(Action::requeue(jitter(interval(&tier))))
         }
         Err(err) => {
+            // The next success is a full sync: its status replaces this failure's. Through the
+            // "nothing moved" path, an input put back as it was at the last sync (a Configuration
+            // reverted, a Secret re-created) would leave Ready=False for good.
+            ctx.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
             // Status and an Event say why; the error policy decides when to try again.
             if let Err(e) = status::write(&ctx.client, &ctx.events, &tier, &Outcome::Failed(&err)).await {
                 tracing::warn!(error = %e, "cannot write the failure to the Tier's status");
@@ -517,6 +521,9 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         }
     }
 
+    // A render prunes the Applications of ShopSets it does not see: only from caches the API
+    // server still lets us fill (a watch cut off keeps serving its last list, silently).
+    lists_allowed(&ctx.client, &tier.namespace().unwrap_or_else(|| "default".into())).await?;
     let (cache, renderer, input2, auth2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone(), auth.clone());
     let report = blocking(move || sync_tier(&cache, &auth2, &input2, &renderer, &SyncOptions::default())).await??;
     let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
@@ -544,6 +551,26 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     ctx.metrics.synced(&labels);
     let last = Last { checkpoint: Checkpoint::after(&input, &report), apps, head: report.head.clone() };
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, last);
+    Ok(())
+}
+
+/// Whether the API server still answers a list of the ShopSets and Configurations of `ns` (one
+/// item each, names only): the watch caches a render reads are only as good as that. A refusal
+/// (RBAC removed at run time) or a server error fails the reconcile before anything is written.
+async fn lists_allowed(client: &kube::Client, ns: &str) -> Result<(), Error> {
+    let one = kube::api::ListParams::default().limit(1);
+    let shopsets: Api<ShopSet> = Api::namespaced(client.clone(), ns);
+    let configurations: Api<Configuration> = Api::namespaced(client.clone(), ns);
+    let failed = |kind: &str, plural: &str, e: kube::Error| {
+        Error::Kube(format!(
+            "cannot list {kind}s in namespace {ns}: {}; nothing is rendered, committed or pruned until it \
+             can; fix: grant the controller's ServiceAccount get, list and watch on {plural}.shopset.dev \
+             (deploy/rbac.yaml), or see the API server's log for a server error",
+            crate::error::api_message(&e)
+        ))
+    };
+    shopsets.list_metadata(&one).await.map_err(|e| failed("ShopSet", "shopsets", e))?;
+    configurations.list_metadata(&one).await.map_err(|e| failed("Configuration", "configurations", e))?;
     Ok(())
 }
 
@@ -872,6 +899,39 @@ mod policy_tests {
         let _handle = server.await.unwrap();
         let again = tokio::time::timeout(Duration::from_secs(30), write_repo_creds(&ctx, &tier, &input, &auth));
         again.await.expect("no request the second time").expect("nothing to do");
+    }
+
+    /// The API server refusing (403, RBAC removed) or failing (500) a list of ShopSets fails
+    /// the reconcile with a message naming the list, the namespace, the server's words and the fix.
+    #[tokio::test]
+    async fn a_refused_or_failed_shopset_list_fails_the_reconcile_and_says_why() {
+        for (code, reason, said) in [
+            (403, "Forbidden", r#"shopsets.shopset.dev is forbidden: User "sa" cannot list resource "shopsets""#),
+            (500, "InternalError", "Internal error occurred: etcdserver: leader changed"),
+        ] {
+            let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = kube::Client::new(service, "default");
+            let server = tokio::spawn(async move {
+                let (request, send) = handle.next_request().await.expect("a list of ShopSets");
+                assert_eq!(request.method(), http::Method::GET);
+                assert_eq!(request.uri().path(), "/apis/shopset.dev/v1alpha1/namespaces/shop/shopsets");
+                let status = serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                                "message": said, "reason": reason, "code": code});
+                let body = Body::from(serde_json::to_vec(&status).unwrap());
+                send.send_response(Response::builder().status(code).body(body).unwrap());
+            });
+            let err = lists_allowed(&client, "shop").await.expect_err("a refused list fails");
+            server.await.unwrap();
+            let text = err.to_string();
+            assert_eq!(err.reason(), "KubernetesUnavailable");
+            assert!(!err.is_terminal(), "retried with backoff: RBAC or the server may come back");
+            assert!(
+                text.contains("cannot list ShopSets in namespace shop: ")
+                    && text.contains(said)
+                    && text.contains("fix: grant the controller's ServiceAccount get, list and watch on shopsets"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

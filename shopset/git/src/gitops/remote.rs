@@ -290,8 +290,12 @@ impl Remote {
         let is_lease = |reason: &str| {
             reason.contains("fetch first") || reason.contains("non-fast-forward") || reason.contains("stale")
         };
+        // A writer that moved the branch after the server advertised it, before our update
+        // landed: git refuses the update with "cannot lock ref ...: is at X but expected Y"
+        // (its own words, on the side band). That is the same lost race as a non-fast-forward.
+        let moved_meanwhile = String::from_utf8_lossy(&remote_said.borrow()).contains("but expected");
         if let Some((branch, reason)) = rejected.borrow_mut().drain(..).next() {
-            if is_lease(&reason) {
+            if is_lease(&reason) || moved_meanwhile {
                 let expected = updates.iter().find(|u| u.branch == branch).and_then(|u| u.expected);
                 return Err(GitError::LeaseBroken {
                     url: self.url.clone(),
