@@ -294,6 +294,8 @@ pub async fn reconcile(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Err
     let api: Api<Tier> = Api::namespaced(ctx.client.clone(), &ns);
     let started = Instant::now();
     let labels = TierLabels { namespace: ns.clone(), tier: tier.name_any() };
+    // Observed, not assumed: the runtime promises one reconcile per object at a time.
+    let _running = ctx.metrics.running(&labels);
     let result = finalizer(&api, FINALIZER, tier, |event| async {
         match event {
             finalizer::Event::Apply(tier) => apply(tier, ctx.clone()).await,
@@ -468,9 +470,10 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         }
     }
 
+    let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
+    ctx.metrics.syncs.get_or_create(&labels).inc();
     let (cache, renderer, input2, auth2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone(), auth.clone());
     let report = blocking(move || sync_tier(&cache, &auth2, &input2, &renderer, &SyncOptions::default())).await??;
-    let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
     // The fault points are those of a sync that pushed a change; a no-op sync passes them.
     let pushed = report.commit.is_some();
     if pushed {
