@@ -93,17 +93,19 @@ pub fn run(plan: &Plan, edit: &(dyn Fn(usize) -> Result<(), String> + Sync)) -> 
     };
     let background = plan.deliveries - plan.pushes;
     std::thread::scope(|s| {
-        s.spawn(|| {
-            for i in 0..plan.pushes {
-                wait(due(i, plan.pushes));
-                let n = i % plan.apps.len();
-                let app = &plan.apps[n];
-                let head =
-                    commit_files(&app.url, &app.branch, &[("base/STORM", &format!("{i}\n"))], &format!("storm {i}"));
-                out.lock().unwrap_or_else(|p| p.into_inner()).heads[n] = head;
-                deliver(app);
-            }
-        });
+        // One pusher per app: a push (clone, commit, push) takes a good part of a second.
+        for (n, app) in plan.apps.iter().enumerate() {
+            let (deliver, out) = (&deliver, &out);
+            s.spawn(move || {
+                for i in (n..plan.pushes).step_by(plan.apps.len()) {
+                    wait(due(i, plan.pushes));
+                    let file = format!("{i}\n");
+                    let head = commit_files(&app.url, &app.branch, &[("base/STORM", &file)], &format!("storm {i}"));
+                    out.lock().unwrap_or_else(|p| p.into_inner()).heads[n] = head;
+                    deliver(app);
+                }
+            });
+        }
         for t in 0..plan.senders.max(1) {
             let deliver = &deliver;
             s.spawn(move || {

@@ -99,6 +99,19 @@ impl Context {
         }
     }
 
+    /// The Tiers a push concerns, read from the controller's watch caches: a delivery costs no
+    /// request to the API server, so a storm of them does not become a storm of lists. None until
+    /// the caches hold complete lists (a standby replica, or at start): then ask the API server.
+    /// A store is empty until its first list is complete (the reflector swaps it in whole).
+    pub fn tiers_for_push(&self, push: &crate::webhook::Push) -> Option<Vec<ObjectRef<Tier>>> {
+        let stores = self.stores.get()?;
+        if !*stores.ready.borrow() || stores.tiers.is_empty() {
+            return None;
+        }
+        let configurations: Vec<Configuration> = stores.configurations.state().iter().map(|c| (**c).clone()).collect();
+        Some(tiers_for_push(push, &stores.tiers.state(), &configurations))
+    }
+
     /// This context, dealing with Argo CD as `settings` say.
     pub fn with_argocd(mut self, settings: ArgoCdSettings) -> Self {
         self.argocd = settings;
