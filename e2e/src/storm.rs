@@ -56,8 +56,10 @@ pub struct Outcome {
     pub heads: Vec<String>,
     /// Edits that failed, with why.
     pub edit_errors: Vec<String>,
-    /// From the first to the last delivery, push and edit.
+    /// From the start to the last delivery, push and edit.
     pub elapsed: Duration,
+    /// From the start to the last delivery's answer.
+    pub delivering: Duration,
 }
 
 impl Outcome {
@@ -90,6 +92,7 @@ pub fn run(plan: &Plan, edit: &(dyn Fn(usize) -> Result<(), String> + Sync)) -> 
         let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
         *out.statuses.entry(code).or_default() += 1;
         out.latencies.push(took);
+        out.delivering = out.delivering.max(start.elapsed());
     };
     let background = plan.deliveries - plan.pushes;
     std::thread::scope(|s| {
