@@ -12,7 +12,7 @@ use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git};
 
 use crate::Row;
 
-const SECRET: &str = "bench-webhook-secret";
+pub(crate) const SECRET: &str = "bench-webhook-secret";
 
 pub(crate) struct Controller {
     pub(crate) child: Child,

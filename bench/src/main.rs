@@ -3,7 +3,8 @@
 //! Every scenario runs over a real git daemon on loopback; the cluster scenarios start a real
 //! control plane and the controller as a process. Results are printed as a table and written,
 //! raw, to `bench/results/latest.txt`; `--argocd` runs only the scenarios with a real Argo CD
-//! ([`argocd`], `bench/results/argocd.txt`). This is a benchmark, not a test: nothing here asserts.
+//! ([`argocd`], `bench/results/argocd.txt`); `--storm` only the storm of webhook deliveries, pushes
+//! and edits ([`storm`], `bench/results/storm.txt`). This is a benchmark, not a test: nothing here asserts.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +19,7 @@ use shopset_e2e::gitserver::{GitDaemon, commit_files, git, seed_dir};
 
 mod argocd;
 mod cluster;
+mod storm;
 
 /// One measured scenario.
 #[derive(Debug, Clone)]
@@ -330,6 +332,16 @@ fn main() {
             notes.push(format!("Argo CD scenario stopped: {e}"));
         }
         write_results(&rows, &notes, "argocd.txt");
+        return;
+    }
+    if args.iter().any(|a| a == "--storm") {
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let mut notes = Vec::new();
+        eprintln!("bench: storm (control plane + controller)");
+        if let Err(e) = storm::run(scratch.path(), &mut notes) {
+            notes.push(format!("storm stopped: {e}"));
+        }
+        write_results(&[], &notes, "storm.txt");
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");

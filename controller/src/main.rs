@@ -103,6 +103,8 @@ struct Http {
     client: kube::Client,
     namespace: Option<String>,
     triggers: mpsc::UnboundedSender<ObjectRef<Tier>>,
+    /// The reconcile context, whose watch caches answer which Tiers a push concerns.
+    ctx: Arc<Context>,
 }
 
 #[tokio::main]
@@ -129,6 +131,12 @@ async fn main() -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new(args.stall_timeout));
     let (tx, rx) = mpsc::unbounded();
+    let ctx = Arc::new(
+        Context::new(client.clone(), GitCache::new(&args.cache_dir), renderer, metrics.clone())
+            .with_argocd(ArgoCdSettings { refresh: args.argocd_refresh })
+            .with_local_urls(args.allow_local_urls)
+            .with_health(health.clone()),
+    );
     let http = Http {
         metrics: metrics.clone(),
         health: health.clone(),
@@ -136,6 +144,7 @@ async fn main() -> Result<()> {
         client: client.clone(),
         namespace: args.namespace.clone(),
         triggers: tx,
+        ctx: ctx.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -200,12 +209,6 @@ async fn main() -> Result<()> {
             "--allow-local-urls: Tiers may make this controller read local repositories; tests and local demos only"
         );
     }
-    let ctx = Arc::new(
-        Context::new(client, GitCache::new(&args.cache_dir), renderer, metrics)
-            .with_argocd(ArgoCdSettings { refresh: args.argocd_refresh })
-            .with_local_urls(args.allow_local_urls)
-            .with_health(health),
-    );
     shopset::reconcile::run(ctx, args.namespace, rx, args.concurrency, shutdown).await;
     if let Some(lock) = lease {
         let _ = lock.release().await;
@@ -322,17 +325,23 @@ async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) 
         }
     };
     http.metrics.webhooks.inc();
-    let namespace = http.namespace.as_deref();
-    let (tiers, configurations) = (api::<Tier>(&http.client, namespace), api::<Configuration>(&http.client, namespace));
-    let (tiers, configurations) =
-        match (tiers.list(&ListParams::default()).await, configurations.list(&ListParams::default()).await) {
-            (Ok(t), Ok(c)) => (t.items.into_iter().map(Arc::new).collect::<Vec<_>>(), c.items),
-            (Err(e), _) | (_, Err(e)) => {
-                let e = shopset::error::api_message(&e);
-                return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list tiers: {e}\n"));
+    let matched = match http.ctx.tiers_for_push(&push) {
+        Some(matched) => matched,
+        None => {
+            let namespace = http.namespace.as_deref();
+            let (tiers, configurations) =
+                (api::<Tier>(&http.client, namespace), api::<Configuration>(&http.client, namespace));
+            match (tiers.list(&ListParams::default()).await, configurations.list(&ListParams::default()).await) {
+                (Ok(t), Ok(c)) => {
+                    tiers_for_push(&push, &t.items.into_iter().map(Arc::new).collect::<Vec<_>>(), &c.items)
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    let e = shopset::error::api_message(&e);
+                    return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot list tiers: {e}\n"));
+                }
             }
-        };
-    let matched = tiers_for_push(&push, &tiers, &configurations);
+        }
+    };
     tracing::info!(branch = %push.branch, tiers = matched.len(), "webhook push");
     let names: Vec<String> = matched.iter().map(|r| r.name.clone()).collect();
     for r in matched {

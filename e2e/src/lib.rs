@@ -6,4 +6,5 @@
 pub mod argocd;
 pub mod controlplane;
 pub mod gitserver;
+pub mod storm;
 pub mod tools;

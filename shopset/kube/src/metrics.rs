@@ -30,11 +30,17 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<TierLabels, Histogram>,
     pub pushes: Family<TierLabels, Counter>,
+    pub syncs: Family<TierLabels, Counter>,
+    pub in_flight: Family<TierLabels, Gauge>,
+    pub in_flight_max: Family<TierLabels, Gauge>,
     pub last_sync: Family<TierLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub last_sync_age: Family<TierLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub webhooks: Counter,
     pub webhooks_refused: Counter,
     last: Mutex<HashMap<TierLabels, SystemTime>>,
+    /// Reconciles of each tier running now, and the most ever at once: kept under one lock so
+    /// the maximum cannot miss a moment when two ran.
+    running: Mutex<HashMap<TierLabels, (i64, i64)>>,
 }
 
 impl Default for Metrics {
@@ -46,6 +52,9 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.01, 2.0, 14))
         });
         let pushes = Family::<TierLabels, Counter>::default();
+        let syncs = Family::<TierLabels, Counter>::default();
+        let in_flight = Family::<TierLabels, Gauge>::default();
+        let in_flight_max = Family::<TierLabels, Gauge>::default();
         let last_sync = Family::default();
         let last_sync_age = Family::default();
         let webhooks = Counter::default();
@@ -54,6 +63,17 @@ impl Default for Metrics {
         registry.register("reconcile_errors", "Failed reconciles, by reason", errors.clone());
         registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
         registry.register("pushes", "Commits pushed to a system branch", pushes.clone());
+        registry.register(
+            "syncs",
+            "Syncs of a Tier that rendered and compared its tree (not the poll's nothing-moved path)",
+            syncs.clone(),
+        );
+        registry.register("reconciles_in_flight", "Reconciles of a Tier running now", in_flight.clone());
+        registry.register(
+            "reconciles_in_flight_max",
+            "Most reconciles of a Tier running at once since the start (1: never twice at once)",
+            in_flight_max.clone(),
+        );
         registry.register(
             "last_sync_timestamp_seconds",
             "When a Tier last synced successfully (Unix time)",
@@ -76,11 +96,15 @@ impl Default for Metrics {
             errors,
             duration,
             pushes,
+            syncs,
+            in_flight,
+            in_flight_max,
             last_sync,
             last_sync_age,
             webhooks,
             webhooks_refused,
             last: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -89,6 +113,21 @@ impl Metrics {
     pub fn reconciled(&self, labels: &TierLabels, took: Duration) {
         self.reconciles.get_or_create(labels).inc();
         self.duration.get_or_create(labels).observe(took.as_secs_f64());
+    }
+
+    /// Counts a reconcile of the tier as running until the returned guard drops.
+    pub fn running(&self, labels: &TierLabels) -> Running<'_> {
+        self.step(labels, 1);
+        Running { metrics: self, labels: labels.clone() }
+    }
+
+    fn step(&self, labels: &TierLabels, by: i64) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let (now, max) = running.entry(labels.clone()).or_insert((0, 0));
+        *now += by;
+        *max = (*max).max(*now);
+        self.in_flight.get_or_create(labels).set(*now);
+        self.in_flight_max.get_or_create(labels).set(*max);
     }
 
     pub fn failed(&self, tier: &str, reason: &str) {
@@ -111,5 +150,42 @@ impl Metrics {
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding into a String");
         out
+    }
+}
+
+/// A reconcile of a tier counted as running (see [`Metrics::running`]).
+pub struct Running<'a> {
+    metrics: &'a Metrics,
+    labels: TierLabels,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.metrics.step(&self.labels, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_reconciles_of_a_tier_at_once_is_kept_after_they_end() {
+        let m = Metrics::default();
+        let (a, b) = (
+            TierLabels { namespace: "ns".into(), tier: "tier-0".into() },
+            TierLabels { namespace: "ns".into(), tier: "tier-1".into() },
+        );
+        drop(m.running(&a));
+        let one = m.running(&a);
+        let other = m.running(&b);
+        assert_eq!((m.in_flight.get_or_create(&a).get(), m.in_flight_max.get_or_create(&a).get()), (1, 1));
+        let two = m.running(&a);
+        assert_eq!(m.in_flight_max.get_or_create(&a).get(), 2, "two of tier-0 at once");
+        drop((one, two, other));
+        assert_eq!(m.in_flight.get_or_create(&a).get(), 0);
+        assert_eq!(m.in_flight_max.get_or_create(&a).get(), 2, "the maximum stays");
+        assert_eq!(m.in_flight_max.get_or_create(&b).get(), 1, "tiers counted apart");
+        assert!(m.encode().contains("shopset_reconciles_in_flight_max{namespace=\"ns\",tier=\"tier-0\"} 2"));
     }
 }

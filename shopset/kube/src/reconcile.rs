@@ -118,6 +118,19 @@ impl Context {
         self
     }
 
+    /// The Tiers a push concerns, read from the controller's watch caches: a delivery costs no
+    /// request to the API server, so a storm of them does not become a storm of lists. None until
+    /// the caches hold complete lists (a standby replica, or at start): then ask the API server.
+    /// A store is empty until its first list is complete (the reflector swaps it in whole).
+    pub fn tiers_for_push(&self, push: &crate::webhook::Push) -> Option<Vec<ObjectRef<Tier>>> {
+        let stores = self.stores.get()?;
+        if !*stores.ready.borrow() || stores.tiers.is_empty() {
+            return None;
+        }
+        let configurations: Vec<Configuration> = stores.configurations.state().iter().map(|c| (**c).clone()).collect();
+        Some(tiers_for_push(push, &stores.tiers.state(), &configurations))
+    }
+
     /// This context, dealing with Argo CD as `settings` say.
     pub fn with_argocd(mut self, settings: ArgoCdSettings) -> Self {
         self.argocd = settings;
@@ -339,6 +352,8 @@ pub async fn reconcile(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Err
     while shopset_git::fault::holds("hold-reconcile") {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Observed, not assumed: the runtime promises one reconcile per object at a time.
+    let _in_flight = ctx.metrics.running(&labels);
     let result = finalizer(&api, FINALIZER, tier, |event| async {
         match event {
             finalizer::Event::Apply(tier) => apply(tier, ctx.clone()).await,
@@ -524,9 +539,10 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     // A render prunes the Applications of ShopSets it does not see: only from caches the API
     // server still lets us fill (a watch cut off keeps serving its last list, silently).
     lists_allowed(&ctx.client, &tier.namespace().unwrap_or_else(|| "default".into())).await?;
+    let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
+    ctx.metrics.syncs.get_or_create(&labels).inc();
     let (cache, renderer, input2, auth2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone(), auth.clone());
     let report = blocking(move || sync_tier(&cache, &auth2, &input2, &renderer, &SyncOptions::default())).await??;
-    let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
     // The fault points are those of a sync that pushed a change; a no-op sync passes them.
     let pushed = report.commit.is_some();
     if pushed {
