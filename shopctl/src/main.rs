@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod apply;
 mod diff;
 mod doctor;
+mod maintenance;
 mod man;
 mod progress;
 mod promote;
@@ -121,6 +122,8 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Apply a tier's overlays from its system branch with kubectl (the manual path when Argo CD is down).
     Apply(apply::ApplyArgs),
+    /// Put a ShopSet, or some of its shops, in maintenance (`on`), or take it out (`off`): edits its manifest in place.
+    Maintenance(maintenance::MaintenanceArgs),
     /// Find what is wrong with tiers: Problem, Why and the commands that Fix it (exit 3 when something is).
     Doctor(doctor::DoctorArgs),
     /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
@@ -207,6 +210,7 @@ fn main() -> ExitCode {
                         Some(SyncError::Render(_) | SyncError::PathMissing { .. } | SyncError::BranchMissing { .. })
                     )
                     || e.downcast_ref::<shopset::render::RenderError>().is_some()
+                    || e.downcast_ref::<maintenance::InvalidInput>().is_some()
                     || matches!(
                         e.downcast_ref::<shopset::promote::PromoteError>(),
                         Some(
@@ -327,6 +331,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Diff(args) => diff::diff(cli, style, args),
         Command::Apply(args) => apply::apply(cli, style, args),
         Command::Doctor(args) => doctor::doctor(cli, style, args),
+        Command::Maintenance(args) => maintenance::maintenance(cli, style, args),
         Command::ArgoCdCreds(args) => repo_creds::argocd_creds(cli, args),
     }
 }
