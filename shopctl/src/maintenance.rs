@@ -140,7 +140,10 @@ pub fn maintenance(cli: &Cli, style: &Style, args: &MaintenanceArgs) -> Result<(
     }
     let applied = if target.apply {
         // What is applied is the ShopSet as the edited file now defines it.
-        let applied = Inventory::parse(&file, &new)?;
+        let mut applied = Inventory::parse(&file, &new)?;
+        if let Some(namespace) = &cli.namespace {
+            applied = applied.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+        }
         let ss = find(&applied, &target.shopset, cli.namespace.as_deref())?;
         apply(ss, cli.namespace.as_deref())?;
         true
