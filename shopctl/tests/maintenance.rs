@@ -197,3 +197,42 @@ fn apply_writes_the_shopset_and_the_api_server_refuses_what_shopctl_refuses() {
     assert!(stderr.contains("spec.maintenance.shops"), "{stderr}");
     assert!(stderr.contains(shopset::rules::MAINTENANCE_SHOP_NOT_SERVED), "{stderr}");
 }
+
+/// After a sync, the system branch carries the maintenance; `status` shows since when and why, and
+/// `doctor` reports a maintenance older than `--maintenance-max-age` with the command that ends it.
+#[test]
+fn sync_status_and_doctor_show_the_maintenance() {
+    let f = common::Fixture::daemon();
+    let m = f.manifests().to_str().unwrap().to_string();
+    f.sync_ok(&[]);
+    let no_cluster = [("KUBECONFIG", "/nonexistent/kubeconfig")];
+    f.shopctl(&["maintenance", "on", "canary-eu", "--reason", "database migration", "-f", &m]).success();
+    // Begun long ago, as a forgotten maintenance would have.
+    let file = f.manifests().join("shopsets.yaml");
+    let text = read(&file);
+    let since = text.lines().find_map(|l| l.trim().strip_prefix("since: ")).unwrap().to_string();
+    std::fs::write(&file, text.replace(&since, "\"2000-01-01T00:00:00Z\"")).unwrap();
+    f.sync_ok(&["--tier", "tier-0"]);
+    let app = f.system_git(&["show", "tier-0:applications/canary-eu.yaml"]);
+    assert!(!app.contains("automated"), "{app}");
+    let overlay = f.system_git(&["show", "tier-0:shopsets/canary-eu/kustomization.yaml"]);
+    assert!(overlay.contains("\"MAINTENANCE_SHOP_IDS=shop-0001,shop-0002\""), "{overlay}");
+
+    let run = f.shopctl_env(&["status", "tier-0", "-f", &m], &no_cluster).success();
+    assert!(run.stdout.contains("in maintenance: ShopSet canary-eu since 2000-01-01T00:00:00Z ("), "{run}");
+    assert!(run.stdout.contains(" ago): database migration"), "{run}");
+
+    let run = f.shopctl_env(&["doctor", "tier-0", "-f", &m], &no_cluster).failure(3);
+    let problem = run.stdout.lines().find(|l| l.contains("Problem: ")).unwrap_or_default();
+    assert!(
+        problem.contains("ShopSet canary-eu: the whole ShopSet in maintenance for ")
+            && problem.contains("(since 2000-01-01T00:00:00Z, longer than 7d 0h): database migration"),
+        "{run}"
+    );
+    assert!(run.stdout.contains(&format!("shopctl maintenance off canary-eu -f {m}")), "{run}");
+    f.shopctl_env(&["doctor", "tier-0", "-f", &m, "--maintenance-max-age", "100000d"], &no_cluster).success();
+
+    // Ended as doctor says: no finding left.
+    f.shopctl(&["maintenance", "off", "canary-eu", "-f", &m]).success();
+    f.shopctl_env(&["doctor", "tier-0", "-f", &m], &no_cluster).success();
+}
