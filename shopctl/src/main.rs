@@ -122,10 +122,10 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Apply a tier's overlays from its system branch with kubectl (the manual path when Argo CD is down).
     Apply(apply::ApplyArgs),
-    /// Put a ShopSet, or some of its shops, in maintenance (`on`), or take it out (`off`): edits its manifest in place.
-    Maintenance(maintenance::MaintenanceArgs),
     /// Find what is wrong with tiers: Problem, Why and the commands that Fix it (exit 3 when something is).
     Doctor(doctor::DoctorArgs),
+    /// Put a ShopSet, or some of its shops, in maintenance (`on`), or take it out (`off`): edits its manifest in place.
+    Maintenance(maintenance::MaintenanceArgs),
     /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
     #[command(name = "argocd-creds")]
     ArgoCdCreds(repo_creds::ArgoCdCredsArgs),
