@@ -130,7 +130,6 @@ pub fn diagnose_tier(
             report.not_checked.push(format!("branch-missing, stale-pin, pin-unreachable, hotfix-not-merged: the repositories could not be read ({e})"));
         }
     }
-    ran(&mut report, "maintenance", old_maintenance(input, ctx));
     match cluster {
         Err(e) => report
             .not_checked
@@ -170,6 +169,7 @@ pub fn diagnose_tier(
             }
         }
     }
+    ran(&mut report, "maintenance", old_maintenance(input, ctx));
     report
 }
 
