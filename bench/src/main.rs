@@ -100,6 +100,7 @@ pub fn shopset(tier: &str, i: usize, generation: usize) -> ShopSet {
                     .expect("image"),
             ],
             namespace: None,
+            maintenance: None,
         },
     );
     ss.metadata.namespace = Some("default".into());

@@ -32,7 +32,7 @@ const NS: &str = "bad-input";
 const FILES: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
 
 /// Rows of the table per [`Expect`]ation.
-const REFUSED: usize = 59;
+const REFUSED: usize = 61;
 const REFUSED_ON_UPDATE: usize = 2;
 const CROSS_OBJECT: usize = 5;
 const CONTROLLER_ONLY: usize = 3;
@@ -373,6 +373,24 @@ fn cases() -> Vec<Case> {
             "ShopSet",
             "spec.shops[1]",
             shop_id,
+        ),
+        case(
+            "maintenance of a shop the ShopSet does not serve",
+            SS,
+            "[shop-1001]\n",
+            "[shop-1001]\n  maintenance:\n    reason: disk full\n    since: \"2026-12-01T08:00:00Z\"\n    shops: [shop-0001]\n",
+            "ShopSet",
+            "spec.maintenance.shops",
+            rules::MAINTENANCE_SHOP_NOT_SERVED,
+        ),
+        case(
+            "maintenance without a reason",
+            SS,
+            "[shop-1001]\n",
+            "[shop-1001]\n  maintenance:\n    reason: ''\n    since: \"2026-12-01T08:00:00Z\"\n",
+            "ShopSet",
+            "spec.maintenance.reason",
+            msg(rules::MAINTENANCE_REASON, "empty"),
         ),
         case("replicas negative", SS, "replicas: 3", "replicas: -1", "ShopSet", "spec.replicas", rules::REPLICAS_RANGE),
         case(

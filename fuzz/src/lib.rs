@@ -315,7 +315,10 @@ pub fn decode(data: &[u8]) -> Case {
                 })
                 .collect();
             let namespace = b.option(false, |b| b.string(Kind::Name, "shops-us-east"));
-            ShopSet::new(&name, ShopSetSpec { tier, configuration, shops, replicas, images, namespace })
+            ShopSet::new(
+                &name,
+                ShopSetSpec { tier, configuration, shops, replicas, images, namespace, maintenance: None },
+            )
         })
         .collect();
     let app = b.hex_pin();

@@ -31,6 +31,16 @@ pub struct DoctorArgs {
     /// (e.g. http://localhost:8080 after `kubectl -n shopset-system port-forward svc/shopset-controller 8080`).
     #[arg(long, value_name = "URL")]
     controller_url: Option<String>,
+    /// Report ShopSets in maintenance for longer than this (`30m`, `12h`, `7d`).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_max_age)]
+    maintenance_max_age: u64,
+}
+
+/// A duration as the CRDs write them, or whole days (`7d`), in seconds.
+fn parse_max_age(value: &str) -> std::result::Result<u64, String> {
+    let days = value.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()).map(|d| d * 86_400);
+    days.or_else(|| shopset::duration::parse_duration(value).map(|d| d.as_secs()))
+        .ok_or_else(|| format!("{value:?} is not a duration like `7d`, `12h` or `30m`"))
 }
 
 #[derive(Debug, Serialize)]
@@ -53,8 +63,11 @@ pub fn doctor(cli: &Cli, style: &Style, args: &DoctorArgs) -> Result<()> {
     let (cache, auth) = (cache(cli)?, auth(cli)?);
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let ctx =
-        Context { manifests: args.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -f "), now };
+    let ctx = Context {
+        manifests: args.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -f "),
+        now,
+        maintenance_max_age: i64::try_from(args.maintenance_max_age).unwrap_or(i64::MAX),
+    };
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let client = rt.block_on(kube::Client::try_default()).map_err(|e| e.to_string());

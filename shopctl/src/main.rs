@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod apply;
 mod diff;
 mod doctor;
+mod maintenance;
 mod man;
 mod progress;
 mod promote;
@@ -126,6 +127,8 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Find what is wrong with tiers: Problem, Why and the commands that Fix it (exit 3 when something is).
     Doctor(doctor::DoctorArgs),
+    /// Put a ShopSet, or some of its shops, in maintenance (`on`), or take it out (`off`): edits its manifest in place.
+    Maintenance(maintenance::MaintenanceArgs),
     /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
     #[command(name = "argocd-creds")]
     ArgoCdCreds(repo_creds::ArgoCdCredsArgs),
@@ -210,6 +213,7 @@ fn main() -> ExitCode {
                         Some(SyncError::Render(_) | SyncError::PathMissing { .. } | SyncError::BranchMissing { .. })
                     )
                     || e.downcast_ref::<shopset::render::RenderError>().is_some()
+                    || e.downcast_ref::<maintenance::InvalidInput>().is_some()
                     || matches!(
                         e.downcast_ref::<shopset::promote::PromoteError>(),
                         Some(
@@ -346,6 +350,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Diff(args) => diff::diff(cli, style, args),
         Command::Apply(args) => apply::apply(cli, style, args),
         Command::Doctor(args) => doctor::doctor(cli, style, args),
+        Command::Maintenance(args) => maintenance::maintenance(cli, style, args),
         Command::ArgoCdCreds(args) => repo_creds::argocd_creds(cli, args),
     }
 }

@@ -106,7 +106,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The promotion gate ([`shopset::gate`]): FROM's Applications Synced and Healthy at the system
 /// commit pinning FROM's head.
-fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str) -> Result<Vec<String>> {
+fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str) -> Result<shopset::gate::Verdict> {
     let input = inv.tier_input(from)?;
     let git = shopset::state::read(&cache(cli)?, &auth(cli)?, &input)?;
     runtime()?.block_on(async {
@@ -166,12 +166,24 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     }
     let plan = plan(&cache, &auth, from, to, &cfgs, only)?;
 
-    let problems = match (args.skip_checks, args.dry_run) {
-        (true, _) => Vec::new(),
+    let verdict = match (args.skip_checks, args.dry_run) {
+        (true, _) => shopset::gate::Verdict::default(),
         (false, false) => gate(cli, &inv, &args.from)?,
         // A preview still says what the gate would find, but a gate it cannot read does not stop it.
-        (false, true) => gate(cli, &inv, &args.from).unwrap_or_else(|e| vec![format!("not checked: {e:#}")]),
+        (false, true) => gate(cli, &inv, &args.from).unwrap_or_else(|e| shopset::gate::Verdict {
+            refusals: vec![format!("not checked: {e:#}")],
+            maintenance: Vec::new(),
+        }),
     };
+    let problems = verdict.refusals;
+    for line in &verdict.maintenance {
+        // On stderr under -o json/yaml, so the plan on stdout stays parseable.
+        if cli.output == Output::Text {
+            println!("{}", style.yellow(line));
+        } else {
+            eprintln!("{line}");
+        }
+    }
     if cli.output == Output::Text {
         print_plan(&plan, style, args.dry_run || args.pr);
         if args.skip_checks {

@@ -32,7 +32,22 @@ pub struct TierView {
     pub git: Option<GitState>,
     pub conditions: Vec<ConditionView>,
     pub applications: Vec<ApplicationView>,
+    /// ShopSets in maintenance, from the manifests.
+    pub maintenance: Vec<MaintenanceView>,
     pub unavailable: Vec<String>,
+}
+
+/// A ShopSet in maintenance: since when and why.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceView {
+    pub shopset: String,
+    /// The shops in maintenance; empty: the whole ShopSet.
+    pub shops: Vec<String>,
+    pub since: String,
+    /// Seconds since it began.
+    pub age_seconds: i64,
+    pub reason: String,
 }
 
 /// An Application and the verdict the promotion gate and `doctor` give it.
@@ -60,6 +75,7 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
     let (cache, auth) = (cache(cli)?, auth(cli)?);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = rt.block_on(kube::Client::try_default());
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let mut views = Vec::new();
     for name in tier_order(&inv, args.tier.as_deref())? {
         let input = inv.tier_input(&name)?;
@@ -69,6 +85,20 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
             git: None,
             conditions: Vec::new(),
             applications: Vec::new(),
+            maintenance: input
+                .shopsets
+                .iter()
+                .filter_map(|ss| {
+                    let m = ss.spec.maintenance.as_ref()?;
+                    Some(MaintenanceView {
+                        shopset: ss.name_any(),
+                        shops: m.shops.clone(),
+                        since: m.since.0.to_string(),
+                        age_seconds: now - m.since.0.as_second(),
+                        reason: m.reason.clone(),
+                    })
+                })
+                .collect(),
             unavailable: Vec::new(),
         };
         match shopset::state::read(&cache, &auth, &input) {
@@ -187,6 +217,20 @@ fn print_view(v: &TierView, style: &Style) {
                 println!("    {} {}", style.yellow("not deployed:"), why.join(", "));
             }
         }
+    }
+    for m in &v.maintenance {
+        let what = if m.shops.is_empty() {
+            format!("ShopSet {}", m.shopset)
+        } else {
+            format!("ShopSet {} shops {}", m.shopset, m.shops.join(", "))
+        };
+        println!(
+            "  {} {what} since {} ({} ago): {}",
+            style.yellow("in maintenance:"),
+            m.since,
+            shopset::doctor::human_duration(m.age_seconds),
+            m.reason
+        );
     }
     for u in &v.unavailable {
         println!("  {} {u}", style.yellow("not read:"));

@@ -275,6 +275,46 @@ fn cases() -> Vec<Case> {
             |_| strings(&["ShopSet/canary-eu", "spec.shops[1]", "\"shop-0001\"", shopset::rules::SHOP_DUPLICATE]),
         ),
         case(
+            "maintenance of a shop the ShopSet does not serve",
+            2,
+            true,
+            |f, _| {
+                f.edit(
+                    "m/shopsets.yaml",
+                    "[shop-1001]\n",
+                    "[shop-1001]\n  maintenance:\n    reason: disk full\n    since: \"2026-12-01T08:00:00Z\"\n    shops: [shop-0001]\n",
+                )
+            },
+            |_| {
+                strings(&[
+                    "ShopSet/canary-us",
+                    "spec.maintenance.shops",
+                    "\"shop-0001\"",
+                    shopset::rules::MAINTENANCE_SHOP_NOT_SERVED,
+                ])
+            },
+        ),
+        case(
+            "maintenance without a reason",
+            2,
+            true,
+            |f, _| {
+                f.edit(
+                    "m/shopsets.yaml",
+                    "[shop-1001]\n",
+                    "[shop-1001]\n  maintenance:\n    reason: ''\n    since: \"2026-12-01T08:00:00Z\"\n",
+                )
+            },
+            |_| {
+                strings(&[
+                    "ShopSet/canary-us",
+                    "spec.maintenance.reason",
+                    "\"\"",
+                    shopset::rules::MAINTENANCE_REASON[0].message,
+                ])
+            },
+        ),
+        case(
             "invalid branch name",
             2,
             true,

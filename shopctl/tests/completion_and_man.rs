@@ -18,6 +18,7 @@ const COMMANDS: &[&str] = &[
     "diff",
     "apply",
     "doctor",
+    "maintenance",
     "argocd-creds",
     "quickstart",
     "completion",
@@ -162,6 +163,8 @@ fn man_out_writes_a_page_per_command() {
     let dir = TempDir::new().unwrap();
     let out = stdout(&["man", "--out", dir.path().to_str().unwrap()]);
     let mut expected: Vec<String> = COMMANDS.iter().map(|c| format!("shopctl-{c}.1")).collect();
+    // Commands with subcommands get a page for each of them too.
+    expected.extend(["shopctl-maintenance-on.1".to_string(), "shopctl-maintenance-off.1".to_string()]);
     expected.push("shopctl.1".into());
     expected.sort();
     let mut files: Vec<String> =

@@ -439,6 +439,17 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
 
     cp.kubectl_ok(["delete", "applications.argoproj.io", "canary-us", "-n", "argocd"]);
     refused(&["ShopSet canary-us", "Application canary-us: it does not exist"]).lacks("ShopSet canary-eu");
+    // Wholly in maintenance, canary-us is passed over and listed; a single shop of it is not enough.
+    let m = fx.m();
+    fx.run(&["maintenance", "on", "canary-us", "--reason", "payment outage", "-f", &m]).success();
+    let dry = fx.promote_env(&["--dry-run"], &kube).success();
+    dry.lacks("not verified").has("ShopSet canary-us in maintenance since ").has("(payment outage): not checked");
+    fx.run(&["maintenance", "on", "canary-us", "--shop", "shop-1001", "--reason", "payment outage", "-f", &m])
+        .success();
+    refused(&["ShopSet canary-us: Application canary-us: it does not exist"])
+        .has("ShopSet canary-us: shops shop-1001 in maintenance since ");
+    fx.run(&["maintenance", "off", "canary-us", "-f", &m]).success();
+    refused(&["ShopSet canary-us", "Application canary-us: it does not exist"]).lacks("in maintenance");
     apply("canary-us");
     set("canary-us", &system1);
 

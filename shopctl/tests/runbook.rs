@@ -28,6 +28,7 @@ const BLOCKS: &[&str] = &[
     "bump",
     "create-branches",
     "first-render",
+    "maintenance-by-hand",
     "promote",
     "promote-done",
     "rerender",
@@ -368,6 +369,71 @@ fn with_the_controller_stopped_promotion_rollback_and_rerender_complete_by_hand(
     assert!(refused.contains("rejected"), "{refused}");
     let doctor = f.shopctl_env(&["doctor", "tier-1", "-f", manifests], &[("KUBECONFIG", "/nonexistent")]).failure(3);
     assert!(doctor.stdout.contains("the app branch tier-1 has 1 commit(s) that tier-0 lacks"), "{doctor}");
+}
+
+/// The ShopSet's lines a person adds for maintenance, as `shopctl maintenance on` writes them.
+const MAINTENANCE: &str = "  maintenance:\n    reason: \"database migration\"\n    since: \"2026-12-01T08:00:00Z\"\n";
+
+/// Maintenance by hand: the YAML edited, the block run, the tree is ShopSet's, and Argo CD's
+/// automated sync of the Application is off while the whole ShopSet is in maintenance, on after.
+#[test]
+fn maintenance_by_hand_writes_shopsets_tree_and_turns_automated_sync_off_and_on() {
+    let cp = ControlPlane::start();
+    let f = Fixture::daemon();
+    let mut hand = Hand::new(&f);
+    hand.kubeconfig = Some(cp.kubeconfig().to_path_buf());
+    hand.run("create-branches", &[("TIER", "tier-0"), ("FROM", "main")]);
+    hand.run("first-render", &[("TIER", "tier-0")]);
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    hand.run("apply-applications", &[("TIER", "tier-0")]);
+    let automated = || {
+        cp.kubectl_ok([
+            "-n",
+            "argocd",
+            "get",
+            "application",
+            "canary-eu",
+            "-o",
+            "jsonpath={.spec.syncPolicy.automated}",
+        ])
+    };
+    assert!(automated().contains("\"selfHeal\":true"), "{}", automated());
+
+    // The edit a person makes, which is what `shopctl maintenance on` writes.
+    let original = example("shopsets.yaml");
+    let shops = "  shops: [shop-0001, shop-0002]\n";
+    let edited = original.replacen(shops, &format!("{shops}{MAINTENANCE}"), 1);
+    let scratch = f.work.path().join("scratch-manifests");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(scratch.join("shopsets.yaml"), &original).unwrap();
+    let scratch_file = scratch.join("shopsets.yaml");
+    f.shopctl(&[
+        "maintenance",
+        "on",
+        "canary-eu",
+        "--reason",
+        "database migration",
+        "-f",
+        scratch_file.to_str().unwrap(),
+    ])
+    .success();
+    let by_shopctl = std::fs::read_to_string(&scratch_file).unwrap();
+    let since = by_shopctl.lines().find_map(|l| l.trim().strip_prefix("since: ")).unwrap();
+    assert_eq!(by_shopctl.replace(since, "\"2026-12-01T08:00:00Z\""), edited);
+
+    f.write_manifest("shopsets.yaml", &edited);
+    hand.run("maintenance-by-hand", &[("TIER", "tier-0"), ("SHOPSET", "canary-eu")]);
+    assert_tree_is_shopsets(&f, "tier-0", "maintenance on");
+    assert_sync_is_a_no_op(&f, "tier-0");
+    assert_eq!(automated(), "", "automated sync is off while canary-eu is in maintenance");
+    let overlay = f.system_git(&["show", "tier-0:shopsets/canary-eu/kustomization.yaml"]);
+    assert!(overlay.contains("\"MAINTENANCE_SHOP_IDS=shop-0001,shop-0002\""), "{overlay}");
+
+    f.write_manifest("shopsets.yaml", &original);
+    hand.run("maintenance-by-hand", &[("TIER", "tier-0"), ("SHOPSET", "canary-eu")]);
+    assert_tree_is_shopsets(&f, "tier-0", "maintenance off");
+    assert_sync_is_a_no_op(&f, "tier-0");
+    assert!(automated().contains("\"selfHeal\":true"), "automated sync is back: {}", automated());
 }
 
 fn path_with_tools() -> String {

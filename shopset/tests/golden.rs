@@ -60,7 +60,12 @@ fn as_files(tree: &Tree) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn check(tier: &str) {
-    let rendered = as_files(&render(&examples(), tier));
+    check_tree(tier, &render(&examples(), tier));
+}
+
+/// `tree` against the golden files under tests/golden/`name`.
+fn check_tree(tier: &str, tree: &Tree) {
+    let rendered = as_files(tree);
     let dir = golden_dir(tier);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -95,6 +100,80 @@ fn tier_0_matches_golden_tree() {
 #[test]
 fn tier_1_matches_golden_tree() {
     check("tier-1");
+}
+
+/// Tier-0 with canary-eu wholly in maintenance and one shop of canary-us.
+fn maintenance_input() -> shopset::manifests::TierInput {
+    let mut input = examples().tier_input("tier-0").unwrap();
+    for ss in &mut input.shopsets {
+        let shops = match ss.metadata.name.as_deref() {
+            Some("canary-eu") => vec![],
+            _ => vec!["shop-1001".to_string()],
+        };
+        ss.spec.maintenance = Some(shopset::api::Maintenance {
+            reason: "database migration".into(),
+            since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-01T08:00:00Z".parse().unwrap()),
+            shops,
+        });
+    }
+    input
+}
+
+fn file(tree: &Tree, path: &str) -> String {
+    match &tree.entries[path] {
+        Entry::File(b) => String::from_utf8(b.to_vec()).unwrap(),
+        Entry::Gitlink(_) => panic!("{path} is a file"),
+    }
+}
+
+/// Maintenance shows in the ConfigMap of each ShopSet (the shops in it) and, for a ShopSet wholly
+/// in maintenance, in an Application without automated sync; `since` and `reason` do not reach the
+/// system branch, so the tree depends on what is in maintenance only.
+#[test]
+fn maintenance_matches_golden_tree() {
+    let input = maintenance_input();
+    let pins =
+        Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    let tree = Renderer::embedded()
+        .unwrap()
+        .render(RenderInput {
+            tier: &input.tier,
+            configurations: &input.configurations,
+            shopsets: &input.shopsets,
+            pins: &pins,
+        })
+        .unwrap();
+    check_tree("tier-0-maintenance", &tree);
+    assert!(
+        file(&tree, "shopsets/canary-eu/kustomization.yaml")
+            .contains("- \"MAINTENANCE_SHOP_IDS=shop-0001,shop-0002\"\n")
+    );
+    assert!(file(&tree, "shopsets/canary-us/kustomization.yaml").contains("- \"MAINTENANCE_SHOP_IDS=shop-1001\"\n"));
+    assert!(!file(&tree, "applications/canary-eu.yaml").contains("automated"));
+    assert!(
+        file(&tree, "applications/canary-us.yaml").contains("automated:\n      prune: true\n      selfHeal: true\n")
+    );
+    // Out of maintenance, both are as without the feature (the golden tier-0).
+    let plain = render(&examples(), "tier-0");
+    assert!(!file(&plain, "shopsets/canary-eu/kustomization.yaml").contains("MAINTENANCE"));
+    assert!(file(&plain, "applications/canary-eu.yaml").contains("automated:"));
+    // The same maintenance begun at another time, for another reason, renders the same bytes.
+    let mut later = input.clone();
+    for ss in &mut later.shopsets {
+        let m = ss.spec.maintenance.as_mut().unwrap();
+        m.reason = "another reason".into();
+        m.since = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-02T09:30:00Z".parse().unwrap());
+    }
+    let again = Renderer::embedded()
+        .unwrap()
+        .render(RenderInput {
+            tier: &later.tier,
+            configurations: &later.configurations,
+            shopsets: &later.shopsets,
+            pins: &pins,
+        })
+        .unwrap();
+    assert_eq!(tree, again);
 }
 
 #[test]
@@ -194,6 +273,15 @@ fn a_reused_renderer_follows_every_input_change() {
         ("shops", |i| i.shopsets[0].spec.shops.push("shop-new".into())),
         ("replicas", |i| i.shopsets[0].spec.replicas = Some(7)),
         ("shopset namespace", |i| i.shopsets[0].spec.namespace = Some("elsewhere".into())),
+        ("maintenance", |i| {
+            i.shopsets[0].spec.maintenance = Some(shopset::api::Maintenance {
+                reason: "r".into(),
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time::from(
+                    "2026-12-01T08:00:00Z".parse::<k8s_openapi::jiff::Timestamp>().unwrap(),
+                ),
+                shops: Vec::new(),
+            })
+        }),
     ];
     for (what, change) in changes {
         let reused = Renderer::embedded().unwrap();

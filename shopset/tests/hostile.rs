@@ -203,6 +203,7 @@ impl Values {
                     replicas: Some(self.replicas),
                     images: vec![self.image.clone()],
                     namespace: Some(self.first_namespace.clone()),
+                    maintenance: None,
                 },
             ),
             ShopSet::new(
@@ -214,6 +215,7 @@ impl Values {
                     replicas: None,
                     images: vec![],
                     namespace: None,
+                    maintenance: None,
                 },
             ),
         ]

@@ -312,6 +312,7 @@ pub struct ConfigurationStatus {
     printcolumn = r#"{"name":"Sync","type":"string","description":"Argo CD sync status of the Application","jsonPath":".status.syncStatus"}"#,
     printcolumn = r#"{"name":"Health","type":"string","description":"Argo CD health status of the Application","jsonPath":".status.healthStatus"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Maintenance","type":"string","description":"Why the ShopSet, or some of its shops, is in maintenance","jsonPath":".spec.maintenance.reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -338,6 +339,35 @@ pub struct ShopSetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub namespace: Option<String>,
+    /// Maintenance of the whole ShopSet or of some of its shops (`shopctl maintenance on|off`).
+    /// Absent: none. The generated ConfigMap `shopset` lists the shops in maintenance
+    /// (`MAINTENANCE_SHOP_IDS`); for the whole ShopSet, its Application has no automated sync
+    /// until maintenance ends, and the promotion gate passes the ShopSet over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// Maintenance of a ShopSet, kept in its spec so that who turned it on, when and why is in git.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Maintenance {
+    /// Why, as `shopctl status` and `doctor` show it. Not given to the workloads.
+    #[schemars(length(max = 1024))]
+    pub reason: String,
+    /// When maintenance was turned on (RFC 3339, UTC); `shopctl maintenance on` writes it.
+    /// `shopctl doctor` warns when it is older than `--maintenance-max-age`.
+    pub since: Time,
+    /// Shop IDs in maintenance, each one of `spec.shops`. Empty: the whole ShopSet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = crate::rules::MAX_SHOPS), inner(length(max = 63)))]
+    pub shops: Vec<String>,
+}
+
+impl Maintenance {
+    /// Whether the whole ShopSet is in maintenance (not only some of its shops).
+    pub fn whole(&self) -> bool {
+        self.shops.is_empty()
+    }
 }
 
 /// An image override (Kustomize `images` entry).
@@ -406,6 +436,20 @@ impl ShopSet {
             .clone()
             .or_else(|| tier.spec.argocd.destination.namespace.clone())
             .unwrap_or_else(|| self.name_any())
+    }
+
+    /// The shops in maintenance: every shop when the whole ShopSet is, else the ones listed.
+    pub fn shops_in_maintenance(&self) -> Vec<String> {
+        match &self.spec.maintenance {
+            None => Vec::new(),
+            Some(m) if m.whole() => self.spec.shops.clone(),
+            Some(m) => m.shops.clone(),
+        }
+    }
+
+    /// Whether the whole ShopSet is in maintenance.
+    pub fn wholly_in_maintenance(&self) -> bool {
+        self.spec.maintenance.as_ref().is_some_and(Maintenance::whole)
     }
 }
 

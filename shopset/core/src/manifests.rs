@@ -11,6 +11,8 @@ use serde_json::Value;
 use crate::api::{API_VERSION, Configuration, GROUP, ShopSet, Tier};
 use crate::validation::{self, Invalid, Problems};
 
+pub mod edit;
+
 /// Why manifests could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

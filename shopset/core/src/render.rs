@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, context};
 use serde::Serialize;
 
-use crate::api::{Configuration, ShopSet, Tier};
+use crate::api::{Configuration, ShopSet, SyncPolicy, Tier};
 pub use crate::tree::{Entry, Tree};
 
 /// Templates compiled into the binaries; a directory given with `--templates` overrides them file by file.
@@ -253,12 +253,18 @@ impl Renderer {
             let files = match previous.get(&key).filter(|_| !key.is_empty()) {
                 Some(files) => files.clone(),
                 None => {
-                    let literals = vec![
+                    let mut literals = vec![
                         format!("SHOPSET_NAME={name}"),
                         format!("SHOPSET_TIER={tier_name}"),
                         format!("SHOP_COUNT={}", ss.spec.shops.len()),
                         format!("SHOP_IDS={}", ss.spec.shops.join(",")),
                     ];
+                    // Only while in maintenance: a ShopSet that never is keeps its ConfigMap (and
+                    // so its workloads) untouched by this feature.
+                    if ss.spec.maintenance.is_some() {
+                        literals.push(format!("MAINTENANCE_SHOP_IDS={}", ss.shops_in_maintenance().join(",")));
+                    }
+                    let sync_policy = effective_sync_policy(argocd.sync_policy.as_ref(), ss);
                     let ctx = context! {
                         shopset => name.as_str(),
                         tier => tier_name.as_str(),
@@ -280,7 +286,7 @@ impl Renderer {
                         path => dir.as_str(),
                         server => argocd.destination.server.as_str(),
                         namespace => namespace.as_str(),
-                        sync_policy => minijinja::value::Serde(&argocd.sync_policy),
+                        sync_policy => minijinja::value::Serde(&sync_policy),
                     };
                     let what = format!("ShopSet/{name}");
                     let mut files = vec![
@@ -320,6 +326,20 @@ impl Renderer {
         self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(tier_name, TierMemo { tier_key, shopsets: memo });
         Ok(tree)
     }
+}
+
+/// The Tier's sync policy as the Application of `ss` gets it: without automated sync while the
+/// whole ShopSet is in maintenance, so Argo CD neither syncs nor self-heals over what operators do
+/// by hand; no policy at all when nothing else is left.
+fn effective_sync_policy(policy: Option<&SyncPolicy>, ss: &ShopSet) -> Option<SyncPolicy> {
+    let mut policy = policy.cloned()?;
+    if ss.wholly_in_maintenance() {
+        policy.automated = None;
+        if policy.sync_options.is_empty() {
+            return None;
+        }
+    }
+    Some(policy)
 }
 
 /// `prefix/path`, without a trailing `/.`.

@@ -276,6 +276,18 @@ pub const IMAGE_DIGEST: &[Check] = &[check(
     "is not an image digest like `sha256:` followed by 64 hex digits",
 )];
 
+/// The reason of a maintenance: something people can read in `shopctl status`.
+pub const MAINTENANCE_REASON: &[Check] = &[
+    check(Test::NonEmpty, "must not be empty: say why, e.g. `database migration, see OPS-123`"),
+    check(Test::MaxChars(1024), "must be at most 1024 characters long"),
+];
+
+/// CEL rule over the ShopSet: every shop in maintenance is one it serves.
+pub const MAINTENANCE_SHOPS_SERVED_RULE: &str = "!has(self.spec.maintenance) || !has(self.spec.maintenance.shops) || self.spec.maintenance.shops.all(s, has(self.spec.shops) && s in self.spec.shops)";
+/// Message of a maintenance naming a shop the ShopSet does not serve.
+pub const MAINTENANCE_SHOP_NOT_SERVED: &str =
+    "names a shop this ShopSet does not serve: list only shops of spec.shops, or none for the whole ShopSet";
+
 // ---------------------------------------------------------------------------------------------
 // Where the rules go in the CRDs
 
@@ -312,6 +324,9 @@ pub const FIELDS: &[(&str, &str, FieldRules)] = &[
     ("ShopSet", "spec.images[].newName", FieldRules::Checks(IMAGE_NAME)),
     ("ShopSet", "spec.images[].newTag", FieldRules::Checks(IMAGE_TAG)),
     ("ShopSet", "spec.images[].digest", FieldRules::Checks(IMAGE_DIGEST)),
+    ("ShopSet", "spec.maintenance.reason", FieldRules::Checks(MAINTENANCE_REASON)),
+    ("ShopSet", "spec.maintenance.shops", FieldRules::Rule(SHOPS_UNIQUE_RULE, SHOP_DUPLICATE)),
+    ("ShopSet", "spec.maintenance.shops[]", FieldRules::Checks(SHOP_ID)),
 ];
 
 /// Rules on the whole object of `kind` (names, immutability, fields compared with each other).
@@ -336,11 +351,18 @@ pub fn object_rules(kind: &str) -> Vec<Value> {
                 "fieldPath": ".spec.system.url",
             }),
         ]),
-        "ShopSet" => rules.push(json!({
-            "rule": "self.spec.tier == oldSelf.spec.tier",
-            "message": TIER_IMMUTABLE,
-            "fieldPath": ".spec.tier",
-        })),
+        "ShopSet" => rules.extend([
+            json!({
+                "rule": "self.spec.tier == oldSelf.spec.tier",
+                "message": TIER_IMMUTABLE,
+                "fieldPath": ".spec.tier",
+            }),
+            json!({
+                "rule": MAINTENANCE_SHOPS_SERVED_RULE,
+                "message": MAINTENANCE_SHOP_NOT_SERVED,
+                "fieldPath": ".spec.maintenance.shops",
+            }),
+        ]),
         _ => {}
     }
     rules

@@ -291,6 +291,35 @@ pub fn check_shopset(ss: &ShopSet, out: &mut Vec<Invalid>) {
             }
         }
     }
+    if let Some(maintenance) = &ss.spec.maintenance {
+        c.checks(
+            "spec.maintenance.reason",
+            &maintenance.reason,
+            rules::MAINTENANCE_REASON,
+            "say why in at most 1024 characters: `shopctl maintenance on SHOPSET --reason TEXT`",
+        );
+        let mut seen = BTreeMap::new();
+        for (i, shop) in maintenance.shops.iter().enumerate() {
+            let field = format!("spec.maintenance.shops[{i}]");
+            c.checks(&field, shop, rules::SHOP_ID, "name a shop ID of spec.shops");
+            if let Some(first) = seen.insert(shop.as_str(), i) {
+                c.fail(
+                    &field,
+                    shop,
+                    rules::SHOP_DUPLICATE,
+                    format!("remove it here or at spec.maintenance.shops[{first}]"),
+                );
+            }
+            if !ss.spec.shops.contains(shop) {
+                c.fail(
+                    "spec.maintenance.shops",
+                    shop,
+                    rules::MAINTENANCE_SHOP_NOT_SERVED,
+                    format!("add {shop} to spec.shops, or take it out of maintenance"),
+                );
+            }
+        }
+    }
     if ss.spec.images.len() > rules::MAX_IMAGES {
         let count = ss.spec.images.len().to_string();
         c.fail(

@@ -47,6 +47,7 @@ pub const CHECKS: &[(&str, &str)] = &[
     ("credentials", "the Secret the Tier names exists"),
     ("application", "each ShopSet's Application exists, is Synced and Healthy at the system branch's head"),
     ("webhook", "the controller has received webhook deliveries and refused none"),
+    ("maintenance", "no ShopSet has been in maintenance for longer than the maximum age"),
 ];
 
 /// What `doctor` found for one tier.
@@ -78,6 +79,8 @@ pub struct Context {
     pub manifests: String,
     /// Now, in Unix seconds (the caller's clock: analyzers read none).
     pub now: i64,
+    /// Maintenance older than this many seconds is a finding.
+    pub maintenance_max_age: i64,
 }
 
 /// The namespace the Tier lives in (manifests without one mean `default`).
@@ -144,7 +147,21 @@ pub fn diagnose_tier(
                 Some(Ok(exists)) => ran(&mut report, "credentials", credentials_missing(input, *exists)),
                 Some(Err(e)) => report.not_checked.push(format!("credentials: cannot read the Secret: {e}")),
             }
-            match (&c.applications, git) {
+            // As the promotion gate: a ShopSet wholly in maintenance has its automated sync off on
+            // purpose, so how its Application stands is no finding.
+            let judged = c.applications.as_ref().map(|apps| {
+                let (skipped, judged): (Vec<AppState>, Vec<AppState>) = apps.iter().cloned().partition(|a| {
+                    input.shopsets.iter().any(|s| s.name_any() == a.shopset && s.wholly_in_maintenance())
+                });
+                for app in skipped {
+                    report.not_checked.push(format!(
+                        "application: Application {} of ShopSet {}: the ShopSet is in maintenance (automated sync off)",
+                        app.application, app.shopset
+                    ));
+                }
+                judged
+            });
+            match (&judged, git) {
                 (Ok(apps), Ok(g)) => ran(&mut report, "application", applications(input, g, apps, ctx)),
                 (Ok(apps), Err(_)) => {
                     ran(&mut report, "application", applications(input, &GitState::default(), apps, ctx))
@@ -153,6 +170,7 @@ pub fn diagnose_tier(
             }
         }
     }
+    ran(&mut report, "maintenance", old_maintenance(input, ctx));
     report
 }
 
@@ -170,6 +188,47 @@ fn git_unreadable(input: &TierInput, error: &str, ctx: &Context) -> Finding {
             format!("shopctl status {} -f {}", t.name_any(), ctx.manifests),
         ],
     )
+}
+
+/// A ShopSet (or some of its shops) in maintenance for longer than `ctx.maintenance_max_age`:
+/// maintenance is meant to end, and a forgotten one keeps shops down and Argo CD from syncing.
+pub fn old_maintenance(input: &TierInput, ctx: &Context) -> Vec<Finding> {
+    let tier = input.tier.name_any();
+    let mut out = Vec::new();
+    for ss in &input.shopsets {
+        let Some(m) = &ss.spec.maintenance else { continue };
+        let age = ctx.now - m.since.0.as_second();
+        if age <= ctx.maintenance_max_age {
+            continue;
+        }
+        let name = ss.name_any();
+        let what = if m.whole() { "the whole ShopSet".to_string() } else { format!("shops {}", m.shops.join(", ")) };
+        let why = if m.whole() {
+            "its shops serve the maintenance page and Argo CD does not sync its Application while it lasts: \
+             a forgotten maintenance keeps them down and lets the cluster drift from git"
+        } else {
+            "these shops serve the maintenance page while it lasts: a forgotten maintenance keeps them down"
+        };
+        out.push(finding(
+            "maintenance",
+            &tier,
+            format!(
+                "ShopSet {name}: {what} in maintenance for {} (since {}, longer than {}): {}",
+                human_duration(age),
+                m.since.0,
+                human_duration(ctx.maintenance_max_age),
+                m.reason
+            ),
+            why.into(),
+            vec![
+                "# when the work is done:".into(),
+                format!("shopctl maintenance off {name} -f {}", ctx.manifests),
+                "# then commit the manifest for review; or, if it must last, pass a larger --maintenance-max-age"
+                    .into(),
+            ],
+        ));
+    }
+    out
 }
 
 /// A tier branch missing in the app, a configuration or the system repository.

@@ -94,6 +94,15 @@ pub fn deployed(apps: &[AppState], branch: &str, head: Option<&str>) -> (bool, &
     }
 }
 
+/// The Applications the `Deployed` condition judges: as for the promotion gate, not those of
+/// ShopSets wholly in maintenance (their automated sync is off on purpose).
+pub fn judged(input: &TierInput, apps: &[AppState]) -> Vec<AppState> {
+    apps.iter()
+        .filter(|a| !input.shopsets.iter().any(|s| s.name_any() == a.shopset && s.wholly_in_maintenance()))
+        .cloned()
+        .collect()
+}
+
 /// The conditions of a Tier after `outcome`, given its current ones.
 pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<'_>) -> Vec<Condition> {
     let c = |type_: &str, ok: bool, reason: &str, message: &str| condition(old, type_, ok, reason, message, generation);
@@ -113,7 +122,7 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             };
             let ready =
                 format!("system branch {} at {}; {} Applications", report.branch, short(head), applied.applied.len());
-            let (ok, reason, message) = deployed(apps, &report.branch, report.head.as_deref());
+            let (ok, reason, message) = deployed(&judged(input, apps), &report.branch, report.head.as_deref());
             vec![
                 c("Ready", true, "Synced", &ready),
                 c("Rendered", true, "Rendered", &format!("{} ShopSets rendered", input.shopsets.len())),
@@ -122,7 +131,7 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             ]
         }
         Outcome::Observed { input, head, apps } => {
-            let (ok, reason, message) = deployed(apps, &input.tier.branch(), *head);
+            let (ok, reason, message) = deployed(&judged(input, apps), &input.tier.branch(), *head);
             let mut out: Vec<Condition> = old.iter().filter(|c| c.type_ != "Deployed").cloned().collect();
             out.push(c("Deployed", ok, reason, &message));
             out
@@ -467,6 +476,36 @@ mod tests {
             (false, "Deploying", "0/1 at 1a2b3c4; eu: it does not exist".into())
         );
         assert!(!deployed(&all, "tier-0", None).0, "no system commit, nothing deployed");
+    }
+
+    #[test]
+    fn deployed_passes_over_shopsets_wholly_in_maintenance() {
+        let head = "1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d";
+        let shopset = |name: &str, shops: Option<Vec<String>>| {
+            let mut ss: ShopSet = serde_json::from_value(json!({
+                "apiVersion": API_VERSION, "kind": "ShopSet", "metadata": {"name": name},
+                "spec": {"tier": "tier-0", "configuration": "c", "shops": ["a", "b"]},
+            }))
+            .unwrap();
+            ss.spec.maintenance = shops.map(|shops| shopset_core::api::Maintenance {
+                reason: "r".into(),
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+                shops,
+            });
+            ss
+        };
+        let input = |eu| TierInput {
+            tier: tier(&[], 1, 1),
+            from: None,
+            configurations: Vec::new(),
+            shopsets: vec![shopset("eu", eu), shopset("us", None)],
+        };
+        let apps = [app("eu", "OutOfSync", "Healthy", head), app("us", "Synced", "Healthy", head)];
+        let whole = input(Some(Vec::new()));
+        assert_eq!(deployed(&judged(&whole, &apps), "tier-0", Some(head)), (true, "Deployed", "1/1 at 1a2b3c4".into()));
+        let part = input(Some(vec!["a".into()]));
+        assert!(!deployed(&judged(&part, &apps), "tier-0", Some(head)).0, "single shops: still judged");
+        assert!(!deployed(&judged(&input(None), &apps), "tier-0", Some(head)).0);
     }
 
     #[test]

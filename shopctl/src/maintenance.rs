@@ -1,0 +1,321 @@
+//! `shopctl maintenance on|off`: puts a ShopSet, or some of its shops, in maintenance by editing
+//! its manifest in place (the file lives in git and is reviewed), and with `--apply` writes the
+//! edited ShopSet to the cluster by server-side apply.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde::Serialize;
+use shopset::api::{Maintenance, ShopSet};
+use shopset::manifests::edit::set_maintenance;
+use shopset::manifests::{Inventory, LoadError};
+use shopset::render::{Entry, Tree};
+use shopset::validation::{Problems, check_shopset};
+
+use crate::{Cli, Output, Style, print_structured};
+
+/// The field manager of `--apply`.
+const FIELD_MANAGER: &str = "shopctl";
+
+#[derive(clap::Args, Debug)]
+pub struct MaintenanceArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Put SHOPSET (or, with --shop, some of its shops) in maintenance, with a reason; since now.
+    On {
+        #[command(flatten)]
+        target: Target,
+        /// Why, as `shopctl status` and `doctor` show it.
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Take SHOPSET (or, with --shop, some of its shops) out of maintenance.
+    Off {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// The ShopSet.
+    shopset: String,
+    /// Only this shop (repeatable). Default: the whole ShopSet.
+    #[arg(long = "shop", value_name = "ID")]
+    shops: Vec<String>,
+    /// Manifest files or directories holding the ShopSet; the one that defines it is edited.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Print the change to the manifest as a diff; write nothing.
+    #[arg(long, conflicts_with = "apply")]
+    dry_run: bool,
+    /// Also write the edited ShopSet to the cluster (server-side apply, field manager `shopctl`).
+    #[arg(long)]
+    apply: bool,
+}
+
+/// Input that names something the manifests do not hold, or cannot be edited in place (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+fn invalid(message: String) -> anyhow::Error {
+    anyhow::Error::new(InvalidInput(message))
+}
+
+/// What a run changed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    shopset: String,
+    file: PathBuf,
+    maintenance: Option<Maintenance>,
+    changed: bool,
+    dry_run: bool,
+    applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<String>,
+}
+
+pub fn maintenance(cli: &Cli, style: &Style, args: &MaintenanceArgs) -> Result<()> {
+    let (target, reason) = match &args.action {
+        Action::On { target, reason } => (target, Some(reason.as_str())),
+        Action::Off { target } => (target, None),
+    };
+    let files = yaml_files(&target.files)?;
+    // Read everything first: a file that does not load edits nothing. Only the ShopSet is checked
+    // (below), so its file alone is enough input.
+    let mut inventory = Inventory::load(&target.files)?;
+    if let Some(namespace) = &cli.namespace {
+        inventory = inventory.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+    }
+    let ss = find(&inventory, &target.shopset, cli.namespace.as_deref())?;
+    let wanted = wanted(ss, &target.shops, reason)?;
+    let mut edited = ss.clone();
+    edited.spec.maintenance = wanted.clone();
+    let mut problems = Vec::new();
+    check_shopset(&edited, &mut problems);
+    if !problems.is_empty() {
+        return Err(anyhow!(LoadError::Invalid(Problems(problems))));
+    }
+
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let new = set_maintenance(&text, &target.shopset, cli.namespace.as_deref(), wanted.as_ref())
+            .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+        if let Some(new) = new {
+            found.push((file.clone(), text, new));
+        }
+    }
+    let (file, old, new) = match found.len() {
+        1 => found.remove(0),
+        0 => {
+            return Err(invalid(format!(
+                "ShopSet/{}: not found in the files given; fix: pass the manifest that defines it with -f",
+                target.shopset
+            )));
+        }
+        _ => {
+            let names: Vec<String> = found.iter().map(|(f, _, _)| f.display().to_string()).collect();
+            return Err(invalid(format!(
+                "ShopSet/{}: defined in {}; fix: pass only the file that defines it, or -n its namespace",
+                target.shopset,
+                names.join(" and ")
+            )));
+        }
+    };
+    let changed = old != new;
+    let diff = (target.dry_run && changed).then(|| manifest_diff(&file, &old, &new));
+    if changed && !target.dry_run {
+        write_atomically(&file, &new)?;
+    }
+    let applied = if target.apply {
+        // What is applied is the ShopSet as the edited file now defines it.
+        let mut applied = Inventory::parse(&file, &new)?;
+        if let Some(namespace) = &cli.namespace {
+            applied = applied.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+        }
+        let ss = find(&applied, &target.shopset, cli.namespace.as_deref())?;
+        apply(ss, cli.namespace.as_deref())?;
+        true
+    } else {
+        false
+    };
+
+    let report = Report {
+        shopset: target.shopset.clone(),
+        file,
+        maintenance: wanted,
+        changed,
+        dry_run: target.dry_run,
+        applied,
+        diff,
+    };
+    if cli.output == Output::Text {
+        print_text(&report, style);
+    }
+    print_structured(cli.output, &report)
+}
+
+/// The files `-f` names, as [`Inventory::load`] reads them.
+fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Result<&'a ShopSet> {
+    let matching: Vec<&ShopSet> = inventory
+        .shopsets
+        .iter()
+        .filter(|((ns, n), _)| n == name && namespace.is_none_or(|want| want == ns))
+        .map(|(_, ss)| ss)
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one),
+        [] => Err(invalid(format!(
+            "ShopSet/{name}: not found in the files given; fix: pass the manifest that defines it with -f{}",
+            if namespace.is_some() { ", or correct -n" } else { "" }
+        ))),
+        _ => Err(invalid(format!("ShopSet/{name}: defined in several namespaces; fix: pass -n NAMESPACE"))),
+    }
+}
+
+/// The maintenance the ShopSet should have after this run.
+fn wanted(ss: &ShopSet, shops: &[String], reason: Option<&str>) -> Result<Option<Maintenance>> {
+    let current = ss.spec.maintenance.as_ref();
+    let name = ss.name_any();
+    Ok(match reason {
+        Some(reason) => {
+            // Shops add to shops already in maintenance; without --shop, the whole ShopSet is.
+            let mut list: Vec<String> = match current {
+                Some(m) if !m.whole() && !shops.is_empty() => m.shops.clone(),
+                _ => Vec::new(),
+            };
+            for shop in shops {
+                if !list.contains(shop) {
+                    list.push(shop.clone());
+                }
+            }
+            match current {
+                // Asked again for the same: keep when it began.
+                Some(m) if m.reason == reason && m.shops == list => Some(m.clone()),
+                _ => Some(Maintenance { reason: reason.to_string(), since: now(), shops: list }),
+            }
+        }
+        None if shops.is_empty() => None,
+        None => match current {
+            None => None,
+            Some(m) if m.whole() => {
+                return Err(invalid(format!(
+                    "ShopSet/{name}: spec.maintenance: the whole ShopSet is in maintenance, not single shops; fix: run `shopctl maintenance off {name}` without --shop, then `on --shop` for the shops that stay"
+                )));
+            }
+            Some(m) => {
+                if let Some(shop) = shops.iter().find(|s| !m.shops.contains(s)) {
+                    return Err(invalid(format!(
+                        "ShopSet/{name}: spec.maintenance.shops: {shop:?} is not in maintenance (in maintenance: {}); fix: name one of those",
+                        m.shops.join(", ")
+                    )));
+                }
+                let left: Vec<String> = m.shops.iter().filter(|s| !shops.contains(s)).cloned().collect();
+                // No shop left means none in maintenance, not the whole ShopSet.
+                (!left.is_empty()).then(|| Maintenance { shops: left, ..m.clone() })
+            }
+        },
+    })
+}
+
+/// Now, to the second: what `since` records.
+fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
+    let path = file.display().to_string();
+    let tree = |text: &str| Tree::from_entries(BTreeMap::from([(path.clone(), Entry::file(text.as_bytes()))]));
+    shopset::gitops::diff_trees(&tree(old), &tree(new))
+}
+
+/// Writes `text` to `file` through a sibling temporary file, so a failure leaves the old file.
+fn write_atomically(file: &Path, text: &str) -> Result<()> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::fs::write(tmp.path(), text).with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    if let Ok(meta) = std::fs::metadata(file) {
+        // Keep the file's mode (a temporary file is created 0600).
+        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+    }
+    tmp.persist(file).map_err(|e| anyhow!("cannot replace {}: {}", file.display(), e.error))?;
+    Ok(())
+}
+
+fn apply(ss: &ShopSet, namespace: Option<&str>) -> Result<()> {
+    let name = ss.name_any();
+    let ns = ss.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow!("ShopSet/{name}: cannot reach the cluster to apply it ({e}); fix: set KUBECONFIG, or leave out --apply and let GitOps apply the file")
+        })?;
+        let api: Api<ShopSet> = Api::namespaced(client, &ns);
+        let mut obj = ss.clone();
+        obj.metadata.namespace = Some(ns.clone());
+        obj.status = None;
+        obj.metadata.managed_fields = None;
+        obj.metadata.resource_version = None;
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&obj)).await.map_err(|e| {
+            anyhow!(
+                "ShopSet/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns spec.maintenance, apply the file as that manager does",
+                shopset::error::api_message(&e)
+            )
+        })?;
+        Ok(())
+    })
+}
+
+fn print_text(r: &Report, style: &Style) {
+    let what = match &r.maintenance {
+        None => "out of maintenance".to_string(),
+        Some(m) if m.whole() => format!("in maintenance since {} ({})", m.since.0, m.reason),
+        Some(m) => format!("shops {} in maintenance since {} ({})", m.shops.join(", "), m.since.0, m.reason),
+    };
+    let verb = match (r.changed, r.dry_run) {
+        (false, _) => "unchanged:",
+        (true, true) => "would be",
+        (true, false) => "now",
+    };
+    println!("{} {verb} {what}", style.bold(&format!("ShopSet {}", r.shopset)));
+    if let Some(diff) = &r.diff {
+        for line in diff.lines() {
+            println!("{}", style.diff_line(line));
+        }
+    } else if r.changed {
+        println!("  edited {}: commit it for review", r.file.display());
+    }
+    if r.applied {
+        println!("  {} to the cluster (server-side apply, field manager {FIELD_MANAGER})", style.green("applied"));
+    }
+}

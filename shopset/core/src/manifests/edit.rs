@@ -1,0 +1,367 @@
+//! Editing a ShopSet's manifest in place: the files live in git and are reviewed, so an edit
+//! changes the one field it is about and leaves every other byte (comments, order, quoting, other
+//! documents) as the person wrote it. YAML libraries drop comments, so this works on lines, and
+//! then parses its result to prove that it changed exactly that field.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{GROUP, Maintenance};
+
+/// Why a manifest could not be edited.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("document {index}: not valid YAML: {error}; fix: correct the YAML syntax first")]
+    Yaml { index: usize, error: serde_yaml::Error },
+    #[error(
+        "ShopSet/{name} (document {index}): spec is not written as a block mapping (`spec:` alone on its line, its fields indented below); fix: write it so, or edit spec.maintenance by hand"
+    )]
+    NotBlock { name: String, index: usize },
+    #[error(
+        "ShopSet/{name} (document {index}): the edit would change more than spec.maintenance (an unusual layout, e.g. anchors or flow style inside spec); fix: edit spec.maintenance by hand"
+    )]
+    Unsafe { name: String, index: usize },
+}
+
+/// One document of a YAML stream: its lines `[start, end)`.
+struct Document {
+    start: usize,
+    end: usize,
+}
+
+/// Splits lines (each with its line ending) into documents at `---` lines.
+fn documents(lines: &[&str]) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let rest = line.strip_prefix("---");
+        if rest.is_some_and(|r| r.trim().is_empty() || r.starts_with([' ', '\t'])) {
+            docs.push(Document { start, end: i });
+            start = i + 1;
+        }
+    }
+    docs.push(Document { start, end: lines.len() });
+    docs
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// A line that holds YAML content (not blank, not only a comment).
+fn is_content(line: &str) -> bool {
+    let t = line.trim();
+    !t.is_empty() && !t.starts_with('#')
+}
+
+/// The line ending the text uses (CRLF when its first line ends so).
+fn line_ending(text: &str) -> &'static str {
+    match text.find('\n') {
+        Some(i) if i > 0 && text.as_bytes()[i - 1] == b'\r' => "\r\n",
+        _ => "\n",
+    }
+}
+
+/// A YAML scalar for a shop ID: plain where YAML reads it back as that string, else quoted.
+fn scalar(value: &str) -> String {
+    let plain = value.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !matches!(
+            value.to_ascii_lowercase().as_str(),
+            "y" | "yes" | "n" | "no" | "true" | "false" | "on" | "off" | "null"
+        );
+    if plain { value.to_string() } else { quoted(value) }
+}
+
+/// A double-quoted YAML scalar: JSON's, plus escapes for the characters YAML reads as line breaks.
+fn quoted(value: &str) -> String {
+    let json = serde_json::Value::String(value.to_string()).to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether the document is the ShopSet `name` (in `namespace`, when one is given: a document that
+/// names none is in it, as with `kubectl -n`).
+fn is_shopset(value: &Value, name: &str, namespace: Option<&str>) -> bool {
+    let text = |p: &str| value.pointer(p).and_then(Value::as_str);
+    text("/apiVersion").and_then(|v| v.split('/').next()) == Some(GROUP)
+        && text("/kind") == Some("ShopSet")
+        && text("/metadata/name") == Some(name)
+        && namespace.is_none_or(|ns| text("/metadata/namespace").is_none_or(|n| n == ns))
+}
+
+/// Sets (`Some`) or removes (`None`) `spec.maintenance` of ShopSet `name` in the YAML stream
+/// `text`, changing no other byte. `Ok(None)` when the stream holds no such ShopSet; the new text
+/// when it does (equal to `text` when there was nothing to change).
+///
+/// # Errors
+/// When a document is not YAML, or the ShopSet's `spec` is laid out so that a line edit cannot be
+/// proven to touch `spec.maintenance` alone.
+pub fn set_maintenance(
+    text: &str,
+    name: &str,
+    namespace: Option<&str>,
+    maintenance: Option<&Maintenance>,
+) -> Result<Option<String>, EditError> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let docs = documents(&lines);
+    let mut parsed = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        parsed.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index, error })?);
+    }
+    // serde_yaml skips empty documents (e.g. before a leading `---`); match the line documents
+    // that hold content to the parsed ones, in order.
+    let content: Vec<&Document> = docs.iter().filter(|d| lines[d.start..d.end].iter().any(|l| is_content(l))).collect();
+    if content.len() != parsed.len() {
+        // A layout this splitter does not know (e.g. `--- value` on one line): find the ShopSet
+        // anyway, but do not touch it.
+        return match parsed.iter().position(|v| is_shopset(v, name, namespace)) {
+            Some(index) => Err(EditError::Unsafe { name: name.into(), index }),
+            None => Ok(None),
+        };
+    }
+    let Some(index) = parsed.iter().position(|v| is_shopset(v, name, namespace)) else {
+        return Ok(None);
+    };
+    let doc = content[index];
+    let eol = line_ending(text);
+    let not_block = || EditError::NotBlock { name: name.into(), index };
+
+    // `spec:` at column 0, alone (a comment may follow).
+    let spec = (doc.start..doc.end)
+        .find(|&i| {
+            lines[i].strip_prefix("spec:").is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\r', '\n']))
+        })
+        .ok_or_else(not_block)?;
+    let after = lines[spec].strip_prefix("spec:").unwrap_or_default();
+    if !(after.trim().is_empty() || after.trim_start().starts_with('#')) {
+        return Err(not_block());
+    }
+    // The block: every line up to the first content line at column 0.
+    let mut end = spec + 1;
+    let mut last_content = spec;
+    while end < doc.end {
+        let line = lines[end];
+        if is_content(line) {
+            if indent(line) == 0 {
+                break;
+            }
+            last_content = end;
+        }
+        end += 1;
+    }
+    let body_end = last_content + 1;
+    let child = (spec + 1..body_end).find(|&i| is_content(lines[i])).map(|i| indent(lines[i])).ok_or_else(not_block)?;
+    let key_at = |i: usize, key: &str| {
+        let line = lines[i];
+        indent(line) == child && line[child..].strip_prefix(key).is_some_and(|r| r.starts_with(':'))
+    };
+
+    // The existing `maintenance:` entry, with the more indented lines under it.
+    let existing = (spec + 1..body_end).find(|&i| key_at(i, "maintenance")).map(|at| {
+        let mut last = at;
+        for (i, line) in lines.iter().enumerate().take(body_end).skip(at + 1) {
+            if is_content(line) {
+                if indent(line) <= child {
+                    break;
+                }
+                last = i;
+            }
+        }
+        (at, last + 1)
+    });
+
+    // Sequences as the ShopSet's own `shops:` lists them: at the key's indentation (kubectl's
+    // style, the default) or deeper.
+    let unit = child;
+    let seq_indent = (spec + 1..body_end)
+        .find(|&i| key_at(i, "shops"))
+        .and_then(|i| (i + 1..body_end).find(|&j| is_content(lines[j])))
+        .filter(|&j| lines[j].trim_start().starts_with("- "))
+        .map(|j| indent(lines[j]).saturating_sub(child))
+        .unwrap_or(0);
+
+    let mut block = String::new();
+    if let Some(m) = maintenance {
+        let pad = " ".repeat(child);
+        let inner = " ".repeat(child + unit);
+        block.push_str(&format!("{pad}maintenance:{eol}"));
+        block.push_str(&format!("{inner}reason: {}{eol}", quoted(&m.reason)));
+        let since = serde_json::to_value(&m.since).map_err(|_| EditError::Unsafe { name: name.into(), index })?;
+        block.push_str(&format!("{inner}since: {}{eol}", quoted(since.as_str().unwrap_or_default())));
+        if !m.shops.is_empty() {
+            block.push_str(&format!("{inner}shops:{eol}"));
+            let item = " ".repeat(child + unit + seq_indent);
+            for shop in &m.shops {
+                block.push_str(&format!("{item}- {}{eol}", scalar(shop)));
+            }
+        }
+    }
+
+    let mut out = String::with_capacity(text.len() + block.len());
+    let (from, to) = existing.unwrap_or((body_end, body_end));
+    for line in &lines[..from] {
+        out.push_str(line);
+    }
+    if !block.is_empty() && !out.is_empty() && !out.ends_with('\n') {
+        out.push_str(eol);
+    }
+    out.push_str(&block);
+    for line in &lines[to..] {
+        out.push_str(line);
+    }
+
+    // The proof: the result reads as the input with spec.maintenance replaced, nothing else.
+    let mut expected = parsed;
+    let spec_value = expected[index].get_mut("spec").and_then(Value::as_object_mut).ok_or_else(not_block)?;
+    match maintenance {
+        Some(m) => {
+            let value = serde_json::to_value(m).map_err(|_| EditError::Unsafe { name: name.into(), index })?;
+            spec_value.insert("maintenance".into(), value);
+        }
+        None => {
+            spec_value.remove("maintenance");
+        }
+    }
+    let mut reread = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(&out).enumerate() {
+        reread.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index: i, error })?);
+    }
+    if reread != expected {
+        return Err(EditError::Unsafe { name: name.into(), index });
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn maintenance(shops: &[&str]) -> Maintenance {
+        Maintenance {
+            reason: "database migration, see OPS-123".into(),
+            since: Time("2026-12-03T02:00:00Z".parse().unwrap()),
+            shops: shops.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    const FILE: &str = "\
+# The ShopSets of tier-0. Reviewed by the shop team.
+apiVersion: shopset.dev/v1alpha1
+kind: ShopSet
+metadata:
+  name: canary-eu   # the first cell
+spec:
+  tier: tier-0
+  configuration: shop-config
+  # EU shops, keep sorted
+  shops:
+  - shop-de
+  - shop-fr
+
+  replicas: 2 # more at peak
+---
+# another one
+apiVersion: shopset.dev/v1alpha1
+kind: ShopSet
+metadata:
+  name: canary-us
+spec:
+    tier: tier-0
+    configuration: shop-config
+    shops:
+        - shop-us
+# trailing comment of the file
+";
+
+    #[test]
+    fn turning_on_appends_the_block_and_keeps_every_other_byte() {
+        let out = set_maintenance(FILE, "canary-eu", None, Some(&maintenance(&[]))).unwrap().unwrap();
+        let expected = FILE.replace(
+            "  replicas: 2 # more at peak\n",
+            "  replicas: 2 # more at peak\n  maintenance:\n    reason: \"database migration, see OPS-123\"\n    since: \"2026-12-03T02:00:00Z\"\n",
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn shops_follow_the_files_indentation_and_list_style() {
+        let out = set_maintenance(FILE, "canary-us", None, Some(&maintenance(&["shop-us"]))).unwrap().unwrap();
+        let expected = FILE.replace(
+            "        - shop-us\n",
+            "        - shop-us\n    maintenance:\n        reason: \"database migration, see OPS-123\"\n        since: \"2026-12-03T02:00:00Z\"\n        shops:\n            - shop-us\n",
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn turning_off_removes_exactly_what_turning_on_added() {
+        let on = set_maintenance(FILE, "canary-eu", None, Some(&maintenance(&["shop-fr"]))).unwrap().unwrap();
+        assert_ne!(on, FILE);
+        let off = set_maintenance(&on, "canary-eu", None, None).unwrap().unwrap();
+        assert_eq!(off, FILE);
+        // Off again: nothing to change.
+        assert_eq!(set_maintenance(FILE, "canary-eu", None, None).unwrap().unwrap(), FILE);
+    }
+
+    #[test]
+    fn an_existing_block_is_replaced_in_place() {
+        let text = "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: a\nspec:\n  tier: t\n  maintenance: # by hand\n    reason: old\n    since: 2026-01-01T00:00:00Z\n  # shops of this cell\n  shops: [x, \"1\"]\nstatus: {}\n";
+        let out = set_maintenance(text, "a", None, Some(&maintenance(&["1"]))).unwrap().unwrap();
+        assert_eq!(
+            out,
+            "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: a\nspec:\n  tier: t\n  maintenance:\n    reason: \"database migration, see OPS-123\"\n    since: \"2026-12-03T02:00:00Z\"\n    shops:\n    - \"1\"\n  # shops of this cell\n  shops: [x, \"1\"]\nstatus: {}\n"
+        );
+    }
+
+    #[test]
+    fn other_objects_and_namespaces_are_not_matched() {
+        assert!(set_maintenance(FILE, "nope", None, None).unwrap().is_none());
+        let other_kind =
+            FILE.replace("kind: ShopSet\nmetadata:\n  name: canary-eu", "kind: Tier\nmetadata:\n  name: canary-eu");
+        assert!(set_maintenance(&other_kind, "canary-eu", None, Some(&maintenance(&[]))).unwrap().is_none());
+        let namespaced =
+            FILE.replace("  name: canary-eu   # the first cell\n", "  name: canary-eu\n  namespace: shops\n");
+        assert!(set_maintenance(&namespaced, "canary-eu", Some("other"), None).unwrap().is_none());
+        assert!(set_maintenance(&namespaced, "canary-eu", Some("shops"), None).unwrap().is_some());
+    }
+
+    #[test]
+    fn crlf_files_and_files_without_a_final_newline_stay_so() {
+        let crlf =
+            "apiVersion: shopset.dev/v1alpha1\r\nkind: ShopSet\r\nmetadata:\r\n  name: a\r\nspec:\r\n  tier: t\r\n";
+        let out = set_maintenance(crlf, "a", None, Some(&maintenance(&[]))).unwrap().unwrap();
+        assert!(out.starts_with(crlf) && !out.replace("\r\n", "").contains('\n'), "{out:?}");
+        let bare = crlf.replace("\r\n", "\n");
+        let bare = bare.trim_end();
+        let out = set_maintenance(bare, "a", None, Some(&maintenance(&[]))).unwrap().unwrap();
+        assert!(out.starts_with(&format!("{bare}\n  maintenance:\n")), "{out:?}");
+        assert_eq!(set_maintenance(&out, "a", None, None).unwrap().unwrap(), format!("{bare}\n"));
+    }
+
+    #[test]
+    fn a_flow_style_spec_is_refused_not_rewritten() {
+        let text =
+            "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata: {name: a}\nspec: {tier: t, shops: [x]}\n";
+        let err = set_maintenance(text, "a", None, Some(&maintenance(&[]))).unwrap_err();
+        assert!(matches!(err, EditError::NotBlock { .. }), "{err}");
+    }
+
+    #[test]
+    fn reasons_that_yaml_would_misread_are_quoted() {
+        let mut m = maintenance(&[]);
+        m.reason = "yes: #1\nsecond line \u{2028} 'quoted' \"too\"".into();
+        let text = "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: a\nspec:\n  tier: t\n";
+        // The proof inside set_maintenance re-reads the reason; a bad quote would be an error.
+        let out = set_maintenance(text, "a", None, Some(&m)).unwrap().unwrap();
+        assert!(out.contains("\\u2028"), "{out}");
+    }
+}
