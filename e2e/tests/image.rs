@@ -44,6 +44,14 @@ const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 #[test]
 fn the_image_runs_as_the_deployment_says_and_reconciles_a_tier() {
     phase(TEST, "start");
+    // Without a container runtime, running the image is a kubelet's privileged work: a mount
+    // namespace, chroot, files owned by 65532.
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    assert!(
+        status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Uid:", "0", "0", "0", "0"]),
+        "this test runs the image as a kubelet would (unshare --mount, chroot, chown to {NONROOT}) and needs \
+         root: run `make test` as root"
+    );
     let work = WorkDir::new("image");
     // The image builds while the control plane starts.
     let dir = work.path().to_path_buf();
