@@ -284,8 +284,9 @@ impl<'a> ArgoCd<'a> {
 }
 
 /// The example Configuration and tier-0 (polling every `interval`), with the repositories given
-/// and Argo CD in `argocd_namespace` deploying to this cluster with automated sync: what the Argo
-/// CD tests and the benchmark apply, before their ShopSets.
+/// and Argo CD in `argocd_namespace` deploying to this cluster with automated sync and the sync
+/// options README's "Argo CD settings" recommends: what the Argo CD tests and the benchmark apply,
+/// before their ShopSets.
 pub fn tier0_and_configuration(
     app: &str,
     config: &str,
@@ -325,6 +326,8 @@ spec:
         selfHeal: true
       syncOptions:
       - ServerSideApply=true
+      - Validate=false
+      - ApplyOutOfSyncOnly=true
 "
     )
 }
