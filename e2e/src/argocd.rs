@@ -15,10 +15,12 @@
 //! argocd.wait_synced_healthy(&names, revision, std::time::Duration::from_secs(600));
 //! ```
 //!
-//! Argo CD runs with its default settings (`argocd-cm` etc. are empty), the `default`
+//! Argo CD runs with its default settings but for `argocd-cm`'s `resource.exclusions`, which are
+//! those of Argo CD's install manifests (Endpoints, EndpointSlices, Leases...), the `default`
 //! AppProject (any source, any destination) and the in-cluster destination
 //! `https://kubernetes.default.svc`. Nothing serves its API or UI: tests read and annotate
-//! Applications with kubectl, as [`ArgoCd`] does.
+//! Applications with kubectl, as [`ArgoCd`] does. Both servers serve Go's pprof on their metrics
+//! port (`/debug/pprof/profile`), on 127.0.0.1 as their metrics.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -282,8 +284,9 @@ impl<'a> ArgoCd<'a> {
 }
 
 /// The example Configuration and tier-0 (polling every `interval`), with the repositories given
-/// and Argo CD in `argocd_namespace` deploying to this cluster with automated sync: what the Argo
-/// CD tests and the benchmark apply, before their ShopSets.
+/// and Argo CD in `argocd_namespace` deploying to this cluster with automated sync and the sync
+/// options README's "Argo CD settings" recommends: what the Argo CD tests and the benchmark apply,
+/// before their ShopSets.
 pub fn tier0_and_configuration(
     app: &str,
     config: &str,
@@ -323,6 +326,8 @@ spec:
         selfHeal: true
       syncOptions:
       - ServerSideApply=true
+      - Validate=false
+      - ApplyOutOfSyncOnly=true
 "
     )
 }
