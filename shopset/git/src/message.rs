@@ -43,6 +43,19 @@ fn pin_change(old: Option<String>, pinned: &Pinned<'_>) -> Option<String> {
     }
 }
 
+/// How many names a line of a message lists before it counts the rest: a render of 10,000
+/// ShopSets must not write 10,000 names on one line (`git log` and review tools show it whole).
+const NAMES_SHOWN: usize = 10;
+
+/// "a, b, c", or "a, ..., j and 990 more" past [`NAMES_SHOWN`].
+fn names<S: AsRef<str>>(all: &[S]) -> String {
+    let shown: Vec<&str> = all.iter().take(NAMES_SHOWN).map(AsRef::as_ref).collect();
+    match all.len().saturating_sub(NAMES_SHOWN) {
+        0 => shown.join(", "),
+        rest => format!("{} and {rest} more", shown.join(", ")),
+    }
+}
+
 /// A message a person can read: what moved, which ShopSets changed, and which of ShopSet's files
 /// a person had changed. `ours` is the root tree of ShopSet's own last commit on the branch: only
 /// files that differ from it were changed by someone else; the rest changed with the render
@@ -70,7 +83,7 @@ pub(crate) fn commit_message(
     for c in cmp.delta.iter().filter(|c| c.path.starts_with("config/") && c.new.is_none()) {
         lines.push(format!("{}: no longer used", c.path));
     }
-    let list = |v: &[String]| v.join(", ");
+    let list = |v: &[String]| names(v);
     // A path of the branch that differs from what ShopSet last wrote there was changed by a person.
     let by_hand = |c: &Change| ours.is_some_and(|_| cmp.stored(ours, &c.path) != c.old);
     // A ShopSet is gone when ShopSet had written its files; a directory a person added under
@@ -108,7 +121,7 @@ pub(crate) fn commit_message(
         .flatten()
         .collect();
     if !gone.is_empty() {
-        lines.push(format!("removed: {}", gone.join(", ")));
+        lines.push(format!("removed: {}", names(&gone)));
     }
     let of_gone = |p: &str| gone.iter().any(|g| p.starts_with(g.as_str()));
     // The other paths that differ; the branch keeps every path outside ShopSet's, so these are all
@@ -132,7 +145,7 @@ pub(crate) fn commit_message(
     let old_empty = cmp.old_is_empty();
     for (label, paths) in [("restored", restored), ("files rewritten", rewritten), ("dropped", dropped)] {
         if !paths.is_empty() && !old_empty {
-            lines.push(format!("{label}: {}", paths.join(", ")));
+            lines.push(format!("{label}: {}", names(&paths)));
         }
     }
     let subject = if old_empty || new_branch {
@@ -152,4 +165,20 @@ pub(crate) fn commit_message(
     }
     message.push_str(&format!("\n\nGenerated-by: shopset (reproduce with `shopctl sync --tier {tier}`)\n"));
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn a_long_list_of_names_is_cut_and_counted() {
+        assert_eq!(names(&["a", "b"]), "a, b");
+        let many: Vec<String> = (0..10_000).map(|i| format!("cell-{i:05}")).collect();
+        let line = names(&many);
+        assert!(line.starts_with("cell-00000, cell-00001, "), "{line}");
+        assert!(line.ends_with("cell-00009 and 9990 more"), "{line}");
+        assert!(line.len() < 200, "{line}");
+        assert_eq!(names(&many[..10]).matches(", ").count(), 9);
+    }
 }
