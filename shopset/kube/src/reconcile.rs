@@ -154,10 +154,11 @@ impl Default for ArgoCdSettings {
 }
 
 impl ArgoCdSettings {
-    /// Whether a sync that did (`pushed`) or did not push asks Argo CD to refresh: only a push
-    /// moves the branch under unchanged Applications, and only when refreshing is on.
-    pub fn refresh_after(&self, pushed: bool) -> bool {
-        self.refresh && pushed
+    /// Whether a sync that found the system branch `moved` (pushed by it, or by someone else since
+    /// it last looked) asks Argo CD to refresh: only then did the branch move under unchanged
+    /// Applications, and only when refreshing is on.
+    pub fn refresh_after(&self, moved: bool) -> bool {
+        self.refresh && moved
     }
 }
 
@@ -501,6 +502,8 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     // Poll fast path: one ls-remote per repository, and nothing else when nothing moved but to
     // put back Applications changed in the cluster and say what Argo CD reports.
     let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    // The head this process last saw; another writer (`shopctl promote`, a person) may have moved it.
+    let seen_head = last.as_ref().and_then(|l| l.head.clone());
     if let Some(last) = last {
         let (cache, auth2, input2) = (ctx.cache.clone(), auth.clone(), input.clone());
         let checkpoint = last.checkpoint.clone();
@@ -553,7 +556,10 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
     // Before the Applications: Argo CD needs them to clone the system branch and its submodules.
     write_repo_creds(ctx, tier, &input, &auth).await?;
     let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
-    if ctx.argocd.refresh_after(pushed) {
+    // Moved by this push, or by another writer since this process last looked (a promotion pins
+    // with its own system commit; after a restart or a failure the last head is unknown).
+    let moved = pushed || seen_head != report.head;
+    if ctx.argocd.refresh_after(moved) {
         // The branch moved under unchanged Applications: Argo CD would see it only at its poll.
         let refreshed = argocd::refresh(&ctx.client, &apps).await?;
         tracing::debug!(?refreshed, "asked Argo CD to refresh");
@@ -822,11 +828,11 @@ mod tests {
     }
 
     #[test]
-    fn argo_cd_is_asked_to_refresh_after_a_push_only_and_never_when_refresh_is_off() {
+    fn argo_cd_is_asked_to_refresh_after_the_branch_moved_only_and_never_when_refresh_is_off() {
         let on = ArgoCdSettings::default();
         assert!(on.refresh, "refreshing is the default");
-        assert!(on.refresh_after(true), "a push moved the branch");
-        assert!(!on.refresh_after(false), "nothing pushed, nothing to refresh");
+        assert!(on.refresh_after(true), "a push (ours or another writer's) moved the branch");
+        assert!(!on.refresh_after(false), "nothing moved, nothing to refresh");
         let off = ArgoCdSettings { refresh: false };
         assert!(!off.refresh_after(true), "off: Argo CD's own webhook or poll sees the push");
         assert!(!off.refresh_after(false));
