@@ -258,19 +258,7 @@ pub fn execute(
     from_tier: &str,
     force: bool,
 ) -> Result<Vec<RepoMove>, PromoteError> {
-    for mv in &plan.repositories {
-        if let (Move::Diverged { only_on_target }, false) = (&mv.kind, force) {
-            return Err(PromoteError::Diverged {
-                repository: mv.repository.clone(),
-                url: mv.url.clone(),
-                from: mv.from_branch.clone(),
-                to: mv.to_branch.clone(),
-                from_tier: from_tier.into(),
-                n: only_on_target.len(),
-                list: only_on_target.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"),
-            });
-        }
-    }
+    refuse_diverged(plan, from_tier, force)?;
     let mut moved = Vec::new();
     for mv in &plan.repositories {
         if mv.kind == Move::UpToDate {
@@ -572,20 +560,7 @@ pub fn start(
     renderer: &Renderer,
     targets: &[Target],
 ) -> Result<Option<Completed>, MarkerError> {
-    for mv in &plan.repositories {
-        if let (Move::Diverged { only_on_target }, false) = (&mv.kind, force) {
-            return Err(PromoteError::Diverged {
-                repository: mv.repository.clone(),
-                url: mv.url.clone(),
-                from: mv.from_branch.clone(),
-                to: mv.to_branch.clone(),
-                from_tier: plan.from.clone(),
-                n: only_on_target.len(),
-                list: only_on_target.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"),
-            }
-            .into());
-        }
-    }
+    refuse_diverged(plan, &plan.from, force)?;
     let moves: Vec<MarkedMove> = plan
         .repositories
         .iter()
@@ -775,4 +750,22 @@ pub fn check_source(marker: &Marker, from: Option<&str>) -> Result<(), MarkerErr
         finish: marker.finish_command("MANIFESTS"),
         undo: marker.undo_command("MANIFESTS"),
     })
+}
+
+/// A branch with commits the source lacks is not moved without `--force`: they would be lost.
+fn refuse_diverged(plan: &Plan, from_tier: &str, force: bool) -> Result<(), PromoteError> {
+    for mv in &plan.repositories {
+        if let (Move::Diverged { only_on_target }, false) = (&mv.kind, force) {
+            return Err(PromoteError::Diverged {
+                repository: mv.repository.clone(),
+                url: mv.url.clone(),
+                from: mv.from_branch.clone(),
+                to: mv.to_branch.clone(),
+                from_tier: from_tier.into(),
+                n: only_on_target.len(),
+                list: only_on_target.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"),
+            });
+        }
+    }
+    Ok(())
 }
