@@ -101,6 +101,8 @@ pub fn shopset(tier: &str, i: usize, generation: usize) -> ShopSet {
             ],
             namespace: None,
             maintenance: None,
+            destination: None,
+            capacity: None,
         },
     );
     ss.metadata.namespace = Some("default".into());

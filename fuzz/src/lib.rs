@@ -270,6 +270,7 @@ pub fn decode(data: &[u8]) -> Case {
                     server: b.string(Kind::Free, "https://kubernetes.default.svc"),
                     namespace: b.option(false, |b| b.string(Kind::Name, "shops")),
                 },
+                destinations: Vec::new(),
                 sync_policy: b.option(true, |b| SyncPolicy {
                     automated: b.option(true, |b| AutomatedSync { prune: !b.bool(), self_heal: !b.bool() }),
                     sync_options: (0..b.count(1, 3)).map(|_| b.string(Kind::Free, "ServerSideApply=true")).collect(),
@@ -317,7 +318,7 @@ pub fn decode(data: &[u8]) -> Case {
             let namespace = b.option(false, |b| b.string(Kind::Name, "shops-us-east"));
             ShopSet::new(
                 &name,
-                ShopSetSpec { tier, configuration, shops, replicas, images, namespace, maintenance: None },
+                ShopSetSpec { tier, configuration, shops, replicas, images, namespace, maintenance: None, destination: None, capacity: None },
             )
         })
         .collect();

@@ -173,6 +173,7 @@ impl Values {
                         server: self.server.clone(),
                         namespace: Some(self.destination_namespace.clone()),
                     },
+                    destinations: Vec::new(),
                     sync_policy: Some(SyncPolicy {
                         automated: Some(AutomatedSync { prune: true, self_heal: false }),
                         sync_options: self.sync_options.clone(),
@@ -204,6 +205,8 @@ impl Values {
                     images: vec![self.image.clone()],
                     namespace: Some(self.first_namespace.clone()),
                     maintenance: None,
+                    destination: None,
+                    capacity: None,
                 },
             ),
             ShopSet::new(
@@ -216,6 +219,8 @@ impl Values {
                     images: vec![],
                     namespace: None,
                     maintenance: None,
+                    destination: None,
+                    capacity: None,
                 },
             ),
         ]

@@ -120,9 +120,15 @@ pub struct ArgoCdSettings {
     #[serde(default = "default_project")]
     #[schemars(length(max = 253))]
     pub project: String,
-    /// Where the Applications deploy to.
+    /// Where the Applications deploy to when `destinations` is empty, and the default namespace
+    /// of every destination.
     #[serde(default)]
     pub destination: Destination,
+    /// The clusters this tier's ShopSets may deploy to, each in a failure domain. Empty: every
+    /// ShopSet deploys to `destination`. A ShopSet names one in `spec.destination`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]), length(max = crate::rules::MAX_DESTINATIONS))]
+    pub destinations: Vec<NamedDestination>,
     /// Sync policy copied into every Application. Absent: manual sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_policy: Option<SyncPolicy>,
@@ -134,6 +140,7 @@ impl Default for ArgoCdSettings {
             namespace: default_argocd_namespace(),
             project: default_project(),
             destination: Destination::default(),
+            destinations: Vec::new(),
             sync_policy: None,
         }
     }
@@ -170,6 +177,28 @@ impl Default for Destination {
 
 fn default_server() -> String {
     "https://kubernetes.default.svc".to_string()
+}
+
+/// One cluster of a tier's fleet: an Argo CD destination with a name and a failure domain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedDestination {
+    /// Name that ShopSets use in `spec.destination`.
+    #[schemars(length(max = 63))]
+    pub name: String,
+    /// API server URL of the cluster, as Argo CD's `destination.server`. Set this or `cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub server: Option<String>,
+    /// Name of the cluster as Argo CD knows it (its cluster Secret's `name`), as Argo CD's
+    /// `destination.name`. Set this or `server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub cluster: Option<String>,
+    /// Where the cluster runs, as free-form labels such as `cloud`, `region`, `zone`. ShopSets of
+    /// a tier are spread over the distinct failure domains.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failure_domain: BTreeMap<String, String>,
 }
 
 /// The part of Argo CD's sync policy that a Tier sets.
@@ -345,6 +374,15 @@ pub struct ShopSetSpec {
     /// until maintenance ends, and the promotion gate passes the ShopSet over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<Maintenance>,
+    /// Name of the Tier's destination (`spec.argocd.destinations`) the cell deploys to. Absent:
+    /// the Tier's `spec.argocd.destination`. Moving a cell is `shopctl shopset move`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub destination: Option<String>,
+    /// How many shops the cell can serve; placement (`shopctl shop add`) fills it no further.
+    /// Absent: no limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
 }
 
 /// Maintenance of a ShopSet, kept in its spec so that who turned it on, when and why is in git.

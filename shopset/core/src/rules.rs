@@ -251,6 +251,9 @@ pub const REPLICAS_RANGE: &str = "must be between 0 and 1000";
 
 /// The most image overrides of one ShopSet (bounds the cost of their rules).
 pub const MAX_IMAGES: usize = 100;
+
+/// At most this many destinations on a Tier.
+pub const MAX_DESTINATIONS: usize = 64;
 /// CEL rule over one `spec.images[]` entry.
 pub const IMAGE_CHANGES_SOMETHING_RULE: &str = "has(self.newName) || has(self.newTag) || has(self.digest)";
 /// Message of an image override that sets nothing.

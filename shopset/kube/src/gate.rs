@@ -121,6 +121,8 @@ mod tests {
                 images: Vec::new(),
                 namespace: None,
                 maintenance: None,
+                destination: None,
+                capacity: None,
             },
         );
         ss.spec.maintenance = maintenance.map(|shops| Maintenance {
