@@ -9,10 +9,15 @@ quickstart:
 	rm -rf target/quickstart
 	PATH="$(CURDIR)/.tools/bin:$$PATH" cargo run -q -p shopctl -- quickstart target/quickstart
 
-# Installs every tool the tests drive (idempotent), checks format and lints, then runs every test.
+# Where cargo builds: CARGO_TARGET_DIR as cargo reads it, else target/.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+
+# Installs every tool the tests drive (idempotent), checks format and lints, then runs every test:
+# `cargo test --workspace`, with three test binaries at a time (TEST_JOBS) rather than one.
+TEST_JOBS ?= 3
 test: tools lint
 	cargo build --workspace --locked $(FEATURES)
-	PATH="$(CURDIR)/.tools/bin:$$PATH" cargo test --workspace --locked --no-fail-fast $(FEATURES)
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(TARGET_DIR)/debug/test-suite --jobs $(TEST_JOBS) --locked $(FEATURES)
 
 lint:
 	cargo fmt --all -- --check
