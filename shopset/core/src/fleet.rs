@@ -146,6 +146,17 @@ pub fn destination_of<'a>(tier: &'a Tier, ss: &'a ShopSet) -> Result<Placed<'a>,
     }
 }
 
+/// Where a rendered Application deploys, as a commit message names it: the name of its Tier's
+/// destination (its `shopset.dev/destination` label), else its `server`, else its cluster `name`.
+/// `None` when the bytes are not an Application with a destination.
+pub fn application_destination(yaml: &[u8]) -> Option<String> {
+    let app: serde_json::Value = serde_yaml::from_slice(yaml).ok()?;
+    let text = |p: &str| app.pointer(p).and_then(serde_json::Value::as_str).map(String::from);
+    text("/metadata/labels/shopset.dev~1destination")
+        .or_else(|| text("/spec/destination/server"))
+        .or_else(|| text("/spec/destination/name"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +186,21 @@ mod tests {
         }))
         .unwrap();
         ShopSet::new("eu-1", spec)
+    }
+
+    #[test]
+    fn an_application_names_its_destination_by_label_else_by_server_or_cluster() {
+        let app = |labels: &str, dest: &str| {
+            format!(
+                "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: a\n  labels: {{{labels}}}\nspec:\n  destination: {{{dest}}}\n"
+            )
+        };
+        let named = app("\"shopset.dev/destination\": dc-b", "name: prod-b");
+        assert_eq!(application_destination(named.as_bytes()).as_deref(), Some("dc-b"));
+        let plain = app("", "server: \"https://kubernetes.default.svc\"");
+        assert_eq!(application_destination(plain.as_bytes()).as_deref(), Some("https://kubernetes.default.svc"));
+        assert_eq!(application_destination(app("", "name: prod-b").as_bytes()).as_deref(), Some("prod-b"));
+        assert_eq!(application_destination(b"not: [an application"), None);
     }
 
     #[test]
