@@ -143,3 +143,90 @@ fn move_apply_writes_the_shopset_to_the_api_server() {
         "{stderr}"
     );
 }
+
+/// `doctor` finds a tier whose ShopSets all share one failure domain (without a cluster: it reads
+/// the manifests only), and its fix, run as written, clears it.
+#[test]
+fn doctor_finds_a_tier_in_one_failure_domain_and_its_fix_clears_it() {
+    let f = fleet();
+    let m = f.manifests().to_str().unwrap().to_string();
+    f.sync_ok(&[]);
+    let no_cluster = [("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let run = f.shopctl_env(&["doctor", "tier-1", "-f", &m], &no_cluster).failure(3);
+    assert!(
+        run.stdout.contains(
+            "all 2 ShopSets of tier tier-1 run in one failure domain (cloud=aws,zone=eu-west-1a): eu-west, us-east"
+        ),
+        "{run}"
+    );
+    assert!(run.stdout.contains("not checked: destination-cluster: no cluster"), "{run}");
+    let fix = format!("shopctl shopset move us-east --to dc-b -f {m}");
+    assert!(run.stdout.contains(&fix), "{run}");
+    // tier-0 lists no destinations: one cluster is no finding there.
+    f.shopctl_env(&["doctor", "tier-0", "-f", &m], &no_cluster).success();
+
+    let args: Vec<&str> = fix.split(' ').skip(1).collect();
+    f.shopctl(&args).success();
+    f.sync_ok(&["--tier", "tier-1"]);
+    let run = f.shopctl_env(&["doctor", "tier-1", "-f", &m], &no_cluster).success();
+    assert!(run.stdout.contains("failure-domain"), "the analyzer ran: {run}");
+}
+
+/// `doctor` finds a destination that no Argo CD cluster Secret names, in a real API server, by
+/// `server` and by cluster `name`; the in-cluster default needs none; real Secrets clear it.
+#[test]
+fn doctor_finds_destinations_without_an_argocd_cluster_secret() {
+    let f = fleet();
+    let m = f.manifests().to_str().unwrap().to_string();
+    f.sync_ok(&[]);
+    let cp = ControlPlane::start();
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    let kubeconfig = cp.kubeconfig().to_str().unwrap().to_string();
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+    let doctor = || f.shopctl_env(&["doctor", "tier-1", "-f", &m], &env);
+    let problems = |out: &str| -> Vec<String> {
+        out.lines().filter(|l| l.contains("Problem: destination ")).map(|l| l.trim().to_string()).collect()
+    };
+
+    let run = doctor();
+    let found = problems(&run.stdout);
+    assert_eq!(found.len(), 2, "dc-b and dc-c, not the in-cluster dc-a: {run}");
+    assert!(found[0].contains("destination dc-b (server https://10.20.0.1:6443) of tier tier-1: no Argo CD cluster Secret in namespace argocd names it (used by no ShopSet yet)"), "{run}");
+    assert!(found[1].contains("destination dc-c (cluster prod-c)"), "{run}");
+    assert!(
+        run.stdout.contains("kubectl -n argocd label secret cluster-dc-b argocd.argoproj.io/secret-type=cluster"),
+        "{run}"
+    );
+
+    // A Secret of another type names dc-b: not a cluster Secret, still a finding.
+    cp.kubectl_ok([
+        "-n",
+        "argocd",
+        "create",
+        "secret",
+        "generic",
+        "not-a-cluster",
+        "--from-literal=server=https://10.20.0.1:6443",
+    ]);
+    assert_eq!(problems(&doctor().stdout).len(), 2);
+    // Real cluster Secrets, one by server, one by name.
+    for (secret, name, server) in
+        [("cluster-dc-b", "dc-b", "https://10.20.0.1:6443"), ("cluster-prod-c", "prod-c", "https://10.30.0.1:6443")]
+    {
+        cp.kubectl_ok([
+            "-n",
+            "argocd",
+            "create",
+            "secret",
+            "generic",
+            secret,
+            &format!("--from-literal=name={name}"),
+            &format!("--from-literal=server={server}"),
+            "--from-literal=config={}",
+        ]);
+        cp.kubectl_ok(["-n", "argocd", "label", "secret", secret, "argocd.argoproj.io/secret-type=cluster"]);
+    }
+    let run = doctor();
+    assert!(problems(&run.stdout).is_empty(), "{run}");
+    assert!(run.stdout.contains("destination-cluster"), "the analyzer ran: {run}");
+}
