@@ -230,3 +230,40 @@ fn doctor_finds_destinations_without_an_argocd_cluster_secret() {
     assert!(problems(&run.stdout).is_empty(), "{run}");
     assert!(run.stdout.contains("destination-cluster"), "the analyzer ran: {run}");
 }
+
+/// `status` shows where the cells run: by failure domain, then destination, empty ones too.
+#[test]
+fn status_groups_shopsets_by_failure_domain_and_destination() {
+    let f = fleet();
+    let m = f.manifests().to_str().unwrap().to_string();
+    f.shopctl(&["shopset", "move", "us-east", "--to", "dc-c", "-f", &m]).success();
+    f.sync_ok(&[]);
+    let no_cluster = [("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let run = f.shopctl_env(&["status", "tier-1", "-f", &m], &no_cluster).success();
+    assert!(
+        run.stdout.contains(
+            "  failure domain cloud=aws,zone=eu-west-1a
+    dc-a (server https://kubernetes.default.svc): 1 ShopSet: eu-west
+  failure domain cloud=aws,zone=eu-west-1b
+    dc-b (server https://10.20.0.1:6443): no ShopSet
+  failure domain cloud=gcp,zone=us-east1-b
+    dc-c (cluster prod-c): 1 ShopSet: us-east
+"
+        ),
+        "{run}"
+    );
+    let json = f.shopctl_env(&["status", "tier-1", "-f", &m, "-o", "json"], &no_cluster).success();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        v[0]["placement"][2],
+        serde_json::json!({"failureDomain": "cloud=gcp,zone=us-east1-b", "destination": "dc-c", "target": "cluster prod-c", "shopsets": ["us-east"]})
+    );
+    // A tier without destinations: its one cluster.
+    let run = f.shopctl_env(&["status", "tier-0", "-f", &m], &no_cluster).success();
+    assert!(
+        run.stdout.contains(
+            "  failure domain -\n    spec.argocd.destination (server https://kubernetes.default.svc): 2 ShopSets: canary-eu, canary-us\n"
+        ),
+        "{run}"
+    );
+}
