@@ -238,7 +238,7 @@ fn check_destinations(c: &mut Checker<'_>, destinations: &[NamedDestination]) {
                 &field,
                 &value,
                 rules::DESTINATION_TARGET,
-                "write `server: https://host:6443` or `cluster: NAME` (the name of its Argo CD cluster Secret), not both",
+                "write exactly one of `server: https://host:6443` and `cluster: NAME` (the name of its Argo CD cluster Secret)",
             );
         }
         if let Some(server) = &d.server {
