@@ -32,9 +32,9 @@ const NS: &str = "bad-input";
 const FILES: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
 
 /// Rows of the table per [`Expect`]ation.
-const REFUSED: usize = 61;
+const REFUSED: usize = 68;
 const REFUSED_ON_UPDATE: usize = 2;
-const CROSS_OBJECT: usize = 5;
+const CROSS_OBJECT: usize = 7;
 const CONTROLLER_ONLY: usize = 3;
 const _: () = assert!(REFUSED + REFUSED_ON_UPDATE >= 30, "the issue asks for at least 30 cases the API server refuses");
 
@@ -121,6 +121,9 @@ fn cases() -> Vec<Case> {
     const APP_URL: &str = "url: https://git.example.com/acme/shop-app.git";
     const SYSTEM_URL: &str = "url: https://git.example.com/acme/shop-system.git";
     const CFG_URL: &str = "url: https://git.example.com/acme/shop-config.git";
+    // Destinations go in before the Tier's syncPolicy.
+    const SYNC_POLICY: &str = "    syncPolicy:\n";
+    let dests = |items: &str| format!("    destinations:\n    {items}\n    syncPolicy:\n");
 
     let mut cases = vec![
         // metadata.name, of every kind
@@ -392,6 +395,70 @@ fn cases() -> Vec<Case> {
             "spec.maintenance.reason",
             msg(rules::MAINTENANCE_REASON, "empty"),
         ),
+        // a Tier's destinations
+        case(
+            "destination name in upper case",
+            T1,
+            SYNC_POLICY,
+            dests("- name: DC-A\n      server: https://10.0.0.1:6443"),
+            "Tier",
+            "spec.argocd.destinations[0].name",
+            lower,
+        ),
+        case(
+            "destination with both server and cluster",
+            T1,
+            SYNC_POLICY,
+            dests("- name: dc-a\n      server: https://10.0.0.1:6443\n      cluster: prod-a"),
+            "Tier",
+            "spec.argocd.destinations[0]",
+            rules::DESTINATION_TARGET,
+        ),
+        case(
+            "destination with neither server nor cluster",
+            T1,
+            SYNC_POLICY,
+            dests("- name: dc-a\n      failureDomain: {zone: eu-west-1a}"),
+            "Tier",
+            "spec.argocd.destinations[0]",
+            rules::DESTINATION_TARGET,
+        ),
+        case(
+            "two destinations of one name",
+            T1,
+            SYNC_POLICY,
+            dests("- name: dc-a\n      server: https://10.0.0.1:6443\n    - name: dc-a\n      cluster: prod-a"),
+            "Tier",
+            "spec.argocd.destinations[1]",
+            rules::DESTINATION_DUPLICATE,
+        ),
+        case(
+            "destination server without a scheme",
+            T1,
+            SYNC_POLICY,
+            dests("- name: dc-a\n      server: 10.0.0.1:6443"),
+            "Tier",
+            "spec.argocd.destinations[0].server",
+            msg(rules::SERVER_URL, "API server URL"),
+        ),
+        case(
+            "failure domain key with a space",
+            T1,
+            SYNC_POLICY,
+            dests("- name: dc-a\n      server: https://10.0.0.1:6443\n      failureDomain: {'the zone': a}"),
+            "Tier",
+            "spec.argocd.destinations[0].failureDomain",
+            msg(rules::FAILURE_DOMAIN_KEY, "label key"),
+        ),
+        case(
+            "failure domain value empty",
+            T1,
+            SYNC_POLICY,
+            dests("- name: dc-a\n      server: https://10.0.0.1:6443\n      failureDomain: {zone: ''}"),
+            "Tier",
+            "spec.argocd.destinations[0].failureDomain",
+            rules::FAILURE_DOMAIN_VALUE[0].message,
+        ),
         case("replicas negative", SS, "replicas: 3", "replicas: -1", "ShopSet", "spec.replicas", rules::REPLICAS_RANGE),
         case(
             "replicas over 1000",
@@ -594,6 +661,24 @@ fn cases() -> Vec<Case> {
                 "ShopSet",
                 "spec.namespace",
                 "ShopSet eu-west of the same tier deploys into this namespace too",
+            ),
+            case(
+                "ShopSet names a destination of a Tier that lists none",
+                SS,
+                "name: eu-west\nspec:\n  tier: tier-1",
+                "name: eu-west\nspec:\n  tier: tier-1\n  destination: dc-z",
+                "ShopSet",
+                "spec.destination",
+                rules::DESTINATION_WITHOUT_LIST,
+            ),
+            case(
+                "ShopSets name no destination of a Tier that lists several",
+                T1,
+                SYNC_POLICY,
+                dests("- name: dc-a\n      server: https://10.0.0.1:6443\n    - name: dc-b\n      cluster: prod-b"),
+                "ShopSet",
+                "spec.destination",
+                rules::DESTINATION_MISSING,
             ),
         ]
         .map(|c| Case { expect: Expect::CrossObject, ..c }),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod apply;
+mod destination;
 mod diff;
 mod doctor;
 mod maintenance;
@@ -129,6 +130,9 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Put a ShopSet, or some of its shops, in maintenance (`on`), or take it out (`off`): edits its manifest in place.
     Maintenance(maintenance::MaintenanceArgs),
+    /// Work on one ShopSet: `move` it to another destination of its Tier (edits its manifest in place).
+    #[command(name = "shopset")]
+    ShopSet(destination::ShopSetArgs),
     /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
     #[command(name = "argocd-creds")]
     ArgoCdCreds(repo_creds::ArgoCdCredsArgs),
@@ -351,6 +355,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Apply(args) => apply::apply(cli, style, args),
         Command::Doctor(args) => doctor::doctor(cli, style, args),
         Command::Maintenance(args) => maintenance::maintenance(cli, style, args),
+        Command::ShopSet(args) => destination::shopset(cli, style, args),
         Command::ArgoCdCreds(args) => repo_creds::argocd_creds(cli, args),
     }
 }

@@ -19,7 +19,7 @@ use shopset::validation::{Problems, check_shopset};
 use crate::{Cli, Output, Style, print_structured};
 
 /// The field manager of `--apply`.
-const FIELD_MANAGER: &str = "shopctl";
+pub(crate) const FIELD_MANAGER: &str = "shopctl";
 
 #[derive(clap::Args, Debug)]
 pub struct MaintenanceArgs {
@@ -67,7 +67,7 @@ struct Target {
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
-fn invalid(message: String) -> anyhow::Error {
+pub(crate) fn invalid(message: String) -> anyhow::Error {
     anyhow::Error::new(InvalidInput(message))
 }
 
@@ -167,7 +167,7 @@ pub fn maintenance(cli: &Cli, style: &Style, args: &MaintenanceArgs) -> Result<(
 }
 
 /// The files `-f` names, as [`Inventory::load`] reads them.
-fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -185,7 +185,7 @@ fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Result<&'a ShopSet> {
+pub(crate) fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Result<&'a ShopSet> {
     let matching: Vec<&ShopSet> = inventory
         .shopsets
         .iter()
@@ -253,14 +253,14 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
+pub(crate) fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
     let path = file.display().to_string();
     let tree = |text: &str| Tree::from_entries(BTreeMap::from([(path.clone(), Entry::file(text.as_bytes()))]));
     shopset::gitops::diff_trees(&tree(old), &tree(new))
 }
 
 /// Writes `text` to `file` through a sibling temporary file, so a failure leaves the old file.
-fn write_atomically(file: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_atomically(file: &Path, text: &str) -> Result<()> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
     std::fs::write(tmp.path(), text).with_context(|| format!("cannot write {}", tmp.path().display()))?;
@@ -272,7 +272,7 @@ fn write_atomically(file: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn apply(ss: &ShopSet, namespace: Option<&str>) -> Result<()> {
+pub(crate) fn apply(ss: &ShopSet, namespace: Option<&str>) -> Result<()> {
     let name = ss.name_any();
     let ns = ss.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -288,7 +288,7 @@ fn apply(ss: &ShopSet, namespace: Option<&str>) -> Result<()> {
         obj.metadata.resource_version = None;
         api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&obj)).await.map_err(|e| {
             anyhow!(
-                "ShopSet/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns spec.maintenance, apply the file as that manager does",
+                "ShopSet/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns the fields this edits, apply the file as that manager does",
                 shopset::error::api_message(&e)
             )
         })?;

@@ -34,7 +34,79 @@ pub struct TierView {
     pub applications: Vec<ApplicationView>,
     /// ShopSets in maintenance, from the manifests.
     pub maintenance: Vec<MaintenanceView>,
+    /// Where the ShopSets run, from the manifests: by failure domain, then destination.
+    pub placement: Vec<PlacementView>,
     pub unavailable: Vec<String>,
+}
+
+/// The ShopSets of one destination of a tier.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementView {
+    /// `cloud=aws,zone=eu-west-1a`, or `-` for none.
+    pub failure_domain: String,
+    /// The destination's name; None for the Tier's single `spec.argocd.destination`, or for the
+    /// ShopSets whose destination cannot be told (`invalid` set).
+    pub destination: Option<String>,
+    /// `server URL` or `cluster NAME`.
+    pub target: Option<String>,
+    pub shopsets: Vec<String>,
+    /// Why these ShopSets have no destination (the error `shopctl sync` gives).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+}
+
+/// The tier's ShopSets by failure domain, then destination; every listed destination appears,
+/// with or without ShopSets, so an empty cluster shows.
+fn placement(input: &shopset::manifests::TierInput) -> Vec<PlacementView> {
+    use shopset::fleet::{destination_of, failure_domain_text, target};
+    let tier = &input.tier;
+    let mut groups: Vec<PlacementView> = tier
+        .spec
+        .argocd
+        .destinations
+        .iter()
+        .map(|d| PlacementView {
+            failure_domain: failure_domain_text(Some(&d.failure_domain)),
+            destination: Some(d.name.clone()),
+            target: Some(target(d).to_string()),
+            shopsets: Vec::new(),
+            invalid: None,
+        })
+        .collect();
+    for ss in &input.shopsets {
+        match destination_of(tier, ss) {
+            Ok(p) => {
+                let destination = p.name.map(String::from);
+                let at = groups.iter().position(|g| g.destination == destination && g.invalid.is_none());
+                match at {
+                    Some(i) => groups[i].shopsets.push(ss.name_any()),
+                    None => groups.push(PlacementView {
+                        failure_domain: p.failure_domain_text(),
+                        destination,
+                        target: Some(p.target.to_string()),
+                        shopsets: vec![ss.name_any()],
+                        invalid: None,
+                    }),
+                }
+            }
+            Err(e) => groups.push(PlacementView {
+                failure_domain: "-".into(),
+                destination: None,
+                target: None,
+                shopsets: vec![ss.name_any()],
+                invalid: Some(e.to_string()),
+            }),
+        }
+    }
+    groups.sort_by(|a, b| {
+        (a.invalid.is_some(), &a.failure_domain, &a.destination).cmp(&(
+            b.invalid.is_some(),
+            &b.failure_domain,
+            &b.destination,
+        ))
+    });
+    groups
 }
 
 /// A ShopSet in maintenance: since when and why.
@@ -99,6 +171,7 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
                     })
                 })
                 .collect(),
+            placement: placement(&input),
             unavailable: Vec::new(),
         };
         match shopset::state::read(&cache, &auth, &input) {
@@ -218,6 +291,24 @@ fn print_view(v: &TierView, style: &Style) {
             }
         }
     }
+    // By failure domain, then destination: where the tier's cells run.
+    let mut domain = None;
+    for g in v.placement.iter().filter(|g| g.invalid.is_none()) {
+        if domain != Some(&g.failure_domain) {
+            println!("  failure domain {}", g.failure_domain);
+            domain = Some(&g.failure_domain);
+        }
+        let name = g.destination.as_deref().unwrap_or("spec.argocd.destination");
+        let target = g.target.as_deref().unwrap_or("-");
+        let shopsets = match g.shopsets.len() {
+            0 => "no ShopSet".to_string(),
+            n => format!("{n} ShopSet{}: {}", if n == 1 { "" } else { "s" }, names(&g.shopsets)),
+        };
+        println!("    {name} ({target}): {shopsets}");
+    }
+    for g in v.placement.iter().filter_map(|g| g.invalid.as_ref()) {
+        println!("  {} {g}", style.yellow("no destination:"));
+    }
     for m in &v.maintenance {
         let what = if m.shops.is_empty() {
             format!("ShopSet {}", m.shopset)
@@ -234,5 +325,17 @@ fn print_view(v: &TierView, style: &Style) {
     }
     for u in &v.unavailable {
         println!("  {} {u}", style.yellow("not read:"));
+    }
+}
+
+/// How many names a placement line lists before it counts the rest.
+const NAMES_SHOWN: usize = 10;
+
+/// "a, b, c", or "a, ..., j and 990 more".
+fn names(all: &[String]) -> String {
+    let shown: Vec<&str> = all.iter().take(NAMES_SHOWN).map(String::as_str).collect();
+    match all.len().saturating_sub(NAMES_SHOWN) {
+        0 => shown.join(", "),
+        rest => format!("{} and {rest} more", shown.join(", ")),
     }
 }

@@ -29,6 +29,7 @@ const BLOCKS: &[&str] = &[
     "create-branches",
     "first-render",
     "maintenance-by-hand",
+    "move-by-hand",
     "promote",
     "promote-done",
     "rerender",
@@ -434,6 +435,42 @@ fn maintenance_by_hand_writes_shopsets_tree_and_turns_automated_sync_off_and_on(
     assert_tree_is_shopsets(&f, "tier-0", "maintenance off");
     assert_sync_is_a_no_op(&f, "tier-0");
     assert!(automated().contains("\"selfHeal\":true"), "automated sync is back: {}", automated());
+}
+
+/// Moving a ShopSet to another cluster by hand: the manifest edited with `shopctl shopset move`,
+/// the block run, the tree is ShopSet's, and the Application in the API server points at the new
+/// cluster.
+#[test]
+fn move_by_hand_writes_shopsets_tree_and_points_the_application_at_the_new_cluster() {
+    let cp = ControlPlane::start();
+    let f = Fixture::daemon();
+    let destinations = "    destinations:\n    - name: dc-a\n      server: https://kubernetes.default.svc\n      failureDomain: {zone: eu-west-1a}\n    - name: dc-b\n      server: https://10.20.0.1:6443\n      failureDomain: {zone: eu-west-1b}\n    syncPolicy:\n";
+    f.write_manifest("tier-0.yaml", &example("tier-0.yaml").replacen("    syncPolicy:\n", destinations, 1));
+    f.write_manifest(
+        "shopsets.yaml",
+        &example("shopsets.yaml").replace("spec:\n  tier: tier-0\n", "spec:\n  tier: tier-0\n  destination: dc-a\n"),
+    );
+    let mut hand = Hand::new(&f);
+    hand.kubeconfig = Some(cp.kubeconfig().to_path_buf());
+    hand.run("create-branches", &[("TIER", "tier-0"), ("FROM", "main")]);
+    hand.run("first-render", &[("TIER", "tier-0")]);
+    assert_tree_is_shopsets(&f, "tier-0", "first render with destinations");
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    hand.run("apply-applications", &[("TIER", "tier-0")]);
+    let server = || {
+        cp.kubectl_ok(["-n", "argocd", "get", "application", "canary-eu", "-o", "jsonpath={.spec.destination.server}"])
+    };
+    assert_eq!(server(), "https://kubernetes.default.svc");
+
+    let manifests = f.manifests();
+    f.shopctl(&["shopset", "move", "canary-eu", "--to", "dc-b", "-f", manifests.to_str().unwrap()]).success();
+    hand.run("move-by-hand", &[("TIER", "tier-0"), ("SHOPSET", "canary-eu"), ("TO", "dc-b")]);
+    assert_tree_is_shopsets(&f, "tier-0", "move");
+    assert_sync_is_a_no_op(&f, "tier-0");
+    assert_eq!(server(), "https://10.20.0.1:6443");
+    let other =
+        cp.kubectl_ok(["-n", "argocd", "get", "application", "canary-us", "-o", "jsonpath={.spec.destination.server}"]);
+    assert_eq!(other, "https://kubernetes.default.svc", "only the moved ShopSet's Application changes");
 }
 
 fn path_with_tools() -> String {

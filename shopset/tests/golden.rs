@@ -176,6 +176,89 @@ fn maintenance_matches_golden_tree() {
     assert_eq!(tree, again);
 }
 
+/// Tier-1 over three clusters, in three zones: two named by API server URL, one by its Argo CD
+/// cluster name; each ShopSet on its own.
+fn fleet_input() -> shopset::manifests::TierInput {
+    use shopset::api::NamedDestination;
+    let mut input = examples().tier_input("tier-1").unwrap();
+    let dest = |name: &str, server: Option<&str>, cluster: Option<&str>, zone: &str| NamedDestination {
+        name: name.into(),
+        server: server.map(String::from),
+        cluster: cluster.map(String::from),
+        failure_domain: BTreeMap::from([
+            ("cloud".to_string(), "aws".to_string()),
+            ("zone".to_string(), zone.to_string()),
+        ]),
+    };
+    input.tier.spec.argocd.destinations = vec![
+        dest("dc-a", Some("https://kubernetes.default.svc"), None, "eu-west-1a"),
+        dest("dc-b", Some("https://10.20.0.1:6443"), None, "eu-west-1b"),
+        dest("dc-c", None, Some("prod-us-east"), "us-east-1a"),
+    ];
+    let mut third = input.shopsets[0].clone();
+    third.metadata.name = Some("ap-south".into());
+    third.spec.shops = vec!["shop-2000".into()];
+    third.spec.destination = Some("dc-a".into());
+    input.shopsets[0].spec.destination = Some("dc-b".into());
+    input.shopsets[1].spec.destination = Some("dc-c".into());
+    input.shopsets.push(third);
+    input
+}
+
+fn render_input(input: &shopset::manifests::TierInput) -> Result<Tree, shopset::render::RenderError> {
+    let pins =
+        Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    Renderer::embedded().unwrap().render(RenderInput {
+        tier: &input.tier,
+        configurations: &input.configurations,
+        shopsets: &input.shopsets,
+        pins: &pins,
+    })
+}
+
+/// Each Application points at its ShopSet's destination (`server`, or `name` for a cluster Argo CD
+/// knows by name) and says which one in a label; the overlays are the same as on one cluster.
+#[test]
+fn a_tier_over_three_destinations_matches_golden_tree() {
+    let input = fleet_input();
+    let tree = render_input(&input).unwrap();
+    check_tree("tier-1-fleet", &tree);
+    let app = |n: &str| serde_yaml_from(file(&tree, &format!("applications/{n}.yaml")).as_bytes());
+    assert_eq!(
+        app("eu-west")["spec"]["destination"],
+        serde_json::json!({"server": "https://10.20.0.1:6443", "namespace": "eu-west"})
+    );
+    assert_eq!(
+        app("us-east")["spec"]["destination"],
+        serde_json::json!({"name": "prod-us-east", "namespace": "shops-us-east"})
+    );
+    assert_eq!(app("ap-south")["metadata"]["labels"]["shopset.dev/destination"], "dc-a");
+    // Without destinations, the files are those of the plain golden tier-1.
+    let plain = render(&examples(), "tier-1");
+    for (path, entry) in &plain.entries {
+        if path.starts_with("shopsets/") {
+            assert_eq!(Some(entry), tree.entries.get(path), "{path} depends on the destination");
+        }
+    }
+    assert!(!file(&plain, "applications/eu-west.yaml").contains("shopset.dev/destination"));
+}
+
+/// A ShopSet naming a destination its Tier does not list stops the render with the names it could be.
+#[test]
+fn an_unknown_destination_stops_the_render_and_names_the_choices() {
+    let mut input = fleet_input();
+    input.shopsets[0].spec.destination = Some("dc-z".into());
+    let err = render_input(&input).unwrap_err().to_string();
+    assert!(err.starts_with("ShopSet/eu-west: spec.destination: names no destination of its Tier"), "{err}");
+    assert!(
+        err.contains("(got \"dc-z\")") && err.ends_with("fix: set spec.destination to one of dc-a, dc-b, dc-c"),
+        "{err}"
+    );
+    input.shopsets[0].spec.destination = None;
+    let err = render_input(&input).unwrap_err().to_string();
+    assert!(err.contains("spec.destination: names no destination (Tier tier-1 lists several)"), "{err}");
+}
+
 #[test]
 fn rendering_is_deterministic() {
     let inv = examples();
@@ -269,6 +352,14 @@ fn a_reused_renderer_follows_every_input_change() {
         ("destination server", |i| i.tier.spec.argocd.destination.server = "https://cluster-2.example".into()),
         ("destination namespace", |i| i.tier.spec.argocd.destination.namespace = Some("cells".into())),
         ("sync policy", |i| i.tier.spec.argocd.sync_policy = None),
+        ("destinations", |i| {
+            i.tier.spec.argocd.destinations = vec![shopset::api::NamedDestination {
+                name: "dc-a".into(),
+                server: None,
+                cluster: Some("dc-a".into()),
+                failure_domain: BTreeMap::new(),
+            }]
+        }),
         ("configuration path", |i| i.configurations[0].spec.path = "component/v2".into()),
         ("shops", |i| i.shopsets[0].spec.shops.push("shop-new".into())),
         ("replicas", |i| i.shopsets[0].spec.replicas = Some(7)),

@@ -198,6 +198,10 @@ pub struct NamedDestination {
     /// Where the cluster runs, as free-form labels such as `cloud`, `region`, `zone`. ShopSets of
     /// a tier are spread over the distinct failure domains.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = crate::rules::MAX_FAILURE_DOMAIN_LABELS,
+        "additionalProperties" = { "type": "string", "maxLength": 63 }
+    ))]
     pub failure_domain: BTreeMap<String, String>,
 }
 

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod duration;
 pub mod fingerprint;
+pub mod fleet;
 pub mod manifests;
 pub mod render;
 pub mod repository;

@@ -237,7 +237,7 @@ impl Inventory {
         for cfg in self.configurations.values() {
             validation::check_configuration(cfg, &mut out);
         }
-        let mut namespaces: BTreeMap<(String, String, String), String> = BTreeMap::new();
+        let mut namespaces: BTreeMap<(String, String, String, String), String> = BTreeMap::new();
         // A shop is served by one cell of a tier: two would deploy it twice.
         let mut shops: BTreeMap<(String, String, String), String> = BTreeMap::new();
         for ((ns, name), ss) in &self.shopsets {
@@ -277,8 +277,16 @@ impl Inventory {
                 });
             }
             if let Some(tier) = tier {
+                // Namespaces collide only on one cluster.
+                let cluster = match crate::fleet::destination_of(tier, ss) {
+                    Ok(placed) => placed.target.to_string(),
+                    Err(e) => {
+                        out.push(e.into());
+                        String::new()
+                    }
+                };
                 let dest = ss.destination_namespace(tier);
-                let slot = (ns.clone(), ss.spec.tier.clone(), dest.clone());
+                let slot = (ns.clone(), ss.spec.tier.clone(), cluster, dest.clone());
                 if let Some(other) = namespaces.insert(slot, name.clone()) {
                     out.push(Invalid {
                         resource: format!("ShopSet/{name}"),

@@ -12,6 +12,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, context};
 use serde::Serialize;
 
 use crate::api::{Configuration, ShopSet, SyncPolicy, Tier};
+use crate::fleet::{DestinationError, Target};
 pub use crate::tree::{Entry, Tree};
 
 /// Templates compiled into the binaries; a directory given with `--templates` overrides them file by file.
@@ -84,6 +85,9 @@ pub enum RenderError {
         "ShopSet/{shopset}: spec.configuration: Configuration {configuration:?} is not part of the input; fix: pass the Configuration too"
     )]
     MissingConfiguration { shopset: String, configuration: String },
+    /// A ShopSet names no destination of its Tier (or none of several).
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
     #[error("pinned commit {value:?} of {what} is not a full hex object id")]
     BadPin { what: String, value: String },
 }
@@ -246,6 +250,11 @@ impl Renderer {
             let name = ss.name_any();
             check_dir_name(&format!("ShopSet/{name}"), &name)?;
             let namespace = ss.destination_namespace(tier);
+            let placed = crate::fleet::destination_of(tier, ss)?;
+            let (server, cluster) = match placed.target {
+                Target::Server(server) => (Some(server), None),
+                Target::Cluster(cluster) => (None, Some(cluster)),
+            };
             let dir = format!("shopsets/{name}");
             let cfg = cfg_by_name[ss.spec.configuration.as_str()];
             // Everything else the templates below read.
@@ -284,7 +293,9 @@ impl Renderer {
                         repo_url => tier.spec.system.url.as_str(),
                         branch => branch.as_str(),
                         path => dir.as_str(),
-                        server => argocd.destination.server.as_str(),
+                        destination => placed.name,
+                        server => server,
+                        cluster => cluster,
                         namespace => namespace.as_str(),
                         sync_policy => minijinja::value::Serde(&sync_policy),
                     };

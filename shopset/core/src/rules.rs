@@ -292,6 +292,60 @@ pub const MAINTENANCE_SHOP_NOT_SERVED: &str =
     "names a shop this ShopSet does not serve: list only shops of spec.shops, or none for the whole ShopSet";
 
 // ---------------------------------------------------------------------------------------------
+// Destinations and failure domains
+
+/// An Argo CD destination's API server URL.
+pub const SERVER_URL: &[Check] = &[
+    check(Test::NonEmpty, "must not be empty"),
+    check(
+        Test::Matches(r"^https?://[^/[:space:][:cntrl:]]+(/[^[:space:][:cntrl:]]*)?$"),
+        "is not an API server URL like https://10.0.0.1:6443 (http or https, a host, no spaces)",
+    ),
+];
+
+/// An Argo CD cluster name (its cluster Secret's `name`).
+pub const CLUSTER_NAME: &[Check] = &[
+    check(Test::NonEmpty, "must not be empty"),
+    check(Test::NotMatches("[[:cntrl:]]"), "must not contain control characters"),
+];
+
+/// CEL rule over one `spec.argocd.destinations[]` entry.
+pub const DESTINATION_TARGET_RULE: &str = "has(self.server) != has(self.cluster)";
+/// Message of a destination with both or neither of `server` and `cluster`.
+pub const DESTINATION_TARGET: &str =
+    "must set exactly one of server (the API server URL) and cluster (the Argo CD cluster name)";
+
+/// What the API server says of a second destination of the same name (the list's map key).
+pub const DESTINATION_DUPLICATE: &str = "Duplicate value";
+
+/// The most labels of one failure domain (bounds the cost of their rules).
+pub const MAX_FAILURE_DOMAIN_LABELS: usize = 16;
+
+/// Keys of a failure domain: Kubernetes label keys (`zone`, `topology.kubernetes.io/zone`).
+pub const FAILURE_DOMAIN_KEY: &[Check] = &[
+    check(Test::MaxChars(253), "must be at most 253 characters long"),
+    check(
+        Test::Matches(
+            r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        ),
+        "has a key that is not a label key like `zone` or `topology.kubernetes.io/zone`",
+    ),
+];
+
+/// Values of a failure domain: Kubernetes label values, not empty.
+pub const FAILURE_DOMAIN_VALUE: &[Check] = &[check(
+    Test::Matches(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"),
+    "has a value that is not a label value: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters",
+)];
+
+/// Message of a ShopSet naming a destination its Tier does not list.
+pub const DESTINATION_UNKNOWN: &str = "names no destination of its Tier";
+/// Message of a ShopSet naming no destination of a Tier that lists several.
+pub const DESTINATION_MISSING: &str = "names no destination";
+/// Message of a ShopSet naming a destination of a Tier that lists none.
+pub const DESTINATION_WITHOUT_LIST: &str = "names a destination, but its Tier lists none in spec.argocd.destinations";
+
+// ---------------------------------------------------------------------------------------------
 // Where the rules go in the CRDs
 
 /// Rules of one field.
@@ -300,6 +354,10 @@ pub enum FieldRules {
     Checks(&'static [Check]),
     /// A CEL rule over the field and its message.
     Rule(&'static str, &'static str),
+    /// String checks, applied to every key of a map.
+    Keys(&'static [Check]),
+    /// String checks, applied to every value of a map.
+    Values(&'static [Check]),
 }
 
 /// Every field rule: (kind, path in the schema, rules). `[]` steps into the items of a list.
@@ -314,6 +372,12 @@ pub const FIELDS: &[(&str, &str, FieldRules)] = &[
     ("Tier", "spec.argocd.destination.namespace", FieldRules::Checks(DNS_LABEL)),
     ("Tier", "spec.credentials.secretRef.name", FieldRules::Checks(SECRET_NAME)),
     ("Tier", "spec.interval", FieldRules::Checks(INTERVAL)),
+    ("Tier", "spec.argocd.destinations[]", FieldRules::Rule(DESTINATION_TARGET_RULE, DESTINATION_TARGET)),
+    ("Tier", "spec.argocd.destinations[].name", FieldRules::Checks(DNS_LABEL)),
+    ("Tier", "spec.argocd.destinations[].server", FieldRules::Checks(SERVER_URL)),
+    ("Tier", "spec.argocd.destinations[].cluster", FieldRules::Checks(CLUSTER_NAME)),
+    ("Tier", "spec.argocd.destinations[].failureDomain", FieldRules::Keys(FAILURE_DOMAIN_KEY)),
+    ("Tier", "spec.argocd.destinations[].failureDomain", FieldRules::Values(FAILURE_DOMAIN_VALUE)),
     ("Configuration", "spec.url", FieldRules::Checks(URL)),
     ("Configuration", "spec.path", FieldRules::Checks(REPO_PATH)),
     ("ShopSet", "spec.tier", FieldRules::Checks(DNS_LABEL)),
@@ -398,6 +462,14 @@ pub fn add_rules(kind: &str, schema: &mut Value) -> Result<(), String> {
         let new = match rules {
             FieldRules::Checks(checks) => checks.iter().map(|c| c.rule("self", None)).collect(),
             FieldRules::Rule(rule, message) => vec![json!({ "rule": rule, "message": message })],
+            FieldRules::Keys(checks) => checks
+                .iter()
+                .map(|c| json!({ "rule": format!("self.all(k, {})", c.cel("k")), "message": c.message }))
+                .collect(),
+            FieldRules::Values(checks) => checks
+                .iter()
+                .map(|c| json!({ "rule": format!("self.all(k, {})", c.cel("self[k]")), "message": c.message }))
+                .collect(),
         };
         push_rules(node, new);
     }
@@ -429,6 +501,10 @@ mod tests {
             IMAGE_NAME,
             IMAGE_TAG,
             IMAGE_DIGEST,
+            SERVER_URL,
+            CLUSTER_NAME,
+            FAILURE_DOMAIN_KEY,
+            FAILURE_DOMAIN_VALUE,
         ] {
             for c in checks {
                 if let Test::Matches(re) | Test::NotMatches(re) = c.test {

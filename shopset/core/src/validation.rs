@@ -9,7 +9,7 @@ use std::fmt;
 
 use kube::ResourceExt;
 
-use crate::api::{Configuration, ShopSet, Tier};
+use crate::api::{Configuration, NamedDestination, ShopSet, Tier};
 use crate::rules::{self, Check};
 
 /// One problem found in one resource.
@@ -203,6 +203,7 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
             "name a Secret in the Tier's namespace",
         );
     }
+    check_destinations(&mut c, &spec.argocd.destinations);
     if let Some(problem) = duration_problem(&spec.interval) {
         c.fail("spec.interval", &spec.interval, problem, "write a duration such as `30s`, `1m` or `1h`");
     }
@@ -213,6 +214,63 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
             rules::SYSTEM_IS_APP,
             "use a separate repository that only ShopSet writes",
         );
+    }
+}
+
+/// The Tier's `spec.argocd.destinations`: each a named cluster with one target and label-like
+/// failure domain, each name once.
+fn check_destinations(c: &mut Checker<'_>, destinations: &[NamedDestination]) {
+    let mut seen = BTreeMap::new();
+    for (i, d) in destinations.iter().enumerate() {
+        let field = format!("spec.argocd.destinations[{i}]");
+        c.name(&format!("{field}.name"), &d.name);
+        if let Some(first) = seen.insert(d.name.as_str(), i) {
+            c.fail(
+                &field,
+                &d.name,
+                format!("{}: spec.argocd.destinations[{first}] has this name too", rules::DESTINATION_DUPLICATE),
+                "give every destination of a tier its own name",
+            );
+        }
+        if d.server.is_some() == d.cluster.is_some() {
+            let value = d.server.clone().or_else(|| d.cluster.clone()).unwrap_or_default();
+            c.fail(
+                &field,
+                &value,
+                rules::DESTINATION_TARGET,
+                "write exactly one of `server: https://host:6443` and `cluster: NAME` (the name of its Argo CD cluster Secret)",
+            );
+        }
+        if let Some(server) = &d.server {
+            c.checks(
+                &format!("{field}.server"),
+                server,
+                rules::SERVER_URL,
+                "write the cluster's API server URL as Argo CD knows it, e.g. https://10.0.0.1:6443",
+            );
+        }
+        if let Some(cluster) = &d.cluster {
+            c.checks(
+                &format!("{field}.cluster"),
+                cluster,
+                rules::CLUSTER_NAME,
+                "write the `name` of the cluster's Argo CD cluster Secret",
+            );
+        }
+        let domain = format!("{field}.failureDomain");
+        if d.failure_domain.len() > rules::MAX_FAILURE_DOMAIN_LABELS {
+            c.fail(
+                &domain,
+                &d.failure_domain.len().to_string(),
+                format!("Too many: must have at most {} properties", rules::MAX_FAILURE_DOMAIN_LABELS),
+                "keep the labels that say where the cluster runs, e.g. cloud, region, zone",
+            );
+        }
+        let fix = "use label keys like `zone` and values like `eu-west-1a`: letters, digits, '-', '_' and '.'";
+        for (key, value) in &d.failure_domain {
+            c.checks(&domain, key, rules::FAILURE_DOMAIN_KEY, fix);
+            c.checks(&domain, value, rules::FAILURE_DOMAIN_VALUE, fix);
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! and which files were put back.
 
 use git2::Oid;
+use shopset_core::fleet::application_destination;
 use shopset_core::revision::short;
+use shopset_core::tree::Entry;
 
 use crate::gitops::{Change, Remote};
 use crate::sync::ShopSetChanges;
@@ -107,6 +109,26 @@ pub(crate) fn commit_message(
         .filter(|n| ours.is_none() || cmp.stored_ids(ours, n) != cmp.rendered_ids(n))
         .cloned()
         .collect();
+    // A ShopSet moved to another cluster (`shopctl shopset move`) is said so: from where, to where.
+    let mut moved: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for name in &changed {
+        let path = format!("applications/{name}.yaml");
+        let Some(change) = cmp.delta.iter().find(|c| c.path == path) else { continue };
+        let old = change.old.and_then(|(_, id)| cmp.system.blob(id).ok());
+        let new = match cmp.new.entries.get(&path) {
+            Some(Entry::File(bytes)) => Some(bytes),
+            _ => None,
+        };
+        if let (Some(from), Some(to)) =
+            (old.and_then(|b| application_destination(&b)), new.and_then(|b| application_destination(b)))
+            && from != to
+        {
+            moved.entry((from, to)).or_default().push(name.clone());
+        }
+    }
+    for ((from, to), shopsets) in &moved {
+        lines.push(format!("shopsets moved from {from} to {to}: {}", names(shopsets)));
+    }
     if !changed.is_empty() {
         lines.push(format!("shopsets changed: {}", list(&changed)));
     }

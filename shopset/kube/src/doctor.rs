@@ -8,9 +8,12 @@
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
+use std::collections::BTreeSet;
+
+use kube::api::{Api, ListParams};
 use serde::Serialize;
 use shopset_core::api::Tier;
+use shopset_core::fleet::{Placed, Target, destination_of, target};
 use shopset_core::manifests::TierInput;
 use shopset_core::revision::{short, short_or};
 pub use shopset_git::state::GitState;
@@ -48,7 +51,14 @@ pub const CHECKS: &[(&str, &str)] = &[
     ("application", "each ShopSet's Application exists, is Synced and Healthy at the system branch's head"),
     ("webhook", "the controller has received webhook deliveries and refused none"),
     ("maintenance", "no ShopSet has been in maintenance for longer than the maximum age"),
+    ("failure-domain", "the ShopSets of a tier with destinations are not all in one failure domain"),
+    ("destination-cluster", "an Argo CD cluster Secret names each of the tier's destinations"),
 ];
+
+/// The label of Argo CD's cluster Secrets, and its value.
+pub const ARGOCD_SECRET_TYPE: (&str, &str) = ("argocd.argoproj.io/secret-type", "cluster");
+/// The cluster Argo CD runs in, which it knows without a Secret (by this URL or this name).
+pub const IN_CLUSTER: (&str, &str) = ("https://kubernetes.default.svc", "in-cluster");
 
 /// What `doctor` found for one tier.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -70,6 +80,20 @@ pub struct ClusterFacts {
     pub applications: Result<Vec<AppState>, String>,
     /// Whether the credentials Secret exists; None when the Tier names none.
     pub secret: Option<Result<bool, String>>,
+    /// Argo CD's cluster Secrets; None when the Tier lists no destinations.
+    pub argocd_clusters: Option<Result<Vec<ArgoCluster>, String>>,
+}
+
+/// An Argo CD cluster Secret, as far as doctor reads it (never its credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgoCluster {
+    /// The Secret's name.
+    pub secret: String,
+    /// Its `name` key: the cluster name Applications use as `destination.name`.
+    pub name: Option<String>,
+    /// Its `server` key: the API server URL Applications use as `destination.server`.
+    pub server: Option<String>,
 }
 
 /// How fix commands are written.
@@ -142,6 +166,14 @@ pub fn diagnose_tier(
                     .not_checked
                     .push(format!("tier-not-ready: cannot read Tier {}/{name}: {e}", tier_namespace(&input.tier))),
             }
+            match &c.argocd_clusters {
+                None => {}
+                Some(Ok(clusters)) => ran(&mut report, "destination-cluster", unknown_clusters(input, clusters, ctx)),
+                Some(Err(e)) => report.not_checked.push(format!(
+                    "destination-cluster: cannot read Argo CD's cluster Secrets in namespace {}: {e}",
+                    input.tier.spec.argocd.namespace
+                )),
+            }
             match &c.secret {
                 None => {}
                 Some(Ok(exists)) => ran(&mut report, "credentials", credentials_missing(input, *exists)),
@@ -171,7 +203,126 @@ pub fn diagnose_tier(
         }
     }
     ran(&mut report, "maintenance", old_maintenance(input, ctx));
+    if !input.tier.spec.argocd.destinations.is_empty() {
+        ran(&mut report, "failure-domain", one_failure_domain(input, ctx));
+        if cluster.is_err() {
+            report.not_checked.push("destination-cluster: no cluster; set KUBECONFIG to check it".into());
+        }
+    }
     report
+}
+
+/// The failure domain of a destination: its labels, or the cluster itself when it has none.
+fn domain_of(placed: &Placed<'_>) -> String {
+    match placed.failure_domain {
+        Some(d) if !d.is_empty() => placed.failure_domain_text(),
+        _ => format!("cluster {}", placed.name.unwrap_or_default()),
+    }
+}
+
+/// A tier with destinations whose ShopSets (more than one) all run in one failure domain: one
+/// outage of that zone, region or cloud takes every cell of the tier down.
+pub fn one_failure_domain(input: &TierInput, ctx: &Context) -> Vec<Finding> {
+    let tier = &input.tier;
+    let placed: Vec<(String, String, String)> = input
+        .shopsets
+        .iter()
+        .filter_map(|ss| {
+            let p = destination_of(tier, ss).ok()?;
+            Some((ss.name_any(), p.name.unwrap_or_default().to_string(), domain_of(&p)))
+        })
+        .collect();
+    let domains: BTreeSet<&str> = placed.iter().map(|(_, _, d)| d.as_str()).collect();
+    let domains: Vec<&str> = domains.into_iter().collect();
+    let ([domain], true) = (domains.as_slice(), placed.len() > 1) else {
+        return Vec::new();
+    };
+    let name = tier.name_any();
+    let names: Vec<&str> = placed.iter().map(|(s, _, _)| s.as_str()).collect();
+    // A destination in another domain, if the tier lists one: move the last ShopSet there.
+    let elsewhere = tier.spec.argocd.destinations.iter().find(|d| {
+        let p = Placed { name: Some(&d.name), target: target(d), failure_domain: Some(&d.failure_domain) };
+        domain_of(&p) != *domain
+    });
+    let last = names.last().copied().unwrap_or_default();
+    let fix = match elsewhere {
+        Some(d) => vec![
+            format!("shopctl shopset move {last} --to {} -f {}", d.name, ctx.manifests),
+            "# then commit the manifest for review; the next sync moves its Application".into(),
+        ],
+        None => vec![
+            format!("# add a destination in another failure domain to Tier {name}'s spec.argocd.destinations, then:"),
+            format!("shopctl shopset move {last} --to NEW-DESTINATION -f {}", ctx.manifests),
+        ],
+    };
+    vec![finding(
+        "failure-domain",
+        &name,
+        format!(
+            "all {} ShopSets of tier {name} run in one failure domain ({domain}): {}",
+            names.len(),
+            names.join(", ")
+        ),
+        "one outage of that zone, region or cloud takes every cell of the tier down at once; spread them over \
+         destinations in different failure domains"
+            .into(),
+        fix,
+    )]
+}
+
+/// Destinations of the tier that no Argo CD cluster Secret names (by `server` or by `name`): Argo
+/// CD cannot deploy there, so the Applications of the ShopSets on them never sync.
+pub fn unknown_clusters(input: &TierInput, clusters: &[ArgoCluster], ctx: &Context) -> Vec<Finding> {
+    let tier = &input.tier;
+    let argocd_ns = &tier.spec.argocd.namespace;
+    let mut out = Vec::new();
+    for d in &tier.spec.argocd.destinations {
+        let known = match target(d) {
+            Target::Server(server) => {
+                server == IN_CLUSTER.0 || clusters.iter().any(|c| c.server.as_deref() == Some(server))
+            }
+            Target::Cluster(cluster) => {
+                cluster == IN_CLUSTER.1 || clusters.iter().any(|c| c.name.as_deref() == Some(cluster))
+            }
+        };
+        if known {
+            continue;
+        }
+        let on: Vec<String> = input
+            .shopsets
+            .iter()
+            .filter(|ss| destination_of(tier, ss).is_ok_and(|p| p.name == Some(d.name.as_str())))
+            .map(|ss| ss.name_any())
+            .collect();
+        let users = if on.is_empty() { "no ShopSet yet".to_string() } else { format!("ShopSets {}", on.join(", ")) };
+        let (name, server) = match target(d) {
+            Target::Server(server) => (d.name.clone(), server.to_string()),
+            Target::Cluster(cluster) => (cluster.to_string(), "API-SERVER-URL".to_string()),
+        };
+        let secret = format!("cluster-{}", d.name);
+        out.push(finding(
+            "destination-cluster",
+            &tier.name_any(),
+            format!(
+                "destination {} ({}) of tier {}: no Argo CD cluster Secret in namespace {argocd_ns} names it (used by {users})",
+                d.name,
+                target(d),
+                tier.name_any()
+            ),
+            "Argo CD deploys only to clusters it has a cluster Secret for (label argocd.argoproj.io/secret-type: \
+             cluster, matched by its server or name key); Applications sent elsewhere never sync"
+                .into(),
+            vec![
+                format!("# with the argocd CLI: argocd cluster add CONTEXT --name {name}"),
+                format!(
+                    "kubectl -n {argocd_ns} create secret generic {secret} --from-literal=name={name} --from-literal=server={server} --from-literal=config='{{\"bearerToken\":\"TOKEN\",\"tlsClientConfig\":{{\"caData\":\"CA-BASE64\"}}}}'"
+                ),
+                format!("kubectl -n {argocd_ns} label secret {secret} {}={}", ARGOCD_SECRET_TYPE.0, ARGOCD_SECRET_TYPE.1),
+                format!("shopctl doctor {} -f {}", tier.name_any(), ctx.manifests),
+            ],
+        ));
+    }
+    out
 }
 
 fn git_unreadable(input: &TierInput, error: &str, ctx: &Context) -> Finding {
@@ -720,7 +871,26 @@ pub async fn cluster_facts(client: &kube::Client, input: &TierInput) -> ClusterF
                 .map_err(|e| api_message(&e)),
         ),
     };
-    ClusterFacts { tier, applications, secret }
+    let argocd_clusters = if t.spec.argocd.destinations.is_empty() {
+        None
+    } else {
+        let selector = format!("{}={}", ARGOCD_SECRET_TYPE.0, ARGOCD_SECRET_TYPE.1);
+        let secrets = Api::<Secret>::namespaced(client.clone(), &t.spec.argocd.namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await;
+        Some(secrets.map_err(|e| api_message(&e)).map(|list| {
+            list.items
+                .into_iter()
+                .map(|s| {
+                    let key = |k: &str| {
+                        s.data.as_ref().and_then(|d| d.get(k)).map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                    };
+                    ArgoCluster { secret: s.name_any(), name: key("name"), server: key("server") }
+                })
+                .collect()
+        }))
+    };
+    ClusterFacts { tier, applications, secret, argocd_clusters }
 }
 
 #[cfg(test)]

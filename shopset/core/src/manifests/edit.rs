@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use crate::api::{GROUP, Maintenance};
 
+mod destination;
+pub use destination::set_destination;
+
 /// Why a manifest could not be edited.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -17,6 +20,9 @@ pub enum EditError {
         "ShopSet/{name} (document {index}): spec is not written as a block mapping (`spec:` alone on its line, its fields indented below); fix: write it so, or edit spec.maintenance by hand"
     )]
     NotBlock { name: String, index: usize },
+    /// An edit of another field than spec.maintenance that cannot be made on lines.
+    #[error("ShopSet/{name} (document {index}): {field} cannot be edited in place: {why}; fix: edit {field} by hand")]
+    Layout { name: String, index: usize, field: &'static str, why: &'static str },
     #[error(
         "ShopSet/{name} (document {index}): the edit would change more than spec.maintenance (an unusual layout, e.g. anchors or flow style inside spec); fix: edit spec.maintenance by hand"
     )]
