@@ -318,7 +318,17 @@ pub fn decode(data: &[u8]) -> Case {
             let namespace = b.option(false, |b| b.string(Kind::Name, "shops-us-east"));
             ShopSet::new(
                 &name,
-                ShopSetSpec { tier, configuration, shops, replicas, images, namespace, maintenance: None, destination: None, capacity: None },
+                ShopSetSpec {
+                    tier,
+                    configuration,
+                    shops,
+                    replicas,
+                    images,
+                    namespace,
+                    maintenance: None,
+                    destination: None,
+                    capacity: None,
+                },
             )
         })
         .collect();
