@@ -146,6 +146,9 @@ fn scope(cli: &Cli, files: &[PathBuf]) -> Result<Scope> {
             }
         }
     };
+    // Placement reads every ShopSet: manifests that break the rules (e.g. a ShopSet over its
+    // capacity) are fixed first.
+    inventory.check()?;
     let tiers = inventory.tiers.into_iter().filter(|((ns, _), _)| *ns == namespace).map(|(_, t)| t).collect();
     let shopsets = inventory.shopsets.into_iter().filter(|((ns, _), _)| *ns == namespace).map(|(_, s)| s).collect();
     Ok(Scope { namespace, tiers, shopsets })
