@@ -19,6 +19,7 @@ const COMMANDS: &[&str] = &[
     "apply",
     "doctor",
     "maintenance",
+    "shop",
     "argocd-creds",
     "quickstart",
     "completion",
@@ -165,6 +166,7 @@ fn man_out_writes_a_page_per_command() {
     let mut expected: Vec<String> = COMMANDS.iter().map(|c| format!("shopctl-{c}.1")).collect();
     // Commands with subcommands get a page for each of them too.
     expected.extend(["shopctl-maintenance-on.1".to_string(), "shopctl-maintenance-off.1".to_string()]);
+    expected.extend(["add", "remove", "move", "where"].map(|c| format!("shopctl-shop-{c}.1")));
     expected.push("shopctl.1".into());
     expected.sort();
     let mut files: Vec<String> =

@@ -298,6 +298,7 @@ impl<'a> Planner<'a> {
                 best = Some((load, free, cell.name.as_str(), i));
             }
         }
+        let mut created = false;
         let index = match best {
             Some((_, _, _, i)) => i,
             None => {
@@ -324,11 +325,12 @@ impl<'a> Planner<'a> {
                     closed: false,
                     source,
                 });
+                created = true;
                 self.cells.len() - 1
             }
         };
-        let grown = (index >= self.input.len())
-            .then(|| Growth { copied_from: self.input[self.cells[index].source].name_any() });
+        // Only the call that creates a ShopSet reports it: later ones place into it like any other.
+        let grown = created.then(|| Growth { copied_from: self.input[self.cells[index].source].name_any() });
         let cell = &mut self.cells[index];
         cell.shops += 1;
         let placement = Placement {
@@ -677,13 +679,15 @@ mod tests {
         let shopsets =
             vec![ss("cell-01", "tier-0", 0, Some(2), Some("eu-a")), ss("cell-02", "tier-0", 0, Some(2), Some("eu-b"))];
         let mut planner = Planner::new(&t, &shopsets);
-        let got: Vec<(String, Option<String>)> = (0..8)
+        let got: Vec<(String, Option<String>, bool)> = (0..8)
             .map(|i| {
                 let p = planner.place(&format!("s{i}"), None, true).unwrap();
-                (p.shopset, p.destination)
+                (p.shopset, p.destination, p.grown.is_some())
             })
             .collect();
-        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
+        let grown: Vec<bool> = got.iter().map(|(_, _, g)| *g).collect();
+        assert_eq!(grown, [false, false, false, false, true, false, true, false]);
         // A grown ShopSet fills up before the next one grows, each on the less used domain.
         assert_eq!(names, ["cell-01", "cell-02", "cell-01", "cell-02", "cell-03", "cell-03", "cell-04", "cell-04"]);
         assert_eq!(got[4].1.as_deref(), Some("eu-a"));
