@@ -479,6 +479,9 @@ mod tests {
         vec![tier("tier-0", None, &[("eu-a", "a"), ("eu-b", "b")]), tier("tier-1", Some("tier-0"), &[])]
     }
 
+    /// (name, ShopSets, shop, --tier, --grow, expected)
+    type Case = (&'static str, Vec<ShopSet>, &'static str, Option<&'static str>, bool, Want);
+
     enum Want {
         In(&'static str),
         Grows(&'static str, Option<&'static str>, &'static str),
@@ -489,7 +492,7 @@ mod tests {
     fn placement_table() {
         use Want::*;
         let t = tiers();
-        let cases: Vec<(&str, Vec<ShopSet>, &str, Option<&str>, bool, Want)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "most free capacity wins",
                 vec![ss("c-1", "tier-0", 3, Some(5), None), ss("c-2", "tier-0", 1, Some(5), None)],
