@@ -376,6 +376,14 @@ impl<'a> Planner<'a> {
         Ok((name, destination, sibling))
     }
 
+    /// The new ShopSet of a placement that grew the tier (None for an existing ShopSet): a copy
+    /// of its sibling serving the placed shop, as [`Growth::shopset`] writes it.
+    pub fn new_shopset(&self, placement: &Placement) -> Option<ShopSet> {
+        placement.grown.as_ref()?;
+        let &index = self.by_name.get(&placement.shopset)?;
+        Some(Growth::shopset(placement, &self.input[self.cells[index].source]))
+    }
+
     /// Checks that `shop` can move to ShopSet `to`: it is served, `to` exists and has room.
     /// Returns the ShopSet that serves it now (equal to `to` when there is nothing to move).
     ///
@@ -682,18 +690,23 @@ mod tests {
         let shopsets =
             vec![ss("cell-01", "tier-0", 0, Some(2), Some("eu-a")), ss("cell-02", "tier-0", 0, Some(2), Some("eu-b"))];
         let mut planner = Planner::new(&t, &shopsets);
-        let got: Vec<(String, Option<String>, bool)> = (0..8)
-            .map(|i| {
-                let p = planner.place(&format!("s{i}"), None, true).unwrap();
-                (p.shopset, p.destination, p.grown.is_some())
-            })
-            .collect();
+        let placements: Vec<Placement> = (0..8).map(|i| planner.place(&format!("s{i}"), None, true).unwrap()).collect();
+        let got: Vec<(String, Option<String>, bool)> =
+            placements.iter().map(|p| (p.shopset.clone(), p.destination.clone(), p.grown.is_some())).collect();
         let names: Vec<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
         let grown: Vec<bool> = got.iter().map(|(_, _, g)| *g).collect();
         assert_eq!(grown, [false, false, false, false, true, false, true, false]);
         // A grown ShopSet fills up before the next one grows, each on the less used domain.
         assert_eq!(names, ["cell-01", "cell-02", "cell-01", "cell-02", "cell-03", "cell-03", "cell-04", "cell-04"]);
         assert_eq!(got[4].1.as_deref(), Some("eu-a"));
+        let grown = planner.new_shopset(&placements[4]).unwrap();
+        assert_eq!(
+            (grown.name_any().as_str(), grown.spec.shops.as_slice()),
+            ("cell-03", ["s4".to_string()].as_slice())
+        );
+        assert_eq!(grown.spec.destination.as_deref(), Some("eu-a"));
+        assert_eq!(grown.spec.capacity, Some(2));
+        assert!(planner.new_shopset(&placements[5]).is_none(), "placed into it, not grown");
         assert_eq!(got[6].1.as_deref(), Some("eu-b"));
         // Placed shops are duplicates from then on.
         assert!(matches!(planner.place("s3", None, true), Err(PlacementError::Duplicate { .. })));
