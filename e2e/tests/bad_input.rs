@@ -32,7 +32,7 @@ const NS: &str = "bad-input";
 const FILES: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
 
 /// Rows of the table per [`Expect`]ation.
-const REFUSED: usize = 68;
+const REFUSED: usize = 70;
 const REFUSED_ON_UPDATE: usize = 2;
 const CROSS_OBJECT: usize = 7;
 const CONTROLLER_ONLY: usize = 3;
@@ -458,6 +458,24 @@ fn cases() -> Vec<Case> {
             "Tier",
             "spec.argocd.destinations[0].failureDomain",
             rules::FAILURE_DOMAIN_VALUE[0].message,
+        ),
+        case(
+            "capacity zero",
+            SS,
+            "  replicas: 3\n",
+            "  replicas: 3\n  capacity: 0\n",
+            "ShopSet",
+            "spec.capacity",
+            rules::CAPACITY_RANGE,
+        ),
+        case(
+            "more shops than the capacity",
+            SS,
+            "  replicas: 3\n",
+            "  replicas: 3\n  capacity: 2\n",
+            "ShopSet",
+            "spec.shops",
+            rules::SHOPS_OVER_CAPACITY,
         ),
         case("replicas negative", SS, "replicas: 3", "replicas: -1", "ShopSet", "spec.replicas", rules::REPLICAS_RANGE),
         case(

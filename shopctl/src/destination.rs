@@ -15,7 +15,7 @@ use shopset::manifests::edit::set_destination;
 use shopset::manifests::{Inventory, LoadError};
 use shopset::validation::Problems;
 
-use crate::maintenance::{FIELD_MANAGER, find, invalid, manifest_diff, write_atomically, yaml_files};
+use crate::manifest_files::{FIELD_MANAGER, find, invalid, manifest_diff, write_atomically, yaml_files};
 use crate::{Cli, Output, Style, print_structured};
 
 #[derive(clap::Args, Debug)]

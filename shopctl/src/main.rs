@@ -10,9 +10,11 @@ mod diff;
 mod doctor;
 mod maintenance;
 mod man;
+mod manifest_files;
 mod progress;
 mod promote;
 mod repo_creds;
+mod shop;
 mod status;
 
 use anyhow::{Context, Result, anyhow};
@@ -133,6 +135,8 @@ enum Command {
     /// Work on one ShopSet: `move` it to another destination of its Tier (edits its manifest in place).
     #[command(name = "shopset")]
     ShopSet(destination::ShopSetArgs),
+    /// Add, remove or move a shop by the placement policy, or find where it is served: edits the ShopSets' manifests in place.
+    Shop(shop::ShopArgs),
     /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
     #[command(name = "argocd-creds")]
     ArgoCdCreds(repo_creds::ArgoCdCredsArgs),
@@ -217,7 +221,7 @@ fn main() -> ExitCode {
                         Some(SyncError::Render(_) | SyncError::PathMissing { .. } | SyncError::BranchMissing { .. })
                     )
                     || e.downcast_ref::<shopset::render::RenderError>().is_some()
-                    || e.downcast_ref::<maintenance::InvalidInput>().is_some()
+                    || e.downcast_ref::<manifest_files::InvalidInput>().is_some()
                     || matches!(
                         e.downcast_ref::<shopset::promote::PromoteError>(),
                         Some(
@@ -356,6 +360,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Doctor(args) => doctor::doctor(cli, style, args),
         Command::Maintenance(args) => maintenance::maintenance(cli, style, args),
         Command::ShopSet(args) => destination::shopset(cli, style, args),
+        Command::Shop(args) => shop::shop(cli, style, args),
         Command::ArgoCdCreds(args) => repo_creds::argocd_creds(cli, args),
     }
 }

@@ -2,24 +2,19 @@
 //! its manifest in place (the file lives in git and is reviewed), and with `--apply` writes the
 //! edited ShopSet to the cluster by server-side apply.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use shopset::api::{Maintenance, ShopSet};
 use shopset::manifests::edit::set_maintenance;
 use shopset::manifests::{Inventory, LoadError};
-use shopset::render::{Entry, Tree};
 use shopset::validation::{Problems, check_shopset};
 
+use crate::manifest_files::{FIELD_MANAGER, apply, find, invalid, manifest_diff, write_atomically, yaml_files};
 use crate::{Cli, Output, Style, print_structured};
-
-/// The field manager of `--apply`.
-pub(crate) const FIELD_MANAGER: &str = "shopctl";
 
 #[derive(clap::Args, Debug)]
 pub struct MaintenanceArgs {
@@ -60,15 +55,6 @@ struct Target {
     /// Also write the edited ShopSet to the cluster (server-side apply, field manager `shopctl`).
     #[arg(long)]
     apply: bool,
-}
-
-/// Input that names something the manifests do not hold, or cannot be edited in place (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidInput(pub String);
-
-pub(crate) fn invalid(message: String) -> anyhow::Error {
-    anyhow::Error::new(InvalidInput(message))
 }
 
 /// What a run changed.
@@ -166,42 +152,6 @@ pub fn maintenance(cli: &Cli, style: &Style, args: &MaintenanceArgs) -> Result<(
     print_structured(cli.output, &report)
 }
 
-/// The files `-f` names, as [`Inventory::load`] reads them.
-pub(crate) fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-                .collect();
-            files.sort();
-            out.extend(files);
-        } else {
-            out.push(path.clone());
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Result<&'a ShopSet> {
-    let matching: Vec<&ShopSet> = inventory
-        .shopsets
-        .iter()
-        .filter(|((ns, n), _)| n == name && namespace.is_none_or(|want| want == ns))
-        .map(|(_, ss)| ss)
-        .collect();
-    match matching.as_slice() {
-        [one] => Ok(one),
-        [] => Err(invalid(format!(
-            "ShopSet/{name}: not found in the files given; fix: pass the manifest that defines it with -f{}",
-            if namespace.is_some() { ", or correct -n" } else { "" }
-        ))),
-        _ => Err(invalid(format!("ShopSet/{name}: defined in several namespaces; fix: pass -n NAMESPACE"))),
-    }
-}
-
 /// The maintenance the ShopSet should have after this run.
 fn wanted(ss: &ShopSet, shops: &[String], reason: Option<&str>) -> Result<Option<Maintenance>> {
     let current = ss.spec.maintenance.as_ref();
@@ -251,49 +201,6 @@ fn wanted(ss: &ShopSet, shops: &[String], reason: Option<&str>) -> Result<Option
 fn now() -> Time {
     let now = k8s_openapi::jiff::Timestamp::now();
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
-}
-
-pub(crate) fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
-    let path = file.display().to_string();
-    let tree = |text: &str| Tree::from_entries(BTreeMap::from([(path.clone(), Entry::file(text.as_bytes()))]));
-    shopset::gitops::diff_trees(&tree(old), &tree(new))
-}
-
-/// Writes `text` to `file` through a sibling temporary file, so a failure leaves the old file.
-pub(crate) fn write_atomically(file: &Path, text: &str) -> Result<()> {
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    std::fs::write(tmp.path(), text).with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    if let Ok(meta) = std::fs::metadata(file) {
-        // Keep the file's mode (a temporary file is created 0600).
-        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
-    }
-    tmp.persist(file).map_err(|e| anyhow!("cannot replace {}: {}", file.display(), e.error))?;
-    Ok(())
-}
-
-pub(crate) fn apply(ss: &ShopSet, namespace: Option<&str>) -> Result<()> {
-    let name = ss.name_any();
-    let ns = ss.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow!("ShopSet/{name}: cannot reach the cluster to apply it ({e}); fix: set KUBECONFIG, or leave out --apply and let GitOps apply the file")
-        })?;
-        let api: Api<ShopSet> = Api::namespaced(client, &ns);
-        let mut obj = ss.clone();
-        obj.metadata.namespace = Some(ns.clone());
-        obj.status = None;
-        obj.metadata.managed_fields = None;
-        obj.metadata.resource_version = None;
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&obj)).await.map_err(|e| {
-            anyhow!(
-                "ShopSet/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns the fields this edits, apply the file as that manager does",
-                shopset::error::api_message(&e)
-            )
-        })?;
-        Ok(())
-    })
 }
 
 fn print_text(r: &Report, style: &Style) {

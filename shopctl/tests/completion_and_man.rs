@@ -20,6 +20,7 @@ const COMMANDS: &[&str] = &[
     "doctor",
     "maintenance",
     "shopset",
+    "shop",
     "argocd-creds",
     "quickstart",
     "completion",
@@ -167,6 +168,7 @@ fn man_out_writes_a_page_per_command() {
     // Commands with subcommands get a page for each of them too.
     expected.extend(["shopctl-maintenance-on.1".to_string(), "shopctl-maintenance-off.1".to_string()]);
     expected.push("shopctl-shopset-move.1".to_string());
+    expected.extend(["add", "remove", "move", "where"].map(|c| format!("shopctl-shop-{c}.1")));
     expected.push("shopctl.1".into());
     expected.sort();
     let mut files: Vec<String> =

@@ -22,6 +22,7 @@ use shopset_e2e::tools::{repo_root, tools_bin};
 
 /// Every block of the runbook, and the tests below run each of them.
 const BLOCKS: &[&str] = &[
+    "add-shop-by-hand",
     "apply-applications",
     "argocd-creds",
     "argocd-down",
@@ -471,6 +472,76 @@ fn move_by_hand_writes_shopsets_tree_and_points_the_application_at_the_new_clust
     let other =
         cp.kubectl_ok(["-n", "argocd", "get", "application", "canary-us", "-o", "jsonpath={.spec.destination.server}"]);
     assert_eq!(other, "https://kubernetes.default.svc", "only the moved ShopSet's Application changes");
+}
+
+/// Adding a shop by hand: the block edits the manifest as `shopctl shop add` does for the ShopSet
+/// the policy picks, applies it to a real API server, commits it, and refuses the shop the second
+/// time.
+#[test]
+fn add_a_shop_by_hand_edits_applies_and_commits_what_shopctl_would_write() {
+    let cp = ControlPlane::start();
+    let f = Fixture::daemon();
+    let mut hand = Hand::new(&f);
+    hand.kubeconfig = Some(cp.kubeconfig().to_path_buf());
+    cp.kubectl_ok(["apply", "--server-side", "-k", repo_root().join("deploy/crds").to_str().unwrap()]);
+    cp.kubectl_ok(["wait", "--for=condition=Established", "crd/shopsets.shopset.dev"]);
+    cp.kubectl_ok(["create", "namespace", "shops"]);
+
+    // The manifests in a git repository of their own, as a team keeps them.
+    let repo = f.work.path().join("shop-manifests");
+    std::fs::create_dir_all(&repo).unwrap();
+    for file in common::MANIFEST_FILES {
+        std::fs::write(repo.join(file), example(file)).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", hand.home.join(".gitconfig"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "--quiet"]);
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "manifests"]);
+    cp.kubectl_ok(["apply", "--server-side", "-n", "shops", "-f", repo.to_str().unwrap()]);
+
+    // What shopctl writes, on a scratch copy: the ShopSet the policy picks, and its file.
+    let scratch = f.work.path().join("scratch-shops");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for file in common::MANIFEST_FILES {
+        std::fs::write(scratch.join(file), example(file)).unwrap();
+    }
+    let run = f.shopctl(&["shop", "add", "shop-0003", "-f", scratch.to_str().unwrap(), "-o", "json"]).success();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let shopset = report["shopset"].as_str().unwrap().to_string();
+    assert_eq!(shopset, "canary-us", "the tier-0 ShopSet with the most free places: {run}");
+
+    let file = repo.join("shopsets.yaml");
+    let vars = [
+        ("FILE", file.to_str().unwrap()),
+        ("SHOPSET", shopset.as_str()),
+        ("SHOP", "shop-0003"),
+        ("NAMESPACE", "shops"),
+    ];
+    hand.run("add-shop-by-hand", &vars);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        std::fs::read_to_string(scratch.join("shopsets.yaml")).unwrap()
+    );
+    let shops = cp.kubectl_ok(["get", "shopset", "canary-us", "-n", "shops", "-o", "jsonpath={.spec.shops}"]);
+    assert_eq!(shops, r#"["shop-1001","shop-0003"]"#);
+    assert_eq!(git(&["log", "-1", "--format=%s"]), "Add shop shop-0003 to ShopSet canary-us");
+    assert_eq!(git(&["status", "--porcelain"]), "");
+
+    // The same shop again: refused, nothing changed.
+    let text = hand.run_fails("add-shop-by-hand", &vars);
+    assert!(text.contains("shop-0003 is served already"), "{text}");
+    assert_eq!(git(&["status", "--porcelain"]), "");
 }
 
 fn path_with_tools() -> String {

@@ -493,6 +493,14 @@ impl ShopSet {
     pub fn wholly_in_maintenance(&self) -> bool {
         self.spec.maintenance.as_ref().is_some_and(Maintenance::whole)
     }
+
+    /// The failure domain of the cell: that of the Tier destination its `spec.destination` names.
+    /// None when it names none, names one the Tier does not list, or that one has no labels.
+    pub fn failure_domain<'t>(&self, tier: &'t Tier) -> Option<&'t BTreeMap<String, String>> {
+        let name = self.spec.destination.as_deref()?;
+        let destination = tier.spec.argocd.destinations.iter().find(|d| d.name == name)?;
+        (!destination.failure_domain.is_empty()).then_some(&destination.failure_domain)
+    }
 }
 
 type Crd = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -1,6 +1,7 @@
 //! ShopSet's core: what a Tier, a Configuration and a ShopSet are ([`api`]), the rules they must
 //! follow ([`rules`], checked offline by [`validation`] and by the API server through the CRDs'
-//! CEL), reading them from manifest files ([`manifests`]), and rendering a tier's system branch
+//! CEL), reading them from manifest files ([`manifests`]), choosing the ShopSet of a new shop
+//! ([`placement`]), and rendering a tier's system branch
 //! ([`render`] -> [`tree`]).
 //!
 //! No git, no Kubernetes client and no async runtime: everything here is a pure function of its
@@ -11,6 +12,7 @@ pub mod duration;
 pub mod fingerprint;
 pub mod fleet;
 pub mod manifests;
+pub mod placement;
 pub mod render;
 pub mod repository;
 pub mod revision;

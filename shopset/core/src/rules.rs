@@ -252,6 +252,17 @@ pub const REPLICAS_RANGE: &str = "must be between 0 and 1000";
 /// The most image overrides of one ShopSet (bounds the cost of their rules).
 pub const MAX_IMAGES: usize = 100;
 
+/// CEL rule over `spec.capacity` (its upper bound is [`MAX_SHOPS`]; a test keeps them equal).
+pub const CAPACITY_RULE: &str = "self >= 1 && self <= 500";
+/// Message of a capacity out of range.
+pub const CAPACITY_RANGE: &str =
+    "must be between 1 and 500 (the most shops a ShopSet lists); leave it out for no limit of its own";
+/// CEL rule over the ShopSet: it lists no more shops than its capacity.
+pub const SHOPS_WITHIN_CAPACITY_RULE: &str =
+    "!has(self.spec.capacity) || !has(self.spec.shops) || size(self.spec.shops) <= self.spec.capacity";
+/// Message of a ShopSet that lists more shops than its capacity.
+pub const SHOPS_OVER_CAPACITY: &str = "serves more shops than spec.capacity: raise spec.capacity, or move shops to another ShopSet with `shopctl shop move`";
+
 /// At most this many destinations on a Tier.
 pub const MAX_DESTINATIONS: usize = 64;
 /// CEL rule over one `spec.images[]` entry.
@@ -386,6 +397,7 @@ pub const FIELDS: &[(&str, &str, FieldRules)] = &[
     ("ShopSet", "spec.shops", FieldRules::Rule(SHOPS_UNIQUE_RULE, SHOP_DUPLICATE)),
     ("ShopSet", "spec.shops[]", FieldRules::Checks(SHOP_ID)),
     ("ShopSet", "spec.replicas", FieldRules::Rule(REPLICAS_RULE, REPLICAS_RANGE)),
+    ("ShopSet", "spec.capacity", FieldRules::Rule(CAPACITY_RULE, CAPACITY_RANGE)),
     ("ShopSet", "spec.images[]", FieldRules::Rule(IMAGE_CHANGES_SOMETHING_RULE, IMAGE_CHANGES_NOTHING)),
     ("ShopSet", "spec.images[].name", FieldRules::Checks(IMAGE_NAME)),
     ("ShopSet", "spec.images[].newName", FieldRules::Checks(IMAGE_NAME)),
@@ -428,6 +440,11 @@ pub fn object_rules(kind: &str) -> Vec<Value> {
                 "rule": MAINTENANCE_SHOPS_SERVED_RULE,
                 "message": MAINTENANCE_SHOP_NOT_SERVED,
                 "fieldPath": ".spec.maintenance.shops",
+            }),
+            json!({
+                "rule": SHOPS_WITHIN_CAPACITY_RULE,
+                "message": SHOPS_OVER_CAPACITY,
+                "fieldPath": ".spec.shops",
             }),
         ]),
         _ => {}
@@ -512,6 +529,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_capacity_rule_bounds_capacity_by_max_shops() {
+        assert_eq!(CAPACITY_RULE, format!("self >= 1 && self <= {MAX_SHOPS}"));
+        assert!(CAPACITY_RANGE.contains(&format!("between 1 and {MAX_SHOPS} ")));
     }
 
     #[test]

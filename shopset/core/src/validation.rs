@@ -323,6 +323,26 @@ pub fn check_shopset(ss: &ShopSet, out: &mut Vec<Invalid>) {
             "set a replica count in that range, or leave it out",
         );
     }
+    if let Some(capacity) = ss.spec.capacity {
+        if !(1..=rules::MAX_SHOPS).contains(&(capacity as usize)) {
+            c.fail(
+                "spec.capacity",
+                &capacity.to_string(),
+                rules::CAPACITY_RANGE,
+                "set how many shops the cell can serve, or leave it out",
+            );
+        } else if ss.spec.shops.len() > capacity as usize {
+            c.fail(
+                "spec.shops",
+                &format!("{} shops, capacity {capacity}", ss.spec.shops.len()),
+                rules::SHOPS_OVER_CAPACITY,
+                format!(
+                    "raise spec.capacity to at least {}, or move shops to another ShopSet with `shopctl shop move SHOP --to SHOPSET`",
+                    ss.spec.shops.len()
+                ),
+            );
+        }
+    }
     for (i, image) in ss.spec.images.iter().enumerate() {
         let field = format!("spec.images[{i}]");
         c.checks(

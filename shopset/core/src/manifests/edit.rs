@@ -1,4 +1,4 @@
-//! Editing a ShopSet's manifest in place: the files live in git and are reviewed, so an edit
+//! Editing a ShopSet's manifest in place (`spec.maintenance`, `spec.shops`): the files live in git and are reviewed, so an edit
 //! changes the one field it is about and leaves every other byte (comments, order, quoting, other
 //! documents) as the person wrote it. YAML libraries drop comments, so this works on lines, and
 //! then parses its result to prove that it changed exactly that field.
@@ -17,16 +17,16 @@ pub enum EditError {
     #[error("document {index}: not valid YAML: {error}; fix: correct the YAML syntax first")]
     Yaml { index: usize, error: serde_yaml::Error },
     #[error(
-        "ShopSet/{name} (document {index}): spec is not written as a block mapping (`spec:` alone on its line, its fields indented below); fix: write it so, or edit spec.maintenance by hand"
+        "ShopSet/{name} (document {index}): spec is not written as a block mapping (`spec:` alone on its line, its fields indented below); fix: write it so, or edit spec.{field} by hand"
     )]
-    NotBlock { name: String, index: usize },
+    NotBlock { name: String, index: usize, field: &'static str },
     /// An edit of another field than spec.maintenance that cannot be made on lines.
     #[error("ShopSet/{name} (document {index}): {field} cannot be edited in place: {why}; fix: edit {field} by hand")]
     Layout { name: String, index: usize, field: &'static str, why: &'static str },
     #[error(
-        "ShopSet/{name} (document {index}): the edit would change more than spec.maintenance (an unusual layout, e.g. anchors or flow style inside spec); fix: edit spec.maintenance by hand"
+        "ShopSet/{name} (document {index}): the edit would change more than spec.{field} (an unusual layout, e.g. anchors, or a flow list over several lines); fix: edit spec.{field} by hand"
     )]
-    Unsafe { name: String, index: usize },
+    Unsafe { name: String, index: usize, field: &'static str },
 }
 
 /// One document of a YAML stream: its lines `[start, end)`.
@@ -103,6 +103,164 @@ fn is_shopset(value: &Value, name: &str, namespace: Option<&str>) -> bool {
         && namespace.is_none_or(|ns| text("/metadata/namespace").is_none_or(|n| n == ns))
 }
 
+/// The `spec:` block of one ShopSet in a YAML stream, located for a line edit.
+struct SpecBlock<'t> {
+    lines: Vec<&'t str>,
+    parsed: Vec<Value>,
+    name: String,
+    index: usize,
+    spec: usize,
+    body_end: usize,
+    /// Indentation of spec's fields.
+    child: usize,
+    eol: &'static str,
+}
+
+impl<'t> SpecBlock<'t> {
+    /// Finds ShopSet `name`; `Ok(None)` when the stream holds none.
+    fn locate(
+        text: &'t str,
+        name: &str,
+        namespace: Option<&str>,
+        field: &'static str,
+    ) -> Result<Option<Self>, EditError> {
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let docs = documents(&lines);
+        let mut parsed = Vec::new();
+        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            parsed.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index, error })?);
+        }
+        // serde_yaml skips empty documents (e.g. before a leading `---`); match the line documents
+        // that hold content to the parsed ones, in order.
+        let content: Vec<&Document> =
+            docs.iter().filter(|d| lines[d.start..d.end].iter().any(|l| is_content(l))).collect();
+        if content.len() != parsed.len() {
+            // A layout this splitter does not know (e.g. `--- value` on one line): find the ShopSet
+            // anyway, but do not touch it.
+            return match parsed.iter().position(|v| is_shopset(v, name, namespace)) {
+                Some(index) => Err(EditError::Unsafe { name: name.into(), index, field }),
+                None => Ok(None),
+            };
+        }
+        let Some(index) = parsed.iter().position(|v| is_shopset(v, name, namespace)) else {
+            return Ok(None);
+        };
+        let doc = content[index];
+        let eol = line_ending(text);
+        let not_block = || EditError::NotBlock { name: name.into(), index, field };
+
+        // `spec:` at column 0, alone (a comment may follow).
+        let spec = (doc.start..doc.end)
+            .find(|&i| {
+                lines[i].strip_prefix("spec:").is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\r', '\n']))
+            })
+            .ok_or_else(not_block)?;
+        let after = lines[spec].strip_prefix("spec:").unwrap_or_default();
+        if !(after.trim().is_empty() || after.trim_start().starts_with('#')) {
+            return Err(not_block());
+        }
+        // The block: every line up to the first content line at column 0.
+        let mut end = spec + 1;
+        let mut last_content = spec;
+        while end < doc.end {
+            let line = lines[end];
+            if is_content(line) {
+                if indent(line) == 0 {
+                    break;
+                }
+                last_content = end;
+            }
+            end += 1;
+        }
+        let body_end = last_content + 1;
+        let child =
+            (spec + 1..body_end).find(|&i| is_content(lines[i])).map(|i| indent(lines[i])).ok_or_else(not_block)?;
+        Ok(Some(SpecBlock { lines, parsed, name: name.into(), index, spec, body_end, child, eol }))
+    }
+
+    fn key_at(&self, i: usize, key: &str) -> bool {
+        let line = self.lines[i];
+        indent(line) == self.child && line[self.child..].strip_prefix(key).is_some_and(|r| r.starts_with(':'))
+    }
+
+    /// The lines `[at, end)` of spec's entry `key`: its line and the more indented lines under it.
+    fn entry(&self, key: &str) -> Option<(usize, usize)> {
+        let at = (self.spec + 1..self.body_end).find(|&i| self.key_at(i, key))?;
+        let mut last = at;
+        for i in at + 1..self.body_end {
+            let line = self.lines[i];
+            if is_content(line) {
+                // Items of a list may sit at their key's indentation (kubectl's style).
+                let item = indent(line) == self.child && line.trim_start().starts_with('-');
+                if indent(line) < self.child || (indent(line) == self.child && !item) {
+                    break;
+                }
+                last = i;
+            }
+        }
+        Some((at, last + 1))
+    }
+
+    /// How much deeper than their key the items of `shops:` are (0: kubectl's style, the default).
+    fn seq_indent(&self) -> usize {
+        (self.spec + 1..self.body_end)
+            .find(|&i| self.key_at(i, "shops"))
+            .and_then(|i| (i + 1..self.body_end).find(|&j| is_content(self.lines[j])))
+            .filter(|&j| self.lines[j].trim_start().starts_with("- "))
+            .map(|j| indent(self.lines[j]).saturating_sub(self.child))
+            .unwrap_or(0)
+    }
+
+    fn unsafe_edit(&self, field: &'static str) -> EditError {
+        EditError::Unsafe { name: self.name.clone(), index: self.index, field }
+    }
+
+    /// Replaces lines `[from, to)` with `block`, and proves that the result reads as the input
+    /// with `spec.<field>` set to `value` (removed when None) and nothing else changed.
+    fn finish(
+        self,
+        from: usize,
+        to: usize,
+        block: &str,
+        field: &'static str,
+        value: Option<Value>,
+    ) -> Result<String, EditError> {
+        let mut out = String::new();
+        for line in &self.lines[..from] {
+            out.push_str(line);
+        }
+        if !block.is_empty() && !out.is_empty() && !out.ends_with('\n') {
+            out.push_str(self.eol);
+        }
+        out.push_str(block);
+        for line in &self.lines[to..] {
+            out.push_str(line);
+        }
+        let unsafe_edit = self.unsafe_edit(field);
+        let mut expected = self.parsed;
+        let spec_value = expected[self.index]
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| EditError::NotBlock { name: self.name.clone(), index: self.index, field })?;
+        match value {
+            Some(value) => {
+                spec_value.insert(field.into(), value);
+            }
+            None => {
+                spec_value.remove(field);
+            }
+        }
+        let mut reread = Vec::new();
+        for (i, doc) in serde_yaml::Deserializer::from_str(&out).enumerate() {
+            reread.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index: i, error })?);
+        }
+        if reread != expected {
+            return Err(unsafe_edit);
+        }
+        Ok(out)
+    }
+}
+
 /// Sets (`Some`) or removes (`None`) `spec.maintenance` of ShopSet `name` in the YAML stream
 /// `text`, changing no other byte. `Ok(None)` when the stream holds no such ShopSet; the new text
 /// when it does (equal to `text` when there was nothing to change).
@@ -116,91 +274,20 @@ pub fn set_maintenance(
     namespace: Option<&str>,
     maintenance: Option<&Maintenance>,
 ) -> Result<Option<String>, EditError> {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let docs = documents(&lines);
-    let mut parsed = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        parsed.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index, error })?);
-    }
-    // serde_yaml skips empty documents (e.g. before a leading `---`); match the line documents
-    // that hold content to the parsed ones, in order.
-    let content: Vec<&Document> = docs.iter().filter(|d| lines[d.start..d.end].iter().any(|l| is_content(l))).collect();
-    if content.len() != parsed.len() {
-        // A layout this splitter does not know (e.g. `--- value` on one line): find the ShopSet
-        // anyway, but do not touch it.
-        return match parsed.iter().position(|v| is_shopset(v, name, namespace)) {
-            Some(index) => Err(EditError::Unsafe { name: name.into(), index }),
-            None => Ok(None),
-        };
-    }
-    let Some(index) = parsed.iter().position(|v| is_shopset(v, name, namespace)) else {
+    const FIELD: &str = "maintenance";
+    let Some(b) = SpecBlock::locate(text, name, namespace, FIELD)? else {
         return Ok(None);
     };
-    let doc = content[index];
-    let eol = line_ending(text);
-    let not_block = || EditError::NotBlock { name: name.into(), index };
-
-    // `spec:` at column 0, alone (a comment may follow).
-    let spec = (doc.start..doc.end)
-        .find(|&i| {
-            lines[i].strip_prefix("spec:").is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\r', '\n']))
-        })
-        .ok_or_else(not_block)?;
-    let after = lines[spec].strip_prefix("spec:").unwrap_or_default();
-    if !(after.trim().is_empty() || after.trim_start().starts_with('#')) {
-        return Err(not_block());
-    }
-    // The block: every line up to the first content line at column 0.
-    let mut end = spec + 1;
-    let mut last_content = spec;
-    while end < doc.end {
-        let line = lines[end];
-        if is_content(line) {
-            if indent(line) == 0 {
-                break;
-            }
-            last_content = end;
-        }
-        end += 1;
-    }
-    let body_end = last_content + 1;
-    let child = (spec + 1..body_end).find(|&i| is_content(lines[i])).map(|i| indent(lines[i])).ok_or_else(not_block)?;
-    let key_at = |i: usize, key: &str| {
-        let line = lines[i];
-        indent(line) == child && line[child..].strip_prefix(key).is_some_and(|r| r.starts_with(':'))
-    };
-
-    // The existing `maintenance:` entry, with the more indented lines under it.
-    let existing = (spec + 1..body_end).find(|&i| key_at(i, "maintenance")).map(|at| {
-        let mut last = at;
-        for (i, line) in lines.iter().enumerate().take(body_end).skip(at + 1) {
-            if is_content(line) {
-                if indent(line) <= child {
-                    break;
-                }
-                last = i;
-            }
-        }
-        (at, last + 1)
-    });
-
-    // Sequences as the ShopSet's own `shops:` lists them: at the key's indentation (kubectl's
-    // style, the default) or deeper.
+    let (child, eol) = (b.child, b.eol);
     let unit = child;
-    let seq_indent = (spec + 1..body_end)
-        .find(|&i| key_at(i, "shops"))
-        .and_then(|i| (i + 1..body_end).find(|&j| is_content(lines[j])))
-        .filter(|&j| lines[j].trim_start().starts_with("- "))
-        .map(|j| indent(lines[j]).saturating_sub(child))
-        .unwrap_or(0);
-
+    let seq_indent = b.seq_indent();
     let mut block = String::new();
     if let Some(m) = maintenance {
         let pad = " ".repeat(child);
         let inner = " ".repeat(child + unit);
         block.push_str(&format!("{pad}maintenance:{eol}"));
         block.push_str(&format!("{inner}reason: {}{eol}", quoted(&m.reason)));
-        let since = serde_json::to_value(&m.since).map_err(|_| EditError::Unsafe { name: name.into(), index })?;
+        let since = serde_json::to_value(&m.since).map_err(|_| b.unsafe_edit(FIELD))?;
         block.push_str(&format!("{inner}since: {}{eol}", quoted(since.as_str().unwrap_or_default())));
         if !m.shops.is_empty() {
             block.push_str(&format!("{inner}shops:{eol}"));
@@ -210,40 +297,98 @@ pub fn set_maintenance(
             }
         }
     }
+    let (from, to) = b.entry(FIELD).unwrap_or((b.body_end, b.body_end));
+    let value = match maintenance {
+        Some(m) => Some(serde_json::to_value(m).map_err(|_| b.unsafe_edit(FIELD))?),
+        None => None,
+    };
+    b.finish(from, to, &block, FIELD, value).map(Some)
+}
 
-    let mut out = String::with_capacity(text.len() + block.len());
-    let (from, to) = existing.unwrap_or((body_end, body_end));
-    for line in &lines[..from] {
-        out.push_str(line);
-    }
-    if !block.is_empty() && !out.is_empty() && !out.ends_with('\n') {
-        out.push_str(eol);
-    }
-    out.push_str(&block);
-    for line in &lines[to..] {
-        out.push_str(line);
-    }
-
-    // The proof: the result reads as the input with spec.maintenance replaced, nothing else.
-    let mut expected = parsed;
-    let spec_value = expected[index].get_mut("spec").and_then(Value::as_object_mut).ok_or_else(not_block)?;
-    match maintenance {
-        Some(m) => {
-            let value = serde_json::to_value(m).map_err(|_| EditError::Unsafe { name: name.into(), index })?;
-            spec_value.insert("maintenance".into(), value);
+/// Sets `spec.shops` of ShopSet `name` in the YAML stream `text` to `shops`, changing no other
+/// byte: in a flow list (`shops: [a, b] # comment`) the brackets are rewritten and the comment
+/// kept; in a block list, the lines (and comments) of shops that stay are kept, the lines of
+/// shops that go are removed, and new shops are appended after the last item. `Ok(None)` when the
+/// stream holds no such ShopSet.
+///
+/// # Errors
+/// When a document is not YAML, or `spec.shops` is laid out so that a line edit cannot be proven
+/// to touch it alone (e.g. a flow list over several lines).
+pub fn set_shops(
+    text: &str,
+    name: &str,
+    namespace: Option<&str>,
+    shops: &[String],
+) -> Result<Option<String>, EditError> {
+    const FIELD: &str = "shops";
+    let Some(b) = SpecBlock::locate(text, name, namespace, FIELD)? else {
+        return Ok(None);
+    };
+    let (child, eol) = (b.child, b.eol);
+    let pad = " ".repeat(child);
+    let flow =
+        |rest: &str| format!("{pad}shops: [{}]{rest}", shops.iter().map(|s| scalar(s)).collect::<Vec<_>>().join(", "));
+    let value = Some(Value::Array(shops.iter().map(|s| Value::String(s.clone())).collect()));
+    let Some((at, end)) = b.entry(FIELD) else {
+        // No shops yet: a flow list at the end of spec.
+        let block = flow(eol);
+        let body_end = b.body_end;
+        return b.finish(body_end, body_end, &block, FIELD, value).map(Some);
+    };
+    let key_line = b.lines[at];
+    let after_key = &key_line[child + "shops:".len()..];
+    let after = after_key.trim_start();
+    if after.starts_with('[') {
+        // A flow list on one line: keep what follows the closing bracket (a comment, the line end).
+        let close = after.find(']').ok_or_else(|| b.unsafe_edit(FIELD))?;
+        if end != at + 1 {
+            return Err(b.unsafe_edit(FIELD));
         }
-        None => {
-            spec_value.remove("maintenance");
+        let block = flow(&after[close + 1..]);
+        return b.finish(at, end, &block, FIELD, value).map(Some);
+    }
+    if !(after.trim().is_empty() || after.starts_with('#')) {
+        return Err(b.unsafe_edit(FIELD));
+    }
+    // A block list: one item per line.
+    let mut block = String::new();
+    let mut kept = Vec::new();
+    let mut item_indent = child + b.seq_indent();
+    let mut body = Vec::new();
+    for i in at + 1..end {
+        let line = b.lines[i];
+        if is_content(line) {
+            let item: Vec<String> = serde_yaml::from_str(line.trim()).map_err(|_| b.unsafe_edit(FIELD))?;
+            let [item] = item.as_slice() else { return Err(b.unsafe_edit(FIELD)) };
+            item_indent = indent(line);
+            if shops.contains(item) {
+                kept.push(item.clone());
+                body.push(line.to_string());
+            }
+        } else {
+            body.push(line.to_string());
         }
     }
-    let mut reread = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(&out).enumerate() {
-        reread.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index: i, error })?);
+    // New shops go after the last kept item (before trailing comments and blank lines).
+    let insert_at = body.iter().rposition(|l| is_content(l)).map_or(0, |i| i + 1);
+    let added: Vec<String> = shops
+        .iter()
+        .filter(|s| !kept.contains(s))
+        .map(|s| format!("{}- {}{eol}", " ".repeat(item_indent), scalar(s)))
+        .collect();
+    body.splice(insert_at..insert_at, added);
+    if shops.is_empty() {
+        // An empty block list is not YAML: write an empty flow list.
+        let rest = after_key.trim_start_matches([' ', '\t']);
+        let comment = if rest.starts_with('#') { format!(" {rest}") } else { rest.to_string() };
+        block.push_str(&format!("{pad}shops: []{comment}"));
+    } else {
+        block.push_str(key_line);
     }
-    if reread != expected {
-        return Err(EditError::Unsafe { name: name.into(), index });
+    for line in body {
+        block.push_str(&line);
     }
-    Ok(Some(out))
+    b.finish(at, end, &block, FIELD, value).map(Some)
 }
 
 #[cfg(test)]
@@ -351,6 +496,37 @@ spec:
         let out = set_maintenance(bare, "a", None, Some(&maintenance(&[]))).unwrap().unwrap();
         assert!(out.starts_with(&format!("{bare}\n  maintenance:\n")), "{out:?}");
         assert_eq!(set_maintenance(&out, "a", None, None).unwrap().unwrap(), format!("{bare}\n"));
+    }
+
+    fn list(shops: &[&str]) -> Vec<String> {
+        shops.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn shops_in_a_block_list_keep_their_lines_and_comments() {
+        let added = set_shops(FILE, "canary-eu", None, &list(&["shop-de", "shop-fr", "shop-it"])).unwrap().unwrap();
+        assert_eq!(added, FILE.replace("  - shop-fr\n", "  - shop-fr\n  - shop-it\n"));
+        let removed = set_shops(&added, "canary-eu", None, &list(&["shop-fr", "shop-it"])).unwrap().unwrap();
+        assert_eq!(removed, FILE.replace("  - shop-de\n  - shop-fr\n", "  - shop-fr\n  - shop-it\n"));
+        // The other document's deeper indentation is followed.
+        let out = set_shops(FILE, "canary-us", None, &list(&["shop-us", "shop-ca"])).unwrap().unwrap();
+        assert_eq!(out, FILE.replace("        - shop-us\n", "        - shop-us\n        - shop-ca\n"));
+        // None left: an empty flow list, the key's comment kept.
+        let text = "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: a\nspec:\n  shops: # mine\n  - x\n  tier: t\n";
+        let out = set_shops(text, "a", None, &[]).unwrap().unwrap();
+        assert_eq!(out, text.replace("  shops: # mine\n  - x\n", "  shops: [] # mine\n"));
+    }
+
+    #[test]
+    fn shops_in_a_flow_list_keep_the_comment() {
+        let text = "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: a\nspec:\n  tier: t\n  shops: [shop-1, \"2\"]   # EU canaries\n  replicas: 2\n";
+        let out = set_shops(text, "a", None, &list(&["shop-1", "2", "shop-3"])).unwrap().unwrap();
+        assert_eq!(out, text.replace("[shop-1, \"2\"]", "[shop-1, \"2\", shop-3]"));
+        let none = "apiVersion: shopset.dev/v1alpha1\nkind: ShopSet\nmetadata:\n  name: a\nspec:\n  tier: t\n";
+        let out = set_shops(none, "a", None, &list(&["x"])).unwrap().unwrap();
+        assert_eq!(out, format!("{none}  shops: [x]\n"));
+        let multi = text.replace("[shop-1, \"2\"]", "[shop-1,\n    \"2\"]");
+        assert!(matches!(set_shops(&multi, "a", None, &list(&["x"])), Err(EditError::Unsafe { .. })));
     }
 
     #[test]

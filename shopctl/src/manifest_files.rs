@@ -1,0 +1,122 @@
+//! The user's manifest files, edited in place by `shopctl maintenance` and `shopctl shop`: which
+//! files `-f` names, writing them atomically, showing an edit as a diff, and writing the edited
+//! ShopSets to the cluster by server-side apply.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use shopset::api::ShopSet;
+use shopset::manifests::Inventory;
+use shopset::render::{Entry, Tree};
+
+/// The field manager of `--apply`.
+pub const FIELD_MANAGER: &str = "shopctl";
+
+/// Input that names something the manifests do not hold, or cannot be edited in place (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+pub fn invalid(message: String) -> anyhow::Error {
+    anyhow::Error::new(InvalidInput(message))
+}
+
+/// The files `-f` names, as [`shopset::manifests::Inventory::load`] reads them.
+pub fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The edit of `file` from `old` to `new` as a unified diff (a new file: `old` empty).
+pub fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
+    let path = file.display().to_string();
+    let tree = |text: &str| {
+        if text.is_empty() {
+            Tree::from_entries(BTreeMap::new())
+        } else {
+            Tree::from_entries(BTreeMap::from([(path.clone(), Entry::file(text.as_bytes()))]))
+        }
+    };
+    shopset::gitops::diff_trees(&tree(old), &tree(new))
+}
+
+/// Writes `text` to `file` through a sibling temporary file, so a failure leaves the old file.
+pub fn write_atomically(file: &Path, text: &str) -> Result<()> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::fs::write(tmp.path(), text).with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    if let Ok(meta) = std::fs::metadata(file) {
+        // Keep the file's mode (a temporary file is created 0600).
+        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+    }
+    tmp.persist(file).map_err(|e| anyhow!("cannot replace {}: {}", file.display(), e.error))?;
+    Ok(())
+}
+
+/// Writes the ShopSet to the cluster by server-side apply (field manager [`FIELD_MANAGER`]).
+pub fn apply(ss: &ShopSet, namespace: Option<&str>) -> Result<()> {
+    apply_all(std::slice::from_ref(ss), namespace)
+}
+
+/// [`apply`] for several ShopSets, in order, on one connection.
+pub fn apply_all(shopsets: &[ShopSet], namespace: Option<&str>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let Some(first) = shopsets.first() else { return Ok(()) };
+        let first = first.name_any();
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow!("ShopSet/{first}: cannot reach the cluster to apply it ({e}); fix: set KUBECONFIG, or leave out --apply and let GitOps apply the file")
+        })?;
+        for ss in shopsets {
+            let name = ss.name_any();
+            let ns = ss.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
+            let api: Api<ShopSet> = Api::namespaced(client.clone(), &ns);
+            let mut obj = ss.clone();
+            obj.metadata.namespace = Some(ns.clone());
+            obj.status = None;
+            obj.metadata.managed_fields = None;
+            obj.metadata.resource_version = None;
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&obj)).await.map_err(|e| {
+                anyhow!(
+                    "ShopSet/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns the fields shopctl changed, apply the file as that manager does",
+                    shopset::error::api_message(&e)
+                )
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// The ShopSet `name` of the manifests (in `namespace` when given), or an error naming the fix.
+pub fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Result<&'a ShopSet> {
+    let matching: Vec<&ShopSet> = inventory
+        .shopsets
+        .iter()
+        .filter(|((ns, n), _)| n == name && namespace.is_none_or(|want| want == ns))
+        .map(|(_, ss)| ss)
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one),
+        [] => Err(invalid(format!(
+            "ShopSet/{name}: not found in the files given; fix: pass the manifest that defines it with -f{}",
+            if namespace.is_some() { ", or correct -n" } else { "" }
+        ))),
+        _ => Err(invalid(format!("ShopSet/{name}: defined in several namespaces; fix: pass -n NAMESPACE"))),
+    }
+}
