@@ -5,6 +5,7 @@
 
 pub mod argocd;
 pub mod controlplane;
+pub mod faulty_api;
 pub mod gitserver;
 pub mod storm;
 pub mod tools;

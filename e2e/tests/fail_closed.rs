@@ -6,7 +6,10 @@
 //! - a Configuration's path vanished from its repository;
 //! - a user's template override (`--templates`) fails to render;
 //! - the API server refuses to list ShopSets (the ServiceAccount's ClusterRole loses them at run
-//!   time; a server error answered to that list is covered in the controller's unit tests);
+//!   time);
+//! - the API server answers 500 (`etcdserver: leader changed`) to lists of ShopSets, while the
+//!   controller runs and while it starts (through [`FaultyApi`], the real API server behind a
+//!   front that fails on cue); `shopctl status` and `doctor` say the server's words too;
 //! - the Tier's credentials Secret is deleted mid-run;
 //! - the system branch moves under every push (a writer that wins every race).
 //!
@@ -25,12 +28,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use shopset_e2e::controlplane::ControlPlane;
+use shopset_e2e::faulty_api::{FaultyApi, LEADER_CHANGED};
 use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git};
-use shopset_e2e::tools::{kubectl, repo_root};
+use shopset_e2e::tools::{kubectl, path_env, repo_root, workspace_bin};
 use support::*;
 
 /// Number of tests in this file (the last one to finish stops the shared control plane).
-const TESTS: usize = 6;
+const TESTS: usize = 9;
 const INTERVAL: Duration = Duration::from_secs(3);
 const FIRST_SYNC: Duration = Duration::from_secs(90);
 /// Bound for a failure to show in the Tier's status after its cause, on a loaded machine.
@@ -441,4 +445,203 @@ fn a_lost_system_repository_is_rebuilt_with_the_same_tree() {
     assert_eq!(git(&repo, &["rev-parse", &format!("{}^{{tree}}", rebuilt[0].0)]), tree0, "the same tree");
     assert_eq!(gitlink(&repo, TIER, "base"), app1);
     assert_eq!(w.applications(), before.apps, "the same Applications (names, uids, paths)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API server answers 500
+
+/// A controller that talks to the API server through `api`.
+fn through(api: &FaultyApi, s: &Setup, ctl: Controller) -> Controller {
+    let path = s.work.path().join("faulty-api.kubeconfig");
+    api.write_kubeconfig(&path);
+    ctl.with_kubeconfig(&path)
+}
+
+/// Lists of ShopSets (not their watch) fail.
+fn fail_shopset_lists(api: &FaultyApi) {
+    api.fail(|call| call.is_list_of("shopset.dev", "shopsets"));
+}
+
+/// A shop more for ShopSet `name`; its id.
+fn add_shop(w: &World, name: &str) -> String {
+    let shop = format!("{name}-shop-2");
+    let patch = format!("{{\"spec\":{{\"shops\":[\"{name}-shop-1\",\"{shop}\"]}}}}");
+    w.cp.kubectl_ok(["patch", "shopset", name, "-n", &w.s.ns, "--type=merge", "-p", &patch]);
+    shop
+}
+
+/// status, reason and message of the Tier's condition `type_` ("" when it has none).
+fn condition(w: &World, type_: &str) -> (String, String, String) {
+    let c = format!(r#".status.conditions[?(@.type=="{type_}")]"#);
+    let out = w.s.jsonpath(&w.cp, "tier", TIER, &format!("{{{c}.status}}|{{{c}.reason}}|{{{c}.message}}"));
+    let mut parts = out.splitn(3, '|').map(str::to_string);
+    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+}
+
+/// The failure is transient: Reconciling (retried with backoff), not Stalled, and a Warning Event
+/// says it, each in the API server's words; the front answered 500 to lists of ShopSets only.
+fn reported_as_transient(w: &World, api: &FaultyApi) {
+    let (status, reason, message) = condition(w, "Reconciling");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "ProgressingWithRetry"), "{message}");
+    assert!(message.contains(LEADER_CHANGED), "{message}");
+    assert_ne!(condition(w, "Stalled").0, "True", "a server error is retried, not Stalled");
+    let events = w.cp.kubectl_ok([
+        "get",
+        "events",
+        "-n",
+        &w.s.ns,
+        "--field-selector=type=Warning,reason=KubernetesUnavailable",
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ]);
+    assert!(events.contains(LEADER_CHANGED), "a Warning Event in the server's words: {events}");
+    let failed = api.failed();
+    assert!(!failed.is_empty(), "the controller listed ShopSets meanwhile");
+    assert!(failed.iter().all(|r| r.starts_with("GET ") && r.contains("/shopsets")), "{failed:?}");
+}
+
+/// After the 500s: the ShopSet change of `shop` is rendered and pushed (one commit on top of
+/// `before`), the Tier Ready, the same Application objects, by the same process.
+fn converged_with(w: &World, before: &Snapshot, shopset: &str, shop: &str, pid: Option<u32>) {
+    let repo = w.system_repo();
+    let file = format!("{TIER}:shopsets/{shopset}/kustomization.yaml");
+    wait_until(&format!("{shop} rendered and pushed, Ready"), Duration::from_secs(90), &w.ctl, || {
+        let log = w.s.system_log();
+        let rendered = shopset_e2e::gitserver::try_git(&repo, &["show", &file]).is_ok_and(|f| f.contains(shop));
+        let head = log.first().map(|c| c.0.clone()).unwrap_or_default();
+        (rendered && w.s.ready(&w.cp).0 == "True" && w.s.status_commits(&w.cp).1 == head).then_some(())
+    });
+    let log = w.s.system_log();
+    assert_eq!(log.len(), before.log.len() + 1, "one commit: the ShopSet change: {log:?}");
+    assert_eq!(log[1..], before.log[..], "on top of the branch as it was");
+    assert_eq!(w.applications(), before.apps, "the same Application objects after the 500s");
+    assert_eq!(w.ctl.pid(), pid, "converged without a restart");
+    w.ctl.assert_running();
+}
+
+/// While the controller runs, the API server answers 500 to lists of ShopSets (the controller
+/// lists them before a render that could prune, as a check of its watch caches) and a ShopSet
+/// changes: nothing is rendered, committed or pruned, the Tier says why in the server's words and
+/// is retried; when the 500s stop, the change is pushed without a restart.
+#[test]
+fn a_shopset_list_answered_500_while_running_fails_closed() {
+    let test = "500 while running";
+    let cp = Plane::shared(TESTS);
+    let api = FaultyApi::start(cp.kubeconfig());
+    let run = Run::new("500-replica");
+    let w = World::start_with(cp, "closed-500", TierOptions::default(), &run, |_, s, ctl| through(&api, s, ctl));
+    let pid = w.ctl.pid();
+    let before = w.snapshot();
+
+    fail_shopset_lists(&api);
+    let shop = add_shop(&w, "canary-eu");
+    phase(test, &format!("lists of ShopSets answer 500, {shop} added"));
+    w.fails_closed(
+        test,
+        &before,
+        "KubernetesUnavailable",
+        true,
+        &[
+            &format!("cannot list ShopSets in namespace {}: {LEADER_CHANGED}", w.s.ns),
+            "nothing is rendered, committed or pruned until it can",
+            "see the API server's log for a server error",
+        ],
+    );
+    reported_as_transient(&w, &api);
+
+    api.heal();
+    phase(test, "500s stopped");
+    converged_with(&w, &before, "canary-eu", &shop, pid);
+}
+
+/// The controller starts while the API server answers 500 to lists of ShopSets: its ShopSet
+/// cache cannot fill, so it renders nothing (an empty list would prune every Application) and
+/// the Tier and /readyz say why in the server's words, retried; when the 500s stop, the cache
+/// fills and the ShopSet changed meanwhile is pushed without a restart.
+#[test]
+fn a_shopset_list_answered_500_at_start_fails_closed() {
+    let test = "500 at start";
+    let cp = Plane::shared(TESTS);
+    let api = FaultyApi::start(cp.kubeconfig());
+    let run = Run::new("500-start-replica");
+    let mut w =
+        World::start_with(cp, "closed-500-start", TierOptions::default(), &run, |_, s, ctl| through(&api, s, ctl));
+    let before = w.snapshot();
+
+    w.ctl.stop();
+    fail_shopset_lists(&api);
+    let shop = add_shop(&w, "canary-us");
+    w.ctl.start(&run);
+    let pid = w.ctl.pid();
+    phase(test, &format!("{shop} added, restarted while lists of ShopSets answer 500"));
+    w.fails_closed(
+        test,
+        &before,
+        "KubernetesUnavailable",
+        true,
+        &[
+            &format!("the watch caches of namespace {} are not filled: ShopSet: cannot list: {LEADER_CHANGED}", w.s.ns),
+            "nothing is rendered, committed or pruned until they are",
+            "see the API server's log for a server error",
+        ],
+    );
+    reported_as_transient(&w, &api);
+    let (code, body) = http(&w.ctl.url("/readyz"), &[], None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not yet synced: ShopSet (") && body.contains(LEADER_CHANGED), "{body}");
+
+    api.heal();
+    phase(test, "500s stopped");
+    converged_with(&w, &before, "canary-us", &shop, pid);
+    assert_eq!(http(&w.ctl.url("/readyz"), &[], None).0, 200);
+}
+
+/// `shopctl status` and `shopctl doctor` against an API server that answers 500 to every read:
+/// no panic; each says what it could not read, in the server's words.
+#[test]
+fn shopctl_says_the_servers_words_when_it_answers_500() {
+    let cp = Plane::shared(TESTS);
+    let api = FaultyApi::start(cp.kubeconfig());
+    let daemon = GitDaemon::start();
+    let s = Setup::on_daemon(&cp, &daemon, "closed-500-cli", &TierOptions::default());
+    s.apply(&cp);
+    let kubeconfig = s.work.path().join("faulty-api.kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let shopctl = |command: &str| {
+        let out = Command::new(workspace_bin("shopctl"))
+            .arg("--cache-dir")
+            .arg(s.work.path().join("shopctl-cache"))
+            .args(["--color", "never", command, "-f"])
+            .arg(&s.manifests)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PATH", path_env())
+            .env("HOME", s.work.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run shopctl");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(!stderr.contains("panicked"), "shopctl {command}: {}", show(&out));
+        (out.status.success(), format!("{stdout}{stderr}"))
+    };
+    let tier = format!("cannot read Tier {}/{TIER}", s.ns);
+    // Through the front, healed: the Tier is read.
+    let (_, healthy) = shopctl("status");
+    assert!(!healthy.contains(&tier) && !healthy.contains("not read: cluster"), "{healthy}");
+
+    api.fail(|call| call.method == "GET" && !call.is_watch());
+    let (_, status) = shopctl("status");
+    assert!(status.contains(&format!("not read: cluster: {tier}: {LEADER_CHANGED}")), "{status}");
+    // Unread is not checked, and said so (its exit code is that of the checks it could run).
+    let (_, doctor) = shopctl("doctor");
+    for line in [
+        format!("not checked: tier-not-ready: {tier}: {LEADER_CHANGED}"),
+        format!("not checked: application: cannot read the Applications: {LEADER_CHANGED}"),
+    ] {
+        assert!(doctor.contains(&line), "doctor says {line:?}:\n{doctor}");
+    }
+    assert!(
+        api.failed().iter().any(|r| r.contains(&format!("/namespaces/{}/tiers/{TIER}", s.ns))),
+        "{:?}",
+        api.failed()
+    );
 }

@@ -3,7 +3,8 @@
 //! - Ready: every watch cache a reconcile reads (Tiers, ShopSets, Configurations) holds a complete
 //!   list. Until then a reconcile would wait, so the replica is not ready; the answer names the
 //!   caches still filling. A watch that never fills (the API server unreachable, a CRD missing)
-//!   keeps it unready. Once filled, a cache stays ready: a watch that restarts relists into it.
+//!   keeps it unready; the answer then has the watch's last error, in the API server's words. Once
+//!   filled, a cache stays ready: a watch that restarts relists into it.
 //! - Healthy: unless reconciles are running and none has finished for longer than the stall
 //!   timeout. A reconcile that waits forever (a hung connection, a deadlock) then gets the
 //!   process restarted; an idle controller is healthy, however long it idles.
@@ -28,6 +29,8 @@ pub struct Health {
 struct State {
     /// Kind of each watch cache, and whether it holds a complete list. Empty: no watch started.
     caches: BTreeMap<&'static str, bool>,
+    /// The last error of the watch of each kind whose cache is not filled yet.
+    errors: BTreeMap<&'static str, String>,
     /// Reconciles started and not finished.
     running: usize,
     /// When the last reconcile finished, or when reconciles started running after none did:
@@ -58,9 +61,26 @@ impl Health {
     /// The watch cache of `kind` holds a complete list.
     pub fn synced(&self, kind: &'static str) {
         let mut state = self.state();
+        state.errors.remove(kind);
         if state.caches.insert(kind, true) != Some(true) {
             tracing::info!(kind, "watch cache synced");
         }
+    }
+
+    /// The watch of `kind` failed with `error` (it retries with backoff). Kept, until the cache is
+    /// filled, to say why it is not.
+    pub fn watch_failed(&self, kind: &'static str, error: String) {
+        let mut state = self.state();
+        if state.caches.get(kind) != Some(&true) {
+            state.errors.insert(kind, error);
+        }
+    }
+
+    /// `kind: error` for each of `kinds` whose cache is not filled and whose watch failed: a
+    /// reconcile waiting for them would wait for as long as the failure lasts.
+    pub fn unfilled_errors(&self, kinds: &[&str]) -> Vec<String> {
+        let state = self.state();
+        kinds.iter().filter_map(|kind| state.errors.get(kind).map(|e| format!("{kind}: {e}"))).collect()
     }
 
     /// Ok with a short text when ready; else why not.
@@ -73,8 +93,10 @@ impl Health {
         if filling.is_empty() {
             Ok(format!("ok: watch caches synced: {}", state.caches.keys().copied().collect::<Vec<_>>().join(", ")))
         } else {
+            let errors: Vec<String> = state.errors.iter().map(|(kind, e)| format!("{kind}: {e}")).collect();
+            let errors = if errors.is_empty() { String::new() } else { format!("; last error: {}", errors.join("; ")) };
             Err(format!(
-                "not ready: watch caches not yet synced: {} (the API server is unreachable, refuses the watch, or lacks their CRDs; see the controller's log)",
+                "not ready: watch caches not yet synced: {} (the API server is unreachable, refuses the watch, or lacks their CRDs; see the controller's log){errors}",
                 filling.join(", ")
             ))
         }
@@ -132,8 +154,15 @@ mod tests {
         health.synced("Tier");
         let why = health.readiness().unwrap_err();
         assert!(why.contains("not yet synced: Configuration, ShopSet"), "{why}");
-        assert!(!why.contains("Tier"), "{why}");
+        assert!(!why.contains("Tier") && !why.contains("last error"), "{why}");
+        let leader = "cannot list: Internal error occurred: etcdserver: leader changed";
+        health.watch_failed("ShopSet", leader.into());
+        health.watch_failed("Tier", "a watch restarted after its cache filled".into());
+        let why = health.readiness().unwrap_err();
+        assert!(why.ends_with(&format!("; last error: ShopSet: {leader}")), "{why}");
+        assert_eq!(health.unfilled_errors(&["ShopSet", "Configuration"]), [format!("ShopSet: {leader}")]);
         health.synced("ShopSet");
+        assert!(health.unfilled_errors(&["ShopSet", "Configuration"]).is_empty(), "filled: the error is gone");
         health.synced("Configuration");
         assert!(health.readiness().is_ok());
         health.watching("Tier");

@@ -315,17 +315,31 @@ pub async fn run(
 }
 
 /// Marks the watch cache of `kind` synced at its first complete list (the reflector has stored
-/// it when the event passes here). Not `Store::wait_until_ready`: a store wakes only its latest
-/// waiter, and the reconciles' readiness task waits on these stores.
+/// it when the event passes here), and keeps the watch's errors until then. Not
+/// `Store::wait_until_ready`: a store wakes only its latest waiter, and the reconciles' readiness
+/// task waits on these stores.
 fn synced<K>(
     health: &Arc<Health>,
     kind: &'static str,
 ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
     let health = health.clone();
-    move |event| {
-        if let Ok(watcher::Event::InitDone) = event {
-            health.synced(kind);
+    move |event| match event {
+        Ok(watcher::Event::InitDone) => health.synced(kind),
+        Err(e) => health.watch_failed(kind, watch_error(e)),
+        Ok(_) => {}
+    }
+}
+
+/// A watch's error in the API server's words (`cannot list: Internal error occurred: ...`).
+fn watch_error(e: &watcher::Error) -> String {
+    use crate::error::api_message;
+    match e {
+        watcher::Error::InitialListFailed(e) => format!("cannot list: {}", api_message(e)),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            format!("cannot watch: {}", api_message(e))
         }
+        watcher::Error::WatchError(status) => format!("the watch failed: {}", status.message),
+        other => other.to_string(),
     }
 }
 
@@ -412,17 +426,30 @@ fn slim<K: Resource>(obj: &mut K) {
 }
 
 /// The inventory of the Tier's namespace, and this tier's problems if any. Read from the watch
-/// caches once they hold a complete list: a partial list would render ShopSets away.
+/// caches once they hold a complete list: a partial list would render ShopSets away. While a watch
+/// that fills them fails (a refused or failed list), the reconcile fails saying so, and is retried
+/// with backoff, instead of waiting unseen for as long as the API server fails.
 async fn load(tier: &Tier, ctx: &Context) -> Result<(Inventory, Vec<String>), Error> {
     let ns = tier.namespace().unwrap_or_else(|| "default".into());
     let stores =
         ctx.stores.get().ok_or_else(|| Error::Internal("the controller's watch caches are not running".into()))?;
-    stores
-        .ready
-        .clone()
-        .wait_for(|ready| *ready)
-        .await
-        .map_err(|_| Error::Kube("the watch caches stopped before they filled".into()))?;
+    let mut ready = stores.ready.clone();
+    while !*ready.borrow_and_update() {
+        let errors = ctx.health.unfilled_errors(&["ShopSet", "Configuration"]);
+        if !errors.is_empty() {
+            return Err(Error::Kube(format!(
+                "the watch caches of namespace {ns} are not filled: {}; nothing is rendered, committed or \
+                 pruned until they are; fix: see the API server's log for a server error, or grant the \
+                 controller's ServiceAccount get, list and watch on shopsets.shopset.dev and \
+                 configurations.shopset.dev (deploy/rbac.yaml)",
+                errors.join("; ")
+            )));
+        }
+        // The watches record their errors as they come: look again now and then.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(500), ready.changed()).await {
+            return Err(Error::Kube("the watch caches stopped before they filled".into()));
+        }
+    }
     let mut inventory = Inventory::default();
     let in_ns = |m: &kube::api::ObjectMeta| m.namespace.as_deref() == Some(ns.as_str());
     let key = |m: &kube::api::ObjectMeta| (ns.clone(), m.name.clone().unwrap_or_default());
