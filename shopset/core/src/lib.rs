@@ -10,6 +10,7 @@ pub mod api;
 pub mod duration;
 pub mod fingerprint;
 pub mod manifests;
+pub mod policy;
 pub mod render;
 pub mod repository;
 pub mod revision;
