@@ -271,11 +271,18 @@ impl Policy {
         Ok(Some(Policy { tier: name.clone(), from: p.from.clone(), soak, windows, hold: p.hold.clone() }))
     }
 
-    /// The end of the deny windows open at `at` (a deny window opening as another closes included).
-    fn frozen_until(&self, at: Timestamp) -> Option<(Timestamp, &Window)> {
+    /// The end of the deny windows open at `at` (a deny window opening as another closes
+    /// included): `Some((None, w))` when it does not end within a few years (a window that opens
+    /// again as it closes).
+    fn frozen_until(&self, at: Timestamp) -> Option<(Option<Timestamp>, &Window)> {
+        let horizon = at.checked_add(SignedDuration::from_hours(HORIZON_DAYS * 24)).unwrap_or(Timestamp::MAX);
         let mut found: Option<(Timestamp, &Window)> = None;
-        loop {
+        // Each step moves to the end of a later period; the steps are bounded as the horizon is.
+        for _ in 0..1000 {
             let t = found.map_or(at, |(t, _)| t);
+            if t > horizon {
+                break;
+            }
             let next = self
                 .windows
                 .iter()
@@ -284,9 +291,10 @@ impl Policy {
                 .max_by_key(|(u, _)| *u);
             match next {
                 Some((until, w)) if found.is_none_or(|(t, _)| until > t) => found = Some((until, w)),
-                _ => return found,
+                _ => return found.map(|(t, w)| (Some(t), w)),
             }
         }
+        found.map(|(_, w)| (None, w))
     }
 
     /// Whether an allow window holds `at`, when the tier has any: `Ok` when promotion may start as
@@ -309,9 +317,13 @@ impl Policy {
         // Each step jumps to the end of a freeze or the start of an allow window: a few suffice,
         // unless the windows never let anything through.
         for _ in 0..1000 {
-            if let Some((until, _)) = self.frozen_until(t) {
-                t = until;
-                continue;
+            match self.frozen_until(t) {
+                Some((Some(until), _)) => {
+                    t = until;
+                    continue;
+                }
+                Some((None, _)) => return None,
+                None => {}
             }
             match self.allowed_at(t) {
                 Ok(_) => return Some(t),
@@ -427,7 +439,10 @@ pub fn evaluate(policy: &Policy, ready_since: Option<Timestamp>, now: Timestamp)
         }
     }
     if let Some((until, w)) = policy.frozen_until(now) {
-        reasons.push(format!("{to} is frozen until {} ({})", w.show(until, now), w.label));
+        reasons.push(match until {
+            Some(until) => format!("{to} is frozen until {} ({})", w.show(until, now), w.label),
+            None => format!("{to} is frozen with no end in sight ({} opens again as it closes)", w.label),
+        });
     } else {
         match policy.allowed_at(now) {
             Ok(Some(w)) => why.push(format!("inside allow {}", w.label)),
@@ -596,6 +611,14 @@ mod tests {
                 "2026-12-03T01:00:00Z",
                 &["tier-1 is outside its allow windows until Thu 22:00 Europe/Berlin (window 'night')"],
                 Some("2026-12-03T21:00:00Z"),
+            ),
+            (
+                "a deny window that opens again as it closes never ends",
+                policy(None, vec![window(Deny, "freeze", "0 0 * * *", "24h", "UTC")], None),
+                Some("2026-12-01T00:00:00Z"),
+                "2026-12-03T12:30:00Z",
+                &["tier-1 is frozen with no end in sight (window 'freeze' opens again as it closes)"],
+                None,
             ),
             (
                 "deny wins over allow",
