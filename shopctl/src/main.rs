@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod apply;
 mod diff;
 mod doctor;
+mod hold;
 mod maintenance;
 mod man;
 mod progress;
@@ -129,6 +130,10 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Put a ShopSet, or some of its shops, in maintenance (`on`), or take it out (`off`): edits its manifest in place.
     Maintenance(maintenance::MaintenanceArgs),
+    /// Hold promotions into a tier, with a reason (`spec.promotion.hold`): edits its manifest in place.
+    Hold(hold::HoldArgs),
+    /// Clear the hold on promotions into a tier: edits its manifest in place.
+    Release(hold::ReleaseArgs),
     /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
     #[command(name = "argocd-creds")]
     ArgoCdCreds(repo_creds::ArgoCdCredsArgs),
@@ -351,6 +356,8 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Apply(args) => apply::apply(cli, style, args),
         Command::Doctor(args) => doctor::doctor(cli, style, args),
         Command::Maintenance(args) => maintenance::maintenance(cli, style, args),
+        Command::Hold(args) => hold::hold(cli, style, args),
+        Command::Release(args) => hold::release(cli, style, args),
         Command::ArgoCdCreds(args) => repo_creds::argocd_creds(cli, args),
     }
 }

@@ -167,7 +167,7 @@ pub fn maintenance(cli: &Cli, style: &Style, args: &MaintenanceArgs) -> Result<(
 }
 
 /// The files `-f` names, as [`Inventory::load`] reads them.
-fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -248,19 +248,19 @@ fn wanted(ss: &ShopSet, shops: &[String], reason: Option<&str>) -> Result<Option
 }
 
 /// Now, to the second: what `since` records.
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     let now = k8s_openapi::jiff::Timestamp::now();
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
+pub(crate) fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
     let path = file.display().to_string();
     let tree = |text: &str| Tree::from_entries(BTreeMap::from([(path.clone(), Entry::file(text.as_bytes()))]));
     shopset::gitops::diff_trees(&tree(old), &tree(new))
 }
 
 /// Writes `text` to `file` through a sibling temporary file, so a failure leaves the old file.
-fn write_atomically(file: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_atomically(file: &Path, text: &str) -> Result<()> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
     std::fs::write(tmp.path(), text).with_context(|| format!("cannot write {}", tmp.path().display()))?;

@@ -19,6 +19,8 @@ const COMMANDS: &[&str] = &[
     "apply",
     "doctor",
     "maintenance",
+    "hold",
+    "release",
     "argocd-creds",
     "quickstart",
     "completion",
