@@ -124,7 +124,7 @@ fn field(text: &str, low: u8, high: u8, names: &[&str]) -> Option<u64> {
         let mut v = from;
         let mut taken = 0u32;
         loop {
-            if taken % step as u32 == 0 {
+            if taken.is_multiple_of(step as u32) {
                 set |= 1 << v;
             }
             taken += 1;
@@ -516,6 +516,10 @@ mod tests {
         window(WindowKind::Deny, "weekend", "0 18 * * FRI", "63h", "Europe/Berlin")
     }
 
+    /// What, the policy, ready since, now, the refusal's words (empty: allowed), next possible.
+    type Row =
+        (&'static str, Policy, Option<&'static str>, &'static str, &'static [&'static str], Option<&'static str>);
+
     #[test]
     fn decisions() {
         use WindowKind::{Allow, Deny};
@@ -524,8 +528,7 @@ mod tests {
             since: Time(ts("2026-12-03T05:00:00Z")),
             by: Some("alice".into()),
         };
-        // (what, policy, ready since, now, refusal words (empty: allowed), next possible)
-        let rows: Vec<(&str, Policy, Option<&str>, &str, &[&str], Option<&str>)> = vec![
+        let rows: Vec<Row> = vec![
             ("no policy", policy(None, vec![], None), Some("2026-12-03T10:00:00Z"), "2026-12-03T10:00:01Z", &[], None),
             (
                 "not Healthy at the promoted commit",
