@@ -671,6 +671,19 @@ fn pull_requests_are_opened_through_the_github_api() {
     let before = gh.requests().len();
     fx.promote(&["--skip-checks", "--pr", "--github-url", gh.url()]).failure(1).has_err("GITHUB_TOKEN");
     assert_eq!(gh.requests().len(), before);
+
+    // tier-1 on hold: refused before any request; overridden, the pull request says so.
+    let m = fx.m();
+    let alice = [("GITHUB_TOKEN", TOKEN), ("USER", "alice")];
+    fx.run_env(&["hold", "tier-1", "--reason", "incident 42", "-f", &m], &alice).success();
+    let pr = ["--skip-checks", "--pr", "--github-url", gh.url()];
+    fx.promote_env(&pr, &alice).failure(3).has_err("tier-1 is on hold since ").has_err(" by alice: incident 42");
+    assert_eq!(gh.requests().len(), before);
+    fx.promote_env(&[&pr[..], &["--override-policy"]].concat(), &alice).success();
+    let posted = gh.requests().into_iter().skip(before).find(|r| r.method == "POST").expect("a pull request posted");
+    let body = posted.body["body"].as_str().expect("a body");
+    assert!(body.contains("### Promotion policy\n\nforced past tier-1's promotion policy by alice at "), "{body}");
+    assert!(body.contains("tier-1 is on hold since "), "{body}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1141,8 +1154,26 @@ fn the_promotion_policy_refuses_in_its_words_records_overrides_and_a_rollback_ho
     assert!(held.contains("      by: \"alice\"\n"), "{held}");
     let run = fx.promote_env(&[], &kube).failure(3);
     run.has_err("tier-1 is on hold since ").has_err(" by alice: incident 42").lacks("Healthy for");
-    fx.run_env(&["release", "tier-1", "-f", &m], &kube).success().has("now not on hold");
+    // --apply writes it to the cluster too, where kubectl shows it.
+    fx.run_env(&["hold", "tier-1", "--reason", "incident 42", "--apply", "-f", &m], &kube)
+        .success()
+        .has("unchanged: on hold since")
+        .has("applied to the cluster");
+    let hold = |cp: &ControlPlane| {
+        cp.kubectl_ok([
+            "get",
+            "tiers.shopset.dev",
+            "tier-1",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.promotion.hold.reason}",
+        ])
+    };
+    assert_eq!(hold(&cp), "incident 42");
+    fx.run_env(&["release", "tier-1", "--apply", "-f", &m], &kube).success().has("now not on hold");
     assert_eq!(std::fs::read_to_string(&tier1).unwrap(), policy_free);
+    assert_eq!(hold(&cp), "", "released in the cluster too");
 
     // A rollback holds promotions into tier-1, so that the next promotion does not undo it.
     let back = fx.run_env(&["rollback", "tier-1", "--steps", "1", "-f", &m], &kube).success();
