@@ -32,7 +32,7 @@ const NS: &str = "bad-input";
 const FILES: &[&str] = &["configuration.yaml", "shopsets.yaml", "tier-0.yaml", "tier-1.yaml"];
 
 /// Rows of the table per [`Expect`]ation.
-const REFUSED: usize = 70;
+const REFUSED: usize = 79;
 const REFUSED_ON_UPDATE: usize = 2;
 const CROSS_OBJECT: usize = 7;
 const CONTROLLER_ONLY: usize = 3;
@@ -292,6 +292,88 @@ fn cases() -> Vec<Case> {
             rules::INTERVAL_TOO_SHORT,
         ),
         case("interval not a duration", T0, "interval: 1m", "interval: 1d", "Tier", "spec.interval", not_duration),
+        // promotion policy
+        case(
+            "soak not a duration",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    soak: 1d",
+            "Tier",
+            "spec.promotion.soak",
+            not_duration,
+        ),
+        case(
+            "window schedule not a cron expression",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    windows:\n    - kind: deny\n      schedule: \"0 18 * * FRIDAY\"\n      duration: 63h",
+            "Tier",
+            "spec.promotion.windows[0].schedule",
+            rules::CRON_INVALID,
+        ),
+        case(
+            "window schedule with six fields",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    windows:\n    - kind: allow\n      schedule: \"0 0 9 * * MON\"\n      duration: 8h",
+            "Tier",
+            "spec.promotion.windows[0].schedule",
+            rules::CRON_INVALID,
+        ),
+        case(
+            "window hour out of range",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    windows:\n    - kind: allow\n      schedule: \"0 24 * * *\"\n      duration: 8h",
+            "Tier",
+            "spec.promotion.windows[0].schedule",
+            rules::CRON_INVALID,
+        ),
+        case(
+            "window time zone an offset",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    windows:\n    - kind: deny\n      schedule: \"0 18 * * FRI\"\n      duration: 63h\n      timeZone: \"UTC+02:00\"",
+            "Tier",
+            "spec.promotion.windows[0].timeZone",
+            rules::TIME_ZONE_INVALID,
+        ),
+        case(
+            "window duration not a duration",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    windows:\n    - kind: deny\n      schedule: \"0 18 * * FRI\"\n      duration: 2d",
+            "Tier",
+            "spec.promotion.windows[0].duration",
+            not_duration,
+        ),
+        case(
+            "window of no time",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    windows:\n    - kind: deny\n      schedule: \"0 18 * * FRI\"\n      duration: 0s",
+            "Tier",
+            "spec.promotion.windows[0].duration",
+            rules::WINDOW_TOO_SHORT,
+        ),
+        case(
+            "negative approvals",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    approvals: -1",
+            "Tier",
+            "spec.promotion.approvals",
+            rules::APPROVALS_RANGE,
+        ),
+        case(
+            "hold without a reason",
+            T1,
+            "from: tier-0",
+            "from: tier-0\n    hold:\n      reason: \"\"\n      since: \"2026-12-03T05:00:00Z\"",
+            "Tier",
+            "spec.promotion.hold.reason",
+            rules::HOLD_REASON[0].message,
+        ),
         // promotion and Argo CD settings
         case(
             "promoted from itself",

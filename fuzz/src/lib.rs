@@ -262,7 +262,8 @@ pub fn decode(data: &[u8]) -> Case {
                 path: b.string(Kind::Path, "base"),
             },
             system: SystemRepository { url: b.string(Kind::Url, "https://git.example.com/acme/shop-system.git") },
-            promotion: b.option(false, |b| Promotion { from: b.string(Kind::Name, "tier-minus-1") }),
+            promotion: b
+                .option(false, |b| Promotion { from: b.string(Kind::Name, "tier-minus-1"), ..Default::default() }),
             argocd: ArgoCdSettings {
                 namespace: b.string(Kind::Name, "argocd"),
                 project: b.string(Kind::Free, "default"),

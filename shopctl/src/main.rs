@@ -8,6 +8,7 @@ mod apply;
 mod destination;
 mod diff;
 mod doctor;
+mod hold;
 mod maintenance;
 mod man;
 mod manifest_files;
@@ -137,6 +138,10 @@ enum Command {
     ShopSet(destination::ShopSetArgs),
     /// Add, remove or move a shop by the placement policy, or find where it is served: edits the ShopSets' manifests in place.
     Shop(shop::ShopArgs),
+    /// Hold promotions into a tier, with a reason (`spec.promotion.hold`): edits its manifest in place.
+    Hold(hold::HoldArgs),
+    /// Clear the hold on promotions into a tier: edits its manifest in place.
+    Release(hold::ReleaseArgs),
     /// Print Argo CD's credential templates (repo-creds Secrets) for a tier's repositories, as the controller applies them.
     #[command(name = "argocd-creds")]
     ArgoCdCreds(repo_creds::ArgoCdCredsArgs),
@@ -361,6 +366,8 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         Command::Maintenance(args) => maintenance::maintenance(cli, style, args),
         Command::ShopSet(args) => destination::shopset(cli, style, args),
         Command::Shop(args) => shop::shop(cli, style, args),
+        Command::Hold(args) => hold::hold(cli, style, args),
+        Command::Release(args) => hold::release(cli, style, args),
         Command::ArgoCdCreds(args) => repo_creds::argocd_creds(cli, args),
     }
 }

@@ -198,7 +198,7 @@ fn wanted(ss: &ShopSet, shops: &[String], reason: Option<&str>) -> Result<Option
 }
 
 /// Now, to the second: what `since` records.
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     let now = k8s_openapi::jiff::Timestamp::now();
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use clap::ValueEnum;
 use kube::ResourceExt;
-use shopset::api::Tier;
+use kube::api::{Api, Patch, PatchParams};
+use shopset::api::{FORCED_PROMOTION, Tier};
 use shopset::github::GitHub;
+use shopset::policy::Timestamp;
 use shopset::promote::{
     Completed, MarkerError, Move, Only, Plan, RollbackTarget, abort, check_order, check_source, finish, in_progress,
     marker_to_abort, plan, start, targets,
@@ -58,6 +60,10 @@ pub struct PromoteArgs {
     /// Promote even when FROM's Applications are not all Synced and Healthy at its pinned commit.
     #[arg(long)]
     skip_checks: bool,
+    /// Promote even when TO's promotion policy (soak, windows, hold) refuses it now. Recorded: in
+    /// the pull request, or as the annotation shopset.dev/forced-promotion on Tier TO.
+    #[arg(long)]
+    override_policy: bool,
     /// Undo an interrupted promotion into TO: move back the branches it moved, delete its marker.
     #[arg(long, conflicts_with_all = ["pr", "only", "force"])]
     abort: bool,
@@ -104,21 +110,121 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
+/// What the cluster says about a promotion FROM -> TO.
+#[derive(Default)]
+struct Observed {
+    /// The promotion gate's verdict.
+    verdict: shopset::gate::Verdict,
+    /// Since when FROM's `Deployed` condition is True at its system head ([`shopset::policy::ready_since`]).
+    ready_since: Option<Timestamp>,
+    /// A hold on TO set in the cluster (`kubectl edit tier`), which the manifests may not show yet.
+    cluster_hold: Option<shopset::api::Hold>,
+}
+
 /// The promotion gate ([`shopset::gate`]): FROM's Applications Synced and Healthy at the system
-/// commit pinning FROM's head.
-fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str) -> Result<shopset::gate::Verdict> {
+/// commit pinning FROM's head; and what the promotion policy reads from the cluster.
+fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str, to: &str) -> Result<Observed> {
     let input = inv.tier_input(from)?;
     let git = shopset::state::read(&cache(cli)?, &auth(cli)?, &input)?;
+    let ns = input.tier.namespace().unwrap_or_else(|| "default".into());
     runtime()?.block_on(async {
         let client = kube::Client::try_default().await.map_err(|e| {
             anyhow!("cannot reach the cluster to check tier {from}'s Applications ({e}); fix: set KUBECONFIG, or pass --skip-checks")
         })?;
-        shopset::gate::check(&client, &input, &git).await.map_err(|e| {
+        let verdict = shopset::gate::check(&client, &input, &git).await.map_err(|e| {
             anyhow!(
                 "cannot read tier {from}'s Applications ({}); fix: check KUBECONFIG and RBAC, or pass --skip-checks",
                 shopset::error::api_message(&e)
             )
-        })
+        })?;
+        let tiers: Api<Tier> = Api::namespaced(client, &ns);
+        let read = |name: &str, e: kube::Error| {
+            anyhow!(
+                "cannot read Tier {ns}/{name} ({}); fix: check KUBECONFIG and RBAC, or pass --skip-checks",
+                shopset::error::api_message(&e)
+            )
+        };
+        let from_tier = tiers.get_opt(from).await.map_err(|e| read(from, e))?;
+        let to_tier = tiers.get_opt(to).await.map_err(|e| read(to, e))?;
+        let ready_since = match (&from_tier, &git.system_head) {
+            (Some(t), Some(head)) => shopset::policy::ready_since(t, head),
+            _ => None,
+        };
+        let cluster_hold = to_tier.and_then(|t| t.spec.promotion.and_then(|p| p.hold));
+        Ok(Observed { verdict, ready_since, cluster_hold })
+    })
+}
+
+/// TO's promotion policy now: `Ok(None)` when it allows the promotion (or TO has none), the audit
+/// line when `--override-policy` overrode a refusal; a [`Refused`] error otherwise (a preview
+/// prints the refusal instead).
+fn policy(cli: &Cli, style: &Style, args: &PromoteArgs, to: &Tier, observed: &Observed) -> Result<Option<String>> {
+    let Some(mut policy) = shopset::policy::Policy::of(to)? else { return Ok(None) };
+    if policy.hold.is_none() {
+        policy.hold = observed.cluster_hold.clone();
+    }
+    let now = Timestamp::now();
+    let ready = if args.skip_checks {
+        // FROM's health was not read: --skip-checks takes responsibility for the soak, too.
+        policy.soak = shopset::policy::SignedDuration::ZERO;
+        Some(now)
+    } else {
+        observed.ready_since
+    };
+    let say = |line: &str| {
+        // On stderr under -o json/yaml, so the plan on stdout stays parseable.
+        if cli.output == Output::Text { println!("{line}") } else { eprintln!("{line}") }
+    };
+    match shopset::policy::evaluate(&policy, ready, now) {
+        shopset::policy::Decision::Allowed { why } => {
+            say(&format!("policy of {}: allowed ({why})", args.to));
+            Ok(None)
+        }
+        shopset::policy::Decision::Refused { reasons, next_possible } => {
+            let list = reasons.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n");
+            let when = match next_possible {
+                Some(t) => format!("possible from {t}"),
+                None => "not possible by waiting alone".to_string(),
+            };
+            let msg = format!(
+                "the promotion of {} into {} is refused by {}'s promotion policy ({when}):\n{list}\nfix: wait, release a hold (`shopctl release {} -f ...`), or pass --override-policy to promote anyway (recorded)",
+                args.from, args.to, args.to, args.to
+            );
+            if args.dry_run {
+                say(&style.yellow(&msg));
+                Ok(None)
+            } else if args.override_policy {
+                let audit = format!(
+                    "forced past {}'s promotion policy by {} at {}: {}",
+                    args.to,
+                    crate::hold::who(),
+                    Timestamp::from_second(now.as_second()).unwrap_or(now),
+                    reasons.join("; ")
+                );
+                say(&style.yellow(&audit));
+                Ok(Some(audit))
+            } else {
+                Err(Refused(msg).into())
+            }
+        }
+    }
+}
+
+/// Records a promotion forced past the policy on Tier `to` in the cluster.
+fn annotate(inv: &shopset::manifests::Inventory, to: &str, audit: &str) -> Result<()> {
+    let ns = inv.find_tier(to)?.namespace().unwrap_or_else(|| "default".into());
+    runtime()?.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow!("cannot reach the cluster to record the forced promotion on Tier {to} ({e}); record it by hand: kubectl annotate tier {to} {FORCED_PROMOTION}='{audit}'")
+        })?;
+        let patch = serde_json::json!({ "metadata": { "annotations": { FORCED_PROMOTION: audit } } });
+        Api::<Tier>::namespaced(client, &ns).patch(to, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| {
+            anyhow!(
+                "cannot record the forced promotion on Tier {ns}/{to} ({}); record it by hand: kubectl annotate tier {to} {FORCED_PROMOTION}='{audit}'",
+                shopset::error::api_message(&e)
+            )
+        })?;
+        Ok(())
     })
 }
 
@@ -166,16 +272,17 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     }
     let plan = plan(&cache, &auth, from, to, &cfgs, only)?;
 
-    let verdict = match (args.skip_checks, args.dry_run) {
-        (true, _) => shopset::gate::Verdict::default(),
-        (false, false) => gate(cli, &inv, &args.from)?,
+    let observed = match (args.skip_checks, args.dry_run) {
+        (true, _) => Observed::default(),
+        (false, false) => gate(cli, &inv, &args.from, &args.to)?,
         // A preview still says what the gate would find, but a gate it cannot read does not stop it.
-        (false, true) => gate(cli, &inv, &args.from).unwrap_or_else(|e| shopset::gate::Verdict {
-            refusals: vec![format!("not checked: {e:#}")],
-            maintenance: Vec::new(),
+        (false, true) => gate(cli, &inv, &args.from, &args.to).unwrap_or_else(|e| Observed {
+            verdict: shopset::gate::Verdict { refusals: vec![format!("not checked: {e:#}")], maintenance: Vec::new() },
+            ..Observed::default()
         }),
     };
-    let problems = verdict.refusals;
+    let verdict = &observed.verdict;
+    let problems = &verdict.refusals;
     for line in &verdict.maintenance {
         // On stderr under -o json/yaml, so the plan on stdout stays parseable.
         if cli.output == Output::Text {
@@ -213,11 +320,12 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
             return Err(Refused(msg).into());
         }
     }
+    let audit = policy(cli, style, args, to, &observed)?;
     if args.dry_run {
         return print_structured(cli.output, &plan);
     }
     if args.pr {
-        return open_prs(cli, style, args, &inv, &plan);
+        return open_prs(cli, style, args, &inv, &plan, audit.as_deref());
     }
     let input = inv.tier_input(&args.to)?;
     let done = start(&cache, &auth, &plan, args.force, &input, &renderer(cli)?, &targets(to, &cfgs)).map_err(lift)?;
@@ -230,6 +338,9 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    if let (Some(audit), Some(_)) = (&audit, &done) {
+        annotate(&inv, &args.to, audit)?;
+    }
     if cli.output == Output::Text {
         match &done {
             Some(done) => print_completed(style, done, &args.to, "moved"),
@@ -325,6 +436,7 @@ fn open_prs(
     args: &PromoteArgs,
     inv: &shopset::manifests::Inventory,
     plan: &Plan,
+    audit: Option<&str>,
 ) -> Result<()> {
     let token = match &args.github_token_file {
         Some(f) => std::fs::read_to_string(f)
@@ -355,6 +467,9 @@ fn open_prs(
         }
         body.push_str(&format!("\n### ShopSets that will change\n\n{}\n\nOpened by `shopctl promote --pr`; once merged, shopset-controller syncs tier `{}`.\n",
             shopsets.iter().map(|s| format!("- `{s}`")).collect::<Vec<_>>().join("\n"), plan.to));
+        if let Some(audit) = audit {
+            body.push_str(&format!("\n### Promotion policy\n\n{audit}\n"));
+        }
         let pr = rt.block_on(gh.open_pull_request(&mv.url, &mv.from_branch, &mv.to_branch, &title, &body))?;
         if cli.output == Output::Text {
             let state = if pr.already_existed { "already open" } else { "opened" };
@@ -483,6 +598,33 @@ pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
                 args.tier
             ),
             (None, true) => {}
+        }
+    }
+    if !args.dry_run {
+        // So that the next (automatic) promotion does not undo the rollback: a person releases it.
+        let what: Vec<String> = done
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} -> {}",
+                    d.repository,
+                    shopset::revision::short(&d.previous),
+                    shopset::revision::short(&d.head)
+                )
+            })
+            .collect();
+        let reason = format!("rolled back {}", what.join(", "));
+        match crate::hold::hold_after_rollback(cli, &args.tier, &args.files, &reason) {
+            Ok(Some(report)) if cli.output == Output::Text => {
+                crate::hold::print_text(&report, style);
+                println!("  release it when the tier may be promoted into again: shopctl release {} -f ...", args.tier);
+            }
+            Ok(_) => {}
+            // The rollback happened; a hold that could not be written is said, not an error of it.
+            Err(e) => eprintln!(
+                "warning: tier {} is rolled back but not on hold ({e:#}); fix: shopctl hold {} --reason {reason:?} -f ...",
+                args.tier, args.tier
+            ),
         }
     }
     if done.len() == 1 {

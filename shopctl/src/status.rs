@@ -1,5 +1,6 @@
 //! `shopctl status`: one view of each tier across git, the controller and Argo CD.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use shopset::api::Tier;
 use shopset::argocd::{AppState, Problem, application_states, problems};
 use shopset::error::api_message;
+use shopset::policy::{Decision, Policy, Timestamp, evaluate};
 use shopset::revision::{short, short_or};
 use shopset::state::GitState;
 
@@ -36,6 +38,9 @@ pub struct TierView {
     pub maintenance: Vec<MaintenanceView>,
     /// Where the ShopSets run, from the manifests: by failure domain, then destination.
     pub placement: Vec<PlacementView>,
+    /// What the tier's promotion policy says of a promotion into it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionView>,
     pub unavailable: Vec<String>,
 }
 
@@ -109,6 +114,19 @@ fn placement(input: &shopset::manifests::TierInput) -> Vec<PlacementView> {
     groups
 }
 
+/// Whether the tier may be promoted into now ([`shopset::policy::evaluate`]), or when, and why not.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionView {
+    pub promotable: bool,
+    /// Which policy lets it through, or every reason it does not.
+    pub why: Vec<String>,
+    /// The first moment the policy could let it through (RFC 3339); absent when waiting alone
+    /// will not do (a hold, or the tier promoted from not Healthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_possible: Option<String>,
+}
+
 /// A ShopSet in maintenance: since when and why.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,6 +167,8 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
     let client = rt.block_on(kube::Client::try_default());
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let mut views = Vec::new();
+    // The Tiers as the cluster has them, for the promotion policy of the tiers above.
+    let mut cluster: BTreeMap<String, Tier> = BTreeMap::new();
     for name in tier_order(&inv, args.tier.as_deref())? {
         let input = inv.tier_input(&name)?;
         let mut view = TierView {
@@ -172,6 +192,7 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
                 })
                 .collect(),
             placement: placement(&input),
+            promotion: None,
             unavailable: Vec::new(),
         };
         match shopset::state::read(&cache, &auth, &input) {
@@ -186,6 +207,7 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
                 let ns = input.tier.namespace().unwrap_or_else(|| "default".into());
                 match rt.block_on(Api::<Tier>::namespaced(client.clone(), &ns).get_opt(&name)) {
                     Ok(Some(t)) => {
+                        cluster.insert(name.clone(), t.clone());
                         view.conditions = t
                             .status
                             .map(|s| s.conditions)
@@ -222,12 +244,63 @@ pub fn status(cli: &Cli, style: &Style, args: &StatusArgs) -> Result<()> {
         }
         views.push(view);
     }
+    let heads: BTreeMap<String, Option<String>> =
+        views.iter().map(|v| (v.tier.clone(), v.git.as_ref().and_then(|g| g.system_head.clone()))).collect();
+    for view in &mut views {
+        let Ok(input) = inv.tier_input(&view.tier) else { continue };
+        match promotion_view(cli, &inv, &rt, &client, &input.tier, &heads, &cluster) {
+            Ok(p) => view.promotion = p,
+            Err(e) => view.unavailable.push(format!("policy: {e:#}")),
+        }
+    }
     if cli.output == Output::Text {
         for v in &views {
             print_view(v, style);
         }
     }
     print_structured(cli.output, &views)
+}
+
+/// What `tier`'s promotion policy says now, with the soak measured on its `from` tier as the
+/// cluster reports it (read here when `from` is not among the tiers shown).
+fn promotion_view(
+    cli: &Cli,
+    inv: &shopset::manifests::Inventory,
+    rt: &tokio::runtime::Runtime,
+    client: &Result<kube::Client, kube::Error>,
+    tier: &Tier,
+    heads: &BTreeMap<String, Option<String>>,
+    cluster: &BTreeMap<String, Tier>,
+) -> Result<Option<PromotionView>> {
+    let Some(mut policy) = Policy::of(tier)? else { return Ok(None) };
+    let name = tier.name_any();
+    if policy.hold.is_none() {
+        // A hold set with kubectl that the manifests do not show yet.
+        policy.hold = cluster.get(&name).and_then(|t| t.spec.promotion.as_ref()?.hold.clone());
+    }
+    let from = policy.from.clone();
+    let head = match heads.get(&from) {
+        Some(head) => head.clone(),
+        None => shopset::state::read(&cache(cli)?, &auth(cli)?, &inv.tier_input(&from)?)?.system_head,
+    };
+    let from_tier = match (cluster.get(&from), client) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Ok(client)) => {
+            let ns = tier.namespace().unwrap_or_else(|| "default".into());
+            rt.block_on(Api::<Tier>::namespaced(client.clone(), &ns).get_opt(&from)).ok().flatten()
+        }
+        (None, Err(_)) => None,
+    };
+    let ready = match (&from_tier, &head) {
+        (Some(t), Some(head)) => shopset::policy::ready_since(t, head),
+        _ => None,
+    };
+    Ok(Some(match evaluate(&policy, ready, Timestamp::now()) {
+        Decision::Allowed { why } => PromotionView { promotable: true, why: vec![why], next_possible: None },
+        Decision::Refused { reasons, next_possible } => {
+            PromotionView { promotable: false, why: reasons, next_possible: next_possible.map(|t| t.to_string()) }
+        }
+    }))
 }
 
 fn print_view(v: &TierView, style: &Style) {
@@ -322,6 +395,22 @@ fn print_view(v: &TierView, style: &Style) {
             shopset::doctor::human_duration(m.age_seconds),
             m.reason
         );
+    }
+    if let Some(p) = &v.promotion {
+        let from = v.promoted_from.as_deref().unwrap_or("-");
+        if p.promotable {
+            println!("  {} from {from} now ({})", style.green("promotable:"), p.why.join(", "));
+        } else {
+            let when = p
+                .next_possible
+                .as_deref()
+                .map(|t| format!("from {t}"))
+                .unwrap_or_else(|| "not by waiting alone".into());
+            println!("  {} from {from} {when}", style.yellow("not promotable:"));
+            for why in &p.why {
+                println!("    {why}");
+            }
+        }
     }
     for u in &v.unavailable {
         println!("  {} {u}", style.yellow("not read:"));

@@ -21,6 +21,8 @@ const COMMANDS: &[&str] = &[
     "maintenance",
     "shopset",
     "shop",
+    "hold",
+    "release",
     "argocd-creds",
     "quickstart",
     "completion",

@@ -671,6 +671,19 @@ fn pull_requests_are_opened_through_the_github_api() {
     let before = gh.requests().len();
     fx.promote(&["--skip-checks", "--pr", "--github-url", gh.url()]).failure(1).has_err("GITHUB_TOKEN");
     assert_eq!(gh.requests().len(), before);
+
+    // tier-1 on hold: refused before any request; overridden, the pull request says so.
+    let m = fx.m();
+    let alice = [("GITHUB_TOKEN", TOKEN), ("USER", "alice")];
+    fx.run_env(&["hold", "tier-1", "--reason", "incident 42", "-f", &m], &alice).success();
+    let pr = ["--skip-checks", "--pr", "--github-url", gh.url()];
+    fx.promote_env(&pr, &alice).failure(3).has_err("tier-1 is on hold since ").has_err(" by alice: incident 42");
+    assert_eq!(gh.requests().len(), before);
+    fx.promote_env(&[&pr[..], &["--override-policy"]].concat(), &alice).success();
+    let posted = gh.requests().into_iter().skip(before).find(|r| r.method == "POST").expect("a pull request posted");
+    let body = posted.body["body"].as_str().expect("a body");
+    assert!(body.contains("### Promotion policy\n\nforced past tier-1's promotion policy by alice at "), "{body}");
+    assert!(body.contains("tier-1 is on hold since "), "{body}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1014,4 +1027,160 @@ fn rollback_moves_a_configuration_back_or_app_and_configuration_together_in_one_
     assert_eq!(fx.system_git(&["rev-list", &format!("{before}..tier-0")]).lines().count(), 1);
     assert_eq!((fx.pinned_app("tier-0"), pinned_config(&fx, "tier-0")), (c0, k0));
     assert!(fx.system_git(&["for-each-ref", "refs/shopset/"]).is_empty(), "the marker is removed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The promotion policy
+
+/// tier-1's promotion policy: a refusal with its words and exit 3 (and `status` saying the same),
+/// an override recorded on the Tier, a hold set and released in the manifest, and a rollback that
+/// holds promotions into the tier.
+#[test]
+fn the_promotion_policy_refuses_in_its_words_records_overrides_and_a_rollback_holds_the_tier() {
+    let starting = std::thread::spawn(ControlPlane::start);
+    let fx = Fx::new();
+    fx.sync(None);
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    fx.sync(Some("tier-0"));
+    let system = head(&fx.system, "tier-0");
+    let t1 = head(&fx.app, "tier-1");
+    let m = fx.m();
+
+    let cp = match starting.join() {
+        Ok(cp) => cp,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let kubeconfig = cp.kubeconfig().to_str().expect("UTF-8 path").to_string();
+    let kube = [("KUBECONFIG", kubeconfig.as_str()), ("USER", "alice")];
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    let subresources = cp.kubectl_ok([
+        "get",
+        "crd",
+        "applications.argoproj.io",
+        "-o",
+        "jsonpath={.spec.versions[?(@.name==\"v1alpha1\")].subresources}",
+    ]);
+    // Written by hand, as in the gate test above: this test's plane runs no Argo CD (every shopctl
+    // test would pay its start-up). Only "Synced and Healthy at the system commit" is written, for
+    // the gate to pass and the policy to decide; Argo CD's own states are e2e/tests/argocd_gate.rs's.
+    for app in ["canary-eu", "canary-us"] {
+        let yaml = fx.system_git(&["show", &format!("tier-0:applications/{app}.yaml")]);
+        cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &yaml);
+        let patch =
+            json!({"status": {"sync": {"status": "Synced", "revision": system}, "health": {"status": "Healthy"}}})
+                .to_string();
+        let mut args =
+            vec!["patch", "applications.argoproj.io", app, "-n", "argocd", "--type=merge", "-p", patch.as_str()];
+        if subresources.contains("status") {
+            args.push("--subresource=status");
+        }
+        cp.kubectl_ok(args);
+    }
+
+    // tier-1's policy: a soak of a day, and a deny window open all day, every day.
+    let tier1 = fx.manifests().join("tier-1.yaml");
+    let text = std::fs::read_to_string(&tier1).unwrap().replace(
+        "    from: tier-0\n",
+        "    from: tier-0\n    soak: 24h\n    windows:\n    - kind: deny\n      name: freeze\n      schedule: \"0 0 * * *\"\n      duration: 24h\n",
+    );
+    std::fs::write(&tier1, &text).unwrap();
+    for file in ["tier-0.yaml", "tier-1.yaml"] {
+        let yaml = std::fs::read_to_string(fx.manifests().join(file)).unwrap();
+        cp.kubectl_with_stdin_ok(["apply", "-n", "default", "-f", "-"], &yaml);
+    }
+    // Written by hand: no controller runs here, and a controller would write a Deployed condition
+    // 3 hours old only after 3 hours (tests wait for no clock). The controller writing it is
+    // covered by shopset-kube's status tests and the e2e scenario. The soak is a day, so that
+    // however slowly this test runs, it is not over.
+    let since =
+        shopset::policy::Timestamp::from_second(shopset::policy::Timestamp::now().as_second() - 3 * 3600).unwrap();
+    let deployed = json!({"status": {"conditions": [
+        {"type": "Deployed", "status": "True", "reason": "Deployed", "message": format!("2/2 at {}", short(&system)), "lastTransitionTime": since.to_string()},
+    ]}})
+    .to_string();
+    cp.kubectl_ok([
+        "patch",
+        "tiers.shopset.dev",
+        "tier-0",
+        "-n",
+        "default",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &deployed,
+    ]);
+
+    let run = fx.promote_env(&[], &kube).failure(3);
+    run.has_err("refused by tier-1's promotion policy")
+        .has_err("tier-0 has been Healthy for 3h")
+        .has_err(" of 24h\n")
+        .has_err("tier-1 is frozen with no end in sight (window 'freeze' opens again as it closes)")
+        .has_err("--override-policy");
+    assert_eq!(head(&fx.app, "tier-1"), t1, "a refused promotion moves nothing");
+    let status = fx.run_env(&["status", "tier-1", "-f", &m, "-o", "json"], &kube).success().json();
+    let promotion = &status[0]["promotion"];
+    assert_eq!(promotion["promotable"], false, "{status:#}");
+    let why = promotion["why"].as_array().expect("why");
+    assert!(why[0].as_str().unwrap().starts_with("tier-0 has been Healthy for 3h"), "{status:#}");
+    assert_eq!(why[1], "tier-1 is frozen with no end in sight (window 'freeze' opens again as it closes)");
+    // A freeze with no end: waiting alone will not do.
+    assert!(promotion.get("nextPossible").is_none(), "{status:#}");
+
+    // Overridden: promoted, and recorded on Tier tier-1.
+    let forced = fx.promote_env(&["--override-policy"], &kube).success();
+    forced.has("forced past tier-1's promotion policy by alice at ");
+    assert_eq!(head(&fx.app, "tier-1"), c1);
+    let record = cp.kubectl_ok([
+        "get",
+        "tiers.shopset.dev",
+        "tier-1",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.metadata.annotations.shopset\\.dev/forced-promotion}",
+    ]);
+    assert!(record.starts_with("forced past tier-1's promotion policy by alice at "), "{record}");
+    assert!(record.contains(" of 24h; tier-1 is frozen with no end in sight"), "{record}");
+
+    // A hold, set and released in the manifest, and refused in its words in between.
+    let policy_free = text.replace(
+        "    soak: 24h\n    windows:\n    - kind: deny\n      name: freeze\n      schedule: \"0 0 * * *\"\n      duration: 24h\n",
+        "",
+    );
+    std::fs::write(&tier1, &policy_free).unwrap();
+    fx.run_env(&["hold", "tier-1", "--reason", "incident 42", "-f", &m], &kube).success().has("now on hold since");
+    let held = std::fs::read_to_string(&tier1).unwrap();
+    assert!(held.contains("    hold:\n      reason: \"incident 42\"\n      since: \"20"), "{held}");
+    assert!(held.contains("      by: \"alice\"\n"), "{held}");
+    let run = fx.promote_env(&[], &kube).failure(3);
+    run.has_err("tier-1 is on hold since ").has_err(" by alice: incident 42").lacks("Healthy for");
+    // --apply writes it to the cluster too, where kubectl shows it.
+    fx.run_env(&["hold", "tier-1", "--reason", "incident 42", "--apply", "-f", &m], &kube)
+        .success()
+        .has("unchanged: on hold since")
+        .has("applied to the cluster");
+    let hold = |cp: &ControlPlane| {
+        cp.kubectl_ok([
+            "get",
+            "tiers.shopset.dev",
+            "tier-1",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.promotion.hold.reason}",
+        ])
+    };
+    assert_eq!(hold(&cp), "incident 42");
+    fx.run_env(&["release", "tier-1", "--apply", "-f", &m], &kube).success().has("now not on hold");
+    assert_eq!(std::fs::read_to_string(&tier1).unwrap(), policy_free);
+    assert_eq!(hold(&cp), "", "released in the cluster too");
+
+    // A rollback holds promotions into tier-1, so that the next promotion does not undo it.
+    let back = fx.run_env(&["rollback", "tier-1", "--steps", "1", "-f", &m], &kube).success();
+    back.has("now on hold since").has("shopctl release tier-1");
+    assert_eq!(head(&fx.app, "tier-1"), t1);
+    let held = std::fs::read_to_string(&tier1).unwrap();
+    assert!(held.contains(&format!("      reason: \"rolled back app {} -> {}\"\n", short(&c1), short(&t1))), "{held}");
+    assert!(held.contains("      by: \"shopctl rollback (alice)\"\n"), "{held}");
+    fx.promote_env(&[], &kube).failure(3).has_err("by shopctl rollback (alice): rolled back app ");
 }

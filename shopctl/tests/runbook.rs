@@ -31,6 +31,7 @@ const BLOCKS: &[&str] = &[
     "first-render",
     "maintenance-by-hand",
     "move-by-hand",
+    "policy-facts",
     "promote",
     "promote-done",
     "rerender",
@@ -657,6 +658,37 @@ fn kubectl_blocks_apply_what_the_controller_and_argo_cd_apply() {
         "jsonpath={.items[*].data.SHOP_IDS}",
     ]);
     assert!(env.contains("shop-0001,shop-0002"), "{env}");
+
+    // The promotion policy's facts, read as step 7a reads them.
+    let tier1 = std::fs::read_to_string(f.manifests().join("tier-1.yaml"))
+        .unwrap()
+        .replace("    from: tier-0\n", "    from: tier-0\n    soak: 30m\n");
+    for tier in [std::fs::read_to_string(f.manifests().join("tier-0.yaml")).unwrap(), tier1] {
+        cp.kubectl_with_stdin_ok(["apply", "-n", "default", "-f", "-"], &tier);
+    }
+    let head = branch_head(&f.system, "tier-0").expect("tier-0 system branch");
+    // Written by hand: no controller runs here. What the block reads of the condition is under
+    // test; the controller writing it is covered by shopset-kube's status tests and the e2e tests.
+    let deployed = serde_json::json!({"status": {"conditions": [
+        {"type": "Deployed", "status": "True", "reason": "Deployed", "message": format!("2/2 at {}", &head[..7]), "lastTransitionTime": "2026-12-03T05:00:00Z"},
+    ]}})
+    .to_string();
+    cp.kubectl_ok([
+        "patch",
+        "tiers.shopset.dev",
+        "tier-0",
+        "-n",
+        "default",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &deployed,
+    ]);
+    let facts = hand.run("policy-facts", &[("TIER", "tier-1"), ("FROM", "tier-0"), ("TIER_NAMESPACE", "default")]);
+    assert!(facts.contains(&format!("promoted commit: {}", &head[..7])), "{facts}");
+    assert!(facts.contains(&format!("Deployed True 2/2 at {} since 2026-12-03T05:00:00Z", &head[..7])), "{facts}");
+    assert!(facts.contains(r#"policy {"from":"tier-0","soak":"30m"}"#), "{facts}");
+    assert!(facts.contains("now 20"), "{facts}");
 }
 
 /// The credential templates block against a real API server: the Secrets the controller applies

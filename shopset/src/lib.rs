@@ -13,7 +13,8 @@
 //! controller takes can be taken by hand with the identical result.
 
 pub use shopset_core::{
-    api, duration, fingerprint, fleet, manifests, placement, render, repository, revision, rules, tree, validation,
+    api, duration, fingerprint, fleet, manifests, placement, policy, render, repository, revision, rules, tree,
+    validation,
 };
 pub use shopset_git::{fault, github, gitops, promote, quickstart, state, sync};
 pub use shopset_kube::{

@@ -257,7 +257,7 @@ fn a_tier_on_its_own() {
     t.spec.argocd.project = String::new();
     t.spec.argocd.namespace = "Argo".into();
     t.spec.argocd.destination.namespace = Some("a_b".into());
-    t.spec.promotion = Some(shopset::api::Promotion { from: "tier-0".into() });
+    t.spec.promotion = Some(shopset::api::Promotion { from: "tier-0".into(), ..Default::default() });
     t.spec.system.url = t.spec.app.url.clone();
     let problems = problems_of_tier(&t);
     assert_eq!(

@@ -13,6 +13,10 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Annotation on a Tier recording the last promotion into it forced past its promotion policy
+/// (`shopctl promote --override-policy`): who, when, and what the policy said.
+pub const FORCED_PROMOTION: &str = "shopset.dev/forced-promotion";
+
 /// API group of every ShopSet kind.
 pub const GROUP: &str = "shopset.dev";
 /// API version of every ShopSet kind.
@@ -99,13 +103,91 @@ pub struct SystemRepository {
     pub url: String,
 }
 
-/// Where a tier is promoted from.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Where a tier is promoted from, and the policy of promotions into it ([`crate::policy`]), which
+/// the controller, `shopctl promote` and a person by hand (docs/runbook.md) apply alike.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Promotion {
     /// Name of the Tier this one is promoted from (in the same namespace).
     #[schemars(length(max = 253))]
     pub from: String,
+    /// How long the `from` Tier must have been Synced and Healthy at the promoted commit, without a
+    /// break, e.g. `30m`: measured from its `Deployed` condition's lastTransitionTime. Absent: no soak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub soak: Option<String>,
+    /// Allow and deny windows, as Argo CD's sync windows: no promotion into this tier starts inside
+    /// a deny window, nor outside every allow window when there is one. Deny wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::rules::MAX_WINDOWS))]
+    pub windows: Vec<PromotionWindow>,
+    /// The controller promotes `from` into this tier by itself when the gate, the soak and the
+    /// windows allow it and no hold is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
+    /// Automatic promotions open a pull request instead of pushing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pull_request: bool,
+    /// Approving reviews a promotion pull request needs before it is merged. Default: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<i32>,
+    /// Automatic promotion into this tier is held: set by `shopctl hold` and by `shopctl rollback`,
+    /// cleared by `shopctl release` (or by editing this field in git or with kubectl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+}
+
+/// A promotion window: from each start that `schedule` names, for `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionWindow {
+    /// `allow` or `deny`.
+    pub kind: WindowKind,
+    /// When the window opens: a 5-field cron expression (minute hour day-of-month month
+    /// day-of-week), e.g. `0 18 * * FRI`, read in `timeZone`.
+    #[schemars(length(max = 256))]
+    pub schedule: String,
+    /// How long it stays open from each start, e.g. `63h`.
+    #[schemars(length(max = 64))]
+    pub duration: String,
+    /// IANA time zone of the schedule, e.g. `Europe/Berlin`. Default: UTC.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(max = 64))]
+    pub time_zone: String,
+    /// A name for messages (`window 'weekend'`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub name: Option<String>,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+/// What a promotion window does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WindowKind {
+    /// Promotions may start inside it (and, when a tier has any, only inside one).
+    Allow,
+    /// No promotion starts inside it.
+    Deny,
+}
+
+/// A hold on promotions into a tier: human intent, kept in the Tier's spec so that git and
+/// `kubectl get tier -o yaml` both show it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    /// Why, as `shopctl status` shows it.
+    #[schemars(length(max = 1024))]
+    pub reason: String,
+    /// When the hold was set (RFC 3339, UTC). `shopctl doctor` reports a hold older than a day.
+    pub since: Time,
+    /// Who set it (a person, or `shopctl rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub by: Option<String>,
 }
 
 /// Settings of the generated Argo CD Applications.

@@ -13,6 +13,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod manifests;
 pub mod placement;
+pub mod policy;
 pub mod render;
 pub mod repository;
 pub mod revision;

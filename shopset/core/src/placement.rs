@@ -452,7 +452,7 @@ mod tests {
             "system": {"url": "https://git.example.com/system.git"},
         }))
         .unwrap();
-        spec.promotion = from.map(|f| crate::api::Promotion { from: f.into() });
+        spec.promotion = from.map(|f| crate::api::Promotion { from: f.into(), ..Default::default() });
         spec.argocd.destinations = destinations
             .iter()
             .map(|(name, zone)| NamedDestination {

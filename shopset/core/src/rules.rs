@@ -219,6 +219,70 @@ pub const INTERVAL: &[Check] = &[
     ),
 ];
 
+/// Durations of the promotion policy (`spec.promotion.soak`).
+pub const DURATION: &[Check] = &[INTERVAL[0]];
+
+/// Message of a window that lasts no time.
+pub const WINDOW_TOO_SHORT: &str = "must be longer than 0s: a window that lasts no time never opens";
+
+/// How long a promotion window lasts from each start.
+pub const WINDOW_DURATION: &[Check] = &[
+    INTERVAL[0],
+    check(
+        Test::Custom {
+            cel: |s| format!("!{s}.matches({}) || duration({s}) > duration('0s')", cel_string(DURATION_REGEX)),
+            valid: |v| crate::duration::parse_duration(v).is_none_or(|d| !d.is_zero()),
+        },
+        WINDOW_TOO_SHORT,
+    ),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Promotion windows
+
+/// The most windows of one Tier (bounds the cost of their rules).
+pub const MAX_WINDOWS: usize = 20;
+
+/// A 5-field cron expression: minute, hour, day of month, month, day of week; each a list of `*`,
+/// values or ranges, each with an optional `/step`. Months and weekdays may be named (`JAN`, `MON`).
+/// Everything this matches, [`crate::policy::Schedule::parse`] reads.
+pub const CRON_REGEX: &str = concat!(
+    r"^(\*|[0-5]?[0-9](-[0-5]?[0-9])?)(/[1-9][0-9]?)?(,(\*|[0-5]?[0-9](-[0-5]?[0-9])?)(/[1-9][0-9]?)?)*",
+    r" +(\*|([01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?)(/[1-9][0-9]?)?(,(\*|([01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?)(/[1-9][0-9]?)?)*",
+    r" +(\*|(0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?)(/[1-9][0-9]?)?(,(\*|(0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?)(/[1-9][0-9]?)?)*",
+    r" +(\*|(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))(-(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)))?)(/[1-9][0-9]?)?(,(\*|(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))(-(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)))?)(/[1-9][0-9]?)?)*",
+    r" +(\*|([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat))(-([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat)))?)(/[1-9][0-9]?)?(,(\*|([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat))(-([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat)))?)(/[1-9][0-9]?)?)*$",
+);
+
+/// Message of a schedule that is not a 5-field cron expression.
+pub const CRON_INVALID: &str =
+    "is not a 5-field cron expression (minute hour day-of-month month day-of-week, e.g. `0 18 * * FRI`)";
+
+/// Window schedules.
+pub const SCHEDULE: &[Check] = &[check(Test::Matches(CRON_REGEX), CRON_INVALID)];
+
+/// The shape of an IANA time zone name.
+pub const TIME_ZONE_REGEX: &str = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
+
+/// Message of a time zone that is not an IANA name. The API server checks the shape; `shopctl`
+/// and the controller also look the name up in the time zone database (a zone the database lacks
+/// is refused with the same words).
+pub const TIME_ZONE_INVALID: &str = "is not an IANA time zone name like `Europe/Berlin` or `UTC`";
+
+/// Window time zones.
+pub const TIME_ZONE: &[Check] = &[check(Test::Matches(TIME_ZONE_REGEX), TIME_ZONE_INVALID)];
+
+/// CEL rule over `spec.promotion.approvals`.
+pub const APPROVALS_RULE: &str = "self >= 0 && self <= 100";
+/// Message of an approval count out of range.
+pub const APPROVALS_RANGE: &str = "must be between 0 and 100";
+
+/// The reason of a hold.
+pub const HOLD_REASON: &[Check] = &[
+    check(Test::NonEmpty, "must not be empty: say why, e.g. `rolled back 1a2b3c4, see INC-42`"),
+    check(Test::MaxChars(1024), "must be at most 1024 characters long"),
+];
+
 // ---------------------------------------------------------------------------------------------
 // Tiers and ShopSets
 
@@ -389,6 +453,12 @@ pub const FIELDS: &[(&str, &str, FieldRules)] = &[
     ("Tier", "spec.argocd.destinations[].cluster", FieldRules::Checks(CLUSTER_NAME)),
     ("Tier", "spec.argocd.destinations[].failureDomain", FieldRules::Keys(FAILURE_DOMAIN_KEY)),
     ("Tier", "spec.argocd.destinations[].failureDomain", FieldRules::Values(FAILURE_DOMAIN_VALUE)),
+    ("Tier", "spec.promotion.soak", FieldRules::Checks(DURATION)),
+    ("Tier", "spec.promotion.windows[].schedule", FieldRules::Checks(SCHEDULE)),
+    ("Tier", "spec.promotion.windows[].duration", FieldRules::Checks(WINDOW_DURATION)),
+    ("Tier", "spec.promotion.windows[].timeZone", FieldRules::Checks(TIME_ZONE)),
+    ("Tier", "spec.promotion.approvals", FieldRules::Rule(APPROVALS_RULE, APPROVALS_RANGE)),
+    ("Tier", "spec.promotion.hold.reason", FieldRules::Checks(HOLD_REASON)),
     ("Configuration", "spec.url", FieldRules::Checks(URL)),
     ("Configuration", "spec.path", FieldRules::Checks(REPO_PATH)),
     ("ShopSet", "spec.tier", FieldRules::Checks(DNS_LABEL)),
@@ -514,6 +584,8 @@ mod tests {
             REPO_PATH,
             BRANCH,
             INTERVAL,
+            SCHEDULE,
+            TIME_ZONE,
             SHOP_ID,
             IMAGE_NAME,
             IMAGE_TAG,

@@ -184,6 +184,7 @@ pub fn check_tier(tier: &Tier, out: &mut Vec<Invalid>) {
                 "name the tier below this one, or remove spec.promotion for the lowest tier",
             );
         }
+        check_promotion_policy(&mut c, promotion);
     }
     c.name("spec.argocd.namespace", &spec.argocd.namespace);
     if let Some(ns) = &spec.argocd.destination.namespace {
@@ -407,4 +408,57 @@ pub fn check_shopset(ss: &ShopSet, out: &mut Vec<Invalid>) {
             "override fewer images",
         );
     }
+}
+
+/// The policy fields of `spec.promotion` ([`crate::policy`]).
+fn check_promotion_policy(c: &mut Checker<'_>, promotion: &crate::api::Promotion) {
+    let duration_fix = "write a duration such as `30m`, `2h` or `1h30m`";
+    if let Some(soak) = &promotion.soak
+        && let Some(problem) = duration_problem_of(rules::DURATION, soak)
+    {
+        c.fail("spec.promotion.soak", soak, problem, duration_fix);
+    }
+    for (i, w) in promotion.windows.iter().enumerate() {
+        let at = |f: &str| format!("spec.promotion.windows[{i}].{f}");
+        c.checks(&at("schedule"), &w.schedule, rules::SCHEDULE, "write when the window opens, e.g. `0 18 * * FRI`");
+        if let Some(problem) = duration_problem_of(rules::WINDOW_DURATION, &w.duration) {
+            c.fail(&at("duration"), &w.duration, problem, duration_fix);
+        }
+        // The API server checks the shape; the database, only here (and in the controller).
+        if crate::policy::time_zone(&w.time_zone).is_none() {
+            c.fail(
+                &at("timeZone"),
+                &w.time_zone,
+                rules::TIME_ZONE_INVALID,
+                "name a zone of the IANA database, e.g. `Europe/Berlin`, or leave it out for UTC",
+            );
+        }
+    }
+    if promotion.windows.len() > rules::MAX_WINDOWS {
+        let count = promotion.windows.len().to_string();
+        c.fail(
+            "spec.promotion.windows",
+            &count,
+            format!("Too many: must have at most {} items", rules::MAX_WINDOWS),
+            "merge windows: a schedule may list several days and hours",
+        );
+    }
+    if let Some(approvals) = promotion.approvals
+        && !(0..=100).contains(&approvals)
+    {
+        c.fail(
+            "spec.promotion.approvals",
+            &approvals.to_string(),
+            rules::APPROVALS_RANGE,
+            "set 0 or more, or leave it out",
+        );
+    }
+    if let Some(hold) = &promotion.hold {
+        c.checks("spec.promotion.hold.reason", &hold.reason, rules::HOLD_REASON, "say why in at most 1024 characters");
+    }
+}
+
+/// The first of `checks` a duration fails, or that it is too large to be one.
+fn duration_problem_of(checks: &[Check], value: &str) -> Option<&'static str> {
+    rules::problem(checks, value).or_else(|| parse_duration(value).is_none().then_some(rules::DURATION[0].message))
 }

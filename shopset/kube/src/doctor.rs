@@ -53,12 +53,16 @@ pub const CHECKS: &[(&str, &str)] = &[
     ("maintenance", "no ShopSet has been in maintenance for longer than the maximum age"),
     ("failure-domain", "the ShopSets of a tier with destinations are not all in one failure domain"),
     ("destination-cluster", "an Argo CD cluster Secret names each of the tier's destinations"),
+    ("promotion-policy", "no hold on promotions into the tier is older than a day, and each of its windows opens"),
 ];
 
 /// The label of Argo CD's cluster Secrets, and its value.
 pub const ARGOCD_SECRET_TYPE: (&str, &str) = ("argocd.argoproj.io/secret-type", "cluster");
 /// The cluster Argo CD runs in, which it knows without a Secret (by this URL or this name).
 pub const IN_CLUSTER: (&str, &str) = ("https://kubernetes.default.svc", "in-cluster");
+
+/// A hold older than this is a finding: holds are meant to be released.
+pub const HOLD_MAX_AGE: i64 = 24 * 3600;
 
 /// What `doctor` found for one tier.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -203,6 +207,7 @@ pub fn diagnose_tier(
         }
     }
     ran(&mut report, "maintenance", old_maintenance(input, ctx));
+    ran(&mut report, "promotion-policy", promotion_policy(input, ctx));
     if !input.tier.spec.argocd.destinations.is_empty() {
         ran(&mut report, "failure-domain", one_failure_domain(input, ctx));
         if cluster.is_err() {
@@ -319,6 +324,82 @@ pub fn unknown_clusters(input: &TierInput, clusters: &[ArgoCluster], ctx: &Conte
                 ),
                 format!("kubectl -n {argocd_ns} label secret {secret} {}={}", ARGOCD_SECRET_TYPE.0, ARGOCD_SECRET_TYPE.1),
                 format!("shopctl doctor {} -f {}", tier.name_any(), ctx.manifests),
+            ],
+        ));
+    }
+    out
+}
+
+/// A stuck promotion policy: a hold older than [`HOLD_MAX_AGE`], or a window that never opens.
+pub fn promotion_policy(input: &TierInput, ctx: &Context) -> Vec<Finding> {
+    let tier = input.tier.name_any();
+    let policy = match shopset_core::policy::Policy::of(&input.tier) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            return vec![finding(
+                "promotion-policy",
+                &tier,
+                format!("the promotion policy of tier {tier} cannot be read: {e}"),
+                "the controller refuses every promotion into the tier while it cannot be read".into(),
+                vec![
+                    format!("# correct {} in the Tier's manifest, then:", e.field),
+                    format!("kubectl apply -f {}", ctx.manifests),
+                ],
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(hold) = &policy.hold {
+        let age = ctx.now - hold.since.0.as_second();
+        if age > HOLD_MAX_AGE {
+            out.push(finding(
+                "promotion-policy",
+                &tier,
+                format!(
+                    "promotions into tier {tier} have been on hold for {} (since {}{}): {}",
+                    human_duration(age),
+                    hold.since.0,
+                    hold.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
+                    hold.reason
+                ),
+                "a hold stops automatic promotion until a person releases it; a forgotten one leaves the tier behind the one it is promoted from".into(),
+                vec![
+                    "# when the reason of the hold is resolved:".into(),
+                    format!("shopctl release {tier} -f {}", ctx.manifests),
+                    "# then commit the manifest for review".into(),
+                ],
+            ));
+        }
+    }
+    let now = shopset_core::policy::Timestamp::from_second(ctx.now).unwrap_or_default();
+    for (i, w) in policy.windows.iter().enumerate() {
+        if w.next_start(now).is_some() || w.open_until(now).is_some() {
+            continue;
+        }
+        let kind = match w.kind {
+            shopset_core::api::WindowKind::Allow => "allow",
+            shopset_core::api::WindowKind::Deny => "deny",
+        };
+        let why = match w.kind {
+            shopset_core::api::WindowKind::Allow => {
+                "no promotion into the tier starts outside every allow window: if none of them opens, the tier is never promoted into"
+            }
+            shopset_core::api::WindowKind::Deny => {
+                "a deny window that never opens does nothing: its schedule is likely not what was meant"
+            }
+        };
+        out.push(finding(
+            "promotion-policy",
+            &tier,
+            format!(
+                "tier {tier}: {kind} {} (spec.promotion.windows[{i}]) never opens: its schedule names no day of the coming years",
+                w.label
+            ),
+            why.into(),
+            vec![
+                "# correct the schedule (minute hour day-of-month month day-of-week), e.g. `0 18 * * FRI`, then:".into(),
+                format!("kubectl apply -f {}", ctx.manifests),
             ],
         ));
     }
@@ -909,6 +990,58 @@ mod tests {
         let refused = webhooks(&m.encode(), "http://c:8080");
         assert!(refused[0].problem.contains("refused 1 webhook"), "{refused:?}");
         assert!(webhooks("# nothing\n", "http://c:8080")[0].problem.contains("serves no"));
+    }
+
+    #[test]
+    fn an_old_hold_and_a_window_that_never_opens_are_findings() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use shopset_core::api::{Hold, Promotion, PromotionWindow, TierSpec, WindowKind};
+        let window = |name: &str, schedule: &str| PromotionWindow {
+            kind: WindowKind::Allow,
+            schedule: schedule.into(),
+            duration: "1h".into(),
+            time_zone: "UTC".into(),
+            name: Some(name.into()),
+        };
+        let tier = Tier::new(
+            "tier-1",
+            TierSpec {
+                branch: None,
+                app: shopset_core::api::AppSource { url: "https://git.example/app".into(), path: ".".into() },
+                system: shopset_core::api::SystemRepository { url: "https://git.example/system".into() },
+                promotion: Some(Promotion {
+                    from: "tier-0".into(),
+                    windows: vec![window("feb-31", "0 0 31 2 *"), window("daily", "0 9 * * *")],
+                    hold: Some(Hold {
+                        reason: "rolled back app 1a2b3c4 -> 0f0f0f0".into(),
+                        since: Time("2026-12-01T08:00:00Z".parse().unwrap()),
+                        by: Some("alice".into()),
+                    }),
+                    ..Promotion::default()
+                }),
+                argocd: Default::default(),
+                credentials: None,
+                interval: "1m".into(),
+                deletion_policy: Default::default(),
+            },
+        );
+        let input = TierInput { tier, from: None, configurations: Vec::new(), shopsets: Vec::new() };
+        let now = "2026-12-03T08:00:00Z".parse::<shopset_core::policy::Timestamp>().unwrap().as_second();
+        let ctx = Context { manifests: "m/".into(), now, maintenance_max_age: 3600 };
+        let found = promotion_policy(&input, &ctx);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(
+            found[0].problem,
+            "promotions into tier tier-1 have been on hold for 2d 0h (since 2026-12-01T08:00:00Z by alice): rolled back app 1a2b3c4 -> 0f0f0f0"
+        );
+        assert_eq!(found[0].fix[1], "shopctl release tier-1 -f m/");
+        assert!(
+            found[1].problem.contains("allow window 'feb-31' (spec.promotion.windows[0]) never opens"),
+            "{found:#?}"
+        );
+        // A hold of an hour is no finding, and neither is a window that opens.
+        let ctx = Context { now: now - 2 * 86400 + 3600, ..ctx };
+        assert_eq!(promotion_policy(&input, &ctx).len(), 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{GROUP, Maintenance};
+use crate::api::{GROUP, Hold, Maintenance};
 
 mod destination;
 pub use destination::set_destination;
@@ -23,6 +23,14 @@ pub enum EditError {
     /// An edit of another field than spec.maintenance that cannot be made on lines.
     #[error("ShopSet/{name} (document {index}): {field} cannot be edited in place: {why}; fix: edit {field} by hand")]
     Layout { name: String, index: usize, field: &'static str, why: &'static str },
+    #[error(
+        "Tier/{name} (document {index}): spec.promotion is not written as a block mapping (`promotion:` alone on its line, its fields indented below); fix: write it so, or edit spec.promotion.hold by hand"
+    )]
+    NotBlockTier { name: String, index: usize },
+    #[error(
+        "Tier/{name} (document {index}): the edit would change more than spec.promotion.hold (an unusual layout); fix: edit spec.promotion.hold by hand"
+    )]
+    UnsafeTier { name: String, index: usize },
     #[error(
         "ShopSet/{name} (document {index}): the edit would change more than spec.{field} (an unusual layout, e.g. anchors, or a flow list over several lines); fix: edit spec.{field} by hand"
     )]
@@ -391,6 +399,135 @@ pub fn set_shops(
     b.finish(at, end, &block, FIELD, value).map(Some)
 }
 
+/// Whether the document is the Tier `name` (in `namespace`, as [`is_shopset`]).
+fn is_tier(value: &Value, name: &str, namespace: Option<&str>) -> bool {
+    let text = |p: &str| value.pointer(p).and_then(Value::as_str);
+    text("/apiVersion").and_then(|v| v.split('/').next()) == Some(GROUP)
+        && text("/kind") == Some("Tier")
+        && text("/metadata/name") == Some(name)
+        && namespace.is_none_or(|ns| text("/metadata/namespace").is_none_or(|n| n == ns))
+}
+
+/// The block mapping under the key at line `at` (indented `indent`): the lines `(at, end)` more
+/// indented than it, and the indentation of its first key. `None` when the key has a value on its
+/// own line (flow style) or nothing under it.
+fn block_under(lines: &[&str], at: usize, indent_of_key: usize, key: &str, limit: usize) -> Option<(usize, usize)> {
+    let after = lines[at][indent_of_key..].strip_prefix(key)?.strip_prefix(':')?;
+    if !(after.trim().is_empty() || after.trim_start().starts_with('#')) {
+        return None;
+    }
+    let mut last = at;
+    for (i, line) in lines.iter().enumerate().take(limit).skip(at + 1) {
+        if is_content(line) {
+            if indent(line) <= indent_of_key {
+                break;
+            }
+            last = i;
+        }
+    }
+    let child = (at + 1..=last).find(|&i| is_content(lines[i])).map(|i| indent(lines[i]))?;
+    Some((last + 1, child))
+}
+
+/// Sets (`Some`) or removes (`None`) `spec.promotion.hold` of Tier `name` in the YAML stream
+/// `text`, changing no other byte, as [`set_maintenance`] does for a ShopSet. `Ok(None)` when the
+/// stream holds no such Tier.
+///
+/// # Errors
+/// When a document is not YAML, the Tier has no `spec.promotion` written as a block mapping, or
+/// the edit cannot be proven to touch `spec.promotion.hold` alone.
+pub fn set_hold(
+    text: &str,
+    name: &str,
+    namespace: Option<&str>,
+    hold: Option<&Hold>,
+) -> Result<Option<String>, EditError> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let docs = documents(&lines);
+    let mut parsed = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        parsed.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index, error })?);
+    }
+    let content: Vec<&Document> = docs.iter().filter(|d| lines[d.start..d.end].iter().any(|l| is_content(l))).collect();
+    let Some(index) = parsed.iter().position(|v| is_tier(v, name, namespace)) else {
+        return Ok(None);
+    };
+    let unsafe_edit = || EditError::UnsafeTier { name: name.into(), index };
+    if content.len() != parsed.len() {
+        return Err(unsafe_edit());
+    }
+    let doc = content[index];
+    let eol = line_ending(text);
+    let not_block = || EditError::NotBlockTier { name: name.into(), index };
+
+    let spec = (doc.start..doc.end).find(|&i| lines[i].starts_with("spec:")).ok_or_else(not_block)?;
+    let (spec_end, child) = block_under(&lines, spec, 0, "spec", doc.end).ok_or_else(not_block)?;
+    let key_at = |i: usize, at: usize, key: &str| {
+        let line = lines[i];
+        indent(line) == at && line[at..].strip_prefix(key).is_some_and(|r| r.starts_with(':'))
+    };
+    let promotion = (spec + 1..spec_end).find(|&i| key_at(i, child, "promotion")).ok_or_else(not_block)?;
+    let (promotion_end, inner) = block_under(&lines, promotion, child, "promotion", spec_end).ok_or_else(not_block)?;
+    let existing = (promotion + 1..promotion_end).find(|&i| key_at(i, inner, "hold")).map(|at| {
+        let mut last = at;
+        for (i, line) in lines.iter().enumerate().take(promotion_end).skip(at + 1) {
+            if is_content(line) {
+                if indent(line) <= inner {
+                    break;
+                }
+                last = i;
+            }
+        }
+        (at, last + 1)
+    });
+
+    let mut block = String::new();
+    if let Some(h) = hold {
+        let pad = " ".repeat(inner);
+        let deeper = " ".repeat(inner + child);
+        block.push_str(&format!("{pad}hold:{eol}"));
+        block.push_str(&format!("{deeper}reason: {}{eol}", quoted(&h.reason)));
+        let since = serde_json::to_value(&h.since).map_err(|_| unsafe_edit())?;
+        block.push_str(&format!("{deeper}since: {}{eol}", quoted(since.as_str().unwrap_or_default())));
+        if let Some(by) = &h.by {
+            block.push_str(&format!("{deeper}by: {}{eol}", quoted(by)));
+        }
+    }
+    let mut out = String::with_capacity(text.len() + block.len());
+    let (from, to) = existing.unwrap_or((promotion_end, promotion_end));
+    for line in &lines[..from] {
+        out.push_str(line);
+    }
+    if !block.is_empty() && !out.is_empty() && !out.ends_with('\n') {
+        out.push_str(eol);
+    }
+    out.push_str(&block);
+    for line in &lines[to..] {
+        out.push_str(line);
+    }
+
+    // The proof, as for maintenance.
+    let mut expected = parsed;
+    let promotion_value =
+        expected[index].pointer_mut("/spec/promotion").and_then(Value::as_object_mut).ok_or_else(not_block)?;
+    match hold {
+        Some(h) => {
+            promotion_value.insert("hold".into(), serde_json::to_value(h).map_err(|_| unsafe_edit())?);
+        }
+        None => {
+            promotion_value.remove("hold");
+        }
+    }
+    let mut reread = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(&out).enumerate() {
+        reread.push(Value::deserialize(doc).map_err(|error| EditError::Yaml { index: i, error })?);
+    }
+    if reread != expected {
+        return Err(unsafe_edit());
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,5 +682,49 @@ spec:
         // The proof inside set_maintenance re-reads the reason; a bad quote would be an error.
         let out = set_maintenance(text, "a", None, Some(&m)).unwrap().unwrap();
         assert!(out.contains("\\u2028"), "{out}");
+    }
+
+    const TIER: &str = "\
+apiVersion: shopset.dev/v1alpha1
+kind: Tier
+metadata:
+  name: tier-1
+spec:
+  app:
+    url: https://git.example/app # the shop
+  promotion:
+    from: tier-0
+    soak: 30m # a quiet half hour
+  interval: 1m
+";
+
+    fn hold() -> Hold {
+        Hold {
+            reason: "rolled back 1a2b3c4".into(),
+            since: Time("2026-12-03T02:00:00Z".parse().unwrap()),
+            by: Some("alice".into()),
+        }
+    }
+
+    #[test]
+    fn a_hold_goes_under_promotion_and_comes_out_again() {
+        let on = set_hold(TIER, "tier-1", None, Some(&hold())).unwrap().unwrap();
+        assert_eq!(
+            on,
+            TIER.replace(
+                "    soak: 30m # a quiet half hour\n",
+                "    soak: 30m # a quiet half hour\n    hold:\n      reason: \"rolled back 1a2b3c4\"\n      since: \"2026-12-03T02:00:00Z\"\n      by: \"alice\"\n"
+            )
+        );
+        assert_eq!(set_hold(&on, "tier-1", None, None).unwrap().unwrap(), TIER);
+        assert!(set_hold(TIER, "tier-0", None, None).unwrap().is_none());
+        let err = set_hold(
+            &TIER.replace("  promotion:\n    from: tier-0\n    soak: 30m # a quiet half hour\n", ""),
+            "tier-1",
+            None,
+            Some(&hold()),
+        )
+        .unwrap_err();
+        assert!(matches!(err, EditError::NotBlockTier { .. }), "{err}");
     }
 }

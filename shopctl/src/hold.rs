@@ -1,0 +1,254 @@
+//! `shopctl hold` and `shopctl release`: set or clear the hold on promotions into a tier
+//! (`spec.promotion.hold`), by editing the Tier's manifest in place as `shopctl maintenance` does
+//! (the file lives in git and is reviewed), and with `--apply` writing it to the cluster by
+//! server-side apply. `kubectl edit tier` changes the same field.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde::Serialize;
+use shopset::api::{Hold, Tier};
+use shopset::manifests::edit::set_hold;
+use shopset::manifests::{Inventory, LoadError};
+use shopset::validation::{Problems, check_tier};
+
+use crate::maintenance::now;
+use crate::manifest_files::{InvalidInput, manifest_diff, write_atomically, yaml_files};
+use crate::{Cli, Output, Style, print_structured};
+
+/// The field manager of `--apply`.
+const FIELD_MANAGER: &str = "shopctl";
+
+#[derive(clap::Args, Debug)]
+pub struct HoldArgs {
+    /// The tier promotions into which are held.
+    tier: String,
+    /// Why, as `shopctl status` and `promote` show it.
+    #[arg(long, required = true)]
+    reason: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    /// The tier whose hold is cleared.
+    tier: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// Manifest files or directories holding the Tier; the one that defines it is edited.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Print the change to the manifest as a diff; write nothing.
+    #[arg(long, conflicts_with = "apply")]
+    dry_run: bool,
+    /// Also write the edited Tier to the cluster (server-side apply, field manager `shopctl`).
+    #[arg(long)]
+    apply: bool,
+}
+
+/// What a run changed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub tier: String,
+    pub file: PathBuf,
+    pub hold: Option<Hold>,
+    pub changed: bool,
+    pub dry_run: bool,
+    pub applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// Who is running shopctl, for `by` and audit lines.
+pub fn who() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn hold(cli: &Cli, style: &Style, args: &HoldArgs) -> Result<()> {
+    let report = set(cli, &args.tier, &args.target.files, Wanted::Hold(&args.reason, who()), &args.target)?;
+    finish(cli, style, &report)
+}
+
+pub fn release(cli: &Cli, style: &Style, args: &ReleaseArgs) -> Result<()> {
+    let report = set(cli, &args.tier, &args.target.files, Wanted::Release, &args.target)?;
+    finish(cli, style, &report)
+}
+
+fn finish(cli: &Cli, style: &Style, report: &Report) -> Result<()> {
+    if cli.output == Output::Text {
+        print_text(report, style);
+    }
+    print_structured(cli.output, report)
+}
+
+/// What the hold should be after a run.
+pub enum Wanted<'a> {
+    Hold(&'a str, String),
+    Release,
+}
+
+/// Holds promotions into `tier` after a rollback: edits its manifest in `files`. `Ok(None)` when
+/// the tier is promoted from none (nothing to hold).
+pub fn hold_after_rollback(cli: &Cli, tier: &str, files: &[PathBuf], reason: &str) -> Result<Option<Report>> {
+    let inventory = Inventory::load(files)?;
+    let found = inventory.tiers.iter().find(|((ns, n), _)| n == tier && cli.namespace.as_ref().is_none_or(|w| w == ns));
+    if found.is_none_or(|(_, t)| t.spec.promotion.is_none()) {
+        return Ok(None);
+    }
+    let options = Target { files: files.to_vec(), dry_run: false, apply: false };
+    set(cli, tier, files, Wanted::Hold(reason, format!("shopctl rollback ({})", who())), &options).map(Some)
+}
+
+fn set(cli: &Cli, name: &str, paths: &[PathBuf], wanted: Wanted<'_>, options: &Target) -> Result<Report> {
+    let files = yaml_files(paths)?;
+    let mut inventory = Inventory::load(paths)?;
+    if let Some(namespace) = &cli.namespace {
+        inventory = inventory.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+    }
+    let tier = find(&inventory, name, cli.namespace.as_deref())?;
+    if tier.spec.promotion.is_none() {
+        return Err(invalid(format!(
+            "Tier/{name}: spec.promotion: the tier is promoted from none, so there is nothing to hold; fix: name the tier promoted into"
+        )));
+    }
+    let current = tier.spec.promotion.as_ref().and_then(|p| p.hold.clone());
+    let hold = match wanted {
+        // Asked again for the same: keep when it began.
+        Wanted::Hold(reason, _) if current.as_ref().is_some_and(|h| h.reason == reason) => current,
+        Wanted::Hold(reason, by) => Some(Hold { reason: reason.to_string(), since: now(), by: Some(by) }),
+        Wanted::Release => None,
+    };
+    let mut edited = tier.clone();
+    if let Some(p) = edited.spec.promotion.as_mut() {
+        p.hold = hold.clone();
+    }
+    let mut problems = Vec::new();
+    check_tier(&edited, &mut problems);
+    if !problems.is_empty() {
+        return Err(anyhow!(LoadError::Invalid(Problems(problems))));
+    }
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let new = set_hold(&text, name, cli.namespace.as_deref(), hold.as_ref())
+            .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+        if let Some(new) = new {
+            found.push((file.clone(), text, new));
+        }
+    }
+    let (file, old, new) = match found.len() {
+        1 => found.remove(0),
+        0 => {
+            return Err(invalid(format!(
+                "Tier/{name}: not found in the files given; fix: pass the manifest that defines it with -f"
+            )));
+        }
+        _ => {
+            let names: Vec<String> = found.iter().map(|(f, _, _)| f.display().to_string()).collect();
+            return Err(invalid(format!(
+                "Tier/{name}: defined in {}; fix: pass only the file that defines it, or -n its namespace",
+                names.join(" and ")
+            )));
+        }
+    };
+    let changed = old != new;
+    let diff = (options.dry_run && changed).then(|| manifest_diff(&file, &old, &new));
+    if changed && !options.dry_run {
+        write_atomically(&file, &new)?;
+    }
+    let applied = if options.apply {
+        let mut applied = Inventory::parse(&file, &new)?;
+        if let Some(namespace) = &cli.namespace {
+            applied = applied.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+        }
+        apply(find(&applied, name, cli.namespace.as_deref())?, cli.namespace.as_deref())?;
+        true
+    } else {
+        false
+    };
+    Ok(Report { tier: name.to_string(), file, hold, changed, dry_run: options.dry_run, applied, diff })
+}
+
+fn invalid(message: String) -> anyhow::Error {
+    anyhow::Error::new(InvalidInput(message))
+}
+
+fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Result<&'a Tier> {
+    let matching: Vec<&Tier> = inventory
+        .tiers
+        .iter()
+        .filter(|((ns, n), _)| n == name && namespace.is_none_or(|want| want == ns))
+        .map(|(_, t)| t)
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one),
+        [] => Err(invalid(format!(
+            "Tier/{name}: not found in the files given; fix: pass the manifest that defines it with -f"
+        ))),
+        _ => Err(invalid(format!("Tier/{name}: defined in several namespaces; fix: pass -n NAMESPACE"))),
+    }
+}
+
+fn apply(tier: &Tier, namespace: Option<&str>) -> Result<()> {
+    let name = tier.name_any();
+    let ns = tier.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow!("Tier/{name}: cannot reach the cluster to apply it ({e}); fix: set KUBECONFIG, or leave out --apply and let GitOps apply the file")
+        })?;
+        let api: Api<Tier> = Api::namespaced(client, &ns);
+        let mut obj = tier.clone();
+        obj.metadata.namespace = Some(ns.clone());
+        obj.status = None;
+        obj.metadata.managed_fields = None;
+        obj.metadata.resource_version = None;
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&obj)).await.map_err(|e| {
+            anyhow!(
+                "Tier/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns spec.promotion.hold, apply the file as that manager does",
+                shopset::error::api_message(&e)
+            )
+        })?;
+        Ok(())
+    })
+}
+
+pub fn print_text(r: &Report, style: &Style) {
+    let what = match &r.hold {
+        None => "not on hold".to_string(),
+        Some(h) => format!(
+            "on hold since {}{}: {}",
+            h.since.0,
+            h.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(),
+            h.reason
+        ),
+    };
+    let verb = match (r.changed, r.dry_run) {
+        (false, _) => "unchanged:",
+        (true, true) => "would be",
+        (true, false) => "now",
+    };
+    println!("{} {verb} {what}", style.bold(&format!("Tier {}", r.tier)));
+    if let Some(diff) = &r.diff {
+        for line in diff.lines() {
+            println!("{}", style.diff_line(line));
+        }
+    } else if r.changed {
+        println!("  edited {}: commit it for review", file_name(&r.file));
+    }
+    if r.applied {
+        println!("  {} to the cluster (server-side apply, field manager {FIELD_MANAGER})", style.green("applied"));
+    }
+}
+
+fn file_name(file: &Path) -> String {
+    file.display().to_string()
+}
