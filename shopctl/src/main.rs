@@ -299,6 +299,8 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
             // template error in a later tier leaves the earlier ones untouched too.
             for name in &order {
                 let input = inventory.tier_input(name)?;
+                // The files of ShopSets unchanged since the last run in this cache are not rendered again.
+                renderer.load_memo_file(cache.root(), &tier_namespace(&input), name);
                 let pins = Pins {
                     app: "0".repeat(40),
                     configurations: input
@@ -320,6 +322,10 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
                 let input = inventory.tier_input(&name)?;
                 progress.start(&format!("syncing {name}"));
                 let report = sync_tier(&cache, &auth, &input, &renderer, &opts)?;
+                // Only a cache, so a failure to write it costs the next run time, not this one its result.
+                if let Err(e) = renderer.save_memo_file(cache.root(), &tier_namespace(&input), &name) {
+                    tracing::warn!(tier = %name, cache = %cache.root().display(), error = %e, "cannot keep the render memo");
+                }
                 if cli.output == Output::Text {
                     progress.suspend(|| print_report(&report, style));
                 }
@@ -381,6 +387,11 @@ pub(crate) fn cache(cli: &Cli) -> Result<GitCache> {
         }
     };
     Ok(GitCache::new(dir))
+}
+
+/// The namespace of a tier's input (where its memo is kept apart from other namespaces' tiers).
+fn tier_namespace(input: &shopset::manifests::TierInput) -> String {
+    input.tier.metadata.namespace.clone().unwrap_or_default()
 }
 
 pub(crate) fn renderer(cli: &Cli) -> Result<Renderer> {
