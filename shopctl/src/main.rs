@@ -291,7 +291,9 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
         }
         Command::Render { files, tier, out, pins, offline } => render(cli, files, tier.as_deref(), out, pins, *offline),
         Command::Sync { files, tier, dry_run, max_attempts } => {
+            let started = std::time::Instant::now();
             let inventory = load(cli, files)?;
+            let loaded = started.elapsed();
             let opts = SyncOptions { dry_run: *dry_run, max_attempts: *max_attempts, ..SyncOptions::default() };
             let (cache, auth, renderer) = (cache(cli)?, auth(cli)?, renderer(cli)?);
             let order = tier_order(&inventory, tier.as_deref())?;
@@ -316,6 +318,12 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
                     pins: &pins,
                 })?;
             }
+            // `RUST_LOG=shopctl=debug`: where a run's time goes besides the syncs' own split.
+            tracing::debug!(
+                load_ms = loaded.as_millis() as u64,
+                checked_ms = started.elapsed().as_millis() as u64,
+                "manifests loaded and every tier rendered"
+            );
             let mut reports = Vec::new();
             let progress = progress::Progress::new(cli.output, order.len());
             for name in order {
@@ -326,6 +334,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
                 if let Err(e) = renderer.save_memo_file(cache.root(), &tier_namespace(&input), &name) {
                     tracing::warn!(tier = %name, cache = %cache.root().display(), error = %e, "cannot keep the render memo");
                 }
+                tracing::debug!(tier = %name, elapsed_ms = started.elapsed().as_millis() as u64, "tier synced, memo kept");
                 if cli.output == Output::Text {
                     progress.suspend(|| print_report(&report, style));
                 }
