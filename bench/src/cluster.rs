@@ -217,14 +217,61 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     // Memory and idle CPU with 4 tiers x 250 ShopSets.
     let per_tier = if quick { 25 } else { 250 };
     let tiers: Vec<(String, usize, &str)> = (1..=4).map(|t| (format!("mem-{t}"), per_tier, "30s")).collect();
-    let tier_refs: Vec<(&str, usize, &str)> = tiers.iter().map(|(n, c, i)| (n.as_str(), *c, *i)).collect();
+    memory(&cp, &daemon, &manifests(&app, &config, &system, &refs(&tiers)), &tiers, scratch, rows, notes, "memory")
+}
+
+fn refs<'a>(tiers: &'a [(String, usize, &'a str)]) -> Vec<(&'a str, usize, &'a str)> {
+    tiers.iter().map(|(n, c, i)| (n.as_str(), *c, *i)).collect()
+}
+
+/// The controller's peak RSS with 10 tiers of `total / 10` ShopSets over 3 destinations, each
+/// ShopSet naming one round-robin: a control plane of its own.
+pub fn fleet_memory(total: usize, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<(), String> {
+    let cp = ControlPlane::start();
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    let crate::Repos { daemon, app, config } = crate::repos();
+    let system = daemon.create_repo("system");
+    let tiers: Vec<(String, usize, &str)> =
+        (0..crate::fleet::TIERS).map(|t| (format!("fleet-{t}"), total / crate::fleet::TIERS, "30s")).collect();
+    let mut text = manifests(&app, &config, &system, &refs(&tiers));
+    // The destinations as the Tier's spec.argocd.destinations, and each ShopSet's spec.destination.
+    let dests = crate::fleet::destinations();
+    let dest_yaml = serde_json::to_string(&dests).map_err(|e| e.to_string())?;
+    text = text.replace("  interval: 30s\n", &format!("  interval: 30s\n  argocd:\n    destinations: {dest_yaml}\n"));
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut i = 0;
+    for line in text.split_inclusive('\n') {
+        out.push_str(line);
+        if line.starts_with("  replicas: ") {
+            out.push_str(&format!("  destination: {}\n", dests[i % dests.len()].name));
+            i += 1;
+        }
+    }
+    memory(&cp, &daemon, &out, &tiers, scratch, rows, notes, "fleet-memory")
+}
+
+/// Applies `text`, starts the controller, waits until every tier is Ready, and measures its memory.
+#[allow(clippy::too_many_arguments)]
+fn memory(
+    cp: &ControlPlane,
+    daemon: &GitDaemon,
+    text: &str,
+    tiers: &[(String, usize, &str)],
+    scratch: &Path,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+    name: &str,
+) -> Result<(), String> {
+    let tier_refs = refs(tiers);
+    let count = tiers.len();
+    let per_tier = tiers.first().map(|t| t.1).unwrap_or(0);
     // Each tier's branches start where tier-0 is, as a promotion would leave them.
     for (tier, ..) in &tier_refs {
         git(&daemon.path("app"), &["branch", tier, "tier-0"]);
         git(&daemon.path("config"), &["branch", tier, "tier-0"]);
     }
-    cp.kubectl_with_stdin_ok(["apply", "--server-side", "-f", "-"], &manifests(&app, &config, &system, &tier_refs));
-    let ctrl = start_controller(&cp, scratch, "memory")?;
+    cp.kubectl_with_stdin_ok(["apply", "--server-side", "-f", "-"], text);
+    let ctrl = start_controller(cp, scratch, name)?;
     let t = Instant::now();
     // One kubectl a quarter second: polling harder would take the CPU the controller is measured on.
     let ready = || {
@@ -244,14 +291,14 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
         if ready() {
             break true;
         }
-        if start.elapsed() > Duration::from_secs(600) {
+        if start.elapsed() > Duration::from_secs(900) {
             break false;
         }
         std::thread::sleep(Duration::from_millis(250));
     };
     let converge = t.elapsed();
     if !ready {
-        return Err("4 tiers did not become Ready within 10 minutes".into());
+        return Err(format!("{count} tiers x {per_tier} ShopSets did not become Ready within 15 minutes"));
     }
     let pid = ctrl.child.id();
     let ticks_before = cpu_ticks(pid).unwrap_or(0);
@@ -263,13 +310,13 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     let anon = proc_field(pid, "RssAnon:").unwrap_or(0);
     let file = proc_field(pid, "RssFile:").unwrap_or(0);
     rows.push(Row {
-        scenario: format!("controller converges 4 tiers x {per_tier} ShopSets"),
+        scenario: format!("controller converges {count} tiers x {per_tier} ShopSets"),
         samples: vec![converge],
         baseline: None,
         note: "from start".into(),
     });
     notes.push(format!(
-        "controller with 4 tiers x {per_tier} ShopSets: peak RSS {:.1} MiB, RSS {:.1} MiB (heap {:.1} MiB, mapped files {:.1} MiB), idle CPU {:.1}% of one core (10 s, polls every 30 s)",
+        "controller with {count} tiers x {per_tier} ShopSets: peak RSS {:.1} MiB, RSS {:.1} MiB (heap {:.1} MiB, mapped files {:.1} MiB), idle CPU {:.1}% of one core (10 s, polls every 30 s)",
         hwm as f64 / 1024.0,
         rss as f64 / 1024.0,
         anon as f64 / 1024.0,

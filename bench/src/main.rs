@@ -19,6 +19,8 @@ use shopset_e2e::gitserver::{GitDaemon, commit_files, git, seed_dir};
 
 mod argocd;
 mod cluster;
+mod fleet;
+mod process;
 mod storm;
 
 /// One measured scenario.
@@ -133,6 +135,12 @@ fn sync(cache: &GitCache, input: &TierInput, renderer: &Renderer) -> Duration {
     took
 }
 
+/// What a sync of `input` would write (a dry run: nothing is written).
+fn planned(cache: &GitCache, input: &TierInput, renderer: &Renderer) -> shopset::sync::SyncReport {
+    sync_tier(cache, &Auth::default(), input, renderer, &SyncOptions { dry_run: true, ..SyncOptions::default() })
+        .expect("dry run")
+}
+
 /// The by-hand baseline: the shell script a team would write, doing the same change.
 fn baseline(script: &Path, url: &str, files: &Path, links: &[(String, String)], create: bool) -> Duration {
     let mut cmd = Command::new("bash");
@@ -229,6 +237,28 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
     let links = materialize(&input, &renderer, &report.pins, &scratch.join("files"));
     baseline(&script, &hand, &scratch.join("files"), &links, true);
 
+    // `shopctl sync` as a person runs it, a new process each time (its cache warm from a first run),
+    // into a system repository of its own; beside it the same change by hand on a warm clone of a
+    // repository holding the same tree. A renderer of its own for planning what changes, so the
+    // in-process renderer keeps its memo of `input` (one memo per tier name).
+    let plan_renderer = Renderer::embedded().expect("templates");
+    let proc_system = r.daemon.create_repo(&format!("proc-system-{n}"));
+    let warm_repo = r.daemon.create_repo(&format!("warm-hand-{n}"));
+    let mut proc_input = tier_input("tier-0", n, &r.app, &r.config, &proc_system);
+    let shopctl = process::Shopctl {
+        binary: process::release_binary("shopctl").expect("shopctl release build"),
+        manifests: scratch.join(format!("manifests-{n}")),
+        cache: scratch.join(format!("shopctl-cache-{n}")),
+    };
+    process::write_manifests(&shopctl.manifests, &proc_input);
+    shopctl.sync();
+    let report = planned(&cache, &proc_input, &plan_renderer);
+    let links = materialize(&proc_input, &plan_renderer, &report.pins, &scratch.join("files"));
+    baseline(&script, &warm_repo, &scratch.join("files"), &links, true);
+    let warm = process::WarmClone::new(&warm_repo, &scratch.join(format!("warm-{n}")));
+    let mut proc_tree = report.tree;
+    let (mut one_proc, mut one_warm, mut bump_proc, mut bump_warm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+
     let (mut one, mut one_hand, mut bump, mut bump_hand, mut idle) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut cold, mut poll) = (Vec::new(), Vec::new());
@@ -248,8 +278,19 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
             one_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
         }
 
+        proc_input.shopsets[n / 2] = shopset("tier-0", n / 2, 2000 + i);
+        process::write_manifests(&shopctl.manifests, &proc_input);
+        let tree = planned(&cache, &proc_input, &plan_renderer).tree;
+        one_proc.push(shopctl.sync());
+        one_warm.push(warm.change(&proc_tree, &tree));
+        proc_tree = tree;
+
         commit_files(&r.app, "tier-0", &[("base/CHANGES.md", &format!("change {i}\n"))], &format!("change {i}"));
         bump.push(sync(&cache, &input, &renderer));
+        let tree = planned(&cache, &proc_input, &plan_renderer).tree;
+        bump_proc.push(shopctl.sync());
+        bump_warm.push(warm.change(&proc_tree, &tree));
+        proc_tree = tree;
         if by_hand {
             let report = sync_tier(
                 &cache,
@@ -290,8 +331,27 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
         baseline: by_hand.then_some(bump_hand),
         note: format!("{iterations} runs"),
     });
+    // Both ended on the same tree, or the comparison is void.
+    let tree_of = |repo: &str| git(&r.daemon.path(repo), &["rev-parse", "tier-0^{tree}"]);
+    assert_eq!(
+        tree_of(&format!("proc-system-{n}")),
+        tree_of(&format!("warm-hand-{n}")),
+        "shopctl and the warm clone wrote different trees"
+    );
     rows.push(Row {
-        scenario: format!("one ShopSet changed among {n}, new renderer (as `shopctl sync`)"),
+        scenario: format!("one ShopSet changed among {n}: `shopctl sync` as a process"),
+        samples: one_proc,
+        baseline: Some(one_warm),
+        note: format!("{iterations} runs; by hand: warm clone"),
+    });
+    rows.push(Row {
+        scenario: format!("app submodule bump, {n} ShopSets: `shopctl sync` as a process"),
+        samples: bump_proc,
+        baseline: Some(bump_warm),
+        note: format!("{iterations} runs; by hand: warm clone"),
+    });
+    rows.push(Row {
+        scenario: format!("one ShopSet changed among {n}, new renderer in-process (no memo)"),
         samples: cold,
         baseline: None,
         note: "renders every ShopSet".into(),
@@ -368,6 +428,16 @@ fn main() {
         eprintln!("bench: incremental, {n} ShopSets");
         incremental(n, iterations, &mut rows, scratch.path(), by_hand);
     }
+    // `--fleet-sizes 100,1000`: the fleet of 10 tiers and 3 destinations at these totals (0: none).
+    let fleet_sizes: Vec<usize> = value("--fleet-sizes")
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).filter(|n| *n > 0).collect())
+        .unwrap_or_else(|| if quick || chosen_sizes { vec![100] } else { vec![100, 1000, 10_000] });
+    for &n in &fleet_sizes {
+        eprintln!("bench: fleet, {n} ShopSets over {} tiers", fleet::TIERS);
+        fleet::run(n, 5, &mut rows, scratch.path());
+    }
+    // Placing 100,000 shops with `shopctl shop add` is not measured here yet (`shop add` comes
+    // with placement); its row is added with it.
     let mut notes = Vec::new();
     if !skip_cluster {
         eprintln!("bench: latency and controller memory (control plane + controller)");
@@ -375,9 +445,23 @@ fn main() {
         if let Err(e) = cluster::run(quick, scratch.path(), &mut rows, &mut notes) {
             notes.push(format!("cluster scenarios failed: {e}"));
         }
+        // `--fleet-rss 0` skips the controller's memory with the largest fleet.
+        let fleet_rss = value("--fleet-rss")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| fleet_sizes.iter().copied().max().unwrap_or(0));
+        if fleet_rss > 0 {
+            eprintln!("bench: controller memory with a fleet of {fleet_rss} ShopSets");
+            if let Err(e) = cluster::fleet_memory(fleet_rss, scratch.path(), &mut rows, &mut notes) {
+                notes.push(format!("fleet memory scenario failed: {e}"));
+            }
+        }
     }
     // Only a complete run replaces the figures the README quotes.
-    let file = if chosen_sizes || !by_hand || skip_cluster || quick { "partial.txt" } else { "latest.txt" };
+    let file = if chosen_sizes || !by_hand || skip_cluster || quick || value("--fleet-sizes").is_some() {
+        "partial.txt"
+    } else {
+        "latest.txt"
+    };
     write_results(&rows, &notes, file);
 }
 

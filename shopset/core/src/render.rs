@@ -15,6 +15,9 @@ use crate::api::{Configuration, ShopSet, SyncPolicy, Tier};
 use crate::fleet::{DestinationError, Target};
 pub use crate::tree::{Entry, Tree};
 
+mod memo;
+pub use memo::{MemoRejected, memo_path};
+
 /// Templates compiled into the binaries; a directory given with `--templates` overrides them file by file.
 pub const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
     ("kustomization.yaml", include_str!("../../../templates/kustomization.yaml")),
@@ -102,6 +105,9 @@ pub struct Renderer {
     /// templates: same bytes, so an unchanged ShopSet is not rendered again. Holding only the last
     /// render per tier bounds the memory to one tree per tier.
     memo: std::sync::Mutex<HashMap<String, TierMemo>>,
+    /// What renders: this build's source and the templates loaded. A memo kept on disk is served
+    /// only to a renderer of the same identity ([`memo`]).
+    identity: String,
 }
 
 /// One tier's last render: the key of what every ShopSet's templates read from the tier, and the
@@ -110,6 +116,8 @@ pub struct Renderer {
 struct TierMemo {
     tier_key: String,
     shopsets: HashMap<String, ShopSetFiles>,
+    /// Whether it differs from what was last restored or saved (so not saved again for nothing).
+    changed: bool,
 }
 
 /// The rendered files of one ShopSet: (path, bytes). Reusing them shares the bytes, so a layer
@@ -144,6 +152,7 @@ impl Renderer {
             })?;
         env.set_syntax(syntax);
         let mut overrides = BTreeMap::new();
+        let mut identity = format!("{}/{}", env!("CARGO_PKG_VERSION"), env!("SHOPSET_RENDER_SOURCE"));
         for (name, embedded) in EMBEDDED_TEMPLATES {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
                 Some(path) => {
@@ -153,6 +162,7 @@ impl Renderer {
                 }
                 None => (*embedded).to_string(),
             };
+            identity.push_str(&format!("/{name}:{:016x}", crate::fingerprint::fnv1a(source.as_bytes())));
             env.add_template_owned(*name, source).map_err(|error| RenderError::Template {
                 name: (*name).into(),
                 origin: origin(&overrides, name),
@@ -161,7 +171,7 @@ impl Renderer {
                 fix: "correct the template's syntax (Jinja2, as minijinja reads it)".into(),
             })?;
         }
-        Ok(Self { env, overrides, memo: Default::default() })
+        Ok(Self { env, overrides, memo: Default::default(), identity })
     }
 
     fn yaml(&self, name: &str, what: &str, ctx: minijinja::Value) -> Result<Vec<u8>, RenderError> {
@@ -243,9 +253,11 @@ impl Renderer {
             serde_json::to_string(&(&tier_name, &branch, &tier.spec.app.path, &tier.spec.system.url, argocd))
                 .unwrap_or_default();
         let previous = self.memo.lock().unwrap_or_else(|p| p.into_inner()).remove(&tier_name).unwrap_or_default();
+        let unsaved = previous.changed;
         let previous =
             if previous.tier_key == tier_key && !tier_key.is_empty() { previous.shopsets } else { HashMap::new() };
         let mut memo = HashMap::with_capacity(shopsets.len());
+        let mut changed = unsaved || previous.len() != shopsets.len();
         for ss in &shopsets {
             let name = ss.name_any();
             check_dir_name(&format!("ShopSet/{name}"), &name)?;
@@ -262,6 +274,7 @@ impl Renderer {
             let files = match previous.get(&key).filter(|_| !key.is_empty()) {
                 Some(files) => files.clone(),
                 None => {
+                    changed = true;
                     let mut literals = vec![
                         format!("SHOPSET_NAME={name}"),
                         format!("SHOPSET_TIER={tier_name}"),
@@ -334,7 +347,10 @@ impl Renderer {
             },
         )?;
         tree.entries.insert("README.md".into(), Entry::file(readme));
-        self.memo.lock().unwrap_or_else(|p| p.into_inner()).insert(tier_name, TierMemo { tier_key, shopsets: memo });
+        self.memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tier_name, TierMemo { tier_key, shopsets: memo, changed });
         Ok(tree)
     }
 }

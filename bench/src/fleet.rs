@@ -1,0 +1,103 @@
+//! The fleet: N ShopSets over 10 tiers and 3 destinations (each ShopSet names one, round-robin;
+//! each destination in a failure domain of its own). Per size: a full render + commit + push of
+//! every tier, one ShopSet changed in one tier, and an app bump of one tier, in process (as the
+//! controller syncs). The cost of one change should follow what changed, not N.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shopset::api::NamedDestination;
+use shopset::gitops::GitCache;
+use shopset::manifests::TierInput;
+use shopset::render::Renderer;
+use shopset_e2e::gitserver::{commit_files, git};
+
+use crate::{Row, ms, repos, shopset, sync, tier_input};
+
+pub const TIERS: usize = 10;
+
+/// The three destinations of every fleet tier: one cluster per zone of two clouds.
+pub fn destinations() -> Vec<NamedDestination> {
+    [
+        ("aws-eu-west-1a", "aws", "eu-west-1", "eu-west-1a"),
+        ("aws-eu-west-1b", "aws", "eu-west-1", "eu-west-1b"),
+        ("gcp-europe-west4-a", "gcp", "europe-west4", "europe-west4-a"),
+    ]
+    .into_iter()
+    .map(|(name, cloud, region, zone)| NamedDestination {
+        name: name.into(),
+        server: Some(format!("https://{name}.clusters.example")),
+        cluster: None,
+        failure_domain: BTreeMap::from([
+            ("cloud".to_string(), cloud.to_string()),
+            ("region".to_string(), region.to_string()),
+            ("zone".to_string(), zone.to_string()),
+        ]),
+    })
+    .collect()
+}
+
+/// Tier `tier` of the fleet with `n` ShopSets, each on a destination round-robin.
+pub fn fleet_tier(tier: &str, n: usize, app: &str, config: &str, system: &str) -> TierInput {
+    let mut input = tier_input(tier, n, app, config, system);
+    let destinations = destinations();
+    for (i, ss) in input.shopsets.iter_mut().enumerate() {
+        ss.spec.destination = Some(destinations[i % destinations.len()].name.clone());
+    }
+    input.tier.spec.argocd.destinations = destinations;
+    input
+}
+
+/// The fleet rows for `total` ShopSets (`total / 10` per tier).
+pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path) {
+    let per_tier = total / TIERS;
+    let r = repos();
+    let system = r.daemon.create_repo(&format!("fleet-system-{total}"));
+    let renderer = Renderer::embedded().expect("templates");
+    let cache = GitCache::new(scratch.join(format!("cache-fleet-{total}")));
+    let names: Vec<String> = (0..TIERS).map(|t| format!("fleet-{t}")).collect();
+    // Each tier's branches start where tier-0 is, as a promotion would leave them.
+    for name in &names {
+        git(&r.daemon.path("app"), &["branch", name, "tier-0"]);
+        git(&r.daemon.path("config"), &["branch", name, "tier-0"]);
+    }
+    let mut inputs: Vec<TierInput> =
+        names.iter().map(|t| fleet_tier(t, per_tier, &r.app, &r.config, &system)).collect();
+
+    let started = Instant::now();
+    let full: Vec<Duration> = inputs.iter().map(|input| sync(&cache, input, &renderer)).collect();
+    let all = started.elapsed();
+    rows.push(Row {
+        scenario: format!(
+            "fleet {total} ShopSets ({TIERS} tiers x {per_tier}, 3 destinations): full render + commit + push per tier"
+        ),
+        samples: full,
+        baseline: None,
+        note: format!("all {TIERS} tiers: {}", ms(all)),
+    });
+
+    let (mut one, mut bump) = (Vec::new(), Vec::new());
+    for i in 0..iterations {
+        // A different tier each time, and the ShopSet in its middle.
+        let t = (i * 3) % TIERS;
+        inputs[t].shopsets[per_tier / 2] = shopset(&names[t], per_tier / 2, i + 1);
+        inputs[t].shopsets[per_tier / 2].spec.destination = Some(destinations()[(per_tier / 2) % 3].name.clone());
+        one.push(sync(&cache, &inputs[t], &renderer));
+        commit_files(&r.app, &names[t], &[("base/CHANGES.md", &format!("change {i}\n"))], &format!("change {i}"));
+        bump.push(sync(&cache, &inputs[t], &renderer));
+    }
+    rows.push(Row {
+        scenario: format!("fleet {total} ShopSets: one ShopSet changed"),
+        samples: one,
+        baseline: None,
+        note: format!("{iterations} runs, one tier of {per_tier} each"),
+    });
+    rows.push(Row {
+        scenario: format!("fleet {total} ShopSets: app submodule bump of one tier"),
+        samples: bump,
+        baseline: None,
+        note: format!("{iterations} runs, {per_tier} ShopSets each"),
+    });
+    drop(r);
+}

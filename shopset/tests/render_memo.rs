@@ -1,0 +1,184 @@
+//! The render memo kept across processes (`shopctl sync` in the cache directory): a memo-served
+//! render is byte for byte a fresh one, a changed input renders again, and a memo that is damaged,
+//! of another tier or of other templates is refused.
+
+use std::collections::BTreeMap;
+
+use shopset::manifests::{Inventory, TierInput};
+use shopset::render::{Entry, MemoRejected, Pins, RenderInput, Renderer, Tree};
+
+const APP: &str = "1111111111111111111111111111111111111111";
+const CONFIG: &str = "2222222222222222222222222222222222222222";
+
+fn input() -> TierInput {
+    let dir = shopset_e2e::tools::repo_root().join("examples");
+    let inv = Inventory::load(&[dir]).expect("examples load");
+    inv.check().expect("examples are valid");
+    inv.tier_input("tier-0").unwrap()
+}
+
+fn render(r: &Renderer, i: &TierInput) -> Tree {
+    let pins =
+        Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    r.render(RenderInput { tier: &i.tier, configurations: &i.configurations, shopsets: &i.shopsets, pins: &pins })
+        .unwrap()
+}
+
+/// The memo a first process leaves behind after rendering `i`.
+fn memo_of(i: &TierInput) -> Vec<u8> {
+    let first = Renderer::embedded().unwrap();
+    render(&first, i);
+    first.saved_memo("tier-0").expect("a first render leaves a memo")
+}
+
+#[test]
+fn a_memo_served_render_is_a_fresh_render_and_renders_nothing_again() {
+    let base = input();
+    let memo = memo_of(&base);
+    let second = Renderer::embedded().unwrap();
+    assert_eq!(second.restore_memo("tier-0", &memo), Ok(base.shopsets.len()));
+    assert_eq!(render(&second, &base), render(&Renderer::embedded().unwrap(), &base));
+    // Every ShopSet came from the memo: nothing new to keep.
+    assert!(second.saved_memo("tier-0").is_none(), "an unchanged input rendered a ShopSet again");
+}
+
+/// Proof that a restored memo is what serves the files (so the test above is not vacuous): a memo
+/// with one file's bytes replaced and its checksum made to hold again is served as it is.
+#[test]
+fn a_restored_memo_is_what_serves_the_files() {
+    let base = input();
+    let fresh = render(&Renderer::embedded().unwrap(), &base);
+    let (path, bytes) = fresh
+        .entries
+        .iter()
+        .find_map(|(p, e)| match e {
+            Entry::File(b) if p.starts_with("shopsets/") && p.ends_with("/kustomization.yaml") => Some((p, b)),
+            _ => None,
+        })
+        .unwrap();
+    let mut memo = memo_of(&base);
+    let at = memo.windows(bytes.len()).position(|w| w == &bytes[..]).expect("the file is in the memo");
+    let forged = vec![b'#'; bytes.len()];
+    memo[at..at + bytes.len()].copy_from_slice(&forged);
+    // The header is the magic line, then the checksum of everything after it.
+    let header = memo.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let sum = shopset::fingerprint::checksum64(&memo[header + 8..]);
+    memo[header..header + 8].copy_from_slice(&sum.to_le_bytes());
+    let second = Renderer::embedded().unwrap();
+    second.restore_memo("tier-0", &memo).unwrap();
+    assert_eq!(render(&second, &base).entries[path], Entry::File(forged.into()));
+}
+
+#[test]
+fn a_memo_is_not_used_for_a_changed_input() {
+    type Change = fn(&mut TierInput);
+    let changes: Vec<(&str, Change)> = vec![
+        ("tier branch", |i| i.tier.spec.branch = Some("tier-0-next".into())),
+        ("app path", |i| i.tier.spec.app.path = "base/v2".into()),
+        ("system url", |i| i.tier.spec.system.url = "https://git.example/other/system.git".into()),
+        ("argocd project", |i| i.tier.spec.argocd.project = "shops".into()),
+        ("destination server", |i| i.tier.spec.argocd.destination.server = "https://cluster-2.example".into()),
+        ("sync policy", |i| i.tier.spec.argocd.sync_policy = None),
+        ("configuration path", |i| i.configurations[0].spec.path = "component/v2".into()),
+        ("shops", |i| i.shopsets[0].spec.shops.push("shop-new".into())),
+        ("replicas", |i| i.shopsets[0].spec.replicas = Some(7)),
+        ("shopset namespace", |i| i.shopsets[0].spec.namespace = Some("elsewhere".into())),
+        ("a ShopSet removed", |i| {
+            i.shopsets.pop();
+        }),
+    ];
+    let base = input();
+    let memo = memo_of(&base);
+    let before = render(&Renderer::embedded().unwrap(), &base);
+    for (what, change) in changes {
+        let mut changed = base.clone();
+        change(&mut changed);
+        let second = Renderer::embedded().unwrap();
+        second.restore_memo("tier-0", &memo).unwrap();
+        let after = render(&second, &changed);
+        assert_ne!(before, after, "{what}: the change should show in the render");
+        assert_eq!(after, render(&Renderer::embedded().unwrap(), &changed), "{what}: a stale memo was served");
+        assert!(second.saved_memo("tier-0").is_some(), "{what}: the new render is not kept for the next run");
+    }
+}
+
+#[test]
+fn a_damaged_or_foreign_memo_is_refused_and_the_render_is_fresh() {
+    let base = input();
+    let memo = memo_of(&base);
+    let fresh = render(&Renderer::embedded().unwrap(), &base);
+    let flip = |at: usize| {
+        let mut m = memo.clone();
+        m[at] ^= 0x01;
+        m
+    };
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("namespace.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ namespace }}\n  labels: {other: \"yes\"}\n",
+    )
+    .unwrap();
+    let other_templates = || Renderer::with_overrides(Some(templates.path())).unwrap();
+    let cases: Vec<(&str, Vec<u8>, Renderer, &str, MemoRejected)> = vec![
+        ("empty", Vec::new(), Renderer::embedded().unwrap(), "tier-0", MemoRejected::NotAMemo),
+        ("text", b"apiVersion: v1\n".to_vec(), Renderer::embedded().unwrap(), "tier-0", MemoRejected::NotAMemo),
+        ("truncated", memo[..memo.len() - 3].to_vec(), Renderer::embedded().unwrap(), "tier-0", MemoRejected::Damaged),
+        (
+            "a byte of a file flipped",
+            flip(memo.len() - 10),
+            Renderer::embedded().unwrap(),
+            "tier-0",
+            MemoRejected::Damaged,
+        ),
+        ("a byte of the checksum flipped", flip(24), Renderer::embedded().unwrap(), "tier-0", MemoRejected::Damaged),
+        (
+            "older format",
+            [b"shopset render memo v0\n".as_slice(), &memo[23..]].concat(),
+            Renderer::embedded().unwrap(),
+            "tier-0",
+            MemoRejected::NotAMemo,
+        ),
+        (
+            "another tier's",
+            memo.clone(),
+            Renderer::embedded().unwrap(),
+            "tier-1",
+            MemoRejected::OtherTier { wanted: "tier-1".into(), found: "tier-0".into() },
+        ),
+        ("other templates", memo.clone(), other_templates(), "tier-0", MemoRejected::OtherRenderer),
+    ];
+    for (what, bytes, renderer, tier, why) in cases {
+        assert_eq!(renderer.restore_memo(tier, &bytes), Err(why), "{what}");
+        assert_eq!(
+            render(&renderer, &base),
+            render(&if what == "other templates" { other_templates() } else { Renderer::embedded().unwrap() }, &base),
+            "{what}: the render is not a fresh one"
+        );
+    }
+    // The other templates do change the render, so serving that memo would have been wrong.
+    assert_ne!(render(&other_templates(), &base), fresh);
+}
+
+#[test]
+fn memo_files_round_trip_and_are_written_only_when_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = input();
+    let first = Renderer::embedded().unwrap();
+    assert_eq!(first.load_memo_file(dir.path(), "default", "tier-0"), 0, "no file yet");
+    render(&first, &base);
+    assert!(first.save_memo_file(dir.path(), "default", "tier-0").unwrap());
+    assert!(!first.save_memo_file(dir.path(), "default", "tier-0").unwrap(), "saved again though unchanged");
+    let second = Renderer::embedded().unwrap();
+    assert_eq!(second.load_memo_file(dir.path(), "default", "tier-0"), base.shopsets.len());
+    assert_eq!(render(&second, &base), render(&Renderer::embedded().unwrap(), &base));
+    // Another namespace's tier of the same name has a file of its own.
+    assert_eq!(Renderer::embedded().unwrap().load_memo_file(dir.path(), "other", "tier-0"), 0);
+    // A file damaged on disk is ignored, and the next save replaces it.
+    let path = shopset::render::memo_path(dir.path(), "default", "tier-0");
+    std::fs::write(&path, b"garbage").unwrap();
+    let third = Renderer::embedded().unwrap();
+    assert_eq!(third.load_memo_file(dir.path(), "default", "tier-0"), 0);
+    assert_eq!(render(&third, &base), render(&Renderer::embedded().unwrap(), &base));
+    assert!(third.save_memo_file(dir.path(), "default", "tier-0").unwrap());
+    assert_eq!(Renderer::embedded().unwrap().load_memo_file(dir.path(), "default", "tier-0"), base.shopsets.len());
+}
