@@ -6,17 +6,16 @@
 //! manifests pointing at them, and cache; at most one control plane is started.
 
 mod common;
-mod github_api;
 
 use std::path::PathBuf;
 
-use github_api::{FakeGitHub, html_url};
 use serde_json::{Value, json};
 use shopset::github::{GitHub, GitHubError, PullRequest};
 use shopset::gitops::{Auth, GitCache, GitError};
 use shopset::manifests::Inventory;
 use shopset::promote::{Move, Only, PromoteError, execute, plan};
 use shopset_e2e::controlplane::ControlPlane;
+use shopset_e2e::github::{GitHubStandIn, html_url};
 use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git, log, seed_dir};
 use shopset_e2e::tools::repo_root;
 use tempfile::TempDir;
@@ -559,7 +558,7 @@ const TOKEN: &str = "ghp_test0123456789SECRETtokenVALUE";
 
 #[test]
 fn pull_requests_are_opened_through_the_github_api() {
-    let gh = FakeGitHub::start(TOKEN);
+    let gh = GitHubStandIn::start(TOKEN);
 
     // The library: 201, then 422 "already exists" (found by listing), then 401.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
