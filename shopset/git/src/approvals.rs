@@ -131,11 +131,13 @@ mod tests {
         Review { reviewer: reviewer.into(), state, commit: Some(commit.into()) }
     }
 
+    /// A case: name, reviews oldest first, approved by, changes requested by, approved commit.
+    type Case = (&'static str, Vec<Review>, &'static [&'static str], &'static [&'static str], Option<&'static str>);
+
     #[test]
     fn approvals_are_counted_as_github_counts_them() {
         let author = "shopset-bot";
-        // (case, reviews oldest first, approved by, changes requested by, approved commit)
-        let cases: Vec<(&str, Vec<Review>, &[&str], &[&str], Option<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             ("no reviews", vec![], &[], &[], None),
             ("one approval", vec![r("alice", Approved, "a1")], &["alice"], &[], Some("a1")),
             (
