@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::ValueEnum;
 use kube::ResourceExt;
 use shopset::api::Tier;
-use shopset::approvals::MergeOutcome;
+use shopset::approvals::{Approval, MergeOutcome};
 use shopset::github::GitHub;
 use shopset::promote::{
     Completed, MarkerError, Move, Only, Plan, RollbackTarget, abort, check_order, check_source, finish, in_progress,
@@ -67,7 +67,8 @@ pub struct PromoteArgs {
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Exit status: 0 when merged (the merge commit is printed), 3 when a pull request still \
 waits for approvals (nothing of it is merged), 1 when GitHub refuses the merge (e.g. its head moved after the \
-approvals). Each repository's pull request is merged on its own, once it has its approvals.")]
+approvals). TO's pull requests (app and configurations) are merged together: none until each has its \
+approvals.")]
 pub struct MergePromotionArgs {
     /// The tier promoted to: the base of the pull requests `shopctl promote --pr` opened.
     to: String,
@@ -409,26 +410,13 @@ pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> R
     // The plan names each repository's URL and branches (FROM's is the head, TO's the base).
     let plan = plan(&cache(cli)?, &auth(cli)?, from, to, &cfgs, Only::All)?;
     let rt = runtime()?;
-    let mut outcomes = Vec::new();
+    let mut found = Vec::new();
     for mv in &plan.repositories {
-        let Some(pr) = rt.block_on(gh.find_pull_request(&mv.url, &mv.from_branch, &mv.to_branch))? else {
-            continue;
-        };
-        let outcome = rt.block_on(gh.merge_when_approved(&pr, args.approvals))?;
-        if cli.output == Output::Text {
-            match &outcome {
-                MergeOutcome::Merged { repository, number, sha, approved_by } => println!(
-                    "{} promotion pull request {repository}#{number} into {} at {sha} (approved by {})",
-                    style.green("merged"),
-                    args.to,
-                    if approved_by.is_empty() { "nobody: none required".to_string() } else { approved_by.join(", ") }
-                ),
-                MergeOutcome::Waiting(w) => println!("{} {w}", style.yellow("waiting:")),
-            }
+        if let Some(pr) = rt.block_on(gh.find_pull_request(&mv.url, &mv.from_branch, &mv.to_branch))? {
+            found.push(pr);
         }
-        outcomes.push(outcome);
     }
-    if outcomes.is_empty() {
+    if found.is_empty() {
         let repos: Vec<&str> = plan.repositories.iter().map(|m| m.repository.as_str()).collect();
         return Err(anyhow!(
             "no open promotion pull request {from_name} -> {} in {}; fix: open them with `shopctl promote {from_name} {} --pr`",
@@ -437,17 +425,48 @@ pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> R
             args.to
         ));
     }
-    print_structured(cli.output, &outcomes)?;
-    let waiting: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            MergeOutcome::Waiting(w) => Some(w.to_string()),
-            MergeOutcome::Merged { .. } => None,
-        })
-        .collect();
-    if !waiting.is_empty() {
-        return Err(Refused(waiting.join("\n")).into());
+    // Every pull request is checked before any is merged: TO's repositories move together or not
+    // at all (as `promote` pins them in one commit), never an app without its configuration.
+    let mut approved = Vec::new();
+    let mut waiting = Vec::new();
+    for pr in &found {
+        match rt.block_on(gh.approval(pr, args.approvals))? {
+            Approval::Approved(a) => approved.push(a),
+            Approval::Waiting(w) => waiting.push(w),
+        }
     }
+    if !waiting.is_empty() {
+        if cli.output == Output::Text {
+            for a in &approved {
+                println!(
+                    "{} promotion pull request {}#{} is approved ({}), merged with the others",
+                    style.yellow("waiting:"),
+                    a.pr.repository,
+                    a.pr.number,
+                    a.approved_by.join(", ")
+                );
+            }
+        }
+        let outcomes: Vec<MergeOutcome> = waiting.iter().cloned().map(MergeOutcome::Waiting).collect();
+        print_structured(cli.output, &outcomes)?;
+        return Err(Refused(waiting.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")).into());
+    }
+    let mut outcomes = Vec::new();
+    for a in &approved {
+        let outcome = rt.block_on(gh.merge_approved(a))?;
+        if cli.output == Output::Text
+            && let MergeOutcome::Merged { repository, number, sha, approved_by } = &outcome
+        {
+            println!(
+                "{} promotion pull request {repository}#{number} into {} at {sha} (approved by {})",
+                style.green("merged"),
+                args.to,
+                if approved_by.is_empty() { "nobody: none required".to_string() } else { approved_by.join(", ") }
+            );
+        }
+        outcomes.push(outcome);
+    }
+    print_structured(cli.output, &outcomes)?;
     if cli.output == Output::Text {
         println!("tier {} moves once synced (shopset-controller, or `shopctl sync --tier {}`)", args.to, args.to);
     }

@@ -752,6 +752,42 @@ fn a_promotion_pull_request_is_merged_only_once_it_has_the_approvals_required() 
 }
 
 #[test]
+fn a_tier_s_promotion_pull_requests_are_merged_together_or_not_at_all() {
+    let gh = GitHubStandIn::start(TOKEN);
+    let fx = Fx::named("acme/shop-app", "acme/shop-config", "acme/shop-system");
+    gh.serve_repo("acme", "shop-app", &fx.daemon.path("acme/shop-app"));
+    gh.serve_repo("acme", "shop-config", &fx.daemon.path("acme/shop-config"));
+    fx.sync(None);
+    let (app_t1, config_t1) = (head(&fx.app, "tier-1"), head(&fx.config, "tier-1"));
+    let app = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let config =
+        commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let run =
+        fx.promote_env(&["--skip-checks", "--pr", "--github-url", gh.url()], &[("GITHUB_TOKEN", TOKEN)]).success();
+    run.has("opened pull request acme/shop-app #41").has("opened pull request acme/shop-config #42");
+
+    // The app's is approved, the configuration's is not: neither is merged.
+    gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::Approve);
+    let run = fx.merge_promotion(&gh, &[]).failure(3);
+    run.has("promotion pull request acme/shop-app#41 is approved (alice), merged with the others")
+        .has_err("promotion pull request acme/shop-config#42 has 0 of 1 approving review; merge waits");
+    assert_eq!((head(&fx.app, "tier-1"), head(&fx.config, "tier-1")), (app_t1, config_t1));
+    assert!(gh.requests().iter().all(|r| r.method != "PUT"), "no merge was attempted");
+
+    // Both approved: both merged, each branch at its tier-0 head.
+    gh.record_review("acme", "shop-config", 42, "bob", ReviewEvent::Approve);
+    let run = fx.merge_promotion(&gh, &["-o", "json"]).success();
+    assert_eq!(
+        run.json(),
+        json!([
+            {"outcome": "merged", "repository": "acme/shop-app", "number": 41, "sha": app, "approvedBy": ["alice"]},
+            {"outcome": "merged", "repository": "acme/shop-config", "number": 42, "sha": config, "approvedBy": ["bob"]},
+        ])
+    );
+    assert_eq!((head(&fx.app, "tier-1"), head(&fx.config, "tier-1")), (app.clone(), config.clone()));
+}
+
+#[test]
 fn a_change_request_cancels_an_approval_and_a_head_moved_after_the_approvals_merges_nothing() {
     let gh = GitHubStandIn::start(TOKEN);
     let (fx, c1, t1) = promotion_pull_request(&gh);

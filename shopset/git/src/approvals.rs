@@ -112,9 +112,24 @@ impl std::fmt::Display for Waiting {
     }
 }
 
+/// A pull request with the approvals it needs, and the commit they were given on (the merge's guard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    pub pr: crate::github::PullRequest,
+    pub commit: String,
+    pub approved_by: Vec<String>,
+}
+
+/// Where a pull request stands against the approvals it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    Approved(Approved),
+    Waiting(Waiting),
+}
+
 /// What [`merge_when_approved`](crate::github::GitHub::merge_when_approved) did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "outcome")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "outcome")]
 pub enum MergeOutcome {
     /// Merged: the base branch is now at `sha`.
     Merged { repository: String, number: u64, sha: String, approved_by: Vec<String> },

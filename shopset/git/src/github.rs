@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::approvals::{self, MergeOutcome, Review, ReviewState, Waiting};
+use crate::approvals::{self, Approval, Approved, MergeOutcome, Review, ReviewState, Waiting};
 
 /// Where and as whom to talk to GitHub.
 #[derive(Clone)]
@@ -150,13 +150,20 @@ impl GitHub {
     }
 
     /// Merges pull request `pr` when it has at least `required` approving reviews (counted by
-    /// [`approvals::count`]), else leaves it open and says what it waits for. The merge is
-    /// guarded by the commit the latest approval was given on: if the head moved since, GitHub
-    /// refuses (409) and nothing is merged, so no commit is merged that nobody approved.
+    /// [`approvals::count`]), else leaves it open and says what it waits for: [`Self::approval`]
+    /// then [`Self::merge_approved`].
     pub async fn merge_when_approved(&self, pr: &PullRequest, required: u32) -> Result<MergeOutcome, GitHubError> {
+        match self.approval(pr, required).await? {
+            Approval::Approved(approved) => self.merge_approved(&approved).await,
+            Approval::Waiting(waiting) => Ok(MergeOutcome::Waiting(waiting)),
+        }
+    }
+
+    /// Whether open pull request `pr` has at least `required` approving reviews, without merging:
+    /// a promotion of several repositories merges none until each has its approvals.
+    pub async fn approval(&self, pr: &PullRequest, required: u32) -> Result<Approval, GitHubError> {
+        let (owner, repo) = split_repository(pr)?;
         let repository = pr.repository.clone();
-        let (owner, repo) =
-            repository.split_once('/').ok_or_else(|| GitHubError::NotGitHub { url: repository.clone() })?;
         let octo = self.client()?;
         let pulls = octo.pulls(owner, repo);
         let current = pulls.get(pr.number).await.map_err(|e| self.classify(&repository, e))?;
@@ -185,7 +192,7 @@ impl GitHub {
         let have = counted.approved_by.len() as u32;
         if have < required {
             tracing::info!(%repository, number = pr.number, have, required, "promotion pull request waits for approvals");
-            return Ok(MergeOutcome::Waiting(Waiting {
+            return Ok(Approval::Waiting(Waiting {
                 repository,
                 number: pr.number,
                 url: pr.url.clone(),
@@ -196,12 +203,26 @@ impl GitHub {
             }));
         }
         // With no approval required (or none naming a commit), the head just read is the guard.
-        let guard = counted.approved_commit.clone().unwrap_or_else(|| current.head.sha.clone());
+        let commit = counted.approved_commit.clone().unwrap_or_else(|| current.head.sha.clone());
+        Ok(Approval::Approved(Approved { pr: pr.clone(), commit, approved_by: counted.approved_by }))
+    }
+
+    /// Merges an approved pull request, guarded by the commit the latest approval was given on:
+    /// if the head moved since, GitHub refuses (409) and nothing is merged, so no commit is
+    /// merged that nobody approved.
+    pub async fn merge_approved(&self, approved: &Approved) -> Result<MergeOutcome, GitHubError> {
+        let pr = &approved.pr;
+        let (owner, repo) = split_repository(pr)?;
+        let repository = pr.repository.clone();
+        let octo = self.client()?;
+        let pulls = octo.pulls(owner, repo);
+        let guard = approved.commit.clone();
         let merged = pulls
             .merge(pr.number)
             .sha(guard.clone())
-            // GitHub has no fast-forward merge method; on a promotion (the base an ancestor of
-            // the head) "rebase" adds no merge commit.
+            // GitHub has no fast-forward merge method. "rebase" adds no merge commit, but GitHub
+            // rewrites the committer of rebased commits, so on github.com TO's branch gets
+            // copies of FROM's commits (new shas).
             .method(octocrab::params::pulls::MergeMethod::Rebase)
             .title(format!("Merge promotion pull request #{}", pr.number))
             .send()
@@ -210,7 +231,12 @@ impl GitHub {
             Ok(m) if m.merged => {
                 let sha = m.sha.unwrap_or(guard);
                 tracing::info!(%repository, number = pr.number, %sha, "merged promotion pull request");
-                Ok(MergeOutcome::Merged { repository, number: pr.number, sha, approved_by: counted.approved_by })
+                Ok(MergeOutcome::Merged {
+                    repository,
+                    number: pr.number,
+                    sha,
+                    approved_by: approved.approved_by.clone(),
+                })
             }
             Ok(m) => Err(GitHubError::NotMergeable {
                 repository,
@@ -220,7 +246,9 @@ impl GitHub {
             Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 409 => {
                 // Name the new head when GitHub still answers; the refusal stands either way.
                 let moved_to = match pulls.get(pr.number).await {
-                    Ok(now) if now.head.sha != guard => format!(" to {}", shopset_core::revision::short(&now.head.sha)),
+                    Ok(now) if now.head.sha != guard => {
+                        format!(" to {}", shopset_core::revision::short(&now.head.sha))
+                    }
                     _ => String::new(),
                 };
                 Err(GitHubError::HeadMoved {
@@ -250,6 +278,11 @@ impl GitHub {
             other => GitHubError::Unreachable { base_url: self.base_url.clone(), detail: other.to_string() },
         }
     }
+}
+
+/// `(owner, repo)` of a pull request's `owner/repo`.
+fn split_repository(pr: &PullRequest) -> Result<(&str, &str), GitHubError> {
+    pr.repository.split_once('/').ok_or_else(|| GitHubError::NotGitHub { url: pr.repository.clone() })
 }
 
 fn source_errors_say_exists(source: &octocrab::GitHubError) -> bool {
