@@ -12,7 +12,7 @@
 //!   `mergeable` and `head.sha`.
 //! - `GET /repos/{owner}/{repo}/pulls/{number}/reviews`: its reviews, oldest first, with
 //!   `user.login`, `state` (APPROVED, CHANGES_REQUESTED, COMMENTED, DISMISSED), `commit_id` (the
-//!   head when the review was submitted) and `submitted_at`. Tests add reviews with
+//!   head when the review was submitted) and `submitted_at`, paged (`per_page`, `page`, `Link`). Tests add reviews with
 //!   [`GitHubStandIn::record_review`] and dismiss them with [`GitHubStandIn::dismiss_review`].
 //! - `PUT /repos/{owner}/{repo}/pulls/{number}/merge` with `sha`: 200 `{merged: true, sha}`;
 //!   405 "Pull Request is not mergeable"; 409 "Head branch was modified" when `sha` is not the
@@ -531,7 +531,7 @@ async fn list_reviews(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    record(&inner, "GET", &uri, query, &headers, &Bytes::new());
+    record(&inner, "GET", &uri, query.clone(), &headers, &Bytes::new());
     if let Some(denied) = denial(&inner, &headers) {
         return denied;
     }
@@ -544,7 +544,22 @@ async fn list_reviews(
         .filter(|r| r.owner == owner && r.repo == repo && r.number == number)
         .map(|r| review_json(&inner, r))
         .collect();
-    answer(StatusCode::OK, Value::Array(items))
+    // GitHub pages lists: 30 a page unless `per_page` (at most 100) says otherwise, and a `Link`
+    // header names the next and last pages.
+    let number_of = |key: &str, default: usize| query.get(key).and_then(|v| v.parse::<usize>().ok()).unwrap_or(default);
+    let per_page = number_of("per_page", 30).clamp(1, 100);
+    let page = number_of("page", 1).max(1);
+    let last = items.len().div_ceil(per_page).max(1);
+    let shown: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let mut response = answer(StatusCode::OK, Value::Array(shown));
+    if page < last {
+        let link = |n: usize| format!("<{}{}?per_page={per_page}&page={n}>", inner.base_url, uri.path());
+        let value = format!("{}; rel=\"next\", {}; rel=\"last\"", link(page + 1), link(last));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(axum::http::header::LINK, value);
+        }
+    }
+    response
 }
 
 async fn merge_pull(

@@ -711,8 +711,11 @@ fn a_promotion_pull_request_is_merged_only_once_it_has_the_approvals_required() 
         .has_err("promotion pull request acme/shop-app#41 has 0 of 2 approving reviews; merge waits");
     assert_eq!(head(&fx.app, "tier-1"), t1);
 
-    // A comment, and the author's own comment, are no approvals; 1 of 2 still waits and names who approved.
-    gh.record_review("acme", "shop-app", 41, "carol", ReviewEvent::Comment);
+    // Comments, and the author's own comment, are no approvals; 1 of 2 still waits and names who
+    // approved. There are so many comments that alice's approval is on the second page.
+    for _ in 0..100 {
+        gh.record_review("acme", "shop-app", 41, "carol", ReviewEvent::Comment);
+    }
     gh.record_review("acme", "shop-app", 41, BOT_LOGIN, ReviewEvent::Comment);
     gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::Approve);
     let run = fx.merge_promotion(&gh, &["--approvals", "2", "-o", "json"]).failure(3);
@@ -721,6 +724,9 @@ fn a_promotion_pull_request_is_merged_only_once_it_has_the_approvals_required() 
     assert_eq!(run.json()[0]["approvedBy"], json!(["alice"]));
     assert_eq!(head(&fx.app, "tier-1"), t1);
     assert!(gh.requests().iter().all(|r| r.method != "PUT"), "no merge was attempted");
+    let pages: Vec<_> =
+        gh.requests().into_iter().filter(|r| r.path == "/repos/acme/shop-app/pulls/41/reviews").collect();
+    assert_eq!(pages.last().and_then(|r| r.query.get("page")).map(String::as_str), Some("2"), "{pages:#?}");
 
     // The library says the same.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
