@@ -121,6 +121,9 @@ enum Command {
     },
     /// Move tier TO's app and configuration branches to tier FROM's heads (fast-forward under a lease) and pin them in one system commit, or open pull requests.
     Promote(promote::PromoteArgs),
+    /// Merge the promotion pull requests into a tier (`promote --pr`) once they have their approving reviews.
+    #[command(name = "merge-promotion")]
+    MergePromotion(promote::MergePromotionArgs),
     /// Move a tier's app branch back (under a lease), or revert to an earlier commit with a new commit.
     Rollback(promote::RollbackArgs),
     /// One view of a tier across git, the controller and Argo CD.
@@ -373,6 +376,7 @@ fn run(cli: &Cli, style: &Style) -> Result<()> {
             print_structured(cli.output, &written)
         }
         Command::Promote(args) => promote::promote(cli, style, args),
+        Command::MergePromotion(args) => promote::merge_promotion(cli, style, args),
         Command::Rollback(args) => promote::rollback(cli, style, args),
         Command::Status(args) => status::status(cli, style, args),
         Command::Diff(args) => diff::diff(cli, style, args),

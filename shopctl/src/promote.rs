@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use shopset::api::{FORCED_PROMOTION, Tier};
+use shopset::approvals::{Approval, MergeOutcome};
 use shopset::github::GitHub;
 use shopset::policy::Timestamp;
 use shopset::promote::{
@@ -67,6 +68,28 @@ pub struct PromoteArgs {
     /// Undo an interrupted promotion into TO: move back the branches it moved, delete its marker.
     #[arg(long, conflicts_with_all = ["pr", "only", "force"])]
     abort: bool,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Exit status: 0 when merged (the merge commit is printed), 3 when a pull request still \
+waits for approvals (nothing of it is merged), 1 when GitHub refuses the merge (e.g. its head moved after the \
+approvals). TO's pull requests (app and configurations) are merged together: none until each has its \
+approvals.")]
+pub struct MergePromotionArgs {
+    /// The tier promoted to: the base of the pull requests `shopctl promote --pr` opened.
+    to: String,
+    /// Manifest files or directories holding the Tiers and Configurations.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Approving reviews each pull request needs (each reviewer's latest review counts; the author's never).
+    #[arg(long, default_value_t = 1)]
+    approvals: u32,
+    /// GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_url: String,
+    /// File holding the GitHub token (default: the GITHUB_TOKEN environment variable).
+    #[arg(long)]
+    github_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -430,6 +453,19 @@ fn print_plan(plan: &Plan, style: &Style, preview: bool) {
     }
 }
 
+/// The GitHub client of `--github-url` with the token of `--github-token-file` or GITHUB_TOKEN.
+fn github(url: &str, token_file: Option<&PathBuf>, what: &str) -> Result<GitHub> {
+    let token = match token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read --github-token-file {}", f.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("GITHUB_TOKEN")
+            .map_err(|_| anyhow!("{what} needs a GitHub token; fix: set GITHUB_TOKEN or pass --github-token-file"))?,
+    };
+    Ok(GitHub { base_url: url.to_string(), token })
+}
+
 fn open_prs(
     cli: &Cli,
     style: &Style,
@@ -438,15 +474,7 @@ fn open_prs(
     plan: &Plan,
     audit: Option<&str>,
 ) -> Result<()> {
-    let token = match &args.github_token_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read --github-token-file {}", f.display()))?
-            .trim()
-            .to_string(),
-        None => std::env::var("GITHUB_TOKEN")
-            .map_err(|_| anyhow!("--pr needs a GitHub token; fix: set GITHUB_TOKEN or pass --github-token-file"))?,
-    };
-    let gh = GitHub { base_url: args.github_url.clone(), token };
+    let gh = github(&args.github_url, args.github_token_file.as_ref(), "--pr")?;
     let shopsets: Vec<String> = inv.tier_input(&args.to)?.shopsets.iter().map(|s| s.name_any()).collect();
     let rt = runtime()?;
     let mut prs = Vec::new();
@@ -478,6 +506,86 @@ fn open_prs(
         prs.push(pr);
     }
     print_structured(cli.output, &prs)
+}
+
+/// `shopctl merge-promotion TO`: merges the open promotion pull requests into TO that have their
+/// approvals ([`GitHub::merge_when_approved`], the function auto-promotion uses too).
+pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> Result<()> {
+    let inv = load(cli, &args.files)?;
+    let to = tier(&inv, &args.to)?;
+    let from_name = to.spec.promotion.as_ref().map(|p| p.from.clone()).ok_or_else(|| {
+        anyhow!(
+            "tier {} has no spec.promotion.from, so nothing is promoted into it and it has no promotion pull requests; fix: name the tier promoted to",
+            args.to
+        )
+    })?;
+    let from = tier(&inv, &from_name)?;
+    let gh = github(&args.github_url, args.github_token_file.as_ref(), "merge-promotion")?;
+    let cfgs = inv.configurations_of(&[&from_name, &args.to])?;
+    // The plan names each repository's URL and branches (FROM's is the head, TO's the base).
+    let plan = plan(&cache(cli)?, &auth(cli)?, from, to, &cfgs, Only::All)?;
+    let rt = runtime()?;
+    let mut found = Vec::new();
+    for mv in &plan.repositories {
+        if let Some(pr) = rt.block_on(gh.find_pull_request(&mv.url, &mv.from_branch, &mv.to_branch))? {
+            found.push(pr);
+        }
+    }
+    if found.is_empty() {
+        let repos: Vec<&str> = plan.repositories.iter().map(|m| m.repository.as_str()).collect();
+        return Err(anyhow!(
+            "no open promotion pull request {from_name} -> {} in {}; fix: open them with `shopctl promote {from_name} {} --pr`",
+            args.to,
+            repos.join(", "),
+            args.to
+        ));
+    }
+    // Every pull request is checked before any is merged: TO's repositories move together or not
+    // at all (as `promote` pins them in one commit), never an app without its configuration.
+    let mut approved = Vec::new();
+    let mut waiting = Vec::new();
+    for pr in &found {
+        match rt.block_on(gh.approval(pr, args.approvals))? {
+            Approval::Approved(a) => approved.push(a),
+            Approval::Waiting(w) => waiting.push(w),
+        }
+    }
+    if !waiting.is_empty() {
+        if cli.output == Output::Text {
+            for a in &approved {
+                println!(
+                    "{} promotion pull request {}#{} is approved ({}), merged with the others",
+                    style.yellow("waiting:"),
+                    a.pr.repository,
+                    a.pr.number,
+                    a.approved_by.join(", ")
+                );
+            }
+        }
+        let outcomes: Vec<MergeOutcome> = waiting.iter().cloned().map(MergeOutcome::Waiting).collect();
+        print_structured(cli.output, &outcomes)?;
+        return Err(Refused(waiting.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")).into());
+    }
+    let mut outcomes = Vec::new();
+    for a in &approved {
+        let outcome = rt.block_on(gh.merge_approved(a))?;
+        if cli.output == Output::Text
+            && let MergeOutcome::Merged { repository, number, sha, approved_by } = &outcome
+        {
+            println!(
+                "{} promotion pull request {repository}#{number} into {} at {sha} (approved by {})",
+                style.green("merged"),
+                args.to,
+                if approved_by.is_empty() { "nobody: none required".to_string() } else { approved_by.join(", ") }
+            );
+        }
+        outcomes.push(outcome);
+    }
+    print_structured(cli.output, &outcomes)?;
+    if cli.output == Output::Text {
+        println!("tier {} moves once synced (shopset-controller, or `shopctl sync --tier {}`)", args.to, args.to);
+    }
+    Ok(())
 }
 
 pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {

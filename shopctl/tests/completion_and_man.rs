@@ -13,6 +13,7 @@ const COMMANDS: &[&str] = &[
     "sync",
     "crds",
     "promote",
+    "merge-promotion",
     "rollback",
     "status",
     "diff",

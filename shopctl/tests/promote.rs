@@ -6,17 +6,17 @@
 //! manifests pointing at them, and cache; at most one control plane is started.
 
 mod common;
-mod github_api;
 
 use std::path::PathBuf;
 
-use github_api::{FakeGitHub, html_url};
 use serde_json::{Value, json};
+use shopset::approvals::MergeOutcome;
 use shopset::github::{GitHub, GitHubError, PullRequest};
 use shopset::gitops::{Auth, GitCache, GitError};
 use shopset::manifests::Inventory;
 use shopset::promote::{Move, Only, PromoteError, execute, plan};
 use shopset_e2e::controlplane::ControlPlane;
+use shopset_e2e::github::{BOT_LOGIN, GitHubStandIn, ReviewEvent, html_url};
 use shopset_e2e::gitserver::{GitDaemon, branch_head, commit_files, git, log, seed_dir};
 use shopset_e2e::tools::repo_root;
 use tempfile::TempDir;
@@ -559,7 +559,7 @@ const TOKEN: &str = "ghp_test0123456789SECRETtokenVALUE";
 
 #[test]
 fn pull_requests_are_opened_through_the_github_api() {
-    let gh = FakeGitHub::start(TOKEN);
+    let gh = GitHubStandIn::start(TOKEN);
 
     // The library: 201, then 422 "already exists" (found by listing), then 401.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -684,6 +684,169 @@ fn pull_requests_are_opened_through_the_github_api() {
     let body = posted.body["body"].as_str().expect("a body");
     assert!(body.contains("### Promotion policy\n\nforced past tier-1's promotion policy by alice at "), "{body}");
     assert!(body.contains("tier-1 is on hold since "), "{body}");
+}
+
+/// The example repositories named like GitHub's, synced, with the stand-in serving their bare
+/// repositories (so its merges move real branches) and a new app commit on tier-0, promoted with
+/// `--pr`: returns the fixture, the commit, and tier-1's head before.
+fn promotion_pull_request(gh: &GitHubStandIn) -> (Fx, String, String) {
+    let fx = Fx::named("acme/shop-app", "acme/shop-config", "acme/shop-system");
+    gh.serve_repo("acme", "shop-app", &fx.daemon.path("acme/shop-app"));
+    gh.serve_repo("acme", "shop-config", &fx.daemon.path("acme/shop-config"));
+    fx.sync(None);
+    let t1 = head(&fx.app, "tier-1");
+    let c1 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    fx.promote_env(&["--skip-checks", "--pr", "--github-url", gh.url()], &[("GITHUB_TOKEN", TOKEN)])
+        .success()
+        .has("opened pull request acme/shop-app #41");
+    (fx, c1, t1)
+}
+
+impl Fx {
+    /// `shopctl merge-promotion tier-1 -f <manifests> --github-url <gh> <extra>` with the token.
+    fn merge_promotion(&self, gh: &GitHubStandIn, extra: &[&str]) -> Run {
+        let m = self.m();
+        let mut args = vec!["merge-promotion", "tier-1", "-f", m.as_str(), "--github-url", gh.url()];
+        args.extend_from_slice(extra);
+        self.run_env(&args, &[("GITHUB_TOKEN", TOKEN)])
+    }
+}
+
+#[test]
+fn a_promotion_pull_request_is_merged_only_once_it_has_the_approvals_required() {
+    let gh = GitHubStandIn::start(TOKEN);
+    let (fx, c1, t1) = promotion_pull_request(&gh);
+    assert_ne!(t1, c1);
+
+    // 0 of 2: waits (exit 3), nothing merged.
+    fx.merge_promotion(&gh, &["--approvals", "2"])
+        .failure(3)
+        .has_err("promotion pull request acme/shop-app#41 has 0 of 2 approving reviews; merge waits");
+    assert_eq!(head(&fx.app, "tier-1"), t1);
+
+    // Comments, and the author's own comment, are no approvals; 1 of 2 still waits and names who
+    // approved. There are so many comments that alice's approval is on the second page.
+    for _ in 0..100 {
+        gh.record_review("acme", "shop-app", 41, "carol", ReviewEvent::Comment);
+    }
+    gh.record_review("acme", "shop-app", 41, BOT_LOGIN, ReviewEvent::Comment);
+    gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::Approve);
+    let run = fx.merge_promotion(&gh, &["--approvals", "2", "-o", "json"]).failure(3);
+    run.has_err("promotion pull request acme/shop-app#41 has 1 of 2 approving reviews (alice); merge waits");
+    assert_eq!(run.json()[0]["outcome"], "waiting", "{}", run.stdout);
+    assert_eq!(run.json()[0]["approvedBy"], json!(["alice"]));
+    assert_eq!(head(&fx.app, "tier-1"), t1);
+    assert!(gh.requests().iter().all(|r| r.method != "PUT"), "no merge was attempted");
+    let pages: Vec<_> =
+        gh.requests().into_iter().filter(|r| r.path == "/repos/acme/shop-app/pulls/41/reviews").collect();
+    assert_eq!(pages.last().and_then(|r| r.query.get("page")).map(String::as_str), Some("2"), "{pages:#?}");
+
+    // The library says the same.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let lib = GitHub { base_url: gh.url().to_string(), token: TOKEN.to_string() };
+    let pr = rt.block_on(lib.find_pull_request(&fx.app, "tier-0", "tier-1")).unwrap().expect("the open pull request");
+    assert_eq!((pr.repository.as_str(), pr.number), ("acme/shop-app", 41));
+    match rt.block_on(lib.merge_when_approved(&pr, 2)).unwrap() {
+        MergeOutcome::Waiting(w) => assert_eq!((w.have, w.need, w.approved_by), (1, 2, vec!["alice".to_string()])),
+        other => panic!("merged with 1 of 2 approvals: {other:?}"),
+    }
+
+    // 2 of 2: merged under the sha guard; tier-1 is now exactly tier-0's head.
+    gh.record_review("acme", "shop-app", 41, "bob", ReviewEvent::Approve);
+    let run = fx.merge_promotion(&gh, &["--approvals", "2"]).success();
+    run.has(&format!("merged promotion pull request acme/shop-app#41 into tier-1 at {c1} (approved by alice, bob)"));
+    assert_eq!(head(&fx.app, "tier-1"), c1);
+    assert_eq!(head(&fx.app, "tier-1"), head(&fx.app, "tier-0"));
+    let merge = gh.requests().into_iter().find(|r| r.method == "PUT").expect("a merge request");
+    assert_eq!(merge.path, "/repos/acme/shop-app/pulls/41/merge");
+    assert_eq!(merge.body["sha"], c1.as_str(), "the merge carries the approved head as its guard");
+    assert_eq!(merge.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(gh.pulls()[0].merged_sha.as_deref(), Some(c1.as_str()));
+
+    // The merge is a plain fast-forward in git: sync pins it as for any promotion.
+    fx.sync(Some("tier-1"));
+    assert_eq!(fx.pinned_app("tier-1"), c1);
+    // Nothing left to merge: said, exit 1.
+    fx.merge_promotion(&gh, &[]).failure(1).has_err("no open promotion pull request tier-0 -> tier-1");
+}
+
+#[test]
+fn a_tier_s_promotion_pull_requests_are_merged_together_or_not_at_all() {
+    let gh = GitHubStandIn::start(TOKEN);
+    let fx = Fx::named("acme/shop-app", "acme/shop-config", "acme/shop-system");
+    gh.serve_repo("acme", "shop-app", &fx.daemon.path("acme/shop-app"));
+    gh.serve_repo("acme", "shop-config", &fx.daemon.path("acme/shop-config"));
+    fx.sync(None);
+    let (app_t1, config_t1) = (head(&fx.app, "tier-1"), head(&fx.config, "tier-1"));
+    let app = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.1.0"))], "Checkout 1.1.0");
+    let config =
+        commit_files(&fx.config, "tier-0", &[("component/kustomization.yaml", &component("debug"))], "Debug logging");
+    let run =
+        fx.promote_env(&["--skip-checks", "--pr", "--github-url", gh.url()], &[("GITHUB_TOKEN", TOKEN)]).success();
+    run.has("opened pull request acme/shop-app #41").has("opened pull request acme/shop-config #42");
+
+    // The app's is approved, the configuration's is not: neither is merged.
+    gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::Approve);
+    let run = fx.merge_promotion(&gh, &[]).failure(3);
+    run.has("promotion pull request acme/shop-app#41 is approved (alice), merged with the others")
+        .has_err("promotion pull request acme/shop-config#42 has 0 of 1 approving review; merge waits");
+    assert_eq!((head(&fx.app, "tier-1"), head(&fx.config, "tier-1")), (app_t1, config_t1));
+    assert!(gh.requests().iter().all(|r| r.method != "PUT"), "no merge was attempted");
+
+    // Both approved: both merged, each branch at its tier-0 head.
+    gh.record_review("acme", "shop-config", 42, "bob", ReviewEvent::Approve);
+    let run = fx.merge_promotion(&gh, &["-o", "json"]).success();
+    assert_eq!(
+        run.json(),
+        json!([
+            {"outcome": "merged", "repository": "acme/shop-app", "number": 41, "sha": app, "approvedBy": ["alice"]},
+            {"outcome": "merged", "repository": "acme/shop-config", "number": 42, "sha": config, "approvedBy": ["bob"]},
+        ])
+    );
+    assert_eq!((head(&fx.app, "tier-1"), head(&fx.config, "tier-1")), (app.clone(), config.clone()));
+}
+
+#[test]
+fn a_change_request_cancels_an_approval_and_a_head_moved_after_the_approvals_merges_nothing() {
+    let gh = GitHubStandIn::start(TOKEN);
+    let (fx, c1, t1) = promotion_pull_request(&gh);
+
+    // alice approves, then asks for changes: her approval no longer counts.
+    gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::Approve);
+    gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::RequestChanges);
+    fx.merge_promotion(&gh, &[]).failure(3).has_err(
+        "promotion pull request acme/shop-app#41 has 0 of 1 approving review, changes requested by alice; merge waits",
+    );
+    assert_eq!(head(&fx.app, "tier-1"), t1);
+
+    // She approves c1; then c2 lands on tier-0 (the pull request's head) before the merge:
+    // GitHub refuses the guard (409), nothing is merged, and the error says why and what to do.
+    gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::Approve);
+    let c2 = commit_files(&fx.app, "tier-0", &[("base/checkout.yaml", &checkout("1.2.0"))], "Checkout 1.2.0");
+    let run = fx.merge_promotion(&gh, &[]).failure(1);
+    run.has_err(&format!(
+        "promotion pull request acme/shop-app#41 was not merged: its head moved to {} after the approvals on {}",
+        short(&c2),
+        short(&c1)
+    ))
+    .has_err("fix: have the new commits reviewed and approved");
+    assert_eq!(head(&fx.app, "tier-1"), t1, "nothing merged");
+    assert_eq!(gh.pulls()[0].merged_sha, None, "the pull request stays open");
+
+    // Approved again on c2, but GitHub says it is not mergeable (e.g. a required check): 405, said.
+    gh.record_review("acme", "shop-app", 41, "alice", ReviewEvent::Approve);
+    gh.set_mergeable("acme", "shop-app", 41, Some(false));
+    fx.merge_promotion(&gh, &[]).failure(1).has_err(
+        "GitHub will not merge promotion pull request acme/shop-app#41 (HTTP 405: Pull Request is not mergeable)",
+    );
+    assert_eq!(head(&fx.app, "tier-1"), t1);
+
+    // Mergeable again: merged at c2, the commit approved.
+    gh.set_mergeable("acme", "shop-app", 41, None);
+    fx.merge_promotion(&gh, &[])
+        .success()
+        .has(&format!("merged promotion pull request acme/shop-app#41 into tier-1 at {c2} (approved by alice)"));
+    assert_eq!(head(&fx.app, "tier-1"), c2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ pub use shopset_core::{
     api, duration, fingerprint, fleet, manifests, placement, policy, render, repository, revision, rules, tree,
     validation,
 };
-pub use shopset_git::{fault, github, gitops, promote, quickstart, state, sync};
+pub use shopset_git::{approvals, fault, github, gitops, promote, quickstart, state, sync};
 pub use shopset_kube::{
     argocd, credentials, doctor, error, gate, health, lease, metrics, reconcile, repo_creds, status, tenancy, webhook,
 };

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::approvals::{self, Approval, Approved, MergeOutcome, Review, ReviewState, Waiting};
+
 /// Where and as whom to talk to GitHub.
 #[derive(Clone)]
 pub struct GitHub {
@@ -40,6 +42,18 @@ pub enum GitHubError {
     Api { repository: String, status: u16, message: String },
     #[error("cannot reach GitHub at {base_url}: {detail}; fix: check --github-url (GITHUB_API_URL)")]
     Unreachable { base_url: String, detail: String },
+    #[error(
+        "promotion pull request {repository}#{number} is {state}, not open; fix: open a new one with `shopctl promote --pr`"
+    )]
+    NotOpen { repository: String, number: u64, state: String },
+    #[error(
+        "promotion pull request {repository}#{number} was not merged: its head moved{moved_to} after the approvals on {approved} (GitHub answered HTTP 409); fix: have the new commits reviewed and approved, then merge again"
+    )]
+    HeadMoved { repository: String, number: u64, approved: String, moved_to: String },
+    #[error(
+        "GitHub will not merge promotion pull request {repository}#{number} (HTTP 405: {message}); fix: check its required status checks and branch protection, and that the target branch has not diverged (`shopctl promote --dry-run`)"
+    )]
+    NotMergeable { repository: String, number: u64, message: String },
 }
 
 /// `owner/repo` of a GitHub URL in any of its forms.
@@ -108,6 +122,149 @@ impl GitHub {
         }
     }
 
+    /// The open pull request `head -> base` of the repository at `repo_url`, if there is one.
+    pub async fn find_pull_request(
+        &self,
+        repo_url: &str,
+        head: &str,
+        base: &str,
+    ) -> Result<Option<PullRequest>, GitHubError> {
+        let (owner, repo) = owner_repo(repo_url).ok_or_else(|| GitHubError::NotGitHub { url: repo_url.into() })?;
+        let repository = format!("{owner}/{repo}");
+        let open = self
+            .client()?
+            .pulls(&owner, &repo)
+            .list()
+            .state(octocrab::params::State::Open)
+            .head(format!("{owner}:{head}"))
+            .base(base)
+            .send()
+            .await
+            .map_err(|e| self.classify(&repository, e))?;
+        Ok(open.items.into_iter().next().map(|pr| PullRequest {
+            repository,
+            number: pr.number,
+            url: pr.html_url.map(|u| u.to_string()).unwrap_or_default(),
+            already_existed: true,
+        }))
+    }
+
+    /// Merges pull request `pr` when it has at least `required` approving reviews (counted by
+    /// [`approvals::count`]), else leaves it open and says what it waits for: [`Self::approval`]
+    /// then [`Self::merge_approved`].
+    pub async fn merge_when_approved(&self, pr: &PullRequest, required: u32) -> Result<MergeOutcome, GitHubError> {
+        match self.approval(pr, required).await? {
+            Approval::Approved(approved) => self.merge_approved(&approved).await,
+            Approval::Waiting(waiting) => Ok(MergeOutcome::Waiting(waiting)),
+        }
+    }
+
+    /// Whether open pull request `pr` has at least `required` approving reviews, without merging:
+    /// a promotion of several repositories merges none until each has its approvals.
+    pub async fn approval(&self, pr: &PullRequest, required: u32) -> Result<Approval, GitHubError> {
+        let (owner, repo) = split_repository(pr)?;
+        let repository = pr.repository.clone();
+        let octo = self.client()?;
+        let pulls = octo.pulls(owner, repo);
+        let current = pulls.get(pr.number).await.map_err(|e| self.classify(&repository, e))?;
+        if current.merged == Some(true) || current.state == Some(octocrab::models::IssueState::Closed) {
+            let state = if current.merged == Some(true) { "merged" } else { "closed" };
+            return Err(GitHubError::NotOpen { repository, number: pr.number, state: state.into() });
+        }
+        let author = current.user.as_ref().map(|u| u.login.clone()).unwrap_or_default();
+        let first =
+            pulls.list_reviews(pr.number).per_page(100u8).send().await.map_err(|e| self.classify(&repository, e))?;
+        let listed = octo.all_pages(first).await.map_err(|e| self.classify(&repository, e))?;
+        let reviews: Vec<Review> = listed
+            .into_iter()
+            .filter_map(|r| {
+                let state = match r.state? {
+                    octocrab::models::pulls::ReviewState::Approved => ReviewState::Approved,
+                    octocrab::models::pulls::ReviewState::ChangesRequested => ReviewState::ChangesRequested,
+                    octocrab::models::pulls::ReviewState::Commented => ReviewState::Commented,
+                    octocrab::models::pulls::ReviewState::Dismissed => ReviewState::Dismissed,
+                    _ => ReviewState::Pending,
+                };
+                Some(Review { reviewer: r.user?.login, state, commit: r.commit_id })
+            })
+            .collect();
+        let counted = approvals::count(&author, &reviews);
+        let have = counted.approved_by.len() as u32;
+        if have < required {
+            tracing::info!(%repository, number = pr.number, have, required, "promotion pull request waits for approvals");
+            return Ok(Approval::Waiting(Waiting {
+                repository,
+                number: pr.number,
+                url: pr.url.clone(),
+                have,
+                need: required,
+                approved_by: counted.approved_by,
+                changes_requested_by: counted.changes_requested_by,
+            }));
+        }
+        // With no approval required (or none naming a commit), the head just read is the guard.
+        let commit = counted.approved_commit.clone().unwrap_or_else(|| current.head.sha.clone());
+        Ok(Approval::Approved(Approved { pr: pr.clone(), commit, approved_by: counted.approved_by }))
+    }
+
+    /// Merges an approved pull request, guarded by the commit the latest approval was given on:
+    /// if the head moved since, GitHub refuses (409) and nothing is merged, so no commit is
+    /// merged that nobody approved.
+    pub async fn merge_approved(&self, approved: &Approved) -> Result<MergeOutcome, GitHubError> {
+        let pr = &approved.pr;
+        let (owner, repo) = split_repository(pr)?;
+        let repository = pr.repository.clone();
+        let octo = self.client()?;
+        let pulls = octo.pulls(owner, repo);
+        let guard = approved.commit.clone();
+        let merged = pulls
+            .merge(pr.number)
+            .sha(guard.clone())
+            // GitHub has no fast-forward merge method. "rebase" adds no merge commit, but GitHub
+            // rewrites the committer of rebased commits, so on github.com TO's branch gets
+            // copies of FROM's commits (new shas).
+            .method(octocrab::params::pulls::MergeMethod::Rebase)
+            .title(format!("Merge promotion pull request #{}", pr.number))
+            .send()
+            .await;
+        match merged {
+            Ok(m) if m.merged => {
+                let sha = m.sha.unwrap_or(guard);
+                tracing::info!(%repository, number = pr.number, %sha, "merged promotion pull request");
+                Ok(MergeOutcome::Merged {
+                    repository,
+                    number: pr.number,
+                    sha,
+                    approved_by: approved.approved_by.clone(),
+                })
+            }
+            Ok(m) => Err(GitHubError::NotMergeable {
+                repository,
+                number: pr.number,
+                message: m.message.unwrap_or_else(|| "merged: false".into()),
+            }),
+            Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 409 => {
+                // Name the new head when GitHub still answers; the refusal stands either way.
+                let moved_to = match pulls.get(pr.number).await {
+                    Ok(now) if now.head.sha != guard => {
+                        format!(" to {}", shopset_core::revision::short(&now.head.sha))
+                    }
+                    _ => String::new(),
+                };
+                Err(GitHubError::HeadMoved {
+                    repository,
+                    number: pr.number,
+                    approved: shopset_core::revision::short(&guard).to_string(),
+                    moved_to,
+                })
+            }
+            Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 405 => {
+                Err(GitHubError::NotMergeable { repository, number: pr.number, message: source.message })
+            }
+            Err(e) => Err(self.classify(&repository, e)),
+        }
+    }
+
     fn classify(&self, repository: &str, e: octocrab::Error) -> GitHubError {
         match e {
             octocrab::Error::GitHub { source, .. } => {
@@ -121,6 +278,11 @@ impl GitHub {
             other => GitHubError::Unreachable { base_url: self.base_url.clone(), detail: other.to_string() },
         }
     }
+}
+
+/// `(owner, repo)` of a pull request's `owner/repo`.
+fn split_repository(pr: &PullRequest) -> Result<(&str, &str), GitHubError> {
+    pr.repository.split_once('/').ok_or_else(|| GitHubError::NotGitHub { url: pr.repository.clone() })
 }
 
 fn source_errors_say_exists(source: &octocrab::GitHubError) -> bool {

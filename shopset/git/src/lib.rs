@@ -3,6 +3,7 @@
 //! render -> plan the commit -> push with retry), [`promote`] and rollback, and GitHub pull
 //! requests ([`github`]). Knows git, not Kubernetes.
 
+pub mod approvals;
 pub mod fault;
 pub mod github;
 pub mod gitops;
