@@ -189,9 +189,27 @@ pub(crate) fn commit_message(
     message
 }
 
+/// `message` with the trailer `Why: <why>` (what let a promotion through) before `Generated-by:`.
+pub(crate) fn with_why(message: String, why: &str) -> String {
+    let why = format!("Why: {}\n", why.replace('\n', " "));
+    match message.rfind("Generated-by: ") {
+        Some(at) => format!("{}{why}{}", &message[..at], &message[at..]),
+        None => format!("{message}\n{why}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::names;
+    use super::{names, with_why};
+
+    #[test]
+    fn why_is_a_trailer_beside_generated_by() {
+        let message = "tier-1: base: a -> b\n\nbase: a -> b\n\nGenerated-by: shopset\n".to_string();
+        assert_eq!(
+            with_why(message, "policy of tier-1: allowed\n(soak met)"),
+            "tier-1: base: a -> b\n\nbase: a -> b\n\nWhy: policy of tier-1: allowed (soak met)\nGenerated-by: shopset\n"
+        );
+    }
 
     #[test]
     fn a_long_list_of_names_is_cut_and_counted() {

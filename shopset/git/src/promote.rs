@@ -382,13 +382,14 @@ pub fn rollback_together(
     }
     let url = &tier.spec.system.url;
     let system = cache.open(url, auth).map_err(git_err("system", url))?;
-    let id = marker::create(&system, None, &tier.name_any(), &moves).map_err(git_err("system", url))?;
+    let id = marker::create(&system, None, &tier.name_any(), &moves, None).map_err(git_err("system", url))?;
     let marker = Marker {
         id: id.to_string(),
         refname: marker::refname(&tier.name_any()),
         from: None,
         to: tier.name_any(),
         repositories: moves,
+        why: None,
     };
     let completed = finish(cache, auth, &marker, input, renderer, repositories)?;
     Ok((done, Some(completed)))
@@ -550,7 +551,9 @@ pub fn in_progress(cache: &GitCache, auth: &Auth, to: &Tier) -> Result<Option<Ma
 }
 
 /// Starts a promotion: the diverged check of [`execute`], then the marker (created only where
-/// there is none), then [`finish`]. A plan that moves nothing writes nothing.
+/// there is none), then [`finish`]. A plan that moves nothing writes nothing. `why` (what let the
+/// promotion through) goes into the marker and the system commit that completes it.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     cache: &GitCache,
     auth: &Auth,
@@ -559,6 +562,7 @@ pub fn start(
     input: &TierInput,
     renderer: &Renderer,
     targets: &[Target],
+    why: Option<&str>,
 ) -> Result<Option<Completed>, MarkerError> {
     refuse_diverged(plan, &plan.from, force)?;
     let moves: Vec<MarkedMove> = plan
@@ -577,7 +581,7 @@ pub fn start(
     let url = &input.tier.spec.system.url;
     let err = git_err("system", url);
     let system = cache.open(url, auth).map_err(&err)?;
-    let id = marker::create(&system, Some(&plan.from), &plan.to, &moves).map_err(&err)?;
+    let id = marker::create(&system, Some(&plan.from), &plan.to, &moves, why).map_err(&err)?;
     tracing::info!(marker = %id, to = %plan.to, "promotion marked");
     let marker = Marker {
         id: id.to_string(),
@@ -585,6 +589,7 @@ pub fn start(
         from: Some(plan.from.clone()),
         to: plan.to.clone(),
         repositories: moves,
+        why: why.map(str::to_string),
     };
     finish(cache, auth, &marker, input, renderer, targets).map(Some)
 }
@@ -722,7 +727,7 @@ fn complete(
     let url = &input.tier.spec.system.url;
     let err = git_err("system", url);
     let id = parse_id("system", url, &marker.id)?;
-    let opts = SyncOptions { promotion: Some(id), ..SyncOptions::default() };
+    let opts = SyncOptions { promotion: Some(id), why: marker.why.clone(), ..SyncOptions::default() };
     let report = sync_tier(cache, auth, input, renderer, &opts)?;
     let system = cache.open(url, auth).map_err(&err)?;
     marker::remove(&system, &marker.to, id).map_err(&err)?;

@@ -66,6 +66,7 @@ pub fn read(cache: &GitCache, auth: &Auth, input: &TierInput) -> Result<GitState
             from: input.from.as_ref().map(|t| t.name_any()),
             to: tier.name_any(),
             repositories: Vec::new(),
+            why: None,
         };
         state.promotion = Some(marker::read(&system, &tier.name_any(), *id).unwrap_or_else(|_| unreadable()));
     }

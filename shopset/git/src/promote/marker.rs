@@ -7,9 +7,12 @@
 //!
 //! app <previous> <target>
 //! config/<name> <previous> <target>
+//!
+//! Why: <what let it through, e.g. the promotion policy's verdict>
 //! ```
 //!
-//! (`previous` is forty zeros when the branch did not exist.) It is created with a lease (only
+//! (`previous` is forty zeros when the branch did not exist; the `Why:` line is optional.) The
+//! system commit that completes it carries the `Why:` line too, so `git log` says it. It is created with a lease (only
 //! where there is none) before the first push, and deleted with a lease after the system commit
 //! that pins the whole set. While it exists, a sync of the tier moves no pin, so what Argo CD
 //! deploys goes from all old to all new in one system commit. Plain git writes the same marker
@@ -44,6 +47,9 @@ pub struct Marker {
     pub from: Option<String>,
     pub to: String,
     pub repositories: Vec<MarkedMove>,
+    /// What let it through (the `Why:` line): the policy's verdict, or an override's audit line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 impl Marker {
@@ -77,7 +83,7 @@ pub fn refname(tier: &str) -> String {
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// The marker commit's message (`from` None: a rollback).
-pub fn message(from: Option<&str>, to: &str, moves: &[MarkedMove]) -> String {
+pub fn message(from: Option<&str>, to: &str, moves: &[MarkedMove], why: Option<&str>) -> String {
     let mut text = match from {
         Some(from) => format!("Promote {from} to {to}\n\n"),
         None => format!("Roll back {to}\n\n"),
@@ -85,8 +91,15 @@ pub fn message(from: Option<&str>, to: &str, moves: &[MarkedMove]) -> String {
     for m in moves {
         text.push_str(&format!("{} {} {}\n", m.repository, m.previous.as_deref().unwrap_or(ZERO), m.target));
     }
+    if let Some(why) = why {
+        // One line: the parser reads it back whole.
+        text.push_str(&format!("\n{WHY}{}\n", why.replace('\n', " ")));
+    }
     text
 }
+
+/// The prefix of the line saying what let a promotion through.
+const WHY: &str = "Why: ";
 
 fn is_id(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -103,7 +116,10 @@ pub fn parse(id: &str, to: &str, message: &str) -> Option<Marker> {
     if into.trim() != to {
         return None;
     }
+    let lines: Vec<&str> = lines.collect();
+    let why = lines.iter().find_map(|l| l.strip_prefix(WHY)).map(|w| w.trim().to_string());
     let repositories = lines
+        .iter()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
             let (repository, previous, target) = (words.next()?, words.next()?, words.next()?);
@@ -114,7 +130,7 @@ pub fn parse(id: &str, to: &str, message: &str) -> Option<Marker> {
             })
         })
         .collect();
-    Some(Marker { id: id.to_string(), refname: refname(to), from, to: to.to_string(), repositories })
+    Some(Marker { id: id.to_string(), refname: refname(to), from, to: to.to_string(), repositories, why })
 }
 
 /// Fetches and reads the marker `id` of a promotion into `to`.
@@ -132,13 +148,19 @@ pub fn read(system: &Remote, to: &str, id: Oid) -> Result<Marker, GitError> {
 }
 
 /// Writes the marker commit and creates the ref, only where there is none.
-pub fn create(system: &Remote, from: Option<&str>, to: &str, moves: &[MarkedMove]) -> Result<Oid, GitError> {
+pub fn create(
+    system: &Remote,
+    from: Option<&str>,
+    to: &str,
+    moves: &[MarkedMove],
+    why: Option<&str>,
+) -> Result<Oid, GitError> {
     let repo = system.repo();
     let other = |e: git2::Error| GitError::Other { url: system.url().to_string(), detail: e.message().to_string() };
     let empty = repo.treebuilder(None).and_then(|b| b.write()).map_err(other)?;
     let tree = repo.find_tree(empty).map_err(other)?;
     let who = git2::Signature::now(crate::sync::AUTHOR_NAME, crate::sync::AUTHOR_EMAIL).map_err(other)?;
-    let id = repo.commit(None, &who, &who, &message(from, to, moves), &tree, &[]).map_err(other)?;
+    let id = repo.commit(None, &who, &who, &message(from, to, moves, why), &tree, &[]).map_err(other)?;
     system.push(&[RefUpdate { branch: refname(to), expected: None, new: id, force: false }])?;
     Ok(id)
 }
@@ -160,11 +182,12 @@ mod tests {
             MarkedMove { repository: "app".into(), previous: Some(a.clone()), target: b.clone() },
             MarkedMove { repository: "config/shop".into(), previous: None, target: a.clone() },
         ];
-        let text = message(Some("tier-0"), "tier-1", &moves);
+        let text = message(Some("tier-0"), "tier-1", &moves, None);
         let m = parse("x", "tier-1", &text).expect("a marker");
+        assert_eq!(m.why, None);
         assert_eq!((m.from.as_deref(), m.to.as_str()), (Some("tier-0"), "tier-1"));
         assert_eq!(m.finish_command("m"), "shopctl promote tier-0 tier-1 -f m");
-        let back = parse("x", "tier-1", &message(None, "tier-1", &moves)).expect("a rollback marker");
+        let back = parse("x", "tier-1", &message(None, "tier-1", &moves, None)).expect("a rollback marker");
         assert_eq!((back.from, back.repositories), (None, moves.clone()));
         assert_eq!(m.repositories, moves);
         assert_eq!(m.refname, "refs/shopset/promotions/tier-1");
@@ -172,5 +195,10 @@ mod tests {
         assert_eq!(parse("x", "tier-1", text.trim_end()).expect("a marker").repositories, moves);
         assert!(parse("x", "tier-2", &text).is_none(), "a marker names the tier it promotes into");
         assert!(parse("x", "tier-1", "hello\n").is_none());
+        // What let it through reads back, on one line, and is not taken for a repository.
+        let why = "policy of tier-1: soak 30m met\n(tier-0 Healthy since 09:00)";
+        let m = parse("x", "tier-1", &message(Some("tier-0"), "tier-1", &moves, Some(why))).expect("a marker");
+        assert_eq!(m.why.as_deref(), Some("policy of tier-1: soak 30m met (tier-0 Healthy since 09:00)"));
+        assert_eq!(m.repositories, moves);
     }
 }

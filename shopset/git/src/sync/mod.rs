@@ -30,7 +30,7 @@ pub use self::resolve::resolve_pins;
 use self::resolve::{Resolved, SystemTarget, git_err, system_status, system_target};
 use crate::gitops::{Auth, Change, GitCache, GitError, HashedTree, RefUpdate, Remote};
 pub use crate::message::{AUTHOR_EMAIL, AUTHOR_NAME};
-use crate::message::{Pinned, commit_message};
+use crate::message::{Pinned, commit_message, with_why};
 
 /// Called before each push of the system branch with the attempt number (from 1).
 pub type PushHook = std::sync::Arc<dyn Fn(u32) + Send + Sync>;
@@ -47,11 +47,13 @@ pub struct SyncOptions {
     /// The marker of the promotion this sync completes (`shopctl promote`): the tier's pins move
     /// while exactly this marker exists. Any other marker holds them ([`SyncError::PromotionInProgress`]).
     pub promotion: Option<Oid>,
+    /// What let the promotion through, a line of the commit message (`Why: ...`).
+    pub why: Option<String>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        Self { dry_run: false, max_attempts: 5, before_push: None, promotion: None }
+        Self { dry_run: false, max_attempts: 5, before_push: None, promotion: None, why: None }
     }
 }
 
@@ -62,6 +64,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("max_attempts", &self.max_attempts)
             .field("before_push", &self.before_push.is_some())
             .field("promotion", &self.promotion)
+            .field("why", &self.why)
             .finish()
     }
 }
@@ -267,13 +270,18 @@ fn message(
     changes: &ShopSetChanges,
     parent: Option<Oid>,
     new_branch: bool,
+    why: Option<&str>,
 ) -> String {
     fn pinned(p: &resolve::Plan) -> Pinned<'_> {
         Pinned { label: &p.label, head: p.head, remote: &p.remote }
     }
     let configs: Vec<Pinned<'_>> = resolved.configs.iter().map(|(_, p)| pinned(p)).collect();
     let ours = last_own_tree(system, parent);
-    commit_message(&resolved.tier, new_branch, cmp, ours, changes, &pinned(&resolved.app), &configs)
+    let message = commit_message(&resolved.tier, new_branch, cmp, ours, changes, &pinned(&resolved.app), &configs);
+    match why {
+        Some(why) => with_why(message, why),
+        None => message,
+    }
 }
 
 /// Stage 3 for a dry run: what would be committed, and the diff; nothing is written.
@@ -295,7 +303,7 @@ fn preview(
     branches.push(system_status(&resolved.system_url, &resolved.branch, target.previous, target.created_from.clone()));
     let diff = cmp.diff().map_err(&system_err)?;
     let message = (!delta.is_empty())
-        .then(|| message(resolved, system, &cmp, &shopsets, target.parent, target.previous.is_none()));
+        .then(|| message(resolved, system, &cmp, &shopsets, target.parent, target.previous.is_none(), None));
     Ok(Outcome {
         branches,
         previous: target.previous,
@@ -352,7 +360,8 @@ fn push_with_retry(
                 if written != Some(new_tree) {
                     written = Some(system.write_hashed(hashed).map_err(&system_err)?);
                 }
-                let message = message(resolved, system, &cmp, &shopsets, parent, previous.is_none());
+                let message =
+                    message(resolved, system, &cmp, &shopsets, parent, previous.is_none(), opts.why.as_deref());
                 (system.commit(new_tree, parent, &message, &author).map_err(&system_err)?, Some(message))
             }
         };
