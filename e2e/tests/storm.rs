@@ -96,10 +96,19 @@ fn a_storm_of_deliveries_pushes_and_edits_ends_in_system_commits_with_no_5xx_and
         });
     }
     phase(ns, "4 Tiers Ready");
-    let before = ctl.metrics();
     let count = |text: &str, name: &str| -> f64 {
         (0..TIERS).map(|i| metric(text, name, &[("namespace", ns), ("tier", &tier(i))]).unwrap_or(0.0)).sum()
     };
+    // The counts start with no reconcile in flight (Ready's own status writes start more): a sync
+    // counted before the start whose push came after would count a push without its sync.
+    let before = wait_until("no reconcile in flight", SETTLE, &ctl, || {
+        let first = ctl.metrics();
+        std::thread::sleep(Duration::from_millis(500));
+        let second = ctl.metrics();
+        let idle = count(&second, "shopset_reconciles_in_flight") == 0.0
+            && count(&second, "shopset_reconciles_total") == count(&first, "shopset_reconciles_total");
+        idle.then_some(second)
+    });
 
     let plan = Plan {
         port: ctl.port(),
