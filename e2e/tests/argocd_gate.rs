@@ -26,13 +26,13 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use shopset_e2e::argocd::ArgoCdOptions;
 use shopset_e2e::controlplane::{ControlPlane, Options};
 use shopset_e2e::gitserver::{branch_head, commit_files};
-use shopset_e2e::tools::{path_env, repo_root, workspace_bin};
+use shopset_e2e::tools::repo_root;
 use support::{Controller, Examples, Run, jsonpath, replace_once, short, wait_until};
 
 const NS: &str = "gate";
@@ -302,8 +302,6 @@ fn manifests(ex: &Examples) -> &str {
     ex.manifests.to_str().expect("a UTF-8 path")
 }
 
-/// `kubectl wait --for=condition=Deployed tier/<tier>` until the condition is about the system
-/// branch's head and counts every ShopSet; that head.
 fn wait_deployed(
     cp: &ControlPlane,
     ctl: &Controller,
@@ -312,35 +310,11 @@ fn wait_deployed(
     shopsets: &[&str],
     timeout: Duration,
 ) -> String {
-    wait_until(&format!("Tier {tier} Deployed at the system branch's head"), timeout, ctl, || {
-        let out = cp.kubectl(["wait", "-n", NS, "--for=condition=Deployed", &format!("tier/{tier}"), "--timeout=30s"]);
-        let head = branch_head(system_url, tier)?;
-        let message = jsonpath(cp, NS, "tier", tier, "{.status.conditions[?(@.type==\"Deployed\")].message}");
-        let want = format!("{n}/{n} at {}", short(&head), n = shopsets.len());
-        (out.status.success() && message == want).then_some(head)
-    })
+    support::wait_tier_deployed(cp, ctl, NS, system_url, tier, shopsets, timeout)
 }
 
-/// `shopctl --cache-dir cache --color never --namespace NS <args>` with the plane's KUBECONFIG, its own cache
-/// and HOME, and none of the caller's ShopSet or git settings.
 fn shopctl(cp: &ControlPlane, work: &Path, args: &[&str]) -> Output {
-    Command::new(workspace_bin("shopctl"))
-        .current_dir(work)
-        .args(["--cache-dir", "shopctl-cache", "--color", "never", "--namespace", NS])
-        .args(args)
-        .env("PATH", path_env())
-        .env("HOME", work)
-        .env("XDG_CONFIG_HOME", work)
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("SHOPSET_CACHE_DIR")
-        .env_remove("SHOPSET_CREDENTIALS")
-        .env_remove("SHOPSET_TEMPLATES")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shopctl")
+    support::shopctl_in(cp, work, NS, args)
 }
 
 /// Exit status, stdout and stderr, for a failure message.

@@ -95,16 +95,74 @@ pub enum Wanted<'a> {
     Release,
 }
 
-/// Holds promotions into `tier` after a rollback: edits its manifest in `files`. `Ok(None)` when
-/// the tier is promoted from none (nothing to hold).
+/// Holds promotions into `tier` after a rollback: edits its manifest in `files`, and when the
+/// controller promotes into it by itself (`spec.promotion.auto`), sets the same hold on the Tier
+/// in the cluster at once, so that the next automatic promotion does not undo the rollback before
+/// the edited file is applied. `Ok(None)` when the tier is promoted from none (nothing to hold).
 pub fn hold_after_rollback(cli: &Cli, tier: &str, files: &[PathBuf], reason: &str) -> Result<Option<Report>> {
-    let inventory = Inventory::load(files)?;
-    let found = inventory.tiers.iter().find(|((ns, n), _)| n == tier && cli.namespace.as_ref().is_none_or(|w| w == ns));
-    if found.is_none_or(|(_, t)| t.spec.promotion.is_none()) {
-        return Ok(None);
-    }
+    let Some((ns, found)) = promoted_tier(cli, tier, files)? else { return Ok(None) };
+    let auto = found.spec.promotion.as_ref().is_some_and(|p| p.auto);
     let options = Target { files: files.to_vec(), dry_run: false, apply: false };
-    set(cli, tier, files, Wanted::Hold(reason, format!("shopctl rollback ({})", who())), &options).map(Some)
+    let mut report = set(cli, tier, files, Wanted::Hold(reason, format!("shopctl rollback ({})", who())), &options)?;
+    if let (true, Some(hold)) = (auto, &report.hold) {
+        report.applied = hold_in_cluster(&ns, tier, Some(hold))?;
+    }
+    Ok(Some(report))
+}
+
+/// Before a rollback of `tier` moves anything: when the controller promotes into it by itself,
+/// holds it in the cluster, so that no automatic promotion runs between the rollback's push and
+/// its hold ([`hold_after_rollback`] then writes the hold with its full reason). A cluster that
+/// cannot be reached is a warning: the rollback goes on.
+pub fn hold_before_rollback(cli: &Cli, tier: &str, files: &[PathBuf]) -> Result<()> {
+    let Some((ns, _)) =
+        promoted_tier(cli, tier, files)?.filter(|(_, t)| t.spec.promotion.as_ref().is_some_and(|p| p.auto))
+    else {
+        return Ok(());
+    };
+    let by = format!("shopctl rollback ({})", who());
+    let hold = Hold { reason: "a rollback is in progress".into(), since: now(), by: Some(by) };
+    if let Err(e) = hold_in_cluster(&ns, tier, Some(&hold)) {
+        eprintln!("warning: {e:#}");
+    }
+    Ok(())
+}
+
+/// Tier `tier` of the manifests (in `--namespace` when given, as `set` reads them) and its
+/// namespace, when it is promoted from another.
+fn promoted_tier(cli: &Cli, tier: &str, files: &[PathBuf]) -> Result<Option<(String, Tier)>> {
+    let mut inventory = Inventory::load(files)?;
+    if let Some(namespace) = &cli.namespace {
+        inventory = inventory.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
+    }
+    let found = inventory
+        .tiers
+        .into_iter()
+        .find(|((ns, n), t)| n == tier && cli.namespace.as_ref().is_none_or(|w| w == ns) && t.spec.promotion.is_some());
+    Ok(found.map(|((ns, _), t)| (ns, t)))
+}
+
+/// Sets `hold` (None: clears it) on Tier `ns/name` in the cluster: a merge patch of
+/// `spec.promotion.hold` alone, so no other field changes hands, and it clears a hold whoever set
+/// it (a server-side apply that leaves the field out removes it only if its own manager set it).
+/// `Ok(false)` when the cluster has no such Tier.
+fn hold_in_cluster(ns: &str, name: &str, hold: Option<&Hold>) -> Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow!("Tier/{name}: cannot reach the cluster to set the hold ({e}); until the edited manifest is applied, the controller may promote into it again; fix: kubectl apply the file now")
+        })?;
+        let patch = serde_json::json!({ "spec": { "promotion": { "hold": hold } } });
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        match Api::<Tier>::namespaced(client, ns).patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(anyhow!(
+                "Tier/{name} in namespace {ns}: cannot set the hold in the cluster ({}); until the edited manifest is applied, the controller may promote into it again; fix: kubectl apply the file now",
+                shopset::error::api_message(&e)
+            )),
+        }
+    })
 }
 
 fn set(cli: &Cli, name: &str, paths: &[PathBuf], wanted: Wanted<'_>, options: &Target) -> Result<Report> {
@@ -169,7 +227,13 @@ fn set(cli: &Cli, name: &str, paths: &[PathBuf], wanted: Wanted<'_>, options: &T
         if let Some(namespace) = &cli.namespace {
             applied = applied.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
         }
-        apply(find(&applied, name, cli.namespace.as_deref())?, cli.namespace.as_deref())?;
+        let tier = find(&applied, name, cli.namespace.as_deref())?;
+        apply(tier, cli.namespace.as_deref())?;
+        if hold.is_none() {
+            // A hold set by `shopctl rollback` or `kubectl patch` is not this apply's to remove.
+            let ns = tier.namespace().or(cli.namespace.clone()).unwrap_or_else(|| "default".into());
+            hold_in_cluster(&ns, name, None)?;
+        }
         true
     } else {
         false
@@ -245,7 +309,7 @@ pub fn print_text(r: &Report, style: &Style) {
         println!("  edited {}: commit it for review", file_name(&r.file));
     }
     if r.applied {
-        println!("  {} to the cluster (server-side apply, field manager {FIELD_MANAGER})", style.green("applied"));
+        println!("  {} to the cluster (field manager {FIELD_MANAGER})", style.green("applied"));
     }
 }
 

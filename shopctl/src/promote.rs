@@ -81,9 +81,10 @@ pub struct MergePromotionArgs {
     /// Manifest files or directories holding the Tiers and Configurations.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
-    /// Approving reviews each pull request needs (each reviewer's latest review counts; the author's never).
-    #[arg(long, default_value_t = 1)]
-    approvals: u32,
+    /// Approving reviews each pull request needs (each reviewer's latest review counts; the author's
+    /// never). Default: TO's spec.promotion.approvals, else 1.
+    #[arg(long)]
+    approvals: Option<u32>,
     /// GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     github_url: String,
@@ -178,10 +179,18 @@ fn gate(cli: &Cli, inv: &shopset::manifests::Inventory, from: &str, to: &str) ->
     })
 }
 
-/// TO's promotion policy now: `Ok(None)` when it allows the promotion (or TO has none), the audit
-/// line when `--override-policy` overrode a refusal; a [`Refused`] error otherwise (a preview
+/// What let a promotion through TO's policy: a line for the marker and the system commit (`Why:`)
+/// or the pull request.
+struct Passed {
+    line: String,
+    /// `--override-policy` overrode a refusal: `line` is the audit line.
+    forced: bool,
+}
+
+/// TO's promotion policy now: `Ok(None)` when TO has none, what let the promotion through when it
+/// allows it or `--override-policy` overrode a refusal; a [`Refused`] error otherwise (a preview
 /// prints the refusal instead).
-fn policy(cli: &Cli, style: &Style, args: &PromoteArgs, to: &Tier, observed: &Observed) -> Result<Option<String>> {
+fn policy(cli: &Cli, style: &Style, args: &PromoteArgs, to: &Tier, observed: &Observed) -> Result<Option<Passed>> {
     let Some(mut policy) = shopset::policy::Policy::of(to)? else { return Ok(None) };
     if policy.hold.is_none() {
         policy.hold = observed.cluster_hold.clone();
@@ -200,8 +209,9 @@ fn policy(cli: &Cli, style: &Style, args: &PromoteArgs, to: &Tier, observed: &Ob
     };
     match shopset::policy::evaluate(&policy, ready, now) {
         shopset::policy::Decision::Allowed { why } => {
-            say(&format!("policy of {}: allowed ({why})", args.to));
-            Ok(None)
+            let line = format!("policy of {}: allowed ({why})", args.to);
+            say(&line);
+            Ok(Some(Passed { line: format!("{line}; promoted by {} with shopctl", crate::hold::who()), forced: false }))
         }
         shopset::policy::Decision::Refused { reasons, next_possible } => {
             let list = reasons.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n");
@@ -225,7 +235,7 @@ fn policy(cli: &Cli, style: &Style, args: &PromoteArgs, to: &Tier, observed: &Ob
                     reasons.join("; ")
                 );
                 say(&style.yellow(&audit));
-                Ok(Some(audit))
+                Ok(Some(Passed { line: audit, forced: true }))
             } else {
                 Err(Refused(msg).into())
             }
@@ -343,15 +353,18 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
             return Err(Refused(msg).into());
         }
     }
-    let audit = policy(cli, style, args, to, &observed)?;
+    let passed = policy(cli, style, args, to, &observed)?;
     if args.dry_run {
         return print_structured(cli.output, &plan);
     }
+    let audit = passed.as_ref().filter(|p| p.forced).map(|p| p.line.as_str());
     if args.pr {
-        return open_prs(cli, style, args, &inv, &plan, audit.as_deref());
+        return open_prs(cli, style, args, &inv, &plan, passed.as_ref().map(|p| p.line.as_str()));
     }
     let input = inv.tier_input(&args.to)?;
-    let done = start(&cache, &auth, &plan, args.force, &input, &renderer(cli)?, &targets(to, &cfgs)).map_err(lift)?;
+    let why = passed.as_ref().map(|p| p.line.as_str());
+    let done =
+        start(&cache, &auth, &plan, args.force, &input, &renderer(cli)?, &targets(to, &cfgs), why).map_err(lift)?;
     let moved: Vec<_> = match &done {
         Some(done) => plan
             .repositories
@@ -361,7 +374,7 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    if let (Some(audit), Some(_)) = (&audit, &done) {
+    if let (Some(audit), Some(_)) = (audit, &done) {
         annotate(&inv, &args.to, audit)?;
     }
     if cli.output == Output::Text {
@@ -472,7 +485,7 @@ fn open_prs(
     args: &PromoteArgs,
     inv: &shopset::manifests::Inventory,
     plan: &Plan,
-    audit: Option<&str>,
+    why: Option<&str>,
 ) -> Result<()> {
     let gh = github(&args.github_url, args.github_token_file.as_ref(), "--pr")?;
     let shopsets: Vec<String> = inv.tier_input(&args.to)?.shopsets.iter().map(|s| s.name_any()).collect();
@@ -495,8 +508,8 @@ fn open_prs(
         }
         body.push_str(&format!("\n### ShopSets that will change\n\n{}\n\nOpened by `shopctl promote --pr`; once merged, shopset-controller syncs tier `{}`.\n",
             shopsets.iter().map(|s| format!("- `{s}`")).collect::<Vec<_>>().join("\n"), plan.to));
-        if let Some(audit) = audit {
-            body.push_str(&format!("\n### Promotion policy\n\n{audit}\n"));
+        if let Some(why) = why {
+            body.push_str(&format!("\n### Promotion policy\n\n{why}\n"));
         }
         let pr = rt.block_on(gh.open_pull_request(&mv.url, &mv.from_branch, &mv.to_branch, &title, &body))?;
         if cli.output == Output::Text {
@@ -524,6 +537,9 @@ pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> R
     let cfgs = inv.configurations_of(&[&from_name, &args.to])?;
     // The plan names each repository's URL and branches (FROM's is the head, TO's the base).
     let plan = plan(&cache(cli)?, &auth(cli)?, from, to, &cfgs, Only::All)?;
+    let required = args.approvals.unwrap_or_else(|| {
+        to.spec.promotion.as_ref().and_then(|p| p.approvals).map_or(1, |n| u32::try_from(n).unwrap_or(0))
+    });
     let rt = runtime()?;
     let mut found = Vec::new();
     for mv in &plan.repositories {
@@ -545,7 +561,7 @@ pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> R
     let mut approved = Vec::new();
     let mut waiting = Vec::new();
     for pr in &found {
-        match rt.block_on(gh.approval(pr, args.approvals))? {
+        match rt.block_on(gh.approval(pr, required))? {
             Approval::Approved(a) => approved.push(a),
             Approval::Waiting(w) => waiting.push(w),
         }
@@ -650,6 +666,9 @@ pub fn rollback(cli: &Cli, style: &Style, args: &RollbackArgs) -> Result<()> {
         (None, Some(n)) => RollbackTarget::Steps(n),
         (None, None) => return Err(anyhow!("name a target: --to <commit> or --steps N")),
     };
+    if !args.dry_run {
+        crate::hold::hold_before_rollback(cli, &args.tier, &args.files)?;
+    }
     let (done, completed) = if chosen.len() == 1 {
         let one =
             shopset::promote::rollback_repository(&cache, &auth, t, &chosen[0], &target, args.revert, args.dry_run)?;

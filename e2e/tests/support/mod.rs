@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant};
 
 use shopset_e2e::controlplane::ControlPlane;
-use shopset_e2e::gitserver::{GitDaemon, git, log, seed_dir};
+use shopset_e2e::gitserver::{GitDaemon, branch_head, git, log, seed_dir};
 use shopset_e2e::tools::{path_env, repo_root, tool, workspace_bin};
 use tempfile::TempDir;
 
@@ -1051,4 +1051,46 @@ pub fn phase(test: &str, what: &str) {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let start = *START.get_or_init(Instant::now);
     eprintln!("[{test} +{:5.1}s] {what}", start.elapsed().as_secs_f64());
+}
+
+/// `kubectl wait --for=condition=Deployed tier/<tier>` in `ns` until the condition is about the
+/// system branch's head and counts every ShopSet; that head.
+pub fn wait_tier_deployed(
+    cp: &ControlPlane,
+    ctl: &Controller,
+    ns: &str,
+    system_url: &str,
+    tier: &str,
+    shopsets: &[&str],
+    timeout: Duration,
+) -> String {
+    wait_until(&format!("Tier {tier} Deployed at the system branch's head"), timeout, ctl, || {
+        let out = cp.kubectl(["wait", "-n", ns, "--for=condition=Deployed", &format!("tier/{tier}"), "--timeout=30s"]);
+        let head = branch_head(system_url, tier)?;
+        let message = jsonpath(cp, ns, "tier", tier, "{.status.conditions[?(@.type==\"Deployed\")].message}");
+        let want = format!("{n}/{n} at {}", short(&head), n = shopsets.len());
+        (out.status.success() && message == want).then_some(head)
+    })
+}
+
+/// `shopctl --cache-dir shopctl-cache --color never --namespace <ns> <args>` in `work` with the
+/// plane's KUBECONFIG, its own cache and HOME, and none of the caller's ShopSet or git settings.
+pub fn shopctl_in(cp: &ControlPlane, work: &Path, ns: &str, args: &[&str]) -> Output {
+    Command::new(workspace_bin("shopctl"))
+        .current_dir(work)
+        .args(["--cache-dir", "shopctl-cache", "--color", "never", "--namespace", ns])
+        .args(args)
+        .env("PATH", path_env())
+        .env("HOME", work)
+        .env("XDG_CONFIG_HOME", work)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("SHOPSET_CACHE_DIR")
+        .env_remove("SHOPSET_CREDENTIALS")
+        .env_remove("SHOPSET_TEMPLATES")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shopctl")
 }

@@ -18,6 +18,14 @@ pub struct TierLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PromotionLabels {
+    pub namespace: String,
+    pub tier: String,
+    /// `promoted` or `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub tier: String,
     pub reason: String,
@@ -37,6 +45,7 @@ pub struct Metrics {
     pub last_sync_age: Family<TierLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub webhooks: Counter,
     pub webhooks_refused: Counter,
+    pub auto_promotions: Family<PromotionLabels, Counter>,
     last: Mutex<HashMap<TierLabels, SystemTime>>,
     /// Reconciles of each tier running now, and the most ever at once: kept under one lock so
     /// the maximum cannot miss a moment when two ran.
@@ -59,6 +68,7 @@ impl Default for Metrics {
         let last_sync_age = Family::default();
         let webhooks = Counter::default();
         let webhooks_refused = Counter::default();
+        let auto_promotions = Family::<PromotionLabels, Counter>::default();
         registry.register("reconciles", "Reconciles of a Tier", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciles, by reason", errors.clone());
         registry.register("reconcile_duration_seconds", "Time a reconcile took", duration.clone());
@@ -90,6 +100,11 @@ impl Default for Metrics {
             "Webhook deliveries refused (bad signature or body)",
             webhooks_refused.clone(),
         );
+        registry.register(
+            "auto_promotions",
+            "Automatic promotions into a Tier (spec.promotion.auto), by result: promoted or failed",
+            auto_promotions.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -103,6 +118,7 @@ impl Default for Metrics {
             last_sync_age,
             webhooks,
             webhooks_refused,
+            auto_promotions,
             last: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
         }
@@ -132,6 +148,12 @@ impl Metrics {
 
     pub fn failed(&self, tier: &str, reason: &str) {
         self.errors.get_or_create(&ErrorLabels { tier: tier.into(), reason: reason.into() }).inc();
+    }
+
+    /// Counts an automatic promotion into `tier` that was done (`promoted`) or `failed`.
+    pub fn promoted(&self, namespace: &str, tier: &str, result: &str) {
+        let labels = PromotionLabels { namespace: namespace.into(), tier: tier.into(), result: result.into() };
+        self.auto_promotions.get_or_create(&labels).inc();
     }
 
     pub fn synced(&self, labels: &TierLabels) {

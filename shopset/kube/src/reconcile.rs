@@ -29,7 +29,7 @@ pub use crate::error::Error;
 use crate::health::Health;
 use crate::metrics::{Metrics, TierLabels};
 use crate::status::{self, Events, Outcome};
-use crate::{argocd, credentials, repo_creds, tenancy};
+use crate::{argocd, auto_promotion, credentials, repo_creds, tenancy};
 
 /// Finalizer that lets a Tier's deletion policy run before the Tier is gone.
 pub const FINALIZER: &str = "shopset.dev/cleanup";
@@ -290,12 +290,16 @@ pub async fn run(
         .watches_stream_with(
             app_events,
             move |app: DynamicObject| {
-                tiers_of_apps
-                    .state()
-                    .iter()
-                    .filter(|t| owned_by(t, &app))
-                    .map(|t| ObjectRef::from_obj(&**t))
-                    .collect::<Vec<_>>()
+                let tiers = tiers_of_apps.state();
+                let owners: Vec<&Arc<Tier>> = tiers.iter().filter(|t| owned_by(t, &app)).collect();
+                // A tier promoted automatically from the owner looks again too: what Argo CD
+                // reports of its source is what its gate reads.
+                let promoted_from_owner = tiers.iter().filter(|t| {
+                    t.spec.promotion.as_ref().is_some_and(|p| {
+                        p.auto && owners.iter().any(|o| o.name_any() == p.from && o.namespace() == t.namespace())
+                    })
+                });
+                owners.iter().copied().chain(promoted_from_owner).map(|t| ObjectRef::from_obj(&**t)).collect::<Vec<_>>()
             },
             ar,
         )
@@ -487,9 +491,10 @@ async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
         status::write(&ctx.client, &ctx.events, &tier, &Outcome::Started).await?;
     }
     match sync_and_apply(&tier, &ctx).await {
-        Ok(()) => {
+        Ok(look_again) => {
             ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-            Ok(Action::requeue(jitter(interval(&tier))))
+            let next = interval(&tier);
+            Ok(Action::requeue(look_again.map_or_else(|| jitter(next), |soon| soon.min(next))))
         }
         Err(err) => {
             // The next success is a full sync: its status replaces this failure's. Through the
@@ -505,7 +510,9 @@ async fn apply(tier: Arc<Tier>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
 }
 
-async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
+/// Syncs and applies the tier, promoting into it first when its policy lets the controller do so
+/// by itself. Returns when to look again if sooner than the tier's interval (a soak that ends).
+async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<Option<Duration>, Error> {
     let key = ObjectRef::from_obj(tier);
     let (inventory, problems) = load(tier, ctx).await?;
     if !problems.is_empty() {
@@ -517,6 +524,14 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         tenancy::local_urls(&input)?;
     }
     let auth = credentials::of_tier(tier, &ctx.client).await?;
+    // Before the sync: a promotion moves the tier's branches and pins them in one system commit,
+    // which this sync then sees (and asks Argo CD to deploy).
+    let promotable = auto_promotion::step(ctx, tier, &inventory, &auth).await;
+    if let Some(p) = &promotable {
+        tracing::debug!(ok = p.ok, reason = p.reason, message = %p.message, "automatic promotion");
+    }
+    let look_again = promotable.as_ref().and_then(|p| p.look_again);
+    let promotable = promotable.as_ref();
 
     let (name, branch) = (tier.name_any(), tier.branch());
     let owner = argocd::Owner {
@@ -559,10 +574,10 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
             let seen = tier.status.as_ref().and_then(|s| s.system_commit.as_deref()) == last.head.as_deref();
             if seen {
                 let apps = app_states(ctx, tier, &input);
-                let outcome = Outcome::Observed { input: &input, head: last.head.as_deref(), apps: &apps };
+                let outcome = Outcome::Observed { input: &input, head: last.head.as_deref(), apps: &apps, promotable };
                 status::write(&ctx.client, &ctx.events, tier, &outcome).await?;
             }
-            return Ok(());
+            return Ok(look_again);
         }
     }
 
@@ -595,12 +610,12 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<(), Error> {
         shopset_git::fault::point("before-status");
     }
     let states = app_states(ctx, tier, &input);
-    let outcome = Outcome::Synced { input: &input, report: &report, applied: &applied, apps: &states };
+    let outcome = Outcome::Synced { input: &input, report: &report, applied: &applied, apps: &states, promotable };
     status::write(&ctx.client, &ctx.events, tier, &outcome).await?;
     ctx.metrics.synced(&labels);
     let last = Last { checkpoint: Checkpoint::after(&input, &report), apps, head: report.head.clone() };
     ctx.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key, last);
-    Ok(())
+    Ok(look_again)
 }
 
 /// Whether the API server still answers a list of the ShopSets and Configurations of `ns` (one

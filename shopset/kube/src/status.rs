@@ -17,6 +17,7 @@ use shopset_core::revision::short;
 use shopset_git::sync::{SyncError, SyncReport};
 
 use crate::argocd::{self, AppState, Applied};
+use crate::auto_promotion::{self, Promotable};
 use crate::error::Error;
 
 /// Where a reconcile's Events go. A failure repeated with the same reason joins one Event's series,
@@ -61,10 +62,18 @@ impl Events {
 pub enum Outcome<'a> {
     /// A new generation is being worked on.
     Started,
-    /// Synced and applied; `apps` is what Argo CD reports of the tier's Applications.
-    Synced { input: &'a TierInput, report: &'a SyncReport, applied: &'a Applied, apps: &'a [AppState] },
-    /// Nothing moved in git: only what Argo CD reports may have changed. Written only when it did.
-    Observed { input: &'a TierInput, head: Option<&'a str>, apps: &'a [AppState] },
+    /// Synced and applied; `apps` is what Argo CD reports of the tier's Applications, `promotable`
+    /// what automatic promotion found (None: the tier has none).
+    Synced {
+        input: &'a TierInput,
+        report: &'a SyncReport,
+        applied: &'a Applied,
+        apps: &'a [AppState],
+        promotable: Option<&'a Promotable>,
+    },
+    /// Nothing moved in git: only what Argo CD reports (and automatic promotion finds) may have
+    /// changed. Written only when it did.
+    Observed { input: &'a TierInput, head: Option<&'a str>, apps: &'a [AppState], promotable: Option<&'a Promotable> },
     /// Failed; the error policy retries unless the error is terminal.
     Failed(&'a Error),
 }
@@ -114,7 +123,7 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             out.push(c("Reconciling", true, "Progressing", &message));
             out
         }
-        Outcome::Synced { input, report, applied, apps } => {
+        Outcome::Synced { input, report, applied, apps, promotable } => {
             let head = report.head.as_deref().unwrap_or_default();
             let pushed = match &report.commit {
                 Some(commit) => format!("pushed {} to {}", short(commit), report.branch),
@@ -123,17 +132,21 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             let ready =
                 format!("system branch {} at {}; {} Applications", report.branch, short(head), applied.applied.len());
             let (ok, reason, message) = deployed(&judged(input, apps), &report.branch, report.head.as_deref());
-            vec![
+            let mut out = vec![
                 c("Ready", true, "Synced", &ready),
                 c("Rendered", true, "Rendered", &format!("{} ShopSets rendered", input.shopsets.len())),
                 c("Pushed", true, if report.commit.is_some() { "Pushed" } else { "UpToDate" }, &pushed),
                 c("Deployed", ok, reason, &message),
-            ]
+            ];
+            out.extend(promotable.map(|p| c(auto_promotion::CONDITION, p.ok, p.reason, &p.message)));
+            out
         }
-        Outcome::Observed { input, head, apps } => {
+        Outcome::Observed { input, head, apps, promotable } => {
             let (ok, reason, message) = deployed(&judged(input, apps), &input.tier.branch(), *head);
-            let mut out: Vec<Condition> = old.iter().filter(|c| c.type_ != "Deployed").cloned().collect();
+            let mut out: Vec<Condition> =
+                old.iter().filter(|c| c.type_ != "Deployed" && c.type_ != auto_promotion::CONDITION).cloned().collect();
             out.push(c("Deployed", ok, reason, &message));
+            out.extend(promotable.map(|p| c(auto_promotion::CONDITION, p.ok, p.reason, &p.message)));
             out
         }
         Outcome::Failed(err) => {
@@ -151,8 +164,9 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
             } else {
                 out.push(c("Reconciling", true, "ProgressingWithRetry", &message));
             }
-            // What Argo CD runs does not change because this reconcile failed.
-            out.extend(old.iter().filter(|c| c.type_ == "Deployed").cloned());
+            // What Argo CD runs, and whether it may be promoted into, do not change because this
+            // reconcile failed.
+            out.extend(old.iter().filter(|c| c.type_ == "Deployed" || c.type_ == auto_promotion::CONDITION).cloned());
             out
         }
     }
@@ -215,19 +229,36 @@ pub async fn write(client: &kube::Client, events: &Events, tier: &Tier, outcome:
     }
     match outcome {
         Outcome::Started => {}
-        Outcome::Observed { input, apps, .. } => write_shopsets(client, tier, input, apps).await?,
+        Outcome::Observed { input, apps, promotable, .. } => {
+            write_shopsets(client, tier, input, apps).await?;
+            promotion_events(events, tier, *promotable).await;
+        }
         Outcome::Failed(err) => {
             let note = err.to_string();
             events.publish(tier, true, EventType::Warning, err.reason(), "Sync", note).await;
         }
-        Outcome::Synced { input, applied, apps, report } => {
+        Outcome::Synced { input, applied, apps, report, promotable } => {
             write_shopsets(client, tier, input, apps).await?;
+            promotion_events(events, tier, *promotable).await;
             for (type_, reason, action, note) in success_events(report, applied) {
                 events.publish(tier, false, type_, reason, action, note).await;
             }
         }
     }
     Ok(())
+}
+
+/// An automatic promotion done is an Event of its own; one that failed joins the failures' series.
+async fn promotion_events(events: &Events, tier: &Tier, promotable: Option<&Promotable>) {
+    match promotable {
+        Some(p) if p.promoted.is_some() => {
+            events.publish(tier, false, EventType::Normal, "Promoted", "Promote", p.message.clone()).await
+        }
+        Some(p) if p.reason == "PromotionFailed" => {
+            events.publish(tier, true, EventType::Warning, p.reason, "Promote", p.message.clone()).await
+        }
+        _ => {}
+    }
 }
 
 /// A ShopSet's status describes its own generation and what Argo CD reports of its Application,
@@ -429,7 +460,13 @@ mod tests {
             diff: None,
             tree: Default::default(),
         };
-        let outcome = Outcome::Synced { input: &input, report: &report, applied: &Applied::default(), apps: &[] };
+        let outcome = Outcome::Synced {
+            input: &input,
+            report: &report,
+            applied: &Applied::default(),
+            apps: &[],
+            promotable: None,
+        };
         let after = conditions(&old.status.unwrap().conditions, Some(2), &outcome);
         let types: Vec<&str> = after.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Ready", "Rendered", "Pushed", "Deployed"]);
@@ -515,13 +552,47 @@ mod tests {
         let input = TierInput { tier: old.clone(), from: None, configurations: vec![], shopsets: vec![] };
         let apps = [app("eu", "Synced", "Healthy", head)];
         let old = old.status.unwrap().conditions;
-        let observed = conditions(&old, Some(1), &Outcome::Observed { input: &input, head: Some(head), apps: &apps });
+        let observed = conditions(
+            &old,
+            Some(1),
+            &Outcome::Observed { input: &input, head: Some(head), apps: &apps, promotable: None },
+        );
         let types: Vec<&str> = observed.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Ready", "Pushed", "Deployed"]);
         assert_eq!(observed[..2], old[..], "Ready and Pushed as they were");
-        let again = conditions(&observed, Some(1), &Outcome::Observed { input: &input, head: Some(head), apps: &apps });
+        let again = conditions(
+            &observed,
+            Some(1),
+            &Outcome::Observed { input: &input, head: Some(head), apps: &apps, promotable: None },
+        );
         assert_eq!(again, observed, "the same report: nothing to write");
         let failed = conditions(&observed, Some(1), &Outcome::Failed(&Error::Kube("down".into())));
         assert_eq!(failed.iter().find(|c| c.type_ == "Deployed"), observed.last(), "{failed:?}");
+    }
+
+    #[test]
+    fn automatic_promotion_says_what_it_found_in_promotable_and_a_failure_keeps_it() {
+        let head = "1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d";
+        let old = tier(&[("Ready", "True"), ("Promotable", "False")], 1, 1);
+        let input = TierInput { tier: old.clone(), from: None, configurations: vec![], shopsets: vec![] };
+        let old = old.status.unwrap().conditions;
+        let waiting = Promotable {
+            ok: false,
+            reason: "Waiting",
+            message: "app 1a2b3c4 waits: tier-0 has been Healthy for 5m of 30m".into(),
+            look_again: None,
+            promoted: None,
+        };
+        let observed = Outcome::Observed { input: &input, head: Some(head), apps: &[], promotable: Some(&waiting) };
+        let now = conditions(&old, Some(1), &observed);
+        let promotable: Vec<&Condition> = now.iter().filter(|c| c.type_ == "Promotable").collect();
+        assert_eq!(promotable.len(), 1, "one Promotable condition: {now:?}");
+        assert_eq!((promotable[0].reason.as_str(), promotable[0].status.as_str()), ("Waiting", "False"));
+        assert!(promotable[0].message.contains("5m of 30m"));
+        let failed = conditions(&now, Some(1), &Outcome::Failed(&Error::Kube("down".into())));
+        assert_eq!(failed.iter().find(|c| c.type_ == "Promotable"), Some(promotable[0]), "kept through a failure");
+        // A tier whose automatic promotion is turned off loses the condition at its next observation.
+        let off = Outcome::Observed { input: &input, head: Some(head), apps: &[], promotable: None };
+        assert!(conditions(&now, Some(1), &off).iter().all(|c| c.type_ != "Promotable"));
     }
 }
