@@ -101,3 +101,45 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
     });
     drop(r);
 }
+
+/// Placing `shops` shops one by one with the placement policy of `shopctl shop add` (the library's
+/// [`shopset::placement::Planner`], one for the whole run as a script adding many shops would keep):
+/// into the fleet's start tier, 3 ShopSets of capacity 500 on the 3 destinations at first, grown by
+/// the naming convention as they fill. One sample per tenth of the shops, so a cost that grows with
+/// the ShopSets placed so far shows as rising samples.
+pub fn placement(shops: usize, rows: &mut Vec<Row>) {
+    const CAPACITY: u32 = 500;
+    let start =
+        fleet_tier("fleet-0", 3, "https://git.example/app", "https://git.example/config", "https://git.example/system");
+    let mut seeds = start.shopsets;
+    for ss in &mut seeds {
+        ss.spec.capacity = Some(CAPACITY);
+        ss.spec.shops.clear();
+    }
+    let tiers = [start.tier];
+    let mut planner = shopset::placement::Planner::new(&tiers, &seeds);
+    let batch = (shops / 10).max(1);
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    let mut batch_started = Instant::now();
+    for i in 0..shops {
+        let placed = planner.place(&format!("shop-{i:06}"), None, true).expect("a placement");
+        std::hint::black_box(placed);
+        if (i + 1) % batch == 0 {
+            samples.push(batch_started.elapsed());
+            batch_started = Instant::now();
+        }
+    }
+    let all = started.elapsed();
+    let shopsets = shops.div_ceil(CAPACITY as usize).max(3);
+    rows.push(Row {
+        scenario: format!("placement: {shops} shops with the policy of `shop add` (per {batch} shops)"),
+        samples,
+        baseline: None,
+        note: format!(
+            "all: {}, {:.1} µs a shop; grows 3 ShopSets to {shopsets}",
+            ms(all),
+            all.as_secs_f64() * 1e6 / shops as f64
+        ),
+    });
+}

@@ -407,6 +407,35 @@ fn main() {
         write_results(&[], &notes, "storm.txt");
         return;
     }
+    if args.iter().any(|a| a == "--fleet") {
+        // The fleet alone: `--fleet-sizes` (default 10,000), `--placement-shops` (default 100,000)
+        // and the controller's peak RSS with the largest fleet (`--fleet-rss 0` skips it).
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let (mut rows, mut notes) = (Vec::new(), Vec::new());
+        let sizes: Vec<usize> = value("--fleet-sizes")
+            .map(|v| v.split(',').filter_map(|n| n.parse().ok()).filter(|n| *n > 0).collect())
+            .unwrap_or_else(|| vec![10_000]);
+        for &n in &sizes {
+            eprintln!("bench: fleet, {n} ShopSets over {} tiers", fleet::TIERS);
+            fleet::run(n, 5, &mut rows, scratch.path());
+        }
+        let shops = value("--placement-shops").and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        if shops > 0 {
+            eprintln!("bench: placement, {shops} shops");
+            fleet::placement(shops, &mut rows);
+        }
+        let rss = value("--fleet-rss")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| sizes.iter().copied().max().unwrap_or(0));
+        if rss > 0 {
+            eprintln!("bench: controller memory with a fleet of {rss} ShopSets");
+            if let Err(e) = cluster::fleet_memory(rss, scratch.path(), &mut rows, &mut notes) {
+                notes.push(format!("fleet memory scenario failed: {e}"));
+            }
+        }
+        write_results(&rows, &notes, "fleet.txt");
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let skip_cluster = args.iter().any(|a| a == "--no-cluster");
     // `--no-baseline` skips the by-hand script (minutes at 1,000 ShopSets) when profiling.
@@ -436,8 +465,14 @@ fn main() {
         eprintln!("bench: fleet, {n} ShopSets over {} tiers", fleet::TIERS);
         fleet::run(n, 5, &mut rows, scratch.path());
     }
-    // Placing 100,000 shops with `shopctl shop add` is not measured here yet (`shop add` comes
-    // with placement); its row is added with it.
+    // `--placement-shops N`: shops placed by the policy of `shop add` (0: none).
+    let placement_shops: usize = value("--placement-shops")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick || chosen_sizes { 10_000 } else { 100_000 });
+    if placement_shops > 0 {
+        eprintln!("bench: placement, {placement_shops} shops");
+        fleet::placement(placement_shops, &mut rows);
+    }
     let mut notes = Vec::new();
     if !skip_cluster {
         eprintln!("bench: latency and controller memory (control plane + controller)");
