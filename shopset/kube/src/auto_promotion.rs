@@ -27,7 +27,7 @@ pub struct Promotable {
     /// True when the policy allowed a promotion now (and it was done).
     pub ok: bool,
     /// A CamelCase reason: `Promoted`, `UpToDate`, `NotVerified`, `Held`, `Waiting`, `Diverged`,
-    /// `PromotionFailed`, `InvalidPolicy`.
+    /// `PromotionInProgress` (a rollback's marker), `PromotionFailed`, `InvalidPolicy`.
     pub reason: &'static str,
     pub message: String,
     /// When to look again, if sooner than the tier's interval (a soak that ends, a window that
@@ -93,7 +93,20 @@ pub async fn step(ctx: &Context, to: &Tier, inventory: &Inventory, auth: &Auth) 
         Ok(Err(e)) => return Some(failed(ctx, to, format!("cannot read the branches to promote: {e}"))),
         Err(e) => return Some(failed(ctx, to, format!("a promotion task failed: {e}"))),
     };
-    if let Some(marker) = marker.filter(|m| m.from.as_deref() == Some(from_name.as_str())) {
+    if let Some(other) = marker.as_ref().filter(|m| m.from.as_deref() != Some(from_name.as_str())) {
+        // A rollback of several repositories, say: not this controller's to finish.
+        return Some(Promotable::no(
+            "PromotionInProgress",
+            format!(
+                "{} is in progress (marker {}); fix: finish it (`{}`) or undo it (`{}`)",
+                other.what(),
+                other.refname,
+                other.finish_command("MANIFESTS"),
+                other.undo_command("MANIFESTS")
+            ),
+        ));
+    }
+    if let Some(marker) = marker {
         let targets = promote::targets(to, &to_input.configurations);
         let (cache, auth2, renderer) = (ctx.cache.clone(), auth.clone(), ctx.renderer.clone());
         let done = tokio::task::spawn_blocking(move || {
