@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use shopset::manifests::edit::set_destination;
 use shopset::manifests::{Inventory, LoadError};
 use shopset::validation::Problems;
 
-use crate::manifest_files::{FIELD_MANAGER, find, invalid, manifest_diff, write_atomically, yaml_files};
+use crate::manifest_files::{FIELD_MANAGER, edit_one, find, invalid, save, yaml_files};
 use crate::{Cli, Output, Style, print_structured};
 
 #[derive(clap::Args, Debug)]
@@ -104,37 +104,10 @@ fn move_to(cli: &Cli, style: &Style, m: &MoveArgs) -> Result<()> {
     edited.spec.destination = Some(m.to.clone());
     let placed = destination_of(tier, &edited).map_err(|e| anyhow!(LoadError::Invalid(Problems(vec![e.into()]))))?;
 
-    let mut found = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let new = set_destination(&text, &m.shopset, cli.namespace.as_deref(), &m.to)
-            .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
-        if let Some(new) = new {
-            found.push((file.clone(), text, new));
-        }
-    }
-    let (file, old, new) = match found.len() {
-        1 => found.remove(0),
-        0 => {
-            return Err(invalid(format!(
-                "ShopSet/{}: not found in the files given; fix: pass the manifest that defines it with -f",
-                m.shopset
-            )));
-        }
-        _ => {
-            let names: Vec<String> = found.iter().map(|(f, _, _)| f.display().to_string()).collect();
-            return Err(invalid(format!(
-                "ShopSet/{}: defined in {}; fix: pass only the file that defines it, or -n its namespace",
-                m.shopset,
-                names.join(" and ")
-            )));
-        }
-    };
-    let changed = old != new;
-    let diff = (m.dry_run && changed).then(|| manifest_diff(&file, &old, &new));
-    if changed && !m.dry_run {
-        write_atomically(&file, &new)?;
-    }
+    let (file, old, new) = edit_one(&files, &format!("ShopSet/{}", m.shopset), |text| {
+        set_destination(text, &m.shopset, cli.namespace.as_deref(), &m.to)
+    })?;
+    let (changed, diff) = save(&file, &old, &new, m.dry_run)?;
     let applied = if m.apply {
         apply_destination(&m.shopset, &ns, &m.to)?;
         true

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
@@ -15,11 +15,8 @@ use shopset::manifests::{Inventory, LoadError};
 use shopset::validation::{Problems, check_tier};
 
 use crate::maintenance::now;
-use crate::manifest_files::{InvalidInput, manifest_diff, write_atomically, yaml_files};
+use crate::manifest_files::{FIELD_MANAGER, apply_objects, edit_one, invalid, save, yaml_files};
 use crate::{Cli, Output, Style, print_structured};
-
-/// The field manager of `--apply`.
-const FIELD_MANAGER: &str = "shopctl";
 
 #[derive(clap::Args, Debug)]
 pub struct HoldArgs {
@@ -193,42 +190,17 @@ fn set(cli: &Cli, name: &str, paths: &[PathBuf], wanted: Wanted<'_>, options: &T
     if !problems.is_empty() {
         return Err(anyhow!(LoadError::Invalid(Problems(problems))));
     }
-    let mut found = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let new = set_hold(&text, name, cli.namespace.as_deref(), hold.as_ref())
-            .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
-        if let Some(new) = new {
-            found.push((file.clone(), text, new));
-        }
-    }
-    let (file, old, new) = match found.len() {
-        1 => found.remove(0),
-        0 => {
-            return Err(invalid(format!(
-                "Tier/{name}: not found in the files given; fix: pass the manifest that defines it with -f"
-            )));
-        }
-        _ => {
-            let names: Vec<String> = found.iter().map(|(f, _, _)| f.display().to_string()).collect();
-            return Err(invalid(format!(
-                "Tier/{name}: defined in {}; fix: pass only the file that defines it, or -n its namespace",
-                names.join(" and ")
-            )));
-        }
-    };
-    let changed = old != new;
-    let diff = (options.dry_run && changed).then(|| manifest_diff(&file, &old, &new));
-    if changed && !options.dry_run {
-        write_atomically(&file, &new)?;
-    }
+    let (file, old, new) = edit_one(&files, &format!("Tier/{name}"), |text| {
+        set_hold(text, name, cli.namespace.as_deref(), hold.as_ref())
+    })?;
+    let (changed, diff) = save(&file, &old, &new, options.dry_run)?;
     let applied = if options.apply {
         let mut applied = Inventory::parse(&file, &new)?;
         if let Some(namespace) = &cli.namespace {
             applied = applied.in_namespace(namespace).map_err(|p| anyhow!(LoadError::Invalid(p)))?;
         }
         let tier = find(&applied, name, cli.namespace.as_deref())?;
-        apply(tier, cli.namespace.as_deref())?;
+        apply_objects(std::slice::from_ref(tier), cli.namespace.as_deref())?;
         if hold.is_none() {
             // A hold set by `shopctl rollback` or `kubectl patch` is not this apply's to remove.
             let ns = tier.namespace().or(cli.namespace.clone()).unwrap_or_else(|| "default".into());
@@ -239,10 +211,6 @@ fn set(cli: &Cli, name: &str, paths: &[PathBuf], wanted: Wanted<'_>, options: &T
         false
     };
     Ok(Report { tier: name.to_string(), file, hold, changed, dry_run: options.dry_run, applied, diff })
-}
-
-fn invalid(message: String) -> anyhow::Error {
-    anyhow::Error::new(InvalidInput(message))
 }
 
 fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Result<&'a Tier> {
@@ -259,30 +227,6 @@ fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -> Re
         ))),
         _ => Err(invalid(format!("Tier/{name}: defined in several namespaces; fix: pass -n NAMESPACE"))),
     }
-}
-
-fn apply(tier: &Tier, namespace: Option<&str>) -> Result<()> {
-    let name = tier.name_any();
-    let ns = tier.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow!("Tier/{name}: cannot reach the cluster to apply it ({e}); fix: set KUBECONFIG, or leave out --apply and let GitOps apply the file")
-        })?;
-        let api: Api<Tier> = Api::namespaced(client, &ns);
-        let mut obj = tier.clone();
-        obj.metadata.namespace = Some(ns.clone());
-        obj.status = None;
-        obj.metadata.managed_fields = None;
-        obj.metadata.resource_version = None;
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&obj)).await.map_err(|e| {
-            anyhow!(
-                "Tier/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns spec.promotion.hold, apply the file as that manager does",
-                shopset::error::api_message(&e)
-            )
-        })?;
-        Ok(())
-    })
 }
 
 pub fn print_text(r: &Report, style: &Style) {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use shopset::manifests::edit::set_maintenance;
 use shopset::manifests::{Inventory, LoadError};
 use shopset::validation::{Problems, check_shopset};
 
-use crate::manifest_files::{FIELD_MANAGER, apply, find, invalid, manifest_diff, write_atomically, yaml_files};
+use crate::manifest_files::{FIELD_MANAGER, apply, edit_one, find, invalid, save, yaml_files};
 use crate::{Cli, Output, Style, print_structured};
 
 #[derive(clap::Args, Debug)]
@@ -93,37 +93,10 @@ pub fn maintenance(cli: &Cli, style: &Style, args: &MaintenanceArgs) -> Result<(
         return Err(anyhow!(LoadError::Invalid(Problems(problems))));
     }
 
-    let mut found = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let new = set_maintenance(&text, &target.shopset, cli.namespace.as_deref(), wanted.as_ref())
-            .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
-        if let Some(new) = new {
-            found.push((file.clone(), text, new));
-        }
-    }
-    let (file, old, new) = match found.len() {
-        1 => found.remove(0),
-        0 => {
-            return Err(invalid(format!(
-                "ShopSet/{}: not found in the files given; fix: pass the manifest that defines it with -f",
-                target.shopset
-            )));
-        }
-        _ => {
-            let names: Vec<String> = found.iter().map(|(f, _, _)| f.display().to_string()).collect();
-            return Err(invalid(format!(
-                "ShopSet/{}: defined in {}; fix: pass only the file that defines it, or -n its namespace",
-                target.shopset,
-                names.join(" and ")
-            )));
-        }
-    };
-    let changed = old != new;
-    let diff = (target.dry_run && changed).then(|| manifest_diff(&file, &old, &new));
-    if changed && !target.dry_run {
-        write_atomically(&file, &new)?;
-    }
+    let (file, old, new) = edit_one(&files, &format!("ShopSet/{}", target.shopset), |text| {
+        set_maintenance(text, &target.shopset, cli.namespace.as_deref(), wanted.as_ref())
+    })?;
+    let (changed, diff) = save(&file, &old, &new, target.dry_run)?;
     let applied = if target.apply {
         // What is applied is the ShopSet as the edited file now defines it.
         let mut applied = Inventory::parse(&file, &new)?;

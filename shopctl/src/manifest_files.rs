@@ -69,32 +69,91 @@ pub fn write_atomically(file: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The one file of `files` that defines `what` (`ShopSet/eu-west`), edited by `edit` (which
+/// answers None for a file that does not define it): the file, its text, and the edited text.
+/// Refuses when no file or several define it.
+pub fn edit_one<E: std::fmt::Display>(
+    files: &[PathBuf],
+    what: &str,
+    edit: impl Fn(&str) -> Result<Option<String>, E>,
+) -> Result<(PathBuf, String, String)> {
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        if let Some(new) = edit(&text).map_err(|e| invalid(format!("{}: {e}", file.display())))? {
+            found.push((file.clone(), text, new));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(invalid(format!(
+            "{what}: not found in the files given; fix: pass the manifest that defines it with -f"
+        ))),
+        _ => {
+            let names: Vec<String> = found.iter().map(|(f, _, _)| f.display().to_string()).collect();
+            Err(invalid(format!(
+                "{what}: defined in {}; fix: pass only the file that defines it, or -n its namespace",
+                names.join(" and ")
+            )))
+        }
+    }
+}
+
+/// Writes an edit of `file` from `old` to `new` unless `dry_run`: whether it changes the file,
+/// and under `dry_run` the change as a diff.
+pub fn save(file: &Path, old: &str, new: &str, dry_run: bool) -> Result<(bool, Option<String>)> {
+    let changed = old != new;
+    let diff = (dry_run && changed).then(|| manifest_diff(file, old, new));
+    if changed && !dry_run {
+        write_atomically(file, new)?;
+    }
+    Ok((changed, diff))
+}
+
 /// Writes the ShopSet to the cluster by server-side apply (field manager [`FIELD_MANAGER`]).
 pub fn apply(ss: &ShopSet, namespace: Option<&str>) -> Result<()> {
-    apply_all(std::slice::from_ref(ss), namespace)
+    apply_objects(std::slice::from_ref(ss), namespace)
 }
 
 /// [`apply`] for several ShopSets, in order, on one connection.
 pub fn apply_all(shopsets: &[ShopSet], namespace: Option<&str>) -> Result<()> {
+    apply_objects(shopsets, namespace)
+}
+
+/// Writes namespaced objects of a manifest (ShopSets, Tiers) to the cluster by server-side apply
+/// (field manager [`FIELD_MANAGER`]), in order, on one connection; without their status.
+pub fn apply_objects<K>(objects: &[K], namespace: Option<&str>) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let kind = K::kind(&());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let Some(first) = shopsets.first() else { return Ok(()) };
+        let Some(first) = objects.first() else { return Ok(()) };
         let first = first.name_any();
         let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow!("ShopSet/{first}: cannot reach the cluster to apply it ({e}); fix: set KUBECONFIG, or leave out --apply and let GitOps apply the file")
+            anyhow!("{kind}/{first}: cannot reach the cluster to apply it ({e}); fix: set KUBECONFIG, or leave out --apply and let GitOps apply the file")
         })?;
-        for ss in shopsets {
-            let name = ss.name_any();
-            let ns = ss.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
-            let api: Api<ShopSet> = Api::namespaced(client.clone(), &ns);
-            let mut obj = ss.clone();
-            obj.metadata.namespace = Some(ns.clone());
-            obj.status = None;
-            obj.metadata.managed_fields = None;
-            obj.metadata.resource_version = None;
-            api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&obj)).await.map_err(|e| {
+        for obj in objects {
+            let name = obj.name_any();
+            let ns = obj.namespace().or(namespace.map(str::to_string)).unwrap_or_else(|| "default".into());
+            let api: Api<K> = Api::namespaced(client.clone(), &ns);
+            let mut value = serde_json::to_value(obj).map_err(|e| anyhow!("{kind}/{name}: {e}"))?;
+            if let Some(map) = value.as_object_mut() {
+                map.remove("status");
+            }
+            if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.remove("managedFields");
+                meta.remove("resourceVersion");
+                meta.insert("namespace".into(), serde_json::Value::String(ns.clone()));
+            }
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&value)).await.map_err(|e| {
                 anyhow!(
-                    "ShopSet/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns the fields shopctl changed, apply the file as that manager does",
+                    "{kind}/{name} in namespace {ns}: the API server refused the apply: {}; fix: correct the manifest, or if another field manager owns the fields shopctl changed, apply the file as that manager does",
                     shopset::error::api_message(&e)
                 )
             })?;
