@@ -97,25 +97,10 @@ impl GitHub {
                 if source.status_code.as_u16() == 422 && source.message.contains("already exists")
                     || source_errors_say_exists(&source) =>
             {
-                let existing = octo
-                    .pulls(&owner, &repo)
-                    .list()
-                    .state(octocrab::params::State::Open)
-                    .head(format!("{owner}:{head}"))
-                    .base(base)
-                    .send()
-                    .await
-                    .map_err(|e| self.classify(&repository, e))?;
-                let pr = existing.items.into_iter().next().ok_or_else(|| GitHubError::Api {
+                self.find_pull_request(repo_url, head, base).await?.ok_or_else(|| GitHubError::Api {
                     repository: repository.clone(),
                     status: 422,
                     message: "GitHub says a pull request already exists but lists none".into(),
-                })?;
-                Ok(PullRequest {
-                    repository,
-                    number: pr.number,
-                    url: pr.html_url.map(|u| u.to_string()).unwrap_or_default(),
-                    already_existed: true,
                 })
             }
             Err(e) => Err(self.classify(&repository, e)),
