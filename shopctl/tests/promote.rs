@@ -163,6 +163,36 @@ fn component(level: &str) -> String {
 }
 
 /// A finished `shopctl` run.
+/// Applies tier-0's Application `app` as rendered on the system branch.
+fn apply_application(cp: &ControlPlane, fx: &Fx, app: &str) {
+    let yaml = fx.system_git(&["show", &format!("tier-0:applications/{app}.yaml")]);
+    cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &yaml);
+}
+
+/// Writes Application `app`'s status as Argo CD does when it runs `revision` Synced and Healthy.
+/// Written by hand: the planes of these tests run no Argo CD (every shopctl test would pay its
+/// start-up). Only "Synced and Healthy at the system commit" is written, for the gate to pass and
+/// the policy to decide; every refusal Argo CD can cause (OutOfSync in a freeze, Degraded, a
+/// previous revision, ComparisonError) is Argo CD's own in e2e/tests/argocd_gate.rs.
+fn argocd_says_synced_healthy(cp: &ControlPlane, app: &str, revision: &str) {
+    // Argo CD's CRD may or may not serve status as a subresource.
+    let subresources = cp.kubectl_ok([
+        "get",
+        "crd",
+        "applications.argoproj.io",
+        "-o",
+        "jsonpath={.spec.versions[?(@.name==\"v1alpha1\")].subresources}",
+    ]);
+    let patch =
+        json!({"status": {"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"}}})
+            .to_string();
+    let mut args = vec!["patch", "applications.argoproj.io", app, "-n", "argocd", "--type=merge", "-p", patch.as_str()];
+    if subresources.contains("status") {
+        args.push("--subresource=status");
+    }
+    cp.kubectl_ok(args);
+}
+
 struct Run {
     code: Option<i32>,
     stdout: String,
@@ -395,34 +425,8 @@ fn the_gate_and_status_read_argo_cd_applications_and_the_tier_from_a_control_pla
     let kubeconfig = cp.kubeconfig().to_str().expect("UTF-8 path").to_string();
     let kube = [("KUBECONFIG", kubeconfig.as_str())];
     cp.kubectl_ok(["create", "namespace", "argocd"]);
-    // Argo CD's CRD may or may not serve status as a subresource.
-    let subresources = cp.kubectl_ok([
-        "get",
-        "crd",
-        "applications.argoproj.io",
-        "-o",
-        "jsonpath={.spec.versions[?(@.name==\"v1alpha1\")].subresources}",
-    ]);
-    let status_subresource = subresources.contains("status");
-    let apply = |app: &str| {
-        let yaml = fx.system_git(&["show", &format!("tier-0:applications/{app}.yaml")]);
-        cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &yaml);
-    };
-    // Written by hand: this test's plane runs no Argo CD (every shopctl test would pay its start-up).
-    // Only "Synced and Healthy at the system commit" is written, for the gate to pass; every
-    // refusal Argo CD can cause (OutOfSync in a freeze, Degraded, a previous revision,
-    // ComparisonError) is Argo CD's own in e2e/tests/argocd_gate.rs.
-    let set = |app: &str, revision: &str| {
-        let patch =
-            json!({"status": {"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"}}})
-                .to_string();
-        let mut args =
-            vec!["patch", "applications.argoproj.io", app, "-n", "argocd", "--type=merge", "-p", patch.as_str()];
-        if status_subresource {
-            args.push("--subresource=status");
-        }
-        cp.kubectl_ok(args);
-    };
+    let set = |app: &str, revision: &str| argocd_says_synced_healthy(&cp, app, revision);
+    let apply = |app: &str| apply_application(&cp, &fx, app);
     for app in ["canary-eu", "canary-us"] {
         apply(app);
         set(app, &system1);
@@ -1216,28 +1220,9 @@ fn the_promotion_policy_refuses_in_its_words_records_overrides_and_a_rollback_ho
     let kubeconfig = cp.kubeconfig().to_str().expect("UTF-8 path").to_string();
     let kube = [("KUBECONFIG", kubeconfig.as_str()), ("USER", "alice")];
     cp.kubectl_ok(["create", "namespace", "argocd"]);
-    let subresources = cp.kubectl_ok([
-        "get",
-        "crd",
-        "applications.argoproj.io",
-        "-o",
-        "jsonpath={.spec.versions[?(@.name==\"v1alpha1\")].subresources}",
-    ]);
-    // Written by hand, as in the gate test above: this test's plane runs no Argo CD (every shopctl
-    // test would pay its start-up). Only "Synced and Healthy at the system commit" is written, for
-    // the gate to pass and the policy to decide; Argo CD's own states are e2e/tests/argocd_gate.rs's.
     for app in ["canary-eu", "canary-us"] {
-        let yaml = fx.system_git(&["show", &format!("tier-0:applications/{app}.yaml")]);
-        cp.kubectl_with_stdin_ok(["apply", "-f", "-"], &yaml);
-        let patch =
-            json!({"status": {"sync": {"status": "Synced", "revision": system}, "health": {"status": "Healthy"}}})
-                .to_string();
-        let mut args =
-            vec!["patch", "applications.argoproj.io", app, "-n", "argocd", "--type=merge", "-p", patch.as_str()];
-        if subresources.contains("status") {
-            args.push("--subresource=status");
-        }
-        cp.kubectl_ok(args);
+        apply_application(&cp, &fx, app);
+        argocd_says_synced_healthy(&cp, app, &system);
     }
 
     // tier-1's policy: a soak of a day, and a deny window open all day, every day.
