@@ -22,6 +22,8 @@
 //!   copies; the fast-forward is what a promotion needs (tier branches stay in one line of
 //!   history) and what makes the base equal the head afterwards.
 //!
+//! - `POST /repos/{owner}/{repo}/issues/{number}/comments`: 201 with the comment.
+//!
 //! Every call answers 401 "Bad credentials" unless it carries `Bearer <token>`; pull requests
 //! opened with the token are authored by [`BOT_LOGIN`].
 //!
@@ -141,6 +143,7 @@ impl GitHubStandIn {
             .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
             .route("/repos/{owner}/{repo}/pulls/{number}/reviews", get(list_reviews))
             .route("/repos/{owner}/{repo}/pulls/{number}/merge", put(merge_pull))
+            .route("/repos/{owner}/{repo}/issues/{number}/comments", post(create_comment))
             .fallback(not_found)
             .with_state(inner.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -615,6 +618,42 @@ async fn merge_pull(
     }
     debug_assert_eq!(git(&bare, &["rev-parse", &format!("refs/heads/{}", pr.base)]), head);
     answer(StatusCode::OK, json!({"sha": head, "merged": true, "message": "Pull Request successfully merged"}))
+}
+
+/// `POST /repos/{owner}/{repo}/issues/{number}/comments`: a pull request's comments are its
+/// issue's. Recorded (the test reads the body from [`GitHubStandIn::requests`]); 201 with the
+/// comment, authored by [`BOT_LOGIN`].
+async fn create_comment(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = record(&inner, "POST", &uri, HashMap::new(), &headers, &body);
+    if let Some(denied) = denial(&inner, &headers) {
+        return denied;
+    }
+    if find(&inner, &owner, &repo, number).is_none() {
+        return no_pull();
+    }
+    let id = 5_000_000 + lock(&inner.requests).len() as u64;
+    let api = &inner.base_url;
+    answer(
+        StatusCode::CREATED,
+        json!({
+            "id": id,
+            "node_id": format!("IC_kwDO{id}"),
+            "url": format!("{api}/repos/{owner}/{repo}/issues/comments/{id}"),
+            "html_url": format!("{}#issuecomment-{id}", html_url(&owner, &repo, number)),
+            "issue_url": format!("{api}/repos/{owner}/{repo}/issues/{number}"),
+            "body": body.get("body").and_then(Value::as_str).unwrap_or_default(),
+            "user": user_json(BOT_LOGIN),
+            "author_association": "MEMBER",
+            "created_at": "2025-01-01T00:00:00Z",
+            "updated_at": "2025-01-01T00:00:00Z",
+        }),
+    )
 }
 
 async fn not_found() -> Response {

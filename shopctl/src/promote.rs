@@ -7,9 +7,10 @@ use clap::ValueEnum;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use shopset::api::{FORCED_PROMOTION, Tier};
-use shopset::approvals::{Approval, MergeOutcome};
-use shopset::github::GitHub;
+use shopset::approvals::MergeOutcome;
+use shopset::github::{GitHub, GitHubAccess};
 use shopset::policy::Timestamp;
+use shopset::promote::pull_requests::{self, Together};
 use shopset::promote::{
     Completed, MarkerError, Move, Only, Plan, RollbackTarget, abort, check_order, check_source, finish, in_progress,
     marker_to_abort, plan, start, targets,
@@ -359,7 +360,7 @@ pub fn promote(cli: &Cli, style: &Style, args: &PromoteArgs) -> Result<()> {
     }
     let audit = passed.as_ref().filter(|p| p.forced).map(|p| p.line.as_str());
     if args.pr {
-        return open_prs(cli, style, args, &inv, &plan, passed.as_ref().map(|p| p.line.as_str()));
+        return open_prs(cli, style, args, &inv, &plan, passed.as_ref().map(|p| p.line.as_str()), audit);
     }
     let input = inv.tier_input(&args.to)?;
     let why = passed.as_ref().map(|p| p.line.as_str());
@@ -468,15 +469,8 @@ fn print_plan(plan: &Plan, style: &Style, preview: bool) {
 
 /// The GitHub client of `--github-url` with the token of `--github-token-file` or GITHUB_TOKEN.
 fn github(url: &str, token_file: Option<&PathBuf>, what: &str) -> Result<GitHub> {
-    let token = match token_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read --github-token-file {}", f.display()))?
-            .trim()
-            .to_string(),
-        None => std::env::var("GITHUB_TOKEN")
-            .map_err(|_| anyhow!("{what} needs a GitHub token; fix: set GITHUB_TOKEN or pass --github-token-file"))?,
-    };
-    Ok(GitHub { base_url: url.to_string(), token })
+    let access = GitHubAccess { base_url: url.to_string(), token_file: token_file.cloned() };
+    Ok(access.client(what, "set GITHUB_TOKEN or pass --github-token-file")?)
 }
 
 fn open_prs(
@@ -486,37 +480,24 @@ fn open_prs(
     inv: &shopset::manifests::Inventory,
     plan: &Plan,
     why: Option<&str>,
+    audit: Option<&str>,
 ) -> Result<()> {
     let gh = github(&args.github_url, args.github_token_file.as_ref(), "--pr")?;
     let shopsets: Vec<String> = inv.tier_input(&args.to)?.shopsets.iter().map(|s| s.name_any()).collect();
-    let rt = runtime()?;
-    let mut prs = Vec::new();
-    for mv in plan.repositories.iter().filter(|m| m.kind != Move::UpToDate) {
-        let title = format!(
-            "Promote {} to {}{}",
-            plan.from,
-            plan.to,
-            args.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
-        );
-        let mut body = format!("Promotes `{}` into `{}` ({}).\n\n", mv.from_branch, mv.to_branch, mv.repository);
-        if let Some(m) = &args.message {
-            body.push_str(&format!("{m}\n\n"));
-        }
-        body.push_str("### Commits\n\n");
-        for c in &mv.commits {
-            body.push_str(&format!("- {c}\n"));
-        }
-        body.push_str(&format!("\n### ShopSets that will change\n\n{}\n\nOpened by `shopctl promote --pr`; once merged, shopset-controller syncs tier `{}`.\n",
-            shopsets.iter().map(|s| format!("- `{s}`")).collect::<Vec<_>>().join("\n"), plan.to));
-        if let Some(why) = why {
-            body.push_str(&format!("\n### Promotion policy\n\n{why}\n"));
-        }
-        let pr = rt.block_on(gh.open_pull_request(&mv.url, &mv.from_branch, &mv.to_branch, &title, &body))?;
-        if cli.output == Output::Text {
+    let prs = runtime()?.block_on(pull_requests::open(
+        &gh,
+        plan,
+        &shopsets,
+        args.message.as_deref(),
+        why,
+        audit,
+        pull_requests::By::Shopctl,
+    ))?;
+    if cli.output == Output::Text {
+        for pr in &prs {
             let state = if pr.already_existed { "already open" } else { "opened" };
             println!("{} pull request {} #{}: {}", style.green(state), pr.repository, pr.number, pr.url);
         }
-        prs.push(pr);
     }
     print_structured(cli.output, &prs)
 }
@@ -537,16 +518,9 @@ pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> R
     let cfgs = inv.configurations_of(&[&from_name, &args.to])?;
     // The plan names each repository's URL and branches (FROM's is the head, TO's the base).
     let plan = plan(&cache(cli)?, &auth(cli)?, from, to, &cfgs, Only::All)?;
-    let required = args.approvals.unwrap_or_else(|| {
-        to.spec.promotion.as_ref().and_then(|p| p.approvals).map_or(1, |n| u32::try_from(n).unwrap_or(0))
-    });
+    let required = args.approvals.or_else(|| pull_requests::required_approvals(to)).unwrap_or(1);
     let rt = runtime()?;
-    let mut found = Vec::new();
-    for mv in &plan.repositories {
-        if let Some(pr) = rt.block_on(gh.find_pull_request(&mv.url, &mv.from_branch, &mv.to_branch))? {
-            found.push(pr);
-        }
-    }
+    let found = rt.block_on(pull_requests::find(&gh, &plan))?;
     if found.is_empty() {
         let repos: Vec<&str> = plan.repositories.iter().map(|m| m.repository.as_str()).collect();
         return Err(anyhow!(
@@ -556,37 +530,29 @@ pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> R
             args.to
         ));
     }
-    // Every pull request is checked before any is merged: TO's repositories move together or not
-    // at all (as `promote` pins them in one commit), never an app without its configuration.
-    let mut approved = Vec::new();
-    let mut waiting = Vec::new();
-    for pr in &found {
-        match rt.block_on(gh.approval(pr, required))? {
-            Approval::Approved(a) => approved.push(a),
-            Approval::Waiting(w) => waiting.push(w),
-        }
-    }
-    if !waiting.is_empty() {
-        if cli.output == Output::Text {
-            for a in &approved {
-                println!(
-                    "{} promotion pull request {}#{} is approved ({}), merged with the others",
-                    style.yellow("waiting:"),
-                    a.pr.repository,
-                    a.pr.number,
-                    a.approved_by.join(", ")
-                );
+    let (outcomes, error) = match rt.block_on(pull_requests::merge_together(&gh, &found, required))? {
+        Together::Merged(outcomes) => (outcomes, None),
+        Together::Stopped { merged, error } => (merged, Some(error)),
+        Together::Waiting { approved, waiting } => {
+            if cli.output == Output::Text {
+                for a in &approved {
+                    println!(
+                        "{} promotion pull request {}#{} is approved ({}), merged with the others",
+                        style.yellow("waiting:"),
+                        a.pr.repository,
+                        a.pr.number,
+                        a.approved_by.join(", ")
+                    );
+                }
             }
+            let outcomes: Vec<MergeOutcome> = waiting.iter().cloned().map(MergeOutcome::Waiting).collect();
+            print_structured(cli.output, &outcomes)?;
+            return Err(Refused(waiting.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")).into());
         }
-        let outcomes: Vec<MergeOutcome> = waiting.iter().cloned().map(MergeOutcome::Waiting).collect();
-        print_structured(cli.output, &outcomes)?;
-        return Err(Refused(waiting.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")).into());
-    }
-    let mut outcomes = Vec::new();
-    for a in &approved {
-        let outcome = rt.block_on(gh.merge_approved(a))?;
+    };
+    for outcome in &outcomes {
         if cli.output == Output::Text
-            && let MergeOutcome::Merged { repository, number, sha, approved_by } = &outcome
+            && let MergeOutcome::Merged { repository, number, sha, approved_by } = outcome
         {
             println!(
                 "{} promotion pull request {repository}#{number} into {} at {sha} (approved by {})",
@@ -595,7 +561,9 @@ pub fn merge_promotion(cli: &Cli, style: &Style, args: &MergePromotionArgs) -> R
                 if approved_by.is_empty() { "nobody: none required".to_string() } else { approved_by.join(", ") }
             );
         }
-        outcomes.push(outcome);
+    }
+    if let Some(error) = error {
+        return Err(error.into());
     }
     print_structured(cli.output, &outcomes)?;
     if cli.output == Output::Text {

@@ -633,7 +633,7 @@ fn pull_requests_are_opened_through_the_github_api() {
         .has(&format!("{} Checkout 1.1.0 ({AUTHOR})", short(&c1)))
         .lacks(TOKEN);
     assert_eq!(head(&fx.app, "tier-1"), t1, "--pr pushes nothing");
-    let requests: Vec<_> = gh.requests().into_iter().skip(before).collect();
+    let requests: Vec<_> = gh.requests().into_iter().skip(before).filter(|r| r.method == "POST").collect();
     assert_eq!(
         requests.len(),
         1,
@@ -683,8 +683,10 @@ fn pull_requests_are_opened_through_the_github_api() {
     let pr = ["--skip-checks", "--pr", "--github-url", gh.url()];
     fx.promote_env(&pr, &alice).failure(3).has_err("tier-1 is on hold since ").has_err(" by alice: incident 42");
     assert_eq!(gh.requests().len(), before);
-    fx.promote_env(&[&pr[..], &["--override-policy"]].concat(), &alice).success();
-    let posted = gh.requests().into_iter().skip(before).find(|r| r.method == "POST").expect("a pull request posted");
+    // The pull request is open already: the override goes on record as a comment on it.
+    fx.promote_env(&[&pr[..], &["--override-policy"]].concat(), &alice).success().has("already open");
+    let posted = gh.requests().into_iter().skip(before).find(|r| r.method == "POST").expect("a comment posted");
+    assert_eq!(posted.path, format!("/repos/acme/shop-app/issues/{number}/comments"));
     let body = posted.body["body"].as_str().expect("a body");
     assert!(body.contains("### Promotion policy\n\nforced past tier-1's promotion policy by alice at "), "{body}");
     assert!(body.contains("tier-1 is on hold since "), "{body}");

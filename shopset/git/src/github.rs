@@ -18,6 +18,42 @@ impl std::fmt::Debug for GitHub {
     }
 }
 
+/// Where the token comes from: a file (a mounted Secret, read at each use so a rotated token is
+/// picked up), else the `GITHUB_TOKEN` environment variable.
+#[derive(Debug, Clone)]
+pub struct GitHubAccess {
+    pub base_url: String,
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// Why there is no token to talk to GitHub with.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read the GitHub token file {path}: {detail}; fix: {fix}")]
+    Unreadable { path: String, detail: String, fix: String },
+    #[error("{what} needs a GitHub token; fix: {fix}")]
+    Missing { what: String, fix: String },
+}
+
+impl GitHubAccess {
+    /// The client, with the token read now. `what` needs it, and `fix` says how to give one.
+    pub fn client(&self, what: &str, fix: &str) -> Result<GitHub, TokenError> {
+        let token = match &self.token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| TokenError::Unreadable {
+                    path: f.display().to_string(),
+                    detail: e.to_string(),
+                    fix: fix.to_string(),
+                })?
+                .trim()
+                .to_string(),
+            None => std::env::var("GITHUB_TOKEN")
+                .map_err(|_| TokenError::Missing { what: what.to_string(), fix: fix.to_string() })?,
+        };
+        Ok(GitHub { base_url: self.base_url.clone(), token })
+    }
+}
+
 /// A pull request opened (or found already open).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -132,6 +168,17 @@ impl GitHub {
             url: pr.html_url.map(|u| u.to_string()).unwrap_or_default(),
             already_existed: true,
         }))
+    }
+
+    /// Adds a comment to pull request `pr` (on GitHub, a pull request's comments are its issue's).
+    pub async fn comment(&self, pr: &PullRequest, body: &str) -> Result<(), GitHubError> {
+        let (owner, repo) = split_repository(pr)?;
+        self.client()?
+            .issues(owner, repo)
+            .create_comment(pr.number, body)
+            .await
+            .map_err(|e| self.classify(&pr.repository, e))?;
+        Ok(())
     }
 
     /// Merges pull request `pr` when it has at least `required` approving reviews (counted by

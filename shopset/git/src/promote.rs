@@ -2,6 +2,7 @@
 //! repositories, always under a lease. The controller then follows the moved branch.
 
 pub mod marker;
+pub mod pull_requests;
 
 use std::collections::BTreeSet;
 
