@@ -17,6 +17,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use shopset::api::{Configuration, Tier};
+use shopset::github::GitHubAccess;
 use shopset::gitops::GitCache;
 use shopset::health::Health;
 use shopset::lease::LeaseLock;
@@ -80,6 +81,15 @@ struct Args {
     /// (then the kubelet restarts a stuck controller).
     #[arg(long, env = "SHOPSET_STALL_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     stall_timeout: Duration,
+    /// GitHub API base URL for automatic promotions by pull request (GitHub Enterprise:
+    /// https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_url: String,
+    /// File holding the GitHub token that opens and merges automatic promotions' pull requests
+    /// (a mounted Secret; read at each use, so a rotated token is picked up). Default: the
+    /// GITHUB_TOKEN environment variable.
+    #[arg(long, env = "SHOPSET_GITHUB_TOKEN_FILE")]
+    github_token_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SHOPSET_LOG_FORMAT")]
     log_format: LogFormat,
@@ -135,6 +145,10 @@ async fn main() -> Result<()> {
         Context::new(client.clone(), GitCache::new(&args.cache_dir), renderer, metrics.clone())
             .with_argocd(ArgoCdSettings { refresh: args.argocd_refresh })
             .with_local_urls(args.allow_local_urls)
+            .with_github(Some(GitHubAccess {
+                base_url: args.github_url.clone(),
+                token_file: args.github_token_file.clone(),
+            }))
             .with_health(health.clone()),
     );
     let http = Http {
@@ -314,10 +328,15 @@ async fn github_hook(State(http): State<Http>, headers: HeaderMap, body: Bytes) 
     }
     match headers.get("x-github-event").and_then(|v| v.to_str().ok()) {
         Some("ping") => return (StatusCode::OK, "pong\n".into()),
-        Some("push") | None => {}
+        Some("push") | Some("pull_request_review") | None => {}
         Some(other) => return (StatusCode::ACCEPTED, format!("ignored event {other}\n")),
     }
-    let push = match webhook::parse_push(&body) {
+    let parsed = match headers.get("x-github-event").and_then(|v| v.to_str().ok()) {
+        // A review of a promotion pull request wakes the tier it merges into.
+        Some("pull_request_review") => webhook::parse_review(&body),
+        _ => webhook::parse_push(&body),
+    };
+    let push = match parsed {
         Ok(p) => p,
         Err(e) => {
             http.metrics.webhooks_refused.inc();

@@ -11,9 +11,13 @@
 //! 3. `shopctl rollback tier-1`: the rollback puts a hold on tier-1 (in its manifest and in the
 //!    cluster), so the controller does not promote the rolled back commit again; `shopctl release
 //!    --apply` lets it.
+//! 4. tier-1 promoted by pull request with one approval required: the controller opens the pull
+//!    request on the GitHub stand-in (the policy's line in its body) and merges it only once a
+//!    reviewer approved; the merge moves the app's tier-1 branch, the controller pins it with the
+//!    policy's line in the system commit, and Argo CD runs it on tier-1.
 //!
 //! Nothing here writes a status: every Synced, Healthy and condition is Argo CD's or the
-//! controller's.
+//! controller's. The review is the one thing the test does as a person would, on the stand-in.
 //!
 //! Build the workspace first: the test runs the `shopset-controller` and `shopctl` binaries of
 //! `cargo build`.
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use shopset_e2e::argocd::ArgoCdOptions;
 use shopset_e2e::controlplane::{ControlPlane, Options};
+use shopset_e2e::github::{BOT_LOGIN, GitHubStandIn, ReviewEvent};
 use shopset_e2e::gitserver::{branch_head, commit_files};
 use shopset_e2e::tools::repo_root;
 use support::{
@@ -48,7 +53,12 @@ fn the_controller_promotes_a_healthy_tier_after_its_soak_and_respects_windows_an
         Options::default().argocd(ArgoCdOptions { app_resync: Duration::ZERO, ..ArgoCdOptions::default() }),
     );
     let argocd = cp.argocd();
-    let ex = Examples::new(&cp, NS, "5s");
+    let ex = Examples::on_github(&cp, NS, "5s", "acme");
+    let gh = GitHubStandIn::start(TOKEN);
+    gh.serve_repo("acme", "shop-app", &ex.daemon.path("acme/shop-app"));
+    gh.serve_repo("acme", "shop-config", &ex.daemon.path("acme/shop-config"));
+    let token_file = ex.work.path().join("github-token");
+    fs::write(&token_file, format!("{TOKEN}\n")).expect("write the token file");
     let ours = format!("\n    namespace: {}\n", ex.argocd_ns);
     let theirs = format!("\n    namespace: {}\n", argocd.namespace());
     for file in ["tier-0.yaml", "tier-1.yaml"] {
@@ -67,7 +77,12 @@ fn the_controller_promotes_a_healthy_tier_after_its_soak_and_respects_windows_an
         fs::write(&path, text).expect("write manifest");
     }
     let mut ctl = ex.controller(&cp, "controller");
-    ctl.start(&Run::new("auto-promotion").rust_log("info,shopset_kube::reconcile=debug"));
+    ctl.start(
+        &Run::new("auto-promotion")
+            .rust_log("info,shopset_kube::reconcile=debug")
+            .flag(&format!("--github-url={}", gh.url()))
+            .flag(&format!("--github-token-file={}", token_file.display())),
+    );
     ex.apply(&cp);
 
     // Both tiers deployed as created (tier-1's branches start from tier-0's): nothing to promote.
@@ -182,7 +197,85 @@ fn the_controller_promotes_a_healthy_tier_after_its_soak_and_respects_windows_an
         branch_head(&ex.system_url, "tier-1").filter(|h| *h != rolled_back)
     });
     assert_eq!(ex.gitlink("tier-1", "base"), app_before, "promoted again to tier-0's app");
+    let released = branch_head(&ex.system_url, "tier-1").expect("tier-1 branch");
+
+    // 4. By pull request, one approval required: opened by the controller, merged only once approved.
+    let by_pr = r#"{"spec":{"promotion":{"pullRequest":true,"approvals":1}}}"#;
+    cp.kubectl_ok(["patch", "tier", "tier-1", "-n", NS, "--type=merge", "-p", by_pr]);
+    let app_tier1 = branch_head(&ex.app_url, "tier-1").expect("the app's tier-1 branch");
+    let c4 = commit_files(&ex.app_url, "tier-0", &[("base/storefront.yaml", &version("1.3.0"))], "storefront 1.3.0");
+    wait_until("the poll to bump tier-0 to 1.3.0", NEXT_DEPLOY, &ctl, || {
+        (ex.gitlink("tier-0", "base") == c4).then_some(())
+    });
+    wait_tier_deployed(&cp, &ctl, NS, &ex.system_url, "tier-0", &TIER0_SHOPSETS, NEXT_DEPLOY);
+    wait_promotable(&cp, &ctl, "False", "AwaitingApproval", "has 0 of 1 approving review");
+    let prs = gh.pulls();
+    assert_eq!(prs.len(), 1, "one pull request, for the app (the configuration did not move): {prs:#?}");
+    let pr = &prs[0];
+    assert_eq!(
+        (pr.owner.as_str(), pr.repo.as_str(), pr.head.as_str(), pr.base.as_str(), pr.author.as_str()),
+        ("acme", "shop-app", "tier-0", "tier-1", BOT_LOGIN)
+    );
+    for want in [
+        "storefront 1.3.0",
+        "### Promotion policy",
+        "policy of tier-1: allowed (soak 20s met",
+        "Opened by shopset-controller",
+    ] {
+        assert!(pr.body.contains(want), "the pull request's body lacks {want:?}:\n{}", pr.body);
+    }
+    let opened = cp.kubectl_ok([
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector=involvedObject.name=tier-1,reason=PullRequestOpened",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(opened.contains(&format!("opened acme/shop-app#{}", pr.number)), "an Event says so: {opened:?}");
+    // Looked at again and again (tier-1's interval is 5 s): still nothing merged without a review.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(branch_head(&ex.app_url, "tier-1").as_deref(), Some(app_tier1.as_str()), "not merged unapproved");
+    assert_eq!(branch_head(&ex.system_url, "tier-1").as_deref(), Some(released.as_str()), "nothing pinned");
+    assert_eq!(gh.pulls().len(), 1, "the open pull request is found, not opened again");
+    assert!(gh.requests().iter().all(|r| r.method != "PUT"), "no merge was attempted");
+
+    gh.record_review("acme", "shop-app", pr.number, "alice", ReviewEvent::Approve);
+    let merged = wait_until("the approved pull request merged and pinned", NEXT_DEPLOY, &ctl, || {
+        branch_head(&ex.system_url, "tier-1").filter(|h| *h != released)
+    });
+    assert_eq!(branch_head(&ex.app_url, "tier-1").as_deref(), Some(c4.as_str()), "the merge moved the app's tier-1");
+    assert_eq!(gh.pulls()[0].merged_sha.as_deref(), Some(c4.as_str()), "merged at the approved head");
+    assert_eq!(ex.gitlink("tier-1", "base"), c4, "tier-1 pins the merged app");
+    let message = commit_message(&ex.system_repo(), &merged);
+    assert!(
+        message.lines().any(|l| l.starts_with("Why: policy of tier-1: allowed (soak 20s met")),
+        "the pin's commit says which policy let the promotion through:\n{message}"
+    );
+    // The Promoted condition lasts until the next look (5 s): the Event stays.
+    let promoted = cp.kubectl_ok([
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector=involvedObject.name=tier-1,reason=Promoted",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    let said = format!("merged acme/shop-app#{} at {} (approved by alice)", pr.number, &c4[..7]);
+    assert!(promoted.contains(&said), "an Event says {said:?}: {promoted:?}");
+    let count =
+        |result| metric(&ctl.metrics(), "shopset_auto_promotions_total", &[("tier", "tier-1"), ("result", result)]);
+    assert_eq!((count("opened"), count("promoted")), (Some(1.0), Some(4.0)), "the metric counts both steps");
+    wait_promotable(&cp, &ctl, "False", "UpToDate", "nothing to promote");
+    let deployed1 = wait_tier_deployed(&cp, &ctl, NS, &ex.system_url, "tier-1", &TIER1_SHOPSETS, NEXT_DEPLOY);
+    argocd.wait_synced_healthy(&TIER1_SHOPSETS, &deployed1, NEXT_DEPLOY);
+    let running = jsonpath(&cp, "eu-west", "deployment", "storefront", "{.spec.template.spec.containers[0].image}");
+    assert_eq!(running, image("1.3.0"), "Argo CD runs the merged storefront on tier-1");
 }
+
+const TOKEN: &str = "ghp_autoPromotion0123456789token";
 
 /// Waits until tier-1's `Promotable` condition has `status` and `reason` and its message says `says`.
 fn wait_promotable(cp: &ControlPlane, ctl: &Controller, status: &str, reason: &str, says: &str) {

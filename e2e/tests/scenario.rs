@@ -293,8 +293,23 @@ fn a_signed_push_webhook_bumps_the_app_pin_and_writes_no_shopset() {
         ex.jsonpath(cp, "shopsets", "canary-eu", "{.status.conditions[0].message}"),
         "rendered at shopsets/canary-eu on branch tier-0"
     );
+    // A review of a promotion pull request tier-0 -> tier-1 wakes tier-1, the tier it merges into
+    // (whose approvals the controller then counts); nothing moved, so it pushes nothing.
+    let review = format!(
+        r#"{{"action":"submitted","review":{{"state":"approved"}},"pull_request":{{"number":7,"head":{{"ref":"tier-0"}},"base":{{"ref":"tier-1"}}}},"repository":{{"clone_url":"{}"}}}}"#,
+        ex.app_url
+    );
+    let reconciled1 = s.ctl.reconciles_of("tier-1");
+    let signature = format!("X-Hub-Signature-256: {}", sign(WEBHOOK_SECRET, review.as_bytes()));
+    let (code, body) =
+        s.ctl.webhook(&["X-GitHub-Event: pull_request_review", "Content-Type: application/json", &signature], &review);
+    assert_eq!(code, 202, "signed review webhook: {body}");
+    assert!(body.contains("reconciling: tier-1"), "a review of a pull request into tier-1 concerns tier-1: {body}");
+    wait_until("the review's reconcile of tier-1", Duration::from_secs(15), &s.ctl, || {
+        (s.ctl.reconciles_of("tier-1") > reconciled1).then_some(())
+    });
     let m = s.ctl.metrics();
-    assert_eq!(metric(&m, "shopset_webhook_deliveries_total", &[]), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "shopset_webhook_deliveries_total", &[]), Some(2.0), "{m}");
     assert_eq!(metric(&m, "shopset_webhook_refused_total", &[]), Some(0.0), "{m}");
     s.assert_pushes(2.0, 1.0);
     s.finish();

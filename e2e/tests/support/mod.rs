@@ -358,6 +358,8 @@ pub fn replace_once(text: &str, what: &str, from: &str, to: &str) -> String {
 /// Applications in `<ns>-argocd`. The manifests are written, not applied yet: see
 /// [`Examples::apply`].
 pub struct Examples {
+    /// `owner/` of the repositories' names, or nothing.
+    pub prefix: String,
     pub ns: String,
     pub argocd_ns: String,
     pub app_url: String,
@@ -374,11 +376,22 @@ pub struct Examples {
 impl Examples {
     /// tier-0 polls every `tier0_interval`; tier-1 hourly (it moves only when promoted).
     pub fn new(cp: &ControlPlane, ns: &str, tier0_interval: &str) -> Examples {
+        Examples::owned_by(cp, ns, tier0_interval, "")
+    }
+
+    /// As [`Examples::new`], the repositories named like GitHub's (`acme/shop-app`), so that the
+    /// GitHub stand-in can serve them by owner and name.
+    #[allow(dead_code)] // Not every test binary promotes by pull request.
+    pub fn on_github(cp: &ControlPlane, ns: &str, tier0_interval: &str, owner: &str) -> Examples {
+        Examples::owned_by(cp, ns, tier0_interval, &format!("{owner}/"))
+    }
+
+    fn owned_by(cp: &ControlPlane, ns: &str, tier0_interval: &str, prefix: &str) -> Examples {
         let daemon = GitDaemon::start();
         let examples = repo_root().join("examples");
-        let app_url = daemon.create_repo("shop-app");
-        let config_url = daemon.create_repo("shop-config");
-        let system_url = daemon.create_repo("shop-system");
+        let app_url = daemon.create_repo(&format!("{prefix}shop-app"));
+        let config_url = daemon.create_repo(&format!("{prefix}shop-config"));
+        let system_url = daemon.create_repo(&format!("{prefix}shop-system"));
         let app_main = seed_dir(&app_url, "main", &examples.join("app"), "app from examples/app");
         let config_main = seed_dir(&config_url, "main", &examples.join("config"), "config from examples/config");
         let argocd_ns = format!("{ns}-argocd");
@@ -400,6 +413,7 @@ impl Examples {
             fs::write(manifests.join(file), text).expect("write manifest");
         }
         Examples {
+            prefix: prefix.into(),
             ns: ns.into(),
             argocd_ns,
             app_url,
@@ -425,7 +439,7 @@ impl Examples {
 
     /// The bare system repository on disk.
     pub fn system_repo(&self) -> PathBuf {
-        self.daemon.path("shop-system")
+        self.daemon.path(&format!("{}shop-system", self.prefix))
     }
 
     pub fn jsonpath(&self, cp: &ControlPlane, kind: &str, name: &str, path: &str) -> String {

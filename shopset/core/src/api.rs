@@ -125,10 +125,13 @@ pub struct Promotion {
     /// windows allow it and no hold is set.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto: bool,
-    /// Automatic promotions open a pull request instead of pushing.
+    /// Automatic promotions open a pull request per repository instead of pushing (the controller
+    /// needs a GitHub token: --github-token-file).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pull_request: bool,
-    /// Approving reviews a promotion pull request needs before it is merged. Default: 0.
+    /// Approving reviews each promotion pull request needs before the controller merges them
+    /// together (automatic promotion) or `shopctl merge-promotion` does. Absent: the controller
+    /// leaves merging to a person, and `shopctl merge-promotion` asks for 1. 0: merged at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals: Option<i32>,
     /// Automatic promotion into this tier is held: set by `shopctl hold` and by `shopctl rollback`,

@@ -4,7 +4,9 @@
 //! functions: the plan ([`shopset_git::promote::plan`]), the gate ([`crate::gate::check`]), the
 //! policy ([`shopset_core::policy::evaluate`]) and the marked promotion
 //! ([`shopset_git::promote::start`]), whose marker and system commit carry a `Why:` line saying
-//! which policy let it through. What it found is the Tier's `Promotable` condition.
+//! which policy let it through. A tier with `spec.promotion.pullRequest` is promoted by pull
+//! request instead, as `shopctl promote --pr` and `shopctl merge-promotion` do it
+//! ([`shopset_git::promote::pull_requests`]). What it found is the Tier's `Promotable` condition.
 
 use std::time::Duration;
 
@@ -13,8 +15,11 @@ use shopset_core::api::Tier;
 use shopset_core::manifests::Inventory;
 use shopset_core::policy::{self, Decision, Policy, Timestamp};
 use shopset_core::revision::short;
+use shopset_git::approvals::MergeOutcome;
+use shopset_git::github::PullRequest;
 use shopset_git::gitops::Auth;
-use shopset_git::promote::{self, Completed, Move, Only};
+use shopset_git::promote::pull_requests::{self as pr, Together};
+use shopset_git::promote::{self, Completed, Move, Only, Plan};
 
 use crate::reconcile::Context;
 
@@ -27,27 +32,36 @@ pub struct Promotable {
     /// True when the policy allowed a promotion now (and it was done).
     pub ok: bool,
     /// A CamelCase reason: `Promoted`, `UpToDate`, `NotVerified`, `Held`, `Waiting`, `Diverged`,
-    /// `PromotionInProgress` (a rollback's marker), `PromotionFailed`, `InvalidPolicy`.
+    /// `PromotionInProgress` (a rollback's marker), `PromotionFailed`, `InvalidPolicy`; by pull
+    /// request also `AwaitingApproval`, `AwaitingMerge` (no `approvals` set: a person merges) and
+    /// `NoGitHubToken`.
     pub reason: &'static str,
     pub message: String,
     /// When to look again, if sooner than the tier's interval (a soak that ends, a window that
-    /// opens).
+    /// opens, reviews to count again).
     pub look_again: Option<Duration>,
-    /// The promotion done, for the Event.
-    pub promoted: Option<Completed>,
+    /// The reason of a Normal Event saying what was done (`Promoted`, `PullRequestOpened`).
+    pub announce: Option<&'static str>,
+    /// The line of the sync's commit message after promotion pull requests were merged (the
+    /// merge itself is GitHub's): which policy let it through.
+    pub why: Option<String>,
 }
 
 impl Promotable {
     fn no(reason: &'static str, message: String) -> Self {
-        Promotable { ok: false, reason, message, look_again: None, promoted: None }
+        Promotable { ok: false, reason, message, look_again: None, announce: None, why: None }
     }
 }
+
+/// How often a tier whose promotion pull requests wait for reviews counts them again, when its
+/// interval is longer (GitHub sends the controller no Event for a review).
+const REVIEWS_LOOK_AGAIN: Duration = Duration::from_secs(30);
 
 /// The tier `to` is promoted from by itself: what the policy says now, and the promotion if it
 /// allows one. `None` when `to` has no automatic promotion. Git work runs off the async threads.
 pub async fn step(ctx: &Context, to: &Tier, inventory: &Inventory, auth: &Auth) -> Option<Promotable> {
     let promotion = to.spec.promotion.as_ref().filter(|p| p.auto)?;
-    let (from_name, to_name) = (promotion.from.clone(), to.name_any());
+    let (from_name, to_name, by_pull_request) = (promotion.from.clone(), to.name_any(), promotion.pull_request);
     let policy = match Policy::of(to) {
         Ok(Some(p)) => p,
         Ok(None) => return None,
@@ -167,11 +181,16 @@ pub async fn step(ctx: &Context, to: &Tier, inventory: &Inventory, auth: &Auth) 
                 reason: "Waiting",
                 message: format!("{what} waits ({when}): {}", reasons.join("; ")),
                 look_again,
-                promoted: None,
+                announce: None,
+                why: None,
             })
         }
         Decision::Allowed { why } => {
             let line = format!("policy of {to_name}: allowed ({why}); promoted automatically by shopset-controller");
+            if by_pull_request {
+                let shopsets: Vec<String> = to_input.shopsets.iter().map(|s| s.name_any()).collect();
+                return Some(pull_requests(ctx, to, &plan, &shopsets, line).await);
+            }
             let targets = promote::targets(to, &cfgs);
             let (cache, auth2, renderer, why) = (ctx.cache.clone(), auth.clone(), ctx.renderer.clone(), line.clone());
             let done = tokio::task::spawn_blocking(move || {
@@ -188,6 +207,103 @@ pub async fn step(ctx: &Context, to: &Tier, inventory: &Inventory, auth: &Auth) 
     }
 }
 
+/// Promotion by pull request, as `shopctl promote --pr` then `shopctl merge-promotion` do it:
+/// each repository's pull request opened (or found), then, when the Tier asks for `approvals`,
+/// merged together once each has them; without `approvals` a person merges. The sync that follows
+/// pins the merged branches, with `why` in its commit message.
+async fn pull_requests(ctx: &Context, to: &Tier, plan: &Plan, shopsets: &[String], why: String) -> Promotable {
+    let to_name = to.name_any();
+    let Some(access) = &ctx.github else {
+        return Promotable::no(
+            "NoGitHubToken",
+            format!(
+                "{to_name} promotes by pull request (spec.promotion.pullRequest) but this controller does not talk to \
+                 GitHub; fix: start shopset-controller with --github-token-file (and --github-url for GitHub Enterprise)"
+            ),
+        );
+    };
+    let fix = "mount a token with `pull_requests: write` and `contents: write` and pass its path as --github-token-file \
+               (SHOPSET_GITHUB_TOKEN_FILE)";
+    let gh = match access.client("automatic promotion by pull request", fix) {
+        Ok(gh) => gh,
+        Err(e) => return Promotable::no("NoGitHubToken", e.to_string()),
+    };
+    let prs = match pr::open(&gh, plan, shopsets, None, Some(&why), None, pr::By::Controller).await {
+        Ok(prs) => prs,
+        Err(e) => return failed(ctx, to, format!("cannot open the promotion pull requests into {to_name}: {e}")),
+    };
+    let named = |prs: &[PullRequest]| prs.iter().map(|p| format!("{}#{}", p.repository, p.number)).collect::<Vec<_>>();
+    let opened: Vec<PullRequest> = prs.iter().filter(|p| !p.already_existed).cloned().collect();
+    let announce = (!opened.is_empty()).then_some("PullRequestOpened");
+    if !opened.is_empty() {
+        ctx.metrics.promoted(&to.namespace().unwrap_or_default(), &to_name, "opened");
+    }
+    let opened_line = if opened.is_empty() { String::new() } else { format!("opened {}; ", named(&opened).join(", ")) };
+    let Some(required) = pr::required_approvals(to) else {
+        return Promotable {
+            announce,
+            ..Promotable::no(
+                "AwaitingMerge",
+                format!(
+                    "{opened_line}promotion pull request(s) {} wait for a person to merge them (spec.promotion.approvals \
+                     is not set, so the controller does not merge): {why}",
+                    named(&prs).join(", ")
+                ),
+            )
+        };
+    };
+    match pr::merge_together(&gh, &prs, required).await {
+        Ok(Together::Waiting { waiting, .. }) => Promotable {
+            look_again: Some(REVIEWS_LOOK_AGAIN),
+            announce,
+            ..Promotable::no(
+                "AwaitingApproval",
+                format!(
+                    "{opened_line}{}",
+                    waiting.iter().map(|w| format!("{w} ({})", w.url)).collect::<Vec<_>>().join("; ")
+                ),
+            )
+        },
+        Ok(Together::Merged(merged)) => {
+            ctx.metrics.promoted(&to.namespace().unwrap_or_default(), &to_name, "promoted");
+            Promotable {
+                ok: true,
+                reason: "Promoted",
+                message: format!("merged {}: {why}", merged_list(&merged)),
+                look_again: None,
+                announce: Some("Promoted"),
+                why: Some(why),
+            }
+        }
+        Ok(Together::Stopped { merged, error }) => {
+            let before =
+                if merged.is_empty() { String::new() } else { format!("merged {}, then ", merged_list(&merged)) };
+            failed(ctx, to, format!("{before}{error}"))
+        }
+        Err(e) => failed(ctx, to, format!("cannot merge the promotion pull requests into {to_name}: {e}")),
+    }
+}
+
+/// `acme/shop-app#41 at 1a2b3c4 (approved by alice)`, for each merged pull request.
+fn merged_list(merged: &[MergeOutcome]) -> String {
+    merged
+        .iter()
+        .filter_map(|m| match m {
+            MergeOutcome::Merged { repository, number, sha, approved_by } => Some(format!(
+                "{repository}#{number} at {}{}",
+                short(sha),
+                if approved_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (approved by {})", approved_by.join(", "))
+                }
+            )),
+            MergeOutcome::Waiting(_) => None,
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn promoted(ctx: &Context, to: &Tier, done: Completed, why: String) -> Promotable {
     ctx.metrics.promoted(&to.namespace().unwrap_or_default(), &to.name_any(), "promoted");
     let moved = done
@@ -202,7 +318,8 @@ fn promoted(ctx: &Context, to: &Tier, done: Completed, why: String) -> Promotabl
         reason: "Promoted",
         message: format!("promoted {moved}, pinned at {pinned}: {why}"),
         look_again: None,
-        promoted: Some(done),
+        announce: Some("Promoted"),
+        why: None,
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Context {
     pub argocd: ArgoCdSettings,
     /// Whether Tiers may name local repositories (`--allow-local-urls`: tests and local demos).
     pub allow_local_urls: bool,
+    /// Where automatic promotions by pull request talk to GitHub (`--github-url`,
+    /// `--github-token-file`); None: such a tier waits, saying so.
+    pub github: Option<shopset_git::github::GitHubAccess>,
     /// Watch caches synced and reconciles running, for the probes.
     pub health: Arc<Health>,
     last: Mutex<HashMap<ObjectRef<Tier>, Last>>,
@@ -98,6 +101,7 @@ impl Context {
             metrics,
             argocd: ArgoCdSettings::default(),
             allow_local_urls: false,
+            github: None,
             health: Arc::default(),
             last: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
@@ -109,6 +113,12 @@ impl Context {
     /// This context, accepting local repositories (`file://` URLs, paths) or not (the default).
     pub fn with_local_urls(mut self, allow: bool) -> Self {
         self.allow_local_urls = allow;
+        self
+    }
+
+    /// This context, opening and merging automatic promotions' pull requests through `github`.
+    pub fn with_github(mut self, github: Option<shopset_git::github::GitHubAccess>) -> Self {
+        self.github = github;
         self
     }
 
@@ -587,7 +597,9 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<Option<Duration>, 
     let labels = TierLabels { namespace: tier.namespace().unwrap_or_default(), tier: tier.name_any() };
     ctx.metrics.syncs.get_or_create(&labels).inc();
     let (cache, renderer, input2, auth2) = (ctx.cache.clone(), ctx.renderer.clone(), input.clone(), auth.clone());
-    let report = blocking(move || sync_tier(&cache, &auth2, &input2, &renderer, &SyncOptions::default())).await??;
+    // After promotion pull requests were merged, the pin commit says which policy let them through.
+    let options = SyncOptions { why: promotable.and_then(|p| p.why.clone()), ..SyncOptions::default() };
+    let report = blocking(move || sync_tier(&cache, &auth2, &input2, &renderer, &options)).await??;
     // The fault points are those of a sync that pushed a change; a no-op sync passes them.
     let pushed = report.commit.is_some();
     if pushed {

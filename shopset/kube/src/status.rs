@@ -251,8 +251,8 @@ pub async fn write(client: &kube::Client, events: &Events, tier: &Tier, outcome:
 /// An automatic promotion done is an Event of its own; one that failed joins the failures' series.
 async fn promotion_events(events: &Events, tier: &Tier, promotable: Option<&Promotable>) {
     match promotable {
-        Some(p) if p.promoted.is_some() => {
-            events.publish(tier, false, EventType::Normal, "Promoted", "Promote", p.message.clone()).await
+        Some(Promotable { announce: Some(reason), message, .. }) => {
+            events.publish(tier, false, EventType::Normal, reason, "Promote", message.clone()).await
         }
         Some(p) if p.reason == "PromotionFailed" => {
             events.publish(tier, true, EventType::Warning, p.reason, "Promote", p.message.clone()).await
@@ -581,7 +581,8 @@ mod tests {
             reason: "Waiting",
             message: "app 1a2b3c4 waits: tier-0 has been Healthy for 5m of 30m".into(),
             look_again: None,
-            promoted: None,
+            announce: None,
+            why: None,
         };
         let observed = Outcome::Observed { input: &input, head: Some(head), apps: &[], promotable: Some(&waiting) };
         let now = conditions(&old, Some(1), &observed);

@@ -58,6 +58,24 @@ pub fn parse_push(body: &[u8]) -> Result<Push, WebhookError> {
         .strip_prefix("refs/heads/")
         .ok_or_else(|| WebhookError::NotAPush(format!("{git_ref} is not a branch")))?
         .to_string();
+    Ok(Push { branch, urls: repository_urls(&v)? })
+}
+
+/// Parses a GitHub `pull_request_review` event body as the push it stands for: a review of a
+/// promotion pull request concerns the tier whose branch is its base (the one it merges into),
+/// so the controller counts the approvals at once instead of at the tier's next look.
+pub fn parse_review(body: &[u8]) -> Result<Push, WebhookError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| WebhookError::NotAPush(e.to_string()))?;
+    let branch = v
+        .pointer("/pull_request/base/ref")
+        .and_then(Value::as_str)
+        .ok_or_else(|| WebhookError::NotAPush("a review without `pull_request.base.ref`".into()))?
+        .to_string();
+    Ok(Push { branch, urls: repository_urls(&v)? })
+}
+
+/// Every URL of an event's `repository`.
+fn repository_urls(v: &Value) -> Result<Vec<String>, WebhookError> {
     let repo = v.get("repository").ok_or_else(|| WebhookError::NotAPush("no `repository`".into()))?;
     let urls: Vec<String> = ["clone_url", "ssh_url", "git_url", "html_url", "url", "svn_url"]
         .iter()
@@ -66,7 +84,7 @@ pub fn parse_push(body: &[u8]) -> Result<Push, WebhookError> {
     if urls.is_empty() {
         return Err(WebhookError::NotAPush("the repository has no URL".into()));
     }
-    Ok(Push { branch, urls })
+    Ok(urls)
 }
 
 /// Whether a push moved `branch` of the repository at `url`.
@@ -108,6 +126,12 @@ mod tests {
         assert_eq!(push.branch, "tier-0");
         assert_eq!(push.urls.len(), 2);
         assert!(parse_push(br#"{"ref":"refs/tags/v1","repository":{"url":"x"}}"#).is_err());
+        // A review of a promotion pull request stands for its base branch.
+        let review = br#"{"action":"submitted","review":{"state":"approved"},"pull_request":{"number":7,"head":{"ref":"tier-0"},"base":{"ref":"tier-1"}},"repository":{"clone_url":"https://github.com/acme/shop-app.git"}}"#;
+        let push = parse_review(review).unwrap();
+        assert_eq!(push.branch, "tier-1");
+        assert!(matches(&push, "git@github.com:acme/shop-app.git", "tier-1"));
+        assert!(parse_review(br#"{"action":"submitted","repository":{"url":"x"}}"#).is_err());
         assert!(parse_push(b"not json").is_err());
     }
 }
