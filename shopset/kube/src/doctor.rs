@@ -54,6 +54,10 @@ pub const CHECKS: &[(&str, &str)] = &[
     ("failure-domain", "the ShopSets of a tier with destinations are not all in one failure domain"),
     ("destination-cluster", "an Argo CD cluster Secret names each of the tier's destinations"),
     ("promotion-policy", "no hold on promotions into the tier is older than a day, and each of its windows opens"),
+    (
+        "auto-promotion",
+        "the controller's automatic promotion into the tier is not failing, and its pull requests have not waited for reviews or a merge for over a day",
+    ),
 ];
 
 /// The label of Argo CD's cluster Secrets, and its value.
@@ -165,7 +169,10 @@ pub fn diagnose_tier(
             .push(format!("tier-not-ready, credentials, application: no cluster ({e}); set KUBECONFIG to check them")),
         Ok(c) => {
             match &c.tier {
-                Ok(t) => ran(&mut report, "tier-not-ready", tier_not_ready(input, t.as_ref(), ctx)),
+                Ok(t) => {
+                    ran(&mut report, "tier-not-ready", tier_not_ready(input, t.as_ref(), ctx));
+                    ran(&mut report, "auto-promotion", stuck_auto_promotion(input, t.as_ref(), ctx));
+                }
                 Err(e) => report
                     .not_checked
                     .push(format!("tier-not-ready: cannot read Tier {}/{name}: {e}", tier_namespace(&input.tier))),
@@ -404,6 +411,60 @@ pub fn promotion_policy(input: &TierInput, ctx: &Context) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// The controller's automatic promotion, as its `Promotable` condition says: one that fails (it
+/// retries, but a person must act), or pull requests that have waited for reviews or a merge for
+/// longer than [`HOLD_MAX_AGE`] (measured from when the tier was last promoted into, the
+/// condition's transition to False).
+pub fn stuck_auto_promotion(input: &TierInput, applied: Option<&Tier>, ctx: &Context) -> Vec<Finding> {
+    let (tier, ns) = (input.tier.name_any(), tier_namespace(&input.tier));
+    let conditions = applied.and_then(|t| t.status.as_ref()).map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let Some(c) = conditions.iter().find(|c| c.type_ == crate::auto_promotion::CONDITION) else {
+        return Vec::new();
+    };
+    let age = ctx.now - c.last_transition_time.0.as_second();
+    let condition = format!(
+        "kubectl -n {ns} get tier {tier} -o jsonpath='{{.status.conditions[?(@.type==\"{}\")]}}'",
+        crate::auto_promotion::CONDITION
+    );
+    let (why, fix): (&str, Vec<String>) = match c.reason.as_str() {
+        "PromotionFailed" => (
+            "the controller tries again at each reconcile and fails the same way: the tier is not promoted into until the cause goes",
+            vec![condition, format!("kubectl -n {CONTROLLER_NAMESPACE} logs deploy/{CONTROLLER_DEPLOYMENT} --tail=50")],
+        ),
+        "NoGitHubToken" => (
+            "the tier promotes by pull request, and the controller has no GitHub token to open or merge them with",
+            vec![format!(
+                "kubectl -n {CONTROLLER_NAMESPACE} create secret generic shopset-github --from-file=token=./github-token"
+            )],
+        ),
+        "InvalidPolicy" => (
+            "the controller cannot read the tier's promotion policy or the tier it is promoted from, so it promotes nothing",
+            vec!["# correct the Tier's spec.promotion, then:".into(), format!("kubectl apply -f {}", ctx.manifests)],
+        ),
+        "AwaitingApproval" | "AwaitingMerge" if age > HOLD_MAX_AGE => (
+            "the promotion pull requests stay open until they are approved (or merged by a person): the tier falls behind the one it is promoted from",
+            vec![
+                condition,
+                "# review the pull requests it names; or merge them once approved:".into(),
+                format!("shopctl merge-promotion {tier} -f {}", ctx.manifests),
+            ],
+        ),
+        _ => return Vec::new(),
+    };
+    let since = if c.reason.starts_with("Awaiting") {
+        format!(" (not promoted into for {})", human_duration(age))
+    } else {
+        String::new()
+    };
+    vec![finding(
+        "auto-promotion",
+        &tier,
+        format!("automatic promotion into tier {tier} is {}{since}: {}", c.reason, c.message),
+        why.into(),
+        fix,
+    )]
 }
 
 fn git_unreadable(input: &TierInput, error: &str, ctx: &Context) -> Finding {
@@ -1042,6 +1103,58 @@ mod tests {
         // A hold of an hour is no finding, and neither is a window that opens.
         let ctx = Context { now: now - 2 * 86400 + 3600, ..ctx };
         assert_eq!(promotion_policy(&input, &ctx).len(), 1);
+    }
+
+    #[test]
+    fn a_failing_or_long_waiting_automatic_promotion_is_a_finding() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let tier = |reason: &str, since: &str| {
+            let mut t = Tier::new(
+                "tier-1",
+                shopset_core::api::TierSpec {
+                    branch: None,
+                    app: shopset_core::api::AppSource { url: "https://git.example/app".into(), path: ".".into() },
+                    system: shopset_core::api::SystemRepository { url: "https://git.example/system".into() },
+                    promotion: None,
+                    argocd: Default::default(),
+                    credentials: None,
+                    interval: "1m".into(),
+                    deletion_policy: Default::default(),
+                },
+            );
+            t.status = Some(shopset_core::api::TierStatus {
+                conditions: vec![Condition {
+                    type_: "Promotable".into(),
+                    status: "False".into(),
+                    reason: reason.into(),
+                    message: "promotion pull request acme/shop-app#7 has 0 of 1 approving review; merge waits".into(),
+                    last_transition_time: Time(since.parse().unwrap()),
+                    observed_generation: None,
+                }],
+                ..Default::default()
+            });
+            t
+        };
+        let now = "2026-12-03T08:00:00Z".parse::<shopset_core::policy::Timestamp>().unwrap().as_second();
+        let ctx = Context { manifests: "m/".into(), now, maintenance_max_age: 3600 };
+        let check = |reason: &str, since: &str| {
+            let applied = tier(reason, since);
+            let input = TierInput { tier: applied.clone(), from: None, configurations: vec![], shopsets: vec![] };
+            stuck_auto_promotion(&input, Some(&applied), &ctx)
+        };
+        let waited = check("AwaitingApproval", "2026-12-01T07:00:00Z");
+        assert_eq!(waited.len(), 1, "{waited:#?}");
+        assert_eq!(
+            waited[0].problem,
+            "automatic promotion into tier tier-1 is AwaitingApproval (not promoted into for 2d 1h): promotion pull request acme/shop-app#7 has 0 of 1 approving review; merge waits"
+        );
+        assert_eq!(waited[0].fix.last().map(String::as_str), Some("shopctl merge-promotion tier-1 -f m/"));
+        assert!(check("AwaitingApproval", "2026-12-03T07:00:00Z").is_empty(), "an hour is no finding");
+        assert_eq!(check("PromotionFailed", "2026-12-03T07:59:00Z").len(), 1, "a failure is one at once");
+        assert!(check("NoGitHubToken", "2026-12-03T07:59:00Z")[0].fix[0].contains("shopset-github"));
+        for fine in ["Waiting", "Promoted", "UpToDate", "NotVerified", "Held"] {
+            assert!(check(fine, "2026-11-01T00:00:00Z").is_empty(), "{fine} is another check's or none");
+        }
     }
 
     #[test]
