@@ -271,6 +271,8 @@ fn pod_template(cp: &ControlPlane) {
         ("volume.cache", "{.spec.template.spec.volumes[?(@.name==\"cache\")].emptyDir}".into()),
         ("volume.tmp", "{.spec.template.spec.volumes[?(@.name==\"tmp\")].emptyDir}".into()),
         ("volume.webhook", "{.spec.template.spec.volumes[?(@.name==\"webhook-secret\")].secret.secretName}".into()),
+        ("volume.github", "{.spec.template.spec.volumes[?(@.name==\"github-token\")].secret.secretName}".into()),
+        ("volume.github.optional", "{.spec.template.spec.volumes[?(@.name==\"github-token\")].secret.optional}".into()),
         (
             "volume.webhook.optional",
             "{.spec.template.spec.volumes[?(@.name==\"webhook-secret\")].secret.optional}".into(),
@@ -312,7 +314,7 @@ fn pod_template(cp: &ControlPlane) {
         (
             "args",
             "--cache-dir=/var/cache/shopset --listen=0.0.0.0:8080 --log-format=json \
-             --webhook-secret-file=/etc/shopset/webhook/secret ",
+             --webhook-secret-file=/etc/shopset/webhook/secret --github-token-file=/etc/shopset/github/token ",
         ),
         ("env", "POD_NAME=metadata.name POD_NAMESPACE=metadata.namespace MALLOC_ARENA_MAX=2 "),
         ("ports", "http:8080 "),
@@ -320,11 +322,16 @@ fn pod_template(cp: &ControlPlane) {
         ("readiness", "/readyz:http"),
         ("requests", "50m/64Mi"),
         ("limits", "500m/256Mi"),
-        ("mounts", "/var/cache/shopset=cache /tmp=tmp /etc/shopset/webhook=webhook-secret "),
+        (
+            "mounts",
+            "/var/cache/shopset=cache /tmp=tmp /etc/shopset/webhook=webhook-secret /etc/shopset/github=github-token ",
+        ),
         ("volume.cache", "{}"),
         ("volume.tmp", "{}"),
         ("volume.webhook", "shopset-webhook"),
         ("volume.webhook.optional", "true"),
+        ("volume.github", "shopset-github"),
+        ("volume.github.optional", "true"),
         ("hostNetwork", ""),
     ]
     .into();
