@@ -152,6 +152,45 @@ fn generate_manifest_calls(cp: &ControlPlane, argocd: &ArgoCd) -> (u64, &'static
     (log.lines().filter(|l| l.contains("GenerateManifest") && l.contains("finished")).count() as u64, "log")
 }
 
+/// The sum of every series of a counter or histogram `_sum` in a Prometheus text page.
+fn metric_sum(url: &str, name: &str) -> f64 {
+    let page = std::process::Command::new(shopset_e2e::tools::tool("curl"))
+        .args(["-fsS", "--max-time", "5", url])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    page.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The application controller's requests to the API server and the time they waited in its
+/// client-side rate limiter (`ARGOCD_K8S_CLIENT_QPS`/`_BURST`), all clients of the process.
+struct ClientWaits {
+    url: String,
+    requests: f64,
+    waited: f64,
+}
+
+impl ClientWaits {
+    fn start(argocd: &ArgoCd) -> ClientWaits {
+        let url = argocd.controller_metrics_url().to_string();
+        let requests = metric_sum(&url, "argocd_kubectl_requests_total");
+        let waited = metric_sum(&url, "argocd_kubectl_rate_limiter_duration_seconds_sum");
+        ClientWaits { url, requests, waited }
+    }
+
+    fn report(&self) -> String {
+        let requests = metric_sum(&self.url, "argocd_kubectl_requests_total") - self.requests;
+        let waited = metric_sum(&self.url, "argocd_kubectl_rate_limiter_duration_seconds_sum") - self.waited;
+        format!(
+            "argocd-application-controller: {requests:.0} API requests, {waited:.1} s waited in its client-side \
+             rate limiter in all (argocd_kubectl_requests_total, argocd_kubectl_rate_limiter_duration_seconds)"
+        )
+    }
+}
+
 struct Bumps {
     from_webhook: Vec<Duration>,
     from_push: Vec<Duration>,
@@ -182,6 +221,8 @@ fn bumps(
         let changed = storefront.replace("ghcr.io/acme/storefront:1.0.0", &image);
         commit_files(app, TIER, &[("base/storefront.yaml", &changed)], &format!("storefront {image}"));
         let t = Instant::now();
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        eprintln!("bench: argocd bump {seq}: webhook at unix {:.3}", wall.as_secs_f64());
         post_webhook(ctrl.port, app)?;
         let mut head = None;
         if !wait_until(Duration::from_secs(60), || {
@@ -296,6 +337,10 @@ pub fn run(plan: &Plan, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
         // Alternate so each size ends in the mode the next starts with: one restart per size.
         let modes = if k % 2 == 0 { [true, false] } else { [false, true] };
         for refresh in modes {
+            // `--argocd-poll-bumps 0` (or `--argocd-bumps 0`) skips that mode, and its restart.
+            if (if refresh { plan.bumps } else { plan.poll_bumps }) == 0 {
+                continue;
+            }
             if refresh != refresh_on {
                 drop(ctrl);
                 refresh_on = refresh;
@@ -315,9 +360,11 @@ pub fn run(plan: &Plan, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
                 )
             };
             let usage: Vec<Usage> = pids.iter().map(|(pid, name)| Usage::start(*pid, name)).collect();
+            let waits = ClientWaits::start(&argocd);
             let t = Instant::now();
             let b = bumps(&cp, &argocd, &ctrl, &app, &system, n, count, &mut seq, timeout)?;
             record(rows, notes, n, &mode, b, &usage, t.elapsed().as_secs_f64());
+            notes.push(format!("  during those bumps, {}", waits.report()));
         }
         if n >= 100 || k + 1 == plan.sizes.len() {
             one_changed(&cp, &argocd, &system, n, refresh_on, notes)?;
