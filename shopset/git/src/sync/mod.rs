@@ -246,11 +246,10 @@ impl Phases {
 /// sync from the cache's memo.
 fn hash<'t>(cache: &GitCache, resolved: &Resolved, tree: &'t Tree) -> Result<HashedTree<'t>, GitError> {
     let mut known = cache.take_blob_ids(&resolved.system_url, &resolved.branch);
-    let hashed = HashedTree::with_known(tree, &known)
-        .map_err(|e| GitError::Other { url: resolved.system_url.clone(), detail: e.message().to_string() })?;
-    known.remember(tree, &hashed);
+    let hashed = HashedTree::with_known(tree, &mut known);
+    // What was remembered stays right even when hashing stopped half-way: each id is its content's.
     cache.keep_blob_ids(&resolved.system_url, &resolved.branch, known);
-    Ok(hashed)
+    hashed.map_err(|e| GitError::Other { url: resolved.system_url.clone(), detail: e.message().to_string() })
 }
 
 /// The tree a commit on `branch_tree` (the root tree of the branch's head; None for a new branch)
@@ -394,7 +393,7 @@ fn push_with_retry(
             None => {
                 // Only the root differs between attempts; what is stored already is skipped.
                 if written != Some(new_tree) {
-                    written = Some(system.write_hashed(hashed).map_err(&system_err)?);
+                    written = Some(system.write_hashed_on(hashed, old_tree).map_err(&system_err)?);
                 }
                 phases.mark("write");
                 let message =
