@@ -85,9 +85,11 @@ struct StoredDir {
 impl StoredDir {
     fn matches(&self, entries: &BTreeMap<&str, Node<'_>>) -> bool {
         self.entries.len() == entries.len()
-            && self.entries.iter().zip(entries).all(|((name, mode, id), (n, node))| {
-                name == n && node.mode_id() == (*mode, *id)
-            })
+            && self
+                .entries
+                .iter()
+                .zip(entries)
+                .all(|((name, mode, id), (n, node))| name == n && node.mode_id() == (*mode, *id))
     }
 }
 
@@ -329,9 +331,10 @@ impl<'a> Dir<'a> {
         }
         let id = self.serialize()?;
         let entries = self.entries.iter().map(|(name, node)| (name.to_string(), node.mode_id().0, node.mode_id().1));
-        known
-            .dirs
-            .insert(path.clone(), StoredDir { entries: entries.collect(), id, object: self.object.clone(), generation });
+        known.dirs.insert(
+            path.clone(),
+            StoredDir { entries: entries.collect(), id, object: self.object.clone(), generation },
+        );
         Ok(id)
     }
 
