@@ -78,14 +78,19 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
     });
 
     let (mut one, mut bump) = (Vec::new(), Vec::new());
+    let (mut one_cpu, mut bump_cpu) = (Vec::new(), Vec::new());
     for i in 0..iterations {
         // A different tier each time, and the ShopSet in its middle.
         let t = (i * 3) % TIERS;
         inputs[t].shopsets[per_tier / 2] = shopset(&names[t], per_tier / 2, i + 1);
         inputs[t].shopsets[per_tier / 2].spec.destination = Some(destinations()[(per_tier / 2) % 3].name.clone());
+        let cpu = process_cpu();
         one.push(sync(&cache, &inputs[t], &renderer));
+        one_cpu.push(process_cpu() - cpu);
         commit_files(&r.app, &names[t], &[("base/CHANGES.md", &format!("change {i}\n"))], &format!("change {i}"));
+        let cpu = process_cpu();
         bump.push(sync(&cache, &inputs[t], &renderer));
+        bump_cpu.push(process_cpu() - cpu);
     }
     rows.push(Row {
         scenario: format!("fleet {total} ShopSets: one ShopSet changed"),
@@ -99,7 +104,32 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
         baseline: None,
         note: format!("{iterations} runs, {per_tier} ShopSets each"),
     });
+    // What the syncing process itself spends (every thread; not the git server's processes): on a
+    // machine shared with other work, steadier than the wall clock, which waits for the CPU too.
+    rows.push(Row {
+        scenario: format!("fleet {total} ShopSets: one ShopSet changed, CPU time of the syncing process"),
+        samples: one_cpu,
+        baseline: None,
+        note: format!("{iterations} runs, one tier of {per_tier} each"),
+    });
+    rows.push(Row {
+        scenario: format!("fleet {total} ShopSets: app submodule bump of one tier, CPU time of the syncing process"),
+        samples: bump_cpu,
+        baseline: None,
+        note: format!("{iterations} runs, {per_tier} ShopSets each"),
+    });
     drop(r);
+}
+
+/// CPU time of this process so far, over all its threads.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a timespec to write into.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Placing `shops` shops one by one with the placement policy of `shopctl shop add` (the library's

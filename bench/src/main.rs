@@ -415,9 +415,11 @@ fn main() {
         let sizes: Vec<usize> = value("--fleet-sizes")
             .map(|v| v.split(',').filter_map(|n| n.parse().ok()).filter(|n| *n > 0).collect())
             .unwrap_or_else(|| vec![10_000]);
+        // `--fleet-changes N`: changes measured per size (5; more for a profile of one change).
+        let changes = value("--fleet-changes").and_then(|v| v.parse().ok()).unwrap_or(5);
         for &n in &sizes {
             eprintln!("bench: fleet, {n} ShopSets over {} tiers", fleet::TIERS);
-            fleet::run(n, 5, &mut rows, scratch.path());
+            fleet::run(n, changes, &mut rows, scratch.path());
         }
         let shops = value("--placement-shops").and_then(|v| v.parse().ok()).unwrap_or(100_000);
         if shops > 0 {

@@ -386,3 +386,73 @@ fn a_checkpoint_says_unchanged_until_an_input_or_a_branch_moves() {
     commit_files(&f.system, "tier-0", &[("NOTES.md", "by hand\n")], "notes, by hand");
     assert!(!checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"), "the system branch moved");
 }
+
+/// Loose objects and pack files of a bare repository on the server.
+fn server_objects(repo: &Path) -> (usize, usize) {
+    let counts = git(repo, &["count-objects", "-v"]);
+    let field = |name: &str| {
+        counts
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in {counts}"))
+    };
+    (field("count:"), field("packs:"))
+}
+
+/// A push builds its pack against the branch it updates (or, for a new branch, the commit it
+/// starts from), not against every branch of the repository: it must still send only what the
+/// server lacks, and land intact, with other branches' big trees beside it.
+#[test]
+fn a_push_sends_only_what_changed_beside_other_branches() {
+    use shopset::gitops::RefUpdate;
+    let daemon = GitDaemon::start();
+    let url = daemon.create_repo("system");
+    let work = TempDir::new().unwrap();
+    let cache = GitCache::new(work.path().join("cache"));
+    let remote = cache.open(&url, &Auth::default()).unwrap();
+    let author = git2::Signature::now("test", "test@example.com").unwrap();
+    let tree = |n: usize, changed: &str| {
+        let mut t = Tree::default();
+        for i in 0..n {
+            t.entries.insert(format!("shopsets/s{i:03}/k.yaml"), Entry::file(format!("{i}\n")));
+        }
+        t.entries.insert("shopsets/s000/k.yaml".into(), Entry::file(changed));
+        t
+    };
+    let commit = |t: &Tree, parent: Option<git2::Oid>| {
+        let id = remote.write_tree(t).unwrap();
+        remote.commit(id, parent, "test", &author).unwrap()
+    };
+    let push = |branch: &str, expected: Option<git2::Oid>, new: git2::Oid| {
+        remote.push(&[RefUpdate { branch: branch.into(), expected, new, force: false }]).expect("push");
+        assert_eq!(branch_head(&url, branch), Some(new.to_string()), "{branch} landed");
+    };
+    let big = commit(&tree(200, "big\n"), None);
+    push("big", None, big);
+    let small = commit(&tree(3, "small\n"), None);
+    push("small", None, small);
+    let server = daemon.path("system");
+    let sent = |before: (usize, usize)| {
+        let after = server_objects(&server);
+        assert_eq!(after.1, before.1, "a new pack on the server: the push sent far more than what changed");
+        after.0 - before.0
+    };
+
+    // On the small branch: its changed file, two trees and the commit.
+    let before = server_objects(&server);
+    let next = commit(&tree(3, "small, changed\n"), Some(small));
+    push("small", Some(small), next);
+    assert_eq!(sent(before), 5);
+    // A new branch started from the big one's head: built against that head, not sent whole.
+    let before = server_objects(&server);
+    let copy = commit(&tree(200, "copy\n"), Some(big));
+    push("copy", None, copy);
+    assert_eq!(sent(before), 5);
+    // A branch created at a commit the server has: nothing new at all.
+    let before = server_objects(&server);
+    push("again", None, big);
+    assert_eq!(sent(before), 0);
+    // Everything is on the server and connected.
+    git(&server, &["fsck", "--connectivity-only", "--no-dangling"]);
+    assert_eq!(git(&server, &["rev-parse", "copy^"]), big.to_string());
+}

@@ -8,7 +8,8 @@
 //! 2. **Duplicates.** A shop served by any ShopSet of the namespace is refused, naming where.
 //! 3. **ShopSet.** Among the tier's ShopSets with room (a ShopSet without `spec.capacity` holds at
 //!    most [`MAX_SHOPS`]; a ShopSet wholly in maintenance takes no new shops), the one in the
-//!    failure domain serving the fewest shops of the tier (failure domains kept balanced), then
+//!    failure domain serving the fewest shops of the tier (failure domains kept balanced; a
+//!    destination without labels is a domain of its own, as `shopctl doctor` counts them), then
 //!    the one with the most free capacity, then the first by name (deterministic).
 //! 4. **Growth.** When none has room, the next ShopSet by the naming convention (below), on the
 //!    tier's destination whose failure domain serves the fewest shops (then the one with fewest
@@ -31,7 +32,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use kube::ResourceExt;
 
-use crate::api::{ShopSet, Tier};
+use crate::api::{NamedDestination, ShopSet, Tier};
+use crate::fleet::{destination_of, find};
 use crate::rules::{self, MAX_SHOPS};
 use crate::validation::dns_label_problem;
 
@@ -114,6 +116,21 @@ impl Growth {
     }
 }
 
+/// A failure domain as placement tells them apart, as `shopctl doctor` does: a destination's
+/// labels; a destination without labels is a domain of its own, by its name (a cluster fails on
+/// its own, and nothing says it shares a zone with another); the Tier's single
+/// `spec.argocd.destination` is one more. The labels, as a placement reports them, come first.
+type Domain = (BTreeMap<String, String>, Option<String>);
+
+/// The failure domain of a ShopSet's destination ([`Domain`]); None: the Tier's single one.
+fn domain_of(destination: Option<&NamedDestination>) -> Domain {
+    match destination {
+        Some(d) if d.failure_domain.is_empty() => (BTreeMap::new(), Some(d.name.clone())),
+        Some(d) => (d.failure_domain.clone(), None),
+        None => (BTreeMap::new(), None),
+    }
+}
+
 /// One ShopSet as placement sees it.
 #[derive(Debug, Clone)]
 struct Cell {
@@ -139,9 +156,9 @@ pub struct Planner<'a> {
     by_tier: HashMap<String, Vec<usize>>,
     /// Shop ID -> its cell.
     served: HashMap<String, usize>,
-    /// Every failure domain seen (the empty one first), and its index.
-    domains: Vec<BTreeMap<String, String>>,
-    domain_ids: HashMap<BTreeMap<String, String>, usize>,
+    /// Every failure domain seen (the Tier's single destination first), and its index.
+    domains: Vec<Domain>,
+    domain_ids: HashMap<Domain, usize>,
     /// Tier -> shops served per failure domain (by index).
     domain_load: HashMap<String, Vec<usize>>,
 }
@@ -175,12 +192,15 @@ impl<'a> Planner<'a> {
             domain_ids: HashMap::new(),
             domain_load: HashMap::new(),
         };
-        planner.domain_id(&BTreeMap::new());
+        planner.domain_id(&domain_of(None));
         for (source, ss) in shopsets.iter().enumerate() {
-            let domain = match planner.tiers.get(&ss.spec.tier).and_then(|t| ss.failure_domain(t)) {
-                Some(labels) => planner.domain_id(labels),
-                None => 0,
-            };
+            // Where it deploys, as the renderer and `shopctl doctor` tell it (an invalid
+            // destination, refused by the checks before any placement, counts as the Tier's own).
+            let destination = planner.tiers.get(&ss.spec.tier).copied().and_then(|t| {
+                let name = destination_of(t, ss).ok()?.name?;
+                find(t, name)
+            });
+            let domain = planner.domain_id(&domain_of(destination));
             let cell = Cell {
                 name: ss.name_any(),
                 tier: ss.spec.tier.clone(),
@@ -208,12 +228,12 @@ impl<'a> Planner<'a> {
         self.cells.push(cell);
     }
 
-    fn domain_id(&mut self, labels: &BTreeMap<String, String>) -> usize {
-        if let Some(&id) = self.domain_ids.get(labels) {
+    fn domain_id(&mut self, domain: &Domain) -> usize {
+        if let Some(&id) = self.domain_ids.get(domain) {
             return id;
         }
-        self.domains.push(labels.clone());
-        self.domain_ids.insert(labels.clone(), self.domains.len() - 1);
+        self.domains.push(domain.clone());
+        self.domain_ids.insert(domain.clone(), self.domains.len() - 1);
         self.domains.len() - 1
     }
 
@@ -307,12 +327,8 @@ impl<'a> Planner<'a> {
                     let on = destination.map(|d| format!(" on destination {d}")).unwrap_or_default();
                     return Err(PlacementError::Full { tier, shopsets: members.len(), next: name, on });
                 }
-                let labels = destination
-                    .as_deref()
-                    .and_then(|d| self.tiers[&tier].spec.argocd.destinations.iter().find(|x| x.name == d))
-                    .map(|d| d.failure_domain.clone())
-                    .unwrap_or_default();
-                let domain = self.domain_id(&labels);
+                let on = destination.as_deref().and_then(|d| find(self.tiers[&tier], d));
+                let domain = self.domain_id(&domain_of(on));
                 let source = self.cells[sibling].source;
                 let capacity = self.input[source].spec.capacity.map_or(MAX_SHOPS, |c| (c as usize).min(MAX_SHOPS));
                 self.add_cell(Cell {
@@ -338,7 +354,7 @@ impl<'a> Planner<'a> {
             shopset: cell.name.clone(),
             tier: tier.clone(),
             destination: cell.destination.clone(),
-            failure_domain: self.domains[cell.domain].clone(),
+            failure_domain: self.domains[cell.domain].0.clone(),
             grown,
         };
         let domain = cell.domain;
@@ -369,7 +385,7 @@ impl<'a> Planner<'a> {
         let destination = destinations
             .iter()
             .min_by_key(|d| {
-                let load = self.domain_ids.get(&d.failure_domain).map_or(0, |&id| self.load(tier, id));
+                let load = self.domain_ids.get(&domain_of(Some(d))).map_or(0, |&id| self.load(tier, id));
                 (load, shops_on.get(d.name.as_str()).copied().unwrap_or(0), &d.name)
             })
             .map(|d| d.name.clone());
@@ -710,6 +726,36 @@ mod tests {
         assert_eq!(got[6].1.as_deref(), Some("eu-b"));
         // Placed shops are duplicates from then on.
         assert!(matches!(planner.place("s3", None, true), Err(PlacementError::Duplicate { .. })));
+    }
+
+    /// Destinations without failure-domain labels are a domain each, as `shopctl doctor` counts
+    /// them: shops are spread over them, and growth goes to the less used one.
+    #[test]
+    fn destinations_without_labels_are_a_failure_domain_each() {
+        let mut t = tier("tier-0", None, &[("dc-a", ""), ("dc-b", "")]);
+        for d in &mut t.spec.argocd.destinations {
+            d.failure_domain.clear();
+        }
+        let t = vec![t];
+        // c-1 has the most room, but its cluster already serves more shops than c-2's.
+        let shopsets =
+            vec![ss("c-1", "tier-0", 3, Some(10), Some("dc-a")), ss("c-2", "tier-0", 2, Some(3), Some("dc-b"))];
+        let mut planner = Planner::new(&t, &shopsets);
+        let first = planner.place("s1", None, true).unwrap();
+        assert_eq!((first.shopset.as_str(), first.destination.as_deref()), ("c-2", Some("dc-b")));
+        assert!(first.failure_domain.is_empty(), "no labels to report: {first:?}");
+        // c-2 is full now (3 of 3) and the clusters are even (3 and 3); then they alternate by load.
+        assert_eq!(planner.place("s2", None, true).unwrap().shopset, "c-1");
+        // Without room anywhere, the new ShopSet goes to the cluster serving fewer shops.
+        let full = vec![ss("c-1", "tier-0", 5, Some(5), Some("dc-a")), ss("c-2", "tier-0", 2, Some(2), Some("dc-b"))];
+        let grown = Planner::new(&t, &full).place("s3", None, true).unwrap();
+        assert_eq!((grown.shopset.as_str(), grown.destination.as_deref()), ("c-3", Some("dc-b")));
+        // A ShopSet naming no destination in a tier of one is on that one: same domain, same load.
+        let mut one = tier("tier-0", None, &[("dc-a", "")]);
+        one.spec.argocd.destinations[0].failure_domain.clear();
+        let implicit = vec![ss("c-1", "tier-0", 1, Some(5), None), ss("c-2", "tier-0", 0, Some(5), Some("dc-a"))];
+        let placed = Planner::new(&[one], &implicit).place("s4", None, false).unwrap();
+        assert_eq!(placed.shopset, "c-2", "the most room within the one domain");
     }
 
     #[test]

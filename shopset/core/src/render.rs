@@ -215,7 +215,8 @@ impl Renderer {
         gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch)?);
 
         let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
-        shopsets.sort_by_key(|s| s.name_any());
+        // One name each, not two per comparison.
+        shopsets.sort_by_cached_key(|s| s.name_any());
         let cfg_by_name: BTreeMap<String, &Configuration> = configurations.iter().map(|c| (c.name_any(), c)).collect();
         let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
         let mut readme_cfgs = Vec::new();

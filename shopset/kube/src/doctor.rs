@@ -1039,6 +1039,32 @@ pub async fn cluster_facts(client: &kube::Client, input: &TierInput) -> ClusterF
 mod tests {
     use super::*;
 
+    /// Destinations without failure-domain labels are a domain each, as placement counts them.
+    #[test]
+    fn destinations_without_labels_are_a_failure_domain_each() {
+        let tier: Tier = serde_json::from_value(serde_json::json!({
+            "apiVersion": "shopset.dev/v1alpha1", "kind": "Tier", "metadata": {"name": "tier-0"},
+            "spec": {"app": {"url": "https://git.example/app"}, "system": {"url": "https://git.example/system"},
+                     "argocd": {"destinations": [{"name": "dc-a", "server": "https://a.example"},
+                                                 {"name": "dc-b", "server": "https://b.example"}]}}
+        }))
+        .unwrap();
+        let ss = |name: &str, destination: &str| -> shopset_core::api::ShopSet {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "shopset.dev/v1alpha1", "kind": "ShopSet", "metadata": {"name": name},
+                "spec": {"tier": "tier-0", "configuration": "c", "shops": ["s"], "destination": destination}
+            }))
+            .unwrap()
+        };
+        let ctx = Context { manifests: "m/".into(), now: 0, maintenance_max_age: 3600 };
+        let input = |shopsets| TierInput { tier: tier.clone(), from: None, configurations: Vec::new(), shopsets };
+        assert!(one_failure_domain(&input(vec![ss("a", "dc-a"), ss("b", "dc-b")]), &ctx).is_empty());
+        let found = one_failure_domain(&input(vec![ss("a", "dc-a"), ss("b", "dc-a")]), &ctx);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].problem.contains("one failure domain (cluster dc-a)"), "{found:#?}");
+        assert!(found[0].fix.iter().any(|l| l.contains("--to dc-b")), "{found:#?}");
+    }
+
     #[test]
     fn webhook_metrics_are_read_from_prometheus_text() {
         let m = crate::metrics::Metrics::default();

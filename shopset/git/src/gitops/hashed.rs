@@ -60,33 +60,68 @@ fn check_written(hashed: Oid, written: Oid) -> Result<(), git2::Error> {
     }
 }
 
-/// The blob ids of the files of the last tree hashed for one branch: a file whose bytes are those
-/// of the same path then (the renderer hands out the very same bytes for a ShopSet it did not
-/// render again) is not hashed again, so hashing a render costs what changed.
+/// What was hashed for one branch the last time, kept between its syncs: the blob id of each file
+/// and the tree object of each directory below the root. A file whose bytes are those of the same
+/// path then (the renderer hands out the very same bytes for a ShopSet it did not render again) is
+/// not hashed again, nor a directory whose entries are those of then: hashing a render costs what
+/// changed, plus one look-up per path.
 #[derive(Debug, Default)]
 pub struct BlobIds {
     by_path: HashMap<String, (Arc<[u8]>, Oid)>,
+    dirs: HashMap<String, StoredDir>,
+    /// Counts the trees hashed; a directory not seen in the last one is forgotten.
+    generation: u64,
+}
+
+/// A directory as it was last hashed.
+#[derive(Debug)]
+struct StoredDir {
+    entries: Vec<(String, i32, Oid)>,
+    id: Oid,
+    object: Arc<[u8]>,
+    generation: u64,
+}
+
+impl StoredDir {
+    fn matches(&self, entries: &BTreeMap<&str, Node<'_>>) -> bool {
+        self.entries.len() == entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(entries)
+                .all(|((name, mode, id), (n, node))| name == n && node.mode_id() == (*mode, *id))
+    }
 }
 
 impl BlobIds {
-    /// The blob id of `bytes` at `path`: remembered when the bytes are the same, else hashed now.
-    fn id(&self, path: &str, bytes: &Arc<[u8]>) -> Result<Oid, git2::Error> {
-        match self.by_path.get(path) {
-            Some((known, id)) if Arc::ptr_eq(known, bytes) || known[..] == bytes[..] => Ok(*id),
-            _ => Oid::hash_object(ObjectType::Blob, bytes),
+    /// The blob id of `bytes` at `path`: remembered when the bytes are the same, else hashed now
+    /// and remembered.
+    fn id(&mut self, path: &str, bytes: &Arc<[u8]>) -> Result<Oid, git2::Error> {
+        match self.by_path.get_mut(path) {
+            Some((known, id)) if Arc::ptr_eq(known, bytes) => Ok(*id),
+            Some((known, id)) => {
+                if known[..] != bytes[..] {
+                    *id = Oid::hash_object(ObjectType::Blob, bytes)?;
+                }
+                *known = bytes.clone();
+                Ok(*id)
+            }
+            None => {
+                let id = Oid::hash_object(ObjectType::Blob, bytes)?;
+                self.by_path.insert(path.to_string(), (bytes.clone(), id));
+                Ok(id)
+            }
         }
     }
 
-    /// Remembers the files of `tree`, as hashed in `hashed`, in place of what was remembered.
-    pub fn remember(&mut self, tree: &Tree, hashed: &HashedTree<'_>) {
-        self.by_path = tree
-            .entries
-            .iter()
-            .filter_map(|(path, entry)| match (entry, hashed.get(path)) {
-                (Entry::File(bytes), Some((_, id))) => Some((path.clone(), (bytes.clone(), id))),
-                _ => None,
-            })
-            .collect();
+    /// Forgets the files and directories `tree` (hashed as generation `self.generation`) no
+    /// longer has. `files` is the number of files it has: every one of them is remembered.
+    fn forget_others(&mut self, tree: &Tree, files: usize) {
+        if self.by_path.len() > files {
+            self.by_path.retain(|path, _| matches!(tree.entries.get(path), Some(Entry::File(_))));
+        }
+        let generation = self.generation;
+        self.dirs.retain(|_, d| d.generation == generation);
     }
 }
 
@@ -100,7 +135,7 @@ pub struct HashedTree<'a> {
 struct Dir<'a> {
     id: Option<Oid>,
     /// The tree object, as it is stored.
-    object: Vec<u8>,
+    object: Arc<[u8]>,
     entries: BTreeMap<&'a str, Node<'a>>,
     /// Entries of the branch kept as they are (paths ShopSet does not own; root only): name as
     /// stored, mode and id, already in the repository they were read from.
@@ -137,20 +172,27 @@ pub struct Change {
 impl<'a> HashedTree<'a> {
     /// Hashes every file and directory of `tree`. Fails only on a gitlink that is not an object id.
     pub fn new(tree: &'a Tree) -> Result<Self, git2::Error> {
-        Self::with_known(tree, &BlobIds::default())
+        Self::with_known(tree, &mut BlobIds::default())
     }
 
-    /// [`HashedTree::new`], taking the ids of unchanged files from `known`.
-    pub fn with_known(tree: &'a Tree, known: &BlobIds) -> Result<Self, git2::Error> {
+    /// [`HashedTree::new`], taking the ids of unchanged files and directories from `known`, and
+    /// leaving in it those of `tree` for the next time.
+    pub fn with_known(tree: &'a Tree, known: &mut BlobIds) -> Result<Self, git2::Error> {
         let mut root = Dir::default();
+        let mut files = 0;
         for (path, entry) in &tree.entries {
             let node = match entry {
-                Entry::File(bytes) => Node::Blob(known.id(path, bytes)?, bytes),
+                Entry::File(bytes) => {
+                    files += 1;
+                    Node::Blob(known.id(path, bytes)?, bytes)
+                }
                 Entry::Gitlink(hex) => Node::Gitlink(Oid::from_str(hex)?),
             };
             root.insert(path, node);
         }
-        root.hash()?;
+        known.generation += 1;
+        root.hash(&mut String::new(), known)?;
+        known.forget_others(tree, files);
         Ok(Self { root })
     }
 
@@ -204,9 +246,17 @@ impl<'a> HashedTree<'a> {
     /// Writes the objects `repo` lacks and returns the root tree id. A subtree already present is
     /// skipped whole: a stored tree implies everything under it is stored.
     pub fn write(&self, repo: &Repository) -> Result<Oid, git2::Error> {
+        self.write_on(repo, None)
+    }
+
+    /// [`HashedTree::write`] of a tree that replaces the stored tree `base`: what has the id it has
+    /// at the same path in `base` is stored already, and is not looked up (a render that changed one
+    /// ShopSet asks the object store about that ShopSet only, not about every one).
+    pub fn write_on(&self, repo: &Repository, base: Option<Oid>) -> Result<Oid, git2::Error> {
         let odb = repo.odb()?;
         let mut missing = Vec::new();
-        self.root.missing(&odb, &mut missing)?;
+        let base = base.map(|id| repo.find_tree(id)).transpose()?;
+        self.root.missing(repo, &odb, base.as_ref(), &mut missing)?;
         if missing.len() >= PACK_THRESHOLD {
             write_pack(repo, &odb, &missing)?;
         } else {
@@ -252,14 +302,40 @@ impl<'a> Dir<'a> {
         self.id.unwrap_or(Oid::ZERO_SHA1)
     }
 
-    /// Computes the ids bottom-up and serializes the tree object in git's entry order.
-    fn hash(&mut self) -> Result<Oid, git2::Error> {
-        for node in self.entries.values_mut() {
+    /// Computes the ids bottom-up and serializes the tree object in git's entry order; a directory
+    /// below the root (at `path`) whose entries `known` holds as they are is taken from there.
+    fn hash(&mut self, path: &mut String, known: &mut BlobIds) -> Result<Oid, git2::Error> {
+        for (name, node) in self.entries.iter_mut() {
             if let Node::Dir(d) = node {
-                d.hash()?;
+                let len = path.len();
+                if len > 0 {
+                    path.push('/');
+                }
+                path.push_str(name);
+                d.hash(path, known)?;
+                path.truncate(len);
             }
         }
-        self.serialize()
+        // The root holds what is kept of the branch, taken again on every attempt: not remembered.
+        if path.is_empty() {
+            return self.serialize();
+        }
+        let generation = known.generation;
+        if let Some(stored) = known.dirs.get_mut(path.as_str())
+            && stored.matches(&self.entries)
+        {
+            stored.generation = generation;
+            self.id = Some(stored.id);
+            self.object = stored.object.clone();
+            return Ok(stored.id);
+        }
+        let id = self.serialize()?;
+        let entries = self.entries.iter().map(|(name, node)| (name.to_string(), node.mode_id().0, node.mode_id().1));
+        known.dirs.insert(
+            path.clone(),
+            StoredDir { entries: entries.collect(), id, object: self.object.clone(), generation },
+        );
+        Ok(id)
     }
 
     /// Serializes this tree object from the ids of its entries (computed already) and hashes it.
@@ -269,44 +345,59 @@ impl<'a> Dir<'a> {
             (name.as_bytes(), mode, id)
         });
         let kept = self.kept.iter().map(|(name, mode, id)| (name.as_slice(), *mode, *id));
-        let mut sorted: Vec<(Vec<u8>, i32, Oid, &[u8])> = rendered
-            .chain(kept)
-            .map(|(name, mode, id)| {
-                // git orders a directory as if its name ended in '/'.
-                let mut key = name.to_vec();
-                if mode == MODE_DIR {
-                    key.push(b'/');
-                }
-                (key, mode, id, name)
-            })
-            .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut object = Vec::with_capacity(sorted.len() * 48);
-        for (_, mode, id, name) in sorted {
-            object.extend_from_slice(format!("{mode:o} ").as_bytes());
+        let mut sorted: Vec<(&[u8], i32, Oid)> = rendered.chain(kept).collect();
+        // git orders a directory as if its name ended in '/'.
+        fn key<'n>(name: &'n [u8], mode: i32) -> impl Iterator<Item = u8> + 'n {
+            name.iter().copied().chain((mode == MODE_DIR).then_some(b'/'))
+        }
+        sorted.sort_by(|a, b| key(a.0, a.1).cmp(key(b.0, b.1)));
+        let mut object = Vec::with_capacity(sorted.iter().map(|(name, _, _)| name.len() + 28).sum());
+        for (name, mode, id) in sorted {
+            match mode {
+                MODE_FILE => object.extend_from_slice(b"100644 "),
+                MODE_DIR => object.extend_from_slice(b"40000 "),
+                MODE_GITLINK => object.extend_from_slice(b"160000 "),
+                other => object.extend_from_slice(format!("{other:o} ").as_bytes()),
+            }
             object.extend_from_slice(name);
             object.push(0);
             object.extend_from_slice(id.as_bytes());
         }
         let id = Oid::hash_object(ObjectType::Tree, &object)?;
-        self.object = object;
+        self.object = object.into();
         self.id = Some(id);
         Ok(id)
     }
 
-    /// The objects of this directory the repository lacks, children before parents.
-    fn missing<'s>(&'s self, odb: &Odb<'_>, out: &mut Vec<(ObjectType, Oid, &'s [u8])>) -> Result<(), git2::Error> {
-        if stored(odb, self.tree_id()) {
+    /// The objects of this directory the repository lacks, children before parents. `base` is the
+    /// stored tree at the same path, if any: an entry with the id it has there is stored.
+    fn missing<'s>(
+        &'s self,
+        repo: &Repository,
+        odb: &Odb<'_>,
+        base: Option<&git2::Tree<'_>>,
+        out: &mut Vec<(ObjectType, Oid, &'s [u8])>,
+    ) -> Result<(), git2::Error> {
+        if base.is_some_and(|b| b.id() == self.tree_id()) || stored(odb, self.tree_id()) {
             return Ok(());
         }
-        for node in self.entries.values() {
+        for (name, node) in &self.entries {
+            let was = base.and_then(|b| b.get_name(name)).map(|e| (e.id(), e.kind()));
             match node {
+                Node::Blob(id, _) if was.is_some_and(|(w, _)| w == *id) => {}
                 Node::Blob(id, bytes) if !stored(odb, *id) => out.push((ObjectType::Blob, *id, bytes)),
-                Node::Dir(d) => d.missing(odb, out)?,
+                Node::Dir(d) => {
+                    let sub = match was {
+                        Some((w, _)) if w == d.tree_id() => continue,
+                        Some((w, Some(ObjectType::Tree))) => Some(repo.find_tree(w)?),
+                        _ => None,
+                    };
+                    d.missing(repo, odb, sub.as_ref(), out)?
+                }
                 Node::Blob(..) | Node::Gitlink(_) => {}
             }
         }
-        out.push((ObjectType::Tree, self.tree_id(), &self.object));
+        out.push((ObjectType::Tree, self.tree_id(), &self.object[..]));
         Ok(())
     }
 }
@@ -517,6 +608,87 @@ mod tests {
         let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
         assert!(paths.contains(&".github/CODEOWNERS") && paths.contains(&".github/x"), "{paths:?}");
         assert!(paths.contains(&"NOTES.md"), "not in that head, so not kept: {paths:?}");
+    }
+}
+
+#[cfg(test)]
+mod known_tests {
+    use super::*;
+
+    /// Hashing with what was remembered of earlier trees gives the ids of hashing afresh.
+    #[test]
+    fn remembered_files_and_directories_hash_as_afresh() {
+        let mut known = BlobIds::default();
+        let mut t = Tree::default();
+        for i in 0..20 {
+            t.entries.insert(format!("shopsets/s{i:02}/k.yaml"), Entry::file(format!("{i}\n")));
+            t.entries.insert(format!("applications/s{i:02}.yaml"), Entry::file(format!("app {i}\n")));
+        }
+        t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
+        let check = |t: &Tree, known: &mut BlobIds| {
+            let remembered = HashedTree::with_known(t, known).expect("hash").id();
+            assert_eq!(remembered, HashedTree::new(t).expect("hash").id());
+        };
+        check(&t, &mut known);
+        check(&t, &mut known);
+        // One file changed; one with the same bytes in a new allocation.
+        t.entries.insert("shopsets/s03/k.yaml".into(), Entry::file("changed\n"));
+        t.entries.insert("shopsets/s04/k.yaml".into(), Entry::file("4\n"));
+        check(&t, &mut known);
+        // A directory gone, one added, a file added to a directory, the gitlink moved.
+        t.entries.remove("shopsets/s05/k.yaml");
+        t.entries.insert("shopsets/new/k.yaml".into(), Entry::file("new\n"));
+        t.entries.insert("shopsets/s06/extra.yaml".into(), Entry::file("extra\n"));
+        t.entries.insert("base".into(), Entry::Gitlink("2222222222222222222222222222222222222222".into()));
+        check(&t, &mut known);
+        assert!(!known.dirs.contains_key("shopsets/s05"), "a directory gone is forgotten");
+        assert!(!known.by_path.contains_key("shopsets/s05/k.yaml"), "a file gone is forgotten");
+        // Back as it was: the directory comes back with its old id.
+        t.entries.insert("shopsets/s05/k.yaml".into(), Entry::file("5\n"));
+        check(&t, &mut known);
+    }
+}
+
+#[cfg(test)]
+mod write_on_tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_written_on_its_base_is_stored_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let tree = |files: &[(&str, &str)]| {
+            let mut t = Tree::default();
+            for (p, c) in files {
+                t.entries.insert(p.to_string(), Entry::file(c.as_bytes()));
+            }
+            t
+        };
+        let old = tree(&[("shopsets/a/k.yaml", "1\n"), ("shopsets/b/k.yaml", "2\n"), ("x", "file, then a dir\n")]);
+        let base = HashedTree::new(&old).expect("hash").write(&repo).expect("write");
+        // Changed, added, a file become a directory, and content that is only in the base elsewhere.
+        let new = tree(&[
+            ("shopsets/a/k.yaml", "1\n"),
+            ("shopsets/b/k.yaml", "2, changed\n"),
+            ("shopsets/c/k.yaml", "2\n"),
+            ("x/y", "1\n"),
+            ("z", "new\n"),
+        ]);
+        let hashed = HashedTree::new(&new).expect("hash");
+        assert_eq!(hashed.write_on(&repo, Some(base)).expect("write"), hashed.id());
+        let mut missing = Vec::new();
+        repo.find_tree(hashed.id())
+            .expect("root")
+            .walk(git2::TreeWalkMode::PreOrder, |_, e| {
+                if repo.odb().expect("odb").read_header(e.id()).is_err() {
+                    missing.push(e.name().unwrap_or_default().to_string());
+                }
+                git2::TreeWalkResult::Ok
+            })
+            .expect("walk");
+        assert!(missing.is_empty(), "not stored: {missing:?}");
+        // Written again on itself: nothing to do, same id.
+        assert_eq!(hashed.write_on(&repo, Some(hashed.id())).expect("write"), hashed.id());
     }
 }
 

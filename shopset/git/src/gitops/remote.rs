@@ -276,7 +276,13 @@ impl Remote {
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(cb);
-        let result = remote.push(&refspecs, Some(&mut opts));
+        // Connected first, so the heads the server advertised can be narrowed before the push
+        // reads them; the push then goes over this same connection.
+        let result = remote.connect_auth(Direction::Push, Some(self.callbacks()), None).and_then(|mut conn| {
+            let keep = self.pack_bases(updates);
+            narrow_advertised_heads(conn.remote(), |name, oid| keep(name, oid))?;
+            conn.remote().push(&refspecs, Some(&mut opts))
+        });
         for u in updates {
             // Best effort: a stale scratch ref only costs disk until the next push replaces it.
             if let Ok(mut r) = self.repo().find_reference(&format!("refs/shopset/push/{}", u.branch)) {
@@ -326,6 +332,22 @@ impl Remote {
             }
             Err(e) => Err(self.git_error(e)),
         }
+    }
+
+    /// Which advertised heads a push of `updates` builds its pack against: the refs it updates,
+    /// the commits it pushes and their parents. See [`narrow_advertised_heads`].
+    fn pack_bases<'u>(&self, updates: &'u [RefUpdate]) -> impl Fn(&str, Oid) -> bool + use<'u> {
+        let mut bases: std::collections::HashSet<Oid> = std::collections::HashSet::new();
+        for u in updates.iter().filter(|u| !u.new.is_zero()) {
+            bases.insert(u.new);
+            if let Some(e) = u.expected {
+                bases.insert(e);
+            }
+            if let Ok(commit) = self.repo().find_commit(u.new) {
+                bases.extend(commit.parent_ids());
+            }
+        }
+        move |name: &str, oid: Oid| bases.contains(&oid) || updates.iter().any(|u| full_ref(&u.branch) == name)
     }
 
     /// Fetches one ref that is not a branch (a promotion marker) and returns its value.
@@ -381,6 +403,11 @@ impl Remote {
     /// Writes the objects of a hashed tree the cache lacks; returns the root tree id.
     pub fn write_hashed(&self, tree: &HashedTree<'_>) -> Result<Oid, GitError> {
         tree.write(self.repo()).map_err(|e| self.cache_error(e))
+    }
+
+    /// [`Remote::write_hashed`] of a tree replacing the stored tree `base` ([`HashedTree::write_on`]).
+    pub fn write_hashed_on(&self, tree: &HashedTree<'_>, base: Option<Oid>) -> Result<Oid, GitError> {
+        tree.write_on(self.repo(), base).map_err(|e| self.cache_error(e))
     }
 
     /// The paths that differ between the stored tree `old` and `new`, reading only differing subtrees.
@@ -477,6 +504,45 @@ impl Remote {
         };
         sub.iter().filter_map(|e| e.name().ok().map(|n| (n.to_string(), e.id()))).collect()
     }
+}
+
+/// Forgets, for the push about to run on `remote` (connected), every advertised head but those
+/// `keep` names (by ref name and value).
+///
+/// libgit2 builds a push's pack by hiding every advertised head the cache also holds and, before
+/// anything else, reading the whole tree of each of them to mark what the server has: with one
+/// system branch per tier in one cache, a push of one changed ShopSet read every tree of every tier
+/// (10,000 directories in a fleet of 10,000 ShopSets, most of the cost of such a change). The pack
+/// needs only the commits it is built on (the pushed commits' parents) hidden: what else the server
+/// has is at most sent again, and it keeps one copy. libgit2 skips heads whose id is zero, so those
+/// are set to zero in the advertisement it keeps for this connection (the list it hands out is that
+/// same memory); the refs a push updates keep their value, as the commands sent carry it.
+fn narrow_advertised_heads(remote: &mut git2::Remote<'_>, keep: impl Fn(&str, Oid) -> bool) -> Result<(), git2::Error> {
+    use git2::Binding;
+    let mut heads: *mut *const libgit2_sys::git_remote_head = std::ptr::null_mut();
+    let mut len = 0usize;
+    // SAFETY: a connected remote; libgit2 returns its transport's array of heads, valid until the
+    // remote disconnects or connects again, which nothing does before the push that reads it.
+    let rc = unsafe { libgit2_sys::git_remote_ls(&mut heads, &mut len, remote.raw()) };
+    if rc < 0 {
+        return Err(git2::Error::last_error(rc));
+    }
+    for i in 0..len {
+        // SAFETY: `len` valid pointers to heads the transport allocated and owns (mutable memory
+        // handed out as const); nothing else reads them while this loop runs.
+        unsafe {
+            let head = (*heads.add(i)).cast_mut();
+            if head.is_null() || (*head).name.is_null() {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr((*head).name).to_string_lossy();
+            let Ok(oid) = Oid::from_bytes(&(*head).oid.id) else { continue };
+            if !keep(&name, oid) {
+                (*head).oid.id.fill(0);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `refs/heads/<branch>`, or the name itself when it is a full ref name.

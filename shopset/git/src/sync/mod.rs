@@ -15,7 +15,7 @@ mod checkpoint;
 pub(crate) mod compare;
 mod resolve;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use git2::Oid;
 use serde::Serialize;
@@ -179,45 +179,77 @@ pub fn sync_tier(
 ) -> Result<SyncReport, SyncError> {
     let tier = &input.tier;
     let _span = tracing::info_span!("sync", tier = %tier.name_any(), branch = %tier.branch()).entered();
-    let started = Instant::now();
+    let mut phases = Phases::start();
     let (mut resolved, system) = resolve::resolve(cache, auth, input, opts.dry_run, opts.promotion)?;
-    let resolved_at = started.elapsed();
+    phases.mark("resolve");
     let tree = renderer.render(RenderInput {
         tier,
         configurations: &input.configurations,
         shopsets: &input.shopsets,
         pins: &resolved.pins,
     })?;
-    let rendered_at = started.elapsed();
+    phases.mark("render");
     let (system, heads) = system?;
     let system_err = git_err(&resolved.tier, "spec.system.url");
     let target =
         system_target(&system, &heads, &resolved.branch, resolved.from_branch.as_deref()).map_err(&system_err)?;
+    phases.mark("target");
     let mut hashed = hash(cache, &resolved, &tree).map_err(&system_err)?;
+    phases.mark("hash");
     if opts.dry_run {
         let outcome = preview(&resolved, &system, &target, &tree, &mut hashed)?;
         return Ok(outcome.into_report(&resolved, true, tree));
     }
     resolved.create_missing_branches()?;
-    let outcome = push_with_retry(&resolved, &system, target, &tree, &mut hashed, opts)?;
-    tracing::debug!(
-        resolve_ms = resolved_at.as_millis() as u64,
-        render_ms = rendered_at.as_millis() as u64,
-        push_ms = started.elapsed().as_millis() as u64,
-        "sync timings"
-    );
+    let outcome = push_with_retry(&resolved, &system, target, &tree, &mut hashed, opts, &mut phases)?;
+    phases.report();
     Ok(outcome.into_report(&resolved, false, tree))
+}
+
+/// The time each stage of a sync took, logged at debug level as one line (`sync timings`): where
+/// the cost of a sync goes, without a profiler.
+struct Phases {
+    started: Instant,
+    last: Instant,
+    spent: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        let now = Instant::now();
+        Self { started: now, last: now, spent: Vec::new() }
+    }
+
+    /// Ends the stage `name` (it began where the last one ended); a stage run again adds up.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        match self.spent.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += took,
+            None => self.spent.push((name, took)),
+        }
+    }
+
+    fn report(&self) {
+        let stages: Vec<String> =
+            self.spent.iter().map(|(n, t)| format!("{n}={:.1}ms", t.as_secs_f64() * 1000.0)).collect();
+        tracing::debug!(
+            total_ms = format!("{:.1}", self.started.elapsed().as_secs_f64() * 1000.0),
+            stages = %stages.join(" "),
+            "sync timings"
+        );
+    }
 }
 
 /// The render hashed as git would, taking the ids of files unchanged since the branch's last
 /// sync from the cache's memo.
 fn hash<'t>(cache: &GitCache, resolved: &Resolved, tree: &'t Tree) -> Result<HashedTree<'t>, GitError> {
     let mut known = cache.take_blob_ids(&resolved.system_url, &resolved.branch);
-    let hashed = HashedTree::with_known(tree, &known)
-        .map_err(|e| GitError::Other { url: resolved.system_url.clone(), detail: e.message().to_string() })?;
-    known.remember(tree, &hashed);
+    let hashed = HashedTree::with_known(tree, &mut known);
+    // What was remembered stays right even when hashing stopped half-way: each id is its content's.
     cache.keep_blob_ids(&resolved.system_url, &resolved.branch, known);
-    Ok(hashed)
+    hashed.map_err(|e| GitError::Other { url: resolved.system_url.clone(), detail: e.message().to_string() })
 }
 
 /// The tree a commit on `branch_tree` (the root tree of the branch's head; None for a new branch)
@@ -324,6 +356,7 @@ fn push_with_retry(
     tree: &Tree,
     hashed: &mut HashedTree<'_>,
     opts: &SyncOptions,
+    phases: &mut Phases,
 ) -> Result<Outcome, SyncError> {
     let system_err = git_err(&resolved.tier, "spec.system.url");
     let author = git2::Signature::now(AUTHOR_NAME, AUTHOR_EMAIL).map_err(|e| {
@@ -341,6 +374,7 @@ fn push_with_retry(
         // What people keep on the branch is taken from the head this commit goes on, again on
         // every attempt: a file committed by hand during the sync is kept too.
         keep_unowned(system, hashed, old_tree.filter(|_| expected.is_some())).map_err(&system_err)?;
+        phases.mark("keep-unowned");
         let hashed = &*hashed;
         let new_tree = hashed.id();
         if old_tree == Some(new_tree) && expected.is_some() {
@@ -352,17 +386,22 @@ fn push_with_retry(
         let delta: Vec<Change> = system.changes(old_tree, hashed).map_err(&system_err)?;
         let cmp = Compare { system, old: old_tree, new: tree, hashed, delta: &delta };
         let shopsets = cmp.shopset_changes();
+        phases.mark("compare");
         // A new branch whose source already has this exact tree needs no commit of its own.
         let (commit, message) = match parent.filter(|_| old_tree == Some(new_tree)) {
             Some(parent) => (parent, None),
             None => {
                 // Only the root differs between attempts; what is stored already is skipped.
                 if written != Some(new_tree) {
-                    written = Some(system.write_hashed(hashed).map_err(&system_err)?);
+                    written = Some(system.write_hashed_on(hashed, old_tree).map_err(&system_err)?);
                 }
+                phases.mark("write");
                 let message =
                     message(resolved, system, &cmp, &shopsets, parent, previous.is_none(), opts.why.as_deref());
-                (system.commit(new_tree, parent, &message, &author).map_err(&system_err)?, Some(message))
+                phases.mark("message");
+                let commit = system.commit(new_tree, parent, &message, &author).map_err(&system_err)?;
+                phases.mark("commit");
+                (commit, Some(message))
             }
         };
         attempts += 1;
@@ -371,7 +410,9 @@ fn push_with_retry(
         }
         crate::fault::point("before-push");
         let update = RefUpdate { branch: resolved.branch.clone(), expected, new: commit, force: false };
-        match system.push(&[update]) {
+        let pushed = system.push(&[update]);
+        phases.mark("push");
+        match pushed {
             Ok(()) => {
                 tracing::info!(commit = %commit, attempts, "pushed system branch");
                 let created_from = if expected.is_none() { created_from } else { None };
@@ -398,6 +439,7 @@ fn push_with_retry(
                     system.fetch(&[resolved.branch.as_str()]).map_err(&system_err)?;
                     parent = expected;
                 }
+                phases.mark("refetch");
             }
             Err(GitError::LeaseBroken { .. }) => {
                 return Err(SyncError::Contention {
