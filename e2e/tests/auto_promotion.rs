@@ -117,15 +117,7 @@ fn the_controller_promotes_a_healthy_tier_after_its_soak_and_respects_windows_an
             && l.contains("promoted automatically by shopset-controller")),
         "the system commit says which policy let the promotion through:\n{message}"
     );
-    let events = cp.kubectl_ok([
-        "get",
-        "events",
-        "-n",
-        NS,
-        "--field-selector=involvedObject.name=tier-1,reason=Promoted",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let events = tier1_events(&cp, "Promoted");
     assert!(events.contains("promoted app") && events.contains("soak 20s met"), "an Event says so: {events:?}");
     let count = metric(&ctl.metrics(), "shopset_auto_promotions_total", &[("tier", "tier-1"), ("result", "promoted")]);
     assert_eq!(count, Some(1.0), "the metric counts the promotion");
@@ -224,15 +216,7 @@ fn the_controller_promotes_a_healthy_tier_after_its_soak_and_respects_windows_an
     ] {
         assert!(pr.body.contains(want), "the pull request's body lacks {want:?}:\n{}", pr.body);
     }
-    let opened = cp.kubectl_ok([
-        "get",
-        "events",
-        "-n",
-        NS,
-        "--field-selector=involvedObject.name=tier-1,reason=PullRequestOpened",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let opened = tier1_events(&cp, "PullRequestOpened");
     assert!(opened.contains(&format!("opened acme/shop-app#{}", pr.number)), "an Event says so: {opened:?}");
     // Looked at again and again (tier-1's interval is 5 s): still nothing merged without a review.
     std::thread::sleep(Duration::from_secs(12));
@@ -254,15 +238,7 @@ fn the_controller_promotes_a_healthy_tier_after_its_soak_and_respects_windows_an
         "the pin's commit says which policy let the promotion through:\n{message}"
     );
     // The Promoted condition lasts until the next look (5 s): the Event stays.
-    let promoted = cp.kubectl_ok([
-        "get",
-        "events",
-        "-n",
-        NS,
-        "--field-selector=involvedObject.name=tier-1,reason=Promoted",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let promoted = tier1_events(&cp, "Promoted");
     let said = format!("merged acme/shop-app#{} at {} (approved by alice)", pr.number, &c4[..7]);
     assert!(promoted.contains(&said), "an Event says {said:?}: {promoted:?}");
     let count =
@@ -295,6 +271,12 @@ fn wait_promotable(cp: &ControlPlane, ctl: &Controller, status: &str, reason: &s
         }
         (parts.len() == 3 && parts[0] == status && parts[1] == reason && parts[2].contains(says)).then_some(())
     });
+}
+
+/// The messages of tier-1's Events with `reason`.
+fn tier1_events(cp: &ControlPlane, reason: &str) -> String {
+    let selector = format!("--field-selector=involvedObject.name=tier-1,reason={reason}");
+    cp.kubectl_ok(["get", "events", "-n", NS, &selector, "-o", "jsonpath={.items[*].message}"])
 }
 
 /// The lastTransitionTime of `tier`'s condition `type_`, in Unix seconds.
