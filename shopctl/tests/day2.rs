@@ -153,7 +153,10 @@ fn doctor_passes_healthy_tiers_and_says_what_it_could_not_check() {
     let run = f.shopctl_env(&["doctor", "-f", &m(&f)], &no_cluster()).success();
     assert!(problems(&run.stdout).is_empty(), "{run}");
     assert!(run.stdout.contains("ok: git, branch-missing, stale-pin, pin-unreachable, hotfix-not-merged"), "{run}");
-    assert!(run.stdout.contains("not checked: tier-not-ready, credentials, application: no cluster"), "{run}");
+    assert!(
+        run.stdout.contains("not checked: tier-not-ready, auto-promotion, credentials, application: no cluster"),
+        "{run}"
+    );
     assert!(run.stdout.contains("not checked: webhook: no --controller-url given"), "{run}");
     assert!(run.stdout.trim_end().ends_with("no problems found"), "{run}");
 
@@ -515,7 +518,7 @@ fn apply_and_doctor_against_a_real_api_server() {
     let run = doctor(&[]).success();
     assert!(
         run.stdout.contains(
-            "ok: git, branch-missing, stale-pin, pin-unreachable, hotfix-not-merged, promotion-in-progress, tier-not-ready, application"
+            "ok: git, branch-missing, stale-pin, pin-unreachable, hotfix-not-merged, promotion-in-progress, tier-not-ready, auto-promotion, application"
         ),
         "{run}"
     );

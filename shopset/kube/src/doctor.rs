@@ -164,18 +164,20 @@ pub fn diagnose_tier(
         }
     }
     match cluster {
-        Err(e) => report
-            .not_checked
-            .push(format!("tier-not-ready, credentials, application: no cluster ({e}); set KUBECONFIG to check them")),
+        Err(e) => report.not_checked.push(format!(
+            "tier-not-ready, auto-promotion, credentials, application: no cluster ({e}); set KUBECONFIG to check them"
+        )),
         Ok(c) => {
             match &c.tier {
                 Ok(t) => {
                     ran(&mut report, "tier-not-ready", tier_not_ready(input, t.as_ref(), ctx));
                     ran(&mut report, "auto-promotion", stuck_auto_promotion(input, t.as_ref(), ctx));
                 }
-                Err(e) => report
-                    .not_checked
-                    .push(format!("tier-not-ready: cannot read Tier {}/{name}: {e}", tier_namespace(&input.tier))),
+                Err(e) => {
+                    let tier = format!("Tier {}/{name}", tier_namespace(&input.tier));
+                    report.not_checked.push(format!("tier-not-ready: cannot read {tier}: {e}"));
+                    report.not_checked.push(format!("auto-promotion: cannot read {tier}: {e}"));
+                }
             }
             match &c.argocd_clusters {
                 None => {}
