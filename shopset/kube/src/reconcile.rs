@@ -579,6 +579,17 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<Option<Duration>, 
                 let applied = argocd::apply(&ctx.client, &owner, &last.apps).await?;
                 status::restored(&ctx.events, tier, &drifted, &applied).await;
             }
+            if ctx.argocd.refresh
+                && let (Some(stores), Some(head)) = (stores.filter(|s| *s.applications_ready.borrow()), &last.head)
+            {
+                let behind = not_refreshed(&last.apps, head, |ns, name| {
+                    stores.applications.get(&ObjectRef::new_with(name, argocd::application_resource()).within(ns))
+                });
+                if !behind.is_empty() {
+                    let refreshed = argocd::refresh(&ctx.client, &behind).await?;
+                    tracing::debug!(?refreshed, "asked Argo CD to refresh again: still at an older commit");
+                }
+            }
             // The status is written whole: from a cached Tier older than the last sync's write it
             // would put back what that write replaced. The watch catches up; the next trigger writes.
             let seen = tier.status.as_ref().and_then(|s| s.system_commit.as_deref()) == last.head.as_deref();
@@ -693,6 +704,29 @@ fn app_states(ctx: &Context, tier: &Tier, input: &shopset_core::manifests::TierI
                 _ => argocd::AppState { shopset: name.clone(), application: name, ..argocd::AppState::default() },
             }
         })
+        .collect()
+}
+
+/// The Applications of `applied` that Argo CD still reports at a commit other than `head`, with no
+/// refresh pending. A refresh asked for while Argo CD was busy with the previous one is lost: Argo
+/// CD removes the annotation it read when it writes its status, ours with it, and compares no
+/// more. Asked again at each look until Argo CD reports `head`.
+fn not_refreshed(
+    applied: &[DynamicObject],
+    head: &str,
+    cached: impl Fn(&str, &str) -> Option<Arc<DynamicObject>>,
+) -> Vec<DynamicObject> {
+    applied
+        .iter()
+        .filter(|app| {
+            let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+            cached(&ns, &name).is_some_and(|live| {
+                let pending = live.annotations().contains_key(argocd::REFRESH_ANNOTATION);
+                let revision = live.data.pointer("/status/sync/revision").and_then(|v| v.as_str());
+                !pending && revision.is_some_and(|r| r != head)
+            })
+        })
+        .cloned()
         .collect()
 }
 
@@ -825,6 +859,33 @@ mod tests {
 
     fn app(json: serde_json::Value) -> DynamicObject {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn an_application_still_at_an_older_commit_with_no_refresh_pending_is_refreshed_again() {
+        let rendered = |name: &str| {
+            app(serde_json::json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": name, "namespace": "argocd"}}))
+        };
+        let live = |name: &str, revision: Option<&str>, pending: bool| {
+            let mut a = rendered(name);
+            if pending {
+                a.metadata.annotations = Some([(argocd::REFRESH_ANNOTATION.to_string(), "normal".to_string())].into());
+            }
+            if let Some(r) = revision {
+                a.data["status"] = serde_json::json!({"sync": {"revision": r}});
+            }
+            Arc::new(a)
+        };
+        let applied: Vec<_> = ["at-head", "behind", "pending", "never-compared", "gone"].map(rendered).into();
+        let cluster = [
+            live("at-head", Some("new"), false),
+            live("behind", Some("old"), false),
+            live("pending", Some("old"), true),
+            live("never-compared", None, false),
+        ];
+        let behind = not_refreshed(&applied, "new", |_, name| cluster.iter().find(|a| a.name_any() == name).cloned());
+        assert_eq!(behind.iter().map(|a| a.name_any()).collect::<Vec<_>>(), ["behind"]);
     }
 
     #[test]
