@@ -121,27 +121,16 @@ pub const CONCURRENT_REQUESTS: usize = 16;
 /// Applies `apps` and deletes the Applications of the tier that are not among them.
 /// Fails closed: when listing fails, nothing is deleted; when an apply fails, nothing is deleted.
 pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObject]) -> Result<Applied, ArgoError> {
-    let ar = application_resource();
     let mut out = Applied::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    // The futures own what they use (a closure lending them references would not be Send for
-    // every lifetime the controller's runtime asks for).
-    let requests: Vec<_> = apps
-        .iter()
-        .map(|app| {
-            let (ns, name) =
-                (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-            let (params, app) = (params.clone(), app.clone());
-            async move {
-                api.patch(&name, &params, &Patch::Apply(&app))
-                    .await
-                    .map_err(|e| ArgoError::of("apply", &ns, &name, e))?;
-                Ok::<_, ArgoError>((ns, name))
-            }
-        })
-        .collect();
-    let applied: Vec<_> = stream::iter(requests).buffered(CONCURRENT_REQUESTS).collect().await;
+    let applied = each_application(client, apps, |api, ns, name, app| {
+        let params = params.clone();
+        async move {
+            api.patch(&name, &params, &Patch::Apply(&app)).await.map_err(|e| ArgoError::of("apply", &ns, &name, e))?;
+            Ok((ns, name))
+        }
+    })
+    .await;
     let mut keep = BTreeSet::new();
     for result in applied {
         let (ns, name) = result?;
@@ -161,31 +150,49 @@ pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
 /// the server-side apply of the rest. An Application gone meanwhile is skipped. Up to
 /// [`CONCURRENT_REQUESTS`] at once: Argo CD starts on the first while the last is asked.
 pub async fn refresh(client: &kube::Client, apps: &[DynamicObject]) -> Result<Vec<String>, ArgoError> {
-    let ar = application_resource();
     let patch = serde_json::json!({ "metadata": { "annotations": { REFRESH_ANNOTATION: "normal" } } });
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-    let requests: Vec<_> = apps
-        .iter()
-        .map(|app| {
-            let (ns, name) =
-                (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-            let (params, patch) = (params.clone(), patch.clone());
-            async move {
-                match api.patch(&name, &params, &Patch::Merge(&patch)).await {
-                    Ok(_) => Ok(Some(format!("{ns}/{name}"))),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-                    Err(e) => Err(ArgoError::of("refresh", &ns, &name, e)),
-                }
+    let results = each_application(client, apps, |api, ns, name, _| {
+        let (params, patch) = (params.clone(), patch.clone());
+        async move {
+            match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+                Ok(_) => Ok(Some(format!("{ns}/{name}"))),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                Err(e) => Err(ArgoError::of("refresh", &ns, &name, e)),
             }
-        })
-        .collect();
-    let results: Vec<_> = stream::iter(requests).buffered(CONCURRENT_REQUESTS).collect().await;
+        }
+    })
+    .await;
     let mut out = Vec::new();
     for result in results {
         out.extend(result?);
     }
     Ok(out)
+}
+
+/// Runs `request` (the Application's Api, namespace, name and object) for each of `apps`, up to
+/// [`CONCURRENT_REQUESTS`] at once; the results in the order of `apps`. The futures own what they
+/// use: a closure lending them references would not be Send for every lifetime the controller's
+/// runtime asks for.
+async fn each_application<T, F, Fut>(
+    client: &kube::Client,
+    apps: &[DynamicObject],
+    request: F,
+) -> Vec<Result<T, ArgoError>>
+where
+    F: Fn(Api<DynamicObject>, String, String, DynamicObject) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ArgoError>>,
+{
+    let ar = application_resource();
+    let requests: Vec<_> = apps
+        .iter()
+        .map(|app| {
+            let (ns, name) =
+                (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());
+            request(Api::namespaced_with(client.clone(), &ns, &ar), ns, name, app.clone())
+        })
+        .collect();
+    stream::iter(requests).buffered(CONCURRENT_REQUESTS).collect().await
 }
 
 /// Deletes the tier's Applications that are not in `keep`.
