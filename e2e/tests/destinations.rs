@@ -1,7 +1,8 @@
 //! Clusters and failure domains with the `shopset-controller` binary, a real control plane and a
 //! git daemon: a ShopSet naming a destination its Tier does not list stalls the Tier with the
 //! names it could be and nothing is written; named right, each Application points at its own
-//! cluster; a ShopSet moved in the cluster moves its Application, and the commit says so.
+//! cluster; a ShopSet moved in the cluster moves its Application, and the commit says so; a
+//! ShopSet in maintenance has its Application's automated sync off, and on again after.
 //!
 //! Needs `e2e/install-tools` and `cargo build --workspace --features shopset-controller/fault-injection`.
 
@@ -24,6 +25,8 @@ const DESTINATIONS: &str = "      server: https://kubernetes.default.svc
     - name: dc-b
       cluster: prod-b
       failureDomain: {zone: zone-b}
+    syncPolicy:
+      automated: {prune: true}
 ";
 
 #[test]
@@ -94,5 +97,25 @@ fn a_shopset_on_an_unknown_destination_stalls_and_named_right_its_application_po
     let log = s.system_log();
     assert!(log.iter().any(|(_, subject)| subject.contains("shopsets moved from dc-a to dc-b: canary-eu")), "{log:?}");
     phase(test, "moved");
+
+    // A whole ShopSet in maintenance: its Application's automated sync goes in the cluster, and
+    // comes back after. The rendering drops a field there, which only an apply removes (an
+    // Application is applied again when its rendering changed, not only when the cluster differs).
+    let automated = |name: &str| jsonpath(&cp, &s.argocd_ns, "application", name, "{.spec.syncPolicy.automated}");
+    assert!(!automated("canary-us").is_empty(), "automated sync on before");
+    let maintenance = |value: &str| {
+        let body = format!(r#"{{"spec":{{"maintenance":{value}}}}}"#);
+        cp.kubectl_ok(["-n", &s.ns, "patch", "shopset", "canary-us", "--type", "merge", "-p", &body]);
+    };
+    maintenance(r#"{"reason":"database migration","since":"2026-12-01T08:00:00Z"}"#);
+    wait_until("canary-us without automated sync", Duration::from_secs(90), &ctl, || {
+        automated("canary-us").is_empty().then_some(())
+    });
+    assert!(!automated("canary-eu").is_empty(), "the other ShopSet keeps automated sync");
+    maintenance("null");
+    wait_until("canary-us with automated sync again", Duration::from_secs(90), &ctl, || {
+        (!automated("canary-us").is_empty()).then_some(())
+    });
+    phase(test, "maintenance turned automated sync off and on");
     ctl.stop();
 }

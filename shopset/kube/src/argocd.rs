@@ -88,6 +88,8 @@ pub fn applications(tree: &Tree) -> Result<Vec<DynamicObject>, ArgoError> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub applied: Vec<String>,
+    /// Not applied: already in the cluster as rendered (`namespace/name`).
+    pub in_place: Vec<String>,
     pub deleted: Vec<String>,
 }
 
@@ -118,12 +120,26 @@ impl Owner<'_> {
 /// tier of 100 ShopSets waited 100 round trips before Argo CD heard of the last one.
 pub const CONCURRENT_REQUESTS: usize = 16;
 
-/// Applies `apps` and deletes the Applications of the tier that are not among them.
+/// Applies `apps`, except those `in_place` says the cluster holds as rendered already, and
+/// deletes the Applications of the tier that are not among them.
 /// Fails closed: when listing fails, nothing is deleted; when an apply fails, nothing is deleted.
-pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObject]) -> Result<Applied, ArgoError> {
+pub async fn apply(
+    client: &kube::Client,
+    owner: &Owner<'_>,
+    apps: &[DynamicObject],
+    in_place: impl Fn(&DynamicObject) -> bool,
+) -> Result<Applied, ArgoError> {
     let mut out = Applied::default();
+    let mut keep = BTreeSet::new();
+    let (left, to_apply): (Vec<&DynamicObject>, Vec<&DynamicObject>) = apps.iter().partition(|a| in_place(a));
+    for app in left {
+        let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+        out.in_place.push(format!("{ns}/{name}"));
+        keep.insert((ns, name));
+    }
+    let to_apply: Vec<DynamicObject> = to_apply.into_iter().cloned().collect();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = each_application(client, apps, |api, ns, name, app| {
+    let applied = each_application(client, &to_apply, |api, ns, name, app| {
         let params = params.clone();
         async move {
             api.patch(&name, &params, &Patch::Apply(&app)).await.map_err(|e| ArgoError::of("apply", &ns, &name, e))?;
@@ -131,12 +147,12 @@ pub async fn apply(client: &kube::Client, owner: &Owner<'_>, apps: &[DynamicObje
         }
     })
     .await;
-    let mut keep = BTreeSet::new();
     for result in applied {
         let (ns, name) = result?;
         out.applied.push(format!("{ns}/{name}"));
         keep.insert((ns, name));
     }
+    tracing::debug!(applied = out.applied.len(), in_place = out.in_place.len(), "Applications applied");
     out.deleted = prune(client, owner, &keep).await?;
     Ok(out)
 }

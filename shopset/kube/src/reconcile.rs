@@ -576,7 +576,7 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<Option<Duration>, 
             let drifted =
                 if suspects.is_empty() { suspects } else { confirm_drift(ctx, &last.apps, &suspects).await? };
             if !drifted.is_empty() {
-                let applied = argocd::apply(&ctx.client, &owner, &last.apps).await?;
+                let applied = argocd::apply(&ctx.client, &owner, &last.apps, |_| false).await?;
                 status::restored(&ctx.events, tier, &drifted, &applied).await;
             }
             if ctx.argocd.refresh
@@ -620,7 +620,26 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<Option<Duration>, 
     let apps = argocd::applications(&report.tree)?;
     // Before the Applications: Argo CD needs them to clone the system branch and its submodules.
     write_repo_creds(ctx, tier, &input, &auth).await?;
-    let applied = argocd::apply(&ctx.client, &owner, &apps).await?;
+    // An Application rendered as the last sync applied it, and still so in the cluster, is left
+    // alone: a bump moves the branch under unchanged Applications, and a server-side apply of each
+    // of a tier's 100 Applications at every push was work for the API server that changed nothing.
+    let previous: HashMap<(String, String), DynamicObject> = ctx
+        .last
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .map(|l| l.apps.iter().map(|a| ((a.namespace().unwrap_or_default(), a.name_any()), a.clone())).collect())
+        .unwrap_or_default();
+    let stores = ctx.stores.get().filter(|s| *s.applications_ready.borrow());
+    let applied = argocd::apply(&ctx.client, &owner, &apps, |app| {
+        let previous = previous.get(&(app.namespace().unwrap_or_default(), app.name_any()));
+        stores.is_some_and(|stores| {
+            in_place(app, previous, |ns, name| {
+                stores.applications.get(&ObjectRef::new_with(name, argocd::application_resource()).within(ns))
+            })
+        })
+    })
+    .await?;
     // Moved by this push, or by another writer since this process last looked (a promotion pins
     // with its own system commit; after a restart or a failure the last head is unknown).
     let moved = pushed || seen_head != report.head;
@@ -740,6 +759,21 @@ fn owned_by(tier: &Tier, app: &DynamicObject) -> bool {
         namespace: &tier.spec.argocd.namespace,
     };
     owner.owns(app)
+}
+
+/// Whether the rendered `app` needs no apply: rendered exactly as the last sync applied it
+/// (`previous`), and held so by the cluster (`live`, by namespace and name; see [`drift`]). The
+/// first test catches a field the rendering dropped (automated sync, in maintenance), which
+/// [`drift`] cannot see: it looks for what is rendered only.
+fn in_place(
+    app: &DynamicObject,
+    previous: Option<&DynamicObject>,
+    live: impl Fn(&str, &str) -> Option<Arc<DynamicObject>>,
+) -> bool {
+    let as_before = previous.is_some_and(|p| {
+        p.labels() == app.labels() && p.annotations() == app.annotations() && p.data == app.data && p.types == app.types
+    });
+    as_before && drift(std::slice::from_ref(app), live).is_empty()
 }
 
 /// The names of the `rendered` Applications that the cluster (`live`, by namespace and name) lacks,
@@ -886,6 +920,26 @@ mod tests {
         ];
         let behind = not_refreshed(&applied, "new", |_, name| cluster.iter().find(|a| a.name_any() == name).cloned());
         assert_eq!(behind.iter().map(|a| a.name_any()).collect::<Vec<_>>(), ["behind"]);
+    }
+
+    #[test]
+    fn an_application_is_applied_again_unless_rendered_as_before_and_so_in_the_cluster() {
+        let rendered = app(serde_json::json!({"metadata": {"name": "a", "namespace": "argocd"},
+            "spec": {"source": {"path": "shopsets/a"}, "syncPolicy": {"automated": {"prune": true}}}}));
+        let mut live = rendered.clone();
+        live.data["status"] = serde_json::json!({"sync": {"status": "Synced"}});
+        let cluster = |live: DynamicObject| move |_: &str, _: &str| Some(Arc::new(live.clone()));
+        assert!(in_place(&rendered, Some(&rendered), cluster(live.clone())), "unchanged, Argo CD's status aside");
+        assert!(!in_place(&rendered, None, cluster(live.clone())), "not applied by this process yet");
+        assert!(!in_place(&rendered, Some(&rendered), |_: &str, _: &str| None), "deleted in the cluster");
+        let mut edited = live.clone();
+        edited.data["spec"]["source"]["path"] = "elsewhere".into();
+        assert!(!in_place(&rendered, Some(&rendered), cluster(edited)), "edited in the cluster");
+        // Maintenance drops automated sync from the rendering; the cluster still has it, and holds
+        // everything the new rendering has: only the comparison with the last rendering sees it.
+        let mut maintenance = rendered.clone();
+        maintenance.data["spec"]["syncPolicy"] = serde_json::json!({});
+        assert!(!in_place(&maintenance, Some(&rendered), cluster(live)), "a field the rendering dropped");
     }
 
     #[test]

@@ -129,8 +129,12 @@ pub fn conditions(old: &[Condition], generation: Option<i64>, outcome: &Outcome<
                 Some(commit) => format!("pushed {} to {}", short(commit), report.branch),
                 None => format!("{} already at {}", report.branch, short(head)),
             };
-            let ready =
-                format!("system branch {} at {}; {} Applications", report.branch, short(head), applied.applied.len());
+            let ready = format!(
+                "system branch {} at {}; {} Applications",
+                report.branch,
+                short(head),
+                applied.applied.len() + applied.in_place.len()
+            );
             let (ok, reason, message) = deployed(&judged(input, apps), &report.branch, report.head.as_deref());
             let mut out = vec![
                 c("Ready", true, "Synced", &ready),
