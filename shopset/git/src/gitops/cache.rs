@@ -28,6 +28,12 @@ pub struct GitCache {
 /// memory budget).
 const OBJECT_CACHE_BYTES: isize = 8 * 1024 * 1024;
 
+/// The largest tree object libgit2 keeps parsed. Its default, 4 KiB, left out the two trees that
+/// list every ShopSet of a tier (`shopsets/`, `applications/`: ~40 KB at 1,000 ShopSets), so each
+/// look-up of one ShopSet's path (the comparison, the commit message, writing, the push's walk)
+/// inflated and parsed all 1,000 entries again.
+const TREE_CACHE_LIMIT: usize = 1024 * 1024;
+
 /// libgit2's process-wide settings, made once before the first cache is used.
 fn configure_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -36,6 +42,10 @@ fn configure_libgit2() {
         // SAFETY: under the Once, before this process opens any repository through a GitCache.
         if let Err(e) = unsafe { git2::opts::set_cache_max_size(OBJECT_CACHE_BYTES) } {
             tracing::warn!(error = %e, "cannot limit libgit2's object cache");
+        }
+        // SAFETY: as above.
+        if let Err(e) = unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, TREE_CACHE_LIMIT) } {
+            tracing::warn!(error = %e, "cannot let libgit2 cache large trees");
         }
     });
 }
