@@ -9,7 +9,12 @@
 //! CPU and peak memory of Argo CD's two servers per run, and how many manifests Argo CD generates
 //! when one ShopSet among 100 changes.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shopset_e2e::argocd::{ArgoCd, ArgoCdOptions};
@@ -23,8 +28,8 @@ const TIER: &str = "tier-0";
 /// Argo CD's own periodic refresh during the run (its default is 120 s + up to 60 s).
 const APP_RESYNC: Duration = Duration::from_secs(30);
 const APP_RESYNC_JITTER: Duration = Duration::from_secs(5);
-/// How often the Applications' status is read: the resolution of the figures.
-const POLL: Duration = Duration::from_millis(250);
+/// How often the watched status is looked at: the resolution of the figures.
+const POLL: Duration = Duration::from_millis(20);
 
 /// What the run measures; `bumps` per size with the refresh, `poll_bumps` without.
 pub struct Plan {
@@ -57,34 +62,80 @@ spec:
     )
 }
 
-/// How many Applications are Synced and Healthy at `revision`, of how many.
-fn synced_at(cp: &ControlPlane, argocd: &ArgoCd, revision: &str) -> (usize, usize) {
-    let out = cp.kubectl([
-        "get",
-        "applications",
-        "-n",
-        argocd.namespace(),
-        "-o",
-        "jsonpath={range .items[*]}{.status.sync.status} {.status.health.status} {.status.sync.revision}{\"\\n\"}{end}",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let want = format!("Synced Healthy {revision}");
-    (text.lines().filter(|l| l.trim() == want).count(), text.lines().count())
+/// Every Application's sync status, health and revision as Argo CD writes them, read from one
+/// `kubectl get --watch` for the whole run. Listing the Applications every 250 ms instead (a
+/// kubectl process decoding 100 Applications' status, and the API server encoding them, four
+/// times a second) took about a sixth of the two cores during a bump of 100: the measurement
+/// slowed what it measured. A person waiting for a rollout watches too (`kubectl wait`).
+struct AppWatch {
+    state: Arc<Mutex<HashMap<String, String>>>,
+    stop: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<Child>>>,
 }
 
-fn wait_synced(cp: &ControlPlane, argocd: &ArgoCd, n: usize, revision: &str, timeout: Duration) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let (ok, all) = synced_at(cp, argocd, revision);
-        if ok >= n {
-            return Ok(());
+impl AppWatch {
+    fn start(cp: &ControlPlane, argocd: &ArgoCd) -> AppWatch {
+        let state = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
+        let mut command = cp.kubectl_command();
+        command
+            .args(["get", "applications", "-n", argocd.namespace(), "--watch", "-o"])
+            .arg("jsonpath={.metadata.name} {.status.sync.status} {.status.health.status} {.status.sync.revision}{\"\\n\"}")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let (st, sp, ch) = (state.clone(), stop.clone(), child.clone());
+        std::thread::spawn(move || {
+            // The API server ends a watch after a while: start it again until told to stop.
+            while !sp.load(Ordering::Relaxed) {
+                let Ok(mut c) = command.spawn() else { return };
+                let out = c.stdout.take();
+                *ch.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+                for line in out.map(BufReader::new).into_iter().flat_map(|r| r.lines()).map_while(Result::ok) {
+                    if let Some((name, rest)) = line.trim().split_once(' ') {
+                        st.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), rest.to_string());
+                    }
+                }
+                if let Some(mut c) = ch.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        });
+        AppWatch { state, stop, child }
+    }
+
+    /// How many Applications are Synced and Healthy at `revision`, of how many.
+    fn synced_at(&self, revision: &str) -> (usize, usize) {
+        let want = format!("Synced Healthy {revision}");
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.values().filter(|v| **v == want).count(), state.len())
+    }
+
+    fn wait_synced(&self, n: usize, revision: &str, timeout: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let (ok, all) = self.synced_at(revision);
+            if ok >= n {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "{ok} of {all} Applications Synced and Healthy at {revision} after {timeout:?} (want {n})"
+                ));
+            }
+            std::thread::sleep(POLL);
         }
-        if start.elapsed() > timeout {
-            return Err(format!(
-                "{ok} of {all} Applications Synced and Healthy at {revision} after {timeout:?} (want {n})"
-            ));
+    }
+}
+
+impl Drop for AppWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
-        std::thread::sleep(POLL);
     }
 }
 
@@ -129,6 +180,100 @@ impl Usage {
             cpu / seconds.max(1e-9) * 100.0,
             if kids > 0.0 { format!(" + {kids:.1} s in git/kustomize") } else { String::new() }
         )
+    }
+}
+
+/// The CPU time of the other processes on the path of a bump (the control plane, kwok, Redis,
+/// the ShopSet controller) and of the whole machine: whether a bump waits for CPU or for
+/// something else.
+struct Machine {
+    others: Vec<(&'static str, u32, u64)>,
+    busy: u64,
+    all: u64,
+}
+
+/// Busy and all CPU ticks of the machine so far (`/proc/stat`: user to steal; idle and iowait
+/// are not busy).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (all.saturating_sub(idle), all)
+}
+
+impl Machine {
+    fn start(cp: &ControlPlane, controller: u32) -> Machine {
+        let components = ["kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok", "redis"];
+        let mut others: Vec<(&'static str, u32, u64)> = components
+            .iter()
+            .filter_map(|name| cp.pid(name).map(|pid| (*name, pid, cpu_ticks(pid).unwrap_or(0))))
+            .collect();
+        others.push(("shopset-controller", controller, cpu_ticks(controller).unwrap_or(0)));
+        let (busy, all) = machine_ticks();
+        Machine { others, busy, all }
+    }
+
+    fn report(&self) -> String {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let (busy, all) = machine_ticks();
+        let share = (busy - self.busy) as f64 / ((all - self.all) as f64).max(1.0) * 100.0;
+        let cpu: Vec<String> = self
+            .others
+            .iter()
+            .map(|(name, pid, start)| {
+                format!("{name} {:.1} s", cpu_ticks(*pid).unwrap_or(*start).saturating_sub(*start) as f64 / 100.0)
+            })
+            .collect();
+        format!("CPU of the rest: {}; the machine's {cores:.0} cores {share:.0}% busy (/proc/stat)", cpu.join(", "))
+    }
+}
+
+/// The requests the API server served (`apiserver_request_total`) by resource, subresource and
+/// verb: who keeps it busy during a bump.
+struct ApiRequests(HashMap<String, f64>);
+
+impl ApiRequests {
+    fn read(cp: &ControlPlane) -> ApiRequests {
+        let page = String::from_utf8_lossy(&cp.kubectl(["get", "--raw", "/metrics"]).stdout).to_string();
+        let mut counts = HashMap::new();
+        for line in page.lines().filter_map(|l| l.strip_prefix("apiserver_request_total{")) {
+            let Some((labels, value)) = line.rsplit_once("} ") else { continue };
+            let label = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\""))
+                    .map(|v| v.trim_end_matches('"').to_string())
+                    .unwrap_or_default()
+            };
+            let (resource, sub) = (label("resource"), label("subresource"));
+            let what = if sub.is_empty() { resource } else { format!("{resource}/{sub}") };
+            *counts.entry(format!("{} {what}", label("verb"))).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+        ApiRequests(counts)
+    }
+
+    /// The requests since `self` per bump, the most frequent first.
+    fn report(&self, cp: &ControlPlane, bumps: usize) -> String {
+        let now = ApiRequests::read(cp);
+        let mut diff: Vec<(String, f64)> = now
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), (v - self.0.get(k).copied().unwrap_or(0.0)) / bumps.max(1) as f64))
+            .filter(|(_, v)| *v >= 0.5)
+            .collect();
+        diff.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let total: f64 = diff.iter().map(|(_, v)| v).sum();
+        let top: Vec<String> = diff.iter().take(12).map(|(k, v)| format!("{k} {v:.0}")).collect();
+        format!("API server requests per bump: {total:.0} ({})", top.join(", "))
     }
 }
 
@@ -200,8 +345,7 @@ struct Bumps {
 /// Applications are Synced and Healthy at the system commit it pushed.
 #[allow(clippy::too_many_arguments)]
 fn bumps(
-    cp: &ControlPlane,
-    argocd: &ArgoCd,
+    watch: &AppWatch,
     ctrl: &Controller,
     app: &str,
     system: &str,
@@ -233,7 +377,7 @@ fn bumps(
         }
         let pushed = Instant::now();
         let head = head.unwrap_or_default();
-        wait_synced(cp, argocd, n, &head, timeout).map_err(|e| format!("bump {seq}: {e}"))?;
+        watch.wait_synced(n, &head, timeout).map_err(|e| format!("bump {seq}: {e}"))?;
         out.from_webhook.push(t.elapsed());
         out.from_push.push(pushed.elapsed());
         eprintln!("bench: argocd bump {seq}: {:.1?} from webhook, {:.1?} from push", t.elapsed(), pushed.elapsed());
@@ -308,6 +452,7 @@ pub fn run(plan: &Plan, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     ];
     let crate::Repos { daemon, app, config } = crate::repos();
     let system = daemon.create_repo("system");
+    let watch = AppWatch::start(&cp, &argocd);
     let mut seq = 0;
     let mut deployed = 0;
     let mut refresh_on = true;
@@ -324,7 +469,7 @@ pub fn run(plan: &Plan, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
         let first = Instant::now();
         loop {
             let head = branch_head(&system, TIER).unwrap_or_default();
-            if !head.is_empty() && synced_at(&cp, &argocd, &head).0 >= n {
+            if !head.is_empty() && watch.synced_at(&head).0 >= n {
                 break;
             }
             if first.elapsed() > Duration::from_secs(900) {
@@ -361,13 +506,17 @@ pub fn run(plan: &Plan, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
             };
             let usage: Vec<Usage> = pids.iter().map(|(pid, name)| Usage::start(*pid, name)).collect();
             let waits = ClientWaits::start(&argocd);
+            let machine = Machine::start(&cp, ctrl.child.id());
+            let requests = ApiRequests::read(&cp);
             let t = Instant::now();
-            let b = bumps(&cp, &argocd, &ctrl, &app, &system, n, count, &mut seq, timeout)?;
+            let b = bumps(&watch, &ctrl, &app, &system, n, count, &mut seq, timeout)?;
             record(rows, notes, n, &mode, b, &usage, t.elapsed().as_secs_f64());
             notes.push(format!("  during those bumps, {}", waits.report()));
+            notes.push(format!("  during those bumps, {}", machine.report()));
+            notes.push(format!("  during those bumps, {}", requests.report(&cp, count)));
         }
         if n >= 100 || k + 1 == plan.sizes.len() {
-            one_changed(&cp, &argocd, &system, n, refresh_on, notes)?;
+            one_changed(&cp, &argocd, &watch, &system, n, refresh_on, notes)?;
         }
     }
     drop(ctrl);
@@ -379,6 +528,7 @@ pub fn run(plan: &Plan, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
 fn one_changed(
     cp: &ControlPlane,
     argocd: &ArgoCd,
+    watch: &AppWatch,
     system: &str,
     n: usize,
     refresh: bool,
@@ -399,7 +549,7 @@ fn one_changed(
     }
     let new_head = new_head.unwrap_or_default();
     let timeout = if refresh { Duration::from_secs(300) } else { Duration::from_secs(600) };
-    wait_synced(cp, argocd, n, &new_head, timeout)?;
+    watch.wait_synced(n, &new_head, timeout)?;
     let took = t.elapsed();
     // Stragglers (an Application whose refresh comes after it is already Synced) and nothing else.
     std::thread::sleep(Duration::from_secs(5));
