@@ -148,4 +148,44 @@ mod cache_tests {
             "the reused handle does not see the other's pack: a sync would store every object again"
         );
     }
+
+    #[test]
+    fn a_cache_fetched_at_every_bump_keeps_its_packs_few() {
+        use super::super::packs::PACK_LIMIT;
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Repository::init_bare(dir.path().join("app.git")).unwrap();
+        let url = format!("file://{}", upstream.path().display());
+        let cache = GitCache::new(dir.path().join("cache"));
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let pack_count = |remote: &Remote| {
+            std::fs::read_dir(remote.git_dir().join("objects/pack"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        };
+        let (mut commits, mut counts) = (Vec::new(), Vec::new());
+        for bump in 0..PACK_LIMIT + 10 {
+            let blob = upstream.blob(format!("image: storefront:{bump}\n").as_bytes()).unwrap();
+            let mut tree = upstream.treebuilder(None).unwrap();
+            tree.insert("kustomization.yaml", blob, 0o100644).unwrap();
+            let tree = upstream.find_tree(tree.write().unwrap()).unwrap();
+            let parent = commits.last().map(|c| upstream.find_commit(*c).unwrap());
+            let parents: Vec<&git2::Commit> = parent.iter().collect();
+            commits.push(upstream.commit(Some("refs/heads/tier-0"), &sig, &sig, "bump", &tree, &parents).unwrap());
+            let remote = cache.open(&url, &Auth::default()).unwrap();
+            remote.fetch(&["tier-0"]).unwrap();
+            counts.push(pack_count(&remote));
+        }
+        // Each fetch stored a pack of its own (what makes the bound needed)...
+        assert_eq!(counts[PACK_LIMIT - 1], PACK_LIMIT, "{counts:?}");
+        // ...and past the limit they were merged.
+        assert!(counts.iter().all(|c| *c <= PACK_LIMIT), "{counts:?}");
+        assert!(*counts.last().unwrap() < 15, "{counts:?}");
+        let remote = cache.open(&url, &Auth::default()).unwrap();
+        assert_eq!(remote.fetched("tier-0"), commits.last().copied());
+        for c in &commits {
+            let tree = remote.tree_of(*c).unwrap();
+            assert!(remote.entry(tree, "kustomization.yaml").is_some(), "{c} lost its tree");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! | [`error`] | what went wrong, in the kinds a person acts on differently |
 //! | [`cache`] | bare repositories on disk, one per URL, and reused handles |
 //! | [`remote`] | ls-remote, fetch, push under a lease, objects read and written |
+//! | [`packs`] | a cache's pack files merged past git's `gc.autoPackLimit` |
 //! | [`hashed`] | a rendered tree hashed as git would, compared with a branch by ids |
 //! | [`diff`] | unified diffs of two trees |
 //! | [`known_hosts`] | SSH host keys against OpenSSH known_hosts lines |
@@ -18,6 +19,7 @@ pub mod diff;
 pub mod error;
 pub mod hashed;
 pub mod known_hosts;
+pub mod packs;
 pub mod remote;
 mod stream;
 

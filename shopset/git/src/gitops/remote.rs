@@ -10,7 +10,7 @@ use git2::{Cred, CredentialType, Direction, FetchOptions, ObjectType, Oid, PushO
 use shopset_core::tree::{Entry, Tree};
 
 use super::known_hosts::{check_known_hosts, known_hosts_name, ssh_port};
-use super::{Auth, Change, GitError, HashedTree};
+use super::{Auth, Change, GitError, HashedTree, packs};
 
 /// The branches of a remote and its default branch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -220,7 +220,17 @@ impl Remote {
         opts.remote_callbacks(self.callbacks());
         opts.download_tags(git2::AutotagOption::None);
         remote.fetch(&refspecs, Some(&mut opts), None).map_err(|e| self.git_error(e))?;
+        self.keep_packs_few();
         Ok(())
+    }
+
+    /// Merges the cache's packs when a fetch or a render left too many (see [`packs`]). Called
+    /// under the URL's lock, so two merges of one cache never run at once. A failed merge removes
+    /// nothing and is only a warning: the cache stays correct, just slower.
+    fn keep_packs_few(&self) {
+        if let Err(e) = packs::merge_when_many(self.repo(), packs::PACK_LIMIT) {
+            tracing::warn!(url = %self.url, error = %e.message(), "cannot merge the cache's packs");
+        }
     }
 
     /// Pushes updates, each only if the remote branch still has its expected value.
@@ -320,7 +330,11 @@ impl Remote {
             return Err(GitError::Rejected { url: self.url.clone(), branch, reason });
         }
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Renders of 100 objects or more were written as packs of their own.
+                self.keep_packs_few();
+                Ok(())
+            }
             Err(e) if e.message().contains("not present locally") || e.message().contains("non-fast-forward") => {
                 let u = &updates[0];
                 Err(GitError::LeaseBroken {
@@ -360,6 +374,7 @@ impl Remote {
             opts.download_tags(git2::AutotagOption::None);
             let refspec = format!("+{refname}:refs/shopset/fetched/{refname}");
             remote.fetch(&[refspec], Some(&mut opts), None).map_err(|e| self.git_error(e))?;
+            self.keep_packs_few();
         }
         self.repo()
             .refname_to_id(&format!("refs/shopset/fetched/{refname}"))

@@ -1,0 +1,191 @@
+//! A cache's pack files, kept few.
+//!
+//! libgit2 stores every fetch as a pack of its own (it has no `unpackLimit`), and a render of 100
+//! objects or more is written as one too, so a long-running controller's cache of the app
+//! repository gains a pack at every bump. Each look-up of an object the cache lacks (every sync asks
+//! whether what it wrote is there) reads the index of every pack, and each pack read from keeps a
+//! file open: without a bound, both grow with the controller's uptime. git's own `gc --auto` repacks
+//! past 50 packs (`gc.autoPackLimit`); so does a cache here, merging all packs but the largest.
+//!
+//! Merging is safe beside other handles on the same repository: the merged pack holds every object
+//! of the packs it replaces (not only what refs reach: a sync may be holding a commit it fetched a
+//! moment ago), a handle that already reads a removed pack keeps its open file, and one that looks
+//! there afresh finds nothing and goes on to the other packs, the merged one after its refresh.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use git2::{Oid, Repository};
+
+/// More packs than this, and all but the largest are merged into one (git's `gc.autoPackLimit`).
+pub const PACK_LIMIT: usize = 50;
+
+/// What a merge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub packs: usize,
+    pub objects: usize,
+}
+
+/// One pack of the repository: its `.pack` file and the `.idx` beside it.
+struct Pack {
+    pack: PathBuf,
+    idx: PathBuf,
+    bytes: u64,
+}
+
+/// Merges the repository's packs, all but the largest, when it holds more than `limit`; None when
+/// it holds no more (the usual case: one directory listing).
+pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>, git2::Error> {
+    let dir = repo.path().join("objects").join("pack");
+    let mut packs = list(&dir);
+    if packs.len() <= limit {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    packs.sort_by_key(|p| std::cmp::Reverse(p.bytes));
+    // The largest stays as it is: merging it again each time would cost the whole repository.
+    let small = &packs[1..];
+    let mut ids = BTreeSet::new();
+    for p in small {
+        ids.extend(index_ids(&p.idx)?);
+    }
+    let mut builder = repo.packbuilder()?;
+    for id in &ids {
+        builder.insert_object(*id, None)?;
+    }
+    builder.write(&dir, 0)?;
+    let merged_name = builder.name().ok().flatten().map(|n| format!("pack-{n}.pack"));
+    for p in small {
+        // A name equal to the merged pack's would be the merged pack itself.
+        if p.pack.file_name().and_then(|n| n.to_str()) == merged_name.as_deref() {
+            continue;
+        }
+        // The index first: a handle listing the directory meanwhile does not take up a pack whose
+        // data is about to go.
+        let _ = std::fs::remove_file(&p.idx);
+        let _ = std::fs::remove_file(&p.pack);
+    }
+    repo.odb()?.refresh()?;
+    tracing::info!(
+        repository = %repo.path().display(),
+        packs = small.len(),
+        objects = ids.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "cache packs merged"
+    );
+    Ok(Some(Merged { packs: small.len(), objects: ids.len() }))
+}
+
+/// The packs of a pack directory that have their index and no `.keep` file.
+fn list(dir: &Path) -> Vec<Pack> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .filter_map(|pack| {
+            let idx = pack.with_extension("idx");
+            let keep = pack.with_extension("keep");
+            // A pack still being written has no index yet.
+            if !idx.is_file() || keep.exists() {
+                return None;
+            }
+            let bytes = std::fs::metadata(&pack).ok()?.len();
+            Some(Pack { pack, idx, bytes })
+        })
+        .collect()
+}
+
+/// The object ids a pack index (version 2, SHA-1) lists.
+fn index_ids(idx: &Path) -> Result<Vec<Oid>, git2::Error> {
+    let bad = |why: &str| git2::Error::from_str(&format!("{}: {why}", idx.display()));
+    let bytes = std::fs::read(idx).map_err(|e| bad(&e.to_string()))?;
+    // Header: the magic "\377tOc", version 2; then 256 cumulative counts, the last the total.
+    const FANOUT: usize = 8;
+    const IDS: usize = FANOUT + 256 * 4;
+    if bytes.len() < IDS || bytes[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
+        return Err(bad("not a version 2 pack index"));
+    }
+    let count = u32::from_be_bytes([bytes[IDS - 4], bytes[IDS - 3], bytes[IDS - 2], bytes[IDS - 1]]) as usize;
+    let end = IDS + count * 20;
+    if bytes.len() < end {
+        return Err(bad("shorter than the objects it counts"));
+    }
+    bytes[IDS..end].chunks_exact(20).map(Oid::from_bytes).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `count` blobs of `tag` into the repository as one pack.
+    fn write_pack(repo: &Repository, scratch: &Repository, tag: &str, count: usize) -> Vec<Oid> {
+        let mut builder = scratch.packbuilder().unwrap();
+        let ids: Vec<Oid> =
+            (0..count).map(|i| scratch.blob(format!("{tag} object {i}\n").as_bytes()).unwrap()).collect();
+        for id in &ids {
+            builder.insert_object(*id, None).unwrap();
+        }
+        builder.write(&repo.path().join("objects/pack"), 0).unwrap();
+        ids
+    }
+
+    fn packs(repo: &Repository) -> usize {
+        list(&repo.path().join("objects/pack")).len()
+    }
+
+    #[test]
+    fn past_the_limit_all_packs_but_the_largest_become_one_and_every_object_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
+        let scratch = Repository::init_bare(dir.path().join("scratch.git")).unwrap();
+        let mut ids = write_pack(&repo, &scratch, "first clone", 500);
+        let largest = list(&repo.path().join("objects/pack")).remove(0).pack;
+        // With the first clone's pack, PACK_LIMIT packs.
+        for fetch in 0..PACK_LIMIT - 1 {
+            ids.extend(write_pack(&repo, &scratch, &format!("fetch {fetch}"), 3));
+        }
+        // A handle that has read from every pack (their files open) and one that has read nothing.
+        let reading = Repository::open_bare(repo.path()).unwrap();
+        for id in &ids {
+            reading.find_blob(*id).unwrap();
+        }
+        let idle = Repository::open_bare(repo.path()).unwrap();
+        idle.odb().unwrap().refresh().unwrap();
+
+        assert_eq!(merge_when_many(&repo, PACK_LIMIT).unwrap(), None, "{PACK_LIMIT} packs are not too many");
+        ids.extend(write_pack(&repo, &scratch, "one fetch more", 3));
+        let merged = merge_when_many(&repo, PACK_LIMIT).unwrap().expect("merged past the limit");
+        assert_eq!(merged, Merged { packs: PACK_LIMIT, objects: PACK_LIMIT * 3 });
+        assert_eq!(packs(&repo), 2, "the largest pack and the merged one");
+        assert!(largest.exists(), "the largest pack is left as it is");
+
+        let fresh = Repository::open_bare(repo.path()).unwrap();
+        for handle in [&repo, &reading, &idle, &fresh] {
+            for id in &ids {
+                let blob = handle.find_blob(*id).unwrap_or_else(|e| panic!("{id} lost: {e}"));
+                assert!(blob.content().ends_with(b"\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_index_that_is_not_version_2_is_refused_and_nothing_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
+        let scratch = Repository::init_bare(dir.path().join("scratch.git")).unwrap();
+        // Of three sizes: the smallest is surely merged, not kept as the largest.
+        for fetch in 0..3 {
+            write_pack(&repo, &scratch, &format!("fetch {fetch}"), 2 + fetch * 20);
+        }
+        let pack_dir = repo.path().join("objects/pack");
+        let mut all = list(&pack_dir);
+        all.sort_by_key(|p| p.bytes);
+        std::fs::write(&all[0].idx, b"not an index").unwrap();
+        let err = merge_when_many(&repo, 1).unwrap_err();
+        assert!(err.message().contains("not a version 2 pack index"), "{}", err.message());
+        assert_eq!(packs(&repo), 3, "nothing removed after a failed merge");
+    }
+}
