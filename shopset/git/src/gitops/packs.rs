@@ -5,7 +5,11 @@
 //! repository gains a pack at every bump. Each look-up of an object the cache lacks (every sync asks
 //! whether what it wrote is there) reads the index of every pack, and each pack read from keeps a
 //! file open: without a bound, both grow with the controller's uptime. git's own `gc --auto` repacks
-//! past 50 packs (`gc.autoPackLimit`); so does a cache here, merging all packs but the largest.
+//! past 50 packs (`gc.autoPackLimit`); so does a cache here, geometrically, as `git repack
+//! --geometric=2` does: the small packs are merged, and a pack at least twice the size of all
+//! smaller ones together is left as it is, so the large packs of first clones and first renders are
+//! not rewritten at every merge, nor is an earlier merge's pack until the new ones add up to half
+//! of it.
 //!
 //! Merging is safe beside other handles on the same repository: the merged pack holds every object
 //! of the packs it replaces (not only what refs reach: a sync may be holding a commit it fetched a
@@ -18,7 +22,7 @@ use std::time::Instant;
 
 use git2::{Oid, Repository};
 
-/// More packs than this, and all but the largest are merged into one (git's `gc.autoPackLimit`).
+/// More packs than this, and the small ones are merged into one (git's `gc.autoPackLimit`).
 pub const PACK_LIMIT: usize = 50;
 
 /// What a merge did.
@@ -35,8 +39,8 @@ struct Pack {
     bytes: u64,
 }
 
-/// Merges the repository's packs, all but the largest, when it holds more than `limit`; None when
-/// it holds no more (the usual case: one directory listing).
+/// Merges the repository's small packs when it holds more than `limit`; None when it holds no more
+/// (the usual case: one directory listing) or none is small.
 pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>, git2::Error> {
     let dir = repo.path().join("objects").join("pack");
     let mut packs = list(&dir);
@@ -44,9 +48,11 @@ pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>
         return Ok(None);
     }
     let started = Instant::now();
-    packs.sort_by_key(|p| std::cmp::Reverse(p.bytes));
-    // The largest stays as it is: merging it again each time would cost the whole repository.
-    let small = &packs[1..];
+    packs.sort_by_key(|p| p.bytes);
+    let small = &packs[..small_packs(&packs.iter().map(|p| p.bytes).collect::<Vec<_>>())];
+    if small.len() < 2 {
+        return Ok(None);
+    }
     let mut ids = BTreeSet::new();
     for p in small {
         ids.extend(index_ids(&p.idx)?);
@@ -76,6 +82,20 @@ pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>
         "cache packs merged"
     );
     Ok(Some(Merged { packs: small.len(), objects: ids.len() }))
+}
+
+/// How many of the packs, sorted by size from the smallest, to merge: all below the first pack
+/// from which on each is at least twice the size of all smaller ones together.
+fn small_packs(ascending: &[u64]) -> usize {
+    let mut below = 0u64;
+    let mut split = 0;
+    for (i, size) in ascending.iter().enumerate() {
+        if *size < below.saturating_mul(2) {
+            split = i + 1;
+        }
+        below = below.saturating_add(*size);
+    }
+    split
 }
 
 /// The packs of a pack directory that have their index and no `.keep` file.
@@ -137,11 +157,27 @@ mod tests {
     }
 
     #[test]
-    fn past_the_limit_all_packs_but_the_largest_become_one_and_every_object_stays_readable() {
+    fn the_packs_merged_are_those_below_a_geometric_progression() {
+        for (sizes, merged) in [
+            (vec![], 0),
+            (vec![10], 0),
+            (vec![1, 1, 1, 1, 100], 4),
+            (vec![1, 1, 1, 1, 7], 5),
+            (vec![1, 2, 4, 8], 4),
+            (vec![1, 3, 9, 27], 0),
+            (vec![1, 1, 100, 100], 4),
+            (vec![1, 1, 100, 1000], 2),
+        ] {
+            assert_eq!(small_packs(&sizes), merged, "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn past_the_limit_the_small_packs_become_one_and_every_object_stays_readable() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
         let scratch = Repository::init_bare(dir.path().join("scratch.git")).unwrap();
-        let mut ids = write_pack(&repo, &scratch, "first clone", 500);
+        let mut ids = write_pack(&repo, &scratch, "first clone", 5000);
         let largest = list(&repo.path().join("objects/pack")).remove(0).pack;
         // With the first clone's pack, PACK_LIMIT packs.
         for fetch in 0..PACK_LIMIT - 1 {
@@ -159,8 +195,8 @@ mod tests {
         ids.extend(write_pack(&repo, &scratch, "one fetch more", 3));
         let merged = merge_when_many(&repo, PACK_LIMIT).unwrap().expect("merged past the limit");
         assert_eq!(merged, Merged { packs: PACK_LIMIT, objects: PACK_LIMIT * 3 });
-        assert_eq!(packs(&repo), 2, "the largest pack and the merged one");
-        assert!(largest.exists(), "the largest pack is left as it is");
+        assert_eq!(packs(&repo), 2, "the first clone's pack and the merged one");
+        assert!(largest.exists(), "a pack larger than all others together is left as it is");
 
         let fresh = Repository::open_bare(repo.path()).unwrap();
         for handle in [&repo, &reading, &idle, &fresh] {
@@ -176,9 +212,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
         let scratch = Repository::init_bare(dir.path().join("scratch.git")).unwrap();
-        // Of three sizes: the smallest is surely merged, not kept as the largest.
+        // Near in size, so all three are merged; the smallest one's index is broken below.
         for fetch in 0..3 {
-            write_pack(&repo, &scratch, &format!("fetch {fetch}"), 2 + fetch * 20);
+            write_pack(&repo, &scratch, &format!("fetch {fetch}"), 4 + fetch);
         }
         let pack_dir = repo.path().join("objects/pack");
         let mut all = list(&pack_dir);
