@@ -11,7 +11,7 @@
 //! | [`hashed`] | a rendered tree hashed as git would, compared with a branch by ids |
 //! | [`diff`] | unified diffs of two trees |
 //! | [`known_hosts`] | SSH host keys against OpenSSH known_hosts lines |
-//! | [`stream`] | libgit2's sockets, with TCP_NODELAY |
+//! | [`stream`] | libgit2's sockets, with TCP_NODELAY and quick ACKs |
 
 pub mod auth;
 pub mod cache;

@@ -1,4 +1,4 @@
-//! libgit2's plain TCP sockets, replaced by ones with `TCP_NODELAY`.
+//! libgit2's plain TCP sockets, replaced by ones with `TCP_NODELAY` that acknowledge at once.
 //!
 //! libgit2 sends a push as two writes, the ref commands and then the pack, and only then waits
 //! for the server. Its own sockets keep Nagle's algorithm on, so the pack waits until the server
