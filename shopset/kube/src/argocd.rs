@@ -137,9 +137,8 @@ pub async fn apply(
         out.in_place.push(format!("{ns}/{name}"));
         keep.insert((ns, name));
     }
-    let to_apply: Vec<DynamicObject> = to_apply.into_iter().cloned().collect();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = each_application(client, &to_apply, |api, ns, name, app| {
+    let applied = each_application(client, to_apply, |api, ns, name, app| {
         let params = params.clone();
         async move {
             api.patch(&name, &params, &Patch::Apply(&app)).await.map_err(|e| ArgoError::of("apply", &ns, &name, e))?;
@@ -190,9 +189,9 @@ pub async fn refresh(client: &kube::Client, apps: &[DynamicObject]) -> Result<Ve
 /// [`CONCURRENT_REQUESTS`] at once; the results in the order of `apps`. The futures own what they
 /// use: a closure lending them references would not be Send for every lifetime the controller's
 /// runtime asks for.
-async fn each_application<T, F, Fut>(
+async fn each_application<'a, T, F, Fut>(
     client: &kube::Client,
-    apps: &[DynamicObject],
+    apps: impl IntoIterator<Item = &'a DynamicObject>,
     request: F,
 ) -> Vec<Result<T, ArgoError>>
 where
@@ -201,7 +200,7 @@ where
 {
     let ar = application_resource();
     let requests: Vec<_> = apps
-        .iter()
+        .into_iter()
         .map(|app| {
             let (ns, name) =
                 (app.metadata.namespace.clone().unwrap_or_default(), app.metadata.name.clone().unwrap_or_default());

@@ -623,23 +623,25 @@ async fn sync_and_apply(tier: &Tier, ctx: &Context) -> Result<Option<Duration>, 
     // An Application rendered as the last sync applied it, and still so in the cluster, is left
     // alone: a bump moves the branch under unchanged Applications, and a server-side apply of each
     // of a tier's 100 Applications at every push was work for the API server that changed nothing.
-    let previous: HashMap<(String, String), DynamicObject> = ctx
-        .last
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        .map(|l| l.apps.iter().map(|a| ((a.namespace().unwrap_or_default(), a.name_any()), a.clone())).collect())
-        .unwrap_or_default();
-    let stores = ctx.stores.get().filter(|s| *s.applications_ready.borrow());
-    let applied = argocd::apply(&ctx.client, &owner, &apps, |app| {
-        let previous = previous.get(&(app.namespace().unwrap_or_default(), app.name_any()));
-        stores.is_some_and(|stores| {
-            in_place(app, previous, |ns, name| {
-                stores.applications.get(&ObjectRef::new_with(name, argocd::application_resource()).within(ns))
-            })
-        })
-    })
-    .await?;
+    let named = |app: &DynamicObject| (app.namespace().unwrap_or_default(), app.name_any());
+    let unchanged: BTreeSet<(String, String)> = match ctx.stores.get().filter(|s| *s.applications_ready.borrow()) {
+        // Without a synced watch of the Applications, the cluster's side is unknown: apply all.
+        None => BTreeSet::new(),
+        Some(stores) => {
+            let last = ctx.last.lock().unwrap_or_else(|p| p.into_inner());
+            let previous: HashMap<(String, String), &DynamicObject> =
+                last.get(&key).map(|l| l.apps.iter().map(|a| (named(a), a)).collect()).unwrap_or_default();
+            apps.iter()
+                .filter(|app| {
+                    in_place(app, previous.get(&named(app)).copied(), |ns, name| {
+                        stores.applications.get(&ObjectRef::new_with(name, argocd::application_resource()).within(ns))
+                    })
+                })
+                .map(named)
+                .collect()
+        }
+    };
+    let applied = argocd::apply(&ctx.client, &owner, &apps, |app| unchanged.contains(&named(app))).await?;
     // Moved by this push, or by another writer since this process last looked (a promotion pins
     // with its own system commit; after a restart or a failure the last head is unknown).
     let moved = pushed || seen_head != report.head;
