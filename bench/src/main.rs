@@ -174,7 +174,7 @@ fn materialize(
     std::fs::create_dir_all(dir).expect("dir");
     for (path, entry) in &tree.entries {
         if let Entry::File(bytes) = entry {
-            let p = dir.join(path);
+            let p = dir.join(&**path);
             std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
             std::fs::write(p, bytes).expect("write");
         }

@@ -114,10 +114,10 @@ impl WarmClone {
             }
             match entry {
                 Entry::File(bytes) => {
-                    let p = self.files.join(path);
+                    let p = self.files.join(&**path);
                     std::fs::create_dir_all(p.parent().expect("a file has a parent")).expect("dir");
                     std::fs::write(p, bytes).expect("write");
-                    args.push(path.clone());
+                    args.push(path.to_string());
                 }
                 Entry::Gitlink(oid) => args.push(format!("{path}={oid}")),
             }

@@ -516,12 +516,14 @@ pub fn check_tree(input: RenderInput<'_>, tree: &Tree) -> Result<(), String> {
     let mut paths: BTreeSet<String> = expected.keys().cloned().collect();
     paths.extend(["base".to_string(), ".gitmodules".to_string(), "README.md".to_string()]);
     paths.extend(used.iter().map(|c| format!("config/{c}")));
-    let got: BTreeSet<String> = tree.entries.keys().cloned().collect();
+    let got: BTreeSet<String> = tree.entries.keys().map(|p| p.to_string()).collect();
     if got != paths {
         return Err(format!("files {got:?}, expected {paths:?}"));
     }
     for (path, want) in &expected {
-        let Some(Entry::File(bytes)) = tree.entries.get(path) else { return Err(format!("{path}: not a file")) };
+        let Some(Entry::File(bytes)) = tree.entries.get(path.as_str()) else {
+            return Err(format!("{path}: not a file"));
+        };
         let text = std::str::from_utf8(bytes).map_err(|_| format!("{path}: not UTF-8"))?;
         let value = one_document(text).map_err(|e| format!("{path}: {e}\n{text}"))?;
         if &value != want {

@@ -153,7 +153,7 @@ pub fn diff(cli: &Cli, style: &Style, args: &DiffArgs) -> Result<()> {
         let one = |text: Option<&String>| {
             let mut t = Tree::default();
             if let Some(text) = text {
-                t.entries.insert(rel.clone(), Entry::file(text.clone()));
+                t.entries.insert(rel.as_str().into(), Entry::file(text.clone()));
             }
             t
         };

@@ -50,7 +50,7 @@ pub fn manifest_diff(file: &Path, old: &str, new: &str) -> String {
         if text.is_empty() {
             Tree::from_entries(BTreeMap::new())
         } else {
-            Tree::from_entries(BTreeMap::from([(path.clone(), Entry::file(text.as_bytes()))]))
+            Tree::from_entries(BTreeMap::from([(path.as_str().into(), Entry::file(text.as_bytes()))]))
         }
     };
     shopset::gitops::diff_trees(&tree(old), &tree(new))

@@ -178,7 +178,7 @@ fn shopset_tree(f: &Fixture, tier: &str) -> String {
             .output()
             .expect("run git");
         assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
-        rendered.entries.insert(path.to_string(), Entry::file(out.stdout));
+        rendered.entries.insert(path.into(), Entry::file(out.stdout));
     }
     let scratch = f.work.path().join("scratch-cache");
     let remote = GitCache::new(&scratch).open(&f.system, &Auth::default()).expect("open scratch cache");

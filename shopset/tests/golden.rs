@@ -53,7 +53,7 @@ fn as_files(tree: &Tree) -> BTreeMap<String, Vec<u8>> {
     tree.entries
         .iter()
         .map(|(path, entry)| match entry {
-            Entry::File(bytes) => (path.clone(), bytes.to_vec()),
+            Entry::File(bytes) => (path.to_string(), bytes.to_vec()),
             Entry::Gitlink(oid) => (format!("{path}.gitlink"), format!("{oid}\n").into_bytes()),
         })
         .collect()
@@ -293,7 +293,7 @@ fn every_rendered_path_is_one_shopset_owns_and_nothing_else_is() {
         }
         // Each owned path is produced (a ShopSet's files and a Configuration's gitlink included).
         for owned in OWNED_PATHS {
-            assert!(tree.entries.keys().any(|p| p == owned || p.starts_with(owned)), "{tier}: nothing at {owned}");
+            assert!(tree.entries.keys().any(|p| &**p == *owned || p.starts_with(owned)), "{tier}: nothing at {owned}");
         }
     }
     for path in ["NOTES.md", ".github/CODEOWNERS", "shopsets.md", "config.d/x", "applicationsx.yaml", "basement"] {

@@ -382,7 +382,7 @@ fn check(values: &Values) -> Vec<String> {
                 continue;
             }
         };
-        match (one_document(path, text), expected.get(path)) {
+        match (one_document(path, text), expected.get(&**path)) {
             (Err(e), _) => wrong.push(format!("{e}\n{text}")),
             (Ok(_), None) => wrong.push(format!("{path}: not expected at all")),
             (Ok(got), Some(want)) if &got != want => {
@@ -391,7 +391,7 @@ fn check(values: &Values) -> Vec<String> {
             (Ok(_), Some(_)) => {}
         }
     }
-    for path in expected.keys().filter(|p| !tree.entries.contains_key(*p)) {
+    for path in expected.keys().filter(|p| !tree.entries.contains_key(p.as_str())) {
         wrong.push(format!("{path}: missing"));
     }
     match tree.entries.get(".gitmodules") {

@@ -182,3 +182,68 @@ fn memo_files_round_trip_and_are_written_only_when_changed() {
     assert!(third.save_memo_file(dir.path(), "default", "tier-0").unwrap());
     assert_eq!(Renderer::embedded().unwrap().load_memo_file(dir.path(), "default", "tier-0"), base.shopsets.len());
 }
+
+/// One renderer kept for a sequence of inputs (as the controller keeps it) edits its last tree
+/// where the input changed; after each step its tree is byte for byte a fresh renderer's.
+#[test]
+fn a_renderer_kept_across_changes_renders_what_a_fresh_one_does() {
+    type Change = fn(&mut TierInput, &mut Pins);
+    let steps: Vec<(&str, Change)> = vec![
+        ("nothing", |_, _| {}),
+        ("shops of one", |i, _| i.shopsets[0].spec.shops.push("shop-new".into())),
+        ("replicas of another", |i, _| {
+            let last = i.shopsets.len() - 1;
+            i.shopsets[last].spec.replicas = Some(3);
+        }),
+        ("replicas removed again", |i, _| {
+            let last = i.shopsets.len() - 1;
+            i.shopsets[last].spec.replicas = None;
+        }),
+        ("app pin", |_, p| p.app = "3333333333333333333333333333333333333333".into()),
+        ("configuration pin", |_, p| {
+            p.configurations.insert("shop-config".into(), "4444444444444444444444444444444444444444".into());
+        }),
+        ("a ShopSet added", |i, _| {
+            let mut added = i.shopsets[0].clone();
+            added.metadata.name = Some("zz-added".into());
+            i.shopsets.push(added);
+        }),
+        ("a second Configuration used by one ShopSet", |i, p| {
+            let mut other = i.configurations[0].clone();
+            other.metadata.name = Some("other-config".into());
+            i.configurations.push(other);
+            p.configurations.insert("other-config".into(), "5555555555555555555555555555555555555555".into());
+            i.shopsets[0].spec.configuration = "other-config".into();
+        }),
+        ("back to one Configuration", |i, _| {
+            let first = i.configurations[0].spec.path.clone();
+            i.shopsets[0].spec.configuration = "shop-config".into();
+            i.configurations[0].spec.path = first;
+        }),
+        ("a ShopSet removed", |i, _| {
+            i.shopsets.remove(0);
+        }),
+        ("a ShopSet's namespace", |i, _| i.shopsets[0].spec.namespace = Some("elsewhere".into())),
+        ("the tier's project", |i, _| i.tier.spec.argocd.project = "shops".into()),
+        ("a ShopSet renamed", |i, _| i.shopsets[0].metadata.name = Some("renamed".into())),
+        ("every ShopSet removed", |i, _| i.shopsets.clear()),
+    ];
+    let mut i = input();
+    let mut pins =
+        Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    let kept = Renderer::embedded().unwrap();
+    let render_with = |r: &Renderer, i: &TierInput, pins: &Pins| {
+        r.render(RenderInput { tier: &i.tier, configurations: &i.configurations, shopsets: &i.shopsets, pins }).unwrap()
+    };
+    let mut last = render_with(&kept, &i, &pins);
+    for (what, change) in steps {
+        change(&mut i, &mut pins);
+        let fresh = render_with(&Renderer::embedded().unwrap(), &i, &pins);
+        let tree = render_with(&kept, &i, &pins);
+        assert_eq!(tree, fresh, "{what}: the kept renderer's tree differs from a fresh render");
+        if what != "nothing" {
+            assert_ne!(tree, last, "{what}: the change should show in the render");
+        }
+        last = tree;
+    }
+}

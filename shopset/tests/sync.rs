@@ -99,7 +99,7 @@ impl Fixture {
                 "100644" => Entry::file(blob(&repo, meta[2])),
                 other => panic!("unexpected mode {other} for {path}"),
             };
-            entries.insert(path.to_string(), entry);
+            entries.insert(path.to_string().into(), entry);
         }
         Tree::from_entries(entries)
     }
@@ -414,7 +414,7 @@ fn a_push_sends_only_what_changed_beside_other_branches() {
     let tree = |n: usize, changed: &str| {
         let mut t = Tree::default();
         for i in 0..n {
-            t.entries.insert(format!("shopsets/s{i:03}/k.yaml"), Entry::file(format!("{i}\n")));
+            t.entries.insert(format!("shopsets/s{i:03}/k.yaml").into(), Entry::file(format!("{i}\n")));
         }
         t.entries.insert("shopsets/s000/k.yaml".into(), Entry::file(changed));
         t

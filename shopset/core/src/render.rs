@@ -4,6 +4,7 @@
 //! byte-identical output, which is what makes the by-hand path and the controller agree.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use kube::ResourceExt;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, context};
 use serde::Serialize;
 
-use crate::api::{Configuration, ShopSet, SyncPolicy, Tier};
+use crate::api::{Configuration, ShopSet, ShopSetSpec, SyncPolicy, Tier};
 use crate::fleet::{DestinationError, Target};
 pub use crate::tree::{Entry, Tree};
 
@@ -110,19 +111,48 @@ pub struct Renderer {
     identity: String,
 }
 
-/// One tier's last render: the key of what every ShopSet's templates read from the tier, and the
-/// files of each ShopSet by the key of its own part.
+/// One tier's last render: the key of what every ShopSet's templates read from the tier, each
+/// ShopSet's files by the key of its own part, and the tree itself.
 #[derive(Default)]
 struct TierMemo {
     tier_key: String,
-    shopsets: HashMap<String, ShopSetFiles>,
+    /// Each ShopSet of the last render, by name.
+    shopsets: HashMap<String, ShopSetMemo>,
+    /// Files restored from a memo file ([`memo`]), by key, for ShopSets this process has not
+    /// rendered yet.
+    restored: HashMap<String, ShopSetFiles>,
+    /// The tree of the last render, which the next one edits where its input changed: an
+    /// unchanged ShopSet then costs a comparison, not a re-insertion of each of its files.
+    last: Option<LastTree>,
     /// Whether it differs from what was last restored or saved (so not saved again for nothing).
     changed: bool,
 }
 
+/// One ShopSet as it was last rendered.
+struct ShopSetMemo {
+    /// The key of everything its templates read (as a memo file keeps it).
+    key: String,
+    /// What the key was written from: an equal spec and Configuration path (the tier's part being
+    /// equal) means an equal key, found without writing the key again.
+    spec: ShopSetSpec,
+    config_path: String,
+    files: ShopSetFiles,
+    /// Its row of the README: namespace and number of shops.
+    namespace: String,
+    shops: usize,
+    /// Found in the render under way (false between renders).
+    seen: bool,
+}
+
+/// The last tree rendered for a tier, and the key of the README's inputs other than its rows.
+struct LastTree {
+    tree: Tree,
+    readme_key: String,
+}
+
 /// The rendered files of one ShopSet: (path, bytes). Reusing them shares the bytes, so a layer
 /// that derives something from a file (the git layer's blob ids) can tell it is the same file.
-type ShopSetFiles = Arc<Vec<(String, Arc<[u8]>)>>;
+type ShopSetFiles = Arc<Vec<(Arc<str>, Arc<[u8]>)>>;
 
 impl Renderer {
     /// The templates compiled into the binary.
@@ -209,17 +239,48 @@ impl Renderer {
         let branch = tier.branch();
         let tier_name = tier.name_any();
         check_oid("the app repository", &pins.app)?;
-        let mut tree = Tree::default();
+        let argocd = &tier.spec.argocd;
+        // What the ShopSet templates read from the tier. Written as JSON, a key is the input itself
+        // (no hash that two inputs could share); one that cannot be written (none today) never hits.
+        let tier_key =
+            serde_json::to_string(&(&tier_name, &branch, &tier.spec.app.path, &tier.spec.system.url, argocd))
+                .unwrap_or_default();
+        // Taken out while rendering: a render that fails leaves no memo, and the next starts afresh.
+        let previous = self.memo.lock().unwrap_or_else(|p| p.into_inner()).remove(&tier_name).unwrap_or_default();
+        let mut changed = previous.changed;
+        let (before, restored, last) = if previous.tier_key == tier_key && !tier_key.is_empty() {
+            (previous.shopsets, previous.restored, previous.last)
+        } else {
+            (HashMap::new(), HashMap::new(), None)
+        };
+        // The last tree holds exactly the files of `before`, plus the entries written below.
+        let (mut tree, last_readme) = match last {
+            Some(last) => (last.tree, Some(last.readme_key)),
+            None => (Tree::default(), None),
+        };
+        let incremental = last_readme.is_some();
+
         let mut gitmodules = String::new();
         tree.entries.insert("base".into(), Entry::Gitlink(pins.app.clone()));
         gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch)?);
 
         let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
-        // One name each, not two per comparison.
-        shopsets.sort_by_cached_key(|s| s.name_any());
+        shopsets.sort_by(|a, b| name_of(a).cmp(name_of(b)));
         let cfg_by_name: BTreeMap<String, &Configuration> = configurations.iter().map(|c| (c.name_any(), c)).collect();
         let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
+        if incremental {
+            // The gitlinks of the Configurations, all written again below.
+            let stale: Vec<Arc<str>> = tree
+                .entries
+                .range::<str, _>((Bound::Included("config/"), Bound::Excluded("config0")))
+                .map(|(path, _)| path.clone())
+                .collect();
+            for path in stale {
+                tree.entries.remove(&*path);
+            }
+        }
         let mut readme_cfgs = Vec::new();
+        let mut cfg_pins = Vec::new();
         for name in &used {
             let cfg = cfg_by_name.get(*name).ok_or_else(|| RenderError::MissingConfiguration {
                 shopset: shopsets
@@ -238,121 +299,187 @@ impl Renderer {
                 configuration: (*name).to_string(),
             })?;
             check_oid(&format!("Configuration {name}"), commit)?;
-            check_dir_name(&format!("Configuration/{name}"), name)?;
+            check_dir_name("Configuration", name)?;
             let path = format!("config/{name}");
             gitmodules.push_str(&submodule_section(&path, &cfg.spec.url, &branch)?);
-            tree.entries.insert(path, Entry::Gitlink(commit.clone()));
+            tree.entries.insert(path.into(), Entry::Gitlink(commit.clone()));
             readme_cfgs.push(context! { name => *name, url => cfg.spec.url.as_str(), commit => commit.as_str() });
+            cfg_pins.push((*name, cfg.spec.url.as_str(), commit.as_str()));
         }
         tree.entries.insert(".gitmodules".into(), Entry::file(gitmodules));
 
-        let mut readme_shopsets = Vec::new();
-        let argocd = &tier.spec.argocd;
-        // What the ShopSet templates read from the tier. Written as JSON, a key is the input itself
-        // (no hash that two inputs could share); one that cannot be written (none today) never hits.
-        let tier_key =
-            serde_json::to_string(&(&tier_name, &branch, &tier.spec.app.path, &tier.spec.system.url, argocd))
-                .unwrap_or_default();
-        let previous = self.memo.lock().unwrap_or_else(|p| p.into_inner()).remove(&tier_name).unwrap_or_default();
-        let unsaved = previous.changed;
-        let previous =
-            if previous.tier_key == tier_key && !tier_key.is_empty() { previous.shopsets } else { HashMap::new() };
-        let mut memo = HashMap::with_capacity(shopsets.len());
-        let mut changed = unsaved || previous.len() != shopsets.len();
+        // A memo of another number of ShopSets is a new one to keep, even if every file came from it.
+        changed |= before.len() + restored.len() != shopsets.len();
+        // Whether a README row (name, namespace, shops) may differ from the last render's.
+        let mut rows_changed = !incremental || before.len() != shopsets.len();
+        // Edited in place: a ShopSet found unchanged is marked seen, one that changed is replaced,
+        // and those left unseen are gone.
+        let mut memo = before;
         for ss in &shopsets {
-            let name = ss.name_any();
-            check_dir_name(&format!("ShopSet/{name}"), &name)?;
+            let name = name_of(ss);
+            check_dir_name("ShopSet", name)?;
+            let cfg = cfg_by_name[ss.spec.configuration.as_str()];
+            if let Some(old) = memo.get_mut(name)
+                && !old.seen
+                && old.spec == ss.spec
+                && old.config_path == cfg.spec.path
+            {
+                old.seen = true;
+                if !incremental {
+                    insert_files(&mut tree, &old.files);
+                }
+                continue;
+            }
+            let old = memo.remove(name);
+            if let Some(old) = &old
+                && incremental
+            {
+                for (path, _) in old.files.iter() {
+                    tree.entries.remove(path);
+                }
+            }
             let namespace = ss.destination_namespace(tier);
             let placed = crate::fleet::destination_of(tier, ss)?;
-            let (server, cluster) = match placed.target {
-                Target::Server(server) => (Some(server), None),
-                Target::Cluster(cluster) => (None, Some(cluster)),
-            };
-            let dir = format!("shopsets/{name}");
-            let cfg = cfg_by_name[ss.spec.configuration.as_str()];
             // Everything else the templates below read.
-            let key = serde_json::to_string(&(&name, &namespace, &ss.spec, &cfg.spec.path)).unwrap_or_default();
-            let files = match previous.get(&key).filter(|_| !key.is_empty()) {
+            let key = serde_json::to_string(&(name, &namespace, &ss.spec, &cfg.spec.path)).unwrap_or_default();
+            let files = match restored.get(&key).filter(|_| !key.is_empty()) {
                 Some(files) => files.clone(),
                 None => {
                     changed = true;
-                    let mut literals = vec![
-                        format!("SHOPSET_NAME={name}"),
-                        format!("SHOPSET_TIER={tier_name}"),
-                        format!("SHOP_COUNT={}", ss.spec.shops.len()),
-                        format!("SHOP_IDS={}", ss.spec.shops.join(",")),
-                    ];
-                    // Only while in maintenance: a ShopSet that never is keeps its ConfigMap (and
-                    // so its workloads) untouched by this feature.
-                    if ss.spec.maintenance.is_some() {
-                        literals.push(format!("MAINTENANCE_SHOP_IDS={}", ss.shops_in_maintenance().join(",")));
-                    }
-                    let sync_policy = effective_sync_policy(argocd.sync_policy.as_ref(), ss);
-                    let ctx = context! {
-                        shopset => name.as_str(),
-                        tier => tier_name.as_str(),
-                        namespace => namespace.as_str(),
-                        base => repo_path("../../base", &tier.spec.app.path),
-                        component => repo_path(&format!("../../config/{}", ss.spec.configuration), &cfg.spec.path),
-                        literals => literals,
-                        images => minijinja::value::Serde(&ss.spec.images),
-                        replicas => ss.spec.replicas,
-                    };
-                    let app_ctx = context! {
-                        name => name.as_str(),
-                        shopset => name.as_str(),
-                        tier => tier_name.as_str(),
-                        argocd_namespace => argocd.namespace.as_str(),
-                        project => argocd.project.as_str(),
-                        repo_url => tier.spec.system.url.as_str(),
-                        branch => branch.as_str(),
-                        path => dir.as_str(),
-                        destination => placed.name,
-                        server => server,
-                        cluster => cluster,
-                        namespace => namespace.as_str(),
-                        sync_policy => minijinja::value::Serde(&sync_policy),
-                    };
-                    let what = format!("ShopSet/{name}");
-                    let mut files = vec![
-                        (format!("{dir}/kustomization.yaml"), self.yaml("kustomization.yaml", &what, ctx.clone())?),
-                        (format!("{dir}/namespace.yaml"), self.yaml("namespace.yaml", &what, ctx.clone())?),
-                    ];
-                    if ss.spec.replicas.is_some() {
-                        files.push((format!("{dir}/replicas.yaml"), self.yaml("replicas.yaml", &what, ctx)?));
-                    }
-                    files.push((format!("applications/{name}.yaml"), self.yaml("application.yaml", &what, app_ctx)?));
-                    Arc::new(files.into_iter().map(|(path, bytes)| (path, Arc::from(bytes))).collect())
+                    self.render_shopset(tier, ss, cfg, name, &namespace, placed)?
                 }
             };
-            for (path, bytes) in files.iter() {
-                tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
-            }
-            memo.insert(key, files);
-            readme_shopsets.push(
-                context! { name => name.as_str(), namespace => namespace.as_str(), shops => ss.spec.shops.len() },
-            );
+            insert_files(&mut tree, &files);
+            let shops = ss.spec.shops.len();
+            rows_changed |= old.is_none_or(|o| o.namespace != namespace || o.shops != shops);
+            let config_path = cfg.spec.path.clone();
+            let entry = ShopSetMemo { key, spec: ss.spec.clone(), config_path, files, namespace, shops, seen: true };
+            memo.insert(name.to_string(), entry);
         }
+        // ShopSets of the last render that are gone; the others wait to be seen by the next.
+        memo.retain(|_, m| {
+            if !m.seen {
+                changed = true;
+                if incremental {
+                    for (path, _) in m.files.iter() {
+                        tree.entries.remove(path);
+                    }
+                }
+            }
+            std::mem::take(&mut m.seen)
+        });
 
-        let readme = self.text(
-            "README.md",
-            "",
-            context! {
-                tier => tier_name.as_str(),
-                branch => branch.as_str(),
-                app_url => tier.spec.app.url.as_str(),
-                app_commit => pins.app.as_str(),
-                system_url => tier.spec.system.url.as_str(),
-                configurations => readme_cfgs,
-                shopsets => readme_shopsets,
-            },
-        )?;
-        tree.entries.insert("README.md".into(), Entry::file(readme));
+        // The README lists every ShopSet: written again only when a row or the rest of its input changed.
+        let readme_key = serde_json::to_string(&(&tier.spec.app.url, &pins.app, &cfg_pins)).unwrap_or_default();
+        if rows_changed || last_readme.as_deref() != Some(readme_key.as_str()) || readme_key.is_empty() {
+            let rows: Vec<minijinja::Value> = shopsets
+                .iter()
+                .map(|ss| {
+                    let (name, namespace) = (ss.name_any(), ss.destination_namespace(tier));
+                    context! { name => name, namespace => namespace, shops => ss.spec.shops.len() }
+                })
+                .collect();
+            let readme = self.text(
+                "README.md",
+                "",
+                context! {
+                    tier => tier_name.as_str(),
+                    branch => branch.as_str(),
+                    app_url => tier.spec.app.url.as_str(),
+                    app_commit => pins.app.as_str(),
+                    system_url => tier.spec.system.url.as_str(),
+                    configurations => readme_cfgs,
+                    shopsets => rows,
+                },
+            )?;
+            tree.entries.insert("README.md".into(), Entry::file(readme));
+        }
+        let last = Some(LastTree { tree: tree.clone(), readme_key });
         self.memo
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(tier_name, TierMemo { tier_key, shopsets: memo, changed });
+            .insert(tier_name, TierMemo { tier_key, shopsets: memo, restored: HashMap::new(), last, changed });
         Ok(tree)
+    }
+
+    /// The files of one ShopSet, rendered from its templates.
+    fn render_shopset(
+        &self,
+        tier: &Tier,
+        ss: &ShopSet,
+        cfg: &Configuration,
+        name: &str,
+        namespace: &str,
+        placed: crate::fleet::Placed<'_>,
+    ) -> Result<ShopSetFiles, RenderError> {
+        let tier_name = tier.name_any();
+        let branch = tier.branch();
+        let argocd = &tier.spec.argocd;
+        let (server, cluster) = match placed.target {
+            Target::Server(server) => (Some(server), None),
+            Target::Cluster(cluster) => (None, Some(cluster)),
+        };
+        let dir = format!("shopsets/{name}");
+        let mut literals = vec![
+            format!("SHOPSET_NAME={name}"),
+            format!("SHOPSET_TIER={tier_name}"),
+            format!("SHOP_COUNT={}", ss.spec.shops.len()),
+            format!("SHOP_IDS={}", ss.spec.shops.join(",")),
+        ];
+        // Only while in maintenance: a ShopSet that never is keeps its ConfigMap (and so its
+        // workloads) untouched by this feature.
+        if ss.spec.maintenance.is_some() {
+            literals.push(format!("MAINTENANCE_SHOP_IDS={}", ss.shops_in_maintenance().join(",")));
+        }
+        let sync_policy = effective_sync_policy(argocd.sync_policy.as_ref(), ss);
+        let ctx = context! {
+            shopset => name,
+            tier => tier_name.as_str(),
+            namespace => namespace,
+            base => repo_path("../../base", &tier.spec.app.path),
+            component => repo_path(&format!("../../config/{}", ss.spec.configuration), &cfg.spec.path),
+            literals => literals,
+            images => minijinja::value::Serde(&ss.spec.images),
+            replicas => ss.spec.replicas,
+        };
+        let app_ctx = context! {
+            name => name,
+            shopset => name,
+            tier => tier_name.as_str(),
+            argocd_namespace => argocd.namespace.as_str(),
+            project => argocd.project.as_str(),
+            repo_url => tier.spec.system.url.as_str(),
+            branch => branch.as_str(),
+            path => dir.as_str(),
+            destination => placed.name,
+            server => server,
+            cluster => cluster,
+            namespace => namespace,
+            sync_policy => minijinja::value::Serde(&sync_policy),
+        };
+        let what = format!("ShopSet/{name}");
+        let mut files = vec![
+            (format!("{dir}/kustomization.yaml"), self.yaml("kustomization.yaml", &what, ctx.clone())?),
+            (format!("{dir}/namespace.yaml"), self.yaml("namespace.yaml", &what, ctx.clone())?),
+        ];
+        if ss.spec.replicas.is_some() {
+            files.push((format!("{dir}/replicas.yaml"), self.yaml("replicas.yaml", &what, ctx)?));
+        }
+        files.push((format!("applications/{name}.yaml"), self.yaml("application.yaml", &what, app_ctx)?));
+        Ok(Arc::new(files.into_iter().map(|(path, bytes)| (Arc::from(path), Arc::from(bytes))).collect()))
+    }
+}
+
+/// [`ResourceExt::name_any`], borrowed: a render of 1,000 unchanged ShopSets copies no name.
+fn name_of(ss: &ShopSet) -> &str {
+    let meta = &ss.metadata;
+    meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or_default()
+}
+
+/// Puts one ShopSet's files into the tree.
+fn insert_files(tree: &mut Tree, files: &ShopSetFiles) {
+    for (path, bytes) in files.iter() {
+        tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
     }
 }
 
@@ -419,10 +546,10 @@ fn git_config_value(value: &str) -> String {
     out
 }
 
-/// A ShopSet or Configuration name becomes one directory name on the system branch.
-fn check_dir_name(resource: &str, name: &str) -> Result<(), RenderError> {
+/// A ShopSet or Configuration (`kind`) name becomes one directory name on the system branch.
+fn check_dir_name(kind: &str, name: &str) -> Result<(), RenderError> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-        return Err(RenderError::BadName { resource: resource.into(), value: name.into() });
+        return Err(RenderError::BadName { resource: format!("{kind}/{name}"), value: name.into() });
     }
     Ok(())
 }

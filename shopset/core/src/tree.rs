@@ -22,15 +22,16 @@ impl Entry {
     }
 }
 
-/// A tree: repository-relative paths (with `/`) to entries.
+/// A tree: repository-relative paths (with `/`) to entries. Paths are shared like files, so a copy
+/// of a tree (the renderer's and the git layer's memos keep one) allocates no path again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
-    pub entries: BTreeMap<String, Entry>,
+    pub entries: BTreeMap<Arc<str>, Entry>,
 }
 
 impl Tree {
     /// A tree of these entries.
-    pub fn from_entries(entries: BTreeMap<String, Entry>) -> Self {
+    pub fn from_entries(entries: BTreeMap<Arc<str>, Entry>) -> Self {
         Self { entries }
     }
 
@@ -39,7 +40,7 @@ impl Tree {
     pub fn write_to(&self, dir: &Path) -> std::io::Result<usize> {
         let mut files = 0;
         for (path, entry) in &self.entries {
-            let target = dir.join(path);
+            let target = dir.join(&**path);
             match entry {
                 Entry::File(bytes) => {
                     if let Some(parent) = target.parent() {
@@ -57,7 +58,7 @@ impl Tree {
     /// The gitlinks: path -> commit.
     pub fn gitlinks(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().filter_map(|(p, e)| match e {
-            Entry::Gitlink(oid) => Some((p.as_str(), oid.as_str())),
+            Entry::Gitlink(oid) => Some((&**p, oid.as_str())),
             Entry::File(_) => None,
         })
     }

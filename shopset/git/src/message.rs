@@ -115,7 +115,7 @@ pub(crate) fn commit_message(
         let path = format!("applications/{name}.yaml");
         let Some(change) = cmp.delta.iter().find(|c| c.path == path) else { continue };
         let old = change.old.and_then(|(_, id)| cmp.system.blob(id).ok());
-        let new = match cmp.new.entries.get(&path) {
+        let new = match cmp.new.entries.get(path.as_str()) {
             Some(Entry::File(bytes)) => Some(bytes),
             _ => None,
         };

@@ -72,10 +72,10 @@ pub fn applications(tree: &Tree) -> Result<Vec<DynamicObject>, ArgoError> {
             continue;
         };
         let obj: DynamicObject = serde_yaml::from_slice(bytes)
-            .map_err(|e| ArgoError::Manifest { path: path.clone(), detail: e.to_string() })?;
+            .map_err(|e| ArgoError::Manifest { path: path.to_string(), detail: e.to_string() })?;
         if obj.metadata.name.is_none() || obj.metadata.namespace.is_none() {
             return Err(ArgoError::Manifest {
-                path: path.clone(),
+                path: path.to_string(),
                 detail: "metadata.name and metadata.namespace are required".into(),
             });
         }

@@ -44,12 +44,11 @@ impl Renderer {
         put(&mut body, tier.as_bytes());
         put(&mut body, memo.tier_key.as_bytes());
         // Sorted, so one memo always gives the same bytes.
-        let mut keys: Vec<&String> = memo.shopsets.keys().collect();
-        keys.sort();
-        put_len(&mut body, keys.len());
-        for key in keys {
+        let mut keyed: Vec<(&String, &ShopSetFiles)> = memo.shopsets.values().map(|m| (&m.key, &m.files)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(b.0));
+        put_len(&mut body, keyed.len());
+        for (key, files) in keyed {
             put(&mut body, key.as_bytes());
-            let files = &memo.shopsets[key];
             put_len(&mut body, files.len());
             for (path, bytes) in files.iter() {
                 put(&mut body, path.as_bytes());
@@ -92,7 +91,7 @@ impl Renderer {
             let mut files = Vec::with_capacity(n.min(body.len()));
             for _ in 0..n {
                 let path = r.text()?;
-                files.push((path, Arc::from(r.bytes()?)));
+                files.push((Arc::from(path), Arc::from(r.bytes()?)));
             }
             let files: ShopSetFiles = Arc::new(files);
             shopsets.insert(key, files);
@@ -103,7 +102,7 @@ impl Renderer {
         self.memo
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(tier.to_string(), TierMemo { tier_key, shopsets, changed: false });
+            .insert(tier.to_string(), TierMemo { tier_key, restored: shopsets, ..TierMemo::default() });
         Ok(count)
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use git2::Repository;
 
 use super::remote::Remote;
-use super::{Auth, BlobIds, GitError, stream};
+use super::{Auth, GitError, LastHash, stream};
 
 /// A local cache of bare repositories, one per URL, reused across syncs.
 pub struct GitCache {
@@ -18,9 +18,9 @@ pub struct GitCache {
     /// Handles of closed [`Remote`]s, by URL, for the next open: libgit2 keeps the trees it parsed
     /// in a handle, so a push's walk of the branch it replaces does not read them all again.
     idle: Arc<Mutex<HashMap<String, Vec<Repository>>>>,
-    /// Blob ids of the last tree hashed for each branch (`url#branch`), so a sync hashes only
-    /// the files that changed since.
-    blob_ids: Mutex<HashMap<String, BlobIds>>,
+    /// The last tree hashed for each branch (`url#branch`), so a sync hashes only what changed
+    /// since.
+    last_hashes: Mutex<HashMap<String, LastHash>>,
 }
 
 /// What libgit2 may keep of parsed objects, over all handles of the process: a few versions of a
@@ -53,22 +53,31 @@ fn configure_libgit2() {
 impl GitCache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         configure_libgit2();
-        Self { root: root.into(), locks: Mutex::new(HashMap::new()), idle: Arc::default(), blob_ids: Mutex::default() }
+        Self {
+            root: root.into(),
+            locks: Mutex::new(HashMap::new()),
+            idle: Arc::default(),
+            last_hashes: Mutex::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The blob ids remembered for `branch` of `url` (none: an empty memo), taken out until
-    /// [`GitCache::keep_blob_ids`] puts them back.
-    pub fn take_blob_ids(&self, url: &str, branch: &str) -> BlobIds {
-        self.blob_ids.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{url}#{branch}")).unwrap_or_default()
+    /// The last hash remembered for `branch` of `url` (none: an empty memo), taken out until
+    /// [`GitCache::keep_last_hash`] puts them back.
+    pub fn take_last_hash(&self, url: &str, branch: &str) -> LastHash {
+        self.last_hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&format!("{url}#{branch}"))
+            .unwrap_or_default()
     }
 
-    /// Remembers blob ids for the next sync of `branch` of `url`.
-    pub fn keep_blob_ids(&self, url: &str, branch: &str, ids: BlobIds) {
-        self.blob_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{url}#{branch}"), ids);
+    /// Remembers the last hash for the next sync of `branch` of `url`.
+    pub fn keep_last_hash(&self, url: &str, branch: &str, last: LastHash) {
+        self.last_hashes.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{url}#{branch}"), last);
     }
 
     /// Opens (creating when new) the cached repository of `url`.
@@ -129,7 +138,7 @@ mod cache_tests {
         let url = "git://127.0.0.1:1/system.git";
         let mut tree = Tree::default();
         for i in 0..150 {
-            tree.entries.insert(format!("shopsets/s{i}/k.yaml"), Entry::file(format!("{i}\n")));
+            tree.entries.insert(format!("shopsets/s{i}/k.yaml").into(), Entry::file(format!("{i}\n")));
         }
         let hashed = HashedTree::new(&tree).unwrap();
         // Two syncs of one repository at once: each has a handle of its own.

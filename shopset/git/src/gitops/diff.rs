@@ -7,9 +7,10 @@ use shopset_core::tree::{Entry, Tree};
 /// A unified diff of two trees, as `git diff` prints it (gitlinks as `Subproject commit` lines).
 pub fn diff_trees(old: &Tree, new: &Tree) -> String {
     let mut out = String::new();
-    let paths: std::collections::BTreeSet<&String> = old.entries.keys().chain(new.entries.keys()).collect();
+    let paths: std::collections::BTreeSet<&std::sync::Arc<str>> =
+        old.entries.keys().chain(new.entries.keys()).collect();
     for path in paths {
-        let (a, b) = (old.entries.get(path), new.entries.get(path));
+        let (a, b) = (old.entries.get(&**path), new.entries.get(&**path));
         if a == b {
             continue;
         }
@@ -19,8 +20,8 @@ pub fn diff_trees(old: &Tree, new: &Tree) -> String {
             Some(Entry::Gitlink(oid)) => format!("Subproject commit {oid}\n").into_bytes(),
         };
         let (old_bytes, new_bytes) = (bytes(a), bytes(b));
-        let old_path = a.map(|_| Path::new(path.as_str()));
-        let new_path = b.map(|_| Path::new(path.as_str()));
+        let old_path = a.map(|_| Path::new(&**path));
+        let new_path = b.map(|_| Path::new(&**path));
         out.push_str(&format!("diff --git a/{path} b/{path}\n"));
         match git2::Patch::from_buffers(&old_bytes, old_path, &new_bytes, new_path, None).and_then(|mut p| p.to_buf()) {
             Ok(buf) => {

@@ -4,7 +4,9 @@
 //! only the subtrees whose ids differ and writes only the objects the repository lacks. The cost of
 //! a sync then grows with what changed, not with the number of ShopSets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use git2::{ObjectType, Odb, Oid, Repository};
@@ -60,96 +62,44 @@ fn check_written(hashed: Oid, written: Oid) -> Result<(), git2::Error> {
     }
 }
 
-/// What was hashed for one branch the last time, kept between its syncs: the blob id of each file
-/// and the tree object of each directory below the root. A file whose bytes are those of the same
-/// path then (the renderer hands out the very same bytes for a ShopSet it did not render again) is
-/// not hashed again, nor a directory whose entries are those of then: hashing a render costs what
-/// changed, plus one look-up per path.
+/// What was hashed for one branch the last time, kept between its syncs: the tree and its hashed
+/// form. The next tree is compared with it path by path (both are sorted, so in one pass, with
+/// no look-ups), and only the directories on the path of a change are hashed again: hashing a
+/// render costs what changed, plus one comparison per path.
 #[derive(Debug, Default)]
-pub struct BlobIds {
-    by_path: HashMap<String, (Arc<[u8]>, Oid)>,
-    dirs: HashMap<String, StoredDir>,
-    /// Counts the trees hashed; a directory not seen in the last one is forgotten.
-    generation: u64,
-}
-
-/// A directory as it was last hashed.
-#[derive(Debug)]
-struct StoredDir {
-    entries: Vec<(String, i32, Oid)>,
-    id: Oid,
-    object: Arc<[u8]>,
-    generation: u64,
-}
-
-impl StoredDir {
-    fn matches(&self, entries: &BTreeMap<&str, Node<'_>>) -> bool {
-        self.entries.len() == entries.len()
-            && self
-                .entries
-                .iter()
-                .zip(entries)
-                .all(|((name, mode, id), (n, node))| name == n && node.mode_id() == (*mode, *id))
-    }
-}
-
-impl BlobIds {
-    /// The blob id of `bytes` at `path`: remembered when the bytes are the same, else hashed now
-    /// and remembered.
-    fn id(&mut self, path: &str, bytes: &Arc<[u8]>) -> Result<Oid, git2::Error> {
-        match self.by_path.get_mut(path) {
-            Some((known, id)) if Arc::ptr_eq(known, bytes) => Ok(*id),
-            Some((known, id)) => {
-                if known[..] != bytes[..] {
-                    *id = Oid::hash_object(ObjectType::Blob, bytes)?;
-                }
-                *known = bytes.clone();
-                Ok(*id)
-            }
-            None => {
-                let id = Oid::hash_object(ObjectType::Blob, bytes)?;
-                self.by_path.insert(path.to_string(), (bytes.clone(), id));
-                Ok(id)
-            }
-        }
-    }
-
-    /// Forgets the files and directories `tree` (hashed as generation `self.generation`) no
-    /// longer has. `files` is the number of files it has: every one of them is remembered.
-    fn forget_others(&mut self, tree: &Tree, files: usize) {
-        if self.by_path.len() > files {
-            self.by_path.retain(|path, _| matches!(tree.entries.get(path), Some(Entry::File(_))));
-        }
-        let generation = self.generation;
-        self.dirs.retain(|_, d| d.generation == generation);
-    }
+pub struct LastHash {
+    last: Option<(Tree, Dir)>,
 }
 
 /// A [`Tree`] with the id of every blob and subtree.
 #[derive(Debug)]
 pub struct HashedTree<'a> {
-    root: Dir<'a>,
+    root: Dir,
+    /// The tree hashed: the files are its, shared.
+    tree: PhantomData<&'a Tree>,
 }
 
-#[derive(Debug, Default)]
-struct Dir<'a> {
+/// A directory: its entries, their ids, and its own. Shared between the hash of one sync and the
+/// next where nothing under it changed.
+#[derive(Debug, Default, Clone)]
+struct Dir {
     id: Option<Oid>,
     /// The tree object, as it is stored.
     object: Arc<[u8]>,
-    entries: BTreeMap<&'a str, Node<'a>>,
+    entries: BTreeMap<Arc<str>, Node>,
     /// Entries of the branch kept as they are (paths ShopSet does not own; root only): name as
     /// stored, mode and id, already in the repository they were read from.
     kept: Vec<(Vec<u8>, i32, Oid)>,
 }
 
-#[derive(Debug)]
-enum Node<'a> {
-    Blob(Oid, &'a [u8]),
+#[derive(Debug, Clone)]
+enum Node {
+    Blob(Oid, Arc<[u8]>),
     Gitlink(Oid),
-    Dir(Dir<'a>),
+    Dir(Arc<Dir>),
 }
 
-impl Node<'_> {
+impl Node {
     fn mode_id(&self) -> (i32, Oid) {
         match self {
             Node::Blob(id, _) => (MODE_FILE, *id),
@@ -157,6 +107,35 @@ impl Node<'_> {
             // invariant: every Dir gets its id in `Dir::hash` before a HashedTree is returned.
             Node::Dir(d) => (MODE_DIR, d.id.unwrap_or(Oid::ZERO_SHA1)),
         }
+    }
+
+    /// The node of a tree entry, hashing a file.
+    fn of(entry: &Entry) -> Result<Node, git2::Error> {
+        Ok(match entry {
+            Entry::File(bytes) => Node::Blob(object_id("blob", bytes)?, bytes.clone()),
+            Entry::Gitlink(hex) => Node::Gitlink(Oid::from_str(hex)?),
+        })
+    }
+}
+
+/// The id git gives an object of `kind` with these bytes. Hashed here rather than by libgit2,
+/// whose SHA-1 guards against collision attacks at several times the cost: the ids are the same,
+/// and what a sync hashes grows with the directories a change touches (two of them list every
+/// ShopSet of the tier). libgit2 checks each id again when it stores the object.
+fn object_id(kind: &str, bytes: &[u8]) -> Result<Oid, git2::Error> {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("{kind} {}\0", bytes.len()).as_bytes());
+    hasher.update(bytes);
+    Oid::from_bytes(&hasher.finalize())
+}
+
+/// Whether two entries of one path are the same content (shared bytes are, without a look).
+fn same(a: &Entry, b: &Entry) -> bool {
+    match (a, b) {
+        (Entry::File(a), Entry::File(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
+        (Entry::Gitlink(a), Entry::Gitlink(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -172,28 +151,80 @@ pub struct Change {
 impl<'a> HashedTree<'a> {
     /// Hashes every file and directory of `tree`. Fails only on a gitlink that is not an object id.
     pub fn new(tree: &'a Tree) -> Result<Self, git2::Error> {
-        Self::with_known(tree, &mut BlobIds::default())
+        Self::with_known(tree, &mut LastHash::default())
     }
 
-    /// [`HashedTree::new`], taking the ids of unchanged files and directories from `known`, and
-    /// leaving in it those of `tree` for the next time.
-    pub fn with_known(tree: &'a Tree, known: &mut BlobIds) -> Result<Self, git2::Error> {
-        let mut root = Dir::default();
-        let mut files = 0;
-        for (path, entry) in &tree.entries {
-            let node = match entry {
-                Entry::File(bytes) => {
-                    files += 1;
-                    Node::Blob(known.id(path, bytes)?, bytes)
-                }
-                Entry::Gitlink(hex) => Node::Gitlink(Oid::from_str(hex)?),
-            };
-            root.insert(path, node);
+    /// [`HashedTree::new`], starting from the tree hashed last with `known` and leaving this one
+    /// in it for the next time.
+    pub fn with_known(tree: &'a Tree, known: &mut LastHash) -> Result<Self, git2::Error> {
+        // Taken out: a hash that fails leaves nothing to start from, and the next one is afresh.
+        let edited = match known.last.take() {
+            Some((last, root)) => Self::edit(&last, root, tree)?,
+            None => None,
+        };
+        let (root, editable) = match edited {
+            Some(root) => (root, true),
+            None => Self::afresh(tree)?,
+        };
+        if editable {
+            known.last = Some((tree.clone(), root.clone()));
         }
-        known.generation += 1;
-        root.hash(&mut String::new(), known)?;
-        known.forget_others(tree, files);
-        Ok(Self { root })
+        Ok(Self { root, tree: PhantomData })
+    }
+
+    /// The hash of `tree` from nothing, and whether it can be edited later: not when a path of it
+    /// is both a file and a directory (the file, inserted first, wins).
+    fn afresh(tree: &Tree) -> Result<(Dir, bool), git2::Error> {
+        let mut root = Dir::default();
+        let mut editable = true;
+        for (path, entry) in &tree.entries {
+            editable &= root.put(path, Node::of(entry)?);
+        }
+        root.hash()?;
+        Ok((root, editable))
+    }
+
+    /// The hash of `tree` made from `root`, the hash of `last`: the paths that differ are found
+    /// in one pass over both (sorted alike), and only their directories are hashed again. None
+    /// when the tree has a path that is both a file and a directory, which only a hash afresh
+    /// settles as it always has.
+    fn edit(last: &Tree, mut root: Dir, tree: &Tree) -> Result<Option<Dir>, git2::Error> {
+        let (mut removed, mut put) = (Vec::new(), Vec::new());
+        let mut old = last.entries.iter().peekable();
+        let mut new = tree.entries.iter().peekable();
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((o, _)), Some((n, _))) => o.cmp(n),
+            };
+            match order {
+                Ordering::Less => removed.extend(old.next().map(|(path, _)| &**path)),
+                Ordering::Greater => put.extend(new.next().map(|(path, entry)| (&**path, entry))),
+                Ordering::Equal => {
+                    if let (Some((_, was)), Some((path, entry))) = (old.next(), new.next())
+                        && !same(was, entry)
+                    {
+                        put.push((&**path, entry));
+                    }
+                }
+            }
+        }
+        if removed.is_empty() && put.is_empty() {
+            return Ok(Some(root));
+        }
+        // Removed first: a file that becomes a directory, or the reverse, finds its place free.
+        for path in removed {
+            root.remove(path);
+        }
+        for (path, entry) in put {
+            if !root.put(path, Node::of(entry)?) {
+                return Ok(None);
+            }
+        }
+        root.hash()?;
+        Ok(Some(root))
     }
 
     /// Takes the root entries of the stored tree `branch` (None: none) whose names `owned` does
@@ -281,61 +312,72 @@ impl<'a> HashedTree<'a> {
     }
 }
 
-impl<'a> Dir<'a> {
-    fn insert(&mut self, path: &'a str, node: Node<'a>) {
+impl Dir {
+    /// Puts `node` at `path`, replacing what is there, and marks the directories on the way for
+    /// hashing again. False (and nothing put) where a file and a directory of one name meet.
+    fn put(&mut self, path: &str, node: Node) -> bool {
+        self.id = None;
         match path.split_once('/') {
             Some((head, rest)) => {
-                let child = self.entries.entry(head).or_insert_with(|| Node::Dir(Dir::default()));
-                if let Node::Dir(d) = child {
-                    d.insert(rest, node);
+                if !self.entries.contains_key(head) {
+                    self.entries.insert(Arc::from(head), Node::Dir(Arc::default()));
                 }
-                // A file and a directory of one name cannot both come from a BTreeMap of paths
-                // written by the renderer; if they did, the file wins, as it was inserted first.
+                match self.entries.get_mut(head) {
+                    Some(Node::Dir(d)) => Arc::make_mut(d).put(rest, node),
+                    _ => false,
+                }
+            }
+            None => match self.entries.get_mut(path) {
+                Some(Node::Dir(_)) => false,
+                Some(slot) => {
+                    *slot = node;
+                    true
+                }
+                None => {
+                    self.entries.insert(Arc::from(path), node);
+                    true
+                }
+            },
+        }
+    }
+
+    /// Removes the entry at `path`, and the directories that leaves empty (git has no empty
+    /// trees); returns whether this one is empty now.
+    fn remove(&mut self, path: &str) -> bool {
+        self.id = None;
+        match path.split_once('/') {
+            Some((head, rest)) => {
+                if let Some(Node::Dir(d)) = self.entries.get_mut(head)
+                    && Arc::make_mut(d).remove(rest)
+                {
+                    self.entries.remove(head);
+                }
             }
             None => {
-                self.entries.insert(path, node);
+                self.entries.remove(path);
             }
         }
+        self.entries.is_empty()
     }
 
     fn tree_id(&self) -> Oid {
         self.id.unwrap_or(Oid::ZERO_SHA1)
     }
 
-    /// Computes the ids bottom-up and serializes the tree object in git's entry order; a directory
-    /// below the root (at `path`) whose entries `known` holds as they are is taken from there.
-    fn hash(&mut self, path: &mut String, known: &mut BlobIds) -> Result<Oid, git2::Error> {
-        for (name, node) in self.entries.iter_mut() {
-            if let Node::Dir(d) = node {
-                let len = path.len();
-                if len > 0 {
-                    path.push('/');
-                }
-                path.push_str(name);
-                d.hash(path, known)?;
-                path.truncate(len);
+    /// Computes the ids bottom-up where they are missing: a directory that kept its id kept its
+    /// entries.
+    fn hash(&mut self) -> Result<Oid, git2::Error> {
+        if let Some(id) = self.id {
+            return Ok(id);
+        }
+        for node in self.entries.values_mut() {
+            if let Node::Dir(d) = node
+                && d.id.is_none()
+            {
+                Arc::make_mut(d).hash()?;
             }
         }
-        // The root holds what is kept of the branch, taken again on every attempt: not remembered.
-        if path.is_empty() {
-            return self.serialize();
-        }
-        let generation = known.generation;
-        if let Some(stored) = known.dirs.get_mut(path.as_str())
-            && stored.matches(&self.entries)
-        {
-            stored.generation = generation;
-            self.id = Some(stored.id);
-            self.object = stored.object.clone();
-            return Ok(stored.id);
-        }
-        let id = self.serialize()?;
-        let entries = self.entries.iter().map(|(name, node)| (name.to_string(), node.mode_id().0, node.mode_id().1));
-        known.dirs.insert(
-            path.clone(),
-            StoredDir { entries: entries.collect(), id, object: self.object.clone(), generation },
-        );
-        Ok(id)
+        self.serialize()
     }
 
     /// Serializes this tree object from the ids of its entries (computed already) and hashes it.
@@ -363,7 +405,7 @@ impl<'a> Dir<'a> {
             object.push(0);
             object.extend_from_slice(id.as_bytes());
         }
-        let id = Oid::hash_object(ObjectType::Tree, &object)?;
+        let id = object_id("tree", &object)?;
         self.object = object.into();
         self.id = Some(id);
         Ok(id)
@@ -405,13 +447,9 @@ impl<'a> Dir<'a> {
 /// The new side of a directory compared: rendered (with what it keeps of the branch), or a stored
 /// tree (a kept directory, or one under it).
 enum NewDir<'n, 'r> {
-    Rendered(&'n Dir<'n>),
+    Rendered(&'n Dir),
     Stored(git2::Tree<'r>),
 }
-
-/// A name in a directory: its stored entry (mode, id) and its new entry (mode, id) with the
-/// rendered directory when it is one, each if any.
-type Pair<'n> = (Option<(i32, Oid)>, Option<(i32, Oid, Option<&'n Dir<'n>>)>);
 
 fn diff_dir<'r>(
     repo: &'r Repository,
@@ -420,38 +458,62 @@ fn diff_dir<'r>(
     prefix: &str,
     out: &mut Vec<Change>,
 ) -> Result<(), git2::Error> {
-    let mut entries: BTreeMap<String, Pair<'_>> = BTreeMap::new();
-    let name_of = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    for e in old.into_iter().flat_map(|t| t.iter()) {
-        entries.entry(name_of(e.name_bytes())).or_default().0 = Some((e.filemode(), e.id()));
-    }
-    match new {
-        Some(NewDir::Rendered(d)) => {
-            for (name, node) in &d.entries {
+    // Both sides sorted by name and paired in one pass: a directory of 1,000 ShopSets where one
+    // changed costs a comparison per name, and only the names that differ are written out.
+    let stored: Vec<git2::TreeEntry<'_>> = old.into_iter().flat_map(|t| t.iter()).collect();
+    let mut was: Vec<(&[u8], i32, Oid)> = stored.iter().map(|e| (e.name_bytes(), e.filemode(), e.id())).collect();
+    was.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let new_stored: Vec<git2::TreeEntry<'_>> = match new {
+        Some(NewDir::Stored(t)) => t.iter().collect(),
+        _ => Vec::new(),
+    };
+    let mut now: Vec<(&[u8], i32, Oid, Option<&Dir>)> = match new {
+        Some(NewDir::Rendered(d)) => d
+            .entries
+            .iter()
+            .map(|(name, node)| {
                 let (mode, id) = node.mode_id();
                 let dir = match node {
-                    Node::Dir(d) => Some(d),
+                    Node::Dir(d) => Some(&**d),
                     _ => None,
                 };
-                entries.entry((*name).to_string()).or_default().1 = Some((mode, id, dir));
+                (name.as_bytes(), mode, id, dir)
+            })
+            .chain(d.kept.iter().map(|(name, mode, id)| (name.as_slice(), *mode, *id, None)))
+            .collect(),
+        Some(NewDir::Stored(_)) => new_stored.iter().map(|e| (e.name_bytes(), e.filemode(), e.id(), None)).collect(),
+        None => Vec::new(),
+    };
+    now.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let (mut i, mut j) = (0, 0);
+    while i < was.len() || j < now.len() {
+        let order = match (was.get(i), now.get(j)) {
+            (Some(o), Some(n)) => o.0.cmp(n.0),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        let (name, o, n) = match order {
+            Ordering::Less => {
+                i += 1;
+                (was[i - 1].0, Some((was[i - 1].1, was[i - 1].2)), None)
             }
-            for (name, mode, id) in &d.kept {
-                entries.entry(name_of(name)).or_default().1 = Some((*mode, *id, None));
+            Ordering::Greater => {
+                j += 1;
+                let (name, mode, id, dir) = now[j - 1];
+                (name, None, Some((mode, id, dir)))
             }
-        }
-        Some(NewDir::Stored(t)) => {
-            for e in t.iter() {
-                entries.entry(name_of(e.name_bytes())).or_default().1 = Some((e.filemode(), e.id(), None));
+            Ordering::Equal => {
+                i += 1;
+                j += 1;
+                let (name, mode, id, dir) = now[j - 1];
+                (name, Some((was[i - 1].1, was[i - 1].2)), Some((mode, id, dir)))
             }
-        }
-        None => {}
-    }
-    for (name, (o, n)) in entries {
+        };
         let nm = n.map(|(mode, id, _)| (mode, id));
         if o == nm {
             continue;
         }
-        let path = format!("{prefix}{name}");
+        let path = format!("{prefix}{}", String::from_utf8_lossy(name));
         let old_dir = match o {
             Some((MODE_DIR, id)) => Some(repo.find_tree(id)?),
             _ => None,
@@ -480,7 +542,7 @@ mod tests {
     fn tree(files: &[(&str, &str)]) -> Tree {
         let mut t = Tree::default();
         for (p, c) in files {
-            t.entries.insert(p.to_string(), Entry::file(c.as_bytes()));
+            t.entries.insert(p.to_string().into(), Entry::file(c.as_bytes()));
         }
         t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
         t
@@ -590,7 +652,7 @@ mod tests {
         // The same tree as the render with the person's files added to it.
         let mut expected = render.clone();
         for p in ["NOTES.md", ".github/CODEOWNERS"] {
-            expected.entries.insert(p.to_string(), branch.entries[p].clone());
+            expected.entries.insert(p.to_string().into(), branch.entries[p].clone());
         }
         assert_eq!(hashed.id(), HashedTree::new(&expected).expect("hash").id());
         let changes = hashed.changes(&repo, Some(branch_id)).expect("changes");
@@ -618,14 +680,14 @@ mod known_tests {
     /// Hashing with what was remembered of earlier trees gives the ids of hashing afresh.
     #[test]
     fn remembered_files_and_directories_hash_as_afresh() {
-        let mut known = BlobIds::default();
+        let mut known = LastHash::default();
         let mut t = Tree::default();
         for i in 0..20 {
-            t.entries.insert(format!("shopsets/s{i:02}/k.yaml"), Entry::file(format!("{i}\n")));
-            t.entries.insert(format!("applications/s{i:02}.yaml"), Entry::file(format!("app {i}\n")));
+            t.entries.insert(format!("shopsets/s{i:02}/k.yaml").into(), Entry::file(format!("{i}\n")));
+            t.entries.insert(format!("applications/s{i:02}.yaml").into(), Entry::file(format!("app {i}\n")));
         }
         t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
-        let check = |t: &Tree, known: &mut BlobIds| {
+        let check = |t: &Tree, known: &mut LastHash| {
             let remembered = HashedTree::with_known(t, known).expect("hash").id();
             assert_eq!(remembered, HashedTree::new(t).expect("hash").id());
         };
@@ -641,11 +703,78 @@ mod known_tests {
         t.entries.insert("shopsets/s06/extra.yaml".into(), Entry::file("extra\n"));
         t.entries.insert("base".into(), Entry::Gitlink("2222222222222222222222222222222222222222".into()));
         check(&t, &mut known);
-        assert!(!known.dirs.contains_key("shopsets/s05"), "a directory gone is forgotten");
-        assert!(!known.by_path.contains_key("shopsets/s05/k.yaml"), "a file gone is forgotten");
+        let (_, root) = known.last.as_ref().expect("remembered");
+        assert!(
+            !matches!(root.entries.get("shopsets"), Some(Node::Dir(d)) if d.entries.contains_key("s05")),
+            "a directory gone is forgotten"
+        );
         // Back as it was: the directory comes back with its old id.
         t.entries.insert("shopsets/s05/k.yaml".into(), Entry::file("5\n"));
         check(&t, &mut known);
+        // A file that becomes a directory, and back.
+        t.entries.insert("x".into(), Entry::file("file\n"));
+        check(&t, &mut known);
+        t.entries.remove("x");
+        t.entries.insert("x/y".into(), Entry::file("in a directory\n"));
+        check(&t, &mut known);
+        t.entries.remove("x/y");
+        t.entries.insert("x".into(), Entry::file("file again\n"));
+        check(&t, &mut known);
+        // A directory emptied is gone; a tree emptied is the empty tree.
+        t.entries.retain(|path, _| !path.starts_with("applications/"));
+        check(&t, &mut known);
+        t.entries.clear();
+        check(&t, &mut known);
+    }
+
+    /// The proof that a hash starts from the last one: what did not change is the very same
+    /// directory, not one hashed again.
+    #[test]
+    fn unchanged_directories_are_taken_from_the_last_hash() {
+        let mut known = LastHash::default();
+        let mut t = Tree::default();
+        for i in 0..20 {
+            t.entries.insert(format!("shopsets/s{i:02}/k.yaml").into(), Entry::file(format!("{i}\n")));
+            t.entries.insert(format!("applications/s{i:02}.yaml").into(), Entry::file(format!("app {i}\n")));
+        }
+        let dir = |known: &LastHash, name: &str| match known.last.as_ref().and_then(|(_, r)| r.entries.get(name)) {
+            Some(Node::Dir(d)) => d.clone(),
+            _ => panic!("no directory {name}"),
+        };
+        HashedTree::with_known(&t, &mut known).expect("hash");
+        let (apps, shopsets) = (dir(&known, "applications"), dir(&known, "shopsets"));
+        t.entries.insert("shopsets/s03/k.yaml".into(), Entry::file("changed\n"));
+        HashedTree::with_known(&t, &mut known).expect("hash");
+        assert!(Arc::ptr_eq(&apps, &dir(&known, "applications")), "an unchanged directory was hashed again");
+        assert!(!Arc::ptr_eq(&shopsets, &dir(&known, "shopsets")), "a changed directory was not");
+        let unchanged = |known: &LastHash| match dir(known, "shopsets").entries.get("s04") {
+            Some(Node::Dir(d)) => d.clone(),
+            _ => panic!("no s04"),
+        };
+        let s04 = unchanged(&known);
+        t.entries.insert("shopsets/s05/k.yaml".into(), Entry::file("changed too\n"));
+        HashedTree::with_known(&t, &mut known).expect("hash");
+        assert!(Arc::ptr_eq(&s04, &unchanged(&known)), "an unchanged ShopSet directory was hashed again");
+    }
+
+    /// A tree with a path that is both a file and a directory hashes as it always has (the file,
+    /// first in order, wins), and is not started from the next time.
+    #[test]
+    fn a_path_both_file_and_directory_hashes_afresh() {
+        let mut known = LastHash::default();
+        let mut t = Tree::default();
+        t.entries.insert("a".into(), Entry::file("file\n"));
+        t.entries.insert("a/b".into(), Entry::file("below\n"));
+        let id = HashedTree::with_known(&t, &mut known).expect("hash").id();
+        assert_eq!(id, HashedTree::new(&t).expect("hash").id());
+        assert!(known.last.is_none());
+        t.entries.remove("a");
+        let id = HashedTree::with_known(&t, &mut known).expect("hash").id();
+        assert_eq!(id, HashedTree::new(&t).expect("hash").id());
+        assert!(known.last.is_some());
+        t.entries.insert("a".into(), Entry::file("file\n"));
+        let id = HashedTree::with_known(&t, &mut known).expect("hash").id();
+        assert_eq!(id, HashedTree::new(&t).expect("hash").id());
     }
 }
 
@@ -660,7 +789,7 @@ mod write_on_tests {
         let tree = |files: &[(&str, &str)]| {
             let mut t = Tree::default();
             for (p, c) in files {
-                t.entries.insert(p.to_string(), Entry::file(c.as_bytes()));
+                t.entries.insert(p.to_string().into(), Entry::file(c.as_bytes()));
             }
             t
         };
@@ -702,7 +831,7 @@ mod pack_tests {
         let repo = Repository::init_bare(dir.path()).expect("init");
         let mut t = Tree::default();
         for i in 0..150 {
-            t.entries.insert(format!("shopsets/s{i}/k.yaml"), Entry::file(format!("{i}\n")));
+            t.entries.insert(format!("shopsets/s{i}/k.yaml").into(), Entry::file(format!("{i}\n")));
         }
         let hashed = HashedTree::new(&t).expect("hash");
         let id = hashed.write(&repo).expect("write");

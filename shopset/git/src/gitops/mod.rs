@@ -27,6 +27,6 @@ pub use auth::Auth;
 pub use cache::GitCache;
 pub use diff::diff_trees;
 pub use error::GitError;
-pub use hashed::{BlobIds, Change, HashedTree, MODE_DIR, MODE_FILE, MODE_GITLINK};
+pub use hashed::{Change, HashedTree, LastHash, MODE_DIR, MODE_FILE, MODE_GITLINK};
 pub use remote::{PROMOTIONS_PREFIX, RefUpdate, Remote, RemoteHeads};
 pub use stream::{connections, connections_with_nagle};

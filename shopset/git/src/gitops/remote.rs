@@ -485,7 +485,7 @@ impl Remote {
             match entry.kind() {
                 Some(ObjectType::Blob) => match self.repo().find_blob(entry.id()) {
                     Ok(blob) => {
-                        out.entries.insert(path, Entry::file(blob.content()));
+                        out.entries.insert(path.into(), Entry::file(blob.content()));
                     }
                     Err(e) => {
                         failure = Some(e);
@@ -493,7 +493,7 @@ impl Remote {
                     }
                 },
                 Some(ObjectType::Commit) => {
-                    out.entries.insert(path, Entry::Gitlink(entry.id().to_string()));
+                    out.entries.insert(path.into(), Entry::Gitlink(entry.id().to_string()));
                 }
                 _ => {}
             }

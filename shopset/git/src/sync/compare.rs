@@ -88,10 +88,10 @@ impl Compare<'_> {
                 } else {
                     Entry::file(self.system.blob(id)?)
                 };
-                old.entries.insert(c.path.clone(), entry);
+                old.entries.insert(c.path.as_str().into(), entry);
             }
-            if let Some(e) = self.new.entries.get(&c.path) {
-                new.entries.insert(c.path.clone(), e.clone());
+            if let Some(e) = self.new.entries.get(c.path.as_str()) {
+                new.entries.insert(c.path.as_str().into(), e.clone());
             }
         }
         Ok(diff_trees(&old, &new))

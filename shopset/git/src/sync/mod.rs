@@ -242,13 +242,12 @@ impl Phases {
     }
 }
 
-/// The render hashed as git would, taking the ids of files unchanged since the branch's last
-/// sync from the cache's memo.
+/// The render hashed as git would, starting from the branch's last hash in the cache's memo.
 fn hash<'t>(cache: &GitCache, resolved: &Resolved, tree: &'t Tree) -> Result<HashedTree<'t>, GitError> {
-    let mut known = cache.take_blob_ids(&resolved.system_url, &resolved.branch);
+    let mut known = cache.take_last_hash(&resolved.system_url, &resolved.branch);
     let hashed = HashedTree::with_known(tree, &mut known);
-    // What was remembered stays right even when hashing stopped half-way: each id is its content's.
-    cache.keep_blob_ids(&resolved.system_url, &resolved.branch, known);
+    // A hash that failed left nothing to remember; the next one starts afresh.
+    cache.keep_last_hash(&resolved.system_url, &resolved.branch, known);
     hashed.map_err(|e| GitError::Other { url: resolved.system_url.clone(), detail: e.message().to_string() })
 }
 
