@@ -679,15 +679,21 @@ mod tests {
 mod known_tests {
     use super::*;
 
-    /// Hashing with what was remembered of earlier trees gives the ids of hashing afresh.
-    #[test]
-    fn remembered_files_and_directories_hash_as_afresh() {
-        let mut known = LastHash::default();
+    /// A tier of 20 ShopSets, a file and an Application each.
+    fn twenty_shopsets() -> Tree {
         let mut t = Tree::default();
         for i in 0..20 {
             t.entries.insert(format!("shopsets/s{i:02}/k.yaml").into(), Entry::file(format!("{i}\n")));
             t.entries.insert(format!("applications/s{i:02}.yaml").into(), Entry::file(format!("app {i}\n")));
         }
+        t
+    }
+
+    /// Hashing with what was remembered of earlier trees gives the ids of hashing afresh.
+    #[test]
+    fn remembered_files_and_directories_hash_as_afresh() {
+        let mut known = LastHash::default();
+        let mut t = twenty_shopsets();
         t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
         let check = |t: &Tree, known: &mut LastHash| {
             let remembered = HashedTree::with_known(t, known).expect("hash").id();
@@ -734,11 +740,7 @@ mod known_tests {
     #[test]
     fn unchanged_directories_are_taken_from_the_last_hash() {
         let mut known = LastHash::default();
-        let mut t = Tree::default();
-        for i in 0..20 {
-            t.entries.insert(format!("shopsets/s{i:02}/k.yaml").into(), Entry::file(format!("{i}\n")));
-            t.entries.insert(format!("applications/s{i:02}.yaml").into(), Entry::file(format!("app {i}\n")));
-        }
+        let mut t = twenty_shopsets();
         let dir = |known: &LastHash, name: &str| match known.last.as_ref().and_then(|(_, r)| r.entries.get(name)) {
             Some(Node::Dir(d)) => d.clone(),
             _ => panic!("no directory {name}"),
