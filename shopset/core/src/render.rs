@@ -111,19 +111,17 @@ pub struct Renderer {
     identity: String,
 }
 
-/// One tier's last render: the key of what every ShopSet's templates read from the tier, each
-/// ShopSet's files by the key of its own part, and the tree itself.
+/// One tier's memo: the key of what every ShopSet's templates read from the tier, and either the
+/// last render of this process or files restored from a memo file.
 #[derive(Default)]
 struct TierMemo {
     tier_key: String,
-    /// Each ShopSet of the last render, by name.
-    shopsets: HashMap<String, ShopSetMemo>,
     /// Files restored from a memo file ([`memo`]), by key, for ShopSets this process has not
     /// rendered yet.
     restored: HashMap<String, ShopSetFiles>,
-    /// The tree of the last render, which the next one edits where its input changed: an
-    /// unchanged ShopSet then costs a comparison, not a re-insertion of each of its files.
-    last: Option<LastTree>,
+    /// The last render, which the next one edits where its input changed: an unchanged ShopSet
+    /// then costs a comparison, not a re-insertion of each of its files.
+    last: Option<LastRender>,
     /// Whether it differs from what was last restored or saved (so not saved again for nothing).
     changed: bool,
 }
@@ -144,8 +142,10 @@ struct ShopSetMemo {
     seen: bool,
 }
 
-/// The last tree rendered for a tier, and the key of the README's inputs other than its rows.
-struct LastTree {
+/// The last render of a tier: each ShopSet by name, the tree (which holds exactly their files
+/// and the entries written for the tier), and the key of the README's inputs other than its rows.
+struct LastRender {
+    shopsets: HashMap<String, ShopSetMemo>,
     tree: Tree,
     readme_key: String,
 }
@@ -248,17 +248,17 @@ impl Renderer {
         // Taken out while rendering: a render that fails leaves no memo, and the next starts afresh.
         let previous = self.memo.lock().unwrap_or_else(|p| p.into_inner()).remove(&tier_name).unwrap_or_default();
         let mut changed = previous.changed;
-        let (before, restored, last) = if previous.tier_key == tier_key && !tier_key.is_empty() {
-            (previous.shopsets, previous.restored, previous.last)
+        let (restored, last) = if previous.tier_key == tier_key && !tier_key.is_empty() {
+            (previous.restored, previous.last)
         } else {
-            (HashMap::new(), HashMap::new(), None)
+            (HashMap::new(), None)
         };
-        // The last tree holds exactly the files of `before`, plus the entries written below.
-        let (mut tree, last_readme) = match last {
-            Some(last) => (last.tree, Some(last.readme_key)),
-            None => (Tree::default(), None),
+        // Edited in place: a ShopSet found unchanged is marked seen, one that changed is replaced,
+        // and those left unseen are gone.
+        let (mut memo, mut tree, last_readme) = match last {
+            Some(last) => (last.shopsets, last.tree, Some(last.readme_key)),
+            None => (HashMap::new(), Tree::default(), None),
         };
-        let incremental = last_readme.is_some();
 
         let mut gitmodules = String::new();
         tree.entries.insert("base".into(), Entry::Gitlink(pins.app.clone()));
@@ -268,16 +268,14 @@ impl Renderer {
         shopsets.sort_by(|a, b| name_of(a).cmp(name_of(b)));
         let cfg_by_name: BTreeMap<String, &Configuration> = configurations.iter().map(|c| (c.name_any(), c)).collect();
         let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
-        if incremental {
-            // The gitlinks of the Configurations, all written again below.
-            let stale: Vec<Arc<str>> = tree
-                .entries
-                .range::<str, _>((Bound::Included("config/"), Bound::Excluded("config0")))
-                .map(|(path, _)| path.clone())
-                .collect();
-            for path in stale {
-                tree.entries.remove(&*path);
-            }
+        // The gitlinks of the Configurations in the last tree, all written again below.
+        let stale: Vec<Arc<str>> = tree
+            .entries
+            .range::<str, _>((Bound::Included("config/"), Bound::Excluded("config0")))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in stale {
+            tree.entries.remove(&*path);
         }
         let mut readme_cfgs = Vec::new();
         let mut cfg_pins = Vec::new();
@@ -309,12 +307,9 @@ impl Renderer {
         tree.entries.insert(".gitmodules".into(), Entry::file(gitmodules));
 
         // A memo of another number of ShopSets is a new one to keep, even if every file came from it.
-        changed |= before.len() + restored.len() != shopsets.len();
+        changed |= memo.len() + restored.len() != shopsets.len();
         // Whether a README row (name, namespace, shops) may differ from the last render's.
-        let mut rows_changed = !incremental || before.len() != shopsets.len();
-        // Edited in place: a ShopSet found unchanged is marked seen, one that changed is replaced,
-        // and those left unseen are gone.
-        let mut memo = before;
+        let mut rows_changed = memo.len() != shopsets.len();
         for ss in &shopsets {
             let name = name_of(ss);
             check_dir_name("ShopSet", name)?;
@@ -325,15 +320,10 @@ impl Renderer {
                 && old.config_path == cfg.spec.path
             {
                 old.seen = true;
-                if !incremental {
-                    insert_files(&mut tree, &old.files);
-                }
                 continue;
             }
             let old = memo.remove(name);
-            if let Some(old) = &old
-                && incremental
-            {
+            if let Some(old) = &old {
                 for (path, _) in old.files.iter() {
                     tree.entries.remove(path);
                 }
@@ -349,7 +339,9 @@ impl Renderer {
                     self.render_shopset(tier, ss, cfg, name, &namespace, placed)?
                 }
             };
-            insert_files(&mut tree, &files);
+            for (path, bytes) in files.iter() {
+                tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
+            }
             let shops = ss.spec.shops.len();
             rows_changed |= old.is_none_or(|o| o.namespace != namespace || o.shops != shops);
             let config_path = cfg.spec.path.clone();
@@ -360,10 +352,8 @@ impl Renderer {
         memo.retain(|_, m| {
             if !m.seen {
                 changed = true;
-                if incremental {
-                    for (path, _) in m.files.iter() {
-                        tree.entries.remove(path);
-                    }
+                for (path, _) in m.files.iter() {
+                    tree.entries.remove(path);
                 }
             }
             std::mem::take(&mut m.seen)
@@ -394,11 +384,11 @@ impl Renderer {
             )?;
             tree.entries.insert("README.md".into(), Entry::file(readme));
         }
-        let last = Some(LastTree { tree: tree.clone(), readme_key });
+        let last = Some(LastRender { shopsets: memo, tree: tree.clone(), readme_key });
         self.memo
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(tier_name, TierMemo { tier_key, shopsets: memo, restored: HashMap::new(), last, changed });
+            .insert(tier_name, TierMemo { tier_key, restored: HashMap::new(), last, changed });
         Ok(tree)
     }
 
@@ -474,13 +464,6 @@ impl Renderer {
 fn name_of(ss: &ShopSet) -> &str {
     let meta = &ss.metadata;
     meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or_default()
-}
-
-/// Puts one ShopSet's files into the tree.
-fn insert_files(tree: &mut Tree, files: &ShopSetFiles) {
-    for (path, bytes) in files.iter() {
-        tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
-    }
 }
 
 /// The Tier's sync policy as the Application of `ss` gets it: without automated sync while the

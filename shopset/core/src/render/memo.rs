@@ -44,7 +44,8 @@ impl Renderer {
         put(&mut body, tier.as_bytes());
         put(&mut body, memo.tier_key.as_bytes());
         // Sorted, so one memo always gives the same bytes.
-        let mut keyed: Vec<(&String, &ShopSetFiles)> = memo.shopsets.values().map(|m| (&m.key, &m.files)).collect();
+        let shopsets = memo.last.iter().flat_map(|last| last.shopsets.values());
+        let mut keyed: Vec<(&String, &ShopSetFiles)> = shopsets.map(|m| (&m.key, &m.files)).collect();
         keyed.sort_by(|a, b| a.0.cmp(b.0));
         put_len(&mut body, keyed.len());
         for (key, files) in keyed {
