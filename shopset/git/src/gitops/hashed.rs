@@ -6,7 +6,6 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use git2::{ObjectType, Odb, Oid, Repository};
@@ -73,10 +72,8 @@ pub struct LastHash {
 
 /// A [`Tree`] with the id of every blob and subtree.
 #[derive(Debug)]
-pub struct HashedTree<'a> {
+pub struct HashedTree {
     root: Dir,
-    /// The tree hashed: the files are its, shared.
-    tree: PhantomData<&'a Tree>,
 }
 
 /// A directory: its entries, their ids, and its own. Shared between the hash of one sync and the
@@ -148,15 +145,15 @@ pub struct Change {
     pub new: Option<(i32, Oid)>,
 }
 
-impl<'a> HashedTree<'a> {
+impl HashedTree {
     /// Hashes every file and directory of `tree`. Fails only on a gitlink that is not an object id.
-    pub fn new(tree: &'a Tree) -> Result<Self, git2::Error> {
+    pub fn new(tree: &Tree) -> Result<Self, git2::Error> {
         Self::with_known(tree, &mut LastHash::default())
     }
 
     /// [`HashedTree::new`], starting from the tree hashed last with `known` and leaving this one
     /// in it for the next time.
-    pub fn with_known(tree: &'a Tree, known: &mut LastHash) -> Result<Self, git2::Error> {
+    pub fn with_known(tree: &Tree, known: &mut LastHash) -> Result<Self, git2::Error> {
         // Taken out: a hash that fails leaves nothing to start from, and the next one is afresh.
         let edited = match known.last.take() {
             Some((last, root)) => Self::edit(&last, root, tree)?,
@@ -169,7 +166,7 @@ impl<'a> HashedTree<'a> {
         if editable {
             known.last = Some((tree.clone(), root.clone()));
         }
-        Ok(Self { root, tree: PhantomData })
+        Ok(Self { root })
     }
 
     /// The hash of `tree` from nothing, and whether it can be edited later: not when a path of it

@@ -416,17 +416,17 @@ impl Remote {
     }
 
     /// Writes the objects of a hashed tree the cache lacks; returns the root tree id.
-    pub fn write_hashed(&self, tree: &HashedTree<'_>) -> Result<Oid, GitError> {
+    pub fn write_hashed(&self, tree: &HashedTree) -> Result<Oid, GitError> {
         tree.write(self.repo()).map_err(|e| self.cache_error(e))
     }
 
     /// [`Remote::write_hashed`] of a tree replacing the stored tree `base` ([`HashedTree::write_on`]).
-    pub fn write_hashed_on(&self, tree: &HashedTree<'_>, base: Option<Oid>) -> Result<Oid, GitError> {
+    pub fn write_hashed_on(&self, tree: &HashedTree, base: Option<Oid>) -> Result<Oid, GitError> {
         tree.write_on(self.repo(), base).map_err(|e| self.cache_error(e))
     }
 
     /// The paths that differ between the stored tree `old` and `new`, reading only differing subtrees.
-    pub fn changes(&self, old: Option<Oid>, new: &HashedTree<'_>) -> Result<Vec<Change>, GitError> {
+    pub fn changes(&self, old: Option<Oid>, new: &HashedTree) -> Result<Vec<Change>, GitError> {
         new.changes(self.repo(), old).map_err(|e| self.cache_error(e))
     }
 

@@ -26,7 +26,7 @@ pub(crate) struct Compare<'a> {
     /// Root tree of the branch (None: no branch yet).
     pub old: Option<Oid>,
     pub new: &'a Tree,
-    pub hashed: &'a HashedTree<'a>,
+    pub hashed: &'a HashedTree,
     /// The paths that differ.
     pub delta: &'a [Change],
 }

@@ -243,7 +243,7 @@ impl Phases {
 }
 
 /// The render hashed as git would, starting from the branch's last hash in the cache's memo.
-fn hash<'t>(cache: &GitCache, resolved: &Resolved, tree: &'t Tree) -> Result<HashedTree<'t>, GitError> {
+fn hash(cache: &GitCache, resolved: &Resolved, tree: &Tree) -> Result<HashedTree, GitError> {
     let mut known = cache.take_last_hash(&resolved.system_url, &resolved.branch);
     let hashed = HashedTree::with_known(tree, &mut known);
     // A hash that failed left nothing to remember; the next one starts afresh.
@@ -254,7 +254,7 @@ fn hash<'t>(cache: &GitCache, resolved: &Resolved, tree: &'t Tree) -> Result<Has
 /// The tree a commit on `branch_tree` (the root tree of the branch's head; None for a new branch)
 /// writes: the render for ShopSet's paths ([`is_owned`]), every other path of the branch as it is.
 /// A new branch is the render alone, whatever it is created from, as the runbook's first render.
-fn keep_unowned(system: &Remote, hashed: &mut HashedTree<'_>, branch_tree: Option<Oid>) -> Result<(), GitError> {
+fn keep_unowned(system: &Remote, hashed: &mut HashedTree, branch_tree: Option<Oid>) -> Result<(), GitError> {
     hashed
         .keep_unowned(system.repo(), branch_tree, is_owned)
         .map_err(|e| GitError::Other { url: system.url().to_string(), detail: e.message().to_string() })
@@ -321,7 +321,7 @@ fn preview(
     system: &Remote,
     target: &SystemTarget,
     tree: &Tree,
-    hashed: &mut HashedTree<'_>,
+    hashed: &mut HashedTree,
 ) -> Result<Outcome, SyncError> {
     let system_err = git_err(&resolved.tier, "spec.system.url");
     let old = target.parent.map(|p| system.tree_of(p)).transpose().map_err(&system_err)?;
@@ -353,7 +353,7 @@ fn push_with_retry(
     system: &Remote,
     target: SystemTarget,
     tree: &Tree,
-    hashed: &mut HashedTree<'_>,
+    hashed: &mut HashedTree,
     opts: &SyncOptions,
     phases: &mut Phases,
 ) -> Result<Outcome, SyncError> {
