@@ -210,10 +210,8 @@ impl HashedTree {
                 }
             }
         }
-        if removed.is_empty() && put.is_empty() {
-            return Ok(Some(root));
-        }
-        // Removed first: a file that becomes a directory, or the reverse, finds its place free.
+        // Removed first: a file that becomes a directory, or the reverse, finds its place free. With
+        // nothing changed, nothing is touched and the root keeps its id.
         for path in removed {
             root.remove(path);
         }
