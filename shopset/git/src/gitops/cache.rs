@@ -197,4 +197,40 @@ mod cache_tests {
             assert!(remote.entry(tree, "kustomization.yaml").is_some(), "{c} lost its tree");
         }
     }
+
+    #[test]
+    fn ensure_moves_the_known_head_to_a_cached_commit_without_fetching() {
+        use git2::Oid;
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Repository::init_bare(dir.path().join("app.git")).unwrap();
+        let url = format!("file://{}", upstream.path().display());
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let commit = |n: u32, parent: Option<Oid>| {
+            let blob = upstream.blob(format!("{n}\n").as_bytes()).unwrap();
+            let mut tree = upstream.treebuilder(None).unwrap();
+            tree.insert("f", blob, 0o100644).unwrap();
+            let tree = upstream.find_tree(tree.write().unwrap()).unwrap();
+            let parent = parent.map(|p| upstream.find_commit(p).unwrap());
+            let parents: Vec<&git2::Commit> = parent.iter().collect();
+            upstream.commit(None, &sig, &sig, "c", &tree, &parents).unwrap()
+        };
+        let (one, two) = {
+            let one = commit(1, None);
+            (one, commit(2, Some(one)))
+        };
+        upstream.reference("refs/heads/tier-0", two, true, "").unwrap();
+        let cache = GitCache::new(dir.path().join("cache"));
+        let remote = cache.open(&url, &Auth::default()).unwrap();
+        remote.fetch(&["tier-0"]).unwrap();
+        // Gone upstream: a fetch would fail.
+        std::fs::remove_dir_all(dir.path().join("app.git")).unwrap();
+        // The branch went back to a commit the cache holds: the known head follows.
+        remote.ensure("tier-0", one).unwrap();
+        assert_eq!(remote.fetched("tier-0"), Some(one));
+        remote.ensure("tier-0", two).unwrap();
+        assert_eq!(remote.fetched("tier-0"), Some(two));
+        // Found where it was: still there.
+        remote.ensure("tier-0", two).unwrap();
+        assert_eq!(remote.fetched("tier-0"), Some(two));
+    }
 }

@@ -195,9 +195,15 @@ impl Remote {
     pub fn ensure(&self, branch: &str, head: Oid) -> Result<(), GitError> {
         if self.repo().find_commit(head).is_ok() {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let known = format!("refs/remotes/origin/{branch}");
+            // Most syncs find the branch where the last one left it: reading the ref costs less
+            // than libgit2's write, which creates a lock file even to find the value unchanged.
+            if self.repo().refname_to_id(&known).is_ok_and(|at| at == head) {
+                return Ok(());
+            }
             return self
                 .repo()
-                .reference(&format!("refs/remotes/origin/{branch}"), head, true, "shopset: known head")
+                .reference(&known, head, true, "shopset: known head")
                 .map(|_| ())
                 .map_err(|e| GitError::Cache {
                     path: self.repo().path().to_path_buf(),
