@@ -128,10 +128,9 @@ struct TierMemo {
 
 /// One ShopSet as it was last rendered.
 struct ShopSetMemo {
-    /// The key of everything its templates read (as a memo file keeps it).
-    key: String,
-    /// What the key was written from: an equal spec and Configuration path (the tier's part being
-    /// equal) means an equal key, found without writing the key again.
+    /// Everything its templates read besides the tier's part, from which [`shopset_key`] writes
+    /// the key a memo file keeps: an equal spec and Configuration path mean an equal key, found
+    /// without writing (or keeping) the key.
     spec: ShopSetSpec,
     config_path: String,
     files: ShopSetFiles,
@@ -153,6 +152,13 @@ struct LastRender {
 /// The rendered files of one ShopSet: (path, bytes). Reusing them shares the bytes, so a layer
 /// that derives something from a file (the git layer's blob ids) can tell it is the same file.
 type ShopSetFiles = Arc<Vec<(Arc<str>, Arc<[u8]>)>>;
+
+/// The key of everything a ShopSet's templates read besides the tier's part. Written as JSON, a
+/// key is the input itself (no hash that two inputs could share); one that cannot be written (none
+/// today) is empty and never matches.
+fn shopset_key(name: &str, namespace: &str, spec: &ShopSetSpec, config_path: &str) -> String {
+    serde_json::to_string(&(name, namespace, spec, config_path)).unwrap_or_default()
+}
 
 impl Renderer {
     /// The templates compiled into the binary.
@@ -331,7 +337,7 @@ impl Renderer {
             let namespace = ss.destination_namespace(tier);
             let placed = crate::fleet::destination_of(tier, ss)?;
             // Everything else the templates below read.
-            let key = serde_json::to_string(&(name, &namespace, &ss.spec, &cfg.spec.path)).unwrap_or_default();
+            let key = if restored.is_empty() { String::new() } else { shopset_key(name, &namespace, &ss.spec, &cfg.spec.path) };
             let files = match restored.get(&key).filter(|_| !key.is_empty()) {
                 Some(files) => files.clone(),
                 None => {
@@ -345,7 +351,7 @@ impl Renderer {
             let shops = ss.spec.shops.len();
             rows_changed |= old.is_none_or(|o| o.namespace != namespace || o.shops != shops);
             let config_path = cfg.spec.path.clone();
-            let entry = ShopSetMemo { key, spec: ss.spec.clone(), config_path, files, namespace, shops, seen: true };
+            let entry = ShopSetMemo { spec: ss.spec.clone(), config_path, files, namespace, shops, seen: true };
             memo.insert(name.to_string(), entry);
         }
         // ShopSets of the last render that are gone; the others wait to be seen by the next.

@@ -44,9 +44,11 @@ impl Renderer {
         put(&mut body, tier.as_bytes());
         put(&mut body, memo.tier_key.as_bytes());
         // Sorted, so one memo always gives the same bytes.
-        let shopsets = memo.last.iter().flat_map(|last| last.shopsets.values());
-        let mut keyed: Vec<(&String, &ShopSetFiles)> = shopsets.map(|m| (&m.key, &m.files)).collect();
-        keyed.sort_by(|a, b| a.0.cmp(b.0));
+        let shopsets = memo.last.iter().flat_map(|last| last.shopsets.iter());
+        let mut keyed: Vec<(String, &ShopSetFiles)> = shopsets
+            .map(|(name, m)| (super::shopset_key(name, &m.namespace, &m.spec, &m.config_path), &m.files))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
         put_len(&mut body, keyed.len());
         for (key, files) in keyed {
             put(&mut body, key.as_bytes());
