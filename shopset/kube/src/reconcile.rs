@@ -226,6 +226,7 @@ pub async fn run(
         watcher::Config::default().labels(&managed),
     )
     .default_backoff()
+    .modify(slim_application)
     .reflect(app_writer)
     .filter_map(move |event| {
         let out = match event {
@@ -439,7 +440,28 @@ fn slim<K: Resource>(obj: &mut K) {
     obj.annotations_mut().clear();
 }
 
-/// The inventory of the Tier's namespace, and this tier's problems if any. Read from the watch
+/// Whether a reconcile of `tier` reads `shopset`: those of the tier and of the tier it is promoted
+/// from (the promotion gate's). Every rule between ShopSets holds within one tier, and a copy of
+/// every ShopSet of a large namespace for each reconcile under way was the largest part of the
+/// controller's peak memory.
+fn reads(tier: &Tier, shopset: &ShopSet) -> bool {
+    let of = shopset.spec.tier.as_str();
+    tier.metadata.name.as_deref() == Some(of) || tier.spec.promotion.as_ref().is_some_and(|p| p.from == of)
+}
+
+/// An Application as the watch cache keeps it: what [`fingerprint`], the drift check and
+/// [`argocd::app_state`] read. Argo CD's record of every resource it manages, its sync history and
+/// last operation, and the API server's managedFields are most of an Application's bytes, and a
+/// cache of a large fleet held them all.
+fn slim_application(app: &mut DynamicObject) {
+    app.managed_fields_mut().clear();
+    if let Some(serde_json::Value::Object(status)) = app.data.get_mut("status") {
+        status.retain(|k, _| matches!(k.as_str(), "sync" | "health" | "conditions"));
+    }
+}
+
+/// The inventory of the Tier's namespace (of its ShopSets, those of this tier and of the tier it is
+/// promoted from), and this tier's problems if any. Read from the watch
 /// caches once they hold a complete list: a partial list would render ShopSets away. While a watch
 /// that fills them fails (a refused or failed list), the reconcile fails saying so, and is retried
 /// with backoff, instead of waiting unseen for as long as the API server fails.
@@ -470,7 +492,7 @@ async fn load(tier: &Tier, ctx: &Context) -> Result<(Inventory, Vec<String>), Er
     for t in stores.tiers.state_filter(|t| in_ns(&t.metadata)) {
         inventory.tiers.insert(key(&t.metadata), (*t).clone());
     }
-    for s in stores.shopsets.state_filter(|s| in_ns(&s.metadata)) {
+    for s in stores.shopsets.state_filter(|s| in_ns(&s.metadata) && reads(tier, s)) {
         inventory.shopsets.insert(key(&s.metadata), (*s).clone());
     }
     for c in stores.configurations.state_filter(|c| in_ns(&c.metadata)) {
@@ -996,6 +1018,74 @@ mod tests {
             *changed.pointer_mut(path).unwrap() = value.into();
             assert_ne!(fingerprint(&app(base.clone())), fingerprint(&app(changed)), "{path}");
         }
+    }
+
+    #[test]
+    fn a_reconcile_reads_the_shopsets_of_its_tier_and_of_the_tier_it_is_promoted_from() {
+        let tier = |name: &str, from: Option<&str>| -> Tier {
+            let promotion = from.map(|f| serde_json::json!({"from": f})).unwrap_or(serde_json::Value::Null);
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "shopset.dev/v1alpha1", "kind": "Tier", "metadata": {"name": name, "namespace": "shops"},
+                "spec": {"app": {"url": "https://example.com/app.git", "path": "base"},
+                         "system": {"url": "https://example.com/system.git"}, "promotion": promotion},
+            }))
+            .unwrap()
+        };
+        let shopset = |of: &str| -> ShopSet {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "shopset.dev/v1alpha1", "kind": "ShopSet", "metadata": {"name": "eu", "namespace": "shops"},
+                "spec": {"tier": of, "configuration": "default", "shops": []},
+            }))
+            .unwrap()
+        };
+        let (t0, t1) = (tier("tier-0", None), tier("tier-1", Some("tier-0")));
+        assert!(reads(&t0, &shopset("tier-0")));
+        assert!(!reads(&t0, &shopset("tier-1")), "not the tiers promoted from it");
+        assert!(reads(&t1, &shopset("tier-1")));
+        assert!(reads(&t1, &shopset("tier-0")), "the gate's");
+        assert!(!reads(&t1, &shopset("tier-2")));
+    }
+
+    #[test]
+    fn the_application_cache_keeps_what_shopset_reads_and_drops_the_rest() {
+        let full = serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {
+                "name": "eu", "namespace": "argocd",
+                "labels": {"shopset.dev/tier": "tier-0"},
+                "annotations": {"argocd.argoproj.io/refresh": "normal"},
+                "ownerReferences": [{"apiVersion": "shopset.dev/v1alpha1", "kind": "Tier", "name": "tier-0", "uid": "u"}],
+                "managedFields": [{"manager": "argocd-application-controller", "operation": "Update",
+                                   "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}],
+            },
+            "spec": {"source": {"targetRevision": "tier-0", "path": "shopsets/eu"}, "syncPolicy": {"automated": {}}},
+            "status": {
+                "sync": {"status": "OutOfSync", "revision": "a", "comparedTo": {"source": {"path": "shopsets/eu"}}},
+                "health": {"status": "Progressing", "message": "rollout"},
+                "conditions": [{"type": "ComparisonError", "message": "kustomize failed"}],
+                "resources": [{"kind": "Deployment", "name": "storefront", "status": "OutOfSync"}],
+                "history": [{"revision": "a", "id": 1}],
+                "operationState": {"phase": "Running"},
+                "reconciledAt": "t1",
+                "summary": {"images": ["storefront:1"]},
+            },
+        });
+        let (original, mut slim) = (app(full.clone()), app(full));
+        slim_application(&mut slim);
+        assert_eq!(fingerprint(&slim), fingerprint(&original), "what triggers a reconcile");
+        let state = |a: &DynamicObject| serde_json::to_value(argocd::app_state("eu".into(), a)).unwrap();
+        assert_eq!(state(&slim), state(&original), "what status, the gate and doctor report");
+        assert_eq!(slim.metadata.owner_references, original.metadata.owner_references);
+        let rendered = app(serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "eu", "namespace": "argocd", "labels": {"shopset.dev/tier": "tier-0"}},
+            "spec": {"source": {"targetRevision": "tier-0", "path": "shopsets/eu"}, "syncPolicy": {"automated": {}}},
+        }));
+        let slim = Arc::new(slim);
+        assert!(drift(std::slice::from_ref(&rendered), |_, _| Some(slim.clone())).is_empty(), "no drift seen");
+        assert!(slim.metadata.managed_fields.as_ref().is_none_or(|m| m.is_empty()));
+        let kept: Vec<&String> = slim.data["status"].as_object().unwrap().keys().collect();
+        assert_eq!(kept, ["conditions", "health", "sync"]);
     }
 
     #[test]
