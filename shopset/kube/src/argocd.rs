@@ -210,6 +210,9 @@ where
     stream::iter(requests).buffered(CONCURRENT_REQUESTS).collect().await
 }
 
+/// Applications listed per request when pruning.
+const PRUNE_PAGE: u32 = 250;
+
 /// Deletes the tier's Applications that are not in `keep`.
 pub async fn prune(
     client: &kube::Client,
@@ -220,18 +223,30 @@ pub async fn prune(
     let namespace = owner.namespace;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
     let selector = format!("{}={},{}={}", MANAGED_BY.0, MANAGED_BY.1, TIER_LABEL, owner.tier);
-    let existing = api.list(&ListParams::default().labels(&selector)).await.map_err(|e| {
-        match ArgoError::of("list", namespace, "", e) {
+    // In pages, keeping only the names to delete: a tier's whole list of Applications, with what
+    // Argo CD records of each (every resource, the sync history), was a peak of the controller's
+    // memory at every sync of a large tier.
+    let mut stale = Vec::new();
+    let mut params = ListParams::default().labels(&selector).limit(PRUNE_PAGE);
+    loop {
+        let page = api.list(&params).await.map_err(|e| match ArgoError::of("list", namespace, "", e) {
             ArgoError::Api { message, .. } => ArgoError::List { namespace: namespace.into(), message },
             other => other,
+        })?;
+        stale.extend(
+            page.items
+                .iter()
+                .filter(|a| owner.owns(a))
+                .filter_map(|a| a.metadata.name.clone())
+                .filter(|name| !keep.contains(&(namespace.to_string(), name.clone()))),
+        );
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
         }
-    })?;
+    }
     let mut deleted = Vec::new();
-    for item in existing.items.iter().filter(|a| owner.owns(a)) {
-        let name = item.metadata.name.clone().unwrap_or_default();
-        if keep.contains(&(namespace.to_string(), name.clone())) {
-            continue;
-        }
+    for name in stale {
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => deleted.push(format!("{namespace}/{name}")),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -468,5 +483,52 @@ mod refresh_tests {
         assert_eq!(body, json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}));
         assert!(query.contains("fieldManager=shopset-controller"), "{query}");
         assert!(!query.contains("force"), "{query}");
+    }
+
+    #[tokio::test]
+    async fn a_prune_lists_in_pages_and_deletes_only_the_tiers_applications_not_kept() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let owner = Owner { tier: "tier-0", repo_url: "https://example.com/system.git", branch: "tier-0", namespace: "argocd" };
+        let app = |name: &str, branch: &str| {
+            json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": name, "namespace": "argocd",
+                             "labels": {MANAGED_BY.0: MANAGED_BY.1, TIER_LABEL: "tier-0"}},
+                "spec": {"source": {"repoURL": "https://example.com/system.git", "targetRevision": branch}},
+            })
+        };
+        let list = |items: Vec<Value>, next: &str| {
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationList",
+                   "metadata": {"continue": next}, "items": items})
+        };
+        let server = tokio::spawn(async move {
+            let mut queries = Vec::new();
+            let pages = [
+                list(vec![app("kept", "tier-0"), app("gone-1", "tier-0")], "page-2"),
+                list(vec![app("elsewhere", "main"), app("gone-2", "tier-0")], ""),
+            ];
+            for page in pages {
+                let (request, send) = handle.next_request().await.expect("a list");
+                assert_eq!(request.method(), Method::GET);
+                queries.push(request.uri().query().unwrap_or_default().to_string());
+                send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&page).unwrap())).unwrap());
+            }
+            let mut deleted = Vec::new();
+            for _ in 0..2 {
+                let (request, send) = handle.next_request().await.expect("a delete");
+                assert_eq!(request.method(), Method::DELETE);
+                deleted.push(request.uri().path().rsplit('/').next().unwrap().to_string());
+                send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&app("x", "tier-0")).unwrap())).unwrap());
+            }
+            (queries, deleted)
+        });
+        let keep = BTreeSet::from([("argocd".to_string(), "kept".to_string())]);
+        let deleted = prune(&client, &owner, &keep).await.expect("pruned");
+        assert_eq!(deleted, ["argocd/gone-1", "argocd/gone-2"]);
+        let (queries, deleted) = server.await.unwrap();
+        assert_eq!(deleted, ["gone-1", "gone-2"]);
+        assert!(queries[0].contains(&format!("limit={PRUNE_PAGE}")), "{queries:?}");
+        assert!(queries[1].contains("continue=page-2"), "{queries:?}");
     }
 }
