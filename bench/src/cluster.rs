@@ -215,9 +215,33 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     drop(ctrl);
 
     // Memory and idle CPU with 4 tiers x 250 ShopSets.
-    let per_tier = if quick { 25 } else { 250 };
+    tiers_memory(&cp, &daemon, &app, &config, &system, if quick { 25 } else { 250 }, scratch, rows, notes)
+}
+
+/// The controller's peak RSS and idle CPU with 4 tiers x 250 ShopSets (`--memory`: alone, on a
+/// control plane of its own).
+pub fn memory_alone(scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<(), String> {
+    let cp = ControlPlane::start();
+    cp.kubectl_ok(["create", "namespace", "argocd"]);
+    let crate::Repos { daemon, app, config } = crate::repos();
+    let system = daemon.create_repo("system");
+    tiers_memory(&cp, &daemon, &app, &config, &system, 250, scratch, rows, notes)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tiers_memory(
+    cp: &ControlPlane,
+    daemon: &GitDaemon,
+    app: &str,
+    config: &str,
+    system: &str,
+    per_tier: usize,
+    scratch: &Path,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
     let tiers: Vec<(String, usize, &str)> = (1..=4).map(|t| (format!("mem-{t}"), per_tier, "30s")).collect();
-    memory(&cp, &daemon, &manifests(&app, &config, &system, &refs(&tiers)), &tiers, scratch, rows, notes, "memory")
+    memory(cp, daemon, &manifests(app, config, system, &refs(&tiers)), &tiers, scratch, rows, notes, "memory")
 }
 
 fn refs<'a>(tiers: &'a [(String, usize, &'a str)]) -> Vec<(&'a str, usize, &'a str)> {

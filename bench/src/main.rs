@@ -407,6 +407,17 @@ fn main() {
         write_results(&[], &notes, "storm.txt");
         return;
     }
+    if args.iter().any(|a| a == "--memory") {
+        // The controller's peak RSS with 4 tiers x 250 ShopSets alone (the complete run's last row).
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let (mut rows, mut notes) = (Vec::new(), Vec::new());
+        eprintln!("bench: controller memory, 4 tiers x 250 ShopSets");
+        if let Err(e) = cluster::memory_alone(scratch.path(), &mut rows, &mut notes) {
+            notes.push(format!("memory scenario failed: {e}"));
+        }
+        write_results(&rows, &notes, "memory.txt");
+        return;
+    }
     if args.iter().any(|a| a == "--fleet") {
         // The fleet alone: `--fleet-sizes` (default 10,000), `--placement-shops` (default 100,000)
         // and the controller's peak RSS with the largest fleet (`--fleet-rss 0` skips it).
