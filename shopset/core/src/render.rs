@@ -336,8 +336,13 @@ impl Renderer {
             }
             let namespace = ss.destination_namespace(tier);
             let placed = crate::fleet::destination_of(tier, ss)?;
-            // Everything else the templates below read.
-            let key = if restored.is_empty() { String::new() } else { shopset_key(name, &namespace, &ss.spec, &cfg.spec.path) };
+            // Everything else the templates below read, as a memo file keys it: written only to
+            // look up files restored from one.
+            let key = if restored.is_empty() {
+                String::new()
+            } else {
+                shopset_key(name, &namespace, &ss.spec, &cfg.spec.path)
+            };
             let files = match restored.get(&key).filter(|_| !key.is_empty()) {
                 Some(files) => files.clone(),
                 None => {

@@ -489,7 +489,8 @@ mod refresh_tests {
     async fn a_prune_lists_in_pages_and_deletes_only_the_tiers_applications_not_kept() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
-        let owner = Owner { tier: "tier-0", repo_url: "https://example.com/system.git", branch: "tier-0", namespace: "argocd" };
+        let owner =
+            Owner { tier: "tier-0", repo_url: "https://example.com/system.git", branch: "tier-0", namespace: "argocd" };
         let app = |name: &str, branch: &str| {
             json!({
                 "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
@@ -519,7 +520,9 @@ mod refresh_tests {
                 let (request, send) = handle.next_request().await.expect("a delete");
                 assert_eq!(request.method(), Method::DELETE);
                 deleted.push(request.uri().path().rsplit('/').next().unwrap().to_string());
-                send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&app("x", "tier-0")).unwrap())).unwrap());
+                send.send_response(
+                    Response::builder().body(Body::from(serde_json::to_vec(&app("x", "tier-0")).unwrap())).unwrap(),
+                );
             }
             (queries, deleted)
         });

@@ -201,14 +201,9 @@ impl Remote {
             if self.repo().refname_to_id(&known).is_ok_and(|at| at == head) {
                 return Ok(());
             }
-            return self
-                .repo()
-                .reference(&known, head, true, "shopset: known head")
-                .map(|_| ())
-                .map_err(|e| GitError::Cache {
-                    path: self.repo().path().to_path_buf(),
-                    detail: e.message().to_string(),
-                });
+            return self.repo().reference(&known, head, true, "shopset: known head").map(|_| ()).map_err(|e| {
+                GitError::Cache { path: self.repo().path().to_path_buf(), detail: e.message().to_string() }
+            });
         }
         self.fetch(&[branch])
     }
