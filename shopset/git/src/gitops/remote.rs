@@ -238,20 +238,16 @@ impl Remote {
     pub fn push(&self, updates: &[RefUpdate]) -> Result<(), GitError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
-        // The pack is built from local refs: point a scratch ref at each new commit.
-        let mut refspecs = Vec::new();
-        for u in updates {
-            if u.new.is_zero() {
-                refspecs.push(format!(":{}", full_ref(&u.branch)));
-                continue;
-            }
-            let local = format!("refs/shopset/push/{}", u.branch);
-            self.repo().reference(&local, u.new, true, "shopset: push").map_err(|e| GitError::Cache {
-                path: self.repo().path().to_path_buf(),
-                detail: e.message().to_string(),
-            })?;
-            refspecs.push(format!("{}{local}:{}", if u.force { "+" } else { "" }, full_ref(&u.branch)));
-        }
+        // A push refspec's source may be a commit id, as in `git push origin <id>:refs/heads/x`:
+        // no scratch ref to write and delete for each push (files, which a busy file system makes
+        // dear to create).
+        let refspecs: Vec<String> = updates
+            .iter()
+            .map(|u| match (u.new.is_zero(), u.force) {
+                (true, _) => format!(":{}", full_ref(&u.branch)),
+                (false, force) => format!("{}{}:{}", if force { "+" } else { "" }, u.new, full_ref(&u.branch)),
+            })
+            .collect();
         let broken: RefCell<Option<GitError>> = RefCell::new(None);
         let rejected: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());
         // What the server prints while refusing (a hook's "remote:" lines): the reason people need.
@@ -294,12 +290,6 @@ impl Remote {
             narrow_advertised_heads(conn.remote(), |name, oid| keep(name, oid))?;
             conn.remote().push(&refspecs, Some(&mut opts))
         });
-        for u in updates {
-            // Best effort: a stale scratch ref only costs disk until the next push replaces it.
-            if let Ok(mut r) = self.repo().find_reference(&format!("refs/shopset/push/{}", u.branch)) {
-                let _ = r.delete();
-            }
-        }
         drop(opts);
         if let Some(err) = broken.borrow_mut().take() {
             return Err(err);
