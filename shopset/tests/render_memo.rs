@@ -247,3 +247,35 @@ fn a_renderer_kept_across_changes_renders_what_a_fresh_one_does() {
         last = tree;
     }
 }
+
+/// A tree handed out by `render_shared` never changes under its holder; once let go, the next
+/// render of the tier edits it where it is instead of copying it.
+#[test]
+fn a_shared_render_is_edited_in_place_only_when_nobody_holds_it() {
+    let mut i = input();
+    let pins =
+        Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
+    let kept = Renderer::embedded().unwrap();
+    let render_shared = |r: &Renderer, i: &TierInput| {
+        r.render_shared(RenderInput {
+            tier: &i.tier,
+            configurations: &i.configurations,
+            shopsets: &i.shopsets,
+            pins: &pins,
+        })
+        .unwrap()
+    };
+    let held = render_shared(&kept, &i);
+    let as_rendered = (*held).clone();
+    i.shopsets[0].spec.shops.push("shop-new".into());
+    let next = render_shared(&kept, &i);
+    assert_eq!(*held, as_rendered, "a render changed a tree its caller still holds");
+    assert_ne!(*next, *held);
+    drop(held);
+    let at = std::sync::Arc::as_ptr(&next);
+    drop(next);
+    i.shopsets[0].spec.shops.pop();
+    let edited = render_shared(&kept, &i);
+    assert_eq!(std::sync::Arc::as_ptr(&edited), at, "the tree was copied though nobody held it");
+    assert_eq!(*edited, render(&Renderer::embedded().unwrap(), &i));
+}

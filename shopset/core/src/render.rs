@@ -145,7 +145,8 @@ struct ShopSetMemo {
 /// and the entries written for the tier), and the key of the README's inputs other than its rows.
 struct LastRender {
     shopsets: HashMap<String, ShopSetMemo>,
-    tree: Tree,
+    /// Shared with the caller: edited in place by the next render once nobody else holds it.
+    tree: Arc<Tree>,
     readme_key: String,
 }
 
@@ -241,6 +242,13 @@ impl Renderer {
 
     /// Renders the system branch of one tier.
     pub fn render(&self, input: RenderInput<'_>) -> Result<Tree, RenderError> {
+        self.render_shared(input).map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Renderer::render`], the tree shared with the renderer's memo instead of copied out of it:
+    /// a caller that lets go of it before the tier's next render spares that render a copy of the
+    /// whole tree.
+    pub fn render_shared(&self, input: RenderInput<'_>) -> Result<Arc<Tree>, RenderError> {
         let RenderInput { tier, configurations, shopsets, pins } = input;
         let branch = tier.branch();
         let tier_name = tier.name_any();
@@ -261,10 +269,12 @@ impl Renderer {
         };
         // Edited in place: a ShopSet found unchanged is marked seen, one that changed is replaced,
         // and those left unseen are gone.
-        let (mut memo, mut tree, last_readme) = match last {
+        let (mut memo, mut shared, last_readme) = match last {
             Some(last) => (last.shopsets, last.tree, Some(last.readme_key)),
-            None => (HashMap::new(), Tree::default(), None),
+            None => (HashMap::new(), Arc::default(), None),
         };
+        // Copied only if someone still holds the last one.
+        let tree = Arc::make_mut(&mut shared);
 
         let mut gitmodules = String::new();
         tree.entries.insert("base".into(), Entry::Gitlink(pins.app.clone()));
@@ -395,12 +405,12 @@ impl Renderer {
             )?;
             tree.entries.insert("README.md".into(), Entry::file(readme));
         }
-        let last = Some(LastRender { shopsets: memo, tree: tree.clone(), readme_key });
+        let last = Some(LastRender { shopsets: memo, tree: shared.clone(), readme_key });
         self.memo
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(tier_name, TierMemo { tier_key, restored: HashMap::new(), last, changed });
-        Ok(tree)
+        Ok(shared)
     }
 
     /// The files of one ShopSet, rendered from its templates.

@@ -67,7 +67,9 @@ fn check_written(hashed: Oid, written: Oid) -> Result<(), git2::Error> {
 /// render costs what changed, plus one comparison per path.
 #[derive(Debug, Default)]
 pub struct LastHash {
-    last: Option<(Tree, Dir)>,
+    /// The tree shared with whoever rendered it (the renderer edits it in place when it is the
+    /// only holder left), so that keeping it costs no copy.
+    last: Option<(Arc<Tree>, Dir)>,
 }
 
 /// A [`Tree`] with the id of every blob and subtree.
@@ -148,12 +150,12 @@ pub struct Change {
 impl HashedTree {
     /// Hashes every file and directory of `tree`. Fails only on a gitlink that is not an object id.
     pub fn new(tree: &Tree) -> Result<Self, git2::Error> {
-        Self::with_known(tree, &mut LastHash::default())
+        Self::afresh(tree).map(|(root, _)| Self { root })
     }
 
     /// [`HashedTree::new`], starting from the tree hashed last with `known` and leaving this one
     /// in it for the next time.
-    pub fn with_known(tree: &Tree, known: &mut LastHash) -> Result<Self, git2::Error> {
+    pub fn with_known(tree: &Arc<Tree>, known: &mut LastHash) -> Result<Self, git2::Error> {
         // Taken out: a hash that fails leaves nothing to start from, and the next one is afresh.
         let edited = match known.last.take() {
             Some((last, root)) => Self::edit(&last, root, tree)?,
@@ -164,7 +166,7 @@ impl HashedTree {
             None => Self::afresh(tree)?,
         };
         if editable {
-            known.last = Some((tree.clone(), root.clone()));
+            known.last = Some((Arc::clone(tree), root.clone()));
         }
         Ok(Self { root })
     }
@@ -691,7 +693,7 @@ mod known_tests {
         let mut t = twenty_shopsets();
         t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
         let check = |t: &Tree, known: &mut LastHash| {
-            let remembered = HashedTree::with_known(t, known).expect("hash").id();
+            let remembered = HashedTree::with_known(&Arc::new(t.clone()), known).expect("hash").id();
             assert_eq!(remembered, HashedTree::new(t).expect("hash").id());
         };
         check(&t, &mut known);
@@ -740,10 +742,10 @@ mod known_tests {
             Some(Node::Dir(d)) => d.clone(),
             _ => panic!("no directory {name}"),
         };
-        HashedTree::with_known(&t, &mut known).expect("hash");
+        HashedTree::with_known(&Arc::new(t.clone()), &mut known).expect("hash");
         let (apps, shopsets) = (dir(&known, "applications"), dir(&known, "shopsets"));
         t.entries.insert("shopsets/s03/k.yaml".into(), Entry::file("changed\n"));
-        HashedTree::with_known(&t, &mut known).expect("hash");
+        HashedTree::with_known(&Arc::new(t.clone()), &mut known).expect("hash");
         assert!(Arc::ptr_eq(&apps, &dir(&known, "applications")), "an unchanged directory was hashed again");
         assert!(!Arc::ptr_eq(&shopsets, &dir(&known, "shopsets")), "a changed directory was not");
         let unchanged = |known: &LastHash| match dir(known, "shopsets").entries.get("s04") {
@@ -752,7 +754,7 @@ mod known_tests {
         };
         let s04 = unchanged(&known);
         t.entries.insert("shopsets/s05/k.yaml".into(), Entry::file("changed too\n"));
-        HashedTree::with_known(&t, &mut known).expect("hash");
+        HashedTree::with_known(&Arc::new(t.clone()), &mut known).expect("hash");
         assert!(Arc::ptr_eq(&s04, &unchanged(&known)), "an unchanged ShopSet directory was hashed again");
     }
 
@@ -764,15 +766,15 @@ mod known_tests {
         let mut t = Tree::default();
         t.entries.insert("a".into(), Entry::file("file\n"));
         t.entries.insert("a/b".into(), Entry::file("below\n"));
-        let id = HashedTree::with_known(&t, &mut known).expect("hash").id();
+        let id = HashedTree::with_known(&Arc::new(t.clone()), &mut known).expect("hash").id();
         assert_eq!(id, HashedTree::new(&t).expect("hash").id());
         assert!(known.last.is_none());
         t.entries.remove("a");
-        let id = HashedTree::with_known(&t, &mut known).expect("hash").id();
+        let id = HashedTree::with_known(&Arc::new(t.clone()), &mut known).expect("hash").id();
         assert_eq!(id, HashedTree::new(&t).expect("hash").id());
         assert!(known.last.is_some());
         t.entries.insert("a".into(), Entry::file("file\n"));
-        let id = HashedTree::with_known(&t, &mut known).expect("hash").id();
+        let id = HashedTree::with_known(&Arc::new(t.clone()), &mut known).expect("hash").id();
         assert_eq!(id, HashedTree::new(&t).expect("hash").id());
     }
 }

@@ -15,6 +15,7 @@ mod checkpoint;
 pub(crate) mod compare;
 mod resolve;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use git2::Oid;
@@ -152,7 +153,7 @@ pub struct SyncReport {
     pub diff: Option<String>,
     /// The rendered tree (the controller applies its Applications).
     #[serde(skip)]
-    pub tree: Tree,
+    pub tree: Arc<Tree>,
 }
 
 /// ShopSets whose overlays changed.
@@ -182,7 +183,7 @@ pub fn sync_tier(
     let mut phases = Phases::start();
     let (mut resolved, system) = resolve::resolve(cache, auth, input, opts.dry_run, opts.promotion)?;
     phases.mark("resolve");
-    let tree = renderer.render(RenderInput {
+    let tree = renderer.render_shared(RenderInput {
         tier,
         configurations: &input.configurations,
         shopsets: &input.shopsets,
@@ -243,7 +244,7 @@ impl Phases {
 }
 
 /// The render hashed as git would, starting from the branch's last hash in the cache's memo.
-fn hash(cache: &GitCache, resolved: &Resolved, tree: &Tree) -> Result<HashedTree, GitError> {
+fn hash(cache: &GitCache, resolved: &Resolved, tree: &Arc<Tree>) -> Result<HashedTree, GitError> {
     let mut known = cache.take_last_hash(&resolved.system_url, &resolved.branch);
     let hashed = HashedTree::with_known(tree, &mut known);
     // A hash that failed left nothing to remember; the next one starts afresh.
@@ -274,7 +275,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn into_report(self, resolved: &Resolved, dry_run: bool, tree: Tree) -> SyncReport {
+    fn into_report(self, resolved: &Resolved, dry_run: bool, tree: Arc<Tree>) -> SyncReport {
         SyncReport {
             tier: resolved.tier.clone(),
             branch: resolved.branch.clone(),
