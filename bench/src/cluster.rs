@@ -215,7 +215,8 @@ pub fn run(quick: bool, scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Str
     drop(ctrl);
 
     // Memory and idle CPU with 4 tiers x 250 ShopSets.
-    tiers_memory(&cp, &daemon, &app, &config, &system, if quick { 25 } else { 250 }, scratch, rows, notes)
+    let tiers = memory_tiers(if quick { 25 } else { 250 });
+    memory(&cp, &daemon, &manifests(&app, &config, &system, &refs(&tiers)), &tiers, scratch, rows, notes, "memory")
 }
 
 /// The controller's peak RSS and idle CPU with 4 tiers x 250 ShopSets (`--memory`: alone, on a
@@ -225,23 +226,13 @@ pub fn memory_alone(scratch: &Path, rows: &mut Vec<Row>, notes: &mut Vec<String>
     cp.kubectl_ok(["create", "namespace", "argocd"]);
     let crate::Repos { daemon, app, config } = crate::repos();
     let system = daemon.create_repo("system");
-    tiers_memory(&cp, &daemon, &app, &config, &system, 250, scratch, rows, notes)
+    let tiers = memory_tiers(250);
+    memory(&cp, &daemon, &manifests(&app, &config, &system, &refs(&tiers)), &tiers, scratch, rows, notes, "memory")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn tiers_memory(
-    cp: &ControlPlane,
-    daemon: &GitDaemon,
-    app: &str,
-    config: &str,
-    system: &str,
-    per_tier: usize,
-    scratch: &Path,
-    rows: &mut Vec<Row>,
-    notes: &mut Vec<String>,
-) -> Result<(), String> {
-    let tiers: Vec<(String, usize, &str)> = (1..=4).map(|t| (format!("mem-{t}"), per_tier, "30s")).collect();
-    memory(cp, daemon, &manifests(app, config, system, &refs(&tiers)), &tiers, scratch, rows, notes, "memory")
+/// The 4 tiers of the memory scenario, `per_tier` ShopSets each, polled every 30 s.
+fn memory_tiers(per_tier: usize) -> Vec<(String, usize, &'static str)> {
+    (1..=4).map(|t| (format!("mem-{t}"), per_tier, "30s")).collect()
 }
 
 fn refs<'a>(tiers: &'a [(String, usize, &'a str)]) -> Vec<(&'a str, usize, &'a str)> {

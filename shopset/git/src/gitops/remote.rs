@@ -243,9 +243,9 @@ impl Remote {
         // dear to create).
         let refspecs: Vec<String> = updates
             .iter()
-            .map(|u| match (u.new.is_zero(), u.force) {
-                (true, _) => format!(":{}", full_ref(&u.branch)),
-                (false, force) => format!("{}{}:{}", if force { "+" } else { "" }, u.new, full_ref(&u.branch)),
+            .map(|u| match u.new.is_zero() {
+                true => format!(":{}", full_ref(&u.branch)),
+                false => format!("{}{}:{}", if u.force { "+" } else { "" }, u.new, full_ref(&u.branch)),
             })
             .collect();
         let broken: RefCell<Option<GitError>> = RefCell::new(None);
