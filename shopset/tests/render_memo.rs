@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use shopset::manifests::{Inventory, TierInput};
-use shopset::render::{Entry, MemoRejected, Pins, RenderInput, Renderer, Tree};
+use shopset::render::{Entry, MemoRejected, Pins, RenderInput, Rendered, Renderer, Tree};
 
 const APP: &str = "1111111111111111111111111111111111111111";
 const CONFIG: &str = "2222222222222222222222222222222222222222";
@@ -233,18 +233,43 @@ fn a_renderer_kept_across_changes_renders_what_a_fresh_one_does() {
         Pins { app: APP.into(), configurations: BTreeMap::from([("shop-config".to_string(), CONFIG.to_string())]) };
     let kept = Renderer::embedded().unwrap();
     let render_with = |r: &Renderer, i: &TierInput, pins: &Pins| {
-        r.render(RenderInput { tier: &i.tier, configurations: &i.configurations, shopsets: &i.shopsets, pins }).unwrap()
+        r.render_edits(RenderInput { tier: &i.tier, configurations: &i.configurations, shopsets: &i.shopsets, pins })
+            .unwrap()
     };
-    let mut last = render_with(&kept, &i, &pins);
+    let first = render_with(&kept, &i, &pins);
+    assert_eq!(first.edits.from, None, "a first render is afresh");
+    let (mut last, mut last_id) = ((*first.tree).clone(), first.edits.render);
+    drop(first);
     for (what, change) in steps {
         change(&mut i, &mut pins);
-        let fresh = render_with(&Renderer::embedded().unwrap(), &i, &pins);
-        let tree = render_with(&kept, &i, &pins);
-        assert_eq!(tree, fresh, "{what}: the kept renderer's tree differs from a fresh render");
+        let fresh = render_with(&Renderer::embedded().unwrap(), &i, &pins).tree;
+        let Rendered { tree, edits } = render_with(&kept, &i, &pins);
+        assert_eq!(*tree, *fresh, "{what}: the kept renderer's tree differs from a fresh render");
         if what != "nothing" {
-            assert_ne!(tree, last, "{what}: the change should show in the render");
+            assert_ne!(*tree, last, "{what}: the change should show in the render");
         }
-        last = tree;
+        // What every ShopSet's templates read from the Tier changed: a render afresh, nothing to tell.
+        if what == "the tier's project" {
+            assert_eq!((edits.from, edits.paths.len()), (None, 0), "{what}: not rendered afresh");
+            (last, last_id) = ((*tree).clone(), edits.render);
+            continue;
+        }
+        // The edits it reports, applied to the tree it was edited from, give this tree.
+        assert_eq!(edits.from, Some(last_id), "{what}: edited from another render");
+        assert!(edits.paths.windows(2).all(|w| w[0] < w[1]), "{what}: paths not sorted and unique");
+        let mut applied = last.clone();
+        for path in &edits.paths {
+            match tree.entries.get(path) {
+                Some(entry) => applied.entries.insert(path.clone(), entry.clone()),
+                None => applied.entries.remove(path),
+            };
+        }
+        let missing: Vec<&str> = (applied.entries.keys().chain(tree.entries.keys()))
+            .filter(|p| applied.entries.get(*p) != tree.entries.get(*p))
+            .map(|p| &**p)
+            .collect();
+        assert!(missing.is_empty(), "{what}: paths that changed are missing from the edits: {missing:?}");
+        (last, last_id) = ((*tree).clone(), edits.render);
     }
 }
 

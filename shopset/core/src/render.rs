@@ -144,10 +144,65 @@ struct ShopSetMemo {
 /// The last render of a tier: each ShopSet by name, the tree (which holds exactly their files
 /// and the entries written for the tier), and the key of the README's inputs other than its rows.
 struct LastRender {
+    /// Its number ([`Edits::render`]).
+    id: u64,
     shopsets: HashMap<String, ShopSetMemo>,
     /// Shared with the caller: edited in place by the next render once nobody else holds it.
     tree: Arc<Tree>,
     readme_key: String,
+}
+
+/// A render, and what it changed since the render it was edited from.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Shared with the renderer, which edits it in place for the tier's next render once nobody
+    /// else holds it.
+    pub tree: Arc<Tree>,
+    pub edits: Edits,
+}
+
+/// The paths a render wrote or removed, from the tree of an earlier render: a layer that derived
+/// something from that tree (the git layer's hashes) updates only these paths instead of comparing
+/// every path of the tier. Render numbers are unique within a process, so a layer whose memo is of
+/// another render than `from` (or of another process) cannot mistake these edits for its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edits {
+    /// This render's number.
+    pub render: u64,
+    /// The render whose tree this one was edited from; None for a render afresh, which has no
+    /// edits to tell.
+    pub from: Option<u64>,
+    /// Every path written or removed (sorted, each once). A path written may hold the same bytes
+    /// as before; a path not listed holds the same entry as in render `from`.
+    pub paths: Vec<Arc<str>>,
+}
+
+/// Numbers renders across every renderer of the process (see [`Edits`]).
+static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A tree being edited, with the paths written or removed on the way.
+struct Editing<'t> {
+    tree: &'t mut Tree,
+    paths: Vec<Arc<str>>,
+}
+
+impl Editing<'_> {
+    fn insert(&mut self, path: Arc<str>, entry: Entry) {
+        self.paths.push(path.clone());
+        self.tree.entries.insert(path, entry);
+    }
+
+    fn remove(&mut self, path: &Arc<str>) {
+        if self.tree.entries.remove(path).is_some() {
+            self.paths.push(path.clone());
+        }
+    }
+
+    fn into_paths(mut self) -> Vec<Arc<str>> {
+        self.paths.sort();
+        self.paths.dedup();
+        self.paths
+    }
 }
 
 /// The rendered files of one ShopSet: (path, bytes). Reusing them shares the bytes, so a layer
@@ -249,6 +304,12 @@ impl Renderer {
     /// a caller that lets go of it before the tier's next render spares that render a copy of the
     /// whole tree.
     pub fn render_shared(&self, input: RenderInput<'_>) -> Result<Arc<Tree>, RenderError> {
+        self.render_edits(input).map(|r| r.tree)
+    }
+
+    /// [`Renderer::render_shared`], with the paths it wrote or removed since the tier's last
+    /// render ([`Edits`]).
+    pub fn render_edits(&self, input: RenderInput<'_>) -> Result<Rendered, RenderError> {
         let RenderInput { tier, configurations, shopsets, pins } = input;
         let branch = tier.branch();
         let tier_name = tier.name_any();
@@ -269,15 +330,16 @@ impl Renderer {
         };
         // Edited in place: a ShopSet found unchanged is marked seen, one that changed is replaced,
         // and those left unseen are gone.
-        let (mut memo, mut shared, last_readme) = match last {
-            Some(last) => (last.shopsets, last.tree, Some(last.readme_key)),
-            None => (HashMap::new(), Arc::default(), None),
+        let (mut memo, mut shared, last_readme, from) = match last {
+            Some(last) => (last.shopsets, last.tree, Some(last.readme_key), Some(last.id)),
+            None => (HashMap::new(), Arc::default(), None, None),
         };
+        let id = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Copied only if someone still holds the last one.
-        let tree = Arc::make_mut(&mut shared);
+        let mut tree = Editing { tree: Arc::make_mut(&mut shared), paths: Vec::new() };
 
         let mut gitmodules = String::new();
-        tree.entries.insert("base".into(), Entry::Gitlink(pins.app.clone()));
+        tree.insert("base".into(), Entry::Gitlink(pins.app.clone()));
         gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch)?);
 
         let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
@@ -286,12 +348,13 @@ impl Renderer {
         let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
         // The gitlinks of the Configurations in the last tree, all written again below.
         let stale: Vec<Arc<str>> = tree
+            .tree
             .entries
             .range::<str, _>((Bound::Included("config/"), Bound::Excluded("config0")))
             .map(|(path, _)| path.clone())
             .collect();
-        for path in stale {
-            tree.entries.remove(&*path);
+        for path in &stale {
+            tree.remove(path);
         }
         let mut readme_cfgs = Vec::new();
         let mut cfg_pins = Vec::new();
@@ -316,11 +379,11 @@ impl Renderer {
             check_dir_name("Configuration", name)?;
             let path = format!("config/{name}");
             gitmodules.push_str(&submodule_section(&path, &cfg.spec.url, &branch)?);
-            tree.entries.insert(path.into(), Entry::Gitlink(commit.clone()));
+            tree.insert(path.into(), Entry::Gitlink(commit.clone()));
             readme_cfgs.push(context! { name => *name, url => cfg.spec.url.as_str(), commit => commit.as_str() });
             cfg_pins.push((*name, cfg.spec.url.as_str(), commit.as_str()));
         }
-        tree.entries.insert(".gitmodules".into(), Entry::file(gitmodules));
+        tree.insert(".gitmodules".into(), Entry::file(gitmodules));
 
         // A memo of another number of ShopSets is a new one to keep, even if every file came from it.
         changed |= memo.len() + restored.len() != shopsets.len();
@@ -341,7 +404,7 @@ impl Renderer {
             let old = memo.remove(name);
             if let Some(old) = &old {
                 for (path, _) in old.files.iter() {
-                    tree.entries.remove(path);
+                    tree.remove(path);
                 }
             }
             let namespace = ss.destination_namespace(tier);
@@ -361,7 +424,7 @@ impl Renderer {
                 }
             };
             for (path, bytes) in files.iter() {
-                tree.entries.insert(path.clone(), Entry::File(bytes.clone()));
+                tree.insert(path.clone(), Entry::File(bytes.clone()));
             }
             let shops = ss.spec.shops.len();
             rows_changed |= old.is_none_or(|o| o.namespace != namespace || o.shops != shops);
@@ -374,7 +437,7 @@ impl Renderer {
             if !m.seen {
                 changed = true;
                 for (path, _) in m.files.iter() {
-                    tree.entries.remove(path);
+                    tree.remove(path);
                 }
             }
             std::mem::take(&mut m.seen)
@@ -403,14 +466,16 @@ impl Renderer {
                     shopsets => rows,
                 },
             )?;
-            tree.entries.insert("README.md".into(), Entry::file(readme));
+            tree.insert("README.md".into(), Entry::file(readme));
         }
-        let last = Some(LastRender { shopsets: memo, tree: shared.clone(), readme_key });
+        let paths = tree.into_paths();
+        let last = Some(LastRender { id, shopsets: memo, tree: shared.clone(), readme_key });
         self.memo
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(tier_name, TierMemo { tier_key, restored: HashMap::new(), last, changed });
-        Ok(shared)
+        let paths = if from.is_some() { paths } else { Vec::new() };
+        Ok(Rendered { tree: shared, edits: Edits { render: id, from, paths } })
     }
 
     /// The files of one ShopSet, rendered from its templates.

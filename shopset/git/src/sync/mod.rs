@@ -22,7 +22,7 @@ use git2::Oid;
 use serde::Serialize;
 use shopset_core::api::ResourceExt;
 use shopset_core::manifests::TierInput;
-use shopset_core::render::{Pins, RenderError, RenderInput, Renderer, is_owned};
+use shopset_core::render::{Edits, Pins, RenderError, RenderInput, Rendered, Renderer, is_owned};
 use shopset_core::tree::Tree;
 
 pub use self::checkpoint::Checkpoint;
@@ -183,7 +183,7 @@ pub fn sync_tier(
     let mut phases = Phases::start();
     let (mut resolved, system) = resolve::resolve(cache, auth, input, opts.dry_run, opts.promotion)?;
     phases.mark("resolve");
-    let tree = renderer.render_shared(RenderInput {
+    let Rendered { tree, edits } = renderer.render_edits(RenderInput {
         tier,
         configurations: &input.configurations,
         shopsets: &input.shopsets,
@@ -195,7 +195,7 @@ pub fn sync_tier(
     let target =
         system_target(&system, &heads, &resolved.branch, resolved.from_branch.as_deref()).map_err(&system_err)?;
     phases.mark("target");
-    let mut hashed = hash(cache, &resolved, &tree).map_err(&system_err)?;
+    let mut hashed = hash(cache, &resolved, &tree, &edits).map_err(&system_err)?;
     phases.mark("hash");
     if opts.dry_run {
         let outcome = preview(&resolved, &system, &target, &tree, &mut hashed)?;
@@ -244,9 +244,9 @@ impl Phases {
 }
 
 /// The render hashed as git would, starting from the branch's last hash in the cache's memo.
-fn hash(cache: &GitCache, resolved: &Resolved, tree: &Arc<Tree>) -> Result<HashedTree, GitError> {
+fn hash(cache: &GitCache, resolved: &Resolved, tree: &Tree, edits: &Edits) -> Result<HashedTree, GitError> {
     let mut known = cache.take_last_hash(&resolved.system_url, &resolved.branch);
-    let hashed = HashedTree::with_known(tree, &mut known);
+    let hashed = HashedTree::with_edits(tree, edits, &mut known);
     // A hash that failed left nothing to remember; the next one starts afresh.
     cache.keep_last_hash(&resolved.system_url, &resolved.branch, known);
     hashed.map_err(|e| GitError::Other { url: resolved.system_url.clone(), detail: e.message().to_string() })
