@@ -161,6 +161,20 @@ fn sync_over_ssh_with_key_file_and_known_hosts_file() {
     let again = f.sync(&[], &env_key_and_known_hosts(key.to_str().unwrap(), &known_hosts)).success();
     assert!(again.stdout.contains("no change"), "{again}");
     assert_eq!(f.refs(), before);
+    // A change on the branch's head is pushed with a pack of what the sync wrote: the server
+    // takes it whole (fsck) and serves the changed overlay.
+    let shopsets = f.manifests().join("shopsets.yaml");
+    let text = std::fs::read_to_string(&shopsets).expect("read shopsets.yaml");
+    std::fs::write(&shopsets, text.replacen("shops: [shop-1001]", "shops: [shop-1001, shop-1099]", 1))
+        .expect("write shopsets.yaml");
+    let old_head = f.server.branch_head("system", "tier-0").expect("system tier-0");
+    let changed = f.sync(&[], &env_key_and_known_hosts(key.to_str().unwrap(), &known_hosts)).success();
+    let repo = f.server.path("system");
+    let parent = f.server.git(&repo, &["rev-parse", "tier-0^"]);
+    assert_eq!(parent, old_head, "one commit on the head it found:\n{changed}");
+    f.server.git(&repo, &["fsck", "--strict", "--no-dangling"]);
+    let overlay = f.server.git(&repo, &["grep", "-l", "shop-1099", "tier-0", "--", "shopsets/"]);
+    assert!(!overlay.is_empty(), "the changed overlay is on the server:\n{changed}");
 }
 
 #[test]

@@ -526,6 +526,24 @@ fn http_credentials_from_username_and_password_environment() {
     assert_http_sync_succeeds(&f, &[], &[("SHOPSET_GIT_USERNAME", USER), ("SHOPSET_GIT_PASSWORD", PASSWORD)]);
 }
 
+/// A change on the branch's head goes over HTTP as a pack of what the sync wrote, with the
+/// credentials of the first request: the server takes it whole and serves the changed overlay.
+#[test]
+fn http_a_change_is_pushed_with_the_pack_the_sync_wrote() {
+    let f = Fixture::http(USER, PASSWORD);
+    let env = [("SHOPSET_GIT_USERNAME", USER), ("SHOPSET_GIT_PASSWORD", PASSWORD)];
+    assert_http_sync_succeeds(&f, &[], &env);
+    let old_head = branch_head(&f.read_url("system"), "tier-0").expect("system tier-0");
+    let text = example_manifest("shopsets.yaml").replacen("shops: [shop-1001]", "shops: [shop-1001, shop-1099]", 1);
+    f.write_manifest("shopsets.yaml", &text);
+    let manifests = manifests_arg(&f);
+    let run = f.shopctl_env(&["sync", "-f", &manifests, "--tier", "tier-0"], &env).success();
+    assert_eq!(f.system_git(&["rev-parse", "tier-0^"]), old_head, "one commit on the head it found:\n{run}");
+    f.system_git(&["fsck", "--strict", "--no-dangling"]);
+    let overlay = f.system_git(&["grep", "-l", "shop-1099", "tier-0", "--", "shopsets/"]);
+    assert!(!overlay.is_empty(), "the changed overlay is on the server:\n{run}");
+}
+
 #[test]
 fn http_credentials_from_token_environment() {
     let f = Fixture::http(USER, PASSWORD);

@@ -452,6 +452,19 @@ fn a_push_sends_only_what_changed_beside_other_branches() {
     let before = server_objects(&server);
     push("again", None, big);
     assert_eq!(sent(before), 0);
+    // A sync's push: a pack of exactly the objects its tree has that its parent's lacks (one
+    // file, its two directories, the root) and the commit, whatever the size of the branch.
+    let before = server_objects(&server);
+    let changed = tree(200, "big, changed\n");
+    let hashed = shopset::gitops::HashedTree::new(&changed).unwrap();
+    let id = remote.write_hashed(&hashed).unwrap();
+    let next_big = remote.commit(id, Some(big), "test", &author).unwrap();
+    let objects = remote.new_objects(&hashed, remote.tree_of(big).unwrap()).unwrap();
+    assert_eq!(objects.len(), 4, "{objects:?}");
+    let update = RefUpdate { branch: "big".into(), expected: Some(big), new: next_big, force: false };
+    remote.push_objects(&update, &objects).expect("push");
+    assert_eq!(branch_head(&url, "big"), Some(next_big.to_string()), "big landed");
+    assert_eq!(sent(before), 5);
     // Everything is on the server and connected.
     git(&server, &["fsck", "--connectivity-only", "--no-dangling"]);
     assert_eq!(git(&server, &["rev-parse", "copy^"]), big.to_string());

@@ -18,6 +18,9 @@ pub const MODE_FILE: i32 = 0o100644;
 pub const MODE_DIR: i32 = 0o040000;
 pub const MODE_GITLINK: i32 = 0o160000;
 
+/// An object with its bytes, as a tree holds it: type, id, bytes.
+pub type Object<'a> = (ObjectType, Oid, &'a [u8]);
+
 /// From this many new objects on, they are written as one pack instead of loose files: creating
 /// thousands of small files costs more than everything else in a first render (git's own
 /// `transfer.unpackLimit` draws the same line at 100).
@@ -275,6 +278,16 @@ impl HashedTree {
         Ok(self.id())
     }
 
+    /// The objects of this tree that the stored tree `base` does not have at the same path, with
+    /// their bytes (trees before what they hold): what a push of a commit of this tree on a commit
+    /// of `base` sends. Only the directories whose ids differ are read.
+    pub fn new_objects<'s>(&'s self, repo: &Repository, base: Oid) -> Result<Vec<Object<'s>>, git2::Error> {
+        let mut out = Vec::new();
+        let base = repo.find_tree(base)?;
+        self.root.new_against(repo, Some(&base), &mut out)?;
+        Ok(out)
+    }
+
     /// The paths that differ between the stored tree `old` (None: nothing) and this one, sorted.
     /// Only subtrees whose ids differ are read.
     pub fn changes(&self, repo: &Repository, old: Option<Oid>) -> Result<Vec<Change>, git2::Error> {
@@ -402,6 +415,36 @@ impl Dir {
         Ok(id)
     }
 
+    /// The objects of this directory that `base` (the stored tree at its path) lacks at the same
+    /// paths. The entries kept from the branch are `base`'s own: nothing of theirs is new.
+    fn new_against<'s>(
+        &'s self,
+        repo: &Repository,
+        base: Option<&git2::Tree<'_>>,
+        out: &mut Vec<Object<'s>>,
+    ) -> Result<(), git2::Error> {
+        if base.is_some_and(|b| b.id() == self.tree_id()) {
+            return Ok(());
+        }
+        out.push((ObjectType::Tree, self.tree_id(), &self.object[..]));
+        for (name, node) in &self.entries {
+            let was = base.and_then(|b| b.get_name(name)).map(|e| (e.id(), e.kind()));
+            match node {
+                Node::Blob(id, bytes) if was.is_none_or(|(w, _)| w != *id) => out.push((ObjectType::Blob, *id, bytes)),
+                Node::Dir(d) => {
+                    let sub = match was {
+                        Some((w, _)) if w == d.tree_id() => continue,
+                        Some((w, Some(ObjectType::Tree))) => Some(repo.find_tree(w)?),
+                        _ => None,
+                    };
+                    d.new_against(repo, sub.as_ref(), out)?;
+                }
+                Node::Blob(..) | Node::Gitlink(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The objects of this directory the repository lacks, children before parents. `base` is the
     /// stored tree at the same path, if any: an entry with the id it has there is stored.
     fn missing<'s>(
@@ -409,7 +452,7 @@ impl Dir {
         repo: &Repository,
         odb: &Odb<'_>,
         base: Option<&git2::Tree<'_>>,
-        out: &mut Vec<(ObjectType, Oid, &'s [u8])>,
+        out: &mut Vec<Object<'s>>,
     ) -> Result<(), git2::Error> {
         if base.is_some_and(|b| b.id() == self.tree_id()) || stored(odb, self.tree_id()) {
             return Ok(());

@@ -7,6 +7,7 @@
 //! | [`error`] | what went wrong, in the kinds a person acts on differently |
 //! | [`cache`] | bare repositories on disk, one per URL, and reused handles |
 //! | [`remote`] | ls-remote, fetch, push under a lease, objects read and written |
+//! | [`receive_pack`] | a push of a pack built from what a sync wrote, over libgit2's transports |
 //! | [`packs`] | a cache's pack files merged past git's `gc.autoPackLimit` |
 //! | [`hashed`] | a rendered tree hashed as git would, compared with a branch by ids |
 //! | [`diff`] | unified diffs of two trees |
@@ -20,6 +21,7 @@ pub mod error;
 pub mod hashed;
 pub mod known_hosts;
 pub mod packs;
+mod receive_pack;
 pub mod remote;
 mod stream;
 
@@ -27,6 +29,6 @@ pub use auth::Auth;
 pub use cache::GitCache;
 pub use diff::diff_trees;
 pub use error::GitError;
-pub use hashed::{Change, HashedTree, LastHash, MODE_DIR, MODE_FILE, MODE_GITLINK};
+pub use hashed::{Change, HashedTree, LastHash, MODE_DIR, MODE_FILE, MODE_GITLINK, Object};
 pub use remote::{PROMOTIONS_PREFIX, RefUpdate, Remote, RemoteHeads};
 pub use stream::{connections, connections_with_nagle};

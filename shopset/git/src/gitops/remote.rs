@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use git2::{Cred, CredentialType, Direction, FetchOptions, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository};
 use shopset_core::tree::{Entry, Tree};
 
+use super::hashed::Object;
 use super::known_hosts::{check_known_hosts, known_hosts_name, ssh_port};
+use super::receive_pack::{self, Transport};
 use super::{Auth, Change, GitError, HashedTree, packs};
 
 /// The branches of a remote and its default branch.
@@ -294,31 +296,8 @@ impl Remote {
         if let Some(err) = broken.borrow_mut().take() {
             return Err(err);
         }
-        let is_lease = |reason: &str| {
-            reason.contains("fetch first") || reason.contains("non-fast-forward") || reason.contains("stale")
-        };
-        // A writer that moved the branch after the server advertised it, before our update
-        // landed: git refuses the update with "cannot lock ref ...: is at X but expected Y"
-        // (its own words, on the side band). That is the same lost race as a non-fast-forward.
-        let moved_meanwhile = String::from_utf8_lossy(&remote_said.borrow()).contains("but expected");
-        if let Some((branch, reason)) = rejected.borrow_mut().drain(..).next() {
-            if is_lease(&reason) || moved_meanwhile {
-                let expected = updates.iter().find(|u| u.branch == branch).and_then(|u| u.expected);
-                return Err(GitError::LeaseBroken {
-                    url: self.url.clone(),
-                    branch,
-                    expected: expected.map_or("no branch".into(), |o| o.to_string()),
-                    found: format!("another commit ({reason})"),
-                });
-            }
-            let said = String::from_utf8_lossy(&remote_said.borrow())
-                .split(['\n', '\r'])
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
-            let reason = if said.is_empty() { reason } else { format!("{reason} (the server said: {said})") };
-            return Err(GitError::Rejected { url: self.url.clone(), branch, reason });
+        if let Some(err) = self.refusal(updates, rejected.borrow_mut().drain(..).next(), &remote_said.borrow()) {
+            return Err(err);
         }
         match result {
             Ok(()) => {
@@ -337,6 +316,86 @@ impl Remote {
             }
             Err(e) => Err(self.git_error(e)),
         }
+    }
+
+    /// The error of a push the server refused (`refused`: the first branch it refused and why;
+    /// `said`: what it printed on the way), if it refused one.
+    fn refusal(&self, updates: &[RefUpdate], refused: Option<(String, String)>, said: &[u8]) -> Option<GitError> {
+        let (branch, reason) = refused?;
+        let is_lease = |reason: &str| {
+            reason.contains("fetch first") || reason.contains("non-fast-forward") || reason.contains("stale")
+        };
+        // A writer that moved the branch after the server advertised it, before our update
+        // landed: git refuses the update with "cannot lock ref ...: is at X but expected Y"
+        // (its own words, on the side band). That is the same lost race as a non-fast-forward.
+        let said = String::from_utf8_lossy(said);
+        if is_lease(&reason) || said.contains("but expected") {
+            let expected = updates.iter().find(|u| u.branch == branch).and_then(|u| u.expected);
+            return Some(GitError::LeaseBroken {
+                url: self.url.clone(),
+                branch,
+                expected: expected.map_or("no branch".into(), |o| o.to_string()),
+                found: format!("another commit ({reason})"),
+            });
+        }
+        let said = said.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+        let reason = if said.is_empty() { reason } else { format!("{reason} (the server said: {said})") };
+        Some(GitError::Rejected { url: self.url.clone(), branch, reason })
+    }
+
+    /// Pushes `update`, a commit whose only parent is `update.expected` and whose objects not in
+    /// its parent's tree are `objects` (with their bytes), with a pack of exactly the commit and
+    /// those: the cost follows what the sync wrote, not the size of the branch (libgit2's push
+    /// walks the whole tree it builds on; see [`super::receive_pack`]). Over a transport that
+    /// client does not speak (a local path), libgit2 pushes.
+    pub fn push_objects(&self, update: &RefUpdate, objects: &[Object<'_>]) -> Result<(), GitError> {
+        let (Some(transport), Some(expected)) = (Transport::of(&self.url), update.expected) else {
+            return self.push(std::slice::from_ref(update));
+        };
+        let refname = full_ref(&update.branch);
+        let odb = self.repo().odb().map_err(|e| self.cache_error(e))?;
+        let commit = odb.read(update.new).map_err(|e| self.cache_error(e))?;
+        let held: Vec<(ObjectType, &[u8])> =
+            std::iter::once((commit.kind(), commit.data())).chain(objects.iter().map(|(k, _, b)| (*k, *b))).collect();
+        let pack = receive_pack::pack(&held).map_err(|e| self.cache_error(e))?;
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
+        let callbacks = self.callbacks();
+        let mut found = None;
+        let lease_holds = |advertised: &[(String, Oid)]| {
+            found = advertised.iter().find(|(name, _)| *name == refname).map(|(_, oid)| *oid);
+            found == Some(expected)
+        };
+        let command = receive_pack::Command { old: expected, new: update.new, refname: &refname };
+        let report = receive_pack::push(&mut remote, &self.url, transport, &callbacks, lease_holds, &[command], &pack)
+            .map_err(|e| self.git_error(e))?;
+        drop(callbacks);
+        let Some(report) = report else {
+            return Err(GitError::LeaseBroken {
+                url: self.url.clone(),
+                branch: update.branch.clone(),
+                expected: expected.to_string(),
+                found: found.map_or("no branch".into(), |o| o.to_string()),
+            });
+        };
+        let refused = match &report.unpack {
+            Err(why) => Some((update.branch.clone(), format!("the server could not unpack the pack: {why}"))),
+            Ok(()) => report
+                .refs
+                .iter()
+                .find_map(|(name, reason)| Some((name.trim_start_matches("refs/heads/").to_string(), reason.clone()?))),
+        };
+        if let Some(err) = self.refusal(std::slice::from_ref(update), refused, &report.said) {
+            return Err(err);
+        }
+        if !report.refs.iter().any(|(name, _)| *name == refname) {
+            return Err(GitError::Rejected {
+                url: self.url.clone(),
+                branch: update.branch.clone(),
+                reason: "the server did not report on the branch".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Which advertised heads a push of `updates` builds its pack against: the refs it updates,
@@ -414,6 +473,12 @@ impl Remote {
     /// [`Remote::write_hashed`] of a tree replacing the stored tree `base` ([`HashedTree::write_on`]).
     pub fn write_hashed_on(&self, tree: &HashedTree, base: Option<Oid>) -> Result<Oid, GitError> {
         tree.write_on(self.repo(), base).map_err(|e| self.cache_error(e))
+    }
+
+    /// The objects of `tree` that the stored tree `base` lacks at the same paths, with their bytes:
+    /// what [`Remote::push_objects`] sends for a commit of `tree` on a commit of `base`.
+    pub fn new_objects<'t>(&self, tree: &'t HashedTree, base: Oid) -> Result<Vec<Object<'t>>, GitError> {
+        tree.new_objects(self.repo(), base).map_err(|e| self.cache_error(e))
     }
 
     /// The paths that differ between the stored tree `old` and `new`, reading only differing subtrees.

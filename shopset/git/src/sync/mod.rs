@@ -410,7 +410,13 @@ fn push_with_retry(
         }
         crate::fault::point("before-push");
         let update = RefUpdate { branch: resolved.branch.clone(), expected, new: commit, force: false };
-        let pushed = system.push(&[update]);
+        let pushed = match (message.is_some(), parent, old_tree) {
+            // A commit of ours on the head the server has: its pack is what this sync wrote.
+            (true, Some(p), Some(base)) if expected == Some(p) => {
+                system.new_objects(hashed, base).and_then(|objects| system.push_objects(&update, &objects))
+            }
+            _ => system.push(&[update]),
+        };
         phases.mark("push");
         match pushed {
             Ok(()) => {
