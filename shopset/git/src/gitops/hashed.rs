@@ -264,7 +264,7 @@ impl HashedTree {
         let odb = repo.odb()?;
         let mut missing = Vec::new();
         let base = base.map(|id| repo.find_tree(id)).transpose()?;
-        self.root.missing(repo, &odb, base.as_ref(), &mut missing)?;
+        self.root.missing(repo, base.as_ref(), &|id| stored(&odb, id), &mut missing)?;
         if missing.len() >= PACK_THRESHOLD {
             write_pack(repo, &odb, &missing)?;
         } else {
@@ -279,12 +279,12 @@ impl HashedTree {
     }
 
     /// The objects of this tree that the stored tree `base` does not have at the same path, with
-    /// their bytes (trees before what they hold): what a push of a commit of this tree on a commit
+    /// their bytes (what they hold before the trees): what a push of a commit of this tree on a commit
     /// of `base` sends. Only the directories whose ids differ are read.
     pub fn new_objects<'s>(&'s self, repo: &Repository, base: Oid) -> Result<Vec<Object<'s>>, git2::Error> {
         let mut out = Vec::new();
         let base = repo.find_tree(base)?;
-        self.root.new_against(repo, Some(&base), &mut out)?;
+        self.root.missing(repo, Some(&base), &|_| false, &mut out)?;
         Ok(out)
     }
 
@@ -415,60 +415,31 @@ impl Dir {
         Ok(id)
     }
 
-    /// The objects of this directory that `base` (the stored tree at its path) lacks at the same
-    /// paths. The entries kept from the branch are `base`'s own: nothing of theirs is new.
-    fn new_against<'s>(
-        &'s self,
-        repo: &Repository,
-        base: Option<&git2::Tree<'_>>,
-        out: &mut Vec<Object<'s>>,
-    ) -> Result<(), git2::Error> {
-        if base.is_some_and(|b| b.id() == self.tree_id()) {
-            return Ok(());
-        }
-        out.push((ObjectType::Tree, self.tree_id(), &self.object[..]));
-        for (name, node) in &self.entries {
-            let was = base.and_then(|b| b.get_name(name)).map(|e| (e.id(), e.kind()));
-            match node {
-                Node::Blob(id, bytes) if was.is_none_or(|(w, _)| w != *id) => out.push((ObjectType::Blob, *id, bytes)),
-                Node::Dir(d) => {
-                    let sub = match was {
-                        Some((w, _)) if w == d.tree_id() => continue,
-                        Some((w, Some(ObjectType::Tree))) => Some(repo.find_tree(w)?),
-                        _ => None,
-                    };
-                    d.new_against(repo, sub.as_ref(), out)?;
-                }
-                Node::Blob(..) | Node::Gitlink(_) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// The objects of this directory the repository lacks, children before parents. `base` is the
-    /// stored tree at the same path, if any: an entry with the id it has there is stored.
+    /// The objects of this directory that `base` (the stored tree at its path, if any) lacks at the
+    /// same paths and `stored` does not vouch for, children before parents. The entries kept from
+    /// the branch are `base`'s own: nothing of theirs is new.
     fn missing<'s>(
         &'s self,
         repo: &Repository,
-        odb: &Odb<'_>,
         base: Option<&git2::Tree<'_>>,
+        stored: &dyn Fn(Oid) -> bool,
         out: &mut Vec<Object<'s>>,
     ) -> Result<(), git2::Error> {
-        if base.is_some_and(|b| b.id() == self.tree_id()) || stored(odb, self.tree_id()) {
+        if base.is_some_and(|b| b.id() == self.tree_id()) || stored(self.tree_id()) {
             return Ok(());
         }
         for (name, node) in &self.entries {
             let was = base.and_then(|b| b.get_name(name)).map(|e| (e.id(), e.kind()));
             match node {
                 Node::Blob(id, _) if was.is_some_and(|(w, _)| w == *id) => {}
-                Node::Blob(id, bytes) if !stored(odb, *id) => out.push((ObjectType::Blob, *id, bytes)),
+                Node::Blob(id, bytes) if !stored(*id) => out.push((ObjectType::Blob, *id, bytes)),
                 Node::Dir(d) => {
                     let sub = match was {
                         Some((w, _)) if w == d.tree_id() => continue,
                         Some((w, Some(ObjectType::Tree))) => Some(repo.find_tree(w)?),
                         _ => None,
                     };
-                    d.missing(repo, odb, sub.as_ref(), out)?
+                    d.missing(repo, sub.as_ref(), stored, out)?
                 }
                 Node::Blob(..) | Node::Gitlink(_) => {}
             }
