@@ -304,3 +304,42 @@ fn a_shared_render_is_edited_in_place_only_when_nobody_holds_it() {
     assert_eq!(std::sync::Arc::as_ptr(&edited), at, "the tree was copied though nobody held it");
     assert_eq!(*edited, render(&Renderer::embedded().unwrap(), &i));
 }
+
+/// A tier of many ShopSets: its README names the first ones and counts the rest, and a renderer kept
+/// across changes writes the README a fresh one does (a row past the limit or the count changing).
+#[test]
+fn a_readme_names_the_first_shopsets_and_counts_the_rest() {
+    use shopset::render::README_SHOPSETS;
+    let mut i = input();
+    let template = i.shopsets[0].clone();
+    i.shopsets = (0..README_SHOPSETS + 50)
+        .map(|n| {
+            let mut ss = template.clone();
+            ss.metadata.name = Some(format!("cell-{n:04}"));
+            ss
+        })
+        .collect();
+    let readme = |t: &Tree| match t.entries.get("README.md") {
+        Some(Entry::File(b)) => String::from_utf8(b.to_vec()).unwrap(),
+        other => panic!("README.md: {other:?}"),
+    };
+    let kept = Renderer::embedded().unwrap();
+    let text = readme(&render(&kept, &i));
+    let named: Vec<&str> = text.lines().filter(|l| l.starts_with("- `cell-")).collect();
+    assert_eq!(named.len(), README_SHOPSETS, "{text}");
+    assert!(named[0].starts_with("- `cell-0000`") && named[99].starts_with("- `cell-0099`"), "{named:?}");
+    assert!(text.contains("\n- and 50 more: each has its overlay `shopsets/<name>/`\n"), "{text}");
+    // A ShopSet past the limit changes its shop count, then one more is added: rendered as afresh.
+    let last = i.shopsets.len() - 1;
+    i.shopsets[last].spec.shops.push("shop-extra".into());
+    assert_eq!(readme(&render(&kept, &i)), text, "a row past the limit is not in the README");
+    let mut added = template.clone();
+    added.metadata.name = Some("zz-added".into());
+    i.shopsets.push(added);
+    let counted = readme(&render(&kept, &i));
+    assert!(counted.contains("\n- and 51 more:"), "{counted}");
+    assert_eq!(counted, readme(&render(&Renderer::embedded().unwrap(), &i)));
+    // Few ShopSets: no count line.
+    let few = readme(&render(&Renderer::embedded().unwrap(), &input()));
+    assert!(!few.contains("more: each has"), "{few}");
+}

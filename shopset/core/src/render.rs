@@ -35,6 +35,11 @@ pub const EMBEDDED_TEMPLATES: &[(&str, &str)] = &[
 /// (`.github/CODEOWNERS`, notes after an incident), and a sync must not delete it.
 pub const OWNED_PATHS: &[&str] = &[".gitmodules", "base", "config/", "shopsets/", "applications/", "README.md"];
 
+/// The README lists this many ShopSets by name and counts the rest: a tier of 1,000 is read from its
+/// `shopsets/` directory, not from a page of 1,000 lines, and a bump (which writes the README again
+/// for its pins) then costs what it changed, not the size of the tier.
+pub const README_SHOPSETS: usize = 100;
+
 /// Whether `path` (repository-relative, with `/`) is one ShopSet owns ([`OWNED_PATHS`]); a
 /// directory's own name (`shopsets`) counts as owned.
 pub fn is_owned(path: &str) -> bool {
@@ -448,6 +453,7 @@ impl Renderer {
         if rows_changed || last_readme.as_deref() != Some(readme_key.as_str()) || readme_key.is_empty() {
             let rows: Vec<minijinja::Value> = shopsets
                 .iter()
+                .take(README_SHOPSETS)
                 .map(|ss| {
                     let (name, namespace) = (ss.name_any(), ss.destination_namespace(tier));
                     context! { name => name, namespace => namespace, shops => ss.spec.shops.len() }
@@ -464,6 +470,7 @@ impl Renderer {
                     system_url => tier.spec.system.url.as_str(),
                     configurations => readme_cfgs,
                     shopsets => rows,
+                    more => shopsets.len().saturating_sub(README_SHOPSETS),
                 },
             )?;
             tree.insert("README.md".into(), Entry::file(readme));
