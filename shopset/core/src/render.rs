@@ -348,7 +348,10 @@ impl Renderer {
         gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch)?);
 
         let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
-        shopsets.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+        // Inputs come sorted by name (TierInput says so); a check is one pass, a sort more.
+        if !shopsets.is_sorted_by(|a, b| name_of(a) <= name_of(b)) {
+            shopsets.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+        }
         let cfg_by_name: BTreeMap<String, &Configuration> = configurations.iter().map(|c| (c.name_any(), c)).collect();
         let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
         // The gitlinks of the Configurations in the last tree, all written again below.
@@ -396,8 +399,8 @@ impl Renderer {
         let mut rows_changed = memo.len() != shopsets.len();
         for ss in &shopsets {
             let name = name_of(ss);
-            check_dir_name("ShopSet", name)?;
             let cfg = cfg_by_name[ss.spec.configuration.as_str()];
+            // A memo is only ever kept under a name that was checked.
             if let Some(old) = memo.get_mut(name)
                 && !old.seen
                 && old.spec == ss.spec
@@ -406,6 +409,7 @@ impl Renderer {
                 old.seen = true;
                 continue;
             }
+            check_dir_name("ShopSet", name)?;
             let old = memo.remove(name);
             if let Some(old) = &old {
                 for (path, _) in old.files.iter() {
