@@ -13,6 +13,8 @@ use git2::{ObjectType, Odb, Oid, Repository};
 use shopset_core::render::Edits;
 use shopset_core::tree::{Entry, Tree};
 
+use super::packfile;
+
 /// Git file modes of the entries a render writes.
 pub const MODE_FILE: i32 = 0o100644;
 pub const MODE_DIR: i32 = 0o040000;
@@ -138,6 +140,42 @@ fn object_id(kind: &str, bytes: &[u8]) -> Result<Oid, git2::Error> {
     hasher.update(format!("{kind} {}\0", bytes.len()).as_bytes());
     hasher.update(bytes);
     Oid::from_bytes(&hasher.finalize())
+}
+
+/// A commit written by [`HashedTree::commit_on`].
+#[derive(Debug)]
+pub struct Committed {
+    pub commit: Oid,
+    /// The pack of the commit and the objects its tree has that its base lacks, when it was
+    /// written on a base: what a push of it on a commit of that base sends.
+    pub pack: Option<Vec<u8>>,
+}
+
+/// The bytes of a commit object as libgit2 writes them, the author its committer too.
+fn commit_object(tree: Oid, parent: Option<Oid>, author: &git2::Signature<'_>, message: &str) -> Vec<u8> {
+    let when = author.when();
+    let offset = when.offset_minutes();
+    let sign = if offset < 0 || when.sign() == '-' { '-' } else { '+' };
+    let (hours, minutes) = (offset.abs() / 60, offset.abs() % 60);
+    // libgit2 writes the time as an unsigned 32-bit number.
+    let time = format!("> {} {sign}{hours:02}{minutes:02}\n", when.seconds() as u32);
+    // Name and email as bytes: a signature need not be UTF-8.
+    let signature = |header: &str, out: &mut Vec<u8>| {
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(author.name_bytes());
+        out.extend_from_slice(b" <");
+        out.extend_from_slice(author.email_bytes());
+        out.extend_from_slice(time.as_bytes());
+    };
+    let mut out = format!("tree {tree}\n").into_bytes();
+    if let Some(parent) = parent {
+        out.extend_from_slice(format!("parent {parent}\n").as_bytes());
+    }
+    signature("author ", &mut out);
+    signature("committer ", &mut out);
+    out.push(b'\n');
+    out.extend_from_slice(message.as_bytes());
+    out
 }
 
 /// One path that differs between a tree in the repository and a render: its mode and id before
@@ -278,14 +316,46 @@ impl HashedTree {
         Ok(self.id())
     }
 
-    /// The objects of this tree that the stored tree `base` does not have at the same path, with
-    /// their bytes (what they hold before the trees): what a push of a commit of this tree on a commit
-    /// of `base` sends. Only the directories whose ids differ are read.
-    pub fn new_objects<'s>(&'s self, repo: &Repository, base: Oid) -> Result<Vec<Object<'s>>, git2::Error> {
-        let mut out = Vec::new();
-        let base = repo.find_tree(base)?;
-        self.root.missing(repo, Some(&base), &|_| false, &mut out)?;
-        Ok(out)
+    /// Writes a commit of this tree on `parent` with its message and author (also its committer),
+    /// and the objects of the tree that the stored tree `base` lacks at the same paths (with no
+    /// `base`: those the object store lacks), as one pack: a file or two to create for a sync,
+    /// where loose objects are a file each (and creating files is what a busy file system makes
+    /// dear). The pack returned is what a push of the commit on a commit of `base` sends: an object
+    /// written again beside a stored copy is harmless, so nothing is looked up to leave it out.
+    pub fn commit_on(
+        &self,
+        repo: &Repository,
+        base: Option<Oid>,
+        parent: Option<Oid>,
+        message: &str,
+        author: &git2::Signature<'_>,
+    ) -> Result<Committed, git2::Error> {
+        let odb = repo.odb()?;
+        let bytes = commit_object(self.id(), parent, author, message);
+        let commit = object_id("commit", &bytes)?;
+        let mut tree = Vec::new();
+        match base {
+            Some(base) => self.root.missing(repo, Some(&repo.find_tree(base)?), &|_| false, &mut tree)?,
+            None => self.root.missing(repo, None, &|id| stored(&odb, id), &mut tree)?,
+        }
+        // An object twice (the same bytes at two new paths) is packed once.
+        let mut seen = std::collections::HashSet::with_capacity(tree.len() + 1);
+        let mut ids = Vec::with_capacity(tree.len() + 1);
+        let mut objects: Vec<(ObjectType, &[u8])> = Vec::with_capacity(tree.len() + 1);
+        for (kind, id, bytes) in std::iter::once((ObjectType::Commit, commit, &bytes[..])).chain(tree.iter().copied()) {
+            if seen.insert(id) {
+                ids.push(id);
+                objects.push((kind, bytes));
+            }
+        }
+        let built = packfile::build(&objects)?;
+        let idx = packfile::index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..])?;
+        packfile::store(repo, &built.bytes, &idx)?;
+        let pack = built.bytes;
+        if !odb.exists_ext(commit, git2::OdbLookupFlags::NO_REFRESH) {
+            return Err(git2::Error::from_str(&format!("commit {commit} is missing after it was written")));
+        }
+        Ok(Committed { commit, pack: base.map(|_| pack) })
     }
 
     /// The paths that differ between the stored tree `old` (None: nothing) and this one, sorted.
@@ -924,5 +994,89 @@ mod pack_tests {
             .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
             .count();
         assert_eq!(packs, 1);
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> Tree {
+        let mut t = Tree::default();
+        for (p, c) in files {
+            t.entries.insert(p.to_string().into(), Entry::file(c.as_bytes()));
+        }
+        t
+    }
+
+    #[test]
+    fn a_commit_object_is_written_as_libgit2_writes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let id = HashedTree::new(&tree(&[("a", "1\n")])).expect("hash").write(&repo).expect("write");
+        let stored = repo.find_tree(id).expect("tree");
+        let parent = Oid::from_str("0123456789abcdef0123456789abcdef01234567").expect("oid");
+        for (offset, message) in [(0, "sync: one line\n"), (-330, "no newline"), (570, "two\n\nparagraphs\n")] {
+            let who = git2::Signature::new("Shop Set", "shopset@example.com", &git2::Time::new(1_764_000_000, offset))
+                .expect("signature");
+            for parents in [None, Some(parent)] {
+                let ours = commit_object(id, parents, &who, message);
+                // libgit2 needs the parent as a commit object: the root case checks it, and the
+                // parent line is the one line added.
+                if parents.is_none() {
+                    let theirs = repo.commit_create_buffer(&who, &who, message, &stored, &[]).expect("buffer");
+                    assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+                } else {
+                    let root = commit_object(id, None, &who, message);
+                    let text = String::from_utf8_lossy(&root).replacen('\n', &format!("\nparent {parent}\n"), 1);
+                    assert_eq!(String::from_utf8_lossy(&ours), text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_commit_on_its_base_is_stored_whole_and_its_pack_holds_what_it_adds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let who = git2::Signature::now("ShopSet", "shopset@example.com").expect("signature");
+        let old = tree(&[("shopsets/a/k.yaml", "1\n"), ("shopsets/b/k.yaml", "2\n"), ("x", "file, then a dir\n")]);
+        let first = HashedTree::new(&old).expect("hash").commit_on(&repo, None, None, "first\n", &who).expect("commit");
+        assert!(first.pack.is_none(), "no base, nothing to push from it");
+        let first_commit = repo.find_commit(first.commit).expect("the first commit is stored");
+        let base = first_commit.tree_id();
+        // Changed, added, a file become a directory, and content that is only in the base elsewhere.
+        let new = tree(&[
+            ("shopsets/a/k.yaml", "1\n"),
+            ("shopsets/b/k.yaml", "2, changed\n"),
+            ("shopsets/c/k.yaml", "2\n"),
+            ("x/y", "1\n"),
+            ("z", "new\n"),
+        ]);
+        let hashed = HashedTree::new(&new).expect("hash");
+        let packs = |repo: &Repository| std::fs::read_dir(repo.path().join("objects/pack")).expect("packs").count();
+        let before = packs(&repo);
+        let second = hashed.commit_on(&repo, Some(base), Some(first.commit), "second\n", &who).expect("commit");
+        assert_eq!(packs(&repo), before + 2, "one pack and its index, no loose objects");
+        let commit = repo.find_commit(second.commit).expect("stored");
+        assert_eq!((commit.tree_id(), commit.parent_id(0).expect("parent")), (hashed.id(), first.commit));
+        assert_eq!(commit.message().ok(), Some("second\n"));
+        let mut missing = Vec::new();
+        commit
+            .tree()
+            .expect("root")
+            .walk(git2::TreeWalkMode::PreOrder, |_, e| {
+                if repo.odb().expect("odb").read_header(e.id()).is_err() {
+                    missing.push(e.name().unwrap_or_default().to_string());
+                }
+                git2::TreeWalkResult::Ok
+            })
+            .expect("walk");
+        assert!(missing.is_empty(), "not stored: {missing:?}");
+        // The pack: the commit; the root, shopsets/, shopsets/b/, shopsets/c/ and x/; the blobs of
+        // shopsets/b/k.yaml, shopsets/c/k.yaml, x/y and z (what differs at its path, even where the
+        // base has the same bytes elsewhere: nothing is looked up). Not shopsets/a/ nor its blob.
+        let pack = second.pack.expect("a pack, written on a base");
+        assert_eq!(u32::from_be_bytes(pack[8..12].try_into().expect("count")), 10);
     }
 }

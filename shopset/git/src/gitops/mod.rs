@@ -8,6 +8,7 @@
 //! | [`cache`] | bare repositories on disk, one per URL, and reused handles |
 //! | [`remote`] | ls-remote, fetch, push under a lease, objects read and written |
 //! | [`receive_pack`] | a push of a pack built from what a sync wrote, over libgit2's transports |
+//! | [`packfile`] | packs and their indexes written from objects we hold |
 //! | [`packs`] | a cache's pack files merged past git's `gc.autoPackLimit` |
 //! | [`hashed`] | a rendered tree hashed as git would, compared with a branch by ids |
 //! | [`diff`] | unified diffs of two trees |
@@ -20,6 +21,7 @@ pub mod diff;
 pub mod error;
 pub mod hashed;
 pub mod known_hosts;
+pub mod packfile;
 pub mod packs;
 mod receive_pack;
 pub mod remote;
@@ -29,6 +31,6 @@ pub use auth::Auth;
 pub use cache::GitCache;
 pub use diff::diff_trees;
 pub use error::GitError;
-pub use hashed::{Change, HashedTree, LastHash, MODE_DIR, MODE_FILE, MODE_GITLINK, Object};
+pub use hashed::{Change, Committed, HashedTree, LastHash, MODE_DIR, MODE_FILE, MODE_GITLINK, Object};
 pub use remote::{PROMOTIONS_PREFIX, RefUpdate, Remote, RemoteHeads};
 pub use stream::{connections, connections_with_nagle};

@@ -1,15 +1,16 @@
 //! A cache's pack files, kept few.
 //!
-//! libgit2 stores every fetch as a pack of its own (it has no `unpackLimit`), and a render of 100
-//! objects or more is written as one too, so a long-running controller's cache of the app
-//! repository gains a pack at every bump. Each look-up of an object the cache lacks (every sync asks
+//! libgit2 stores every fetch as a pack of its own (it has no `unpackLimit`), and a sync writes what
+//! it commits as one too ([`super::packfile`]), so a long-running controller's caches gain a pack
+//! at every bump and every sync that changed something. Each look-up of an object the cache lacks (every sync asks
 //! whether what it wrote is there) reads the index of every pack, and each pack read from keeps a
 //! file open: without a bound, both grow with the controller's uptime. git's own `gc --auto` repacks
 //! past 50 packs (`gc.autoPackLimit`); so does a cache here, geometrically, as `git repack
 //! --geometric=2` does: the small packs are merged, and a pack at least twice the size of all
 //! smaller ones together is left as it is, so the large packs of first clones and first renders are
 //! not rewritten at every merge, nor is an earlier merge's pack until the new ones add up to half
-//! of it.
+//! of it. Packs of whole objects (a sync's) are merged by copying their entries; those with deltas
+//! by libgit2's pack builder.
 //!
 //! Merging is safe beside other handles on the same repository: the merged pack holds every object
 //! of the packs it replaces (not only what refs reach: a sync may be holding a commit it fetched a
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use git2::{Oid, Repository};
+
+use super::packfile;
 
 /// More packs than this, and the small ones are merged into one (git's `gc.autoPackLimit`).
 pub const PACK_LIMIT: usize = 50;
@@ -40,9 +43,19 @@ struct Pack {
 }
 
 /// Merges the repository's small packs when it holds more than `limit`; None when it holds no more
-/// (the usual case: one directory listing) or none is small.
+/// (the usual case: one directory listing) or none is small. Packs of whole objects only (a
+/// sync's, [`super::packfile`]) are merged by copying their entries as they are; the others
+/// (libgit2's fetches, with deltas) by libgit2's pack builder, which searches deltas again: seconds
+/// for the 45 KB trees of a large tier, where a copy takes milliseconds.
 pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>, git2::Error> {
     let dir = repo.path().join("objects").join("pack");
+    // Counted by name first: a sync asks after every pack it writes, and most find too few.
+    let named = std::fs::read_dir(&dir).map_or(0, |entries| {
+        entries.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".pack")).count()
+    });
+    if named <= limit {
+        return Ok(None);
+    }
     let mut packs = list(&dir);
     if packs.len() <= limit {
         return Ok(None);
@@ -53,35 +66,135 @@ pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>
     if small.len() < 2 {
         return Ok(None);
     }
-    let mut ids = BTreeSet::new();
+    let (mut plain, mut other) = (Vec::new(), Vec::new());
     for p in small {
-        ids.extend(index_ids(&p.idx)?);
-    }
-    let mut builder = repo.packbuilder()?;
-    for id in &ids {
-        builder.insert_object(*id, None)?;
-    }
-    builder.write(&dir, 0)?;
-    let merged_name = builder.name().ok().flatten().map(|n| format!("pack-{n}.pack"));
-    for p in small {
-        // A name equal to the merged pack's would be the merged pack itself.
-        if p.pack.file_name().and_then(|n| n.to_str()) == merged_name.as_deref() {
-            continue;
+        match whole_entries(p)? {
+            Some(entries) => plain.push((p, entries)),
+            None => other.push(p),
         }
-        // The index first: a handle listing the directory meanwhile does not take up a pack whose
-        // data is about to go.
-        let _ = std::fs::remove_file(&p.idx);
-        let _ = std::fs::remove_file(&p.pack);
+    }
+    if plain.len() < 2 {
+        other.extend(plain.drain(..).map(|(p, _)| p));
+    }
+    let mut merged = Merged { packs: 0, objects: 0 };
+    if !plain.is_empty() {
+        merged.objects += copy_merge(repo, &dir, &plain)?;
+        merged.packs += plain.len();
+    }
+    // Still too many: the packs with deltas too.
+    let left = packs.len() - plain.len() + usize::from(!plain.is_empty());
+    if other.len() >= 2 && left > limit {
+        let mut ids = BTreeSet::new();
+        for p in &other {
+            ids.extend(read_index(&p.idx)?.ids);
+        }
+        let mut builder = repo.packbuilder()?;
+        for id in &ids {
+            builder.insert_object(*id, None)?;
+        }
+        builder.write(&dir, 0)?;
+        let merged_name = builder.name().ok().flatten().map(|n| format!("pack-{n}.pack"));
+        remove(&other, merged_name.as_deref());
+        merged.packs += other.len();
+        merged.objects += ids.len();
+    }
+    if merged.packs == 0 {
+        return Ok(None);
     }
     repo.odb()?.refresh()?;
     tracing::info!(
         repository = %repo.path().display(),
-        packs = small.len(),
-        objects = ids.len(),
+        packs = merged.packs,
+        objects = merged.objects,
         took_ms = started.elapsed().as_millis() as u64,
         "cache packs merged"
     );
-    Ok(Some(Merged { packs: small.len(), objects: ids.len() }))
+    Ok(Some(merged))
+}
+
+/// Removes merged packs, but not the one named `merged` (the merge's own, should the names meet).
+/// The index first: a handle listing the directory meanwhile does not take up a pack whose data is
+/// about to go.
+fn remove(packs: &[&Pack], merged: Option<&str>) {
+    for p in packs {
+        if p.pack.file_name().and_then(|n| n.to_str()) == merged {
+            continue;
+        }
+        let _ = std::fs::remove_file(&p.idx);
+        let _ = std::fs::remove_file(&p.pack);
+    }
+}
+
+/// One object's entry in a pack: id, where its bytes are, their CRC-32.
+type Whole = (Oid, std::ops::Range<usize>, u32);
+
+/// A pack of whole objects read: its bytes and its entries.
+struct WholePack {
+    bytes: Vec<u8>,
+    entries: Vec<Whole>,
+}
+
+/// The bytes and entries of a pack whose every object is whole (no deltas); None for a pack with
+/// a delta.
+fn whole_entries(pack: &Pack) -> Result<Option<WholePack>, git2::Error> {
+    let index = read_index(&pack.idx)?;
+    let bytes = std::fs::read(&pack.pack)
+        .map_err(|e| git2::Error::from_str(&format!("cannot read {}: {e}", pack.pack.display())))?;
+    let bad = |why: &str| git2::Error::from_str(&format!("{}: {why}", pack.pack.display()));
+    if bytes.len() < 32 || &bytes[..4] != b"PACK" {
+        return Err(bad("not a pack"));
+    }
+    let mut order: Vec<usize> = (0..index.ids.len()).collect();
+    order.sort_by_key(|i| index.offsets[*i]);
+    let end = bytes.len() - 20;
+    let mut entries = Vec::with_capacity(order.len());
+    for (n, &i) in order.iter().enumerate() {
+        let start = usize::try_from(index.offsets[i]).map_err(|_| bad("an offset out of range"))?;
+        let stop = match order.get(n + 1) {
+            Some(&next) => usize::try_from(index.offsets[next]).map_err(|_| bad("an offset out of range"))?,
+            None => end,
+        };
+        if start < 12 || stop <= start || stop > end {
+            return Err(bad("an entry out of the pack"));
+        }
+        // Types 1 to 4 are whole objects; 6 and 7 are deltas.
+        if !(1..=4).contains(&((bytes[start] >> 4) & 7)) {
+            return Ok(None);
+        }
+        entries.push((index.ids[i], start..stop, index.crcs[i]));
+    }
+    Ok(Some(WholePack { bytes, entries }))
+}
+
+/// Merges packs of whole objects into one by copying their entries (each object once) and
+/// indexing them with the CRC-32s their indexes hold; returns the number of objects.
+fn copy_merge(repo: &Repository, dir: &Path, packs: &[(&Pack, WholePack)]) -> Result<usize, git2::Error> {
+    use sha1::Digest;
+    let mut seen = std::collections::HashSet::new();
+    let (mut ids, mut entries) = (Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(packs.iter().map(|(_, w)| w.bytes.len()).sum::<usize>() + 32);
+    out.extend_from_slice(b"PACK");
+    out.extend_from_slice(&2u32.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    for (_, WholePack { bytes, entries: whole }) in packs {
+        for (id, range, crc) in whole {
+            if seen.insert(*id) {
+                ids.push(*id);
+                entries.push((out.len() as u64, *crc));
+                out.extend_from_slice(&bytes[range.clone()]);
+            }
+        }
+    }
+    let count = u32::try_from(ids.len()).map_err(|_| git2::Error::from_str("too many objects for one pack"))?;
+    out[8..12].copy_from_slice(&count.to_be_bytes());
+    let sum = sha1::Sha1::digest(&out);
+    out.extend_from_slice(&sum);
+    let idx = packfile::index(&ids, &entries, &sum)?;
+    packfile::store(repo, &out, &idx)?;
+    let merged = packfile::pack_path(dir, &sum);
+    let merged_name = merged.file_name().and_then(|n| n.to_str()).map(str::to_string);
+    remove(&packs.iter().map(|(p, _)| *p).collect::<Vec<_>>(), merged_name.as_deref());
+    Ok(ids.len())
 }
 
 /// How many of the packs, sorted by size from the smallest, to merge: all below the first pack
@@ -118,22 +231,44 @@ fn list(dir: &Path) -> Vec<Pack> {
         .collect()
 }
 
-/// The object ids a pack index (version 2, SHA-1) lists.
-fn index_ids(idx: &Path) -> Result<Vec<Oid>, git2::Error> {
+/// What a pack index (version 2, SHA-1) lists, in its order (by id).
+struct Index {
+    ids: Vec<Oid>,
+    crcs: Vec<u32>,
+    offsets: Vec<u64>,
+}
+
+fn read_index(idx: &Path) -> Result<Index, git2::Error> {
     let bad = |why: &str| git2::Error::from_str(&format!("{}: {why}", idx.display()));
     let bytes = std::fs::read(idx).map_err(|e| bad(&e.to_string()))?;
-    // Header: the magic "\377tOc", version 2; then 256 cumulative counts, the last the total.
+    // Header: the magic "\377tOc", version 2; then 256 cumulative counts, the last the total; the
+    // ids, their CRC-32s, their 31-bit offsets or places in the table of 64-bit ones that follows.
     const FANOUT: usize = 8;
     const IDS: usize = FANOUT + 256 * 4;
     if bytes.len() < IDS || bytes[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
         return Err(bad("not a version 2 pack index"));
     }
-    let count = u32::from_be_bytes([bytes[IDS - 4], bytes[IDS - 3], bytes[IDS - 2], bytes[IDS - 1]]) as usize;
-    let end = IDS + count * 20;
-    if bytes.len() < end {
+    let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let count = word(IDS - 4) as usize;
+    let (crcs_at, offsets_at) = (IDS + count * 20, IDS + count * 24);
+    let large_at = offsets_at + count * 4;
+    if bytes.len() < large_at {
         return Err(bad("shorter than the objects it counts"));
     }
-    bytes[IDS..end].chunks_exact(20).map(Oid::from_bytes).collect()
+    let ids = bytes[IDS..crcs_at].chunks_exact(20).map(Oid::from_bytes).collect::<Result<Vec<_>, _>>()?;
+    let crcs = (0..count).map(|i| word(crcs_at + i * 4)).collect();
+    let mut offsets = Vec::with_capacity(count);
+    for i in 0..count {
+        let small = word(offsets_at + i * 4);
+        offsets.push(if small & (1 << 31) == 0 {
+            u64::from(small)
+        } else {
+            let at = large_at + (small & !(1 << 31)) as usize * 8;
+            let slot = bytes.get(at..at + 8).ok_or_else(|| bad("a large offset past the table"))?;
+            u64::from_be_bytes(slot.try_into().map_err(|_| bad("a large offset past the table"))?)
+        });
+    }
+    Ok(Index { ids, crcs, offsets })
 }
 
 #[cfg(test)]
@@ -223,5 +358,58 @@ mod tests {
         let err = merge_when_many(&repo, 1).unwrap_err();
         assert!(err.message().contains("not a version 2 pack index"), "{}", err.message());
         assert_eq!(packs(&repo), 3, "nothing removed after a failed merge");
+    }
+
+    /// A pack of whole objects, as a sync writes one ([`packfile`]).
+    fn write_whole_pack(repo: &Repository, tag: &str, count: usize) -> Vec<Oid> {
+        let blobs: Vec<Vec<u8>> = (0..count).map(|i| format!("{tag} object {i}\n").into_bytes()).collect();
+        let ids: Vec<Oid> = blobs.iter().map(|b| Oid::hash_object(git2::ObjectType::Blob, b).unwrap()).collect();
+        let objects: Vec<(git2::ObjectType, &[u8])> = blobs.iter().map(|b| (git2::ObjectType::Blob, &b[..])).collect();
+        let built = packfile::build(&objects).unwrap();
+        let idx = packfile::index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..]).unwrap();
+        packfile::store(repo, &built.bytes, &idx).unwrap();
+        ids
+    }
+
+    #[test]
+    fn packs_of_whole_objects_are_merged_by_copying_each_object_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
+        let mut ids = Vec::new();
+        for sync in 0..=PACK_LIMIT {
+            ids.extend(write_whole_pack(&repo, &format!("sync {sync}"), 4));
+        }
+        // The same object in two packs is copied once.
+        ids.extend(write_whole_pack(&repo, "sync 0", 2));
+        let merged = merge_when_many(&repo, PACK_LIMIT).unwrap().expect("merged past the limit");
+        assert_eq!(merged, Merged { packs: PACK_LIMIT + 2, objects: (PACK_LIMIT + 1) * 4 });
+        assert_eq!(packs(&repo), 1);
+        let fresh = Repository::open_bare(repo.path()).unwrap();
+        for id in &ids {
+            fresh.find_blob(*id).unwrap_or_else(|e| panic!("{id} lost: {e}"));
+        }
+        // git checks the merged pack against its index, entry by entry.
+        let idx = list(&repo.path().join("objects/pack")).remove(0).idx;
+        let out = std::process::Command::new("git").arg("verify-pack").arg(&idx).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn a_pack_with_deltas_is_not_taken_for_one_of_whole_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
+        let scratch = Repository::init_bare(dir.path().join("scratch.git")).unwrap();
+        // Large and alike: libgit2's pack builder stores most as deltas of another.
+        let base = "apiVersion: v1\nkind: ConfigMap\n".repeat(400);
+        let mut builder = scratch.packbuilder().unwrap();
+        for i in 0..10 {
+            builder.insert_object(scratch.blob(format!("{base}# {i}\n").as_bytes()).unwrap(), None).unwrap();
+        }
+        builder.write(&repo.path().join("objects/pack"), 0).unwrap();
+        write_whole_pack(&repo, "sync", 3);
+        let mut all = list(&repo.path().join("objects/pack"));
+        all.sort_by_key(|p| p.bytes);
+        assert!(whole_entries(&all[0]).unwrap().is_some(), "the sync's pack is of whole objects");
+        assert!(whole_entries(&all[1]).unwrap().is_none(), "the builder's pack has deltas");
     }
 }

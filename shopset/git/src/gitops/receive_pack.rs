@@ -10,7 +10,7 @@
 use std::ffi::{CString, c_char, c_int, c_uint, c_void};
 use std::ptr::null_mut;
 
-use git2::{ObjectType, Oid, RemoteCallbacks};
+use git2::{Oid, RemoteCallbacks};
 use libgit2_sys as raw;
 
 // Part of libgit2's public API (`git2/sys/transport.h`, `git2/remote.h`), not declared by
@@ -132,60 +132,6 @@ pub(super) fn push(
             return Ok(Some(report));
         }
     }
-}
-
-/// A pack (version 2) of these objects, whole (no deltas), each compressed for speed: what a
-/// push of a few objects sends, built from bytes the caller holds instead of read back.
-pub(super) fn pack(objects: &[(ObjectType, &[u8])]) -> Result<Vec<u8>, git2::Error> {
-    use sha1::Digest;
-    let mut out = Vec::with_capacity(32 + objects.iter().map(|(_, b)| b.len() + 16).sum::<usize>());
-    out.extend_from_slice(b"PACK");
-    out.extend_from_slice(&2u32.to_be_bytes());
-    let count = u32::try_from(objects.len()).map_err(|_| git2::Error::from_str("too many objects for one pack"))?;
-    out.extend_from_slice(&count.to_be_bytes());
-    for (kind, bytes) in objects {
-        let code: u8 = match kind {
-            ObjectType::Commit => 1,
-            ObjectType::Tree => 2,
-            ObjectType::Blob => 3,
-            ObjectType::Tag => 4,
-            _ => return Err(git2::Error::from_str("an object of no type in a pack")),
-        };
-        // Type and size: 4 bits of size in the first byte, then 7 bits a byte, low bits first.
-        let mut size = bytes.len();
-        let mut byte = (code << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            out.push(byte | 0x80);
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        out.push(byte);
-        deflate(bytes, &mut out)?;
-    }
-    let sum = sha1::Sha1::digest(&out);
-    out.extend_from_slice(&sum);
-    Ok(out)
-}
-
-/// Appends `bytes` as one zlib stream at the fastest level, as libgit2 writes loose objects.
-fn deflate(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), git2::Error> {
-    let failed = || git2::Error::from_str("zlib could not compress an object");
-    let source_len = libz_sys::uLong::try_from(bytes.len()).map_err(|_| failed())?;
-    // SAFETY: pure function of a length.
-    let bound = unsafe { libz_sys::compressBound(source_len) };
-    let start = out.len();
-    out.resize(start + usize::try_from(bound).map_err(|_| failed())?, 0);
-    let mut written = bound;
-    // SAFETY: `bound` bytes free at `start` for the output, `bytes` for the input.
-    let rc = unsafe {
-        libz_sys::compress2(out[start..].as_mut_ptr(), &mut written, bytes.as_ptr(), source_len, libz_sys::Z_BEST_SPEED)
-    };
-    if rc != libz_sys::Z_OK {
-        return Err(failed());
-    }
-    out.truncate(start + usize::try_from(written).map_err(|_| failed())?);
-    Ok(())
 }
 
 fn check_rc(rc: c_int) -> Result<(), git2::Error> {
@@ -449,6 +395,7 @@ fn parse_report(bytes: &[u8], said: Vec<u8>) -> Result<Report, git2::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use git2::ObjectType;
 
     fn band(n: u8, data: &[u8]) -> Vec<u8> {
         let mut payload = vec![n];
@@ -525,7 +472,7 @@ mod tests {
             ),
         ];
         let held: Vec<(ObjectType, &[u8])> = objects.iter().map(|(k, b)| (*k, &b[..])).collect();
-        let bytes = pack(&held).expect("pack");
+        let bytes = super::super::packfile::build(&held).expect("pack").bytes;
         let odb = repo.odb().expect("odb");
         let mut writer = odb.packwriter().expect("packwriter");
         std::io::Write::write_all(&mut writer, &bytes).expect("write");

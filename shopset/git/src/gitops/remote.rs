@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use git2::{Cred, CredentialType, Direction, FetchOptions, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository};
 use shopset_core::tree::{Entry, Tree};
 
-use super::hashed::Object;
+use super::hashed::Committed;
 use super::known_hosts::{check_known_hosts, known_hosts_name, ssh_port};
 use super::receive_pack::{self, Transport};
 use super::{Auth, Change, GitError, HashedTree, packs};
@@ -343,21 +343,16 @@ impl Remote {
         Some(GitError::Rejected { url: self.url.clone(), branch, reason })
     }
 
-    /// Pushes `update`, a commit whose only parent is `update.expected` and whose objects not in
-    /// its parent's tree are `objects` (with their bytes), with a pack of exactly the commit and
-    /// those: the cost follows what the sync wrote, not the size of the branch (libgit2's push
-    /// walks the whole tree it builds on; see [`super::receive_pack`]). Over a transport that
-    /// client does not speak (a local path), libgit2 pushes.
-    pub fn push_objects(&self, update: &RefUpdate, objects: &[Object<'_>]) -> Result<(), GitError> {
+    /// Pushes `update`, a commit whose only parent is `update.expected`, with `pack`: the commit
+    /// and the objects its tree has that its parent's lacks ([`Committed::pack`]). The cost follows
+    /// what the sync wrote, not the size of the branch (libgit2's push walks the whole tree it builds
+    /// on; see [`super::receive_pack`]). Over a transport that client does not speak (a local
+    /// path), libgit2 pushes.
+    pub fn push_pack(&self, update: &RefUpdate, pack: &[u8]) -> Result<(), GitError> {
         let (Some(transport), Some(expected)) = (Transport::of(&self.url), update.expected) else {
             return self.push(std::slice::from_ref(update));
         };
         let refname = full_ref(&update.branch);
-        let odb = self.repo().odb().map_err(|e| self.cache_error(e))?;
-        let commit = odb.read(update.new).map_err(|e| self.cache_error(e))?;
-        let held: Vec<(ObjectType, &[u8])> =
-            std::iter::once((commit.kind(), commit.data())).chain(objects.iter().map(|(k, _, b)| (*k, *b))).collect();
-        let pack = receive_pack::pack(&held).map_err(|e| self.cache_error(e))?;
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut remote = self.repo().remote_anonymous(&self.url).map_err(|e| GitError::from_git(&self.url, e))?;
         let callbacks = self.callbacks();
@@ -367,7 +362,7 @@ impl Remote {
             found == Some(expected)
         };
         let command = receive_pack::Command { old: expected, new: update.new, refname: &refname };
-        let report = receive_pack::push(&mut remote, &self.url, transport, &callbacks, lease_holds, &[command], &pack)
+        let report = receive_pack::push(&mut remote, &self.url, transport, &callbacks, lease_holds, &[command], pack)
             .map_err(|e| self.git_error(e))?;
         drop(callbacks);
         let Some(report) = report else {
@@ -470,15 +465,20 @@ impl Remote {
         tree.write(self.repo()).map_err(|e| self.cache_error(e))
     }
 
-    /// [`Remote::write_hashed`] of a tree replacing the stored tree `base` ([`HashedTree::write_on`]).
-    pub fn write_hashed_on(&self, tree: &HashedTree, base: Option<Oid>) -> Result<Oid, GitError> {
-        tree.write_on(self.repo(), base).map_err(|e| self.cache_error(e))
-    }
-
-    /// The objects of `tree` that the stored tree `base` lacks at the same paths, with their bytes:
-    /// what [`Remote::push_objects`] sends for a commit of `tree` on a commit of `base`.
-    pub fn new_objects<'t>(&self, tree: &'t HashedTree, base: Oid) -> Result<Vec<Object<'t>>, GitError> {
-        tree.new_objects(self.repo(), base).map_err(|e| self.cache_error(e))
+    /// Writes a commit of `tree` on `parent` and the objects it adds to `base` (the stored tree of
+    /// `parent`) as one pack ([`HashedTree::commit_on`]), then keeps the cache's packs few.
+    pub fn commit_hashed(
+        &self,
+        tree: &HashedTree,
+        base: Option<Oid>,
+        parent: Option<Oid>,
+        message: &str,
+        author: &git2::Signature<'_>,
+    ) -> Result<Committed, GitError> {
+        let committed = tree.commit_on(self.repo(), base, parent, message, author).map_err(|e| self.cache_error(e))?;
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.keep_packs_few();
+        Ok(committed)
     }
 
     /// The paths that differ between the stored tree `old` and `new`, reading only differing subtrees.

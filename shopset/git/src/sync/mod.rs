@@ -368,7 +368,7 @@ fn push_with_retry(
     };
     let SystemTarget { previous, mut parent, created_from } = target;
     let mut expected = previous;
-    let (mut written, mut attempts) = (None, 0);
+    let mut attempts = 0;
     loop {
         let old_tree = parent.map(|p| system.tree_of(p)).transpose().map_err(&system_err)?;
         // What people keep on the branch is taken from the head this commit goes on, again on
@@ -388,20 +388,16 @@ fn push_with_retry(
         let shopsets = cmp.shopset_changes();
         phases.mark("compare");
         // A new branch whose source already has this exact tree needs no commit of its own.
-        let (commit, message) = match parent.filter(|_| old_tree == Some(new_tree)) {
-            Some(parent) => (parent, None),
+        let (commit, message, pack) = match parent.filter(|_| old_tree == Some(new_tree)) {
+            Some(parent) => (parent, None, None),
             None => {
-                // Only the root differs between attempts; what is stored already is skipped.
-                if written != Some(new_tree) {
-                    written = Some(system.write_hashed_on(hashed, old_tree).map_err(&system_err)?);
-                }
-                phases.mark("write");
                 let message =
                     message(resolved, system, &cmp, &shopsets, parent, previous.is_none(), opts.why.as_deref());
                 phases.mark("message");
-                let commit = system.commit(new_tree, parent, &message, &author).map_err(&system_err)?;
-                phases.mark("commit");
-                (commit, Some(message))
+                let committed =
+                    system.commit_hashed(hashed, old_tree, parent, &message, &author).map_err(&system_err)?;
+                phases.mark("write");
+                (committed.commit, Some(message), committed.pack)
             }
         };
         attempts += 1;
@@ -410,11 +406,9 @@ fn push_with_retry(
         }
         crate::fault::point("before-push");
         let update = RefUpdate { branch: resolved.branch.clone(), expected, new: commit, force: false };
-        let pushed = match (message.is_some(), parent, old_tree) {
-            // A commit of ours on the head the server has: its pack is what this sync wrote.
-            (true, Some(p), Some(base)) if expected == Some(p) => {
-                system.new_objects(hashed, base).and_then(|objects| system.push_objects(&update, &objects))
-            }
+        let pushed = match (&pack, parent) {
+            // A commit of ours on the head the server has: its pack is the one this sync wrote.
+            (Some(pack), Some(p)) if expected == Some(p) => system.push_pack(&update, pack),
             _ => system.push(&[update]),
         };
         phases.mark("push");

@@ -1,0 +1,214 @@
+//! Pack files (version 2) built from objects whose ids and bytes we hold, and their indexes.
+//!
+//! A sync's new objects are stored as one pack and its index, written here: one file and its
+//! index to create, where loose objects are a file each (creating files is what a file system that
+//! deleted many of late makes dear), and no object is inflated and hashed again to index it, as
+//! libgit2's indexer would: the ids are known. The same pack is what the push sends. A cache then
+//! gains a pack a sync; [`super::packs`] merges such packs by copying their entries as they are.
+
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository};
+
+/// A pack as bytes, with where each object's entry starts and the CRC-32 of the entry (what an
+/// index records), in the order the objects were given.
+pub struct Built {
+    pub bytes: Vec<u8>,
+    pub entries: Vec<(u64, u32)>,
+}
+
+/// A pack of these objects, whole (no deltas), each compressed for speed.
+pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
+    use sha1::Digest;
+    let mut out = Vec::with_capacity(32 + objects.iter().map(|(_, b)| b.len() + 16).sum::<usize>());
+    out.extend_from_slice(b"PACK");
+    out.extend_from_slice(&2u32.to_be_bytes());
+    let count = u32::try_from(objects.len()).map_err(|_| git2::Error::from_str("too many objects for one pack"))?;
+    out.extend_from_slice(&count.to_be_bytes());
+    let mut entries = Vec::with_capacity(objects.len());
+    for (kind, bytes) in objects {
+        let start = out.len();
+        let code: u8 = match kind {
+            ObjectType::Commit => 1,
+            ObjectType::Tree => 2,
+            ObjectType::Blob => 3,
+            ObjectType::Tag => 4,
+            _ => return Err(git2::Error::from_str("an object of no type in a pack")),
+        };
+        // Type and size: 4 bits of size in the first byte, then 7 bits a byte, low bits first.
+        let mut size = bytes.len();
+        let mut byte = (code << 4) | (size & 0x0f) as u8;
+        size >>= 4;
+        while size > 0 {
+            out.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        out.push(byte);
+        deflate(bytes, &mut out)?;
+        entries.push((start as u64, crc32(&out[start..])));
+    }
+    let sum = sha1::Sha1::digest(&out);
+    out.extend_from_slice(&sum);
+    Ok(Built { bytes: out, entries })
+}
+
+/// Appends `bytes` as one zlib stream at the fastest level, as libgit2 writes loose objects.
+fn deflate(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), git2::Error> {
+    let failed = || git2::Error::from_str("zlib could not compress an object");
+    let source_len = libz_sys::uLong::try_from(bytes.len()).map_err(|_| failed())?;
+    // SAFETY: pure function of a length.
+    let bound = unsafe { libz_sys::compressBound(source_len) };
+    let start = out.len();
+    out.resize(start + usize::try_from(bound).map_err(|_| failed())?, 0);
+    let mut written = bound;
+    // SAFETY: `bound` bytes free at `start` for the output, `bytes` for the input.
+    let rc = unsafe {
+        libz_sys::compress2(out[start..].as_mut_ptr(), &mut written, bytes.as_ptr(), source_len, libz_sys::Z_BEST_SPEED)
+    };
+    if rc != libz_sys::Z_OK {
+        return Err(failed());
+    }
+    out.truncate(start + usize::try_from(written).map_err(|_| failed())?);
+    Ok(())
+}
+
+/// CRC-32 (zlib's) of an entry's bytes, as a pack index records it.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc: libz_sys::uLong = 0;
+    // Chunks: zlib takes a 32-bit length.
+    for chunk in bytes.chunks(1 << 30) {
+        // SAFETY: the pointer and length of a live slice; the length fits (chunks of 2^30).
+        crc = unsafe { libz_sys::crc32(crc, chunk.as_ptr(), chunk.len() as libz_sys::uInt) };
+    }
+    crc as u32
+}
+
+/// The index (version 2) of a pack whose objects are `ids`, their entries at `entries` (offset
+/// and CRC-32, in the same order), its trailer `checksum`.
+pub fn index(ids: &[Oid], entries: &[(u64, u32)], checksum: &[u8]) -> Result<Vec<u8>, git2::Error> {
+    use sha1::Digest;
+    if ids.len() != entries.len() || checksum.len() != 20 {
+        return Err(git2::Error::from_str("a pack index of mismatched parts"));
+    }
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|a, b| ids[*a].as_bytes().cmp(ids[*b].as_bytes()));
+    if order.windows(2).any(|w| ids[w[0]] == ids[w[1]]) {
+        return Err(git2::Error::from_str("an object twice in one pack"));
+    }
+    let mut out = Vec::with_capacity(8 + 1024 + ids.len() * 28 + 40);
+    out.extend_from_slice(&[0xff, b't', b'O', b'c', 0, 0, 0, 2]);
+    let mut fanout = [0u32; 256];
+    for id in ids {
+        fanout[usize::from(id.as_bytes()[0])] += 1;
+    }
+    let mut running = 0u32;
+    for count in fanout {
+        running += count;
+        out.extend_from_slice(&running.to_be_bytes());
+    }
+    for &i in &order {
+        out.extend_from_slice(ids[i].as_bytes());
+    }
+    for &i in &order {
+        out.extend_from_slice(&entries[i].1.to_be_bytes());
+    }
+    // Offsets past 2^31 go to a table of 64-bit ones, the 32-bit slot naming their place there.
+    let mut large = Vec::new();
+    for &i in &order {
+        let offset = entries[i].0;
+        if offset < 1 << 31 {
+            out.extend_from_slice(&(offset as u32).to_be_bytes());
+        } else {
+            out.extend_from_slice(&((1u32 << 31) | large.len() as u32).to_be_bytes());
+            large.push(offset);
+        }
+    }
+    for offset in large {
+        out.extend_from_slice(&offset.to_be_bytes());
+    }
+    out.extend_from_slice(checksum);
+    let sum = sha1::Sha1::digest(&out);
+    out.extend_from_slice(&sum);
+    Ok(out)
+}
+
+/// Stores a pack and its index in the repository's object store and makes it seen there: the pack
+/// first, the index last (a pack is taken up only once its index is there), each written under a
+/// temporary name and renamed.
+pub fn store(repo: &Repository, pack: &[u8], idx: &[u8]) -> Result<(), git2::Error> {
+    let dir = repo.path().join("objects").join("pack");
+    let name = hex(&pack[pack.len().saturating_sub(20)..]);
+    let write = |to: PathBuf, bytes: &[u8]| -> Result<(), git2::Error> {
+        if to.exists() {
+            return Ok(());
+        }
+        let failed = |e: std::io::Error| git2::Error::from_str(&format!("cannot write {}: {e}", to.display()));
+        let mut tmp = tempfile::Builder::new().prefix("tmp_pack_").tempfile_in(&dir).map_err(failed)?;
+        std::io::Write::write_all(&mut tmp, bytes).map_err(failed)?;
+        tmp.persist(&to).map_err(|e| failed(e.error))?;
+        Ok(())
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| git2::Error::from_str(&format!("cannot create {}: {e}", dir.display())))?;
+    write(dir.join(format!("pack-{name}.pack")), pack)?;
+    write(dir.join(format!("pack-{name}.idx")), idx)?;
+    repo.odb()?.refresh()
+}
+
+/// The packs' directory path of a pack named by its checksum.
+pub fn pack_path(dir: &Path, checksum: &[u8]) -> PathBuf {
+    dir.join(format!("pack-{}.pack", hex(checksum)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_and_index_written_here_are_read_by_libgit2_and_git() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let blobs: Vec<Vec<u8>> = (0..300).map(|i| format!("object {i}\n").repeat(i % 7 + 1).into_bytes()).collect();
+        let objects: Vec<(ObjectType, &[u8])> = blobs.iter().map(|b| (ObjectType::Blob, &b[..])).collect();
+        let ids: Vec<Oid> = blobs.iter().map(|b| Oid::hash_object(ObjectType::Blob, b).expect("hash")).collect();
+        let built = build(&objects).expect("pack");
+        let idx = index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..]).expect("index");
+        store(&repo, &built.bytes, &idx).expect("store");
+        let odb = repo.odb().expect("odb");
+        for (id, bytes) in ids.iter().zip(&blobs) {
+            assert_eq!(odb.read(*id).expect("read").data(), &bytes[..]);
+        }
+        // git checks every entry against the index: ids, CRCs, offsets, both checksums.
+        let pack = pack_path(&dir.path().join("objects/pack"), &built.bytes[built.bytes.len() - 20..]);
+        let out = std::process::Command::new("git")
+            .args(["verify-pack", "-v"])
+            .arg(pack.with_extension("idx"))
+            .output()
+            .expect("git verify-pack");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("non delta: 300 objects"));
+    }
+
+    #[test]
+    fn an_index_refuses_an_object_twice_and_mismatched_parts() {
+        let id = Oid::hash_object(ObjectType::Blob, b"x").expect("hash");
+        assert!(index(&[id, id], &[(12, 0), (20, 0)], &[0; 20]).is_err());
+        assert!(index(&[id], &[], &[0; 20]).is_err());
+    }
+
+    #[test]
+    fn large_offsets_go_to_the_table_of_64_bit_offsets() {
+        let a = Oid::from_str("0100000000000000000000000000000000000000").expect("oid");
+        let b = Oid::from_str("0200000000000000000000000000000000000000").expect("oid");
+        let idx = index(&[a, b], &[(12, 7), (5 << 30, 9)], &[0; 20]).expect("index");
+        let offsets = 8 + 1024 + 2 * 20 + 2 * 4;
+        assert_eq!(idx[offsets..offsets + 4], 12u32.to_be_bytes());
+        assert_eq!(idx[offsets + 4..offsets + 8], (1u32 << 31).to_be_bytes());
+        assert_eq!(idx[offsets + 8..offsets + 16], (5u64 << 30).to_be_bytes());
+    }
+}
