@@ -28,29 +28,20 @@ pub type Object<'a> = (ObjectType, Oid, &'a [u8]);
 /// `transfer.unpackLimit` draws the same line at 100).
 const PACK_THRESHOLD: usize = 100;
 
-/// Writes objects as one pack: into an in-memory backend of a second handle on the repository,
-/// dumped as a pack and indexed into the repository's own object store.
-fn write_pack(repo: &Repository, odb: &Odb<'_>, objects: &[(ObjectType, Oid, &[u8])]) -> Result<(), git2::Error> {
-    use std::io::Write;
-    // A backend cannot be detached from an object database: the in-memory one lives on a handle
-    // dropped here, so later writes through `repo` are not left in memory.
-    let scratch = Repository::open(repo.path())?;
-    let scratch_odb = scratch.odb()?;
-    let _mempack = scratch_odb.add_new_mempack_backend(1000)?;
+/// Writes objects as one pack and its index ([`packfile`]), each object once.
+fn write_pack<'o>(repo: &Repository, objects: impl IntoIterator<Item = Object<'o>>) -> Result<Vec<u8>, git2::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let (mut ids, mut whole) = (Vec::new(), Vec::new());
     for (kind, id, bytes) in objects {
-        check_written(*id, scratch_odb.write(*kind, bytes)?)?;
+        if seen.insert(id) {
+            ids.push(id);
+            whole.push((kind, bytes));
+        }
     }
-    // `Mempack::dump` packs only what its commits reach; these objects have no commit yet.
-    let mut builder = scratch.packbuilder()?;
-    for (_, id, _) in objects {
-        builder.insert_object(*id, None)?;
-    }
-    let mut pack = git2::Buf::new();
-    builder.write_buf(&mut pack)?;
-    let mut writer = odb.packwriter()?;
-    writer.write_all(&pack).map_err(|e| git2::Error::from_str(&format!("cannot write the pack: {e}")))?;
-    writer.commit()?;
-    Ok(())
+    let built = packfile::build(&whole)?;
+    let idx = packfile::index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..])?;
+    packfile::store(repo, &built.bytes, &idx)?;
+    Ok(built.bytes)
 }
 
 /// Whether the object is stored. Without the flag, every miss rescans the pack directory, which
@@ -304,7 +295,7 @@ impl HashedTree {
         let base = base.map(|id| repo.find_tree(id)).transpose()?;
         self.root.missing(repo, base.as_ref(), &|id| stored(&odb, id), &mut missing)?;
         if missing.len() >= PACK_THRESHOLD {
-            write_pack(repo, &odb, &missing)?;
+            write_pack(repo, missing.iter().copied())?;
         } else {
             for (kind, id, bytes) in &missing {
                 check_written(*id, odb.write(*kind, bytes)?)?;
@@ -338,20 +329,8 @@ impl HashedTree {
             Some(base) => self.root.missing(repo, Some(&repo.find_tree(base)?), &|_| false, &mut tree)?,
             None => self.root.missing(repo, None, &|id| stored(&odb, id), &mut tree)?,
         }
-        // An object twice (the same bytes at two new paths) is packed once.
-        let mut seen = std::collections::HashSet::with_capacity(tree.len() + 1);
-        let mut ids = Vec::with_capacity(tree.len() + 1);
-        let mut objects: Vec<(ObjectType, &[u8])> = Vec::with_capacity(tree.len() + 1);
-        for (kind, id, bytes) in std::iter::once((ObjectType::Commit, commit, &bytes[..])).chain(tree.iter().copied()) {
-            if seen.insert(id) {
-                ids.push(id);
-                objects.push((kind, bytes));
-            }
-        }
-        let built = packfile::build(&objects)?;
-        let idx = packfile::index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..])?;
-        packfile::store(repo, &built.bytes, &idx)?;
-        let pack = built.bytes;
+        let pack =
+            write_pack(repo, std::iter::once((ObjectType::Commit, commit, &bytes[..])).chain(tree.iter().copied()))?;
         if !odb.exists_ext(commit, git2::OdbLookupFlags::NO_REFRESH) {
             return Err(git2::Error::from_str(&format!("commit {commit} is missing after it was written")));
         }
