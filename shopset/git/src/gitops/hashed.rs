@@ -593,13 +593,49 @@ fn diff_dir<'r>(
 mod tests {
     use super::*;
 
-    fn tree(files: &[(&str, &str)]) -> Tree {
+    /// A tree of these files.
+    pub(super) fn files(files: &[(&str, &str)]) -> Tree {
         let mut t = Tree::default();
         for (p, c) in files {
             t.entries.insert(p.to_string().into(), Entry::file(c.as_bytes()));
         }
+        t
+    }
+
+    /// A tree of these files and the `base` gitlink.
+    fn tree(files_: &[(&str, &str)]) -> Tree {
+        let mut t = files(files_);
         t.entries.insert("base".into(), Entry::Gitlink("1111111111111111111111111111111111111111".into()));
         t
+    }
+
+    /// A tree and the next one: a file changed, one added with bytes the first has elsewhere, a
+    /// file become a directory, a file added.
+    pub(super) fn base_and_next() -> (Tree, Tree) {
+        let old = files(&[("shopsets/a/k.yaml", "1\n"), ("shopsets/b/k.yaml", "2\n"), ("x", "file, then a dir\n")]);
+        let new = files(&[
+            ("shopsets/a/k.yaml", "1\n"),
+            ("shopsets/b/k.yaml", "2, changed\n"),
+            ("shopsets/c/k.yaml", "2\n"),
+            ("x/y", "1\n"),
+            ("z", "new\n"),
+        ]);
+        (old, new)
+    }
+
+    /// The names of the entries under `id` (a stored tree) the object store lacks.
+    pub(super) fn unstored(repo: &Repository, id: Oid) -> Vec<String> {
+        let mut missing = Vec::new();
+        repo.find_tree(id)
+            .expect("root")
+            .walk(git2::TreeWalkMode::PreOrder, |_, e| {
+                if repo.odb().expect("odb").read_header(e.id()).is_err() {
+                    missing.push(e.name().unwrap_or_default().to_string());
+                }
+                git2::TreeWalkResult::Ok
+            })
+            .expect("walk");
+        missing
     }
 
     #[test]
@@ -905,41 +941,18 @@ mod known_tests {
 
 #[cfg(test)]
 mod write_on_tests {
+    use super::tests::{base_and_next, unstored};
     use super::*;
 
     #[test]
     fn a_tree_written_on_its_base_is_stored_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repository::init_bare(dir.path()).expect("init");
-        let tree = |files: &[(&str, &str)]| {
-            let mut t = Tree::default();
-            for (p, c) in files {
-                t.entries.insert(p.to_string().into(), Entry::file(c.as_bytes()));
-            }
-            t
-        };
-        let old = tree(&[("shopsets/a/k.yaml", "1\n"), ("shopsets/b/k.yaml", "2\n"), ("x", "file, then a dir\n")]);
+        let (old, new) = base_and_next();
         let base = HashedTree::new(&old).expect("hash").write(&repo).expect("write");
-        // Changed, added, a file become a directory, and content that is only in the base elsewhere.
-        let new = tree(&[
-            ("shopsets/a/k.yaml", "1\n"),
-            ("shopsets/b/k.yaml", "2, changed\n"),
-            ("shopsets/c/k.yaml", "2\n"),
-            ("x/y", "1\n"),
-            ("z", "new\n"),
-        ]);
         let hashed = HashedTree::new(&new).expect("hash");
         assert_eq!(hashed.write_on(&repo, Some(base)).expect("write"), hashed.id());
-        let mut missing = Vec::new();
-        repo.find_tree(hashed.id())
-            .expect("root")
-            .walk(git2::TreeWalkMode::PreOrder, |_, e| {
-                if repo.odb().expect("odb").read_header(e.id()).is_err() {
-                    missing.push(e.name().unwrap_or_default().to_string());
-                }
-                git2::TreeWalkResult::Ok
-            })
-            .expect("walk");
+        let missing = unstored(&repo, hashed.id());
         assert!(missing.is_empty(), "not stored: {missing:?}");
         // Written again on itself: nothing to do, same id.
         assert_eq!(hashed.write_on(&repo, Some(hashed.id())).expect("write"), hashed.id());
@@ -978,15 +991,8 @@ mod pack_tests {
 
 #[cfg(test)]
 mod commit_tests {
+    use super::tests::{base_and_next, files as tree, unstored};
     use super::*;
-
-    fn tree(files: &[(&str, &str)]) -> Tree {
-        let mut t = Tree::default();
-        for (p, c) in files {
-            t.entries.insert(p.to_string().into(), Entry::file(c.as_bytes()));
-        }
-        t
-    }
 
     #[test]
     fn a_commit_object_is_written_as_libgit2_writes_it() {
@@ -1019,19 +1025,11 @@ mod commit_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repository::init_bare(dir.path()).expect("init");
         let who = git2::Signature::now("ShopSet", "shopset@example.com").expect("signature");
-        let old = tree(&[("shopsets/a/k.yaml", "1\n"), ("shopsets/b/k.yaml", "2\n"), ("x", "file, then a dir\n")]);
+        let (old, new) = base_and_next();
         let first = HashedTree::new(&old).expect("hash").commit_on(&repo, None, None, "first\n", &who).expect("commit");
         assert!(first.pack.is_none(), "no base, nothing to push from it");
         let first_commit = repo.find_commit(first.commit).expect("the first commit is stored");
         let base = first_commit.tree_id();
-        // Changed, added, a file become a directory, and content that is only in the base elsewhere.
-        let new = tree(&[
-            ("shopsets/a/k.yaml", "1\n"),
-            ("shopsets/b/k.yaml", "2, changed\n"),
-            ("shopsets/c/k.yaml", "2\n"),
-            ("x/y", "1\n"),
-            ("z", "new\n"),
-        ]);
         let hashed = HashedTree::new(&new).expect("hash");
         let packs = |repo: &Repository| std::fs::read_dir(repo.path().join("objects/pack")).expect("packs").count();
         let before = packs(&repo);
@@ -1040,17 +1038,7 @@ mod commit_tests {
         let commit = repo.find_commit(second.commit).expect("stored");
         assert_eq!((commit.tree_id(), commit.parent_id(0).expect("parent")), (hashed.id(), first.commit));
         assert_eq!(commit.message().ok(), Some("second\n"));
-        let mut missing = Vec::new();
-        commit
-            .tree()
-            .expect("root")
-            .walk(git2::TreeWalkMode::PreOrder, |_, e| {
-                if repo.odb().expect("odb").read_header(e.id()).is_err() {
-                    missing.push(e.name().unwrap_or_default().to_string());
-                }
-                git2::TreeWalkResult::Ok
-            })
-            .expect("walk");
+        let missing = unstored(&repo, commit.tree_id());
         assert!(missing.is_empty(), "not stored: {missing:?}");
         // The pack: the commit; the root, shopsets/, shopsets/b/, shopsets/c/ and x/; the blobs of
         // shopsets/b/k.yaml, shopsets/c/k.yaml, x/y and z (what differs at its path, even where the
