@@ -39,8 +39,7 @@ fn write_pack<'o>(repo: &Repository, objects: impl IntoIterator<Item = Object<'o
         }
     }
     let built = packfile::build(&whole)?;
-    let idx = packfile::index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..])?;
-    packfile::store(repo, &built.bytes, &idx)?;
+    packfile::store_indexed(repo, &built.bytes, &ids, &built.entries)?;
     Ok(built.bytes)
 }
 

@@ -6,7 +6,7 @@
 //! libgit2's indexer would: the ids are known. The same pack is what the push sends. A cache then
 //! gains a pack a sync; [`super::packs`] merges such packs by copying their entries as they are.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use git2::{ObjectType, Oid, Repository};
 
@@ -19,12 +19,7 @@ pub struct Built {
 
 /// A pack of these objects, whole (no deltas), each compressed for speed.
 pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
-    use sha1::Digest;
-    let mut out = Vec::with_capacity(32 + objects.iter().map(|(_, b)| b.len() + 16).sum::<usize>());
-    out.extend_from_slice(b"PACK");
-    out.extend_from_slice(&2u32.to_be_bytes());
-    let count = u32::try_from(objects.len()).map_err(|_| git2::Error::from_str("too many objects for one pack"))?;
-    out.extend_from_slice(&count.to_be_bytes());
+    let mut out = header(objects.len(), objects.iter().map(|(_, b)| b.len() + 16).sum())?;
     let mut entries = Vec::with_capacity(objects.len());
     for (kind, bytes) in objects {
         let start = out.len();
@@ -48,9 +43,38 @@ pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
         deflate(bytes, &mut out)?;
         entries.push((start as u64, crc32(&out[start..])));
     }
-    let sum = sha1::Sha1::digest(&out);
-    out.extend_from_slice(&sum);
+    seal(&mut out);
     Ok(Built { bytes: out, entries })
+}
+
+/// The header of a pack of `count` objects (version 2), with room for `bytes` more.
+pub fn header(count: usize, bytes: usize) -> Result<Vec<u8>, git2::Error> {
+    let count = u32::try_from(count).map_err(|_| git2::Error::from_str("too many objects for one pack"))?;
+    let mut out = Vec::with_capacity(12 + bytes + 20);
+    out.extend_from_slice(b"PACK");
+    out.extend_from_slice(&2u32.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    Ok(out)
+}
+
+/// Appends a pack's trailer: the SHA-1 of everything before it.
+pub fn seal(pack: &mut Vec<u8>) {
+    use sha1::Digest;
+    let sum = sha1::Sha1::digest(&pack[..]);
+    pack.extend_from_slice(&sum);
+}
+
+/// Indexes a sealed pack whose objects are `ids`, their entries at `entries`, and stores both
+/// (pack first, index last, each renamed into place); returns the path of the pack.
+pub fn store_indexed(
+    repo: &Repository,
+    pack: &[u8],
+    ids: &[Oid],
+    entries: &[(u64, u32)],
+) -> Result<PathBuf, git2::Error> {
+    let checksum = &pack[pack.len().saturating_sub(20)..];
+    store(repo, pack, &index(ids, entries, checksum)?)?;
+    Ok(repo.path().join("objects").join("pack").join(format!("pack-{}.pack", hex(checksum))))
 }
 
 /// Appends `bytes` as one zlib stream at the fastest level, as libgit2 writes loose objects.
@@ -86,7 +110,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 /// The index (version 2) of a pack whose objects are `ids`, their entries at `entries` (offset
 /// and CRC-32, in the same order), its trailer `checksum`.
-pub fn index(ids: &[Oid], entries: &[(u64, u32)], checksum: &[u8]) -> Result<Vec<u8>, git2::Error> {
+fn index(ids: &[Oid], entries: &[(u64, u32)], checksum: &[u8]) -> Result<Vec<u8>, git2::Error> {
     use sha1::Digest;
     if ids.len() != entries.len() || checksum.len() != 20 {
         return Err(git2::Error::from_str("a pack index of mismatched parts"));
@@ -136,7 +160,7 @@ pub fn index(ids: &[Oid], entries: &[(u64, u32)], checksum: &[u8]) -> Result<Vec
 /// Stores a pack and its index in the repository's object store and makes it seen there: the pack
 /// first, the index last (a pack is taken up only once its index is there), each written under a
 /// temporary name and renamed.
-pub fn store(repo: &Repository, pack: &[u8], idx: &[u8]) -> Result<(), git2::Error> {
+fn store(repo: &Repository, pack: &[u8], idx: &[u8]) -> Result<(), git2::Error> {
     let dir = repo.path().join("objects").join("pack");
     let name = hex(&pack[pack.len().saturating_sub(20)..]);
     let write = |to: PathBuf, bytes: &[u8]| -> Result<(), git2::Error> {
@@ -156,11 +180,6 @@ pub fn store(repo: &Repository, pack: &[u8], idx: &[u8]) -> Result<(), git2::Err
     repo.odb()?.refresh()
 }
 
-/// The packs' directory path of a pack named by its checksum.
-pub fn pack_path(dir: &Path, checksum: &[u8]) -> PathBuf {
-    dir.join(format!("pack-{}.pack", hex(checksum)))
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -177,14 +196,12 @@ mod tests {
         let objects: Vec<(ObjectType, &[u8])> = blobs.iter().map(|b| (ObjectType::Blob, &b[..])).collect();
         let ids: Vec<Oid> = blobs.iter().map(|b| Oid::hash_object(ObjectType::Blob, b).expect("hash")).collect();
         let built = build(&objects).expect("pack");
-        let idx = index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..]).expect("index");
-        store(&repo, &built.bytes, &idx).expect("store");
+        let pack = store_indexed(&repo, &built.bytes, &ids, &built.entries).expect("store");
         let odb = repo.odb().expect("odb");
         for (id, bytes) in ids.iter().zip(&blobs) {
             assert_eq!(odb.read(*id).expect("read").data(), &bytes[..]);
         }
         // git checks every entry against the index: ids, CRCs, offsets, both checksums.
-        let pack = pack_path(&dir.path().join("objects/pack"), &built.bytes[built.bytes.len() - 20..]);
         let out = std::process::Command::new("git")
             .args(["verify-pack", "-v"])
             .arg(pack.with_extension("idx"))

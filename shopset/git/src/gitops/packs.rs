@@ -78,7 +78,7 @@ pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>
     }
     let mut merged = Merged { packs: 0, objects: 0 };
     if !plain.is_empty() {
-        merged.objects += copy_merge(repo, &dir, &plain)?;
+        merged.objects += copy_merge(repo, &plain)?;
         merged.packs += plain.len();
     }
     // Still too many: the packs with deltas too.
@@ -168,32 +168,23 @@ fn whole_entries(pack: &Pack) -> Result<Option<WholePack>, git2::Error> {
 
 /// Merges packs of whole objects into one by copying their entries (each object once) and
 /// indexing them with the CRC-32s their indexes hold; returns the number of objects.
-fn copy_merge(repo: &Repository, dir: &Path, packs: &[(&Pack, WholePack)]) -> Result<usize, git2::Error> {
-    use sha1::Digest;
+fn copy_merge(repo: &Repository, packs: &[(&Pack, WholePack)]) -> Result<usize, git2::Error> {
     let mut seen = std::collections::HashSet::new();
-    let (mut ids, mut entries) = (Vec::new(), Vec::new());
-    let mut out = Vec::with_capacity(packs.iter().map(|(_, w)| w.bytes.len()).sum::<usize>() + 32);
-    out.extend_from_slice(b"PACK");
-    out.extend_from_slice(&2u32.to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes());
-    for (_, WholePack { bytes, entries: whole }) in packs {
-        for (id, range, crc) in whole {
-            if seen.insert(*id) {
-                ids.push(*id);
-                entries.push((out.len() as u64, *crc));
-                out.extend_from_slice(&bytes[range.clone()]);
-            }
-        }
+    let copied: Vec<(Oid, &[u8], u32)> = packs
+        .iter()
+        .flat_map(|(_, w)| w.entries.iter().map(|(id, range, crc)| (*id, &w.bytes[range.clone()], *crc)))
+        .filter(|(id, _, _)| seen.insert(*id))
+        .collect();
+    let mut out = packfile::header(copied.len(), copied.iter().map(|(_, b, _)| b.len()).sum())?;
+    let (mut ids, mut entries) = (Vec::with_capacity(copied.len()), Vec::with_capacity(copied.len()));
+    for (id, bytes, crc) in copied {
+        ids.push(id);
+        entries.push((out.len() as u64, crc));
+        out.extend_from_slice(bytes);
     }
-    let count = u32::try_from(ids.len()).map_err(|_| git2::Error::from_str("too many objects for one pack"))?;
-    out[8..12].copy_from_slice(&count.to_be_bytes());
-    let sum = sha1::Sha1::digest(&out);
-    out.extend_from_slice(&sum);
-    let idx = packfile::index(&ids, &entries, &sum)?;
-    packfile::store(repo, &out, &idx)?;
-    let merged = packfile::pack_path(dir, &sum);
-    let merged_name = merged.file_name().and_then(|n| n.to_str()).map(str::to_string);
-    remove(&packs.iter().map(|(p, _)| *p).collect::<Vec<_>>(), merged_name.as_deref());
+    packfile::seal(&mut out);
+    let merged = packfile::store_indexed(repo, &out, &ids, &entries)?;
+    remove(&packs.iter().map(|(p, _)| *p).collect::<Vec<_>>(), merged.file_name().and_then(|n| n.to_str()));
     Ok(ids.len())
 }
 
@@ -366,8 +357,7 @@ mod tests {
         let ids: Vec<Oid> = blobs.iter().map(|b| Oid::hash_object(git2::ObjectType::Blob, b).unwrap()).collect();
         let objects: Vec<(git2::ObjectType, &[u8])> = blobs.iter().map(|b| (git2::ObjectType::Blob, &b[..])).collect();
         let built = packfile::build(&objects).unwrap();
-        let idx = packfile::index(&ids, &built.entries, &built.bytes[built.bytes.len() - 20..]).unwrap();
-        packfile::store(repo, &built.bytes, &idx).unwrap();
+        packfile::store_indexed(repo, &built.bytes, &ids, &built.entries).unwrap();
         ids
     }
 
