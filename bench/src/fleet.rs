@@ -42,7 +42,7 @@ pub fn destinations() -> Vec<NamedDestination> {
 pub fn fleet_tier(tier: &str, n: usize, app: &str, config: &str, system: &str) -> TierInput {
     let mut input = tier_input(tier, n, app, config, system);
     let destinations = destinations();
-    for (i, ss) in input.shopsets.iter_mut().enumerate() {
+    for (i, ss) in input.shopsets.iter_mut().map(std::sync::Arc::make_mut).enumerate() {
         ss.spec.destination = Some(destinations[i % destinations.len()].name.clone());
     }
     input.tier.spec.argocd.destinations = destinations;
@@ -82,8 +82,9 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
     for i in 0..iterations {
         // A different tier each time, and the ShopSet in its middle.
         let t = (i * 3) % TIERS;
-        inputs[t].shopsets[per_tier / 2] = shopset(&names[t], per_tier / 2, i + 1);
-        inputs[t].shopsets[per_tier / 2].spec.destination = Some(destinations()[(per_tier / 2) % 3].name.clone());
+        let mut changed = shopset(&names[t], per_tier / 2, i + 1);
+        changed.spec.destination = Some(destinations()[(per_tier / 2) % 3].name.clone());
+        inputs[t].shopsets[per_tier / 2] = changed.into();
         let cpu = process_cpu();
         one.push(sync(&cache, &inputs[t], &renderer));
         one_cpu.push(process_cpu() - cpu);
@@ -141,7 +142,7 @@ pub fn placement(shops: usize, rows: &mut Vec<Row>) {
     const CAPACITY: u32 = 500;
     let start =
         fleet_tier("fleet-0", 3, "https://git.example/app", "https://git.example/config", "https://git.example/system");
-    let mut seeds = start.shopsets;
+    let mut seeds: Vec<_> = start.shopsets.into_iter().map(std::sync::Arc::unwrap_or_clone).collect();
     for ss in &mut seeds {
         ss.spec.capacity = Some(CAPACITY);
         ss.spec.shops.clear();

@@ -84,7 +84,7 @@ pub fn tier_input(tier_name: &str, n: usize, app: &str, config: &str, system: &s
     }))
     .expect("tier manifest");
     let cfg = Configuration::new("shop-config", ConfigurationSpec { url: config.into(), path: "component".into() });
-    let shopsets = (0..n).map(|i| shopset(tier_name, i, 0)).collect();
+    let shopsets = (0..n).map(|i| shopset(tier_name, i, 0).into()).collect();
     TierInput { tier, from: None, configurations: vec![cfg], shopsets }
 }
 
@@ -263,7 +263,7 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut cold, mut poll) = (Vec::new(), Vec::new());
     for i in 0..iterations {
-        input.shopsets[n / 2] = shopset("tier-0", n / 2, i + 1);
+        input.shopsets[n / 2] = shopset("tier-0", n / 2, i + 1).into();
         one.push(sync(&cache, &input, &renderer));
         if by_hand {
             let report = sync_tier(
@@ -278,7 +278,7 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
             one_hand.push(baseline(&script, &hand, &scratch.join("files"), &links, false));
         }
 
-        proc_input.shopsets[n / 2] = shopset("tier-0", n / 2, 2000 + i);
+        proc_input.shopsets[n / 2] = shopset("tier-0", n / 2, 2000 + i).into();
         process::write_manifests(&shopctl.manifests, &proc_input);
         let tree = planned(&cache, &proc_input, &plan_renderer).tree;
         one_proc.push(shopctl.sync());
@@ -316,7 +316,7 @@ fn incremental(n: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path,
         assert!(unchanged);
 
         // `shopctl sync` in a new process starts with an empty render memo.
-        input.shopsets[n / 2] = shopset("tier-0", n / 2, 1000 + i);
+        input.shopsets[n / 2] = shopset("tier-0", n / 2, 1000 + i).into();
         cold.push(sync(&cache, &input, &Renderer::embedded().expect("templates")));
     }
     rows.push(Row {

@@ -55,7 +55,7 @@ pub fn write_manifests(dir: &Path, input: &TierInput) {
         tier.push_str(&json(serde_json::to_value(cfg)));
     }
     std::fs::write(dir.join("tier.yaml"), tier + "\n").expect("write tier.yaml");
-    let shopsets: Vec<String> = input.shopsets.iter().map(|s| json(serde_json::to_value(s))).collect();
+    let shopsets: Vec<String> = input.shopsets.iter().map(|s| json(serde_json::to_value(&**s))).collect();
     std::fs::write(dir.join("shopsets.yaml"), shopsets.join("\n---\n") + "\n").expect("write shopsets.yaml");
 }
 

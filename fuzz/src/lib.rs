@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use shopset::api::{
@@ -232,7 +233,7 @@ impl Bytes<'_> {
 pub struct Case {
     pub tier: Tier,
     pub configurations: Vec<Configuration>,
-    pub shopsets: Vec<ShopSet>,
+    pub shopsets: Vec<Arc<ShopSet>>,
     pub pins: Pins,
 }
 
@@ -332,6 +333,7 @@ pub fn decode(data: &[u8]) -> Case {
                 },
             )
         })
+        .map(Arc::new)
         .collect();
     let app = b.hex_pin();
     let mut pin_of = BTreeMap::new();
@@ -431,7 +433,7 @@ fn expected_yaml(input: RenderInput<'_>) -> BTreeMap<String, Value> {
     let tier_name = tier.metadata.name.clone().unwrap_or_default();
     let cfg_by_name: BTreeMap<String, &Configuration> =
         input.configurations.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), c)).collect();
-    let mut shopsets: Vec<&ShopSet> = input.shopsets.iter().collect();
+    let mut shopsets: Vec<&ShopSet> = input.shopsets.iter().map(|s| &**s).collect();
     shopsets.sort_by_key(|s| s.metadata.name.clone().unwrap_or_default());
     let mut files = BTreeMap::new();
     for ss in shopsets {

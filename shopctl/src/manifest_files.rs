@@ -168,7 +168,7 @@ pub fn find<'a>(inventory: &'a Inventory, name: &str, namespace: Option<&str>) -
         .shopsets
         .iter()
         .filter(|((ns, n), _)| n == name && namespace.is_none_or(|want| want == ns))
-        .map(|(_, ss)| ss)
+        .map(|(_, ss)| &**ss)
         .collect();
     match matching.as_slice() {
         [one] => Ok(one),

@@ -150,7 +150,12 @@ fn scope(cli: &Cli, files: &[PathBuf]) -> Result<Scope> {
     // capacity) are fixed first.
     inventory.check()?;
     let tiers = inventory.tiers.into_iter().filter(|((ns, _), _)| *ns == namespace).map(|(_, t)| t).collect();
-    let shopsets = inventory.shopsets.into_iter().filter(|((ns, _), _)| *ns == namespace).map(|(_, s)| s).collect();
+    let shopsets = inventory
+        .shopsets
+        .into_iter()
+        .filter(|((ns, _), _)| *ns == namespace)
+        .map(|(_, s)| std::sync::Arc::unwrap_or_clone(s))
+        .collect();
     Ok(Scope { namespace, tiers, shopsets })
 }
 
@@ -257,7 +262,7 @@ impl Files {
             for ((ns, name), ss) in &inv.shopsets {
                 if names.contains(&name.as_str()) && (ns == namespace || ss.metadata.namespace.is_none()) {
                     shopset::validation::check_shopset(ss, &mut problems);
-                    out.push(ss.clone());
+                    out.push(ShopSet::clone(ss));
                 }
             }
             if !problems.is_empty() {

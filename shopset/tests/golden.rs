@@ -105,7 +105,7 @@ fn tier_1_matches_golden_tree() {
 /// Tier-0 with canary-eu wholly in maintenance and one shop of canary-us.
 fn maintenance_input() -> shopset::manifests::TierInput {
     let mut input = examples().tier_input("tier-0").unwrap();
-    for ss in &mut input.shopsets {
+    for ss in input.shopsets.iter_mut().map(std::sync::Arc::make_mut) {
         let shops = match ss.metadata.name.as_deref() {
             Some("canary-eu") => vec![],
             _ => vec!["shop-1001".to_string()],
@@ -159,7 +159,7 @@ fn maintenance_matches_golden_tree() {
     assert!(file(&plain, "applications/canary-eu.yaml").contains("automated:"));
     // The same maintenance begun at another time, for another reason, renders the same bytes.
     let mut later = input.clone();
-    for ss in &mut later.shopsets {
+    for ss in later.shopsets.iter_mut().map(std::sync::Arc::make_mut) {
         let m = ss.spec.maintenance.as_mut().unwrap();
         m.reason = "another reason".into();
         m.since = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-02T09:30:00Z".parse().unwrap());
@@ -195,13 +195,13 @@ fn fleet_input() -> shopset::manifests::TierInput {
         dest("dc-b", Some("https://10.20.0.1:6443"), None, "eu-west-1b"),
         dest("dc-c", None, Some("prod-us-east"), "us-east-1a"),
     ];
-    let mut third = input.shopsets[0].clone();
+    let mut third = shopset::api::ShopSet::clone(&input.shopsets[0]);
     third.metadata.name = Some("ap-south".into());
     third.spec.shops = vec!["shop-2000".into()];
     third.spec.destination = Some("dc-a".into());
-    input.shopsets[0].spec.destination = Some("dc-b".into());
-    input.shopsets[1].spec.destination = Some("dc-c".into());
-    input.shopsets.push(third);
+    std::sync::Arc::make_mut(&mut input.shopsets[0]).spec.destination = Some("dc-b".into());
+    std::sync::Arc::make_mut(&mut input.shopsets[1]).spec.destination = Some("dc-c".into());
+    input.shopsets.push(third.into());
     input
 }
 
@@ -247,14 +247,14 @@ fn a_tier_over_three_destinations_matches_golden_tree() {
 #[test]
 fn an_unknown_destination_stops_the_render_and_names_the_choices() {
     let mut input = fleet_input();
-    input.shopsets[0].spec.destination = Some("dc-z".into());
+    std::sync::Arc::make_mut(&mut input.shopsets[0]).spec.destination = Some("dc-z".into());
     let err = render_input(&input).unwrap_err().to_string();
     assert!(err.starts_with("ShopSet/eu-west: spec.destination: names no destination of its Tier"), "{err}");
     assert!(
         err.contains("(got \"dc-z\")") && err.ends_with("fix: set spec.destination to one of dc-a, dc-b, dc-c"),
         "{err}"
     );
-    input.shopsets[0].spec.destination = None;
+    std::sync::Arc::make_mut(&mut input.shopsets[0]).spec.destination = None;
     let err = render_input(&input).unwrap_err().to_string();
     assert!(err.contains("spec.destination: names no destination (Tier tier-1 lists several)"), "{err}");
 }
@@ -361,11 +361,13 @@ fn a_reused_renderer_follows_every_input_change() {
             }]
         }),
         ("configuration path", |i| i.configurations[0].spec.path = "component/v2".into()),
-        ("shops", |i| i.shopsets[0].spec.shops.push("shop-new".into())),
-        ("replicas", |i| i.shopsets[0].spec.replicas = Some(7)),
-        ("shopset namespace", |i| i.shopsets[0].spec.namespace = Some("elsewhere".into())),
+        ("shops", |i| std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.shops.push("shop-new".into())),
+        ("replicas", |i| std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.replicas = Some(7)),
+        ("shopset namespace", |i| {
+            std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.namespace = Some("elsewhere".into())
+        }),
         ("maintenance", |i| {
-            i.shopsets[0].spec.maintenance = Some(shopset::api::Maintenance {
+            std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.maintenance = Some(shopset::api::Maintenance {
                 reason: "r".into(),
                 since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time::from(
                     "2026-12-01T08:00:00Z".parse::<k8s_openapi::jiff::Timestamp>().unwrap(),
@@ -395,5 +397,85 @@ fn a_reused_renderer_follows_every_input_change() {
             render(&Renderer::embedded().unwrap(), &changed),
             "{what}: the reused renderer kept stale files"
         );
+    }
+}
+
+/// One renderer through a run of renders, each edited from the last: most change a few ShopSets
+/// handed over as new `Arc`s among the same ones (the shortcut that visits only those), the others
+/// rename, add, remove, reorder, switch or edit a Configuration (the full path). After each, the
+/// render is byte for byte a fresh renderer's.
+#[test]
+fn a_run_of_renders_on_one_renderer_stays_a_fresh_render() {
+    use shopset::manifests::TierInput;
+    use std::sync::Arc;
+    let pins = Pins {
+        app: APP.into(),
+        configurations: BTreeMap::from([
+            ("shop-config".to_string(), CONFIG.to_string()),
+            ("other-config".to_string(), "3333333333333333333333333333333333333333".to_string()),
+        ]),
+    };
+    let mut input = examples().tier_input("tier-0").unwrap();
+    let mut other = input.configurations[0].clone();
+    other.metadata.name = Some("other-config".into());
+    other.spec.path = "other".into();
+    input.configurations.push(other);
+    // Twelve ShopSets, so that a few of them are few.
+    let template = shopset::api::ShopSet::clone(&input.shopsets[0]);
+    input.shopsets = (0..12)
+        .map(|n| {
+            let mut ss = template.clone();
+            ss.metadata.name = Some(format!("cell-{n:02}"));
+            ss.spec.shops = vec![format!("shop-{n:02}")];
+            Arc::new(ss)
+        })
+        .collect();
+    type Step = fn(&mut TierInput);
+    let steps: Vec<(&str, Step)> = vec![
+        ("one changed", |i| Arc::make_mut(&mut i.shopsets[3]).spec.replicas = Some(3)),
+        ("another changed", |i| Arc::make_mut(&mut i.shopsets[7]).spec.shops.push("shop-extra".into())),
+        ("the first back", |i| Arc::make_mut(&mut i.shopsets[3]).spec.replicas = None),
+        ("an equal copy", |i| i.shopsets[5] = Arc::new(shopset::api::ShopSet::clone(&i.shopsets[5]))),
+        ("nothing", |_| {}),
+        ("one removed", |i| {
+            i.shopsets.remove(4);
+        }),
+        ("one changed after a removal", |i| Arc::make_mut(&mut i.shopsets[4]).spec.replicas = Some(5)),
+        ("one added", |i| {
+            let mut ss = shopset::api::ShopSet::clone(&i.shopsets[0]);
+            ss.metadata.name = Some("cell-04".into());
+            ss.spec.shops = vec!["shop-04-again".into()];
+            i.shopsets.insert(4, Arc::new(ss));
+        }),
+        ("one renamed", |i| Arc::make_mut(&mut i.shopsets[11]).metadata.name = Some("cell-99".into())),
+        ("one renamed out of order", |i| Arc::make_mut(&mut i.shopsets[0]).metadata.name = Some("cell-50".into())),
+        ("one changed in an unsorted input", |i| Arc::make_mut(&mut i.shopsets[2]).spec.replicas = Some(2)),
+        ("sorted again", |i| i.shopsets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name))),
+        ("one switched Configuration", |i| {
+            Arc::make_mut(&mut i.shopsets[6]).spec.configuration = "other-config".into()
+        }),
+        ("one changed beside it", |i| Arc::make_mut(&mut i.shopsets[8]).spec.replicas = Some(8)),
+        ("the used Configuration's path", |i| i.configurations[1].spec.path = "other/v2".into()),
+        ("one changed after that", |i| Arc::make_mut(&mut i.shopsets[6]).spec.replicas = Some(6)),
+        ("the switched one back", |i| Arc::make_mut(&mut i.shopsets[6]).spec.configuration = "shop-config".into()),
+        ("one changed last", |i| Arc::make_mut(&mut i.shopsets[1]).spec.shops.clear()),
+    ];
+    let render = |r: &Renderer, i: &TierInput| {
+        r.render(RenderInput { tier: &i.tier, configurations: &i.configurations, shopsets: &i.shopsets, pins: &pins })
+            .unwrap()
+    };
+    let reused = Renderer::embedded().unwrap();
+    let mut before = render(&reused, &input);
+    for (what, step) in steps {
+        step(&mut input);
+        let after = render(&reused, &input);
+        // Compared without printing: a tree of twelve ShopSets prints as pages of bytes.
+        assert!(after == render(&Renderer::embedded().unwrap(), &input), "{what}: the reused renderer went stale");
+        if matches!(what, "an equal copy" | "nothing" | "sorted again") {
+            assert!(after == before, "{what}: nothing changed, yet the render did");
+        } else {
+            assert!(after != before, "{what}: the change should show");
+        }
+        before = after;
     }
 }

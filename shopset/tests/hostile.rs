@@ -231,7 +231,8 @@ impl Values {
             app: APP_PIN.into(),
             configurations: BTreeMap::from([(self.config.clone(), CONFIG_PIN.to_string())]),
         };
-        let (tier, configurations, shopsets) = (self.tier(), [self.configuration()], self.shopsets());
+        let shopsets: Vec<_> = self.shopsets().into_iter().map(std::sync::Arc::new).collect();
+        let (tier, configurations) = (self.tier(), [self.configuration()]);
         Renderer::embedded().expect("embedded templates").render(RenderInput {
             tier: &tier,
             configurations: &configurations,

@@ -80,9 +80,11 @@ fn a_memo_is_not_used_for_a_changed_input() {
         ("destination server", |i| i.tier.spec.argocd.destination.server = "https://cluster-2.example".into()),
         ("sync policy", |i| i.tier.spec.argocd.sync_policy = None),
         ("configuration path", |i| i.configurations[0].spec.path = "component/v2".into()),
-        ("shops", |i| i.shopsets[0].spec.shops.push("shop-new".into())),
-        ("replicas", |i| i.shopsets[0].spec.replicas = Some(7)),
-        ("shopset namespace", |i| i.shopsets[0].spec.namespace = Some("elsewhere".into())),
+        ("shops", |i| std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.shops.push("shop-new".into())),
+        ("replicas", |i| std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.replicas = Some(7)),
+        ("shopset namespace", |i| {
+            std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.namespace = Some("elsewhere".into())
+        }),
         ("a ShopSet removed", |i| {
             i.shopsets.pop();
         }),
@@ -190,42 +192,46 @@ fn a_renderer_kept_across_changes_renders_what_a_fresh_one_does() {
     type Change = fn(&mut TierInput, &mut Pins);
     let steps: Vec<(&str, Change)> = vec![
         ("nothing", |_, _| {}),
-        ("shops of one", |i, _| i.shopsets[0].spec.shops.push("shop-new".into())),
+        ("shops of one", |i, _| std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.shops.push("shop-new".into())),
         ("replicas of another", |i, _| {
             let last = i.shopsets.len() - 1;
-            i.shopsets[last].spec.replicas = Some(3);
+            std::sync::Arc::make_mut(&mut i.shopsets[last]).spec.replicas = Some(3);
         }),
         ("replicas removed again", |i, _| {
             let last = i.shopsets.len() - 1;
-            i.shopsets[last].spec.replicas = None;
+            std::sync::Arc::make_mut(&mut i.shopsets[last]).spec.replicas = None;
         }),
         ("app pin", |_, p| p.app = "3333333333333333333333333333333333333333".into()),
         ("configuration pin", |_, p| {
             p.configurations.insert("shop-config".into(), "4444444444444444444444444444444444444444".into());
         }),
         ("a ShopSet added", |i, _| {
-            let mut added = i.shopsets[0].clone();
+            let mut added = shopset::api::ShopSet::clone(&i.shopsets[0]);
             added.metadata.name = Some("zz-added".into());
-            i.shopsets.push(added);
+            i.shopsets.push(added.into());
         }),
         ("a second Configuration used by one ShopSet", |i, p| {
             let mut other = i.configurations[0].clone();
             other.metadata.name = Some("other-config".into());
             i.configurations.push(other);
             p.configurations.insert("other-config".into(), "5555555555555555555555555555555555555555".into());
-            i.shopsets[0].spec.configuration = "other-config".into();
+            std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.configuration = "other-config".into();
         }),
         ("back to one Configuration", |i, _| {
             let first = i.configurations[0].spec.path.clone();
-            i.shopsets[0].spec.configuration = "shop-config".into();
+            std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.configuration = "shop-config".into();
             i.configurations[0].spec.path = first;
         }),
         ("a ShopSet removed", |i, _| {
             i.shopsets.remove(0);
         }),
-        ("a ShopSet's namespace", |i, _| i.shopsets[0].spec.namespace = Some("elsewhere".into())),
+        ("a ShopSet's namespace", |i, _| {
+            std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.namespace = Some("elsewhere".into())
+        }),
         ("the tier's project", |i, _| i.tier.spec.argocd.project = "shops".into()),
-        ("a ShopSet renamed", |i, _| i.shopsets[0].metadata.name = Some("renamed".into())),
+        ("a ShopSet renamed", |i, _| {
+            std::sync::Arc::make_mut(&mut i.shopsets[0]).metadata.name = Some("renamed".into())
+        }),
         ("every ShopSet removed", |i, _| i.shopsets.clear()),
     ];
     let mut i = input();
@@ -292,14 +298,14 @@ fn a_shared_render_is_edited_in_place_only_when_nobody_holds_it() {
     };
     let held = render_shared(&kept, &i);
     let as_rendered = (*held).clone();
-    i.shopsets[0].spec.shops.push("shop-new".into());
+    std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.shops.push("shop-new".into());
     let next = render_shared(&kept, &i);
     assert_eq!(*held, as_rendered, "a render changed a tree its caller still holds");
     assert_ne!(*next, *held);
     drop(held);
     let at = std::sync::Arc::as_ptr(&next);
     drop(next);
-    i.shopsets[0].spec.shops.pop();
+    std::sync::Arc::make_mut(&mut i.shopsets[0]).spec.shops.pop();
     let edited = render_shared(&kept, &i);
     assert_eq!(std::sync::Arc::as_ptr(&edited), at, "the tree was copied though nobody held it");
     assert_eq!(*edited, render(&Renderer::embedded().unwrap(), &i));
@@ -311,12 +317,12 @@ fn a_shared_render_is_edited_in_place_only_when_nobody_holds_it() {
 fn a_readme_names_the_first_shopsets_and_counts_the_rest() {
     use shopset::render::README_SHOPSETS;
     let mut i = input();
-    let template = i.shopsets[0].clone();
+    let template = shopset::api::ShopSet::clone(&i.shopsets[0]);
     i.shopsets = (0..README_SHOPSETS + 50)
         .map(|n| {
             let mut ss = template.clone();
             ss.metadata.name = Some(format!("cell-{n:04}"));
-            ss
+            ss.into()
         })
         .collect();
     let readme = |t: &Tree| match t.entries.get("README.md") {
@@ -331,11 +337,11 @@ fn a_readme_names_the_first_shopsets_and_counts_the_rest() {
     assert!(text.contains("\n- and 50 more: each has its overlay `shopsets/<name>/`\n"), "{text}");
     // A ShopSet past the limit changes its shop count, then one more is added: rendered as afresh.
     let last = i.shopsets.len() - 1;
-    i.shopsets[last].spec.shops.push("shop-extra".into());
+    std::sync::Arc::make_mut(&mut i.shopsets[last]).spec.shops.push("shop-extra".into());
     assert_eq!(readme(&render(&kept, &i)), text, "a row past the limit is not in the README");
     let mut added = template.clone();
     added.metadata.name = Some("zz-added".into());
-    i.shopsets.push(added);
+    i.shopsets.push(added.into());
     let counted = readme(&render(&kept, &i));
     assert!(counted.contains("\n- and 51 more:"), "{counted}");
     assert_eq!(counted, readme(&render(&Renderer::embedded().unwrap(), &i)));

@@ -282,13 +282,13 @@ fn writer_pushing_before_every_attempt_makes_the_sync_give_up_without_forcing() 
 }
 
 /// `n` copies of the fixture's first ShopSet, named `cell-000`...
-fn cells(f: &Fixture, n: usize, shops_of: impl Fn(usize) -> Vec<String>) -> Vec<shopset::api::ShopSet> {
+fn cells(f: &Fixture, n: usize, shops_of: impl Fn(usize) -> Vec<String>) -> Vec<std::sync::Arc<shopset::api::ShopSet>> {
     (0..n)
         .map(|i| {
-            let mut ss = f.input.shopsets[0].clone();
+            let mut ss = shopset::api::ShopSet::clone(&f.input.shopsets[0]);
             ss.metadata.name = Some(format!("cell-{i:03}"));
             ss.spec.shops = shops_of(i);
-            ss
+            ss.into()
         })
         .collect()
 }
@@ -354,7 +354,7 @@ fn a_second_sync_in_one_process_pushes_fresh_bytes_and_writes_only_what_changed(
     let (packs, _) = cache_objects(&f);
     assert_eq!(packs.len(), 1, "the first render is one pack: {packs:?}");
 
-    f.input.shopsets[7].spec.shops.push("shop-9999".into());
+    std::sync::Arc::make_mut(&mut f.input.shopsets[7]).spec.shops.push("shop-9999".into());
     let report =
         sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("second sync");
     let (packs_after, loose) = cache_objects(&f);
@@ -389,9 +389,9 @@ fn a_checkpoint_says_unchanged_until_an_input_or_a_branch_moves() {
     assert!(checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"));
 
     let replicas = f.input.shopsets[0].spec.replicas;
-    f.input.shopsets[0].spec.replicas = Some(7);
+    std::sync::Arc::make_mut(&mut f.input.shopsets[0]).spec.replicas = Some(7);
     assert!(!checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"), "a ShopSet changed");
-    f.input.shopsets[0].spec.replicas = replicas;
+    std::sync::Arc::make_mut(&mut f.input.shopsets[0]).spec.replicas = replicas;
     assert!(checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"));
     commit_files(&f.system, "tier-0", &[("NOTES.md", "by hand\n")], "notes, by hand");
     assert!(!checkpoint.unchanged(&cache, &Auth::default(), &f.input).expect("ls-remote"), "the system branch moved");

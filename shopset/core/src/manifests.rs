@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -40,7 +41,9 @@ pub enum LoadError {
 pub struct Inventory {
     pub tiers: BTreeMap<(String, String), Tier>,
     pub configurations: BTreeMap<(String, String), Configuration>,
-    pub shopsets: BTreeMap<(String, String), ShopSet>,
+    /// Shared, not copied: a ShopSet that reaches the renderer as the same `Arc` as last time
+    /// is known unchanged without a comparison (the controller hands over its watch cache's).
+    pub shopsets: BTreeMap<(String, String), Arc<ShopSet>>,
 }
 
 /// What rendering one tier needs from the inventory.
@@ -51,8 +54,9 @@ pub struct TierInput {
     pub from: Option<Tier>,
     /// Configurations used by the ShopSets, sorted by name.
     pub configurations: Vec<Configuration>,
-    /// ShopSets of the tier, sorted by name.
-    pub shopsets: Vec<ShopSet>,
+    /// ShopSets of the tier, sorted by name. Edited through [`Arc::make_mut`], which copies one
+    /// that someone else holds, so an edit is never mistaken for the unchanged ShopSet.
+    pub shopsets: Vec<Arc<ShopSet>>,
 }
 
 fn key<K: kube::Resource>(obj: &K) -> (String, String) {
@@ -116,8 +120,8 @@ impl Inventory {
             out.configurations.insert(key(&obj), obj);
         }
         for mut obj in self.shopsets.into_values() {
-            place("ShopSet", &mut obj.metadata);
-            out.shopsets.insert(key(&obj), obj);
+            place("ShopSet", &mut Arc::make_mut(&mut obj).metadata);
+            out.shopsets.insert(key(&*obj), obj);
         }
         if problems.is_empty() { Ok(out) } else { Err(Problems(problems)) }
     }
@@ -198,7 +202,7 @@ impl Inventory {
                 }
                 "ShopSet" => {
                     let obj: ShopSet = serde_json::from_value(value.clone()).map_err(schema)?;
-                    if self.shopsets.insert(key(&obj), obj).is_some() {
+                    if self.shopsets.insert(key(&obj), Arc::new(obj)).is_some() {
                         duplicate(problems);
                     }
                 }
@@ -372,7 +376,7 @@ impl Inventory {
         let tier = self.find_tier(name)?.clone();
         let ns = key(&tier).0;
         let from = tier.spec.promotion.as_ref().and_then(|p| self.tiers.get(&(ns.clone(), p.from.clone())).cloned());
-        let shopsets: Vec<ShopSet> = self
+        let shopsets: Vec<Arc<ShopSet>> = self
             .shopsets
             .iter()
             .filter(|((n, _), ss)| *n == ns && ss.spec.tier == name)

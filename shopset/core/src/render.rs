@@ -63,7 +63,9 @@ pub struct Pins {
 pub struct RenderInput<'a> {
     pub tier: &'a Tier,
     pub configurations: &'a [Configuration],
-    pub shopsets: &'a [ShopSet],
+    /// Each ShopSet handed over as the same `Arc` as in the tier's last render is taken as
+    /// unchanged without comparing it: the cost of a render follows what changed, not the tier's size.
+    pub shopsets: &'a [Arc<ShopSet>],
     pub pins: &'a Pins,
 }
 
@@ -133,10 +135,11 @@ struct TierMemo {
 
 /// One ShopSet as it was last rendered.
 struct ShopSetMemo {
-    /// Everything its templates read besides the tier's part, from which [`shopset_key`] writes
-    /// the key a memo file keeps: an equal spec and Configuration path mean an equal key, found
-    /// without writing (or keeping) the key.
-    spec: ShopSetSpec,
+    /// Everything its templates read besides the tier's part (its spec), from which [`shopset_key`]
+    /// writes the key a memo file keeps: an equal spec and Configuration path mean an equal key,
+    /// found without writing (or keeping) the key. Kept as handed over: the same `Arc` next time is
+    /// the same ShopSet, known without comparing specs.
+    shopset: Arc<ShopSet>,
     config_path: String,
     files: ShopSetFiles,
     /// Its row of the README: namespace and number of shops.
@@ -152,6 +155,10 @@ struct LastRender {
     /// Its number ([`Edits::render`]).
     id: u64,
     shopsets: HashMap<String, ShopSetMemo>,
+    /// The ShopSets as handed over, in their (sorted) order; empty when they came unsorted.
+    inputs: Vec<Arc<ShopSet>>,
+    /// The Configurations they use, and the path of each, as rendered.
+    used: Vec<(String, String)>,
     /// Shared with the caller: edited in place by the next render once nobody else holds it.
     tree: Arc<Tree>,
     readme_key: String,
@@ -335,10 +342,31 @@ impl Renderer {
         };
         // Edited in place: a ShopSet found unchanged is marked seen, one that changed is replaced,
         // and those left unseen are gone.
-        let (mut memo, mut shared, last_readme, from) = match last {
-            Some(last) => (last.shopsets, last.tree, Some(last.readme_key), Some(last.id)),
-            None => (HashMap::new(), Arc::default(), None, None),
+        let (mut memo, mut shared, last_readme, from, mut inputs, last_used) = match last {
+            Some(last) => {
+                (last.shopsets, last.tree, Some(last.readme_key), Some(last.id), last.inputs, Some(last.used))
+            }
+            None => (HashMap::new(), Arc::default(), None, None, Vec::new(), None),
         };
+        // The ShopSets handed over as the same `Arc`s as last time but a few, each under the same
+        // name and Configuration as the one it replaces, and the Configurations' paths as they
+        // were: only those few are visited (a pass over pointers, where a visit reads a ShopSet).
+        let few = last_used.as_ref().and_then(|used| {
+            let paths_same = used.iter().all(|(name, path)| {
+                configurations.iter().any(|c| c.metadata.name.as_deref() == Some(name) && c.spec.path == *path)
+            });
+            (paths_same && inputs.len() == shopsets.len()).then_some(())?;
+            let mut few = Vec::new();
+            for (i, (new, old)) in shopsets.iter().zip(&inputs).enumerate() {
+                if !Arc::ptr_eq(new, old) {
+                    if name_of(new) != name_of(old) || new.spec.configuration != old.spec.configuration {
+                        return None;
+                    }
+                    few.push(i);
+                }
+            }
+            Some(few)
+        });
         let id = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Copied only if someone still holds the last one.
         let mut tree = Editing { tree: Arc::make_mut(&mut shared), paths: Vec::new() };
@@ -347,13 +375,19 @@ impl Renderer {
         tree.insert("base".into(), Entry::Gitlink(pins.app.clone()));
         gitmodules.push_str(&submodule_section("base", &tier.spec.app.url, &branch)?);
 
-        let mut shopsets: Vec<&ShopSet> = shopsets.iter().collect();
-        // Inputs come sorted by name (TierInput says so); a check is one pass, a sort more.
-        if !shopsets.is_sorted_by(|a, b| name_of(a) <= name_of(b)) {
+        let given = shopsets;
+        let mut shopsets: Vec<&Arc<ShopSet>> = given.iter().collect();
+        // Inputs come sorted by name (TierInput says so); a check is one pass, a sort more. The
+        // few changed of a sorted input kept their names, so it is still sorted.
+        let sorted = few.is_some() || shopsets.is_sorted_by(|a, b| name_of(a) <= name_of(b));
+        if !sorted {
             shopsets.sort_by(|a, b| name_of(a).cmp(name_of(b)));
         }
         let cfg_by_name: BTreeMap<String, &Configuration> = configurations.iter().map(|c| (c.name_any(), c)).collect();
-        let used: std::collections::BTreeSet<&str> = shopsets.iter().map(|s| s.spec.configuration.as_str()).collect();
+        let used: std::collections::BTreeSet<&str> = match (&few, &last_used) {
+            (Some(_), Some(used)) => used.iter().map(|(name, _)| name.as_str()).collect(),
+            _ => shopsets.iter().map(|s| s.spec.configuration.as_str()).collect(),
+        };
         // The gitlinks of the Configurations in the last tree, all written again below.
         let stale: Vec<Arc<str>> = tree
             .tree
@@ -397,15 +431,22 @@ impl Renderer {
         changed |= memo.len() + restored.len() != shopsets.len();
         // Whether a README row (name, namespace, shops) may differ from the last render's.
         let mut rows_changed = memo.len() != shopsets.len();
-        for ss in &shopsets {
+        let visit: Box<dyn Iterator<Item = usize>> = match &few {
+            Some(few) => Box::new(few.iter().copied()),
+            None => Box::new(0..shopsets.len()),
+        };
+        for i in visit {
+            let ss = shopsets[i];
             let name = name_of(ss);
             let cfg = cfg_by_name[ss.spec.configuration.as_str()];
             // A memo is only ever kept under a name that was checked.
             if let Some(old) = memo.get_mut(name)
                 && !old.seen
-                && old.spec == ss.spec
+                && (Arc::ptr_eq(&old.shopset, ss) || old.shopset.spec == ss.spec)
                 && old.config_path == cfg.spec.path
             {
+                // Kept as handed over this time, so that the next render finds it by pointer.
+                old.shopset = Arc::clone(ss);
                 old.seen = true;
                 continue;
             }
@@ -438,19 +479,29 @@ impl Renderer {
             let shops = ss.spec.shops.len();
             rows_changed |= old.is_none_or(|o| o.namespace != namespace || o.shops != shops);
             let config_path = cfg.spec.path.clone();
-            let entry = ShopSetMemo { spec: ss.spec.clone(), config_path, files, namespace, shops, seen: true };
+            let entry = ShopSetMemo { shopset: Arc::clone(ss), config_path, files, namespace, shops, seen: true };
             memo.insert(name.to_string(), entry);
         }
-        // ShopSets of the last render that are gone; the others wait to be seen by the next.
-        memo.retain(|_, m| {
-            if !m.seen {
-                changed = true;
-                for (path, _) in m.files.iter() {
-                    tree.remove(path);
+        // ShopSets of the last render that are gone; the others wait to be seen by the next. With
+        // only a few visited, none is gone: those few wait again.
+        match &few {
+            Some(few) => {
+                for &i in few {
+                    if let Some(m) = memo.get_mut(name_of(shopsets[i])) {
+                        m.seen = false;
+                    }
                 }
             }
-            std::mem::take(&mut m.seen)
-        });
+            None => memo.retain(|_, m| {
+                if !m.seen {
+                    changed = true;
+                    for (path, _) in m.files.iter() {
+                        tree.remove(path);
+                    }
+                }
+                std::mem::take(&mut m.seen)
+            }),
+        }
 
         // The README lists every ShopSet: written again only when a row or the rest of its input changed.
         let readme_key = serde_json::to_string(&(&tier.spec.app.url, &pins.app, &cfg_pins)).unwrap_or_default();
@@ -480,7 +531,17 @@ impl Renderer {
             tree.insert("README.md".into(), Entry::file(readme));
         }
         let paths = tree.into_paths();
-        let last = Some(LastRender { id, shopsets: memo, tree: shared.clone(), readme_key });
+        match &few {
+            Some(few) => {
+                for &i in few {
+                    inputs[i] = Arc::clone(&given[i]);
+                }
+            }
+            None if sorted => inputs = given.to_vec(),
+            None => inputs.clear(),
+        }
+        let used = used.iter().map(|name| (name.to_string(), cfg_by_name[*name].spec.path.clone())).collect();
+        let last = Some(LastRender { id, shopsets: memo, inputs, used, tree: shared.clone(), readme_key });
         self.memo
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -3,6 +3,7 @@
 //! --field-manager=shopset-controller -f applications/` does the same by hand.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use futures::{StreamExt, stream};
 use kube::ResourceExt;
@@ -282,7 +283,7 @@ pub struct AppState {
 pub async fn application_states(
     client: &kube::Client,
     tier: &Tier,
-    shopsets: &[ShopSet],
+    shopsets: &[Arc<ShopSet>],
 ) -> Result<Vec<AppState>, kube::Error> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &tier.spec.argocd.namespace, &application_resource());

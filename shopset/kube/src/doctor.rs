@@ -1059,7 +1059,12 @@ mod tests {
             .unwrap()
         };
         let ctx = Context { manifests: "m/".into(), now: 0, maintenance_max_age: 3600 };
-        let input = |shopsets| TierInput { tier: tier.clone(), from: None, configurations: Vec::new(), shopsets };
+        let input = |shopsets: Vec<shopset_core::api::ShopSet>| TierInput {
+            tier: tier.clone(),
+            from: None,
+            configurations: Vec::new(),
+            shopsets: shopsets.into_iter().map(std::sync::Arc::new).collect(),
+        };
         assert!(one_failure_domain(&input(vec![ss("a", "dc-a"), ss("b", "dc-b")]), &ctx).is_empty());
         let found = one_failure_domain(&input(vec![ss("a", "dc-a"), ss("b", "dc-a")]), &ctx);
         assert_eq!(found.len(), 1, "{found:#?}");

@@ -5,6 +5,7 @@
 //! well be OutOfSync) and listed, as is one with some shops in maintenance (still checked).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use shopset_core::api::ShopSet;
@@ -70,15 +71,15 @@ pub struct Verdict {
 
 /// [`refusals`], passing over the Applications of ShopSets wholly in maintenance and listing every
 /// ShopSet in maintenance.
-pub fn verdict(git: &GitState, apps: &[AppState], shopsets: &[ShopSet]) -> Verdict {
+pub fn verdict(git: &GitState, apps: &[AppState], shopsets: &[Arc<ShopSet>]) -> Verdict {
     let skipped: BTreeSet<String> =
-        shopsets.iter().filter(|s| s.wholly_in_maintenance()).map(ResourceExt::name_any).collect();
+        shopsets.iter().filter(|s| s.wholly_in_maintenance()).map(|s| s.name_any()).collect();
     let judged: Vec<AppState> = apps.iter().filter(|a| !skipped.contains(&a.shopset)).cloned().collect();
     Verdict { refusals: refusals(git, &judged), maintenance: maintenance_lines(shopsets) }
 }
 
 /// One line per ShopSet in maintenance: what, since when, why, and what the gate does with it.
-pub fn maintenance_lines(shopsets: &[ShopSet]) -> Vec<String> {
+pub fn maintenance_lines(shopsets: &[Arc<ShopSet>]) -> Vec<String> {
     let mut out = Vec::new();
     for ss in shopsets {
         let Some(m) = &ss.spec.maintenance else { continue };
@@ -110,7 +111,7 @@ mod tests {
 
     use super::*;
 
-    fn shopset(name: &str, maintenance: Option<&[&str]>) -> ShopSet {
+    fn shopset(name: &str, maintenance: Option<&[&str]>) -> Arc<ShopSet> {
         let mut ss = ShopSet::new(
             name,
             ShopSetSpec {
@@ -130,7 +131,7 @@ mod tests {
             since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-01T08:00:00Z".parse().unwrap()),
             shops: shops.iter().map(|s| s.to_string()).collect(),
         });
-        ss
+        Arc::new(ss)
     }
 
     fn app(shopset: &str, sync: &str) -> AppState {

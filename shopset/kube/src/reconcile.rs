@@ -493,7 +493,7 @@ async fn load(tier: &Tier, ctx: &Context) -> Result<(Inventory, Vec<String>), Er
         inventory.tiers.insert(key(&t.metadata), (*t).clone());
     }
     for s in stores.shopsets.state_filter(|s| in_ns(&s.metadata) && reads(tier, s)) {
-        inventory.shopsets.insert(key(&s.metadata), (*s).clone());
+        inventory.shopsets.insert(key(&s.metadata), s);
     }
     for c in stores.configurations.state_filter(|c| in_ns(&c.metadata)) {
         inventory.configurations.insert(key(&c.metadata), (*c).clone());

@@ -539,7 +539,7 @@ mod tests {
             tier: tier(&[], 1, 1),
             from: None,
             configurations: Vec::new(),
-            shopsets: vec![shopset("eu", eu), shopset("us", None)],
+            shopsets: vec![std::sync::Arc::new(shopset("eu", eu)), std::sync::Arc::new(shopset("us", None))],
         };
         let apps = [app("eu", "OutOfSync", "Healthy", head), app("us", "Synced", "Healthy", head)];
         let whole = input(Some(Vec::new()));

@@ -46,7 +46,7 @@ impl Renderer {
         // Sorted, so one memo always gives the same bytes.
         let shopsets = memo.last.iter().flat_map(|last| last.shopsets.iter());
         let mut keyed: Vec<(String, &ShopSetFiles)> = shopsets
-            .map(|(name, m)| (super::shopset_key(name, &m.namespace, &m.spec, &m.config_path), &m.files))
+            .map(|(name, m)| (super::shopset_key(name, &m.namespace, &m.shopset.spec, &m.config_path), &m.files))
             .collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         put_len(&mut body, keyed.len());
