@@ -21,6 +21,8 @@ pub struct GitCache {
     /// The last tree hashed for each branch (`url#branch`), so a sync hashes only what changed
     /// since.
     last_hashes: Mutex<HashMap<String, LastHash>>,
+    /// URLs whose repository this process swept of a dead writer's temporary files.
+    swept: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What libgit2 may keep of parsed objects, over all handles of the process: a few versions of a
@@ -58,6 +60,7 @@ impl GitCache {
             locks: Mutex::new(HashMap::new()),
             idle: Arc::default(),
             last_hashes: Mutex::default(),
+            swept: Mutex::default(),
         }
     }
 
@@ -112,6 +115,10 @@ impl GitCache {
                 }
             },
         };
+        // Once a process: a writer killed between writing a pack and renaming it left its file.
+        if self.swept.lock().unwrap_or_else(|p| p.into_inner()).insert(url.to_string()) {
+            super::packfile::sweep_temporaries(&repo, super::packfile::STALE_TEMPORARY);
+        }
         Ok(Remote::new(repo, url, auth.clone(), lock, self.idle.clone()))
     }
 }

@@ -180,6 +180,33 @@ fn store(repo: &Repository, pack: &[u8], idx: &[u8]) -> Result<(), git2::Error> 
     repo.odb()?.refresh()
 }
 
+/// How old a temporary pack file must be before [`sweep_temporaries`] takes it for a writer's
+/// that died: a live writer renames its file into place within the second it wrote it.
+pub const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the temporary files [`store`] left behind in `repo` when its process died between
+/// writing and renaming one (`tmp_pack_*`, older than `older_than`); returns how many.
+pub fn sweep_temporaries(repo: &Repository, older_than: std::time::Duration) -> usize {
+    let dir = repo.path().join("objects").join("pack");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        if !entry.file_name().to_string_lossy().starts_with("tmp_pack_") {
+            continue;
+        }
+        let modified = entry.metadata().and_then(|m| m.modified());
+        let stale = modified.is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= older_than));
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(repository = %repo.path().display(), removed, "removed temporary pack files of a writer that died");
+    }
+    removed
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -187,6 +214,29 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporaries_a_dead_writer_left_are_swept_and_a_live_writers_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let packs = dir.path().join("objects").join("pack");
+        std::fs::create_dir_all(&packs).expect("pack dir");
+        let old = packs.join("tmp_pack_dead01");
+        let young = packs.join("tmp_pack_live01");
+        let other = packs.join("pack-0000.keep");
+        for p in [&old, &young, &other] {
+            std::fs::write(p, b"half a pack").expect("write");
+        }
+        let two_hours_ago = std::time::SystemTime::now() - 2 * STALE_TEMPORARY;
+        for p in [&old, &other] {
+            let f = std::fs::File::options().write(true).open(p).expect("open");
+            f.set_modified(two_hours_ago).expect("age the file");
+        }
+        assert_eq!(sweep_temporaries(&repo, STALE_TEMPORARY), 1);
+        assert!(!old.exists(), "a dead writer's temporary is left");
+        assert!(young.exists(), "a live writer's temporary is gone");
+        assert!(other.exists(), "a file that is not a temporary of ours is gone");
+    }
 
     #[test]
     fn a_pack_and_index_written_here_are_read_by_libgit2_and_git() {

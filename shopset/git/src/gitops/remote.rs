@@ -222,6 +222,8 @@ impl Remote {
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
         opts.download_tags(git2::AutotagOption::None);
+        // Nothing reads FETCH_HEAD in a cache, and writing it is a file to create at every fetch.
+        opts.update_fetchhead(false);
         remote.fetch(&refspecs, Some(&mut opts), None).map_err(|e| self.git_error(e))?;
         self.keep_packs_few();
         Ok(())
@@ -417,6 +419,7 @@ impl Remote {
             let mut opts = FetchOptions::new();
             opts.remote_callbacks(self.callbacks());
             opts.download_tags(git2::AutotagOption::None);
+            opts.update_fetchhead(false);
             let refspec = format!("+{refname}:refs/shopset/fetched/{refname}");
             remote.fetch(&[refspec], Some(&mut opts), None).map_err(|e| self.git_error(e))?;
             self.keep_packs_few();
