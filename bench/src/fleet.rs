@@ -77,8 +77,18 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
         note: format!("all {TIERS} tiers: {}", ms(all)),
     });
 
+    // A person's warm clone of one tier, for the same kind of push by plain git (its own branch,
+    // so that it never races the syncs): one file of one ShopSet changed, committed, pushed.
+    let hand = scratch.join(format!("fleet-hand-{total}"));
+    let _ = std::fs::remove_dir_all(&hand);
+    git(scratch, &["clone", "-q", "--branch", &names[0], &system, &hand.to_string_lossy()]);
+    let hand_file = format!("shopsets/{}-cell-{:04}/kustomization.yaml", names[0], per_tier / 2);
+    let hand_branch = format!("HEAD:refs/heads/{}-by-hand", names[0]);
+    git(&hand, &["push", "-q", "origin", &hand_branch]);
+
     let (mut one, mut bump) = (Vec::new(), Vec::new());
     let (mut one_cpu, mut bump_cpu) = (Vec::new(), Vec::new());
+    let (mut one_push, mut one_rest, mut hand_push) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations {
         // A different tier each time, and the ShopSet in its middle.
         let t = (i * 3) % TIERS;
@@ -86,8 +96,19 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
         changed.spec.destination = Some(destinations()[(per_tier / 2) % 3].name.clone());
         inputs[t].shopsets[per_tier / 2] = changed.into();
         let cpu = process_cpu();
-        one.push(sync(&cache, &inputs[t], &renderer));
+        let (took, push) = sync_split(&cache, &inputs[t], &renderer);
         one_cpu.push(process_cpu() - cpu);
+        one.push(took);
+        one_push.push(push);
+        one_rest.push(took.saturating_sub(push));
+        let path = hand.join(&hand_file);
+        let mut text = std::fs::read_to_string(&path).expect("the by-hand clone's file");
+        text.push_str(&format!("# change {i}\n"));
+        std::fs::write(&path, text).expect("write the by-hand change");
+        git(&hand, &["-c", "user.name=someone", "-c", "user.email=someone@example.com", "commit", "-qam", "by hand"]);
+        let started = Instant::now();
+        git(&hand, &["push", "-q", "origin", &hand_branch]);
+        hand_push.push(started.elapsed());
         commit_files(&r.app, &names[t], &[("base/CHANGES.md", &format!("change {i}\n"))], &format!("change {i}"));
         let cpu = process_cpu();
         bump.push(sync(&cache, &inputs[t], &renderer));
@@ -98,6 +119,20 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
         samples: one,
         baseline: None,
         note: format!("{iterations} runs, one tier of {per_tier} each"),
+    });
+    // The wall clock of one change, split: the push (mostly the git server's receive-pack), beside a
+    // plain `git push` of one changed file by a person, and everything else the sync does.
+    rows.push(Row {
+        scenario: format!("fleet {total} ShopSets: one ShopSet changed, its push"),
+        samples: one_push,
+        baseline: Some(hand_push),
+        note: format!("{iterations} runs; by hand: `git push` of one changed file from a warm clone"),
+    });
+    rows.push(Row {
+        scenario: format!("fleet {total} ShopSets: one ShopSet changed, all but its push"),
+        samples: one_rest,
+        baseline: None,
+        note: format!("{iterations} runs: resolve, render, hash, write"),
     });
     rows.push(Row {
         scenario: format!("fleet {total} ShopSets: app submodule bump of one tier"),
@@ -120,6 +155,16 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
         note: format!("{iterations} runs, {per_tier} ShopSets each"),
     });
     drop(r);
+}
+
+/// One sync of `input`: its wall clock, and that of its push.
+fn sync_split(cache: &GitCache, input: &TierInput, renderer: &Renderer) -> (Duration, Duration) {
+    let t = Instant::now();
+    let report =
+        shopset::sync::sync_tier(cache, &Default::default(), input, renderer, &Default::default()).expect("sync");
+    let took = t.elapsed();
+    let push = report.stages.iter().filter(|(name, _)| *name == "push").map(|(_, d)| *d).sum();
+    (took, push)
 }
 
 /// CPU time of this process so far, over all its threads.

@@ -463,6 +463,7 @@ mod tests {
             shopsets: Default::default(),
             diff: None,
             tree: Default::default(),
+            stages: Vec::new(),
         };
         let outcome = Outcome::Synced {
             input: &input,

@@ -154,6 +154,9 @@ pub struct SyncReport {
     /// The rendered tree (the controller applies its Applications).
     #[serde(skip)]
     pub tree: Arc<Tree>,
+    /// The time each stage took (resolve, render, ..., push), as logged at debug level.
+    #[serde(skip)]
+    pub stages: Vec<(&'static str, Duration)>,
 }
 
 /// ShopSets whose overlays changed.
@@ -204,7 +207,7 @@ pub fn sync_tier(
     resolved.create_missing_branches()?;
     let outcome = push_with_retry(&resolved, &system, target, &tree, &mut hashed, opts, &mut phases)?;
     phases.report();
-    Ok(outcome.into_report(&resolved, false, tree))
+    Ok(SyncReport { stages: phases.spent, ..outcome.into_report(&resolved, false, tree) })
 }
 
 /// The time each stage of a sync took, logged at debug level as one line (`sync timings`): where
@@ -290,6 +293,7 @@ impl Outcome {
             shopsets: self.shopsets,
             diff: self.diff,
             tree,
+            stages: Vec::new(),
         }
     }
 }
