@@ -10,6 +10,7 @@
 //! | [`receive_pack`] | a push of a pack built from what a sync wrote, over libgit2's transports |
 //! | [`packfile`] | packs and their indexes written from objects we hold |
 //! | [`packs`] | a cache's pack files merged past git's `gc.autoPackLimit` |
+//! | [`delta`] | deltas between versions of one large tree, for merged packs |
 //! | [`hashed`] | a rendered tree hashed as git would, compared with a branch by ids |
 //! | [`diff`] | unified diffs of two trees |
 //! | [`known_hosts`] | SSH host keys against OpenSSH known_hosts lines |
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod cache;
+mod delta;
 pub mod diff;
 pub mod error;
 pub mod hashed;

@@ -30,21 +30,70 @@ pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
             ObjectType::Tag => 4,
             _ => return Err(git2::Error::from_str("an object of no type in a pack")),
         };
-        // Type and size: 4 bits of size in the first byte, then 7 bits a byte, low bits first.
-        let mut size = bytes.len();
-        let mut byte = (code << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            out.push(byte | 0x80);
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        out.push(byte);
+        entry_header(code, bytes.len(), &mut out);
         deflate(bytes, &mut out)?;
         entries.push((start as u64, crc32(&out[start..])));
     }
     seal(&mut out);
     Ok(Built { bytes: out, entries })
+}
+
+/// Type code of a delta entry whose base is named by its distance back in the same pack.
+pub const OFS_DELTA: u8 = 6;
+
+/// Appends an entry's header: its type code and the size of what it inflates to (4 bits of size
+/// in the first byte, then 7 bits a byte, low bits first).
+pub fn entry_header(code: u8, size: usize, out: &mut Vec<u8>) {
+    let mut size = size;
+    let mut byte = (code << 4) | (size & 0x0f) as u8;
+    size >>= 4;
+    while size > 0 {
+        out.push(byte | 0x80);
+        byte = (size & 0x7f) as u8;
+        size >>= 7;
+    }
+    out.push(byte);
+}
+
+/// Reads an entry's header at the start of `bytes`: type code, inflated size, header length.
+pub fn read_entry_header(bytes: &[u8]) -> Option<(u8, usize, usize)> {
+    let first = *bytes.first()?;
+    let code = (first >> 4) & 7;
+    let mut size = usize::from(first & 0x0f);
+    let (mut shift, mut at, mut byte) = (4u32, 1, first);
+    while byte & 0x80 != 0 {
+        byte = *bytes.get(at)?;
+        size |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        shift += 7;
+        at += 1;
+    }
+    Some((code, size, at))
+}
+
+/// Appends the distance back to an OFS_DELTA entry's base, as git writes it (big-endian groups of
+/// 7 bits, each but the last with its high bit set and one less than its value).
+pub fn ofs_encode(mut distance: u64, out: &mut Vec<u8>) {
+    let mut groups = vec![(distance & 0x7f) as u8];
+    distance >>= 7;
+    while distance > 0 {
+        distance -= 1;
+        groups.push(0x80 | (distance & 0x7f) as u8);
+        distance >>= 7;
+    }
+    out.extend(groups.iter().rev());
+}
+
+/// Reads the distance [`ofs_encode`] wrote at the start of `bytes`: the distance and its length.
+pub fn ofs_decode(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut byte = *bytes.first()?;
+    let mut distance = u64::from(byte & 0x7f);
+    let mut at = 1;
+    while byte & 0x80 != 0 {
+        byte = *bytes.get(at)?;
+        distance = distance.checked_add(1)?.checked_shl(7)? | u64::from(byte & 0x7f);
+        at += 1;
+    }
+    Some((distance, at))
 }
 
 /// The header of a pack of `count` objects (version 2), with room for `bytes` more.
@@ -77,8 +126,18 @@ pub fn store_indexed(
     Ok(repo.path().join("objects").join("pack").join(format!("pack-{}.pack", hex(checksum))))
 }
 
+/// Inflates the zlib stream at the start of `bytes` into `size` bytes; None when it is not one.
+pub fn inflate(bytes: &[u8], size: usize) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; size];
+    let mut written = libz_sys::uLong::try_from(size).ok()?;
+    let source_len = libz_sys::uLong::try_from(bytes.len()).ok()?;
+    // SAFETY: `size` bytes at `out` for the output, `bytes` for the input.
+    let rc = unsafe { libz_sys::uncompress(out.as_mut_ptr(), &mut written, bytes.as_ptr(), source_len) };
+    (rc == libz_sys::Z_OK && usize::try_from(written).ok()? == size).then_some(out)
+}
+
 /// Appends `bytes` as one zlib stream at the fastest level, as libgit2 writes loose objects.
-fn deflate(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), git2::Error> {
+pub fn deflate(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), git2::Error> {
     let failed = || git2::Error::from_str("zlib could not compress an object");
     let source_len = libz_sys::uLong::try_from(bytes.len()).map_err(|_| failed())?;
     // SAFETY: pure function of a length.

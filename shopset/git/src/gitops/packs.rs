@@ -9,8 +9,11 @@
 //! --geometric=2` does: the small packs are merged, and a pack at least twice the size of all
 //! smaller ones together is left as it is, so the large packs of first clones and first renders are
 //! not rewritten at every merge, nor is an earlier merge's pack until the new ones add up to half
-//! of it. Packs of whole objects (a sync's) are merged by copying their entries; those with deltas
-//! by libgit2's pack builder.
+//! of it. Packs of whole objects (a sync's) and of deltas of entries in the same pack (merges,
+//! git's own fetches) are merged by copying their entries, a large tree written again by each sync
+//! stored as a delta of its last version ([`super::delta`]): the cache grows by tens of bytes a
+//! change for the 45 KB directories that list a tier, not by the directories. Packs with deltas
+//! named by id (libgit2's pack builder) are merged by libgit2's pack builder.
 //!
 //! Merging is safe beside other handles on the same repository: the merged pack holds every object
 //! of the packs it replaces (not only what refs reach: a sync may be holding a commit it fetched a
@@ -23,7 +26,7 @@ use std::time::Instant;
 
 use git2::{Oid, Repository};
 
-use super::packfile;
+use super::{delta, packfile};
 
 /// More packs than this, and the small ones are merged into one (git's `gc.autoPackLimit`).
 pub const PACK_LIMIT: usize = 50;
@@ -40,13 +43,15 @@ struct Pack {
     pack: PathBuf,
     idx: PathBuf,
     bytes: u64,
+    /// When it was written: a merge copies older packs first, so a tree's next version follows it.
+    modified: std::time::SystemTime,
 }
 
 /// Merges the repository's small packs when it holds more than `limit`; None when it holds no more
-/// (the usual case: one directory listing) or none is small. Packs of whole objects only (a
-/// sync's, [`super::packfile`]) are merged by copying their entries as they are; the others
-/// (libgit2's fetches, with deltas) by libgit2's pack builder, which searches deltas again: seconds
-/// for the 45 KB trees of a large tier, where a copy takes milliseconds.
+/// (the usual case: one directory listing) or none is small. Packs a copy can merge (a sync's,
+/// [`super::packfile`], earlier merges, fetches with OFS deltas) are merged by [`copy_merge`]; the
+/// others (deltas named by id) by libgit2's pack builder, which searches deltas again: seconds for
+/// the 45 KB trees of a large tier, where a copy takes milliseconds.
 pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>, git2::Error> {
     let dir = repo.path().join("objects").join("pack");
     // Counted by name first: a sync asks after every pack it writes, and most find too few.
@@ -66,23 +71,23 @@ pub fn merge_when_many(repo: &Repository, limit: usize) -> Result<Option<Merged>
     if small.len() < 2 {
         return Ok(None);
     }
-    let (mut plain, mut other) = (Vec::new(), Vec::new());
+    let (mut copied, mut other) = (Vec::new(), Vec::new());
     for p in small {
-        match whole_entries(p)? {
-            Some(entries) => plain.push((p, entries)),
+        match copyable(p)? {
+            Some(entries) => copied.push((p, entries)),
             None => other.push(p),
         }
     }
-    if plain.len() < 2 {
-        other.extend(plain.drain(..).map(|(p, _)| p));
+    if copied.len() < 2 {
+        other.extend(copied.drain(..).map(|(p, _)| p));
     }
     let mut merged = Merged { packs: 0, objects: 0 };
-    if !plain.is_empty() {
-        merged.objects += copy_merge(repo, &plain)?;
-        merged.packs += plain.len();
+    if !copied.is_empty() {
+        merged.objects += copy_merge(repo, &copied)?;
+        merged.packs += copied.len();
     }
     // Still too many: the packs with deltas too.
-    let left = packs.len() - plain.len() + usize::from(!plain.is_empty());
+    let left = packs.len() - copied.len() + usize::from(!copied.is_empty());
     if other.len() >= 2 && left > limit {
         let mut ids = BTreeSet::new();
         for p in &other {
@@ -125,18 +130,25 @@ fn remove(packs: &[&Pack], merged: Option<&str>) {
     }
 }
 
-/// One object's entry in a pack: id, where its bytes are, their CRC-32.
-type Whole = (Oid, std::ops::Range<usize>, u32);
-
-/// A pack of whole objects read: its bytes and its entries.
-struct WholePack {
-    bytes: Vec<u8>,
-    entries: Vec<Whole>,
+/// One object's entry in a pack: id, where its bytes are, their CRC-32, and where its delta's base
+/// starts in the same pack (None for a whole object).
+struct Entry {
+    id: Oid,
+    range: std::ops::Range<usize>,
+    crc: u32,
+    base: Option<usize>,
 }
 
-/// The bytes and entries of a pack whose every object is whole (no deltas); None for a pack with
-/// a delta.
-fn whole_entries(pack: &Pack) -> Result<Option<WholePack>, git2::Error> {
+/// A pack read whole: its bytes and its entries, in the order of their offsets.
+struct CopyablePack {
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+/// The bytes and entries of a pack whose every object is whole or a delta of an object before it
+/// in the same pack (an OFS_DELTA: a sync's packs, the merges of them, git's own fetches); None for
+/// a pack with a delta named by id (libgit2's pack builder writes those).
+fn copyable(pack: &Pack) -> Result<Option<CopyablePack>, git2::Error> {
     let index = read_index(&pack.idx)?;
     let bytes = std::fs::read(&pack.pack)
         .map_err(|e| git2::Error::from_str(&format!("cannot read {}: {e}", pack.pack.display())))?;
@@ -157,35 +169,121 @@ fn whole_entries(pack: &Pack) -> Result<Option<WholePack>, git2::Error> {
         if start < 12 || stop <= start || stop > end {
             return Err(bad("an entry out of the pack"));
         }
-        // Types 1 to 4 are whole objects; 6 and 7 are deltas.
-        if !(1..=4).contains(&((bytes[start] >> 4) & 7)) {
-            return Ok(None);
-        }
-        entries.push((index.ids[i], start..stop, index.crcs[i]));
+        // Types 1 to 4 are whole objects; 6 is a delta of an entry before it, 7 of an object by id.
+        let base = match (bytes[start] >> 4) & 7 {
+            1..=4 => None,
+            packfile::OFS_DELTA => {
+                let (_, _, header) =
+                    packfile::read_entry_header(&bytes[start..stop]).ok_or_else(|| bad("a bad entry"))?;
+                let (distance, _) =
+                    packfile::ofs_decode(&bytes[start + header..stop]).ok_or_else(|| bad("a bad delta offset"))?;
+                let base = usize::try_from(distance).ok().and_then(|d| start.checked_sub(d));
+                Some(base.filter(|b| *b >= 12).ok_or_else(|| bad("a delta whose base is outside the pack"))?)
+            }
+            _ => return Ok(None),
+        };
+        entries.push(Entry { id: index.ids[i], range: start..stop, crc: index.crcs[i], base });
     }
-    Ok(Some(WholePack { bytes, entries }))
+    Ok(Some(CopyablePack { bytes, entries }))
 }
 
-/// Merges packs of whole objects into one by copying their entries (each object once) and
-/// indexing them with the CRC-32s their indexes hold; returns the number of objects.
-fn copy_merge(repo: &Repository, packs: &[(&Pack, WholePack)]) -> Result<usize, git2::Error> {
-    let mut seen = std::collections::HashSet::new();
-    let copied: Vec<(Oid, &[u8], u32)> = packs
-        .iter()
-        .flat_map(|(_, w)| w.entries.iter().map(|(id, range, crc)| (*id, &w.bytes[range.clone()], *crc)))
-        .filter(|(id, _, _)| seen.insert(*id))
-        .collect();
-    let mut out = packfile::header(copied.len(), copied.iter().map(|(_, b, _)| b.len()).sum())?;
-    let (mut ids, mut entries) = (Vec::with_capacity(copied.len()), Vec::with_capacity(copied.len()));
-    for (id, bytes, crc) in copied {
-        ids.push(id);
-        entries.push((out.len() as u64, crc));
-        out.extend_from_slice(bytes);
+/// Trees this large are stored as a delta of their last version when packs are merged ([`delta`]).
+const DELTA_MIN_BYTES: usize = 4096;
+
+/// The longest chain of deltas a merge makes: reading an object at its end applies them all.
+const DELTA_MAX_DEPTH: u32 = 50;
+
+/// The last version seen of a large tree, by its first entry (the tree listing a tier's ShopSets
+/// keeps it): its bytes, where its entry starts in the merged pack, and its depth of deltas.
+struct Version {
+    bytes: Vec<u8>,
+    at: usize,
+    depth: u32,
+}
+
+/// Merges packs into one by copying their entries (each object once), oldest pack first; a large
+/// tree is stored as a delta of its version before it ([`delta::tree_delta`]), and a delta copied
+/// gets its base's new place. Returns the number of objects.
+fn copy_merge(repo: &Repository, packs: &[(&Pack, CopyablePack)]) -> Result<usize, git2::Error> {
+    let mut order: Vec<&(&Pack, CopyablePack)> = packs.iter().collect();
+    order.sort_by_key(|(p, _)| p.modified);
+    let count = {
+        let mut seen = std::collections::HashSet::new();
+        order.iter().flat_map(|(_, w)| w.entries.iter()).filter(|e| seen.insert(e.id)).count()
+    };
+    let mut out = packfile::header(count, order.iter().map(|(_, w)| w.bytes.len()).sum())?;
+    let mut placed: std::collections::HashMap<Oid, usize> = std::collections::HashMap::with_capacity(count);
+    let mut last: std::collections::HashMap<Vec<u8>, Version> = std::collections::HashMap::new();
+    let (mut ids, mut entries) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for (pack, w) in order {
+        let bad = |why: &str| git2::Error::from_str(&format!("{}: {why}", pack.pack.display()));
+        // Where each entry of this pack went, by its offset here: a delta's base is found by it.
+        let mut moved: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        for e in &w.entries {
+            if let Some(at) = placed.get(&e.id) {
+                moved.insert(e.range.start, *at);
+                continue;
+            }
+            let start = out.len();
+            let bytes = &w.bytes[e.range.clone()];
+            let crc = match e.base {
+                Some(base) => {
+                    let base_at = *moved.get(&base).ok_or_else(|| bad("a delta whose base is not an entry"))?;
+                    let (_, _, header) = packfile::read_entry_header(bytes).ok_or_else(|| bad("a bad entry"))?;
+                    let (_, ofs) = packfile::ofs_decode(&bytes[header..]).ok_or_else(|| bad("a bad delta offset"))?;
+                    out.extend_from_slice(&bytes[..header]);
+                    packfile::ofs_encode((start - base_at) as u64, &mut out);
+                    out.extend_from_slice(&bytes[header + ofs..]);
+                    packfile::crc32(&out[start..])
+                }
+                None => match delta_of_last(bytes, start, &mut last) {
+                    Some((delta, base_at)) => {
+                        packfile::entry_header(packfile::OFS_DELTA, delta.len(), &mut out);
+                        packfile::ofs_encode((start - base_at) as u64, &mut out);
+                        packfile::deflate(&delta, &mut out)?;
+                        packfile::crc32(&out[start..])
+                    }
+                    None => {
+                        out.extend_from_slice(bytes);
+                        e.crc
+                    }
+                },
+            };
+            moved.insert(e.range.start, start);
+            placed.insert(e.id, start);
+            ids.push(e.id);
+            entries.push((start as u64, crc));
+        }
     }
+    let entries: Vec<(u64, u32)> = entries;
     packfile::seal(&mut out);
     let merged = packfile::store_indexed(repo, &out, &ids, &entries)?;
     remove(&packs.iter().map(|(p, _)| *p).collect::<Vec<_>>(), merged.file_name().and_then(|n| n.to_str()));
     Ok(ids.len())
+}
+
+/// For a whole entry at `at` of the merged pack: when it is a large tree whose last version was
+/// seen, a delta of that version and where that version's entry is; the tree becomes the last
+/// version either way. None for any other object, or a tree too unlike its last version.
+fn delta_of_last(
+    entry: &[u8],
+    at: usize,
+    last: &mut std::collections::HashMap<Vec<u8>, Version>,
+) -> Option<(Vec<u8>, usize)> {
+    let (code, size, header) = packfile::read_entry_header(entry)?;
+    if code != 2 || size < DELTA_MIN_BYTES {
+        return None;
+    }
+    let tree = packfile::inflate(&entry[header..], size)?;
+    // The first entry's mode and name: the versions of one directory share it.
+    let key = tree[..tree.iter().position(|b| *b == 0)?].to_vec();
+    let delta = last
+        .get(&key)
+        .filter(|v| v.depth < DELTA_MAX_DEPTH)
+        .and_then(|v| delta::tree_delta(&v.bytes, &tree).map(|d| (d, v.at, v.depth + 1)));
+    let depth = delta.as_ref().map_or(0, |(_, _, depth)| *depth);
+    last.insert(key, Version { bytes: tree, at, depth });
+    delta.map(|(d, base_at, _)| (d, base_at))
 }
 
 /// How many of the packs, sorted by size from the smallest, to merge: all below the first pack
@@ -216,8 +314,9 @@ fn list(dir: &Path) -> Vec<Pack> {
             if !idx.is_file() || keep.exists() {
                 return None;
             }
-            let bytes = std::fs::metadata(&pack).ok()?.len();
-            Some(Pack { pack, idx, bytes })
+            let meta = std::fs::metadata(&pack).ok()?;
+            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            Some(Pack { pack, idx, bytes: meta.len(), modified })
         })
         .collect()
 }
@@ -385,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pack_with_deltas_is_not_taken_for_one_of_whole_objects() {
+    fn a_pack_with_deltas_named_by_id_is_not_merged_by_copying() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
         let scratch = Repository::init_bare(dir.path().join("scratch.git")).unwrap();
@@ -399,7 +498,75 @@ mod tests {
         write_whole_pack(&repo, "sync", 3);
         let mut all = list(&repo.path().join("objects/pack"));
         all.sort_by_key(|p| p.bytes);
-        assert!(whole_entries(&all[0]).unwrap().is_some(), "the sync's pack is of whole objects");
-        assert!(whole_entries(&all[1]).unwrap().is_none(), "the builder's pack has deltas");
+        assert!(copyable(&all[0]).unwrap().is_some(), "a sync's pack is copied");
+        assert!(copyable(&all[1]).unwrap().is_none(), "the builder's pack has deltas named by id");
+    }
+
+    /// A sync's pack: one version of a tier's 1,000-entry listing tree (entry `changed` moved to
+    /// `id`) and a small blob, whole, as [`packfile`] writes it.
+    fn write_listing_version(repo: &Repository, changed: usize, id: u8) -> (Oid, Vec<u8>) {
+        let mut tree = Vec::new();
+        for i in 0..1000 {
+            tree.extend_from_slice(format!("40000 cell-{i:04}\0").as_bytes());
+            // Ids as random as real ones, which zlib cannot shrink.
+            let version = if i == changed { u32::from(id) } else { 0 };
+            let entry_id = Oid::hash_object(git2::ObjectType::Blob, format!("{i} {version}").as_bytes()).unwrap();
+            tree.extend_from_slice(entry_id.as_bytes());
+        }
+        let blob = format!("change {changed} {id}\n").into_bytes();
+        let objects = [(git2::ObjectType::Tree, &tree[..]), (git2::ObjectType::Blob, &blob[..])];
+        let ids = [
+            Oid::hash_object(git2::ObjectType::Tree, &tree).unwrap(),
+            Oid::hash_object(git2::ObjectType::Blob, &blob).unwrap(),
+        ];
+        let built = packfile::build(&objects).unwrap();
+        packfile::store_indexed(repo, &built.bytes, &ids, &built.entries).unwrap();
+        // Apart in time, as syncs are: a merge copies the older pack first.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        (ids[0], tree)
+    }
+
+    fn verify(repo: &Repository) {
+        for p in list(&repo.path().join("objects/pack")) {
+            let out = std::process::Command::new("git").arg("verify-pack").arg(&p.idx).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
+    #[test]
+    fn versions_of_a_large_tree_are_merged_as_deltas_and_merged_again_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path().join("cache.git")).unwrap();
+        let mut trees = Vec::new();
+        for sync in 0..=PACK_LIMIT {
+            trees.push(write_listing_version(&repo, sync * 7 % 1000, (sync % 200) as u8 + 2));
+        }
+        let whole: u64 = list(&repo.path().join("objects/pack")).iter().map(|p| p.bytes).sum();
+        merge_when_many(&repo, PACK_LIMIT).unwrap().expect("merged past the limit");
+        let merged = list(&repo.path().join("objects/pack"));
+        assert_eq!(merged.len(), 1);
+        // 51 versions of a 37 KB tree: one stored whole, the others as deltas of tens of bytes.
+        assert!(merged[0].bytes * 20 < whole, "{} bytes merged from {whole}", merged[0].bytes);
+        verify(&repo);
+        // Merged again with more syncs' packs: the deltas copied get their bases' new places. An
+        // older pack holding the first sync's blob moves every entry after it closer to its base.
+        let blob = b"change 0 2\n";
+        let blob_id = Oid::hash_object(git2::ObjectType::Blob, blob).unwrap();
+        let built = packfile::build(&[(git2::ObjectType::Blob, &blob[..])]).unwrap();
+        let older = packfile::store_indexed(&repo, &built.bytes, &[blob_id], &built.entries).unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&older).unwrap().set_modified(hour_ago).unwrap();
+        for sync in 0..=PACK_LIMIT {
+            trees.push(write_listing_version(&repo, 999 - sync, 250));
+        }
+        merge_when_many(&repo, PACK_LIMIT).unwrap().expect("merged past the limit again");
+        assert_eq!(packs(&repo), 1, "the first merge's pack, with its deltas, merged again");
+        verify(&repo);
+        let fresh = Repository::open_bare(repo.path()).unwrap();
+        let odb = fresh.odb().unwrap();
+        for (id, bytes) in &trees {
+            let read = odb.read(*id).unwrap_or_else(|e| panic!("{id} lost: {e}"));
+            assert_eq!(read.data(), &bytes[..], "{id} reads back other bytes");
+        }
     }
 }
