@@ -13,7 +13,7 @@ use shopset::manifests::TierInput;
 use shopset::render::Renderer;
 use shopset_e2e::gitserver::{commit_files, git};
 
-use crate::{Row, ms, repos, shopset, sync, tier_input};
+use crate::{Row, ms, repos, shopset, sync, sync_split, tier_input};
 
 pub const TIERS: usize = 10;
 
@@ -155,16 +155,6 @@ pub fn run(total: usize, iterations: usize, rows: &mut Vec<Row>, scratch: &Path)
         note: format!("{iterations} runs, {per_tier} ShopSets each"),
     });
     drop(r);
-}
-
-/// One sync of `input`: its wall clock, and that of its push.
-fn sync_split(cache: &GitCache, input: &TierInput, renderer: &Renderer) -> (Duration, Duration) {
-    let t = Instant::now();
-    let report =
-        shopset::sync::sync_tier(cache, &Default::default(), input, renderer, &Default::default()).expect("sync");
-    let took = t.elapsed();
-    let push = report.stages.iter().filter(|(name, _)| *name == "push").map(|(_, d)| *d).sum();
-    (took, push)
 }
 
 /// CPU time of this process so far, over all its threads.
