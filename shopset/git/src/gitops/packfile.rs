@@ -17,7 +17,15 @@ pub struct Built {
     pub entries: Vec<(u64, u32)>,
 }
 
-/// A pack of these objects, whole (no deltas), each compressed for speed.
+/// Trees this large are stored in a sync's pack without compression: the directories that list a
+/// tier (about 45 KB each at 1,000 ShopSets) are written again at every change, and compressing
+/// them was most of what one change cost more in a large tier than in a small one. A merge of the
+/// cache's packs stores them as deltas, and compresses the versions it keeps whole
+/// ([`super::packs`]).
+pub const STORED_TREE_BYTES: usize = 16 * 1024;
+
+/// A pack of these objects, whole (no deltas), each compressed for speed but large trees
+/// ([`STORED_TREE_BYTES`]).
 pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
     let mut out = header(objects.len(), objects.iter().map(|(_, b)| b.len() + 16).sum())?;
     let mut entries = Vec::with_capacity(objects.len());
@@ -31,7 +39,8 @@ pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
             _ => return Err(git2::Error::from_str("an object of no type in a pack")),
         };
         entry_header(code, bytes.len(), &mut out);
-        deflate(bytes, &mut out)?;
+        let stored = *kind == ObjectType::Tree && bytes.len() >= STORED_TREE_BYTES;
+        deflate_at(bytes, if stored { 0 } else { libz_sys::Z_BEST_SPEED }, &mut out)?;
         entries.push((start as u64, crc32(&out[start..])));
     }
     seal(&mut out);
@@ -138,6 +147,11 @@ pub fn inflate(bytes: &[u8], size: usize) -> Option<Vec<u8>> {
 
 /// Appends `bytes` as one zlib stream at the fastest level, as libgit2 writes loose objects.
 pub fn deflate(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), git2::Error> {
+    deflate_at(bytes, libz_sys::Z_BEST_SPEED, out)
+}
+
+/// Appends `bytes` as one zlib stream at `level` (0: stored, not compressed).
+fn deflate_at(bytes: &[u8], level: std::ffi::c_int, out: &mut Vec<u8>) -> Result<(), git2::Error> {
     let failed = || git2::Error::from_str("zlib could not compress an object");
     let source_len = libz_sys::uLong::try_from(bytes.len()).map_err(|_| failed())?;
     // SAFETY: pure function of a length.
@@ -146,9 +160,7 @@ pub fn deflate(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), git2::Error> {
     out.resize(start + usize::try_from(bound).map_err(|_| failed())?, 0);
     let mut written = bound;
     // SAFETY: `bound` bytes free at `start` for the output, `bytes` for the input.
-    let rc = unsafe {
-        libz_sys::compress2(out[start..].as_mut_ptr(), &mut written, bytes.as_ptr(), source_len, libz_sys::Z_BEST_SPEED)
-    };
+    let rc = unsafe { libz_sys::compress2(out[start..].as_mut_ptr(), &mut written, bytes.as_ptr(), source_len, level) };
     if rc != libz_sys::Z_OK {
         return Err(failed());
     }
@@ -318,6 +330,33 @@ mod tests {
             .expect("git verify-pack");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("non delta: 300 objects"));
+    }
+
+    #[test]
+    fn a_large_tree_is_stored_without_compression_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let mut tree = Vec::new();
+        for i in 0..1000 {
+            tree.extend_from_slice(format!("40000 cell-{i:04}\0").as_bytes());
+            tree.extend_from_slice(
+                Oid::hash_object(ObjectType::Blob, &i.to_string().into_bytes()).expect("id").as_bytes(),
+            );
+        }
+        let small = b"100644 README.md\0aaaaaaaaaaaaaaaaaaaa".to_vec();
+        let objects = [(ObjectType::Tree, &tree[..]), (ObjectType::Tree, &small[..])];
+        let ids: Vec<Oid> = objects.iter().map(|(k, b)| Oid::hash_object(*k, b).expect("hash")).collect();
+        let built = build(&objects).expect("pack");
+        // The large tree's entry holds every byte of it (stored blocks); the small one is compressed.
+        let large_entry = built.entries[1].0 - built.entries[0].0;
+        assert!(tree.len() >= STORED_TREE_BYTES && large_entry as usize > tree.len(), "{large_entry} bytes");
+        let pack = store_indexed(&repo, &built.bytes, &ids, &built.entries).expect("store");
+        let odb = repo.odb().expect("odb");
+        assert_eq!(odb.read(ids[0]).expect("read").data(), &tree[..]);
+        assert_eq!(odb.read(ids[1]).expect("read").data(), &small[..]);
+        let out = std::process::Command::new("git").arg("verify-pack").arg(pack.with_extension("idx")).output();
+        let out = out.expect("git verify-pack");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     #[test]

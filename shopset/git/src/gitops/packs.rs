@@ -237,10 +237,15 @@ fn copy_merge(repo: &Repository, packs: &[(&Pack, CopyablePack)]) -> Result<usiz
                     packfile::crc32(&out[start..])
                 }
                 None => match delta_of_last(bytes, start, &mut last) {
-                    Some((delta, base_at)) => {
+                    Some(Stored::Delta(delta, base_at)) => {
                         packfile::entry_header(packfile::OFS_DELTA, delta.len(), &mut out);
                         packfile::ofs_encode((start - base_at) as u64, &mut out);
                         packfile::deflate(&delta, &mut out)?;
+                        packfile::crc32(&out[start..])
+                    }
+                    Some(Stored::Compressed(tree)) => {
+                        packfile::entry_header(2, tree.len(), &mut out);
+                        packfile::deflate(&tree, &mut out)?;
                         packfile::crc32(&out[start..])
                     }
                     None => {
@@ -262,14 +267,19 @@ fn copy_merge(repo: &Repository, packs: &[(&Pack, CopyablePack)]) -> Result<usiz
     Ok(ids.len())
 }
 
+/// How a merge stores a large tree other than by copying its entry.
+enum Stored {
+    /// As a delta of the entry at this place of the merged pack.
+    Delta(Vec<u8>, usize),
+    /// Whole, compressed: a sync stored it without ([`packfile::STORED_TREE_BYTES`]).
+    Compressed(Vec<u8>),
+}
+
 /// For a whole entry at `at` of the merged pack: when it is a large tree whose last version was
-/// seen, a delta of that version and where that version's entry is; the tree becomes the last
-/// version either way. None for any other object, or a tree too unlike its last version.
-fn delta_of_last(
-    entry: &[u8],
-    at: usize,
-    last: &mut std::collections::HashMap<Vec<u8>, Version>,
-) -> Option<(Vec<u8>, usize)> {
+/// seen, a delta of that version and where that version's entry is; when it is kept whole and was
+/// stored without compression, the tree to compress. The tree becomes the last version either
+/// way. None for any other object, or a compressed tree kept whole.
+fn delta_of_last(entry: &[u8], at: usize, last: &mut std::collections::HashMap<Vec<u8>, Version>) -> Option<Stored> {
     let (code, size, header) = packfile::read_entry_header(entry)?;
     if code != 2 || size < DELTA_MIN_BYTES {
         return None;
@@ -282,8 +292,14 @@ fn delta_of_last(
         .filter(|v| v.depth < DELTA_MAX_DEPTH)
         .and_then(|v| delta::tree_delta(&v.bytes, &tree).map(|d| (d, v.at, v.depth + 1)));
     let depth = delta.as_ref().map_or(0, |(_, _, depth)| *depth);
+    // A zlib stream of stored blocks is longer than what it holds; a compressed one is not.
+    let stored = entry.len() - header >= size;
+    let kept = stored.then(|| tree.clone());
     last.insert(key, Version { bytes: tree, at, depth });
-    delta.map(|(d, base_at, _)| (d, base_at))
+    match delta {
+        Some((d, base_at, _)) => Some(Stored::Delta(d, base_at)),
+        None => kept.map(Stored::Compressed),
+    }
 }
 
 /// How many of the packs, sorted by size from the smallest, to merge: all below the first pack
@@ -545,8 +561,10 @@ mod tests {
         merge_when_many(&repo, PACK_LIMIT).unwrap().expect("merged past the limit");
         let merged = list(&repo.path().join("objects/pack"));
         assert_eq!(merged.len(), 1);
-        // 51 versions of a 37 KB tree: one stored whole, the others as deltas of tens of bytes.
+        // 51 versions of a 37 KB tree: one kept whole, compressed (a sync stores it without), the
+        // others as deltas of tens of bytes.
         assert!(merged[0].bytes * 20 < whole, "{} bytes merged from {whole}", merged[0].bytes);
+        assert!((merged[0].bytes as usize) < trees[0].1.len(), "the version kept whole is not compressed");
         verify(&repo);
         // Merged again with more syncs' packs: the deltas copied get their bases' new places. An
         // older pack holding the first sync's blob moves every entry after it closer to its base.
