@@ -33,7 +33,7 @@ pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
         let start = out.len();
         let code: u8 = match kind {
             ObjectType::Commit => 1,
-            ObjectType::Tree => 2,
+            ObjectType::Tree => TREE,
             ObjectType::Blob => 3,
             ObjectType::Tag => 4,
             _ => return Err(git2::Error::from_str("an object of no type in a pack")),
@@ -46,6 +46,9 @@ pub fn build(objects: &[(ObjectType, &[u8])]) -> Result<Built, git2::Error> {
     seal(&mut out);
     Ok(Built { bytes: out, entries })
 }
+
+/// Type code of a tree entry.
+pub const TREE: u8 = 2;
 
 /// Type code of a delta entry whose base is named by its distance back in the same pack.
 pub const OFS_DELTA: u8 = 6;

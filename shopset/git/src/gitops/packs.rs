@@ -130,13 +130,21 @@ fn remove(packs: &[&Pack], merged: Option<&str>) {
     }
 }
 
-/// One object's entry in a pack: id, where its bytes are, their CRC-32, and where its delta's base
-/// starts in the same pack (None for a whole object).
+/// One object's entry in a pack: id, where its bytes are, their CRC-32, and for a delta, where
+/// its base starts in the same pack.
 struct Entry {
     id: Oid,
     range: std::ops::Range<usize>,
     crc: u32,
-    base: Option<usize>,
+    delta: Option<OfsDelta>,
+}
+
+/// Where an OFS_DELTA entry's base starts in its pack, and how long the entry's header and base
+/// distance are (what a copy writes anew).
+struct OfsDelta {
+    base: usize,
+    header: usize,
+    distance: usize,
 }
 
 /// A pack read whole: its bytes and its entries, in the order of their offsets.
@@ -170,19 +178,20 @@ fn copyable(pack: &Pack) -> Result<Option<CopyablePack>, git2::Error> {
             return Err(bad("an entry out of the pack"));
         }
         // Types 1 to 4 are whole objects; 6 is a delta of an entry before it, 7 of an object by id.
-        let base = match (bytes[start] >> 4) & 7 {
+        let delta = match (bytes[start] >> 4) & 7 {
             1..=4 => None,
             packfile::OFS_DELTA => {
                 let (_, _, header) =
                     packfile::read_entry_header(&bytes[start..stop]).ok_or_else(|| bad("a bad entry"))?;
-                let (distance, _) =
+                let (back, distance) =
                     packfile::ofs_decode(&bytes[start + header..stop]).ok_or_else(|| bad("a bad delta offset"))?;
-                let base = usize::try_from(distance).ok().and_then(|d| start.checked_sub(d));
-                Some(base.filter(|b| *b >= 12).ok_or_else(|| bad("a delta whose base is outside the pack"))?)
+                let base = usize::try_from(back).ok().and_then(|d| start.checked_sub(d));
+                let base = base.filter(|b| *b >= 12).ok_or_else(|| bad("a delta whose base is outside the pack"))?;
+                Some(OfsDelta { base, header, distance })
             }
             _ => return Ok(None),
         };
-        entries.push(Entry { id: index.ids[i], range: start..stop, crc: index.crcs[i], base });
+        entries.push(Entry { id: index.ids[i], range: start..stop, crc: index.crcs[i], delta });
     }
     Ok(Some(CopyablePack { bytes, entries }))
 }
@@ -226,14 +235,12 @@ fn copy_merge(repo: &Repository, packs: &[(&Pack, CopyablePack)]) -> Result<usiz
             }
             let start = out.len();
             let bytes = &w.bytes[e.range.clone()];
-            let crc = match e.base {
-                Some(base) => {
-                    let base_at = *moved.get(&base).ok_or_else(|| bad("a delta whose base is not an entry"))?;
-                    let (_, _, header) = packfile::read_entry_header(bytes).ok_or_else(|| bad("a bad entry"))?;
-                    let (_, ofs) = packfile::ofs_decode(&bytes[header..]).ok_or_else(|| bad("a bad delta offset"))?;
-                    out.extend_from_slice(&bytes[..header]);
+            let crc = match &e.delta {
+                Some(OfsDelta { base, header, distance }) => {
+                    let base_at = *moved.get(base).ok_or_else(|| bad("a delta whose base is not an entry"))?;
+                    out.extend_from_slice(&bytes[..*header]);
                     packfile::ofs_encode((start - base_at) as u64, &mut out);
-                    out.extend_from_slice(&bytes[header + ofs..]);
+                    out.extend_from_slice(&bytes[header + distance..]);
                     packfile::crc32(&out[start..])
                 }
                 None => match delta_of_last(bytes, start, &mut last) {
@@ -243,9 +250,9 @@ fn copy_merge(repo: &Repository, packs: &[(&Pack, CopyablePack)]) -> Result<usiz
                         packfile::deflate(&delta, &mut out)?;
                         packfile::crc32(&out[start..])
                     }
-                    Some(Stored::Compressed(tree)) => {
-                        packfile::entry_header(2, tree.len(), &mut out);
-                        packfile::deflate(&tree, &mut out)?;
+                    Some(Stored::Compressed { size, zlib }) => {
+                        packfile::entry_header(packfile::TREE, size, &mut out);
+                        out.extend_from_slice(&zlib);
                         packfile::crc32(&out[start..])
                     }
                     None => {
@@ -260,7 +267,6 @@ fn copy_merge(repo: &Repository, packs: &[(&Pack, CopyablePack)]) -> Result<usiz
             entries.push((start as u64, crc));
         }
     }
-    let entries: Vec<(u64, u32)> = entries;
     packfile::seal(&mut out);
     let merged = packfile::store_indexed(repo, &out, &ids, &entries)?;
     remove(&packs.iter().map(|(p, _)| *p).collect::<Vec<_>>(), merged.file_name().and_then(|n| n.to_str()));
@@ -271,8 +277,9 @@ fn copy_merge(repo: &Repository, packs: &[(&Pack, CopyablePack)]) -> Result<usiz
 enum Stored {
     /// As a delta of the entry at this place of the merged pack.
     Delta(Vec<u8>, usize),
-    /// Whole, compressed: a sync stored it without ([`packfile::STORED_TREE_BYTES`]).
-    Compressed(Vec<u8>),
+    /// Whole, compressed (a sync stored it without, [`packfile::STORED_TREE_BYTES`]): its size and
+    /// its zlib stream.
+    Compressed { size: usize, zlib: Vec<u8> },
 }
 
 /// For a whole entry at `at` of the merged pack: when it is a large tree whose last version was
@@ -281,7 +288,7 @@ enum Stored {
 /// way. None for any other object, or a compressed tree kept whole.
 fn delta_of_last(entry: &[u8], at: usize, last: &mut std::collections::HashMap<Vec<u8>, Version>) -> Option<Stored> {
     let (code, size, header) = packfile::read_entry_header(entry)?;
-    if code != 2 || size < DELTA_MIN_BYTES {
+    if code != packfile::TREE || size < DELTA_MIN_BYTES {
         return None;
     }
     let tree = packfile::inflate(&entry[header..], size)?;
@@ -293,13 +300,16 @@ fn delta_of_last(entry: &[u8], at: usize, last: &mut std::collections::HashMap<V
         .and_then(|v| delta::tree_delta(&v.bytes, &tree).map(|d| (d, v.at, v.depth + 1)));
     let depth = delta.as_ref().map_or(0, |(_, _, depth)| *depth);
     // A zlib stream of stored blocks is longer than what it holds; a compressed one is not.
-    let stored = entry.len() - header >= size;
-    let kept = stored.then(|| tree.clone());
-    last.insert(key, Version { bytes: tree, at, depth });
-    match delta {
+    let stored = match delta {
         Some((d, base_at, _)) => Some(Stored::Delta(d, base_at)),
-        None => kept.map(Stored::Compressed),
-    }
+        None if entry.len() - header >= size => {
+            let mut zlib = Vec::new();
+            packfile::deflate(&tree, &mut zlib).ok().map(|()| Stored::Compressed { size, zlib })
+        }
+        None => None,
+    };
+    last.insert(key, Version { bytes: tree, at, depth });
+    stored
 }
 
 /// How many of the packs, sorted by size from the smallest, to merge: all below the first pack
