@@ -370,6 +370,37 @@ fn a_second_sync_in_one_process_pushes_fresh_bytes_and_writes_only_what_changed(
     assert!(message.lines().any(|l| l == "shopsets changed: cell-007"), "{message}");
 }
 
+/// One ShopSet changed costs the same work in a tier of 10 as in a tier of 1,000: the same
+/// objects written to the cache, the same objects pushed, the same commit message. Only the two
+/// directories that list the tier are larger objects (git writes a directory whole).
+#[test]
+fn one_change_writes_and_pushes_as_much_among_ten_as_among_a_thousand() {
+    // A ShopSet the README of the system branch names at both sizes (it names the first 100, with
+    // their shop counts), so that the change rewrites it at both.
+    const CHANGED: usize = 5;
+    let work = |n: usize| {
+        let mut f = Fixture::start();
+        f.input.shopsets = cells(&f, n, |i| vec![format!("shop-{i:04}")]);
+        let renderer = Renderer::embedded().unwrap();
+        let cache = GitCache::new(f.work.path().join("cache"));
+        sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("first sync");
+        let server = server_objects(&f.system_path());
+        std::sync::Arc::make_mut(&mut f.input.shopsets[CHANGED]).spec.shops.push("shop-9999".into());
+        let report =
+            sync_tier(&cache, &Auth::default(), &f.input, &renderer, &SyncOptions::default()).expect("second sync");
+        let (packs, loose) = cache_objects(&f);
+        assert_eq!((packs.len(), loose), (2, 0), "one pack of its own for the change: {packs:?}, {loose} loose");
+        let after = server_objects(&f.system_path());
+        assert_eq!(after.1, server.1, "a new pack on the server: the push sent far more than what changed");
+        assert_eq!(report.shopsets.changed, vec![format!("cell-{CHANGED:03}")]);
+        (packs[0], after.0 - server.0, report.message.expect("a commit"))
+    };
+    let (small, large) = (work(10), work(1000));
+    assert_eq!(small.0, large.0, "objects written to the cache for one change, among 10 and among 1,000");
+    assert_eq!(small.1, large.1, "objects pushed for one change, among 10 and among 1,000");
+    assert_eq!(small.2, large.2, "the commit message of one change, among 10 and among 1,000");
+}
+
 #[test]
 fn a_checkpoint_says_unchanged_until_an_input_or_a_branch_moves() {
     let mut f = Fixture::start();
