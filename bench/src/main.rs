@@ -433,10 +433,7 @@ fn main() {
             .unwrap_or_else(|| vec![10_000]);
         // `--fleet-changes N`: changes measured per size (5; more for a profile of one change).
         let changes = value("--fleet-changes").and_then(|v| v.parse().ok()).unwrap_or(5);
-        for &n in &sizes {
-            eprintln!("bench: fleet, {n} ShopSets over {} tiers", fleet::TIERS);
-            fleet::run(n, changes, &mut rows, scratch.path());
-        }
+        fleet::run(&sizes, changes, &mut rows, &mut notes, scratch.path());
         let shops = value("--placement-shops").and_then(|v| v.parse().ok()).unwrap_or(100_000);
         if shops > 0 {
             eprintln!("bench: placement, {shops} shops");
@@ -479,10 +476,8 @@ fn main() {
     let fleet_sizes: Vec<usize> = value("--fleet-sizes")
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).filter(|n| *n > 0).collect())
         .unwrap_or_else(|| if quick || chosen_sizes { vec![100] } else { vec![100, 1000, 10_000] });
-    for &n in &fleet_sizes {
-        eprintln!("bench: fleet, {n} ShopSets over {} tiers", fleet::TIERS);
-        fleet::run(n, 5, &mut rows, scratch.path());
-    }
+    let mut notes = Vec::new();
+    fleet::run(&fleet_sizes, 5, &mut rows, &mut notes, scratch.path());
     // `--placement-shops N`: shops placed by the policy of `shop add` (0: none).
     let placement_shops: usize = value("--placement-shops")
         .and_then(|v| v.parse().ok())
@@ -491,7 +486,6 @@ fn main() {
         eprintln!("bench: placement, {placement_shops} shops");
         fleet::placement(placement_shops, &mut rows);
     }
-    let mut notes = Vec::new();
     if !skip_cluster {
         eprintln!("bench: latency and controller memory (control plane + controller)");
         // Rows measured before a failure are kept.
