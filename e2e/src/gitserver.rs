@@ -195,12 +195,24 @@ pub struct HttpGitServer {
     user: String,
     password: String,
     repos: PathBuf,
+    /// Over HTTPS: the file of the CA that signed the server's certificate.
+    ca: Option<PathBuf>,
     dir: ServerDir,
 }
 
 impl HttpGitServer {
     /// Starts lighttpd and returns once it accepts connections.
     pub fn start(user: &str, password: &str) -> HttpGitServer {
+        Self::start_with(user, password, false)
+    }
+
+    /// The same over HTTPS, with a certificate for `127.0.0.1` signed by a CA of its own made
+    /// with the `openssl` command ([`ca_file`](Self::ca_file)), which nothing else trusts.
+    pub fn start_https(user: &str, password: &str) -> HttpGitServer {
+        Self::start_with(user, password, true)
+    }
+
+    fn start_with(user: &str, password: &str, https: bool) -> HttpGitServer {
         // The plain user file is `user:password` lines.
         assert!(
             !user.is_empty() && !user.contains([':', '\n', '\r']),
@@ -222,6 +234,7 @@ impl HttpGitServer {
         let lighttpd = find_lighttpd();
         let conf = dir.path().join("lighttpd.conf");
         let log = dir.path().join("lighttpd.log");
+        let tls = https.then(|| certificate_for_localhost(dir.path()));
 
         let (process, port) = start_on_free_port("lighttpd", &log, "server started", |port| {
             let config = lighttpd_config(LighttpdConfig {
@@ -231,25 +244,37 @@ impl HttpGitServer {
                 users: &users,
                 backend: &backend,
                 repos: &repos,
+                tls: tls.as_ref().map(|t| (t.certificate.as_path(), t.key.as_path())),
             });
             fs::write(&conf, config).expect("write lighttpd config");
             let mut cmd = Command::new(&lighttpd);
             cmd.arg("-D").arg("-f").arg(&conf);
             cmd
         });
-        HttpGitServer { process, port, user: user.to_owned(), password: password.to_owned(), repos, dir }
+        let ca = tls.map(|t| t.ca);
+        HttpGitServer { process, port, user: user.to_owned(), password: password.to_owned(), repos, ca, dir }
     }
 
-    /// `http://127.0.0.1:<port>/git/<repo>.git`, without credentials.
+    /// `http://127.0.0.1:<port>/git/<repo>.git` (`https://` over HTTPS), without credentials.
     pub fn url(&self, repo: &str) -> String {
         check_repo_name(repo);
-        format!("http://127.0.0.1:{}/git/{repo}.git", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/git/{repo}.git", self.port)
+    }
+
+    /// Over HTTPS, the CA file that makes the server's certificate trusted (`SSL_CERT_FILE`).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     /// [`url`](Self::url) with the user and password embedded, for test setup with the git
-    /// helpers only; the code under test should get credentials the way users give them.
+    /// helpers only; the code under test should get credentials the way users give them. Over
+    /// HTTPS, where the git helpers would not trust the server, the repository's path on disk.
     pub fn authed_url(&self, repo: &str) -> String {
         check_repo_name(repo);
+        if self.ca.is_some() {
+            return self.path(repo).to_string_lossy().into_owned();
+        }
         format!(
             "http://{}:{}@127.0.0.1:{}/git/{repo}.git",
             percent_encode(&self.user),
@@ -303,14 +328,65 @@ struct LighttpdConfig<'a> {
     users: &'a Path,
     backend: &'a Path,
     repos: &'a Path,
+    /// HTTPS with this certificate and key.
+    tls: Option<(&'a Path, &'a Path)>,
+}
+
+/// A server certificate and its key, and the CA that signed it.
+struct Certificate {
+    ca: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+/// A CA of its own and a certificate for `127.0.0.1` (its IP address as subject alternative
+/// name, as TLS clients check), made in `dir` with the `openssl` command.
+fn certificate_for_localhost(dir: &Path) -> Certificate {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl (e2e/install-tools installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "2", "-subj", "/CN=ShopSet test CA", "-keyout", "ca.key", "-out", "ca.pem"][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    openssl(&[&["req", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"][..], &ec].concat());
+    fs::write(dir.join("server.ext"), "subjectAltName = IP:127.0.0.1\n").expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    Certificate { ca: dir.join("ca.pem"), certificate: dir.join("server.pem"), key: dir.join("server.key") }
 }
 
 /// The setup `git help http-backend` documents for lighttpd, with auth on every request.
 fn lighttpd_config(c: LighttpdConfig<'_>) -> String {
     let s = |p: &Path| lighttpd_string(&p.to_string_lossy());
     format!(
-        r#"server.modules = ( "mod_alias", "mod_setenv", "mod_auth", "mod_authn_file", "mod_cgi" )
-server.bind = "127.0.0.1"
+        r#"server.modules = ( "mod_alias", "mod_setenv", "mod_auth", "mod_authn_file", "mod_cgi"{tls_module} )
+server.bind = "127.0.0.1"{tls}
 server.port = {port}
 server.document-root = {docroot}
 server.upload-dirs = ( {uploads} )
@@ -337,6 +413,15 @@ $HTTP["url"] =~ "^/git/" {{
         users = s(c.users),
         backend = s(c.backend),
         repos = s(c.repos),
+        tls_module = if c.tls.is_some() { ", \"mod_openssl\"" } else { "" },
+        tls = c
+            .tls
+            .map(|(cert, key)| format!(
+                "\nssl.engine = \"enable\"\nssl.pemfile = {}\nssl.privkey = {}",
+                s(cert),
+                s(key)
+            ))
+            .unwrap_or_default(),
     )
 }
 

@@ -209,6 +209,9 @@ impl Style {
 }
 
 fn main() -> ExitCode {
+    // A run is short: the CA file is read only if it connects over HTTP(S).
+    // SAFETY: first thing in main, before any thread starts.
+    unsafe { shopset::gitops::certificates::start_libgit2_deferring_ca_file() };
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let style = Style {

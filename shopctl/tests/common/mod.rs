@@ -51,6 +51,24 @@ impl Fixture {
         Fixture::new(Server::Http(http), app, config, system)
     }
 
+    /// The same over HTTPS, the server's certificate signed by a CA of its own
+    /// ([`ca_file`](Self::ca_file)); the git helpers read and seed the repositories on disk.
+    pub fn https(user: &str, password: &str) -> Fixture {
+        let https = HttpGitServer::start_https(user, password);
+        let (app, config, system) =
+            (https.create_repo("app"), https.create_repo("config"), https.create_repo("system"));
+        seed_examples(&https.authed_url("app"), &https.authed_url("config"));
+        Fixture::new(Server::Http(https), app, config, system)
+    }
+
+    /// Over HTTPS, the CA file that makes the server trusted.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        match &self.server {
+            Server::Http(h) => h.ca_file(),
+            Server::Daemon(_) => None,
+        }
+    }
+
     fn new(server: Server, app: String, config: String, system: String) -> Fixture {
         let work = TempDir::with_prefix("shopctl-test-").expect("create test work dir");
         let fixture = Fixture { server, app, config, system, work };

@@ -37,7 +37,7 @@ const OBJECT_CACHE_BYTES: isize = 8 * 1024 * 1024;
 const TREE_CACHE_LIMIT: usize = 1024 * 1024;
 
 /// libgit2's process-wide settings, made once before the first cache is used.
-fn configure_libgit2() {
+pub(crate) fn configure_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         stream::install();
@@ -85,6 +85,7 @@ impl GitCache {
 
     /// Opens (creating when new) the cached repository of `url`.
     pub fn open(&self, url: &str, auth: &Auth) -> Result<Remote, GitError> {
+        super::certificates::before_connect(url);
         let path = self.root.join(cache_name(url));
         let cache_err = |e: git2::Error| GitError::Cache { path: path.clone(), detail: e.message().to_string() };
         let lock = {

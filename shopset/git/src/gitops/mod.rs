@@ -6,6 +6,7 @@
 //! | [`auth`] | credentials, read from a Secret's data, never printed |
 //! | [`error`] | what went wrong, in the kinds a person acts on differently |
 //! | [`cache`] | bare repositories on disk, one per URL, and reused handles |
+//! | [`certificates`] | the CA file of HTTPS remotes, read on a short process's first connection |
 //! | [`remote`] | ls-remote, fetch, push under a lease, objects read and written |
 //! | [`receive_pack`] | a push of a pack built from what a sync wrote, over libgit2's transports |
 //! | [`packfile`] | packs and their indexes written from objects we hold |
@@ -18,6 +19,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod certificates;
 mod delta;
 pub mod diff;
 pub mod error;
