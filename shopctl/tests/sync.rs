@@ -583,47 +583,41 @@ fn http_wrong_password_fails_without_printing_it_and_writes_nothing() {
 fn https_trusts_the_ca_file_named_and_no_other() {
     let f = Fixture::https(USER, PASSWORD);
     let manifests = manifests_arg(&f);
-    let ca = f.ca_file().expect("a CA file").to_str().expect("UTF-8 path").to_string();
     assert!(f.app.starts_with("https://127.0.0.1:"), "{}", f.app);
+    let ca = f.ca_file().expect("a CA file").to_str().expect("UTF-8 path").to_string();
     // No CA directory to fall back on, and a CA file without the server's CA.
-    let no_dir = f.work.path().join("no-ca-dir");
+    let (no_dir, other) = (f.work.path().join("no-ca-dir"), f.work.path().join("other-ca.pem"));
     std::fs::create_dir(&no_dir).unwrap();
-    let no_dir = no_dir.to_str().expect("UTF-8 path");
-    let other = f.work.path().join("other-ca.pem");
     std::fs::write(&other, "").unwrap();
-    let env = |file: &str| {
-        let creds = [("SHOPSET_GIT_USERNAME", USER), ("SHOPSET_GIT_PASSWORD", PASSWORD)];
-        [creds[0], creds[1], ("SSL_CERT_FILE", file), ("SSL_CERT_DIR", no_dir)].map(|(k, v)| (k, v.to_string()))
-    };
+    let (no_dir, other) = (no_dir.to_str().expect("UTF-8 path"), other.to_str().expect("UTF-8 path"));
     let run = |file: &str| {
-        let env = env(file);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        f.shopctl_env(&["sync", "-f", &manifests, "--tier", "tier-0"], &env)
+        let env = [
+            ("SHOPSET_GIT_USERNAME", USER),
+            ("SHOPSET_GIT_PASSWORD", PASSWORD),
+            ("SSL_CERT_FILE", file),
+            ("SSL_CERT_DIR", no_dir),
+        ];
+        f.shopctl_env(&["-vv", "sync", "-f", &manifests, "--tier", "tier-0"], &env)
     };
 
-    let refused = run(other.to_str().unwrap()).failure(1);
+    let refused = run(other).failure(1);
     assert!(line_starting(&refused.stderr, "error:").contains("certificate"), "{refused}");
     assert_eq!(branch_head(&f.read_url("system"), "tier-0"), None, "a refused sync wrote:\n{refused}");
 
     let synced = run(&ca).success();
     let head = branch_head(&f.read_url("system"), "tier-0").unwrap_or_else(|| panic!("no system branch:\n{synced}"));
     assert!(synced.stdout.contains(&format!("committed {}", short(&head))), "{synced}");
+    assert!(synced.stderr.contains("CA file read for HTTP(S) remotes"), "{synced}");
 }
 
-/// The other side: a run that speaks only git:// reads no CA file at all (`-vv` logs when it does).
+/// The other side: a run that speaks only git:// reads no CA file at all (`-vv` logs when it
+/// does, as the HTTPS test above checks).
 #[test]
 fn a_run_without_http_reads_no_ca_file() {
     let f = Fixture::daemon();
-    let manifests = manifests_arg(&f);
-    let run = f.shopctl(&["-vv", "sync", "-f", &manifests, "--tier", "tier-0"]).success();
+    let run = f.shopctl(&["-vv", "sync", "-f", &manifests_arg(&f), "--tier", "tier-0"]).success();
     assert!(run.stderr.contains("sync timings"), "debug logging is on:\n{run}");
     assert!(!run.stderr.contains("CA file"), "{run}");
-    // Over HTTPS, the same log line says it was read.
-    let f = Fixture::https(USER, PASSWORD);
-    let ca = f.ca_file().expect("a CA file").to_str().expect("UTF-8 path").to_string();
-    let env = [("SHOPSET_GIT_USERNAME", USER), ("SHOPSET_GIT_PASSWORD", PASSWORD), ("SSL_CERT_FILE", &ca)];
-    let run = f.shopctl_env(&["-vv", "sync", "-f", &manifests_arg(&f), "--tier", "tier-0"], &env).success();
-    assert!(run.stderr.contains("CA file read for HTTP(S) remotes"), "{run}");
 }
 
 #[test]

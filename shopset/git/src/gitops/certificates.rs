@@ -35,17 +35,16 @@ pub unsafe fn start_libgit2_deferring_ca_file() {
     unsafe { std::env::set_var(CA_FILE_VARIABLE, &unreadable) };
     super::cache::configure_libgit2();
     // The git2 crate's start sets the variable to a CA file it finds when the one named does not
-    // exist, as ours does not. Leave it as it would have been: the original when that exists,
-    // else what git2 found, else the original (or nothing).
-    let now = std::env::var_os(CA_FILE_VARIABLE);
+    // exist, as ours does not. Leave it as it would have been: the original when that exists or
+    // git2 found none, else what git2 found.
+    let git2_found = std::env::var_os(CA_FILE_VARIABLE).is_some_and(|now| now != unreadable);
     let original_exists = original.as_ref().is_some_and(|v| std::path::Path::new(v).exists());
     // SAFETY: as above.
     unsafe {
-        match (&original, now.as_deref() == Some(unreadable.as_os_str())) {
-            (Some(value), _) if original_exists => std::env::set_var(CA_FILE_VARIABLE, value),
-            (_, false) => {}
-            (Some(value), true) => std::env::set_var(CA_FILE_VARIABLE, value),
-            (None, true) => std::env::remove_var(CA_FILE_VARIABLE),
+        match &original {
+            Some(value) if original_exists || !git2_found => std::env::set_var(CA_FILE_VARIABLE, value),
+            None if !git2_found => std::env::remove_var(CA_FILE_VARIABLE),
+            _ => {}
         }
     }
     let _ = DEFERRED.set(file);
